@@ -1,0 +1,223 @@
+"""The one exception hierarchy of the client (``gpu_transcribe``).
+
+Every error that library code raises on purpose is a :class:`GpuTranscribeError`. The CLI maps it to one
+line on stderr (``str(error)``, which names the file or setting and says what to do) and to
+``error.exit_code``. Subclasses carry structured fields so that callers and tests can inspect what went
+wrong without parsing messages. Library code never calls ``sys.exit``.
+
+The engine (``remote``) has its own small hierarchy (``remote.errors``) because it must not import this
+package; its failures reach the client as JSON events and become :class:`EngineError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class GpuTranscribeError(Exception):
+    """Base of every deliberate error of gpu-transcribe.
+
+    Attributes:
+        exit_code: process exit status the CLI uses for this error (1 unless a subclass says otherwise).
+    """
+
+    exit_code: int = 1
+
+
+class InputError(GpuTranscribeError):
+    """A path given on the command line cannot be used (missing, empty directory, unreadable, not audio).
+
+    Attributes:
+        path: the offending path as the user gave it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = Path(path)
+        super().__init__(message)
+
+
+class OutputError(GpuTranscribeError):
+    """An output location cannot be written (unwritable directory, disk full)."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = Path(path)
+        super().__init__(message)
+
+
+class SettingsError(GpuTranscribeError):
+    """A setting has a bad value.
+
+    Attributes:
+        setting: the setting's name (``instance_types``, ``language``...).
+        source: where the value came from (``--language``, ``GPU_TRANSCRIBE_REGION``, a TOML file path).
+        allowed: what would be accepted, for the message.
+    """
+
+    exit_code = 2
+
+    def __init__(self, setting: str, source: str, message: str, allowed: str = "") -> None:
+        self.setting = setting
+        self.source = source
+        self.allowed = allowed
+        super().__init__(message)
+
+
+class EngineError(GpuTranscribeError):
+    """The Whisper engine failed as a whole (model not found, crashed), locally or on the instance.
+
+    Attributes:
+        code: the engine's error code (``model_not_found``, ``crashed``...; see ``remote.protocol``).
+        stderr_tail: the last lines the engine wrote to stderr, for the user to read.
+    """
+
+    def __init__(self, code: str, message: str, stderr_tail: str = "") -> None:
+        self.code = code
+        self.stderr_tail = stderr_tail
+        super().__init__(message)
+
+
+class FilesFailedError(GpuTranscribeError):
+    """Some files of a batch failed; the others were transcribed and written.
+
+    Attributes:
+        failed: ``(audio path, one-line reason)`` for each failed file, in input order.
+    """
+
+    def __init__(self, failed: Sequence[tuple[str, str]]) -> None:
+        self.failed = list(failed)
+        super().__init__(f"{len(self.failed)} file(s) failed: " + "; ".join(f"{a}: {r}" for a, r in self.failed))
+
+
+# --- cloud -------------------------------------------------------------------------------------------
+
+
+class CloudError(GpuTranscribeError):
+    """Base of errors from AWS calls."""
+
+
+class CredentialsError(CloudError):
+    """AWS credentials are missing or rejected. Nothing was launched."""
+
+    def __init__(self, message: str, profile: str | None = None, region: str | None = None) -> None:
+        self.profile = profile
+        self.region = region
+        super().__init__(message)
+
+
+class QuotaError(CloudError):
+    """A Service Quotas limit is too small for one instance.
+
+    Attributes:
+        quota_code: e.g. ``L-3819A6DF`` (spot G and VT vCPUs), ``L-DB2E81BA`` (on-demand G and VT vCPUs).
+        quota_vcpus: the quota's value in vCPUs.
+        needed_vcpus: vCPUs one instance of the chosen type needs.
+    """
+
+    def __init__(self, message: str, quota_code: str, quota_vcpus: float, needed_vcpus: int) -> None:
+        self.quota_code = quota_code
+        self.quota_vcpus = quota_vcpus
+        self.needed_vcpus = needed_vcpus
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class LaunchAttempt:
+    """One try to launch an instance, kept for the launch result and for error messages.
+
+    Attributes:
+        zone: availability zone name, e.g. ``eu-north-1a``.
+        market: ``spot`` or ``on-demand``.
+        instance_type: e.g. ``g4dn.xlarge``.
+        error_code: the AWS error code, or ``""`` if the attempt succeeded.
+        seconds: wall time of the attempt in seconds.
+    """
+
+    zone: str
+    market: str
+    instance_type: str
+    error_code: str
+    seconds: float
+
+
+class CapacityError(CloudError):
+    """Every allowed (zone, market, instance type) failed to launch.
+
+    Attributes:
+        attempts: every attempt in the order made.
+    """
+
+    def __init__(self, message: str, attempts: Sequence[LaunchAttempt]) -> None:
+        self.attempts = list(attempts)
+        super().__init__(message)
+
+
+class TeardownError(CloudError):
+    """Some resources of a run could not be removed. ``gpu-transcribe cleanup`` can retry.
+
+    Attributes:
+        leftovers: ``(resource id, reason)`` pairs.
+    """
+
+    def __init__(self, message: str, leftovers: Sequence[tuple[str, str]]) -> None:
+        self.leftovers = list(leftovers)
+        super().__init__(message)
+
+
+class ImageNotFoundError(CloudError):
+    """No AMI of ours matches this version and model; ``gpu-transcribe build-ami`` makes one."""
+
+
+class UploadError(CloudError):
+    """Uploading results to S3 failed; the local files are kept."""
+
+
+# --- SSH ---------------------------------------------------------------------------------------------
+
+
+class SSHError(GpuTranscribeError):
+    """Base of errors from the SSH layer."""
+
+
+class SSHTimeoutError(SSHError):
+    """The host did not accept an SSH session within the timeout."""
+
+
+class HostKeyError(SSHError):
+    """The host presented a key other than the one we expected. The connection was refused."""
+
+
+class TransferError(SSHError):
+    """A file transfer failed or its size or SHA-256 did not match after the transfer."""
+
+
+class RemoteCommandError(SSHError):
+    """A remote command exited non-zero.
+
+    Attributes:
+        returncode: the command's exit status (``-1`` if unknown).
+        command: the command line as sent (already quoted).
+        stderr_tail: the last lines of its stderr.
+    """
+
+    def __init__(self, message: str, returncode: int, command: str, stderr_tail: str = "") -> None:
+        self.returncode = returncode
+        self.command = command
+        self.stderr_tail = stderr_tail
+        super().__init__(message)
+
+
+class InterruptedRunError(GpuTranscribeError):
+    """The run was stopped by a signal; teardown has run.
+
+    Attributes:
+        signal_name: ``SIGINT``, ``SIGTERM`` or ``SIGHUP``.
+    """
+
+    def __init__(self, signal_name: str, exit_code: int) -> None:
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        super().__init__(f"stopped by {signal_name}; every cloud resource of this run was removed")

@@ -1,0 +1,107 @@
+"""What a transcription produces: segments with times, and the facts needed to reproduce it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from remote.options import TranscribeOptions
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of speech and its text.
+
+    Attributes:
+        start_s: start time in seconds from the beginning of the audio (>= 0).
+        end_s: end time in seconds (>= ``start_s``, <= the audio's duration).
+        text: the words, stripped of surrounding white space.
+    """
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock seconds spent on each phase of one file (the model load is shared by a batch).
+
+    Attributes:
+        load_s: seconds to load the model (the same for every file of a batch).
+        decode_s: seconds to decode the file to 16 kHz mono float32.
+        transcribe_s: seconds of VAD, feature extraction and generation for the file.
+    """
+
+    load_s: float
+    decode_s: float
+    transcribe_s: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The transcript of one audio file.
+
+    Attributes:
+        segments: in time order, start times non-decreasing.
+        language: the language code used or detected (``sv``).
+        duration_s: the audio's duration in seconds.
+        timings: seconds per phase.
+        model: model id or local directory as given.
+        revision: model revision (git ref) if given, else ``None``.
+        device: ``cuda`` or ``cpu``.
+        dtype: ``float16`` or ``float32``.
+        options: the options used, algorithm resolved from ``auto`` to what actually ran.
+        audio: the input path as given.
+    """
+
+    segments: tuple[Segment, ...]
+    language: str
+    duration_s: float
+    timings: Timings
+    model: str
+    revision: str | None
+    device: str
+    dtype: str
+    options: TranscribeOptions
+    audio: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """All segment texts joined by single spaces."""
+        return " ".join(s.text for s in self.segments if s.text).strip()
+
+    @property
+    def real_time_factor(self) -> float:
+        """Transcription seconds / audio seconds (lower is faster; 0.05 means 20x real time)."""
+        return self.timings.transcribe_s / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: every field, segments as ``{"start_s", "end_s", "text"}``, and ``text``."""
+        data = asdict(self)
+        data["segments"] = [asdict(s) for s in self.segments]
+        data["text"] = self.text
+        data["real_time_factor"] = self.real_time_factor
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
+        """Inverse of :meth:`to_dict` (extra keys such as ``text`` are ignored).
+
+        Raises:
+            KeyError, TypeError: ``data`` lacks a field or has one of the wrong type.
+        """
+        return cls(
+            segments=tuple(Segment(**s) for s in data["segments"]),
+            language=data["language"],
+            duration_s=float(data["duration_s"]),
+            timings=Timings(**data["timings"]),
+            model=data["model"],
+            revision=data.get("revision"),
+            device=data["device"],
+            dtype=data["dtype"],
+            options=TranscribeOptions(**data["options"]),
+            audio=data.get("audio", ""),
+            extra=dict(data.get("extra", {})),
+        )
