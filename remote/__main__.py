@@ -156,9 +156,9 @@ def _transcribe(args: argparse.Namespace, events: IO[str]) -> int:
             )
 
         try:
-            transcript = engine.transcribe_file(audio, resolved, progress=progress)
-            if args.beside_input:
+            if args.beside_input:  # before spending minutes on a transcript that cannot be written
                 _check_writable_dir(stem.parent)
+            transcript = engine.transcribe_file(audio, resolved, progress=progress)
             outputs = write_outputs(transcript, stem, formats)
         except EngineFailure as exc:
             failed += 1

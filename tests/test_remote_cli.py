@@ -166,3 +166,30 @@ def test_help_does_not_import_torch() -> None:
     )
     assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
     assert "--beside-input" in proc.stdout
+
+
+@pytest.mark.slow
+def test_beside_input_writes_next_to_each_input(tmp_path: Path) -> None:
+    model = find_test_model()
+    if model is None:
+        pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
+    import shutil
+
+    audio = tmp_path / "inbox" / "möte.wav"
+    audio.parent.mkdir()
+    shutil.copy(clip_path(SWEDISH_CLIPS[2]), audio)
+    code, events, stderr = run_engine(
+        "transcribe",
+        str(audio),
+        "--beside-input",
+        "--model",
+        str(model),
+        "--format",
+        "srt",
+        "--device",
+        "cpu",
+    )
+    assert code == 0, stderr[-2000:]
+    assert [e["event"] for e in events][-2:] == ["file_done", "all_done"]
+    assert events[-2]["outputs"] == {"srt": str(tmp_path / "inbox" / "möte.srt")}
+    assert (tmp_path / "inbox" / "möte.srt").read_text(encoding="utf-8").startswith("1\n")
