@@ -1,0 +1,530 @@
+"""The Whisper engine: load a model once, transcribe many files, completely and without loops.
+
+Two standard long-form algorithms, both driving transformers 5's
+``WhisperForConditionalGeneration.generate`` directly (never the pipeline's ``chunk_length_s`` mode, which
+dropped sentences and looped on Swedish here; see ``../shared/notes/offline-whisper.md``):
+
+``sequential``
+    OpenAI's long-form algorithm: log-mel features of the whole file (``truncation=False``), decoded 30 s
+    at a time, each window starting where the previous one's last complete segment ended, conditioned on
+    the previous text, with OpenAI's fallback rules: a window whose decoding is too repetitive (zlib
+    compression ratio of its text > 2.4) or too unsure (average log-probability < -1.0) is decoded again
+    at the next temperature of (0.0, 0.2, ..., 1.0), and a window that is unsure and probably silent
+    (no-speech probability > 0.6) is skipped. OpenAI's reference algorithm; its conditioning on the
+    previous text can make it skip a sentence it "expects" (measured, see :func:`resolve_algorithm`).
+
+``batched``
+    Silero VAD finds speech; speech is grouped into windows of at most 30 s cut at pauses
+    (:mod:`remote.vad`); the windows are decoded ``batch_size`` at a time, with the same fallback rules per
+    window, and the segment times inside a window are offset by the window's start. No speech found means
+    an empty transcript without running Whisper at all. The fast one on GPUs, and here on CPUs too.
+
+``auto`` resolves to ``batched`` on every device; see :func:`resolve_algorithm` for the measurements.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from remote.audio import SAMPLE_RATE_HZ, decode_audio
+from remote.errors import ModelLoadError
+from remote.options import DEFAULT_MODEL, TranscribeOptions
+from remote.transcript import Segment, Timings, Transcript
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, float], None]
+"""Called as ``progress(done_s, duration_s)``: seconds of audio transcribed so far, of the total."""
+
+TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""Temperature fallback schedule of OpenAI's ``transcribe()`` (Radford et al. 2022, section 4.5)."""
+COMPRESSION_RATIO_THRESHOLD = 2.4
+"""OpenAI's (and faster-whisper's) threshold on the zlib compression ratio of a window's decoded text;
+above it the decoding counts as a repetition loop and is redone hotter. The model computes the ratio on
+text as OpenAI does (``_retrieve_compression_ratio`` in :mod:`remote.whisper_model`)."""
+LOGPROB_THRESHOLD = -1.0
+"""OpenAI's threshold on the average token log-probability; below it a window is decoded again."""
+NO_SPEECH_THRESHOLD = 0.6
+"""OpenAI's threshold on the ``<|nospeech|>`` probability; above it (and below the log-prob threshold)
+a window is skipped as silence."""
+
+SAMPLING_SEED = 0
+"""Seed of the sampling in temperature-fallback rounds, so transcripts are reproducible."""
+MAX_NEW_TOKENS = 220
+"""Tokens generated per 30 s window at most. OpenAI's decoder stops at 224 (``n_text_ctx // 2``); 220 keeps
+prompt (at most 223 previous tokens + 3 start tokens) plus new tokens within Whisper's 448 positions, which
+transformers enforces. A loop on silence then stops after 220 tokens, not 448 (transformers' default)."""
+
+FRAMES_PER_WINDOW = 3000
+"""Log-mel frames (10 ms each) in one Whisper input of 30 s."""
+SECONDS_PER_FRAME = 0.01
+
+CPU_BATCH_SIZE = 8
+"""Windows per batch on CPU. Measured (bench/engine.py, whisper-base, beam 5, 2 cores, the 3-minute
+Swedish file, 7 windows): batch 4 took 29.0 s, batch 8 25.3 s. Each window in a batch costs about
+0.25 GB for the per-step scores ``generate`` keeps (220 steps x 5 beams x 51865 float32), so larger
+batches trade a few per cent for gigabytes on a CPU machine."""
+CUDA_MAX_BATCH_SIZE = 64
+"""Upper bound on windows per batch on a GPU; the actual size is what free memory allows (see
+:func:`default_batch_size`)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, for the ``model_loaded`` event and every :class:`~remote.transcript.Transcript`.
+
+    Attributes:
+        model: the model id or local directory, as given.
+        revision: the revision asked for, or ``None``.
+        device: ``cuda`` or ``cpu``.
+        dtype: ``float16`` (CUDA) or ``float32`` (CPU).
+        load_s: wall-clock seconds the load took.
+    """
+
+    model: str
+    revision: str | None
+    device: str
+    dtype: str
+    load_s: float
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Map ``auto`` to ``cuda`` when a CUDA GPU is usable, else ``cpu``; pass ``cpu``/``cuda`` through.
+
+    Raises:
+        ValueError: ``device`` is not ``auto``, ``cpu`` or ``cuda``, or ``cuda`` without a usable GPU.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device: cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+        return "cuda"
+    if device == "cpu":
+        return "cpu"
+    raise ValueError(f"--device: {device!r} is not one of auto, cpu, cuda")
+
+
+def resolve_algorithm(algorithm: str, device: str) -> str:
+    """The algorithm ``auto`` stands for on ``device``; ``sequential``/``batched`` pass through.
+
+    ``auto`` is ``batched`` on CPU and on CUDA. Measured here with ``bench/engine.py`` (whisper-base,
+    beam size 5, the 195.8 s Swedish file built from the NST clips with 1-3 s pauses, 2 AMD EPYC cores
+    shared with other work, fastest of 2 runs):
+
+    - speed: ``batched`` 25.3 s (real-time factor 0.129), ``sequential`` 80.4 s (0.411): 3.2x faster.
+      faster-whisper on the same weights (int8): batched 13.5 s, plain 23.2 s.
+    - accuracy: word error rate on that file 0.209 (``batched``) vs 0.289 (``sequential``); per clip
+      both are at or below faster-whisper (tests/test_engine.py).
+    - completeness: ``batched`` found every clip, in order, in the Swedish file and in a 216.9 s English
+      one; ``sequential``, conditioned on the previous text, skipped a whole sentence in each
+      (transformers' own class decodes the same tokens, so this is the algorithm with this model).
+
+    On GPUs batching is what the algorithm is for (faster-whisper's and WhisperX's GPU path), and its
+    windows are all decoded in one or a few batches.
+    """
+    del device  # the same answer on both devices today; kept so a device-specific choice stays local
+    return "batched" if algorithm == "auto" else algorithm
+
+
+def default_batch_size(device: str, model: Any = None, beam_size: int = 5) -> int:
+    """Windows per batch for the ``batched`` algorithm when the user gives none.
+
+    On CPU: :data:`CPU_BATCH_SIZE`. On CUDA: as many windows as half the free GPU memory holds, by an
+    estimate per window of the float16 cross-attention cache (once per window: the beams share it, see
+    :mod:`remote.whisper_model`), the self-attention cache (per beam), the float32 per-step scores that
+    ``generate`` keeps for the log-probability rule (per beam, :data:`MAX_NEW_TOKENS` steps) and the
+    encoder's activations; at least 1, at most :data:`CUDA_MAX_BATCH_SIZE`. For whisper-small with 5
+    beams that is about 0.4 GB per window, so an 80 GB H100 runs the maximum.
+
+    Args:
+        device: ``cpu`` or ``cuda``.
+        model: the loaded ``WhisperForConditionalGeneration`` (its config sizes the estimate).
+        beam_size: beams per window.
+    """
+    if device != "cuda" or model is None:
+        return CPU_BATCH_SIZE
+    import torch
+
+    free_bytes, _total_bytes = torch.cuda.mem_get_info()
+    cfg = model.config
+    frames = cfg.max_source_positions  # 1500 encoder positions for 30 s
+    beams = max(1, beam_size)
+    half = 2  # bytes per float16 value
+    cross_kv = 2 * cfg.decoder_layers * frames * cfg.d_model * half
+    self_kv = 2 * cfg.decoder_layers * cfg.max_target_positions * cfg.d_model * beams * half
+    scores = MAX_NEW_TOKENS * beams * cfg.vocab_size * 4
+    encoder = 4 * frames * max(cfg.encoder_ffn_dim, 4 * cfg.d_model) * half
+    per_window = cross_kv + self_kv + scores + encoder
+    return max(1, min(CUDA_MAX_BATCH_SIZE, int(0.5 * free_bytes) // per_window))
+
+
+def _looks_like_path(model: str) -> bool:
+    """True for ``./x``, ``/x``, ``~/x``, ``x/y/z``: a directory, not a ``owner/name`` hub id."""
+    return model.startswith((".", "/", "~", os.sep)) or model.count("/") > 1 or "\\" in model
+
+
+class WhisperEngine:
+    """A loaded Whisper model that transcribes files one after another.
+
+    Create it with :meth:`load`; then call :meth:`transcribe_file` (or :meth:`transcribe_audio`) per file.
+    Not thread-safe: one transcription at a time.
+    """
+
+    def __init__(self, model: Any, processor: Any, info: ModelInfo) -> None:
+        """Wrap an already loaded model; use :meth:`load` instead of calling this directly."""
+        self.model = model
+        self.processor = processor
+        self.info = info
+        generation_config = model.generation_config
+        self._timestamp_begin: int = int(generation_config.no_timestamps_token_id) + 1
+        self._id_to_language: dict[int, str] = {
+            int(token_id): token.strip("<|>") for token, token_id in generation_config.lang_to_id.items()
+        }
+
+    @classmethod
+    def load(
+        cls, model: str = DEFAULT_MODEL, revision: str | None = None, device: str = "auto"
+    ) -> WhisperEngine:
+        """Load a Whisper checkpoint from the Hugging Face hub or a local directory.
+
+        float16 with PyTorch's scaled-dot-product attention (SDPA) on CUDA; float32 (also SDPA) on CPU,
+        where float16 matrix products are slow or missing.
+
+        Args:
+            model: a hub id (``KBLab/kb-whisper-small``) or a directory holding a transformers Whisper
+                checkpoint (config.json, generation_config.json, weights, tokenizer, processor config).
+            revision: a branch, tag or commit of the hub repository; ``None`` for the default branch.
+            device: ``auto``, ``cpu`` or ``cuda``.
+
+        Raises:
+            ModelLoadError: the model cannot be found or is not a Whisper checkpoint; one line naming it.
+            ValueError: ``device`` is unknown, or ``cuda`` is asked for without a GPU.
+        """
+        started = time.perf_counter()
+        resolved_device = resolve_device(device)
+        import torch
+        from transformers import WhisperProcessor
+
+        from remote.whisper_model import FastWhisperForConditionalGeneration
+
+        rev = f" (revision {revision})" if revision else ""
+        source: str = model
+        if _looks_like_path(model) or Path(model).expanduser().exists():
+            local = Path(model).expanduser()
+            if not local.is_dir():
+                raise ModelLoadError(
+                    f"model directory {model!r} does not exist; pass a directory holding a Whisper "
+                    "checkpoint, or a Hugging Face model id such as KBLab/kb-whisper-small"
+                )
+            source = str(local)
+        dtype = torch.float16 if resolved_device == "cuda" else torch.float32
+        try:
+            whisper = FastWhisperForConditionalGeneration.from_pretrained(
+                source, revision=revision, dtype=dtype, attn_implementation="sdpa"
+            )
+            processor = WhisperProcessor.from_pretrained(source, revision=revision or "main")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"cannot load Whisper model {model!r}{rev}: {reason}; check the model id and revision, "
+                "your network access to huggingface.co, or pass a local directory with the checkpoint"
+            ) from exc
+        if getattr(whisper.config, "model_type", None) != "whisper":
+            raise ModelLoadError(f"{model!r}{rev} is not a Whisper checkpoint; pass a Whisper model")
+        gen = whisper.generation_config
+        if not getattr(gen, "lang_to_id", None) or getattr(gen, "no_timestamps_token_id", None) is None:
+            raise ModelLoadError(
+                f"{model!r}{rev}: its generation_config.json lacks lang_to_id or no_timestamps_token_id "
+                "(needed for language selection and timestamps); use a complete multilingual checkpoint"
+            )
+        whisper.set_text_decoder(lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True))
+        whisper.to(resolved_device)
+        whisper.eval()
+        info = ModelInfo(
+            model=model,
+            revision=revision,
+            device=resolved_device,
+            dtype=str(dtype).removeprefix("torch."),
+            load_s=time.perf_counter() - started,
+        )
+        return cls(whisper, processor, info)
+
+    def resolve_options(self, options: TranscribeOptions) -> TranscribeOptions:
+        """Validate ``options`` and resolve ``algorithm`` and ``batch_size`` for this engine's device.
+
+        ``sequential`` decodes one window at a time, so its batch size resolves to 1.
+
+        Raises:
+            ValueError: an option is out of range; the message names it.
+        """
+        opts = options.validated()
+        algorithm = resolve_algorithm(opts.algorithm, self.info.device)
+        if algorithm == "sequential":
+            batch_size = 1
+        else:
+            batch_size = opts.batch_size or default_batch_size(self.info.device, self.model, opts.beam_size)
+        return replace(opts, algorithm=algorithm, batch_size=batch_size)  # type: ignore[arg-type]
+
+    def transcribe_file(
+        self,
+        path: str | os.PathLike[str],
+        options: TranscribeOptions | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Transcript:
+        """Decode and transcribe one audio file.
+
+        Args:
+            path: any audio file :func:`remote.audio.decode_audio` reads.
+            options: how to transcribe; ``None`` for the defaults (Swedish, ``auto`` algorithm).
+            progress: optional callback, see :data:`ProgressCallback`.
+
+        Returns:
+            The transcript, its timings (``decode_s`` included) and the resolved options.
+
+        Raises:
+            AudioDecodeError: the file cannot be decoded.
+            ValueError: an option is out of range.
+        """
+        opts = self.resolve_options(options or TranscribeOptions())
+        started = time.perf_counter()
+        samples = decode_audio(path)
+        decode_s = time.perf_counter() - started
+        return self.transcribe_audio(
+            samples, opts, progress=progress, audio=os.fspath(path), decode_s=decode_s
+        )
+
+    def transcribe_audio(
+        self,
+        samples: np.ndarray,
+        options: TranscribeOptions | None = None,
+        progress: ProgressCallback | None = None,
+        audio: str = "",
+        decode_s: float = 0.0,
+    ) -> Transcript:
+        """Transcribe decoded audio.
+
+        Args:
+            samples: 1-D float32 samples at 16 kHz in [-1, 1], shape ``(num_samples,)``.
+            options: how to transcribe; ``None`` for the defaults.
+            progress: optional callback, see :data:`ProgressCallback`.
+            audio: the input path to record in the transcript.
+            decode_s: seconds already spent decoding, recorded in the timings.
+
+        Returns:
+            The transcript; segments in time order, times within ``[0, duration_s]``; no segments for
+            silence.
+
+        Raises:
+            ValueError: an option is out of range, or ``samples`` is not 1-D.
+        """
+        import torch
+
+        opts = self.resolve_options(options or TranscribeOptions())
+        if samples.ndim != 1:
+            raise ValueError(f"audio samples must be 1-D (mono), got shape {samples.shape}")
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        duration_s = samples.shape[0] / SAMPLE_RATE_HZ
+        started = time.perf_counter()
+        devices = [torch.cuda.current_device()] if self.info.device == "cuda" else []
+        try:
+            # Temperature fallback samples; a fixed seed (inside fork_rng, so the caller's random state is
+            # untouched) makes the same audio and options give the same transcript on every run.
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                torch.manual_seed(SAMPLING_SEED)
+                if opts.algorithm == "sequential":
+                    segments, language = self._sequential(samples, opts, progress)
+                else:
+                    segments, language = self._batched(samples, opts, progress)
+        finally:
+            self.model.clear_encoder_cache()
+        transcribe_s = time.perf_counter() - started
+        return Transcript(
+            segments=tuple(_clean_segments(segments, duration_s)),
+            language=language,
+            duration_s=duration_s,
+            timings=Timings(load_s=self.info.load_s, decode_s=decode_s, transcribe_s=transcribe_s),
+            model=self.info.model,
+            revision=self.info.revision,
+            device=self.info.device,
+            dtype=self.info.dtype,
+            options=opts,
+            audio=audio,
+        )
+
+    # -- the two algorithms ---------------------------------------------------------------------------
+
+    def _sequential(
+        self, samples: np.ndarray, opts: TranscribeOptions, progress: ProgressCallback | None
+    ) -> tuple[list[Segment], str]:
+        duration_s = samples.shape[0] / SAMPLE_RATE_HZ
+        if samples.shape[0] < SAMPLE_RATE_HZ // 100:  # under one 10 ms frame: nothing to hear
+            return [], self._fixed_language(opts)
+        features = self._features([samples])["input_features"]
+        language = self._language(features, opts)
+
+        def monitor(seek_and_max: torch.Tensor) -> None:
+            if progress is not None:
+                done_frames = float(seek_and_max[0, 0])
+                progress(min(duration_s, done_frames * SECONDS_PER_FRAME), duration_s)
+
+        outputs = self.model.generate(
+            features,
+            **self._generate_kwargs(language, opts),
+            monitor_progress=monitor,
+        )
+        segments = self._segments(outputs["segments"][0], offset_s=0.0)
+        if progress is not None:
+            progress(duration_s, duration_s)
+        return segments, language
+
+    def _batched(
+        self, samples: np.ndarray, opts: TranscribeOptions, progress: ProgressCallback | None
+    ) -> tuple[list[Segment], str]:
+        from remote.vad import merge_into_windows, speech_timestamps
+
+        duration_s = samples.shape[0] / SAMPLE_RATE_HZ
+        windows = merge_into_windows(speech_timestamps(samples))
+        if not windows:
+            if progress is not None:
+                progress(duration_s, duration_s)
+            return [], self._fixed_language(opts)
+        batch_size = opts.batch_size or CPU_BATCH_SIZE
+        language: str | None = None
+        segments: list[Segment] = []
+        for first in range(0, len(windows), batch_size):
+            batch = windows[first : first + batch_size]
+            inputs = self._features([samples[w.start_sample : w.end_sample] for w in batch])
+            features = inputs["input_features"]
+            if language is None:
+                language = self._language(features[:1], opts)
+            kwargs = self._generate_kwargs(language, opts)
+            if len(batch) > 1:
+                # Batched long-form generation: each window is decoded up to its own length (from the
+                # attention mask), exactly as OpenAI's algorithm treats a file of that length (content,
+                # then zero padding to 3000 frames). transformers takes that path only for inputs longer
+                # than 3000 frames, so one frame of padding is added when every window is shorter; the
+                # mask keeps it out. (Its short-form path would instead decode each window to the
+                # longest one's length and copy every window's key/value cache to the CPU.)
+                mask = inputs["attention_mask"]
+                if features.shape[-1] <= FRAMES_PER_WINDOW:
+                    pad = FRAMES_PER_WINDOW + 1 - features.shape[-1]
+                    features = _pad_last(features, pad)
+                    mask = _pad_last(mask, pad)
+                kwargs["attention_mask"] = mask
+            outputs = self.model.generate(features, **kwargs)
+            for window, window_segments in zip(batch, outputs["segments"], strict=True):
+                segments.extend(
+                    _clip_to(self._segments(window_segments, offset_s=window.start_s), window.end_s)
+                )
+            if progress is not None:
+                progress(min(duration_s, batch[-1].end_s), duration_s)
+        if progress is not None:
+            progress(duration_s, duration_s)
+        return segments, language or self._fixed_language(opts)
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _features(self, pieces: Sequence[np.ndarray]) -> Any:
+        """Log-mel features of each piece, not truncated, padded to the longest, with a frame mask.
+
+        Returns a ``BatchFeature`` with ``input_features`` of shape ``(len(pieces), n_mels, frames)``
+        (model dtype, on the model's device) and ``attention_mask`` of shape ``(len(pieces), frames)``.
+        """
+        import torch
+
+        extractor = self.processor.feature_extractor
+        inputs = extractor(
+            list(pieces),
+            sampling_rate=SAMPLE_RATE_HZ,
+            truncation=False,
+            padding="longest",
+            return_attention_mask=True,
+            return_tensors="pt",
+            device=self.info.device,
+        )
+        dtype = torch.float16 if self.info.dtype == "float16" else torch.float32
+        inputs["input_features"] = inputs["input_features"].to(self.info.device, dtype=dtype)
+        inputs["attention_mask"] = inputs["attention_mask"].to(self.info.device)
+        return inputs
+
+    def _generate_kwargs(self, language: str, opts: TranscribeOptions) -> dict[str, Any]:
+        """``generate`` arguments for OpenAI's long-form rules with temperature fallback."""
+        return {
+            "language": language,
+            "task": opts.task,
+            "return_timestamps": True,
+            "return_segments": True,
+            "condition_on_prev_tokens": True,
+            "temperature": TEMPERATURES,
+            "compression_ratio_threshold": COMPRESSION_RATIO_THRESHOLD,
+            "logprob_threshold": LOGPROB_THRESHOLD,
+            "no_speech_threshold": NO_SPEECH_THRESHOLD,
+            "num_beams": opts.beam_size,
+            "max_new_tokens": MAX_NEW_TOKENS,
+        }
+
+    def _fixed_language(self, opts: TranscribeOptions) -> str:
+        """The language to report when nothing was decoded: the one asked for, or ``""`` for ``auto``."""
+        return "" if opts.language == "auto" else opts.language
+
+    def _language(self, features: torch.Tensor, opts: TranscribeOptions) -> str:
+        """The language code to decode with: ``opts.language``, or detected from the first 30 s."""
+        if opts.language != "auto":
+            return opts.language
+        first = features[:1, :, :FRAMES_PER_WINDOW]
+        if first.shape[-1] < FRAMES_PER_WINDOW:
+            first = _pad_last(first, FRAMES_PER_WINDOW - first.shape[-1])
+        token_id = int(self.model.detect_language(first)[0])
+        return self._id_to_language.get(token_id, "en")
+
+    def _segments(self, raw: Sequence[dict[str, Any]], offset_s: float) -> list[Segment]:
+        """Turn ``generate``'s segment dicts (``start``, ``end`` in seconds, ``tokens``) into segments."""
+        tokenizer = self.processor.tokenizer
+        out: list[Segment] = []
+        for item in raw:
+            tokens = [int(t) for t in item["tokens"].tolist() if int(t) < self._timestamp_begin]
+            text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            if not text:
+                continue
+            start_s = float(item["start"]) + offset_s
+            end_s = float(item["end"]) + offset_s
+            out.append(Segment(start_s=start_s, end_s=max(start_s, end_s), text=text))
+        return out
+
+
+def _pad_last(tensor: torch.Tensor, amount: int) -> torch.Tensor:
+    """``tensor`` with ``amount`` zeros appended along its last axis."""
+    import torch.nn.functional as F
+
+    return F.pad(tensor, (0, amount))
+
+
+def _clip_to(segments: list[Segment], end_s: float) -> list[Segment]:
+    """Keep segment times inside a window ending at ``end_s`` (Whisper may stamp into the padding)."""
+    return [Segment(start_s=min(s.start_s, end_s), end_s=min(s.end_s, end_s), text=s.text) for s in segments]
+
+
+def _clean_segments(segments: Sequence[Segment], duration_s: float) -> list[Segment]:
+    """Segments with times rounded to milliseconds, inside ``[0, duration_s]``, starts non-decreasing."""
+    out: list[Segment] = []
+    last_start = 0.0
+    for seg in segments:
+        start = min(max(seg.start_s, last_start, 0.0), duration_s)
+        end = min(max(seg.end_s, start), duration_s)
+        out.append(Segment(start_s=round(start, 3), end_s=round(end, 3), text=seg.text))
+        last_start = start
+    return out

@@ -1,0 +1,345 @@
+"""The engine with the real whisper-base model on real speech (CPU).
+
+- Per clip (three Swedish NST recordings, English JFK): our word error rate is at most faster-whisper's
+  with the same weights, normalised the same way (``bench.fixtures.word_error_rate``).
+- The silent NST clip gives an empty transcript with both algorithms.
+- Files of more than 3 minutes built from the clips with 1-3 s pauses (Swedish NST; English sonnet, JFK,
+  LibriSpeech): with the default algorithm every clip's words are found, in order, and the English
+  file's word error rate is within 2 points of transcribing its clips one by one; ``sequential`` makes
+  no repetition loop.
+- ``FastWhisperForConditionalGeneration`` decodes the same tokens as transformers' own class.
+
+The model is loaded once for the module; transcripts are computed once and shared between tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.fixtures import (
+    ENGLISH_CLIP,
+    ENGLISH_CLIPS,
+    SILENT_CLIP,
+    SWEDISH_CLIPS,
+    LongAudio,
+    build_long_audio,
+    clip_language,
+    clip_path,
+    clip_reference,
+    faster_whisper_model_dir,
+    find_test_model,
+    normalize_text,
+)
+from remote.errors import ModelLoadError
+from remote.options import TranscribeOptions
+from remote.transcript import Transcript
+
+pytestmark = pytest.mark.slow
+
+SPEECH_CLIPS = (*SWEDISH_CLIPS, ENGLISH_CLIP)
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    """The transformers whisper-base checkpoint (skips the module if there is none)."""
+    found = find_test_model()
+    if found is None:
+        pytest.skip(
+            "no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model` to build "
+            "models/whisper-base"
+        )
+    assert (found / "config.json").exists(), f"GPU_TRANSCRIBE_TEST_MODEL={found} holds no config.json"
+    return found
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir: Path) -> Any:
+    """Our engine, loaded once, float32 on the CPU."""
+    from remote.engine import WhisperEngine
+
+    return WhisperEngine.load(str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fw_model() -> Any:
+    """faster-whisper on the same weights (CTranslate2 int8, the usual CPU setting)."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(faster_whisper_model_dir()), device="cpu", compute_type="int8", cpu_threads=2)
+
+
+class Runs:
+    """Transcripts computed once per module and shared by the tests (each cached on first use)."""
+
+    def __init__(self, engine: Any, fw_model: Any) -> None:
+        self.engine = engine
+        self.fw_model = fw_model
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def _once(self, key: tuple[str, ...], make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def ours(self, clip: str, algorithm: str = "auto") -> Transcript:
+        options = TranscribeOptions(language=clip_language(clip), algorithm=algorithm)  # type: ignore[arg-type]
+        return self._once(
+            ("ours", clip, algorithm), lambda: self.engine.transcribe_file(clip_path(clip), options)
+        )  # type: ignore[no-any-return]
+
+    def faster_whisper(self, clip: str) -> str:
+        def run() -> str:
+            language = clip_language(clip)
+            segments, _ = self.fw_model.transcribe(str(clip_path(clip)), language=language, beam_size=5)
+            return " ".join(s.text.strip() for s in segments)
+
+        return self._once(("fw", clip), run)  # type: ignore[no-any-return]
+
+    def long_audio(self, language: str) -> LongAudio:
+        clips = SWEDISH_CLIPS if language == "sv" else ENGLISH_CLIPS
+        return self._once(("long-audio", language), lambda: build_long_audio(clips))  # type: ignore[no-any-return]
+
+    def long(self, language: str, algorithm: str) -> Transcript:
+        options = TranscribeOptions(language=language, algorithm=algorithm)  # type: ignore[arg-type]
+        samples = self.long_audio(language).samples
+        key = ("long", language, algorithm)
+        return self._once(key, lambda: self.engine.transcribe_audio(samples, options))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def runs(engine: Any, fw_model: Any) -> Runs:
+    return Runs(engine, fw_model)
+
+
+def corpus_wer(pairs: list[tuple[str, str, str]]) -> float:
+    """Word error rate over several ``(reference, hypothesis, language)`` pairs, as one corpus."""
+    import jiwer
+
+    refs = [normalize_text(r, lang) for r, _, lang in pairs]
+    hyps = [normalize_text(h, lang) for _, h, lang in pairs]
+    return float(jiwer.wer(refs, hyps))
+
+
+# -- accuracy against the peer engine --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "sequential"])
+@pytest.mark.parametrize("language", ["sv", "en"])
+def test_word_error_rate_at_most_faster_whispers(runs: Runs, algorithm: str, language: str) -> None:
+    clips = [c for c in SPEECH_CLIPS if clip_language(c) == language]
+    ours = corpus_wer([(clip_reference(c), runs.ours(c, algorithm).text, language) for c in clips])
+    peer = corpus_wer([(clip_reference(c), runs.faster_whisper(c), language) for c in clips])
+    detail = {c: (runs.ours(c, algorithm).text, runs.faster_whisper(c)) for c in clips}
+    assert ours <= peer + 1e-9, (
+        f"{algorithm}/{language}: ours {ours:.3f} > faster-whisper {peer:.3f}: {detail}"
+    )
+    assert ours < 0.5, f"{algorithm}/{language}: implausible word error rate {ours:.3f}: {detail}"
+
+
+def test_transcript_echoes_resolved_options_and_facts(runs: Runs, model_dir: Path) -> None:
+    clip = SWEDISH_CLIPS[0]
+    result = runs.ours(clip)
+    assert result.options.algorithm == "batched"
+    assert result.options.batch_size == 8
+    assert result.options.language == "sv"
+    assert runs.ours(clip, "sequential").options.batch_size == 1
+    assert result.model == str(model_dir)
+    assert (result.device, result.dtype, result.language) == ("cpu", "float32", "sv")
+    assert result.duration_s == pytest.approx(9.0, abs=0.01)
+    assert result.timings.load_s > 0 and result.timings.decode_s > 0 and result.timings.transcribe_s > 0
+    assert result.audio == str(clip_path(clip))
+    assert result.segments
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "sequential"])
+def test_segments_are_ordered_and_inside_the_audio(runs: Runs, algorithm: str) -> None:
+    for clip in SPEECH_CLIPS:
+        result = runs.ours(clip, algorithm)
+        starts = [s.start_s for s in result.segments]
+        assert starts == sorted(starts)
+        for seg in result.segments:
+            assert 0.0 <= seg.start_s <= seg.end_s <= result.duration_s
+            assert seg.text and seg.text == seg.text.strip()
+            assert "<|" not in seg.text
+
+
+def test_language_auto_detects_english(engine: Any) -> None:
+    result = engine.transcribe_file(clip_path(ENGLISH_CLIP), TranscribeOptions(language="auto"))
+    assert result.language == "en"
+    assert "country" in result.text.lower()
+
+
+# -- silence ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["batched", "sequential"])
+def test_silent_clip_gives_an_empty_transcript(runs: Runs, algorithm: str) -> None:
+    result = runs.ours(SILENT_CLIP, algorithm)
+    assert result.segments == ()
+    assert result.text == ""
+    assert result.duration_s == pytest.approx(4.0, abs=0.01)
+
+
+def test_digital_silence_and_tiny_input(engine: Any) -> None:
+    batched = TranscribeOptions(algorithm="batched")
+    assert engine.transcribe_audio(np.zeros(16000 * 5, np.float32), batched).segments == ()
+    for algorithm in ("batched", "sequential"):
+        options = TranscribeOptions(algorithm=algorithm)  # type: ignore[arg-type]
+        assert engine.transcribe_audio(np.zeros(10, np.float32), options).segments == ()
+
+
+# -- long audio -------------------------------------------------------------------------------------------
+
+
+def _clip_hits(long: LongAudio, hypothesis: str, language: str) -> list[tuple[str, int, int]]:
+    """Per placed clip: (name, its reference words matched in the alignment, its reference words).
+
+    The whole file's reference (clip references in order) is aligned to the hypothesis; the alignment is
+    monotonic, so a word counts for its clip only if it was found at that clip's place in the order.
+    """
+    import jiwer
+
+    ref_words: list[str] = []
+    owner: list[int] = []
+    for index, clip in enumerate(long.clips):
+        words = normalize_text(clip.reference, language).split()
+        ref_words += words
+        owner += [index] * len(words)
+    out = jiwer.process_words(" ".join(ref_words), normalize_text(hypothesis, language))
+    hits = [0] * len(long.clips)
+    for chunk in out.alignments[0]:
+        if chunk.type == "equal":
+            for ref_index in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                hits[owner[ref_index]] += 1
+    totals = [owner.count(i) for i in range(len(long.clips))]
+    return [(c.name, hits[i], totals[i]) for i, c in enumerate(long.clips)]
+
+
+def _matched_words(reference: str, hypothesis: str, language: str) -> int:
+    """How many reference words the hypothesis gets right (aligned), after normalisation."""
+    import jiwer
+
+    out = jiwer.process_words(normalize_text(reference, language), normalize_text(hypothesis, language))
+    return int(out.hits)
+
+
+def _assert_complete_in_order(
+    runs: Runs, long: LongAudio, result: Transcript, language: str, algorithm: str
+) -> None:
+    """Every clip's words found at its place, about as many as when the clip is transcribed alone."""
+    names = sorted({c.name for c in long.clips})
+    alone = {n: _matched_words(clip_reference(n), runs.ours(n, algorithm).text, language) for n in names}
+    for index, (name, hits, total) in enumerate(_clip_hits(long, result.text, language)):
+        assert hits >= 0.5 * total, f"{algorithm}: clip {index} ({name}) mostly missing: {hits}/{total}"
+        assert hits >= alone[name] - 2, (
+            f"{algorithm}: clip {index} ({name}): {hits} words found, {alone[name]} when transcribed alone"
+        )
+    # No repetition loop: no segment text occurs more often than its clip does.
+    texts = [s.text for s in result.segments]
+    assert max(texts.count(t) for t in texts) <= max(sum(1 for c in long.clips if c.name == n) for n in names)
+    starts = [s.start_s for s in result.segments]
+    assert starts == sorted(starts) and result.segments[-1].end_s <= result.duration_s
+
+
+def test_long_swedish_file_is_complete_and_in_order(runs: Runs) -> None:
+    long = runs.long_audio("sv")
+    assert long.duration_s >= 180.0
+    _assert_complete_in_order(runs, long, runs.long("sv", "auto"), "sv", "auto")
+
+
+def test_sequential_long_file_has_no_loops_and_ordered_segments(runs: Runs) -> None:
+    """``sequential`` on the Swedish file: no repetition loop, segments in order and inside the audio.
+
+    Not asserted: that every clip is found. Conditioned on the previous text, whisper-base predicts the
+    next of these repeated sentences from the prompt and can skip one (measured: clip 12 of 21 lost on
+    this file, and the LibriSpeech clip of the English file; transformers' own class does the same).
+    That is why ``auto`` picks ``batched``.
+    """
+    result = runs.long("sv", "sequential")
+    texts = [s.text for s in result.segments]
+    assert texts and max(texts.count(t) for t in texts) <= 8  # 7 occurrences of each sentence
+    starts = [s.start_s for s in result.segments]
+    assert starts == sorted(starts) and result.segments[-1].end_s <= result.duration_s
+    assert len(normalize_text(result.text, "sv").split()) <= 1.2 * len(
+        normalize_text(runs.long_audio("sv").reference, "sv").split()
+    )
+
+
+def test_long_english_file_is_as_accurate_as_clip_by_clip(runs: Runs) -> None:
+    """The default algorithm on 3.6 minutes of English, the 51 s sonnet cut inside itself.
+
+    The word error rate criterion is checked on English: the Swedish file repeats three sentences seven
+    times, so one compound that whisper-base writes as "grann tre gården" in context but as one word
+    alone swings its rate by 5 points (two insertions x 7 out of 287 words); its completeness is
+    checked above.
+    """
+    long = runs.long_audio("en")
+    assert long.duration_s >= 180.0
+    result = runs.long("en", "auto")
+    alone = {n: runs.ours(n, "auto").text for n in ENGLISH_CLIPS}
+    alone_wer = corpus_wer([(c.reference, alone[c.name], "en") for c in long.clips])
+    long_wer = corpus_wer([(long.reference, result.text, "en")])
+    assert long_wer <= alone_wer + 0.02, f"long file {long_wer:.3f} vs clip by clip {alone_wer:.3f}"
+    _assert_complete_in_order(runs, long, result, "en", "auto")
+
+
+def test_segment_times_follow_the_clips_in_the_long_file(runs: Runs) -> None:
+    long = runs.long_audio("sv")
+    result = runs.long("sv", "auto")
+    for clip in long.clips:
+        inside = [s for s in result.segments if s.start_s < clip.end_s and s.end_s > clip.start_s]
+        assert inside, f"no segment overlaps {clip.name} at {clip.start_s:.1f}-{clip.end_s:.1f} s"
+
+
+def test_progress_reaches_the_end(engine: Any) -> None:
+    seen: list[tuple[float, float]] = []
+    engine.transcribe_file(clip_path(SWEDISH_CLIPS[1]), progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == pytest.approx(seen[-1][1])
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+
+
+def test_missing_model_directory_is_a_model_load_error(tmp_path: Path) -> None:
+    from remote.engine import WhisperEngine
+
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelLoadError, match="no-such-model") as info:
+        WhisperEngine.load(str(missing), device="cpu")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ModelLoadError, match="local directory"):
+        WhisperEngine.load(str(tmp_path), device="cpu")  # exists, holds no checkpoint
+
+
+# -- the fast model class decodes like transformers' own --------------------------------------------------
+
+
+def test_fast_model_decodes_the_same_tokens_as_transformers(engine: Any, model_dir: Path) -> None:
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    from remote.audio import decode_audio
+
+    stock = WhisperForConditionalGeneration.from_pretrained(str(model_dir), attn_implementation="sdpa").eval()
+    pieces = [decode_audio(clip_path(c)) for c in SWEDISH_CLIPS[:2]]
+    inputs = engine._features(pieces)
+    features = torch.nn.functional.pad(
+        inputs["input_features"], (0, 3001 - inputs["input_features"].shape[-1])
+    )
+    mask = torch.nn.functional.pad(inputs["attention_mask"], (0, 3001 - inputs["attention_mask"].shape[-1]))
+    kwargs = engine._generate_kwargs("sv", TranscribeOptions(beam_size=5))
+    with torch.inference_mode():
+        single_fast = engine.model.generate(
+            inputs["input_features"][:1, :, : pieces[0].shape[0] // 160], **kwargs
+        )
+        single_stock = stock.generate(inputs["input_features"][:1, :, : pieces[0].shape[0] // 160], **kwargs)
+        batch_fast = engine.model.generate(features, attention_mask=mask, **kwargs)
+        batch_stock = stock.generate(features, attention_mask=mask, **kwargs)
+    assert single_fast["sequences"].tolist() == single_stock["sequences"].tolist()
+    assert batch_fast["sequences"].tolist() == batch_stock["sequences"].tolist()
+    assert len(batch_fast["segments"]) == 2 and all(batch_fast["segments"])

@@ -1,0 +1,195 @@
+"""``python -m remote transcribe`` as a subprocess: JSON-lines events, exit codes, outputs on disk.
+
+One real run (whisper-base on CPU) on two Swedish recordings and a text file named ``.mp3``; the fatal
+paths (bad option, unusable ``--out``, missing model) need no model at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.fixtures import REPO_ROOT, SWEDISH_CLIPS, clip_path, find_test_model
+from remote.protocol import EVENTS, EXIT_FATAL, EXIT_SOME_FAILED, EXIT_USAGE, parse_line
+
+
+def run_engine(*args: str, timeout_s: float = 300) -> tuple[int, list[dict[str, Any]], str]:
+    """Run ``python -m remote`` from the repository root; return (exit code, events, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "remote", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    events = []
+    for line in proc.stdout.splitlines():
+        event = parse_line(line)
+        assert event is not None, (
+            f"stdout line is not a protocol event: {line!r}\nstderr: {proc.stderr[-2000:]}"
+        )
+        events.append(event)
+    return proc.returncode, events, proc.stderr
+
+
+@pytest.mark.slow
+def test_two_good_files_and_one_bad(tmp_path: Path) -> None:
+    model = find_test_model()
+    if model is None:
+        pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
+    bad = tmp_path / "in" / "minutes.mp3"
+    bad.parent.mkdir()
+    bad.write_text("Protokoll från mötet.\n", encoding="utf-8")
+    good = [str(clip_path(SWEDISH_CLIPS[1])), str(clip_path(SWEDISH_CLIPS[2]))]
+    out = tmp_path / "out"
+    code, events, stderr = run_engine(
+        "transcribe",
+        good[0],
+        str(bad),
+        good[1],
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--format",
+        "txt,json,srt,vtt",
+        "--device",
+        "cpu",
+    )
+    assert code == EXIT_SOME_FAILED, stderr[-2000:]
+    names = [e["event"] for e in events]
+    assert all(name in EVENTS for name in names)
+    assert names[0] == "model_loaded" and names[-1] == "all_done"
+    loaded = events[0]
+    assert (loaded["device"], loaded["dtype"], loaded["algorithm"], loaded["batch_size"]) == (
+        "cpu",
+        "float32",
+        "batched",
+        8,
+    )
+    assert loaded["model"] == str(model) and loaded["load_s"] > 0
+    # Per file: started, progress..., then done or failed; files in order.
+    per_file = [[e for e in events if e.get("index") == i] for i in range(3)]
+    for index, file_events in enumerate(per_file):
+        assert file_events[0]["event"] == "file_started" and file_events[0]["total"] == 3
+        assert [e["event"] for e in file_events[1:-1]] == ["progress"] * (len(file_events) - 2)
+        assert file_events[-1]["event"] == ("file_failed" if index == 1 else "file_done")
+    starts = [names.index("file_started", i) for i in range(len(names)) if names[i] == "file_started"]
+    assert starts == sorted(starts)
+    failed = per_file[1][-1]
+    assert failed["code"] == "decode_error" and "minutes.mp3" in failed["message"]
+    for index, audio in ((0, good[0]), (2, good[1])):
+        done = per_file[index][-1]
+        assert done["audio"] == audio and done["language"] == "sv" and done["segments"] >= 1
+        assert done["transcribe_s"] > 0 and done["duration_s"] > 5
+        stem = Path(audio).stem
+        assert done["outputs"] == {fmt: str(out / f"{stem}.{fmt}") for fmt in ("txt", "json", "srt", "vtt")}
+        data = json.loads((out / f"{stem}.json").read_text(encoding="utf-8"))
+        assert data["options"]["algorithm"] == "batched" and data["language"] == "sv"
+        assert (out / f"{stem}.txt").read_text(encoding="utf-8").strip()
+        progress = [e["done_s"] for e in per_file[index] if e["event"] == "progress"]
+        assert progress == sorted(progress) and progress[-1] == pytest.approx(done["duration_s"], abs=0.01)
+    assert not list(out.glob("minutes.*")), "no output may be written for the bad file"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{Path(a).stem}.{fmt}" for a in good for fmt in ("txt", "json", "srt", "vtt")
+    )
+    assert events[-1]["files_ok"] == 2 and events[-1]["files_failed"] == 1
+
+
+def test_bad_language_is_fatal_before_any_model_load(tmp_path: Path) -> None:
+    # The model path does not exist: had the engine tried to load it, the code would be model_not_found.
+    code, events, _ = run_engine(
+        "transcribe", "a.wav", "--out", str(tmp_path), "--language", "xx", "--model", str(tmp_path / "none")
+    )
+    assert code == EXIT_FATAL
+    assert [e["event"] for e in events] == ["fatal"]
+    assert events[0]["code"] == "bad_option" and "--language" in events[0]["message"]
+
+
+def test_missing_model_is_fatal_model_not_found(tmp_path: Path) -> None:
+    code, events, _ = run_engine(
+        "transcribe", "a.wav", "--out", str(tmp_path), "--model", str(tmp_path / "nope")
+    )
+    assert code == EXIT_FATAL
+    assert [e["event"] for e in events] == ["fatal"]
+    assert events[0]["code"] == "model_not_found" and "nope" in events[0]["message"]
+
+
+def test_unusable_out_directory_is_fatal_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x", encoding="utf-8")
+    code, events, _ = run_engine("transcribe", "a.wav", "--out", str(blocker / "sub"), "--model", "unused")
+    assert code == EXIT_FATAL
+    assert events[0]["event"] == "fatal" and events[0]["code"] == "output_error"
+    assert str(blocker / "sub") in events[0]["message"]
+
+
+def test_inputs_that_would_overwrite_each_other_are_refused(tmp_path: Path) -> None:
+    code, events, _ = run_engine(
+        "transcribe", "x/talk.wav", "y/talk.mp3", "--out", str(tmp_path), "--model", "unused"
+    )
+    assert code == EXIT_FATAL and events[0]["code"] == "bad_option" and "talk" in events[0]["message"]
+
+
+def test_bad_format_and_usage_errors(tmp_path: Path) -> None:
+    code, events, _ = run_engine("transcribe", "a.wav", "--out", str(tmp_path), "--format", "docx")
+    assert code == EXIT_FATAL and events[0]["code"] == "bad_option" and "--format" in events[0]["message"]
+    code, events, stderr = run_engine("transcribe", "a.wav")  # neither --out nor --beside-input
+    assert code == EXIT_USAGE and events == [] and "--beside-input" in stderr
+
+
+def test_help_does_not_import_torch() -> None:
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['remote', 'transcribe', '--help']\n"
+        "try:\n    runpy.run_module('remote', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'av', 'numpy') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
+    assert "--beside-input" in proc.stdout
+
+
+@pytest.mark.slow
+def test_beside_input_writes_next_to_each_input(tmp_path: Path) -> None:
+    model = find_test_model()
+    if model is None:
+        pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
+    import shutil
+
+    audio = tmp_path / "inbox" / "möte.wav"
+    audio.parent.mkdir()
+    shutil.copy(clip_path(SWEDISH_CLIPS[2]), audio)
+    code, events, stderr = run_engine(
+        "transcribe",
+        str(audio),
+        "--beside-input",
+        "--model",
+        str(model),
+        "--format",
+        "srt",
+        "--device",
+        "cpu",
+    )
+    assert code == 0, stderr[-2000:]
+    assert [e["event"] for e in events][-2:] == ["file_done", "all_done"]
+    assert events[-2]["outputs"] == {"srt": str(tmp_path / "inbox" / "möte.srt")}
+    assert (tmp_path / "inbox" / "möte.srt").read_text(encoding="utf-8").startswith("1\n")
