@@ -89,7 +89,9 @@ class FilesFailedError(GpuTranscribeError):
 
     def __init__(self, failed: Sequence[tuple[str, str]]) -> None:
         self.failed = list(failed)
-        super().__init__(f"{len(self.failed)} file(s) failed: " + "; ".join(f"{a}: {r}" for a, r in self.failed))
+        super().__init__(
+            f"{len(self.failed)} file(s) failed: " + "; ".join(f"{a}: {r}" for a, r in self.failed)
+        )
 
 
 # --- cloud -------------------------------------------------------------------------------------------
