@@ -761,7 +761,7 @@ class SSHSession:
                     OPENSSH_MAX_WRITE_BYTES if "OpenSSH" in self.server_version else SFTP_MIN_WRITE_BYTES
                 )
                 chunk_size = sftp_write_size(
-                    self._transport_out_packet(sftp), len(getattr(sink, "handle", b"")), max_write
+                    self._out_packet_bytes(sftp), len(getattr(sink, "handle", b"")), max_write
                 )
                 sink.MAX_REQUEST_SIZE = chunk_size  # paramiko writes at most this much per request
                 while True:
@@ -783,7 +783,7 @@ class SSHSession:
         return digest.hexdigest()
 
     @staticmethod
-    def _transport_out_packet(sftp: paramiko.SFTPClient) -> int:
+    def _out_packet_bytes(sftp: paramiko.SFTPClient) -> int:
         channel = sftp.get_channel()
         return int(getattr(channel, "out_max_packet_size", 0) or SFTP_MIN_WRITE_BYTES)
 
@@ -986,19 +986,27 @@ class _RemoteHasher:
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._channel: paramiko.Channel | None = None
         self._error: BaseException | None = None
+        self._requested: list[int] = []
         self._thread = threading.Thread(target=self._serve, name="ssh-hasher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def request(self, index: int) -> None:
-        """Ask for the hash of file ``index`` (its upload is complete)."""
+        """Ask for the hash of file ``index`` (its upload is complete). Thread-safe."""
+        self._requested.append(index)  # list.append is atomic
         self._requests.put(index)
 
     def finish(self) -> dict[int, str | BaseException]:
         """Wait for every requested hash; return ``{index: sha256 hex or the error}``."""
         self._requests.put(None)
         self._thread.join()
+        for index in self._requested:
+            if index not in self._results:
+                why = "; ".join(self._stderr) or (_one_line(self._error) if self._error else "no answer")
+                self._results[index] = TransferError(
+                    f"{self._session.target}: cannot hash files there ({why})"
+                )
         return self._results
 
     def close(self) -> None:
@@ -1008,7 +1016,6 @@ class _RemoteHasher:
 
     def _serve(self) -> None:
         # Opens the channel here, so that the first upload does not wait for the shell to start.
-        requested: list[int] = []
         try:
             channel = self._session._open_channel(30.0)
             self._channel = channel
@@ -1021,19 +1028,12 @@ class _RemoteHasher:
                 index = self._requests.get()
                 if index is None:
                     break
-                requested.append(index)
                 channel.sendall(f"{self._position[index]}\n".encode())
             channel.shutdown_write()
             reader.join()
             stderr_thread.join(timeout=5)
-        except Exception as exc:
+        except Exception as exc:  # reported per file by finish()
             self._error = exc
-        for index in requested:
-            if index not in self._results:
-                why = "; ".join(self._stderr) or (_one_line(self._error) if self._error else "no answer")
-                self._results[index] = TransferError(
-                    f"{self._session.target}: cannot hash files there ({why})"
-                )
 
     def _read(self, channel: paramiko.Channel) -> None:
         pending = b""

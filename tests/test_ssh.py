@@ -10,7 +10,9 @@ import dataclasses
 import hashlib
 import os
 import shlex
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -522,3 +524,69 @@ def test_heartbeat_survives_transient_errors(session: ssh.SSHSession, tmp_path: 
     session.close()  # stops its heartbeats too
     heartbeat.stop()
     assert not heartbeat.running
+
+
+# --- remote shell snippets, run locally under a plain sh -----------------------------------------------
+
+
+@pytest.mark.parametrize("tool", ["openssl", "sha256sum"])
+def test_hasher_script_with_either_tool(tmp_path: Path, tool: str) -> None:
+    """The batch hasher answers ``POSITION HASH`` with OpenSSL or, without it, coreutils."""
+    real = shutil.which(tool)
+    if real is None:
+        pytest.skip(f"{tool} not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / tool).symlink_to(real)  # the only tool on PATH: the other branch cannot run
+    files = [tmp_path / "a b.wav", tmp_path / "c.wav"]
+    files[0].write_bytes(os.urandom(5000))
+    files[1].write_bytes(b"")
+    paths = [str(files[0]), str(tmp_path / "missing.wav"), str(files[1])]
+    done = subprocess.run(
+        ["/bin/sh", "-c", ssh._RemoteHasher._SCRIPT, "sh", *paths],
+        input="3\n1\n2\n",
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir)},
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["3", "1", "2"]
+    assert lines[0].split()[1] == sha256_of(files[1])
+    assert lines[1].split()[1] == sha256_of(files[0])
+    assert lines[2].split()[1] == "unreadable"
+    bad = subprocess.run(
+        ["/bin/sh", "-c", ssh._RemoteHasher._SCRIPT, "sh", *paths],
+        input="1;rm -rf x\n",
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir)},
+        check=False,
+    )
+    assert bad.returncode == 2 and bad.stdout == ""
+
+
+def test_known_hosts_with_hashed_names(sshd_server: SshdServer, tmp_path: Path) -> None:
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        pytest.skip("ssh-keygen not installed")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{sshd_server.host}]:{sshd_server.port} {sshd_server.host_public_key}\n")
+    subprocess.run([keygen, "-H", "-f", str(known)], check=True, capture_output=True)
+    hashed = known.read_text()
+    assert hashed.startswith("|1|") and f"[{sshd_server.host}]" not in hashed
+    known.write_text(
+        "# a comment, a marker line and broken lines are skipped\n"
+        f"@cert-authority *.example ssh-ed25519 {'A' * 68}\n"
+        "garbage line\n"
+        "host.example ssh-ed25519 not-base64!\n" + hashed
+    )
+    target = ssh.SSHTarget(
+        host=sshd_server.host,
+        port=sshd_server.port,
+        username=sshd_server.username,
+        private_key=sshd_server.client_private_key,
+        known_hosts_file=known,
+    )
+    with ssh.connect(target, deadline_s=20) as opened:
+        assert opened.run(["echo", "hashed"]).stdout == "hashed"
