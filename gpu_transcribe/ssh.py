@@ -640,6 +640,7 @@ class SSHSession:
             One :class:`PushedFile` per input, in input order.
 
         Raises:
+            ValueError: two files have the same remote path.
             InputError: a local file cannot be read (checked before anything is sent).
             TransferError: a transfer failed or a file did not verify (every failed file is named).
             SSHError: the connection is closed.
@@ -659,6 +660,9 @@ class SSHSession:
             jobs.append((path, remote, size))
         if not jobs:
             return []
+        remotes = [remote for _, remote, _ in jobs]
+        if len(set(remotes)) != len(remotes):
+            raise ValueError("two files would be pushed to the same remote path")
         progress_lock = threading.Lock()
 
         def report(path: Path, delta: int) -> None:

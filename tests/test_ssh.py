@@ -590,3 +590,11 @@ def test_known_hosts_with_hashed_names(sshd_server: SshdServer, tmp_path: Path) 
     )
     with ssh.connect(target, deadline_s=20) as opened:
         assert opened.run(["echo", "hashed"]).stdout == "hashed"
+
+
+def test_push_rejects_two_files_to_one_remote_path(session: ssh.SSHSession, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    with pytest.raises(ValueError, match="same remote path"):
+        session.push([(a, str(tmp_path / "x.wav")), (b, str(tmp_path / "x.wav"))])
