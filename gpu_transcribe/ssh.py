@@ -19,8 +19,12 @@ whole packets (:func:`sftp_write_size`, about 224 KiB instead of paramiko's 32 K
 into a full and a tiny packet), pipelined, on AES-GCM (one AEAD call per packet instead of AES-CTR plus a
 separate HMAC-SHA256: 2.3 GB/s vs 1.2 GB/s for the HMAC alone on this CPU). Several SFTP channels writing
 ranges of one file cost more CPU than they gained on 2 cores, so one file goes over one channel and a batch
-over up to :data:`PUSH_CONCURRENCY` channels. Remote hashes use ``openssl dgst`` where present: coreutils
-``sha256sum`` 9.1 (no SHA-NI) hashes about 170 MB/s here against about 1 GB/s for OpenSSL.
+over up to :data:`PUSH_CONCURRENCY` channels. The remote SHA-256 check runs in one remote shell per batch
+that hashes each file as soon as it is written, while the next ones go up; it uses ``openssl dgst`` where
+present: coreutils ``sha256sum`` 9.1 (no SHA-NI) hashes about 170 MB/s here against about 1 GB/s for
+OpenSSL. Result: about 0.75-0.85x scp for one 200 MB file and 0.8-0.95x for 8 x 25 MB, set-up and
+verification included, where plain ``SFTPClient.put`` reaches about 0.55x without verifying. Pulls stream
+``cat`` over an exec channel (see :meth:`SSHSession.pull` for why not SFTP).
 """
 
 from __future__ import annotations
@@ -100,8 +104,8 @@ ProgressCallback = Callable[[Path, int], None]
 class SSHTarget:
     """Where and how to log in, and which host key to expect.
 
-    Exactly one of ``private_key`` / ``identity_file`` gives the client key, and one of
-    ``host_public_key`` / ``known_hosts_file`` the expected host key (``host_public_key`` wins if both).
+    One of ``private_key`` / ``identity_file`` gives the client key, and one of ``host_public_key`` /
+    ``known_hosts_file`` the expected host key (the first of each pair wins if both are given).
 
     Attributes:
         host: DNS name or IP address.

@@ -598,3 +598,25 @@ def test_push_rejects_two_files_to_one_remote_path(session: ssh.SSHSession, tmp_
     b.write_bytes(b"b")
     with pytest.raises(ValueError, match="same remote path"):
         session.push([(a, str(tmp_path / "x.wav")), (b, str(tmp_path / "x.wav"))])
+
+
+def test_hash_groups_bound_command_lines() -> None:
+    groups = ssh._hash_groups([f"/w/{i}.wav" for i in range(600)])
+    assert [len(g) for g in groups] == [256, 256, 88]
+    assert [i for g in groups for i in g] == list(range(600))
+    long_paths = ["/w/" + "x" * 10_000 + str(i) for i in range(20)]
+    assert all(sum(len(long_paths[i]) + 3 for i in g) <= 64 * 1024 for g in ssh._hash_groups(long_paths))
+
+
+def test_push_many_small_files_across_hasher_groups(session: ssh.SSHSession, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    dest.mkdir()
+    sources = []
+    for i in range(260):  # more than one remote hasher (256 files each)
+        path = src / f"f{i:03}.wav"
+        path.write_bytes(os.urandom(i))
+        sources.append(path)
+    pushed = session.push([(s, str(dest / s.name)) for s in sources])
+    assert [p.sha256 for p in pushed] == [sha256_of(s) for s in sources]
+    assert all((dest / s.name).read_bytes() == s.read_bytes() for s in sources)
