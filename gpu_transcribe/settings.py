@@ -135,7 +135,7 @@ class Settings:
 
 def format_value(value: object) -> str:
     """A setting's value as a user would type it in an environment variable (``a,b``, ``k=v``, ``-``)."""
-    if value is None:
+    if value is None or value == ():
         return "-"
     if isinstance(value, tuple):
         if value and isinstance(value[0], tuple):

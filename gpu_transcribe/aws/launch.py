@@ -44,12 +44,14 @@ from gpu_transcribe.aws.clients import (
 )
 from gpu_transcribe.aws.instances import instance_info
 from gpu_transcribe.aws.models import (
+    CallerIdentity,
     InstanceInfo,
     LaunchResult,
     LaunchSpec,
     Market,
     ProgressCallback,
     ProgressEvent,
+    QuotaCheck,
     RunResources,
     ZonePrice,
     no_progress,
@@ -181,11 +183,47 @@ def subnets_by_zone(
 
 
 @dataclass(frozen=True)
-class _Option:
+class LaunchOption:
+    """One (market, instance type, zone) to try, in the order of the plan.
+
+    Attributes:
+        market: ``spot`` or ``on-demand``.
+        instance_type: e.g. ``g4dn.xlarge``.
+        zone: the zone with its current spot price.
+        subnet_id: the subnet used in that zone.
+    """
+
     market: Market
     instance_type: str
     zone: ZonePrice
     subnet_id: str
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything :func:`launch` decides before creating anything (``run --dry-run`` prints it).
+
+    Attributes:
+        spec: what to launch.
+        identity: the caller (owner tag).
+        quota_checks: each (market, type) quota compared with one instance.
+        image: the AMI's root device and size.
+        vpc_id: the VPC of the security group.
+        options: the tries in order.
+        skipped: zones not tried because their spot price is above the maximum (``SpotPriceAboveMax``).
+        tags: the tags every resource will carry.
+        created_at: the ``gpu-transcribe:created`` time (UTC).
+    """
+
+    spec: LaunchSpec
+    identity: CallerIdentity
+    quota_checks: tuple[QuotaCheck, ...]
+    image: ImageInfo
+    vpc_id: str
+    options: tuple[LaunchOption, ...]
+    skipped: tuple[LaunchAttempt, ...]
+    tags: tuple[tuple[str, str], ...]
+    created_at: datetime
 
 
 def plan_options(
@@ -193,9 +231,9 @@ def plan_options(
     usable: tuple[tuple[Market, str], ...],
     rankings: dict[str, tuple[ZonePrice, ...]],
     subnets: dict[str, str],
-) -> tuple[list[_Option], list[LaunchAttempt]]:
+) -> tuple[list[LaunchOption], list[LaunchAttempt]]:
     """The options to try in order, and the zones skipped for their spot price (as attempts with 0 s)."""
-    options: list[_Option] = []
+    options: list[LaunchOption] = []
     skipped: list[LaunchAttempt] = []
     for market in spec.markets:
         for instance_type in spec.instance_types:
@@ -215,13 +253,13 @@ def plan_options(
                         LaunchAttempt(zone.zone, market, instance_type, SKIPPED_ABOVE_MAX_PRICE, 0.0)
                     )
                     continue
-                options.append(_Option(market, instance_type, zone, subnets[zone.zone]))
+                options.append(LaunchOption(market, instance_type, zone, subnets[zone.zone]))
     return options, skipped
 
 
 def _run_instances_params(
     spec: LaunchSpec,
-    option: _Option,
+    option: LaunchOption,
     *,
     image: ImageInfo,
     key_name: str,
@@ -283,7 +321,7 @@ def _run_instances_params(
 def _run_once(
     ec2: Any,
     params: dict[str, Any],
-    option: _Option,
+    option: LaunchOption,
     attempts: list[LaunchAttempt],
     clock: Callable[[], float],
     on_progress: ProgressCallback,
@@ -314,40 +352,23 @@ def _describe_attempts(attempts: list[LaunchAttempt]) -> str:
     )
 
 
-def launch(
+def plan_launch(
     ctx: AwsContext,
     spec: LaunchSpec,
     *,
     on_progress: ProgressCallback = no_progress,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
     now: datetime | None = None,
-    use_pricing_api: bool = True,
-) -> LaunchResult:
-    """Launch one instance for ``spec``; nothing is left behind if it fails.
-
-    Steps: preflight (credentials, quotas), the image, the network, zone ranking, a fresh client key pair and
-    host key, the key pair and security group, then the tries in fallback order.
-
-    Args:
-        ctx: region, profile, endpoint.
-        spec: what to launch; ``spec.run_id`` names and tags everything.
-        on_progress: receives a :class:`ProgressEvent` per step and per try.
-        clock: monotonic seconds, for attempt durations and backoff deadlines (injectable).
-        sleep: how to wait between transient retries (injectable: tests never sleep).
-        now: the wall-clock time for the ``created`` tag and the spot price query (default: now).
-        use_pricing_api: ask the Pricing API for the on-demand price if on-demand launches (else the table).
-
-    Returns:
-        The :class:`LaunchResult`; its ``public_ip`` may still be ``None`` (wait with
-        :func:`gpu_transcribe.aws.instances.wait_until_ready`).
+) -> LaunchPlan:
+    """Decide what :func:`launch` will try, creating nothing: preflight (credentials, then quotas), the image,
+    the network, the zones ranked by spot price, the options in order and the tags.
 
     Raises:
-        CredentialsError: credentials missing or rejected (before anything is created, or at any step).
-        QuotaError: every market's vCPU quota is too small for one instance, or exhausted.
+        CredentialsError: credentials missing or rejected.
+        QuotaError: every market's vCPU quota is too small for one instance.
         ImageNotFoundError: ``spec.image_id`` does not exist or is not available.
-        CapacityError: every option failed; ``attempts`` lists them all.
-        CloudError: anything else AWS refused (permissions, bad parameters), with the code and message.
+        CapacityError: no option is left (no zone with a subnet offers the types, or every spot price is above
+            the maximum and on-demand is not allowed).
+        CloudError: AWS refused a call (permissions, a missing subnet or VPC).
     """
     created_at = now or utc_now()
     pre = preflight(ctx, spec.instance_types, spec.markets, on_progress=on_progress)
@@ -364,17 +385,14 @@ def launch(
         on_progress(
             ProgressEvent("zones", f"{instance_type} spot prices, cheapest first: {order or 'no zone'}")
         )
-    options, attempts = plan_options(spec, pre.usable, rankings, subnets)
+    options, skipped = plan_options(spec, pre.usable, rankings, subnets)
     if not options:
         raise CapacityError(
             f"nothing to try in {ctx.region}: no zone with a subnet offers {', '.join(spec.instance_types)} "
-            f"within the limits ({_describe_attempts(attempts) or 'markets: ' + spec.market}); "
+            f"within the limits ({_describe_attempts(skipped) or 'markets: ' + spec.market}); "
             "change instance_types, max_spot_price_usd_per_hour, subnet_id/vpc_id or region",
-            attempts,
+            skipped,
         )
-
-    client_key = generate_ed25519(f"gpu-transcribe-client-{spec.run_id}")
-    host_key = generate_ed25519(f"gpu-transcribe-host-{spec.run_id}")
     tags = run_tags(
         run_id=spec.run_id,
         owner_arn=pre.identity.arn,
@@ -383,6 +401,65 @@ def launch(
         name=spec.name,
         extra=spec.extra_tags,
     )
+    return LaunchPlan(
+        spec=spec,
+        identity=pre.identity,
+        quota_checks=pre.quota_checks,
+        image=image,
+        vpc_id=vpc_id,
+        options=tuple(options),
+        skipped=tuple(skipped),
+        tags=tuple(tags),
+        created_at=created_at,
+    )
+
+
+def launch(
+    ctx: AwsContext,
+    spec: LaunchSpec,
+    *,
+    on_progress: ProgressCallback = no_progress,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    now: datetime | None = None,
+    use_pricing_api: bool = True,
+    plan: LaunchPlan | None = None,
+) -> LaunchResult:
+    """Launch one instance for ``spec``; nothing is left behind if it fails.
+
+    Steps: preflight (credentials, quotas), the image, the network, zone ranking, a fresh client key pair and
+    host key, the key pair and security group, then the tries in fallback order.
+
+    Args:
+        ctx: region, profile, endpoint.
+        spec: what to launch; ``spec.run_id`` names and tags everything.
+        on_progress: receives a :class:`ProgressEvent` per step and per try.
+        clock: monotonic seconds, for attempt durations and backoff deadlines (injectable).
+        sleep: how to wait between transient retries (injectable: tests never sleep).
+        now: the wall-clock time for the ``created`` tag and the spot price query (default: now).
+        use_pricing_api: ask the Pricing API for the on-demand price if on-demand launches (else the table).
+        plan: a plan from :func:`plan_launch` for this spec (e.g. one shown to the user); else made here.
+
+    Returns:
+        The :class:`LaunchResult`; its ``public_ip`` may still be ``None`` (wait with
+        :func:`gpu_transcribe.aws.instances.wait_until_ready`).
+
+    Raises:
+        CredentialsError: credentials missing or rejected (before anything is created, or at any step).
+        QuotaError: every market's vCPU quota is too small for one instance, or exhausted.
+        ImageNotFoundError: ``spec.image_id`` does not exist or is not available.
+        CapacityError: every option failed; ``attempts`` lists them all.
+        CloudError: anything else AWS refused (permissions, bad parameters), with the code and message.
+    """
+    plan = plan_launch(ctx, spec, on_progress=on_progress, now=now) if plan is None else plan
+    if plan.spec != spec:
+        raise ValueError("launch(): the plan was made for another spec")
+    attempts = list(plan.skipped)
+    options = list(plan.options)
+    tags = list(plan.tags)
+    created_at = plan.created_at
+    client_key = generate_ed25519(f"gpu-transcribe-client-{spec.run_id}")
+    host_key = generate_ed25519(f"gpu-transcribe-host-{spec.run_id}")
     user_data = render_user_data(
         host_private_key_openssh=host_key.private_key_openssh,
         host_public_key_openssh=host_key.public_key_openssh,
@@ -395,7 +472,7 @@ def launch(
     try:
         key_name = _import_key_pair(ctx, spec, client_key, tags, on_progress)
         created = replace(created, key_name=key_name)
-        group_id = _create_security_group(ctx, spec, vpc_id, tags)
+        group_id = _create_security_group(ctx, spec, plan.vpc_id, tags)
         created = replace(created, security_group_id=group_id)
         _allow_ssh(ctx, spec, group_id, on_progress)
         result = _try_options(
@@ -403,7 +480,7 @@ def launch(
             spec,
             options,
             attempts,
-            image=image,
+            image=plan.image,
             key_name=key_name,
             security_group_id=group_id,
             user_data=user_data,
@@ -413,6 +490,36 @@ def launch(
             sleep=sleep,
             instance_ids=instance_ids,
             use_pricing_api=use_pricing_api,
+        )
+        instance, option, price_source, price = result
+        on_progress(
+            ProgressEvent(
+                "launched",
+                f"{instance.instance_id}: {option.market} {option.instance_type} in {option.zone.zone}"
+                + (f" at ${price:.4f}/h" if price is not None else ""),
+            )
+        )
+        launched = LaunchResult(
+            run_id=spec.run_id,
+            role=spec.role,
+            region=ctx.region,
+            instance_id=instance.instance_id,
+            instance_type=option.instance_type,
+            zone=instance.zone or option.zone.zone,
+            market=option.market,
+            price_usd_per_hour=price,
+            price_source=price_source,
+            public_ip=instance.public_ip,
+            private_ip=instance.private_ip,
+            image_id=spec.image_id,
+            key_name=key_name,
+            security_group_id=group_id,
+            client_key=client_key,
+            host_public_key=host_key.public_key_openssh,
+            login_user=spec.login_user,
+            owner_arn=plan.identity.arn,
+            created_at=created_at,
+            attempts=tuple(attempts),
         )
     except BaseException as exc:
         _undo(
@@ -424,36 +531,7 @@ def launch(
             sleep=sleep,
         )
         raise
-    instance, option, price_source, price = result
-    on_progress(
-        ProgressEvent(
-            "launched",
-            f"{instance.instance_id}: {option.market} {option.instance_type} in {option.zone.zone}"
-            + (f" at ${price:.4f}/h" if price is not None else ""),
-        )
-    )
-    return LaunchResult(
-        run_id=spec.run_id,
-        role=spec.role,
-        region=ctx.region,
-        instance_id=instance.instance_id,
-        instance_type=option.instance_type,
-        zone=instance.zone or option.zone.zone,
-        market=option.market,
-        price_usd_per_hour=price,
-        price_source=price_source,
-        public_ip=instance.public_ip,
-        private_ip=instance.private_ip,
-        image_id=spec.image_id,
-        key_name=key_name,
-        security_group_id=group_id,
-        client_key=client_key,
-        host_public_key=host_key.public_key_openssh,
-        login_user=spec.login_user,
-        owner_arn=pre.identity.arn,
-        created_at=created_at,
-        attempts=tuple(attempts),
-    )
+    return launched
 
 
 def _import_key_pair(
@@ -517,7 +595,7 @@ def _allow_ssh(ctx: AwsContext, spec: LaunchSpec, group_id: str, on_progress: Pr
 def _try_options(
     ctx: AwsContext,
     spec: LaunchSpec,
-    options: list[_Option],
+    options: list[LaunchOption],
     attempts: list[LaunchAttempt],
     *,
     image: ImageInfo,
@@ -530,7 +608,7 @@ def _try_options(
     sleep: Callable[[float], None],
     instance_ids: list[str],
     use_pricing_api: bool,
-) -> tuple[InstanceInfo, _Option, str, float | None]:
+) -> tuple[InstanceInfo, LaunchOption, str, float | None]:
     """Try each option in order; the first success as ``(InstanceInfo, option, price source, price)``."""
     ec2 = ec2_client(ctx, fail_fast=True)
     exhausted: set[Market] = set()

@@ -242,14 +242,12 @@ def remove_resources(
             continue
         on_progress(ProgressEvent("terminate", f"terminating {res.resource_id} (run {res.run_id})"))
         try:
-            for attempt in retrying(
+            already = retrying(
                 retry_on=_is("InvalidInstanceID.NotFound"),
                 attempts=NOT_FOUND_ATTEMPTS,
                 clock=clock,
                 sleep=sleep,
-            ):
-                with attempt:
-                    ec2.terminate_instances(InstanceIds=[res.resource_id])
+            )(_terminate_one, ec2, res.resource_id)
         except Exception as exc:
             _stop_on_credentials(ctx, exc, f"terminating {res.resource_id}")
             code = error_code(exc)
@@ -262,6 +260,9 @@ def remove_resources(
                     res, "failed", f"{code}: {error_message(exc)}"
                 )
             continue
+        if already:
+            outcomes[(res.kind, res.resource_id)] = RemovalOutcome(res, "already-gone", f"already {already}")
+            continue
         outcomes[(res.kind, res.resource_id)] = _confirm_terminated(
             ctx, res, clock=clock, sleep=sleep, timeout_s=confirm_timeout_s
         )
@@ -271,6 +272,8 @@ def remove_resources(
         on_progress(ProgressEvent("delete", f"deleting {res.kind} {res.resource_id}"))
         try:
             if res.kind == "key-pair":
+                # DeleteKeyPair succeeds for a missing name; look first so a second teardown says so.
+                ec2.describe_key_pairs(KeyNames=[res.resource_id])
                 ec2.delete_key_pair(KeyName=res.resource_id)
             else:
                 ec2.delete_volume(VolumeId=res.resource_id)
@@ -323,6 +326,17 @@ def remove_resources(
                 )
 
     return tuple(outcomes[(r.kind, r.resource_id)] for r in resources)
+
+
+def _terminate_one(ec2: Any, instance_id: str) -> str:
+    """Terminate ``instance_id`` unless EC2 already reports it gone; returns that state, or ``""`` if we
+    terminated it. Raises ``InvalidInstanceID.NotFound`` while EC2 does not list it (yet)."""
+    reply = ec2.describe_instances(InstanceIds=[instance_id])
+    states = [i["State"]["Name"] for r in reply.get("Reservations", []) for i in r.get("Instances", [])]
+    if states and states[0] in ("shutting-down", "terminated"):
+        return str(states[0])
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    return ""
 
 
 def _confirm_terminated(

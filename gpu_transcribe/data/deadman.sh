@@ -15,6 +15,7 @@
 #   POWEROFF_CMD         command that powers off (default: shutdown -P now); DEADMAN_REASON is exported to it
 #   CLOCK_CMD            command printing the time now in epoch seconds (default: date +%s)
 #   START_EPOCH_S        epoch seconds the lifetime counts from (default: boot time, from /proc/uptime)
+#   SWITCH_START_S       epoch seconds that count as the first heartbeat (default: when this script starts)
 #   DEADMAN_ONESHOT      1: check once and exit (0: nothing to do, or power-off issued)
 set -u
 
@@ -25,6 +26,7 @@ CHECK_INTERVAL_S="${CHECK_INTERVAL_S:-10}"
 POWEROFF_CMD="${POWEROFF_CMD:-shutdown -P now}"
 CLOCK_CMD="${CLOCK_CMD:-date +%s}"
 START_EPOCH_S="${START_EPOCH_S:-}"
+SWITCH_START_S="${SWITCH_START_S:-}"
 DEADMAN_ONESHOT="${DEADMAN_ONESHOT:-0}"
 
 log() {
@@ -46,7 +48,7 @@ if [ -z "$START_EPOCH_S" ]; then
     uptime_s=$(cut -d. -f1 /proc/uptime)
     START_EPOCH_S=$(( $(now) - uptime_s ))
 fi
-SWITCH_START_S=$(now)
+[ -n "$SWITCH_START_S" ] || SWITCH_START_S=$(now)
 log "armed: lifetime ${MAX_LIFETIME_S} s from ${START_EPOCH_S}, heartbeat ${HEARTBEAT_FILE} within ${HEARTBEAT_TIMEOUT_S} s"
 
 power_off() {
