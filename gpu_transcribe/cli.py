@@ -236,6 +236,6 @@ def cleanup_command(
             TeardownError(
                 f"{len(report.failed)} resource(s) could not be removed: "
                 + "; ".join(f"{o.resource.kind} {o.resource.resource_id}: {o.reason}" for o in report.failed),
-                [(o.resource.resource_id, o.reason) for o in report.failed],
+                [(f"{o.resource.kind} {o.resource.resource_id}", o.reason) for o in report.failed],
             )
         )

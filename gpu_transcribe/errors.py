@@ -161,7 +161,7 @@ class TeardownError(CloudError):
     """Some resources of a run could not be removed. ``gpu-transcribe cleanup`` can retry.
 
     Attributes:
-        leftovers: ``(resource id, reason)`` pairs.
+        leftovers: ``(resource, reason)`` pairs; a resource is its kind and id (``security-group sg-0a1b``).
     """
 
     def __init__(self, message: str, leftovers: Sequence[tuple[str, str]]) -> None:

@@ -477,3 +477,15 @@ def test_plan_creates_nothing_and_launch_follows_it(aws: MotoAws) -> None:
     assert result.created_at == plan.created_at and result.zone == "eu-north-1b"
     with pytest.raises(ValueError, match="another spec"):
         launch(AwsContext(REGION), spec(aws), plan=plan)
+
+
+def test_an_unknown_instance_type_is_reported_before_creating_anything(aws: MotoAws) -> None:
+    with pytest.raises(CloudError, match=r"looking up instance types g4dn\.huge .*InvalidInstanceType"):
+        do_launch(aws, instance_types=("g4dn.huge",))
+    assert aws.calls("ImportKeyPair") == [] and aws.calls("RunInstances") == []
+
+
+@pytest.mark.parametrize("cidr", ["auto", "0.0.0.0", "203.0.113.7/16", "not-an-address"])
+def test_a_spec_needs_a_resolved_cidr(aws: MotoAws, cidr: str) -> None:
+    with pytest.raises(ValueError, match="ssh_cidr"):
+        spec(aws, ssh_cidr=cidr)

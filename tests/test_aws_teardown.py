@@ -7,7 +7,7 @@ import pytest
 
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.launch import launch
-from gpu_transcribe.aws.models import LaunchResult, LaunchSpec, RunResources, new_run_id
+from gpu_transcribe.aws.models import TAG_RUN_ID, LaunchResult, LaunchSpec, RunResources, new_run_id
 from gpu_transcribe.aws.resources import find_resources, teardown
 from gpu_transcribe.errors import TeardownError
 from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws
@@ -129,10 +129,22 @@ def test_security_group_in_use_for_too_long_is_a_teardown_error(aws: MotoAws) ->
             security_group_timeout_s=120,
         )
     assert caught.value.leftovers == [
-        (result.security_group_id, "DependencyViolation: still in use after 120 s")
+        (f"security-group {result.security_group_id}", "DependencyViolation: still in use after 120 s")
     ]
     assert f"gpu-transcribe cleanup --run-id {result.run_id}" in str(caught.value)
     assert 120 <= fake.now - 1000.0 <= 120 + 15  # bounded by the timeout (plus at most one capped wait)
     # The instance and key pair went anyway.
     assert instance_state(aws, result.instance_id) in ("shutting-down", "terminated")
     assert result.key_name not in key_pairs(aws)
+
+
+def test_teardown_still_terminates_what_it_knows_when_listing_fails(aws: MotoAws) -> None:
+    result = launched(aws)
+    aws.fail("DescribeInstances", "UnauthorizedOperation", **{"Filter.1.Name": f"tag:{TAG_RUN_ID}"})
+    with pytest.raises(TeardownError) as caught:
+        teardown(AwsContext(REGION), result.resources, sleep=lambda s: None)
+    assert caught.value.leftovers[-1][0] == f"run {result.run_id}"
+    assert "could not be listed by tag" in str(caught.value)
+    assert instance_state(aws, result.instance_id) in ("shutting-down", "terminated")
+    assert result.key_name not in key_pairs(aws)
+    assert result.security_group_id not in group_ids(aws)

@@ -10,6 +10,7 @@ boto3):
 - :mod:`.launch`: key pair, security group, user data and the spot -> next zone -> on-demand fallback;
 - :mod:`.instances`: describe, wait for ``running`` and the SSH port, spot interruption, the address seam;
 - :mod:`.resources`: finding our resources by tag, teardown and removal (used by ``cleanup``);
+- :mod:`.retry`: capped, jittered backoff (tenacity) where botocore's own retries do not fit;
 - :mod:`.userdata`: cloud-init user data, the heartbeat path (no boto3);
 - :mod:`.checkip`: this machine's public IP for the SSH rule (no boto3).
 

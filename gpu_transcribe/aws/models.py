@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from typing import TYPE_CHECKING, Literal
 
 from gpu_transcribe.errors import LaunchAttempt
@@ -246,8 +247,15 @@ class LaunchSpec:
             )
         if self.role not in ROLES:
             raise ValueError(f"LaunchSpec.role: {self.role!r} is not one of {', '.join(ROLES)}")
-        if self.ssh_cidr == "auto" or "/" not in self.ssh_cidr:
-            raise ValueError("LaunchSpec.ssh_cidr must be a resolved CIDR block such as 203.0.113.7/32")
+        try:
+            ip_network(self.ssh_cidr, strict=True)
+        except ValueError:
+            raise ValueError(
+                f"LaunchSpec.ssh_cidr {self.ssh_cidr!r} is not a CIDR block such as 203.0.113.7/32"
+                " (resolve 'auto' with gpu_transcribe.aws.checkip.resolve_ssh_cidr first)"
+            ) from None
+        if "/" not in self.ssh_cidr:
+            raise ValueError(f"LaunchSpec.ssh_cidr {self.ssh_cidr!r} needs a prefix length, e.g. /32")
 
     @property
     def markets(self) -> tuple[Market, ...]:

@@ -47,7 +47,7 @@ from gpu_transcribe.aws.models import (
     parse_iso_utc,
 )
 from gpu_transcribe.aws.retry import retrying
-from gpu_transcribe.errors import TeardownError
+from gpu_transcribe.errors import CloudError, CredentialsError, TeardownError
 
 #: Retrying ``InvalidInstanceID.NotFound`` on terminate/describe: a new instance appears within seconds.
 NOT_FOUND_ATTEMPTS = 6
@@ -393,11 +393,21 @@ def teardown(
         One outcome per resource (empty if nothing was there).
 
     Raises:
-        TeardownError: something could not be removed; ``leftovers`` lists ``(id, reason)``, and
+        TeardownError: something could not be removed, or the run's resources could not be listed by tag (what
+            was known is removed all the same); ``leftovers`` lists ``(what, reason)`` pairs, and
             ``gpu-transcribe cleanup --run-id RUN`` can try again.
         CredentialsError: the credentials were rejected.
     """
-    found = list(find_resources(ctx, run_id=run.run_id))
+    listing_error = ""
+    try:
+        found = list(find_resources(ctx, run_id=run.run_id))
+    except CredentialsError:
+        raise
+    except CloudError as exc:
+        # Still remove what we know of: terminating the instance matters most.
+        listing_error = str(exc)
+        found = []
+        on_progress(ProgressEvent("note", f"could not list run {run.run_id} by tag: {exc}"))
     known = {(r.kind, r.resource_id) for r in found}
     extra: list[TaggedResource] = []
     for instance_id in run.instance_ids:
@@ -417,12 +427,14 @@ def teardown(
         sleep=sleep,
         security_group_timeout_s=security_group_timeout_s,
     )
-    failed = [o for o in outcomes if o.failed]
-    if failed:
+    leftovers = [(f"{o.resource.kind} {o.resource.resource_id}", o.reason) for o in outcomes if o.failed]
+    if listing_error:
+        leftovers.append((f"run {run.run_id}", f"its resources could not be listed by tag: {listing_error}"))
+    if leftovers:
         raise TeardownError(
-            f"run {run.run_id}: {len(failed)} resource(s) could not be removed: "
-            + "; ".join(f"{o.resource.kind} {o.resource.resource_id}: {o.reason}" for o in failed)
+            f"run {run.run_id}: {len(leftovers)} problem(s) removing its resources: "
+            + "; ".join(f"{what}: {reason}" for what, reason in leftovers)
             + f"; retry with `gpu-transcribe cleanup --run-id {run.run_id}`",
-            [(o.resource.resource_id, o.reason) for o in failed],
+            leftovers,
         )
     return outcomes
