@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import yaml
@@ -134,7 +137,7 @@ def test_launched_instance_carries_the_safety_settings(aws: MotoAws) -> None:
     config = yaml.safe_load(text)  # as cloud-init reads it
     assert config["ssh_keys"]["ed25519_public"] == result.host_public_key
     assert config["ssh_keys"]["ed25519_private"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    assert config["ssh_genkeytypes"] == []
+    assert config["ssh_deletekeys"] is True
     assert result.host_public_key.split()[0] == "ssh-ed25519"
     assert result.host_public_key != result.client_key.public_key_openssh
     files = {f["path"]: f for f in config["write_files"]}
@@ -489,3 +492,16 @@ def test_an_unknown_instance_type_is_reported_before_creating_anything(aws: Moto
 def test_a_spec_needs_a_resolved_cidr(aws: MotoAws, cidr: str) -> None:
     with pytest.raises(ValueError, match="ssh_cidr"):
         spec(aws, ssh_cidr=cidr)
+
+
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="needs cloud-init (Debian package cloud-init)")
+def test_user_data_passes_cloud_inits_own_schema_check(aws: MotoAws, tmp_path: Path) -> None:
+    result = do_launch(aws, user_data_commands=("echo 'quoted' \"twice\" > /tmp/x",))
+    raw = aws.ec2().describe_instance_attribute(InstanceId=result.instance_id, Attribute="userData")
+    path = tmp_path / "user-data"
+    path.write_bytes(base64.b64decode(raw["UserData"]["Value"]))
+    check = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Valid cloud-config" in check.stdout

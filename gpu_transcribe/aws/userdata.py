@@ -3,8 +3,8 @@
 The document is ``#cloud-config`` followed by JSON, which is valid YAML (cloud-init parses it with PyYAML), so
 no YAML writer is needed and every string is escaped correctly. It:
 
-- installs the run's ed25519 host key (``ssh_keys``) and generates no other host key types
-  (``ssh_genkeytypes: []``), so the one key the client expects is the one sshd presents;
+- deletes the image's host keys and installs the run's ed25519 host key (``ssh_keys``; cloud-init then
+  generates no other), so the one key the client expects is the one sshd presents;
 - writes the dead-man switch (``gpu_transcribe/data/deadman.sh``) and an empty heartbeat file under ``/run``
   (a tmpfs: nothing of it survives into an image made from a builder instance);
 - starts the switch as a transient systemd unit, and schedules ``shutdown -P`` a little after the maximum
@@ -84,8 +84,9 @@ def render_user_data(
         DEADMAN_PATH,
     ]
     config = {
+        # Delete the image's host keys; with ``ssh_keys`` given cloud-init generates no others (cc_ssh), so
+        # sshd presents exactly the one key the client expects.
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
         "ssh_keys": {
             "ed25519_private": host_private_key_openssh,
             "ed25519_public": host_public_key_openssh,
