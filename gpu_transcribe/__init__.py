@@ -4,11 +4,7 @@ Importing this package is cheap: it imports neither torch, transformers nor boto
 ``gpu-transcribe --help`` answers at once. Heavy modules are imported inside the functions that use them.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("gpu-transcribe")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+source"
+#: The project version; pyproject.toml reads it from here (one source of truth). Tags AMIs and resources.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

@@ -1,0 +1,122 @@
+"""Upload transcripts (and optionally audio) to S3, encrypted at rest, with searchable metadata.
+
+Keys follow ``PREFIX/YYYY/MM/DD/<run-id>/<file stem>.<format>`` (UTC date of the run), so one run's files
+sit together and a lifecycle rule can expire old days. Objects are encrypted server-side: SSE-S3
+(``AES256``) by default, SSE-KMS with the given key id when one is set (AWS S3 User Guide, "Protecting data
+with server-side encryption").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpu_transcribe.errors import UploadError
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    """One object written to S3.
+
+    Attributes:
+        bucket: the bucket name.
+        key: the object key.
+        size_bytes: the object's size in bytes.
+        sse: the server-side encryption S3 reported (``AES256`` or ``aws:kms``).
+    """
+
+    bucket: str
+    key: str
+    size_bytes: int
+    sse: str
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def object_key(prefix: str, run_id: str, filename: str, when: dt.datetime) -> str:
+    """The key for ``filename`` of run ``run_id``: ``PREFIX/YYYY/MM/DD/<run-id>/<filename>`` (UTC date)."""
+    day = when.astimezone(dt.UTC).strftime("%Y/%m/%d")
+    parts = [p for p in (prefix.strip("/"), day, run_id, filename) if p]
+    return "/".join(parts)
+
+
+def _metadata(values: Mapping[str, object]) -> dict[str, str]:
+    # S3 user metadata travels as HTTP headers: ASCII only (AWS S3 User Guide, "Object metadata").
+    return {k: str(v).encode("ascii", "backslashreplace").decode("ascii") for k, v in values.items()}
+
+
+def upload_files(
+    s3_client: Any,
+    files: Sequence[Path],
+    bucket: str,
+    prefix: str,
+    run_id: str,
+    when: dt.datetime,
+    metadata: Mapping[str, object],
+    kms_key_id: str | None = None,
+) -> list[UploadedObject]:
+    """Upload ``files`` under the run's key prefix, encrypted, with ``metadata``; verify each with HEAD.
+
+    Args:
+        s3_client: a boto3 S3 client (made by the caller, so the endpoint and credentials are its choice).
+        files: local files; each keeps its file name in the key.
+        bucket: the bucket name.
+        prefix: key prefix, e.g. ``transcripts`` (may be empty).
+        run_id: the run id.
+        when: the run's start time (its UTC date goes into the key).
+        metadata: user metadata (model, language, duration, run id...), values made ASCII.
+        kms_key_id: an AWS KMS key id or ARN for SSE-KMS; ``None`` for SSE-S3 (AES256).
+
+    Returns:
+        One :class:`UploadedObject` per file, in order.
+
+    Raises:
+        UploadError: the bucket does not exist, access is denied, or an upload failed; the message names
+            the ``s3://`` URL and says what to check. Files uploaded before the failure stay in S3.
+    """
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    extra: dict[str, Any] = {"Metadata": _metadata(metadata)}
+    if kms_key_id:
+        extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id)
+    else:
+        extra["ServerSideEncryption"] = "AES256"
+    uploaded: list[UploadedObject] = []
+    for path in files:
+        key = object_key(prefix, run_id, path.name, when)
+        url = f"s3://{bucket}/{key}"
+        try:
+            s3_client.upload_file(str(path), bucket, key, ExtraArgs=extra)
+            head = s3_client.head_object(Bucket=bucket, Key=key)
+        except (ClientError, S3UploadFailedError, BotoCoreError) as exc:
+            raise UploadError(f"{url}: upload failed ({_reason(exc)}); {_hint(exc)}") from exc
+        uploaded.append(
+            UploadedObject(
+                bucket=bucket,
+                key=key,
+                size_bytes=int(head["ContentLength"]),
+                sse=str(head.get("ServerSideEncryption", "")),
+            )
+        )
+    return uploaded
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[-1] if ": " in text else text
+
+
+def _hint(exc: Exception) -> str:
+    text = str(exc)
+    if "AccessDenied" in text or "Forbidden" in text or "403" in text:
+        return "check that your credentials may s3:PutObject to this bucket (and use the KMS key, if set)"
+    if "NoSuchBucket" in text or "404" in text:
+        return "check the bucket name (setting s3_bucket) and region"
+    return "the transcripts are kept locally; retry the upload or use --no-s3"

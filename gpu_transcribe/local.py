@@ -1,0 +1,139 @@
+"""``gpu-transcribe run --local``: transcribe on this machine with the same engine the instance runs.
+
+Orchestration only: validates the request, finds the audio, checks the output directory, runs the engine
+(:mod:`gpu_transcribe.engine_runner`) and returns a result. No printing; progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpu_transcribe.engine_runner import EngineRequest, EngineRun, EventCallback, run_engine_locally
+from gpu_transcribe.errors import InputError, OutputError, SettingsError
+from gpu_transcribe.inputs import AudioInput, collect_audio
+from remote.options import TranscribeOptions, parse_formats
+
+
+@dataclass(frozen=True)
+class LocalRunRequest:
+    """What to transcribe locally.
+
+    Attributes:
+        paths: files and directories as the user gave them.
+        output_dir: where every output goes, or ``None`` to write each output beside its input.
+        formats: format names (``txt``, ``json``, ``srt``, ``vtt``).
+        options: transcription options (validated here).
+        model: Hugging Face id or a local model directory.
+        revision: model revision or ``None``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    paths: tuple[str, ...]
+    output_dir: Path | None
+    formats: tuple[str, ...]
+    options: TranscribeOptions
+    model: str
+    revision: str | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class LocalRunResult:
+    """The outcome of a local run.
+
+    Attributes:
+        inputs: the files that were given to the engine.
+        input_problems: paths that could not be used, one error each (the other files went on).
+        engine: the engine's result, or ``None`` if no usable file was found.
+    """
+
+    inputs: tuple[AudioInput, ...]
+    input_problems: tuple[InputError, ...]
+    engine: EngineRun | None
+
+    @property
+    def ok(self) -> bool:
+        """``True`` if every path was usable and every file was transcribed."""
+        return not self.input_problems and self.engine is not None and not self.engine.failed
+
+
+def validate_options(
+    options: TranscribeOptions, formats: Sequence[str] | str
+) -> tuple[TranscribeOptions, tuple[str, ...]]:
+    """Validate options and formats before anything heavy happens.
+
+    Returns:
+        The normalised options (language as a code) and the format tuple.
+
+    Raises:
+        SettingsError: naming the option (``--language``, ``--format``...) and what is allowed.
+    """
+    try:
+        checked = options.validated()
+        fmts = parse_formats(formats if isinstance(formats, str) else list(formats))
+    except ValueError as exc:
+        setting = str(exc).split(":", 1)[0]
+        raise SettingsError(setting.lstrip("-"), "command line", str(exc)) from None
+    return checked, fmts
+
+
+def prepare_output_dir(output_dir: Path) -> Path:
+    """Create ``output_dir`` if needed and prove it is writable by writing and removing a temp file.
+
+    Returns:
+        The directory, absolute.
+
+    Raises:
+        OutputError: it cannot be created or written; the message names it and says what to do.
+    """
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".gpu-transcribe-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputError(
+            output_dir,
+            f"--output-dir {output_dir}: cannot write there ({reason}); choose a writable directory",
+        ) from exc
+    return output_dir.resolve()
+
+
+def resolve_model(model: str) -> str:
+    """A model that names an existing local directory becomes its absolute path; else it is a hub id."""
+    path = Path(os.path.expanduser(model))
+    return str(path.resolve()) if path.is_dir() else model
+
+
+def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -> LocalRunResult:
+    """Transcribe ``request.paths`` on this machine.
+
+    Returns:
+        The result; check ``result.ok``. Unusable paths and files that failed are listed in it while the
+        other files are transcribed and written.
+
+    Raises:
+        SettingsError: a bad option (before anything runs).
+        OutputError: the output directory cannot be written (before anything runs).
+        EngineError: the engine could not run at all (not installed, model not found, crashed).
+    """
+    options, formats = validate_options(request.options, request.formats)
+    out_dir = prepare_output_dir(request.output_dir) if request.output_dir is not None else None
+    collected = collect_audio(request.paths)
+    if not collected.files:
+        return LocalRunResult(inputs=(), input_problems=collected.problems, engine=None)
+    engine_request = EngineRequest(
+        audio=tuple(str(f.path) for f in collected.files),
+        formats=formats,
+        options=options,
+        model=resolve_model(request.model),
+        revision=request.revision,
+        out_dir=str(out_dir) if out_dir is not None else None,
+        device=request.device,
+    )
+    engine = run_engine_locally(engine_request, on_event)
+    return LocalRunResult(inputs=collected.files, input_problems=collected.problems, engine=engine)

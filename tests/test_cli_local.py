@@ -1,0 +1,149 @@
+"""``gpu-transcribe run --local`` end to end, as a user runs it: a subprocess, the real model, real speech.
+
+Every bad input of the issue goes through the CLI here: each gets one line naming the path or option, the
+exit status is non-zero, and the good files of the same batch are still transcribed and written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+AUDIO = REPO.parent / "shared" / "audio"
+SV_CLIP = AUDIO / "sv_nst_se10x016_u0016004.wav"
+SV_CLIP_2 = AUDIO / "sv_nst_se10x016_u0016002.wav"
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    path = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (path / "config.json").exists():
+        pytest.skip(f"no offline model at {path}: run `make offline-model`")
+    return path
+
+
+def run_cli(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m gpu_transcribe ARGS`` the way a user would, with this checkout importable."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200", NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _mp3_of(src: Path, dst: Path) -> Path:
+    """Encode ``src`` as MP3 with PyAV (FFmpeg), the way a user's recorder would."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream("mp3", rate=16000)
+        for frame in inp.decode(audio=0):
+            frame.pts = None
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return dst
+
+
+def test_two_files_transcribed_into_output_dir(tmp_path: Path, model_dir: Path) -> None:
+    out = tmp_path / "out"
+    proc = run_cli(
+        "run", "--local", "--model", model_dir, "-o", out, "--format", "txt,json,srt,vtt", SV_CLIP, SV_CLIP_2
+    )
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout.split()
+    for stem in (SV_CLIP.stem, SV_CLIP_2.stem):
+        for fmt in ("txt", "json", "srt", "vtt"):
+            assert str(out / f"{stem}.{fmt}") in printed
+    data = json.loads((out / f"{SV_CLIP.stem}.json").read_text(encoding="utf-8"))
+    assert data["language"] == "sv"
+    assert data["segments"], "a Swedish clip must give segments"
+    text = (out / f"{SV_CLIP.stem}.txt").read_text(encoding="utf-8").lower()
+    assert "husläkare" in text or "gammal" in text, text
+    assert "real-time factor" in proc.stderr  # the summary table goes to stderr
+
+
+def test_default_output_is_beside_each_input(tmp_path: Path, model_dir: Path) -> None:
+    clip = tmp_path / "inputs" / "intervju.wav"
+    clip.parent.mkdir()
+    clip.write_bytes(SV_CLIP.read_bytes())
+    proc = run_cli("run", "--local", "--model", model_dir, clip)
+    assert proc.returncode == 0, proc.stderr
+    assert (clip.parent / "intervju.txt").read_text(encoding="utf-8").strip()
+    assert (clip.parent / "intervju.json").exists()
+
+
+def test_bad_inputs_in_a_batch_each_get_a_line_and_the_good_file_is_written(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    good = src / "good.wav"
+    good.write_bytes(SV_CLIP.read_bytes())
+    zero = src / "zero.mp3"
+    zero.write_bytes(b"")
+    text = src / "notes.mp3"
+    text.write_text("this is a shopping list, not audio\n" * 20, encoding="utf-8")
+    full_mp3 = _mp3_of(SV_CLIP_2, tmp_path / "full.mp3")
+    truncated = src / "truncated.mp3"
+    truncated.write_bytes(full_mp3.read_bytes()[: full_mp3.stat().st_size // 3])
+    empty_dir = tmp_path / "empty-dir"
+    empty_dir.mkdir()
+    missing = tmp_path / "missing.mp3"
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = out / "notes.txt"  # a good transcript from an earlier run must survive a failed one
+    previous.write_text("earlier good transcript\n", encoding="utf-8")
+
+    proc = run_cli(
+        "run", "--local", "--model", model_dir, "-o", out, good, zero, text, truncated, empty_dir, missing
+    )
+
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    for bad in (zero, text, truncated, empty_dir, missing):
+        assert any(str(bad) in line for line in errors), f"no error line names {bad}:\n{proc.stderr}"
+    assert (out / "good.txt").read_text(encoding="utf-8").strip()
+    assert (out / "good.json").exists()
+    for stem in ("zero", "truncated"):
+        assert not list(out.glob(f"{stem}.*")), f"output left for bad file {stem}"
+    assert previous.read_text(encoding="utf-8") == "earlier good transcript\n"
+    assert not (out / "notes.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_unwritable_output_dir_fails_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    proc = run_cli("run", "--local", "-o", blocker / "out", SV_CLIP)
+    assert proc.returncode != 0
+    assert "--output-dir" in proc.stderr and str(blocker / "out") in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
+
+
+def test_unknown_language_is_rejected_with_one_line(tmp_path: Path) -> None:
+    proc = run_cli("run", "--local", "--language", "klingon", "-o", tmp_path, SV_CLIP)
+    assert proc.returncode == 2
+    assert "--language" in proc.stderr and "klingon" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_model_that_cannot_be_found(tmp_path: Path) -> None:
+    missing_model = tmp_path / "no-such-model"
+    proc = run_cli("run", "--local", "--model", "no-such-org/no-such-whisper", "-o", tmp_path / "o", SV_CLIP)
+    assert proc.returncode != 0
+    assert "no-such-org/no-such-whisper" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert not missing_model.exists()
+    assert not list((tmp_path / "o").glob("*.txt"))
