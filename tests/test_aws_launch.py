@@ -362,8 +362,13 @@ def test_vcpu_limit_exceeded_ends_the_market(aws: MotoAws) -> None:
         ("eu-north-1b", "on-demand", ""),
     ]
     aws.fail("RunInstances", "VcpuLimitExceeded", market="on-demand")
-    with pytest.raises(QuotaError, match=r"vCPU quota .* is used up"):
+    with pytest.raises(QuotaError, match=r"on-demand vCPU quota L-DB2E81BA .* is used up") as caught:
         do_launch(aws)
+    assert (caught.value.quota_code, caught.value.quota_vcpus, caught.value.needed_vcpus) == (
+        ON_DEMAND_QUOTA,
+        64,
+        4,
+    )
     assert_nothing_of_ours_left_but(aws, result.run_id)
 
 

@@ -490,6 +490,7 @@ def launch(
             sleep=sleep,
             instance_ids=instance_ids,
             use_pricing_api=use_pricing_api,
+            quota_checks=plan.quota_checks,
         )
         instance, option, price_source, price = result
         on_progress(
@@ -608,6 +609,7 @@ def _try_options(
     sleep: Callable[[float], None],
     instance_ids: list[str],
     use_pricing_api: bool,
+    quota_checks: tuple[QuotaCheck, ...] = (),
 ) -> tuple[InstanceInfo, LaunchOption, str, float | None]:
     """Try each option in order; the first success as ``(InstanceInfo, option, price source, price)``."""
     ec2 = ec2_client(ctx, fail_fast=True)
@@ -672,13 +674,15 @@ def _try_options(
     summary = _describe_attempts(attempts)
     if quota_failure is not None and all(o.market in exhausted for o in options):
         market, detail = quota_failure
+        check = next((c for c in quota_checks if c.market == market and c.quota_code), None)
+        quota = f" {check.quota_code} ({check.quota_name})" if check else ""
         raise QuotaError(
-            f"the {market} vCPU quota for {', '.join(spec.instance_types)} in {ctx.region} is used up "
-            f"({detail}); stop other instances or request more in the Service Quotas console; "
+            f"the {market} vCPU quota{quota} for {', '.join(spec.instance_types)} in {ctx.region} is used up "
+            f"by other instances ({detail}); stop some, or request more in the Service Quotas console; "
             f"tried: {summary}",
-            quota_code="",
-            quota_vcpus=0.0,
-            needed_vcpus=0,
+            quota_code=check.quota_code if check else "",
+            quota_vcpus=check.quota_vcpus or 0.0 if check else 0.0,
+            needed_vcpus=check.needed_vcpus if check else 0,
         )
     raise CapacityError(
         f"no capacity for {', '.join(spec.instance_types)} in {ctx.region} after {len(attempts)} attempt(s): "
