@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,10 @@ from rich.console import Console
 from gpu_transcribe import __version__
 from gpu_transcribe.errors import GpuTranscribeError
 from remote.options import DEFAULT_FORMATS, DEFAULT_LANGUAGE, DEFAULT_MODEL, TranscribeOptions
+
+if TYPE_CHECKING:
+    from gpu_transcribe.aws.models import ProgressEvent, ZonePrice
+    from gpu_transcribe.settings import Settings
 
 app = typer.Typer(
     name="gpu-transcribe",
@@ -163,3 +167,183 @@ def run(
                 stdout.print(path, highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(1)
+
+
+# --- AWS commands: `config show`, `zones`, `cleanup` (issue 3) ---------------------------------------------
+# Kept in their own block so they merge cleanly with the `run` command. boto3 is imported inside the commands.
+
+RegionOption = Annotated[str | None, typer.Option("--region", help="AWS region (setting: region).")]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--aws-profile", help="Named AWS profile from ~/.aws/config (setting: aws_profile)."),
+]
+
+config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _load_settings(**flags: object) -> Settings:
+    """The effective settings for these flags, or exit with the setting's one-line error."""
+    from gpu_transcribe.settings import load_settings
+
+    try:
+        return load_settings(flags)
+    except GpuTranscribeError as error:
+        raise fail(error) from None
+
+
+def _show_progress(event: ProgressEvent) -> None:
+    stderr.print(event.message, style="dim", markup=False, highlight=False)
+
+
+@config_app.command("show")
+def config_show(region: RegionOption = None, aws_profile: ProfileOption = None) -> None:
+    """Print the effective settings and where each value came from (flag, environment, file, default)."""
+    from rich.table import Table
+
+    from gpu_transcribe.settings import default_config_files, env_var
+
+    settings = _load_settings(region=region, aws_profile=aws_profile)
+    table = Table(title="gpu-transcribe settings", title_justify="left")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("environment variable", no_wrap=True, style="dim")
+    for name, value, source in settings.rows():
+        table.add_row(name, value, source, env_var(name))
+    stdout.print(table)
+    files = ", ".join(f"{p} ({'read' if p.is_file() else 'absent'})" for p in default_config_files())
+    stdout.print(f"config files, first wins: {files}", highlight=False, soft_wrap=True)
+
+
+@app.command("zones")
+def zones(
+    instance_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--instance-type", "-t", help="Instance type (repeatable); default: the instance_types setting."
+        ),
+    ] = None,
+    region: RegionOption = None,
+    aws_profile: ProfileOption = None,
+) -> None:
+    """List the zones for each instance type, cheapest spot price first, with on-demand price and saving."""
+    from rich.table import Table
+
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.prices import zone_prices
+
+    settings = _load_settings(
+        region=region, aws_profile=aws_profile, instance_types=",".join(instance_type or []) or None
+    )
+    ctx = AwsContext.from_settings(settings)
+    rows: list[ZonePrice] = []
+    try:
+        with stderr.status(f"reading spot prices in {settings.region}"):
+            for name in settings.instance_types:
+                rows.extend(zone_prices(ctx, name))
+    except GpuTranscribeError as error:
+        raise fail(error) from None
+    missing = [t for t in settings.instance_types if not any(r.instance_type == t for r in rows)]
+    table = Table(title=f"zones in {settings.region}, cheapest spot first", title_justify="left")
+    for header in ("zone", "instance type", "spot $/h", "on-demand $/h", "saving"):
+        table.add_column(
+            header, no_wrap=True, justify="right" if "$" in header or header == "saving" else "left"
+        )
+    sources = set()
+    for row in rows:
+        od = row.on_demand.price_usd_per_hour if row.on_demand else None
+        if row.on_demand:
+            sources.add(row.on_demand.source)
+        saving = row.saving_fraction
+        table.add_row(
+            row.zone,
+            row.instance_type,
+            f"{row.spot_price_usd_per_hour:.4f}" if row.spot_price_usd_per_hour is not None else "-",
+            f"{od:.4f}" if od is not None else "-",
+            f"{saving:.0%}" if saving is not None else "-",
+        )
+    if rows:
+        stdout.print(table)
+        for source in sorted(sources):
+            stdout.print(f"on-demand prices: {source}", highlight=False, soft_wrap=True)
+    if missing:
+        from gpu_transcribe.errors import CloudError
+
+        raise fail(
+            CloudError(f"no zone in {settings.region} offers {', '.join(missing)}; check instance_types")
+        )
+
+
+@app.command("cleanup")
+def cleanup_command(
+    all_owners: Annotated[
+        bool, typer.Option("--all-owners", help="Include other callers' resources.")
+    ] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Only resources at least this old (2h, 90m, 0); default: max lifetime + 10 minutes.",
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Only this run (any age unless --older-than).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")
+    ] = False,
+    region: RegionOption = None,
+    aws_profile: ProfileOption = None,
+) -> None:
+    """Find gpu-transcribe's instances, volumes, key pairs and security groups by tag and remove them."""
+    from rich.table import Table
+
+    from gpu_transcribe.cleanup import cleanup, format_age
+    from gpu_transcribe.errors import TeardownError
+    from gpu_transcribe.settings import parse_duration_s
+
+    settings = _load_settings(region=region, aws_profile=aws_profile)
+    try:
+        older_than_s = parse_duration_s(older_than) if older_than is not None else None
+        report = cleanup(
+            settings,
+            all_owners=all_owners,
+            older_than_s=older_than_s,
+            run_id=run_id,
+            dry_run=dry_run,
+            on_progress=_show_progress,
+        )
+    except GpuTranscribeError as error:
+        raise fail(error) from None
+    if not report.outcomes:
+        stdout.print(f"nothing of gpu-transcribe's found in {report.region}", highlight=False)
+        return
+    title = f"gpu-transcribe resources in {report.region}" + (
+        " (dry run: nothing changed)" if dry_run else ""
+    )
+    table = Table(title=title, title_justify="left")
+    for header in ("run id", "kind", "id", "age", "state", "owner", "action", "reason"):
+        table.add_column(header, overflow="fold", no_wrap=header in ("kind", "age", "action"))
+    for outcome in report.outcomes:
+        res = outcome.resource
+        age = res.age_s(report.now)
+        table.add_row(
+            res.run_id,
+            res.kind,
+            res.resource_id,
+            format_age(age) if age is not None else "?",
+            res.state or "-",
+            "you" if res.owner_arn == report.caller_arn else (res.owner_arn or "-"),
+            outcome.action,
+            outcome.reason,
+        )
+    stdout.print(table)
+    if report.failed:
+        raise fail(
+            TeardownError(
+                f"{len(report.failed)} resource(s) could not be removed: "
+                + "; ".join(f"{o.resource.kind} {o.resource.resource_id}: {o.reason}" for o in report.failed),
+                [(f"{o.resource.kind} {o.resource.resource_id}", o.reason) for o in report.failed],
+            )
+        )

@@ -161,12 +161,35 @@ class TeardownError(CloudError):
     """Some resources of a run could not be removed. ``gpu-transcribe cleanup`` can retry.
 
     Attributes:
-        leftovers: ``(resource id, reason)`` pairs.
+        leftovers: ``(resource, reason)`` pairs; a resource is its kind and id (``security-group sg-0a1b``).
     """
 
     def __init__(self, message: str, leftovers: Sequence[tuple[str, str]]) -> None:
         self.leftovers = list(leftovers)
         super().__init__(message)
+
+
+class InstanceLostError(CloudError):
+    """The instance left ``pending``/``running`` without us asking: a spot interruption, the dead-man switch,
+    or someone else terminated it.
+
+    Attributes:
+        instance_id: e.g. ``i-0123456789abcdef0``.
+        state: the EC2 state seen (``shutting-down``, ``terminated``, ``stopping``, ``stopped``).
+        reason_code: the EC2 state reason code, e.g. ``Server.SpotInstanceTermination``
+            (``""`` when EC2 gave none).
+    """
+
+    def __init__(self, message: str, instance_id: str, state: str, reason_code: str) -> None:
+        self.instance_id = instance_id
+        self.state = state
+        self.reason_code = reason_code
+        super().__init__(message)
+
+    @property
+    def spot_interruption(self) -> bool:
+        """True when EC2 reclaimed a spot instance (state reason ``Server.SpotInstanceTermination``)."""
+        return self.reason_code == "Server.SpotInstanceTermination"
 
 
 class ImageNotFoundError(CloudError):

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures. The loopback sshd lives in ``tests/fixtures/sshd.py`` (``sshd_server``,
-``sshd_target``) so that benchmarks can import its :class:`SshdServer` too."""
+"""Shared pytest fixtures. Each lives in ``tests/fixtures/`` so that benchmarks can import them too:
+the loopback sshd (``sshd_server``, ``sshd_target``) and moto in server mode (``moto_server``, ``aws``)."""
 
-pytest_plugins = ["tests.fixtures.sshd"]
+pytest_plugins = ["tests.fixtures.sshd", "tests.fixtures.moto_aws"]

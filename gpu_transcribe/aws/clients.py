@@ -1,0 +1,267 @@
+"""Where boto3 sessions and clients are made, and how AWS errors are classified.
+
+Clients are created inside the functions that use them, never at import time, so that tests (and users) can
+point them elsewhere first. The endpoint seam is boto3's own: it reads ``AWS_ENDPOINT_URL`` (and
+``AWS_ENDPOINT_URL_<SERVICE>``) from the environment, which is how the tests and a CLI subprocess reach the
+moto server; :attr:`AwsContext.endpoint_url` overrides it for one context.
+
+Two retry configurations (botocore's own retry handler, "standard" mode: capped exponential backoff with full
+jitter, docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html):
+
+- :func:`client`: standard mode, 5 attempts, for describe/create/delete calls;
+- ``client(..., fail_fast=True)``: one attempt (``total_max_attempts=1``), for ``RunInstances``: EC2 answers
+  capacity errors with HTTP 500, which botocore would retry, and the fallback must move to the next zone at
+  once. Transient errors of that call are retried by :mod:`.launch` itself (with tenacity).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+import botocore.loaders
+import botocore.session
+from botocore.config import Config
+
+from gpu_transcribe import __version__
+from gpu_transcribe.errors import CloudError, CredentialsError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_pricing import PricingClient
+    from mypy_boto3_service_quotas import ServiceQuotasClient
+    from mypy_boto3_sts import STSClient
+
+    from gpu_transcribe.settings import Settings
+
+# Error codes, from docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html and
+# ../shared/notes/aws.md. Capacity: try the next zone or market at once.
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "UnfulfillableCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "Unsupported",
+    }
+)
+# Transient: the same request may succeed a moment later.
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "ServerInternal",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        # botocore's own exceptions for a dropped connection, under these names (see error_code()).
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+    }
+)
+# Credentials: stop at once and say how to configure them.
+CREDENTIAL_CODES = frozenset(
+    {
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "InvalidAccessKeyId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "MissingAuthenticationToken",
+        "NoCredentials",
+        "PartialCredentials",
+        "TokenRetrievalError",
+        "SSOTokenLoadError",
+        "ProfileNotFound",
+    }
+)
+# Permissions: the credentials work but may not do this; stop at once.
+PERMISSION_CODES = frozenset(
+    {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "OptInRequired"}
+)
+# Quotas: the market's vCPU quota is used up; no zone of the region will do better.
+QUOTA_CODES = frozenset({"VcpuLimitExceeded", "InstanceLimitExceeded"})
+
+_BOTOCORE_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (botocore.exceptions.NoCredentialsError, "NoCredentials"),
+    (botocore.exceptions.PartialCredentialsError, "PartialCredentials"),
+    (botocore.exceptions.ProfileNotFound, "ProfileNotFound"),
+    (botocore.exceptions.TokenRetrievalError, "TokenRetrievalError"),
+    (botocore.exceptions.SSOTokenLoadError, "SSOTokenLoadError"),
+    (botocore.exceptions.ConnectTimeoutError, "ConnectTimeoutError"),
+    (botocore.exceptions.ReadTimeoutError, "ReadTimeoutError"),
+    (botocore.exceptions.ConnectionClosedError, "ConnectionClosedError"),
+    (botocore.exceptions.EndpointConnectionError, "EndpointConnectionError"),
+)
+
+
+@functools.cache
+def _shared_loader() -> botocore.loaders.Loader:
+    """One loader of botocore's JSON service models per process, made on first use.
+
+    Each botocore session otherwise parses the EC2 model (several MB) again: about 0.2 s per new context.
+    The loader caches what it has read and is only read from afterwards.
+    """
+    return botocore.loaders.create_loader()
+
+
+@dataclass(frozen=True)
+class AwsContext:
+    """Where AWS calls go: region, profile and (optionally) an endpoint.
+
+    The boto3 session is made on first use and kept (clients are still made per call site).
+
+    Attributes:
+        region: e.g. ``eu-north-1``.
+        profile: named profile, or ``None`` for boto3's default chain.
+        profile_source: where the profile setting came from, for error messages.
+        endpoint_url: send every call here instead of AWS; ``None`` lets boto3 decide (``AWS_ENDPOINT_URL``).
+    """
+
+    region: str
+    profile: str | None = None
+    profile_source: str = "default"
+    endpoint_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AwsContext:
+        """The context for the user's ``region`` and ``aws_profile``."""
+        return cls(
+            region=settings.region,
+            profile=settings.aws_profile,
+            profile_source=settings.source("aws_profile"),
+        )
+
+    @functools.cached_property
+    def session(self) -> boto3.Session:
+        """The boto3 session (made on first use), sharing the process's service-model loader.
+
+        Raises:
+            CredentialsError: the named profile does not exist.
+        """
+        core = botocore.session.Session()
+        core.register_component("data_loader", _shared_loader())
+        try:
+            session = boto3.Session(botocore_session=core, profile_name=self.profile, region_name=self.region)
+        except botocore.exceptions.ProfileNotFound:
+            raise credentials_error(self, "ProfileNotFound") from None
+        loader = _shared_loader()
+        loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))  # boto3 appends its path each time
+        return session
+
+    def describe_profile(self) -> str:
+        """``profile 'x' (from --aws-profile)`` or ``the default credential chain``, for messages."""
+        if self.profile:
+            return f"profile {self.profile!r} (from {self.profile_source})"
+        return "the default credential chain (no aws_profile set)"
+
+
+def _config(fail_fast: bool, connect_timeout_s: float, read_timeout_s: float) -> Config:
+    retries: Any = {"total_max_attempts": 1} if fail_fast else {"mode": "standard", "max_attempts": 5}
+    return Config(
+        retries=retries,
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        user_agent_extra=f"gpu-transcribe/{__version__}",
+    )
+
+
+def ec2_client(ctx: AwsContext, *, fail_fast: bool = False) -> EC2Client:
+    """An EC2 client; ``fail_fast`` turns botocore's retries off (for ``RunInstances``)."""
+    return ctx.session.client("ec2", endpoint_url=ctx.endpoint_url, config=_config(fail_fast, 10, 60))
+
+
+def sts_client(ctx: AwsContext) -> STSClient:
+    """An STS client (regional endpoint)."""
+    return ctx.session.client("sts", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+
+
+def quotas_client(ctx: AwsContext) -> ServiceQuotasClient:
+    """A Service Quotas client, few retries: if quotas cannot be read we say so and go on."""
+    config = _config(True, 5, 15)
+    return ctx.session.client("service-quotas", endpoint_url=ctx.endpoint_url, config=config)
+
+
+def pricing_client(ctx: AwsContext) -> PricingClient:
+    """A Pricing API client. The API lives in us-east-1 (and eu-central-1, ap-south-1) whatever the region;
+    one attempt with short timeouts, since a packaged table stands in when it cannot be reached."""
+    config = _config(True, 3, 10)
+    return ctx.session.client(
+        "pricing", region_name="us-east-1", endpoint_url=ctx.endpoint_url, config=config
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of ``exc`` (``InsufficientInstanceCapacity``...), a name for botocore's own
+    exceptions (``NoCredentials``, ``EndpointConnectionError``...), or ``""`` for anything else."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or "UnknownError"
+    for cls, code in _BOTOCORE_CODES:
+        if isinstance(exc, cls):
+            return code
+    return ""
+
+
+def error_message(exc: BaseException) -> str:
+    """AWS's message for ``exc`` (one line), or ``str(exc)``."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    else:
+        message = str(exc)
+    return " ".join(message.split())
+
+
+def is_aws_error(exc: BaseException) -> bool:
+    """True for errors raised by botocore (client errors, credentials, connection)."""
+    return isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError)
+
+
+def credentials_error(ctx: AwsContext, code: str, detail: str = "") -> CredentialsError:
+    """A :class:`CredentialsError` whose message says what failed and how to configure credentials."""
+    where = f"{ctx.describe_profile()}, region {ctx.region}"
+    if code == "ProfileNotFound":
+        what = f"AWS profile {ctx.profile!r} (from {ctx.profile_source}) does not exist"
+    elif code in ("NoCredentials", "PartialCredentials"):
+        what = f"no usable AWS credentials found for {where}"
+    elif code in ("TokenRetrievalError", "SSOTokenLoadError", "ExpiredToken", "ExpiredTokenException"):
+        what = f"AWS credentials for {where} have expired ({code})"
+    else:
+        what = f"AWS rejected the credentials of {where} ({code}{': ' + detail if detail else ''})"
+    profile = ctx.profile or "NAME"
+    how = (
+        f"configure them with `aws configure --profile {profile}` (or `aws sso login --profile {profile}`)"
+        " and set aws_profile / GPU_TRANSCRIBE_AWS_PROFILE,"
+        " or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    )
+    return CredentialsError(f"{what}; {how}", profile=ctx.profile, region=ctx.region)
+
+
+def raise_for(ctx: AwsContext, exc: BaseException, doing: str) -> CloudError:
+    """The :class:`CloudError` to raise (``raise ... from``) for a botocore error while ``doing`` something.
+
+    Credential errors become :class:`CredentialsError` with the how-to; others a one-line :class:`CloudError`
+    naming the operation, the code and AWS's message.
+    """
+    code = error_code(exc)
+    if code in CREDENTIAL_CODES:
+        return credentials_error(ctx, code, error_message(exc))
+    if code in PERMISSION_CODES:
+        who = ctx.describe_profile()
+        return CloudError(f"{doing}: not permitted for {who} in {ctx.region} ({code}): {error_message(exc)}")
+    return CloudError(f"{doing} failed in {ctx.region} ({code or type(exc).__name__}): {error_message(exc)}")

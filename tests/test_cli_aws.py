@@ -1,0 +1,202 @@
+"""The AWS commands as a user runs them: ``config show``, ``zones`` and ``cleanup`` through Typer's CliRunner
+against moto, one ``zones`` and one ``cleanup`` as subprocesses reaching moto through AWS_ENDPOINT_URL, and
+``--help`` without boto3."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gpu_transcribe.aws.clients import AwsContext
+from gpu_transcribe.aws.launch import launch
+from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
+from gpu_transcribe.aws.resources import find_resources
+from gpu_transcribe.cli import app
+from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws
+
+# A hung AWS call must fail with a traceback, not stall the suite (the default timeout is 900 s).
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A runner in an empty directory (no ./gpu-transcribe.toml), no GPU_TRANSCRIBE_* settings, wide
+    output."""
+    for name in list(os.environ):
+        if name.startswith("GPU_TRANSCRIBE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def leave_a_run(aws: MotoAws) -> LaunchResult:
+    spec = LaunchSpec(image_id=aws.image_id, instance_types=("g4dn.xlarge",), ssh_cidr=TEST_CIDR)
+    return launch(AwsContext(REGION), spec, sleep=lambda s: None)
+
+
+def test_config_show_prints_values_and_sources(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    Path("gpu-transcribe.toml").write_text(
+        'instance_types = ["g6.xlarge", "g4dn.xlarge"]\ns3_bucket = "b-1"\n'
+    )
+    monkeypatch.setenv("GPU_TRANSCRIBE_MARKET", "spot")
+    result = cli.invoke(app, ["config", "show", "--region", "eu-west-1"])
+    assert result.exit_code == 0, result.output
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+        for line in result.stdout.splitlines()
+        if line.count("│") >= 4
+    }
+    assert rows["region"] == ["eu-west-1", "--region"]
+    assert rows["market"] == ["spot", "GPU_TRANSCRIBE_MARKET"]
+    assert rows["instance_types"][0] == "g6.xlarge,g4dn.xlarge"
+    assert rows["instance_types"][1].endswith("gpu-transcribe.toml")
+    assert rows["ssh_cidr"] == ["auto", "default"]
+    assert rows["s3_bucket"] == ["b-1", str(Path.cwd() / "gpu-transcribe.toml")]
+    assert "config files, first wins:" in result.stdout
+
+
+def test_a_bad_setting_is_one_line_on_stderr_and_exit_2(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPU_TRANSCRIBE_MAX_LIFETIME_MINUTES", "forever")
+    result = cli.invoke(app, ["config", "show"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "error: max_lifetime_minutes (from GPU_TRANSCRIBE_MAX_LIFETIME_MINUTES): 'forever'"
+    )
+    assert "whole number of minutes from 10 to 1440" in lines[0]
+
+
+def test_zones_lists_cheapest_first_with_on_demand_and_saving(aws: MotoAws, cli: CliRunner) -> None:
+    result = cli.invoke(app, ["zones"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if "eu-north-1" in line and "│" in line]
+    cells = [[c.strip() for c in row.split("│")[1:-1]] for row in rows]
+    assert cells == [
+        ["eu-north-1b", "g4dn.xlarge", "0.1881", "0.5580", "66%"],
+        ["eu-north-1c", "g4dn.xlarge", "0.1932", "0.5580", "65%"],
+        ["eu-north-1a", "g4dn.xlarge", "0.2004", "0.5580", "64%"],
+    ]
+    assert "on-demand prices: table:" in result.stdout and "2026-11-22" in result.stdout
+
+
+def test_zones_for_a_type_offered_in_two_zones_and_one_offered_nowhere(aws: MotoAws, cli: CliRunner) -> None:
+    aws.set_spot_prices({("g5.xlarge", "eu-north-1c"): 0.31, ("g5.xlarge", "eu-north-1b"): 0.29})
+    result = cli.invoke(app, ["zones", "-t", "g5.xlarge"])
+    assert result.exit_code == 0, result.output
+    zones = [line.split("│")[1].strip() for line in result.stdout.splitlines() if "g5.xlarge" in line]
+    assert zones == ["eu-north-1b", "eu-north-1c"]
+    result = cli.invoke(app, ["zones", "-t", "g4dn.nothing"])
+    assert result.exit_code == 1
+    assert "no zone in eu-north-1 offers g4dn.nothing" in result.stderr
+
+
+def test_zones_with_rejected_credentials_says_how_to_fix(aws: MotoAws, cli: CliRunner) -> None:
+    aws.fail(
+        "DescribeInstanceTypeOfferings", "AuthFailure", status=401, message="AWS was not able to validate"
+    )
+    result = cli.invoke(app, ["zones"])
+    assert result.exit_code == 1
+    assert "rejected the credentials" in result.stderr and "aws configure" in result.stderr
+
+
+def test_cleanup_table_and_dry_run(aws: MotoAws, cli: CliRunner) -> None:
+    left = leave_a_run(aws)
+    result = cli.invoke(app, ["cleanup", "--dry-run", "--older-than", "0"])
+    assert result.exit_code == 0, result.output
+    assert "dry run: nothing changed" in result.stdout
+    for resource_id in (left.instance_id, left.key_name, left.security_group_id):
+        assert resource_id in result.stdout
+    assert result.stdout.count("would-remove") == 3
+    assert len(find_resources(AwsContext(REGION))) == 3
+
+    young = cli.invoke(app, ["cleanup"])
+    assert young.exit_code == 0
+    assert young.stdout.count("skipped") == 3
+    assert len(find_resources(AwsContext(REGION))) == 3
+
+    done = cli.invoke(app, ["cleanup", "--run-id", left.run_id])
+    assert done.exit_code == 0, done.output
+    assert "terminated" in done.stdout and done.stdout.count("deleted") == 2
+    assert find_resources(AwsContext(REGION)) == ()
+    assert "nothing of gpu-transcribe's found in eu-north-1" in cli.invoke(app, ["cleanup"]).stdout
+
+
+def test_cleanup_exits_non_zero_with_the_reason_when_something_stays(aws: MotoAws, cli: CliRunner) -> None:
+    left = leave_a_run(aws)
+    aws.fail(
+        "DeleteKeyPair", "UnauthorizedOperation", message="You are not authorized to perform this operation."
+    )
+    result = cli.invoke(app, ["cleanup", "--older-than", "0"])
+    assert result.exit_code == 1
+    assert "failed" in result.stdout
+    assert f"key-pair {left.key_name}: UnauthorizedOperation" in result.stderr
+
+
+def test_cleanup_bad_duration(aws: MotoAws, cli: CliRunner) -> None:
+    result = cli.invoke(app, ["cleanup", "--older-than", "soon"])
+    assert result.exit_code == 2
+    assert "--older-than: 'soon' is not a duration" in result.stderr
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in env.items() if not k.startswith("GPU_TRANSCRIBE_")}
+    full_env.update(PYTHONPATH=str(REPO), COLUMNS="200", NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", *args],
+        env=full_env,
+        cwd=env.get("HOME", str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_zones_and_cleanup_as_subprocesses_through_aws_endpoint_url(aws: MotoAws, tmp_path: Path) -> None:
+    left = leave_a_run(aws)
+    env = dict(os.environ, HOME=str(tmp_path))  # the aws fixture set AWS_ENDPOINT_URL and fake credentials
+    zones = run_cli("zones", env=env)
+    assert zones.returncode == 0, zones.stderr
+    assert (
+        zones.stdout.index("eu-north-1b")
+        < zones.stdout.index("eu-north-1c")
+        < zones.stdout.index("eu-north-1a")
+    )
+    cleanup = run_cli("cleanup", "--older-than", "0", env=env)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert left.instance_id in cleanup.stdout
+    assert find_resources(AwsContext(REGION)) == ()
+
+
+def test_help_does_not_import_boto3() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gpu_transcribe.cli import app\n"
+        "commands = (['--help'], ['zones', '--help'], ['cleanup', '--help'], ['config', 'show', '--help'])\n"
+        "for args in commands:\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'moto', 'torch')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
