@@ -26,6 +26,10 @@ from remote.protocol import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, parse_line
 
 EventCallback = Callable[[dict[str, Any]], None]
 
+#: Sent to ``on_event`` by the runner itself (not the engine) once the engine process has started, so a
+#: display can start then: errors found before it (bad options, unwritable output) print alone.
+ENGINE_STARTED = "engine_started"
+
 #: Lines of the engine's stderr kept to explain a failure.
 STDERR_TAIL_LINES = 30
 
@@ -266,6 +270,8 @@ def run_engine_locally(
         env=_engine_env(),
     )
     assert proc.stdout is not None and proc.stderr is not None
+    if on_event is not None:
+        on_event({"event": ENGINE_STARTED, "time": time.time(), "files": len(request.audio)})
     stderr_stream = proc.stderr
     reader = threading.Thread(target=lambda: stderr_tail.extend(stderr_stream), daemon=True)
     reader.start()
@@ -286,6 +292,7 @@ def run_engine_locally(
 
 
 __all__ = [
+    "ENGINE_STARTED",
     "EXIT_FATAL",
     "EngineRequest",
     "EngineRun",

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gpu_transcribe.engine_runner import EngineRun
+from gpu_transcribe.engine_runner import ENGINE_STARTED, EngineRun
 
 
 class EngineProgress:
@@ -21,7 +21,8 @@ class EngineProgress:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed:>6.1f}/{task.total:.1f} s audio"),
+            # A field, not "{task.total:.1f}": total is None while the model loads (Rich cannot format None).
+            TextColumn("{task.fields[audio]}"),
             TimeElapsedColumn(),
             console=console,
             transient=False,
@@ -31,9 +32,14 @@ class EngineProgress:
         self._stopped = False
 
     def __enter__(self) -> EngineProgress:
-        self._progress.start()
-        self._loading = self._progress.add_task("loading the model", total=None)
         return self
+
+    def start(self) -> None:
+        """Start rendering with a "loading the model" spinner. Called on the runner's ``engine_started``
+        event, so errors raised before the engine runs are printed without a half-drawn display."""
+        if self._loading is None and not self._stopped:
+            self._progress.start()
+            self._loading = self._progress.add_task("loading the model", total=None, audio="")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -44,12 +50,15 @@ class EngineProgress:
         """Stop rendering (idempotent)."""
         if not self._stopped:
             self._stopped = True
-            self._progress.stop()
+            if self._loading is not None:
+                self._progress.stop()
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Update the display for one engine event (see ``remote.protocol``)."""
         kind = event.get("event")
-        if kind == "model_loaded" and self._loading is not None:
+        if kind == ENGINE_STARTED:
+            self.start()
+        elif kind == "model_loaded" and self._loading is not None:
             self._progress.update(
                 self._loading,
                 description=(
@@ -61,21 +70,32 @@ class EngineProgress:
             )
         elif kind == "file_started":
             name = str(event.get("audio", "")).rsplit("/", 1)[-1]
-            self._files[int(event["index"])] = self._progress.add_task(name, total=None)
+            self._files[int(event["index"])] = self._progress.add_task(name, total=None, audio="")
         elif kind == "progress" and int(event.get("index", -1)) in self._files:
+            total_s, done_s = float(event.get("duration_s", 0)), float(event.get("done_s", 0))
             self._progress.update(
                 self._files[int(event["index"])],
-                total=float(event.get("duration_s", 0)),
-                completed=float(event.get("done_s", 0)),
+                total=total_s,
+                completed=done_s,
+                audio=_audio_text(done_s, total_s),
             )
         elif kind == "file_done" and int(event.get("index", -1)) in self._files:
             duration_s = float(event.get("duration_s", 0))
-            self._progress.update(self._files[int(event["index"])], total=duration_s, completed=duration_s)
+            self._progress.update(
+                self._files[int(event["index"])],
+                total=duration_s,
+                completed=duration_s,
+                audio=_audio_text(duration_s, duration_s),
+            )
         elif kind == "file_failed" and int(event.get("index", -1)) in self._files:
             task = self._files[int(event["index"])]
             self._progress.update(
                 task, description=f"[red]failed[/] {self._progress.tasks[task].description}"
             )
+
+
+def _audio_text(done_s: float, total_s: float) -> str:
+    return f"{done_s:>6.1f}/{total_s:.1f} s audio"
 
 
 def engine_summary_table(run: EngineRun) -> Table:
