@@ -73,6 +73,12 @@ class Settings:
         aws_profile: named profile from ``~/.aws/config``; ``None`` lets boto3 decide (``AWS_PROFILE``,
             environment credentials, instance role...).
         tags: extra ``(key, value)`` tags put on every resource, in the order given.
+        s3_kms_key_id: KMS key id or ARN for server-side encryption of uploads (``aws:kms``); ``None`` for
+            S3-managed keys (``AES256``).
+        image_id: the AMI for ``run``; ``None`` (default) picks the newest image of ours for this version and
+            model (``gpu-transcribe images``).
+        remote_prefix: where the image keeps the engine on the instance: ``PREFIX/venv/bin/python`` runs it
+            and ``PREFIX/manifest.json`` names the cached model (``ami/provision.py --prefix``).
         model: Whisper model for ``run`` (a Hugging Face id or a local directory).
         language: Whisper language code, or ``auto``.
         sources: ``(setting name, source)`` for every field: ``--region``, ``GPU_TRANSCRIBE_REGION``,
@@ -92,6 +98,9 @@ class Settings:
     heartbeat_timeout_minutes: int = 5
     aws_profile: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    s3_kms_key_id: str | None = None
+    image_id: str | None = None
+    remote_prefix: str = "/opt/gpu-transcribe"
     model: str = "KBLab/kb-whisper-small"
     language: str = "sv"
     sources: tuple[tuple[str, str], ...] = ()
@@ -307,6 +316,29 @@ def _tags(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _kms_key(value: object) -> str:
+    text = _text(value)
+    if not text or any(c.isspace() for c in text) or len(text) > 2048:
+        raise ValueError("a KMS key id, alias (alias/name) or ARN, without spaces")
+    return text
+
+
+def _image_id(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"ami-[0-9a-f]{8,17}", text):
+        raise ValueError("an AMI id such as ami-0123456789abcdef0")
+    return text
+
+
+def _remote_prefix(value: object) -> str:
+    text = _text(value).rstrip("/")
+    if not text.startswith("/") or any(c.isspace() or c in "'\"$`;" for c in text):
+        raise ValueError(
+            "an absolute path on the instance without spaces or quotes, e.g. /opt/gpu-transcribe"
+        )
+    return text
+
+
 def _model(value: object) -> str:
     text = _text(value)
     if not text:
@@ -337,6 +369,9 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "heartbeat_timeout_minutes": _int_range(2, 120, "minutes"),
     "aws_profile": _optional(_profile),
     "tags": _tags,
+    "s3_kms_key_id": _optional(_kms_key),
+    "image_id": _optional(_image_id),
+    "remote_prefix": _remote_prefix,
     "model": _model,
     "language": _language,
 }
