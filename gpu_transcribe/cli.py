@@ -84,10 +84,20 @@ FormatOpt = Annotated[
     str, typer.Option("--format", "-f", help="Output formats, comma-separated: txt,json,srt,vtt.")
 ]
 LanguageOpt = Annotated[
-    str, typer.Option("--language", "-l", help="Language code (sv, en, ...) or 'auto' to detect.")
+    str | None,
+    typer.Option(
+        "--language",
+        "-l",
+        help=f"Language code (sv, en...) or 'auto' to detect. Default: setting language, {DEFAULT_LANGUAGE}.",
+    ),
 ]
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Hugging Face model id or a local model directory.")
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"Hugging Face model id or a local model directory. Default: setting model ({DEFAULT_MODEL}).",
+    ),
 ]
 RevisionOpt = Annotated[
     str | None, typer.Option("--revision", help="Model revision (branch, tag or commit).")
@@ -111,38 +121,104 @@ TaskOpt = Annotated[str, typer.Option("--task", help="transcribe, or translate (
 DeviceOpt = Annotated[str, typer.Option("--device", help="With --local: auto, cpu or cuda.")]
 
 
+RegionOption = Annotated[str | None, typer.Option("--region", help="AWS region (setting: region).")]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--aws-profile", help="Named AWS profile from ~/.aws/config (setting: aws_profile)."),
+]
+
+
 @app.command()
 def run(
     paths: PathsArg,
     local: Annotated[bool, typer.Option("--local", help="Transcribe on this machine; no cloud.")] = False,
     output_dir: OutputDirOpt = None,
     formats: FormatOpt = DEFAULT_FORMATS_ARG,
-    language: LanguageOpt = DEFAULT_LANGUAGE,
-    model: ModelOpt = DEFAULT_MODEL,
+    language: LanguageOpt = None,
+    model: ModelOpt = None,
     revision: RevisionOpt = None,
     batch_size: BatchSizeOpt = None,
     algorithm: AlgorithmOpt = "auto",
     beam_size: BeamSizeOpt = TranscribeOptions.beam_size,
     task: TaskOpt = "transcribe",
     device: DeviceOpt = "auto",
+    no_s3: Annotated[bool, typer.Option("--no-s3", help="Do not upload the outputs to S3.")] = False,
+    upload_audio: Annotated[
+        bool, typer.Option("--upload-audio", help="Also store the audio files in S3.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the plan (zones, prices, image, tags, cost); launch nothing."),
+    ] = False,
+    update_engine: Annotated[
+        bool,
+        typer.Option(
+            "--update-engine", help="Use an image of another version; install this version on it first."
+        ),
+    ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Run on an existing machine, user@address[:port]; no EC2 at all."),
+    ] = None,
+    identity: Annotated[
+        Path | None, typer.Option("--identity", "-i", help="With --host: the private key to log in with.")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(
+            "--known-hosts", help="With --host: known_hosts file with the host's key (~/.ssh/known_hosts)."
+        ),
+    ] = None,
+    instance_type: Annotated[
+        list[str] | None,
+        typer.Option("--instance-type", "-t", help="Instance type, repeatable in order of preference."),
+    ] = None,
+    market: Annotated[
+        str | None, typer.Option("--market", help="spot-then-on-demand, spot or on-demand.")
+    ] = None,
+    s3_bucket: Annotated[str | None, typer.Option("--s3-bucket", help="Bucket for the outputs.")] = None,
+    region: RegionOption = None,
+    aws_profile: ProfileOption = None,
 ) -> None:
-    """Transcribe audio files. Transcript paths go to stdout; progress and the summary to stderr."""
-    from gpu_transcribe.local import LocalRunRequest, run_local
-    from gpu_transcribe.progress import EngineProgress, print_engine_summary
-
-    options = TranscribeOptions(
+    """Transcribe audio files on a new GPU instance (or --local, or --host). Transcript paths go to stdout;
+    progress and the summary to stderr."""
+    settings = _load_settings(
+        region=region,
+        aws_profile=aws_profile,
+        instance_types=",".join(instance_type or []) or None,
+        market=market,
+        s3_bucket=s3_bucket,
+        model=model,
         language=language,
+    )
+    options = TranscribeOptions(
+        language=settings.language,
         task=task,  # type: ignore[arg-type]  # validated by TranscribeOptions.validated()
         beam_size=beam_size,
         batch_size=batch_size,
         algorithm=algorithm,  # type: ignore[arg-type]
     )
-    if not local:
-        raise fail(
-            GpuTranscribeError(
-                "cloud runs are not available in this version yet; use --local to transcribe here"
-            )
-        )
+    if local:
+        _run_local(paths, output_dir, formats, options, settings.model, revision, device)
+    else:
+        _run_remote(
+            paths, output_dir, formats, options, settings, revision, not no_s3, upload_audio, dry_run,
+            update_engine, host, identity, known_hosts,
+        )  # fmt: skip
+
+
+def _run_local(
+    paths: list[Path],
+    output_dir: Path | None,
+    formats: str,
+    options: TranscribeOptions,
+    model: str,
+    revision: str | None,
+    device: str,
+) -> None:
+    from gpu_transcribe.local import LocalRunRequest, run_local
+    from gpu_transcribe.progress import EngineProgress, print_engine_summary
+
     request = LocalRunRequest(
         paths=tuple(str(p) for p in paths),
         output_dir=output_dir,
@@ -169,14 +245,92 @@ def run(
         raise typer.Exit(1)
 
 
+#: ``run`` exit statuses beyond the errors' own (README, "Exit status").
+EXIT_UPLOAD_FAILED = 4
+EXIT_LEFT_BEHIND = 5
+
+
+def _run_remote(
+    paths: list[Path],
+    output_dir: Path | None,
+    formats: str,
+    options: TranscribeOptions,
+    settings: Settings,
+    revision: str | None,
+    upload: bool,
+    upload_audio: bool,
+    dry_run: bool,
+    update_engine: bool,
+    host: str | None,
+    identity: Path | None,
+    known_hosts: Path | None,
+) -> None:
+    from gpu_transcribe.cloud_run import (
+        CloudRunRequest,
+        HostSpec,
+        RunCallbacks,
+        plan_run,
+        run_cloud,
+        run_on_host,
+    )
+    from gpu_transcribe.progress import EngineProgress, print_cloud_summary, print_dry_run
+
+    try:
+        host_spec = HostSpec.parse(host, identity, known_hosts) if host else None
+    except GpuTranscribeError as exc:
+        raise fail(exc) from None
+    request = CloudRunRequest(
+        paths=tuple(str(p) for p in paths),
+        output_dir=output_dir,
+        formats=tuple(formats.split(",")),
+        options=options,
+        model=settings.model,
+        revision=revision,
+        upload=upload,
+        upload_audio=upload_audio,
+        dry_run=dry_run,
+        update_engine=update_engine,
+        host=host_spec,
+    )
+    with EngineProgress(stderr) as progress:
+
+        def on_signal(name: str, during_teardown: bool) -> None:
+            if during_teardown:
+                progress.note(f"{name} received: still cleaning up (the instance is being terminated)")
+            else:
+                progress.note(f"{name} received: cleaning up (terminating the instance), please wait")
+
+        callbacks = RunCallbacks(
+            on_progress=lambda event: progress.note(event.message),
+            on_engine_event=progress.on_event,
+            on_push_start=progress.push_start,
+            on_push_progress=progress.push_advance,
+            on_signal=on_signal,
+        )
+        try:
+            if dry_run:
+                plan = plan_run(request, settings, callbacks)
+                progress.stop()
+                print_dry_run(plan, stdout)
+                return
+            result = (run_on_host if host_spec else run_cloud)(request, settings, callbacks)
+        except GpuTranscribeError as exc:
+            progress.stop()
+            raise fail(exc) from None
+    print_cloud_summary(result, stderr)
+    for f in result.files:
+        for path in f.outputs.values():
+            stdout.print(path, highlight=False, soft_wrap=True)
+    if result.teardown_error is not None:
+        raise typer.Exit(EXIT_LEFT_BEHIND)
+    if result.input_problems or result.failed_files:
+        raise typer.Exit(1)
+    if result.upload_error is not None:
+        raise typer.Exit(EXIT_UPLOAD_FAILED)
+
+
 # --- AWS commands: `config show`, `zones`, `cleanup` (issue 3) ---------------------------------------------
 # Kept in their own block so they merge cleanly with the `run` command. boto3 is imported inside the commands.
-
-RegionOption = Annotated[str | None, typer.Option("--region", help="AWS region (setting: region).")]
-ProfileOption = Annotated[
-    str | None,
-    typer.Option("--aws-profile", help="Named AWS profile from ~/.aws/config (setting: aws_profile)."),
-]
 
 config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")

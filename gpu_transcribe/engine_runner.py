@@ -185,6 +185,17 @@ class EventCollector:
         if self._on_event is not None:
             self._on_event(event)
 
+    @property
+    def completed(self) -> dict[int, FileOutcome]:
+        """The outcomes received so far (``file_done``/``file_failed``), by request index: what is known
+        when the engine cannot finish (the instance was lost)."""
+        return dict(self._outcomes)
+
+    @property
+    def loaded(self) -> dict[str, Any]:
+        """The ``model_loaded`` event, or ``{}`` before it."""
+        return dict(self._loaded)
+
     def finish(self, returncode: int, stderr_tail: str = "") -> EngineRun:
         """Conclude after the engine exited with ``returncode``.
 

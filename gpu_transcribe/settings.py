@@ -77,6 +77,8 @@ class Settings:
             S3-managed keys (``AES256``).
         image_id: the AMI for ``run``; ``None`` (default) picks the newest image of ours for this version and
             model (``gpu-transcribe images``).
+        login_user: the image's SSH user (``ubuntu`` on the Ubuntu Deep Learning AMIs our images are built
+            from; ``ec2-user`` on Amazon Linux).
         remote_prefix: where the image keeps the engine on the instance: ``PREFIX/venv/bin/python`` runs it
             and ``PREFIX/manifest.json`` names the cached model (``ami/provision.py --prefix``).
         model: Whisper model for ``run`` (a Hugging Face id or a local directory).
@@ -100,6 +102,7 @@ class Settings:
     tags: tuple[tuple[str, str], ...] = ()
     s3_kms_key_id: str | None = None
     image_id: str | None = None
+    login_user: str = "ubuntu"
     remote_prefix: str = "/opt/gpu-transcribe"
     model: str = "KBLab/kb-whisper-small"
     language: str = "sv"
@@ -330,6 +333,13 @@ def _image_id(value: object) -> str:
     return text
 
 
+def _login_user(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", text):
+        raise ValueError("a Unix user name such as ubuntu or ec2-user")
+    return text
+
+
 def _remote_prefix(value: object) -> str:
     text = _text(value).rstrip("/")
     if not text.startswith("/") or any(c.isspace() or c in "'\"$`;" for c in text):
@@ -371,6 +381,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "tags": _tags,
     "s3_kms_key_id": _optional(_kms_key),
     "image_id": _optional(_image_id),
+    "login_user": _login_user,
     "remote_prefix": _remote_prefix,
     "model": _model,
     "language": _language,

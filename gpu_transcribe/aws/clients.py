@@ -32,6 +32,7 @@ from gpu_transcribe.errors import CloudError, CredentialsError
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_pricing import PricingClient
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_service_quotas import ServiceQuotasClient
     from mypy_boto3_sts import STSClient
 
@@ -185,6 +186,11 @@ def _config(fail_fast: bool, connect_timeout_s: float, read_timeout_s: float) ->
 def ec2_client(ctx: AwsContext, *, fail_fast: bool = False) -> EC2Client:
     """An EC2 client; ``fail_fast`` turns botocore's retries off (for ``RunInstances``)."""
     return ctx.session.client("ec2", endpoint_url=ctx.endpoint_url, config=_config(fail_fast, 10, 60))
+
+
+def s3_client(ctx: AwsContext) -> S3Client:
+    """An S3 client for the region (botocore's standard retries)."""
+    return ctx.session.client("s3", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))
 
 
 def sts_client(ctx: AwsContext) -> STSClient:

@@ -291,6 +291,7 @@ class LaunchSpec:
             "max_lifetime_minutes": settings.max_lifetime_minutes,
             "heartbeat_timeout_minutes": settings.heartbeat_timeout_minutes,
             "extra_tags": settings.tags,
+            "login_user": settings.login_user,
         }
         if run_id is not None:
             values["run_id"] = run_id

@@ -120,3 +120,29 @@ def _hint(exc: Exception) -> str:
     if "NoSuchBucket" in text or "404" in text:
         return "check the bucket name (setting s3_bucket) and region"
     return "the transcripts are kept locally; retry the upload or use --no-s3"
+
+
+def check_bucket(s3_client: Any, bucket: str) -> str | None:
+    """Before launching anything: does ``bucket`` exist and may we see it (``HeadBucket``)?
+
+    Returns:
+        ``None`` if it answered, or a note when access was denied: a policy may allow ``s3:PutObject``
+        without ``s3:ListBucket`` (which ``HeadBucket`` needs), so that is not fatal.
+
+    Raises:
+        UploadError: the bucket does not exist; the message names it and the setting.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3_client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise UploadError(
+                f"s3://{bucket}: the bucket does not exist; check the s3_bucket setting (or use --no-s3)"
+            ) from exc
+        return f"s3://{bucket}: could not check the bucket ({code or exc}); going on"
+    except BotoCoreError as exc:
+        return f"s3://{bucket}: could not check the bucket ({exc}); going on"
+    return None

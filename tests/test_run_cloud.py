@@ -1,0 +1,636 @@
+"""``gpu-transcribe run`` end to end: moto in server mode, a real OpenSSH sshd on loopback, the real engine.
+
+The instance is emulated where EC2 ends and the machine begins: :class:`InstanceEmulator` plays cloud-init.
+When a run's instance appears in moto it reads the instance's user data (the host key injected at launch)
+and the key pair's public key from moto, and starts a real sshd on loopback with exactly that host key and
+that authorized key, on the port the run dials (``GPU_TRANSCRIBE_DIAL_ADDRESS``, the address-resolver seam).
+The "image" is a prefix directory with ``venv/bin/python`` (this test's interpreter, with the repository on
+``PYTHONPATH``) and a ``manifest.json`` naming the offline whisper-base model, as ``ami/provision.py`` lays
+it out. Runs go through the CLI as a subprocess where exit statuses and signals matter, and in process where
+a fault must be placed exactly (a spot interruption after the first file, an S3 refusal).
+
+Every test ends by checking that nothing of ours is left: instances terminated, key pairs and security
+groups deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.fixtures import word_error_rate
+from gpu_transcribe import __version__
+from tests.fixtures.moto_aws import TEST_CIDR, MotoAws
+from tests.fixtures.sshd import SshdServer, find_sshd, free_port, generate_ed25519_keypair
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIO = REPO.parent / "shared" / "audio"
+SV_CLIP = AUDIO / "sv_nst_se10x016_u0016004.wav"
+SV_CLIP_2 = AUDIO / "sv_nst_se10x016_u0016002.wav"
+BUCKET = "transcripts-test"
+
+pytestmark = pytest.mark.skipif(
+    find_sshd() is None, reason="OpenSSH sshd not installed (.ci/run installs it)"
+)
+
+
+# --- the emulated instance -------------------------------------------------------------------------------
+
+
+class InstanceEmulator:
+    """Plays cloud-init for every instance of ours that appears in moto: a real sshd on ``port`` with the
+    injected host key and the run's key pair authorized. A later instance (a relaunch) replaces the sshd.
+
+    Args:
+        aws: the moto handle.
+        workdir: where each sshd keeps its files.
+        port: the port the run dials.
+        host_key_override: serve this host private key instead of the injected one (a wrong host key).
+    """
+
+    def __init__(self, aws: MotoAws, workdir: Path, port: int, host_key_override: str | None = None) -> None:
+        self.aws, self.workdir, self.port = aws, workdir, port
+        self.host_key_override = host_key_override
+        self.served: list[str] = []
+        self.server: SshdServer | None = None
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> InstanceEmulator:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        ec2 = self.aws.ec2()
+        while not self._stop.wait(0.1):
+            try:
+                reservations = ec2.describe_instances(
+                    Filters=[
+                        {"Name": "tag-key", "Values": ["gpu-transcribe:run-id"]},
+                        {"Name": "instance-state-name", "Values": ["pending", "running"]},
+                    ]
+                )["Reservations"]
+                alive = [i for r in reservations for i in r["Instances"]]
+                if self.server is not None and self.served[-1] not in {i["InstanceId"] for i in alive}:
+                    self.server.stop()  # the machine is gone (terminated, reclaimed): so is its sshd
+                    self.server = None
+                for instance in alive:
+                    if instance["InstanceId"] not in self.served:
+                        self._serve(ec2, instance)
+            except Exception as exc:  # reported by the test through .errors
+                self.errors.append(repr(exc))
+
+    def _serve(self, ec2: Any, instance: dict[str, Any]) -> None:
+        instance_id = instance["InstanceId"]
+        raw = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"][
+            "Value"
+        ]
+        text = base64.b64decode(raw).decode()
+        assert text.startswith("#cloud-config\n")
+        host_key = json.loads(text.split("\n", 1)[1])["ssh_keys"]["ed25519_private"]
+        key = ec2.describe_key_pairs(KeyNames=[instance["KeyName"]], IncludePublicKey=True)["KeyPairs"][0]
+        if self.server is not None:
+            self.server.stop()
+        server = SshdServer(self.workdir / instance_id, host_private_key=self.host_key_override or host_key)
+        server.authorize(key["PublicKey"])
+        server.start(port=self.port)
+        self.server = server
+        self.served.append(instance_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.server is not None:
+            self.server.stop()
+
+
+@dataclass
+class CloudBed:
+    """Everything a run needs: moto with a tagged image and a bucket, the image prefix, the environment."""
+
+    aws: MotoAws
+    tmp: Path
+    model_dir: Path
+    port: int
+    prefix_dir: Path
+    heartbeat: Path
+    env: dict[str, str]
+
+    def emulator(self, **kwargs: Any) -> InstanceEmulator:
+        return InstanceEmulator(self.aws, self.tmp / "instances", self.port, **kwargs).start()
+
+    def settings(self) -> Any:
+        from gpu_transcribe.settings import load_settings
+
+        return load_settings(env=self.env, config_files=[])
+
+    def inputs(self, *clips: Path) -> list[Path]:
+        folder = self.tmp / "in"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for n, clip in enumerate(clips):
+            target = folder / f"intervju-{n}{clip.suffix}"
+            shutil.copyfile(clip, target)
+            paths.append(target)
+        return paths
+
+
+def _write_engine_prefix(prefix: Path, model_dir: Path, python_body: str | None = None) -> None:
+    """The layout ``ami/provision.py`` makes: ``venv/bin/python`` and ``manifest.json``."""
+    bindir = prefix / "venv" / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    body = python_body or f'export PYTHONPATH="{REPO}"\nexec "{sys.executable}" "$@"\n'
+    python = bindir / "python"
+    python.write_text("#!/bin/sh\n" + body)
+    python.chmod(0o755)
+    manifest = {"model": str(model_dir), "model_path": str(model_dir), "revision": "", "version": __version__}
+    (prefix / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def bed(aws: MotoAws, tmp_path: Path) -> Iterator[CloudBed]:
+    model_dir = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (model_dir / "config.json").is_file():
+        pytest.skip(f"no offline model at {model_dir}: run `make offline-model`")
+    from gpu_transcribe.aws.images import TAG_MODEL
+    from gpu_transcribe.aws.models import TAG_VERSION
+
+    ec2 = aws.ec2()
+    ec2.create_tags(
+        Resources=[aws.image_id],
+        Tags=[{"Key": TAG_VERSION, "Value": __version__}, {"Key": TAG_MODEL, "Value": str(model_dir)}],
+    )
+    aws.client("s3").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.region}
+    )
+    prefix = tmp_path / "opt-gpu-transcribe"
+    _write_engine_prefix(prefix, model_dir)
+    port = free_port()
+    heartbeat = tmp_path / "heartbeat"
+    env = dict(os.environ)
+    env.update(
+        {
+            "GPU_TRANSCRIBE_DIAL_ADDRESS": f"127.0.0.1:{port}",
+            "GPU_TRANSCRIBE_LOGIN_USER": getpass.getuser(),  # the loopback sshd logs in as the test's user
+            "GPU_TRANSCRIBE_SSH_CIDR": TEST_CIDR,
+            "GPU_TRANSCRIBE_S3_BUCKET": BUCKET,
+            "GPU_TRANSCRIBE_S3_PREFIX": "team-a",
+            "GPU_TRANSCRIBE_REMOTE_PREFIX": str(prefix),
+            "GPU_TRANSCRIBE_HEARTBEAT_PATH": str(heartbeat),
+            "GPU_TRANSCRIBE_MODEL": str(model_dir),
+            "PYTHONPATH": str(REPO),
+            "COLUMNS": "200",  # Rich's width when stderr is not a terminal: whole paths in the summary
+        }
+    )
+    yield CloudBed(aws, tmp_path, model_dir, port, prefix, heartbeat, env)
+
+
+def assert_nothing_left(aws: MotoAws) -> None:
+    """Every instance of ours terminated; no key pair or security group of ours."""
+    ec2 = aws.ec2()
+    ours = [{"Name": "tag-key", "Values": ["gpu-transcribe:run-id"]}]
+    states = [
+        i["State"]["Name"]
+        for r in ec2.describe_instances(Filters=ours)["Reservations"]
+        for i in r["Instances"]
+    ]
+    assert states and all(s in ("shutting-down", "terminated") for s in states), states
+    assert ec2.describe_key_pairs(Filters=ours)["KeyPairs"] == []
+    assert ec2.describe_security_groups(Filters=ours)["SecurityGroups"] == []
+
+
+class Cli:
+    """``gpu-transcribe`` as a subprocess, its stderr read line by line as it comes."""
+
+    def __init__(self, bed: CloudBed, *args: object) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gpu_transcribe", *map(str, args)],
+            cwd=bed.tmp,
+            env=bed.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._new:
+                self.lines.append(line)
+                self._new.notify_all()
+
+    def wait_for(self, text: str, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._new:
+            while not any(text in line for line in self.lines):
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"exited {self.proc.returncode} before {text!r}:\n{self.stderr}")
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {text!r} within {timeout_s} s:\n{self.stderr}"
+                self._new.wait(min(left, 0.5))
+
+    def finish(self, timeout_s: float = 300.0) -> tuple[int, str, str]:
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()  # stderr is the reader thread's alone (communicate() would race it)
+        self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        return self.proc.returncode, out, self.stderr
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+
+# --- happy path ------------------------------------------------------------------------------------------
+
+
+def test_run_two_recordings_end_to_end(bed: CloudBed) -> None:
+    emulator = bed.emulator()
+    try:
+        inputs = bed.inputs(SV_CLIP, SV_CLIP_2)
+        out = bed.tmp / "out"
+        cli = Cli(bed, "run", *inputs, "-o", out, "--format", "txt,json,srt")
+        code, stdout, stderr = cli.finish()
+    finally:
+        emulator.stop()
+    assert code == 0, stderr
+    assert emulator.served and not emulator.errors
+    for n, clip in enumerate((SV_CLIP, SV_CLIP_2)):
+        txt = out / f"intervju-{n}.txt"
+        assert str(txt) in stdout
+        reference = clip.with_suffix(".txt").read_text(encoding="utf-8")
+        assert word_error_rate(reference, txt.read_text(encoding="utf-8"), "sv") <= 0.5
+        data = json.loads((out / f"intervju-{n}.json").read_text(encoding="utf-8"))
+        assert data["language"] == "sv" and data["segments"]
+        assert (out / f"intervju-{n}.srt").stat().st_size > 0
+    # S3: every output, encrypted, with metadata, under PREFIX/YYYY/MM/DD/<run-id>/.
+    s3 = bed.aws.client("s3")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert len(keys) == 6 and all(k.startswith("team-a/20") for k in keys)
+    run_id = keys[0].split("/")[4]
+    assert {k.rsplit("/", 1)[1] for k in keys} == {
+        f"intervju-{n}.{f}" for n in (0, 1) for f in ("txt", "json", "srt")
+    }
+    head = s3.head_object(Bucket=BUCKET, Key=keys[0])
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["Metadata"]["run-id"] == run_id
+    assert head["Metadata"]["language"] == "sv" and head["Metadata"]["model"] == str(bed.model_dir)
+    assert float(head["Metadata"]["duration-s"]) > 5
+    # The summary: files with real-time factor, the instance with its price and cost, the phases.
+    assert "real-time factor" in stderr and "g4dn.xlarge" in stderr and "eu-north-1b" in stderr, stderr
+    assert "spot" in stderr and "total cost: $" in stderr, stderr
+    for phase in ("launch", "ssh_ready", "push", "transcribe", "pull", "upload", "teardown"):
+        assert f"{phase} " in stderr.split("phases:", 1)[-1], stderr
+    assert bed.heartbeat.exists(), "the heartbeat was never touched"
+    assert_nothing_left(bed.aws)
+
+
+# --- signals ---------------------------------------------------------------------------------------------
+
+# (phase, the stderr line that says it has begun, seconds to wait after it)
+PHASE_MARKERS = {
+    "waiting for SSH": ("waiting for SSH", 0.0),
+    "pushing": ("pushing", 0.05),
+    "transcribing": ("running the engine", 1.0),
+    "pulling": ("pulling", 0.0),
+}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", list(PHASE_MARKERS))
+def test_a_signal_in_any_phase_terminates_everything(bed: CloudBed, phase: str, signum: int) -> None:
+    """The signal is sent when the phase's progress line appears on stderr. For "pushing" a 400 MB file
+    goes up first so the push lasts seconds; for "transcribing" the signal comes a second into the engine's
+    run (loading or decoding). Pulling one small transcript takes milliseconds, so that signal lands in the
+    pull or just after it, while the engine goes on with the second file: both are mid-run."""
+    emulator = bed.emulator() if phase != "waiting for SSH" else None
+    try:
+        inputs = bed.inputs(SV_CLIP, SV_CLIP_2)
+        if phase == "pushing":
+            big = bed.tmp / "in" / "big.wav"
+            with big.open("wb") as handle:
+                handle.truncate(400 * 1024 * 1024)
+            inputs.insert(0, big)
+        cli = Cli(bed, "run", *inputs, "--no-s3")
+        marker, delay_s = PHASE_MARKERS[phase]
+        cli.wait_for(marker)
+        time.sleep(delay_s)
+        cli.proc.send_signal(signum)
+        code, _, stderr = cli.finish()
+    finally:
+        if emulator is not None:
+            emulator.stop()
+    assert code == 128 + signum, stderr
+    assert "cleaning up" in stderr
+    assert_nothing_left(bed.aws)
+
+
+def test_a_second_ctrl_c_does_not_skip_the_termination(bed: CloudBed) -> None:
+    cli = Cli(bed, "run", *bed.inputs(SV_CLIP), "--no-s3")
+    cli.wait_for("waiting for SSH")
+    cli.proc.send_signal(signal.SIGINT)
+    cli.wait_for("cleaning up")
+    cli.proc.send_signal(signal.SIGINT)
+    code, _, stderr = cli.finish()
+    assert code == 130, stderr
+    assert_nothing_left(bed.aws)
+
+
+# --- failures (in process, to place them exactly) ---------------------------------------------------------
+
+
+def _request(bed: CloudBed, paths: list[Path], **kwargs: Any) -> Any:
+    from gpu_transcribe.cloud_run import CloudRunRequest
+    from remote.options import TranscribeOptions
+
+    values: dict[str, Any] = {
+        "paths": tuple(str(p) for p in paths),
+        "output_dir": bed.tmp / "out",
+        "formats": ("txt", "json"),
+        "options": TranscribeOptions(),
+        "model": str(bed.model_dir),
+    }
+    values.update(kwargs)
+    return CloudRunRequest(**values)
+
+
+@pytest.fixture
+def settings_env(bed: CloudBed, monkeypatch: pytest.MonkeyPatch) -> CloudBed:
+    """The bed's environment in this process too (the dial address and heartbeat seams are read from it)."""
+    for key, value in bed.env.items():
+        if key.startswith("GPU_TRANSCRIBE_"):
+            monkeypatch.setenv(key, value)
+    return bed
+
+
+def test_sshd_never_answering_times_out_and_tears_down(settings_env: CloudBed) -> None:
+    from gpu_transcribe.cloud_run import run_cloud
+    from gpu_transcribe.errors import SSHTimeoutError
+
+    bed = settings_env
+    started = time.monotonic()
+    with pytest.raises(SSHTimeoutError, match=r"127\.0\.0\.1"):
+        run_cloud(_request(bed, bed.inputs(SV_CLIP), upload=False), bed.settings(), ssh_deadline_s=3.0)
+    assert time.monotonic() - started < 60
+    assert_nothing_left(bed.aws)
+
+
+def test_a_wrong_host_key_is_refused_and_tears_down(settings_env: CloudBed) -> None:
+    from gpu_transcribe.cloud_run import run_cloud
+    from gpu_transcribe.errors import HostKeyError
+
+    bed = settings_env
+    impostor, _ = generate_ed25519_keypair("impostor")
+    emulator = bed.emulator(host_key_override=impostor)
+    try:
+        with pytest.raises(HostKeyError):
+            run_cloud(_request(bed, bed.inputs(SV_CLIP), upload=False), bed.settings())
+    finally:
+        emulator.stop()
+    assert emulator.served
+    assert not (bed.tmp / "out").exists() or not any((bed.tmp / "out").iterdir())
+    assert_nothing_left(bed.aws)
+
+
+def test_an_engine_crash_shows_its_last_words_and_tears_down(settings_env: CloudBed) -> None:
+    from gpu_transcribe.cloud_run import run_cloud
+    from gpu_transcribe.errors import EngineError
+
+    bed = settings_env
+    _write_engine_prefix(
+        bed.prefix_dir,
+        bed.model_dir,
+        python_body='echo "Fatal Python error: Segmentation fault" >&2\nkill -SEGV $$\n',
+    )
+    emulator = bed.emulator()
+    try:
+        with pytest.raises(EngineError) as caught:
+            run_cloud(_request(bed, bed.inputs(SV_CLIP), upload=False), bed.settings())
+    finally:
+        emulator.stop()
+    assert caught.value.code == "crashed"
+    assert "Segmentation fault" in caught.value.stderr_tail
+    assert_nothing_left(bed.aws)
+
+
+def test_s3_access_denied_keeps_the_local_files_and_tears_down(settings_env: CloudBed) -> None:
+    from gpu_transcribe.cloud_run import run_cloud
+
+    bed = settings_env
+    bed.aws.fail("PutObject", "AccessDenied", status=403, message="Access Denied")
+    emulator = bed.emulator()
+    try:
+        result = run_cloud(_request(bed, bed.inputs(SV_CLIP)), bed.settings())
+    finally:
+        emulator.stop()
+    assert result.upload_error is not None and "Access Denied" in str(result.upload_error)
+    assert "s3://transcripts-test/team-a/" in str(result.upload_error)
+    assert not result.ok and not result.failed_files
+    assert (bed.tmp / "out" / "intervju-0.txt").read_text(encoding="utf-8").strip()
+    assert_nothing_left(bed.aws)
+
+
+def test_a_spot_interruption_reruns_the_unfinished_file_on_a_new_instance(settings_env: CloudBed) -> None:
+    """EC2 reclaims the instance after the first file is done: the first transcript is kept, the second
+    file runs again on a new instance, in another zone (the lost zone's spot is tried last)."""
+    from gpu_transcribe.cloud_run import RunCallbacks, run_cloud
+
+    bed = settings_env
+    emulator = bed.emulator()
+    interrupted: list[str] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        # The second file starts once the first is done and pulled: EC2 reclaims the instance then.
+        if event.get("event") == "file_started" and event.get("index") == 1 and not interrupted:
+            interrupted.append(emulator.served[-1])
+            bed.aws.spot_interrupt(emulator.served[-1])
+
+    try:
+        result = run_cloud(
+            _request(bed, bed.inputs(SV_CLIP, SV_CLIP_2), upload=False),
+            bed.settings(),
+            RunCallbacks(on_engine_event=on_event),
+            alive_check_s=0.2,
+        )
+    finally:
+        emulator.stop()
+    assert interrupted and len(emulator.served) == 2
+    assert result.ok, result
+    assert [f.attempts for f in result.files] == [1, 2]
+    first, second = result.instances
+    assert first.interrupted and first.instance_id == interrupted[0] and not second.interrupted
+    assert second.zone != first.zone
+    assert result.lost and result.lost[0].spot_interruption
+    for n in (0, 1):
+        assert (bed.tmp / "out" / f"intervju-{n}.txt").read_text(encoding="utf-8").strip()
+    assert_nothing_left(bed.aws)
+
+
+def test_a_bad_file_in_a_batch_fails_alone(settings_env: CloudBed) -> None:
+    from gpu_transcribe.cloud_run import run_cloud
+
+    bed = settings_env
+    inputs = bed.inputs(SV_CLIP)
+    fake = bed.tmp / "in" / "not-audio.mp3"
+    fake.write_text("this is a text file, not audio\n", encoding="utf-8")
+    emulator = bed.emulator()
+    try:
+        result = run_cloud(_request(bed, [fake, *inputs], upload=False), bed.settings())
+    finally:
+        emulator.stop()
+    bad, good = result.files
+    assert good.ok and good.outputs["txt"].read_text(encoding="utf-8").strip()
+    assert not bad.ok and bad.outcome is not None and "not-audio.mp3" in bad.outcome.message
+    assert not (bed.tmp / "out" / "not-audio.txt").exists()
+    assert not result.ok
+    assert_nothing_left(bed.aws)
+
+
+def test_an_interrupt_while_pulling_terminates(settings_env: CloudBed) -> None:
+    """In process the signal can be placed exactly: raised by the progress callback that announces the
+    pull, so the interruption lands inside the pull step."""
+    from gpu_transcribe.cloud_run import RunCallbacks, run_cloud
+    from gpu_transcribe.errors import InterruptedRunError
+
+    bed = settings_env
+
+    def on_progress(event: Any) -> None:
+        if event.stage == "pull":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    emulator = bed.emulator()
+    try:
+        with pytest.raises(InterruptedRunError) as caught:
+            run_cloud(
+                _request(bed, bed.inputs(SV_CLIP), upload=False), bed.settings(), RunCallbacks(on_progress)
+            )
+    finally:
+        emulator.stop()
+    assert caught.value.exit_code == 130
+    assert_nothing_left(bed.aws)
+
+
+# --- planning --------------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_plan_and_launches_nothing(bed: CloudBed) -> None:
+    cli = Cli(bed, "run", *bed.inputs(SV_CLIP), "--dry-run")
+    code, stdout, stderr = cli.finish()
+    assert code == 0, stderr
+    assert stdout.index("eu-north-1b") < stdout.index("eu-north-1c") < stdout.index("eu-north-1a")
+    assert "on-demand" in stdout and "gpu-transcribe:owner=" in stdout and "estimated cost: $" in stdout
+    assert bed.aws.image_id in stdout
+    assert bed.aws.calls("RunInstances") == []
+    assert bed.aws.ec2().describe_key_pairs()["KeyPairs"] == []
+
+
+def test_no_image_for_this_version_says_to_run_build_ami(bed: CloudBed) -> None:
+    from gpu_transcribe.aws.models import TAG_VERSION
+
+    bed.aws.ec2().create_tags(Resources=[bed.aws.image_id], Tags=[{"Key": TAG_VERSION, "Value": "0.0.1"}])
+    cli = Cli(bed, "run", *bed.inputs(SV_CLIP))
+    code, _, stderr = cli.finish()
+    assert code != 0
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "build-ami" in lines[0] and "--update-engine" in lines[0], stderr
+    assert bed.aws.calls("RunInstances") == []
+
+
+# --- --host ----------------------------------------------------------------------------------------------
+
+
+def test_host_runs_on_an_existing_machine_without_ec2(tmp_path: Path, sshd_server: SshdServer) -> None:
+    model_dir = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (model_dir / "config.json").is_file():
+        pytest.skip(f"no offline model at {model_dir}")
+    prefix = tmp_path / "prefix"
+    _write_engine_prefix(prefix, model_dir)
+    clip = tmp_path / "möte.wav"
+    shutil.copyfile(SV_CLIP, clip)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPU_TRANSCRIBE_"))}
+    # Any AWS call would go here and fail: --host must make none.
+    env.update(
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        GPU_TRANSCRIBE_REMOTE_PREFIX=str(prefix),
+        GPU_TRANSCRIBE_MODEL=str(model_dir),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        PYTHONPATH=str(REPO),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpu_transcribe",
+            "run",
+            clip,
+            "--no-s3",
+            "--host",
+            f"{sshd_server.username}@127.0.0.1:{sshd_server.port}",
+            "--identity",
+            sshd_server.client_key_path,
+            "--known-hosts",
+            sshd_server.known_hosts_path,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    txt = tmp_path / "möte.txt"
+    assert proc.stdout.split() == [str(txt), str(tmp_path / "möte.json")]
+    assert txt.read_text(encoding="utf-8").strip()
+    assert "instances" not in proc.stderr  # no EC2 instance in the summary
+
+
+def test_host_with_an_unknown_host_key_is_refused(tmp_path: Path, sshd_server: SshdServer) -> None:
+    clip = tmp_path / "a.wav"
+    shutil.copyfile(SV_CLIP, clip)
+    empty_known_hosts = tmp_path / "known_hosts"
+    empty_known_hosts.write_text("")
+    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpu_transcribe",
+            "run",
+            clip,
+            "--no-s3",
+            "--host",
+            f"{sshd_server.username}@127.0.0.1:{sshd_server.port}",
+            "--identity",
+            sshd_server.client_key_path,
+            "--known-hosts",
+            empty_known_hosts,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "known_hosts" in errors[0], proc.stderr
+    assert not (tmp_path / "a.txt").exists()
