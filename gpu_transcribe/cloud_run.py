@@ -558,35 +558,61 @@ class _EngineSetup:
     python: str
     model: str
     env: tuple[str, ...]
+    run_dir: str
 
 
-def _engine_setup(session: SSHSession, remote_prefix: str, model: str, revision: str | None) -> _EngineSetup:
-    """Find the engine on the host: ``PREFIX/venv/bin/python``, and the model cached in the image when the
-    manifest says it is the one asked for (then loaded offline).
+#: One round trip to prepare the host (each SSH exec costs the host a fork and a shell): check the engine's
+#: interpreter, make the run directory with one input directory per file, print it, then the manifest.
+_SETUP_SCRIPT = """set -e
+test -x "$1" || exit 3
+dir=$(mktemp -d "$3")
+i=0
+while [ "$i" -lt "$4" ]; do mkdir -p "$dir/in/$i"; i=$((i + 1)); done
+echo "$dir"
+cat "$2" 2>/dev/null || true
+"""
+
+
+def _engine_setup(
+    session: SSHSession, remote_prefix: str, model: str, revision: str | None, run_id: str, file_count: int
+) -> _EngineSetup:
+    """Prepare the host in one command: find the engine (``PREFIX/venv/bin/python``), make a private run
+    directory (``mktemp -d`` under ``/tmp``, mode 0700) with ``in/0 .. in/N-1``, and read the manifest: when
+    it says the image caches the model asked for, the engine loads that copy offline.
 
     Raises:
         EngineError: ``not_installed`` when the interpreter is missing.
+        SSHError: the command failed.
     """
     python = posixpath.join(remote_prefix, "venv", "bin", "python")
     manifest_path = posixpath.join(remote_prefix, "manifest.json")
-    probe = session.run(["sh", "-c", 'test -x "$1" && cat "$2" 2>/dev/null; test -x "$1"', "sh", python,
-                         manifest_path], check=False)  # fmt: skip
-    if probe.returncode != 0:
+    template = f"/tmp/gpu-transcribe-{run_id}-XXXXXX"
+    probe = session.run(
+        ["sh", "-c", _SETUP_SCRIPT, "sh", python, manifest_path, template, str(file_count)], check=False
+    )
+    if probe.returncode == 3:
         raise EngineError(
             "not_installed",
             f"{session.target}: no engine at {python}: the host was not provisioned by build-ami "
             f"(ami/provision.py --prefix {remote_prefix}); set remote_prefix to where it is",
         )
+    run_dir, _, manifest_text = probe.stdout.partition("\n")
+    if probe.returncode != 0 or not run_dir.startswith("/tmp/gpu-transcribe-"):
+        raise SSHError(
+            f"{session.target}: could not prepare a run directory (exit status {probe.returncode}: "
+            f"{probe.stderr_tail.strip() or run_dir!r})"
+        )
     try:
-        manifest = json.loads(probe.stdout) if probe.stdout.strip() else {}
+        manifest = json.loads(manifest_text) if manifest_text.strip() else {}
     except json.JSONDecodeError:
         manifest = {}
-    cached = manifest.get("model_path") if isinstance(manifest, dict) else None
-    same_model = isinstance(manifest, dict) and manifest.get("model") == model
+    if not isinstance(manifest, dict):
+        manifest = {}
+    cached = manifest.get("model_path")
     same_revision = revision is None or manifest.get("revision") in (revision, None, "")
-    if cached and same_model and same_revision:
-        return _EngineSetup(python, str(cached), ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1"))
-    return _EngineSetup(python, model, ())
+    if cached and manifest.get("model") == model and same_revision:
+        return _EngineSetup(python, str(cached), ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1"), run_dir)
+    return _EngineSetup(python, model, (), run_dir)
 
 
 def _heartbeat_path() -> str:
@@ -607,26 +633,25 @@ def _work_on_host(
     callbacks: RunCallbacks,
     phases: _Phases,
     run_id: str,
+    *,
+    remove_run_dir: bool,
 ) -> EngineRun:
-    """Push ``indices``' audio, run the engine, pull each file's outputs as it finishes; remove the host's
-    run directory at the end. Updates ``work`` as results arrive (so a lost instance keeps what finished).
+    """Push ``indices``' audio, run the engine, pull each file's outputs as it finishes; with
+    ``remove_run_dir``, remove the host's run directory at the end. Updates ``work`` as results arrive (so
+    a lost instance keeps what finished).
 
     Raises:
         SSHError (incl. TransferError, RemoteCommandError), EngineError, OutputError.
     """
-    setup = _engine_setup(session, settings_remote_prefix, request.model, request.revision)
-    made = session.run(["mktemp", "-d", f"/tmp/gpu-transcribe-{run_id}-XXXXXX"])
-    run_dir = made.stdout.strip()
-    if not run_dir.startswith("/tmp/gpu-transcribe-"):
-        raise SSHError(f"{session.target}: could not make a run directory (mktemp said {run_dir!r})")
+    setup = _engine_setup(
+        session, settings_remote_prefix, request.model, request.revision, run_id, len(indices)
+    )
+    run_dir = setup.run_dir
     try:
-        remote_audio: list[str] = []
-        dirs: list[str] = []
-        for n, index in enumerate(indices):
-            directory = posixpath.join(run_dir, "in", str(n))
-            dirs.append(directory)
-            remote_audio.append(posixpath.join(directory, work.files[index].path.name))
-        session.run(["mkdir", "-p", *dirs])
+        remote_audio = [
+            posixpath.join(run_dir, "in", str(n), work.files[index].path.name)
+            for n, index in enumerate(indices)
+        ]
         for index in indices:
             work.attempts[index] = work.attempts.get(index, 0) + 1
         total_bytes = sum(work.files[i].size_bytes for i in indices)
@@ -697,7 +722,8 @@ def _work_on_host(
         work.engine_runs.append(engine_run)
         return engine_run
     finally:
-        if not session.closed:
+        # On an existing host (--host) the audio must not stay behind; an instance is terminated anyway.
+        if remove_run_dir and not session.closed:
             with contextlib.suppress(SSHError):
                 session.run(["rm", "-rf", "--", run_dir], check=False)
 
@@ -750,7 +776,7 @@ def run_on_host(
                 sessions.append(connect(target, deadline_s=60.0))
             _work_on_host(
                 sessions[0], work, range(len(work.files)), request, inputs, settings.remote_prefix,
-                callbacks, phases, run_id,
+                callbacks, phases, run_id, remove_run_dir=True,
             )  # fmt: skip
     upload_error = _upload(settings, bucket, run_id, work, request, callbacks, phases)
     return _result(run_id, inputs, work, [], str(request.host), phases, upload_error, None, [])
@@ -949,7 +975,7 @@ def _one_instance(
                 try:
                     _work_on_host(
                         session, work, indices, request, inputs, settings.remote_prefix, callbacks, phases,
-                        spec.run_id,
+                        spec.run_id, remove_run_dir=False,
                     )  # fmt: skip
                 except (SSHError, EngineError, OutputError) as exc:
                     lost = watcher.confirm_lost() if isinstance(exc, SSHError | EngineError) else None

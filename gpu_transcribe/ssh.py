@@ -30,6 +30,7 @@ verification included, where plain ``SFTPClient.put`` reaches about 0.55x withou
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import io
@@ -82,6 +83,8 @@ OPENSSH_MAX_WRITE_BYTES = 256 * 1024 - 1024
 SFTP_MIN_WRITE_BYTES = 32 * 1024
 #: Files pushed at once, each on its own SFTP channel (measured: more channels only add CPU on 2 cores).
 PUSH_CONCURRENCY = 4
+#: Files pulled at once, each on its own exec channel.
+PULL_CONCURRENCY = 4
 #: Largest read from a pull's channel, bytes.
 PULL_CHUNK_BYTES = 1024 * 1024
 #: Shell snippet hashing its stdin: OpenSSL where installed (SHA-NI, ~1 GB/s), else coreutils.
@@ -858,7 +861,17 @@ class SSHSession:
             SSHError: the connection is closed.
         """
         self._check_open("pull files")
-        return [self._pull_one(remote, Path(local), channel_timeout_s) for remote, local in files]
+        if len(files) <= 1:
+            return [self._pull_one(remote, Path(local), channel_timeout_s) for remote, local in files]
+        # Each channel costs the host a fork and exec of sh (tens of ms; measured 0.2-0.3 s per transcript on
+        # a 2-core machine while the engine decoded the next file), so pull concurrently.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(PULL_CONCURRENCY, len(files)))
+        try:
+            futures = [pool.submit(self._pull_one, r, Path(local), channel_timeout_s) for r, local in files]
+            return [future.result() for future in futures]
+        finally:
+            # On an error or a signal, do not wait for the other pulls: closing the session ends them.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _pull_one(self, remote: str, dest: Path, channel_timeout_s: float) -> Path:
         try:

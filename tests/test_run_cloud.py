@@ -1,12 +1,10 @@
 """``gpu-transcribe run`` end to end: moto in server mode, a real OpenSSH sshd on loopback, the real engine.
 
-The instance is emulated where EC2 ends and the machine begins: :class:`InstanceEmulator` plays cloud-init.
-When a run's instance appears in moto it reads the instance's user data (the host key injected at launch)
-and the key pair's public key from moto, and starts a real sshd on loopback with exactly that host key and
-that authorized key, on the port the run dials (``GPU_TRANSCRIBE_DIAL_ADDRESS``, the address-resolver seam).
-The "image" is a prefix directory with ``venv/bin/python`` (this test's interpreter, with the repository on
-``PYTHONPATH``) and a ``manifest.json`` naming the offline whisper-base model, as ``ami/provision.py`` lays
-it out. Runs go through the CLI as a subprocess where exit statuses and signals matter, and in process where
+The instance is emulated where EC2 ends and the machine begins (``tests/fixtures/cloud.py``): an emulator
+plays cloud-init, starting a real sshd on loopback with the host key from the instance's user data and the
+run's key pair authorized, on the port the run dials (the address-resolver seam). The "image" is a prefix
+directory laid out as ``ami/provision.py`` makes it, naming the offline whisper-base model. Runs go
+through the CLI as a subprocess where exit statuses and signals matter, and in process where
 a fault must be placed exactly (a spot interruption after the first file, an S3 refusal).
 
 Every test ends by checking that nothing of ours is left: instances terminated, key pairs and security
@@ -15,8 +13,6 @@ groups deleted.
 
 from __future__ import annotations
 
-import base64
-import getpass
 import json
 import os
 import shutil
@@ -25,179 +21,31 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.fixtures import word_error_rate
-from gpu_transcribe import __version__
-from tests.fixtures.moto_aws import TEST_CIDR, MotoAws
-from tests.fixtures.sshd import SshdServer, find_sshd, free_port, generate_ed25519_keypair
+from tests.fixtures.cloud import BUCKET, REPO, CloudBed, make_bed, write_engine_prefix
+from tests.fixtures.moto_aws import MotoAws
+from tests.fixtures.sshd import SshdServer, find_sshd, generate_ed25519_keypair
 
-REPO = Path(__file__).resolve().parents[1]
 AUDIO = REPO.parent / "shared" / "audio"
 SV_CLIP = AUDIO / "sv_nst_se10x016_u0016004.wav"
 SV_CLIP_2 = AUDIO / "sv_nst_se10x016_u0016002.wav"
-BUCKET = "transcripts-test"
 
 pytestmark = pytest.mark.skipif(
     find_sshd() is None, reason="OpenSSH sshd not installed (.ci/run installs it)"
 )
 
 
-# --- the emulated instance -------------------------------------------------------------------------------
-
-
-class InstanceEmulator:
-    """Plays cloud-init for every instance of ours that appears in moto: a real sshd on ``port`` with the
-    injected host key and the run's key pair authorized. A later instance (a relaunch) replaces the sshd.
-
-    Args:
-        aws: the moto handle.
-        workdir: where each sshd keeps its files.
-        port: the port the run dials.
-        host_key_override: serve this host private key instead of the injected one (a wrong host key).
-    """
-
-    def __init__(self, aws: MotoAws, workdir: Path, port: int, host_key_override: str | None = None) -> None:
-        self.aws, self.workdir, self.port = aws, workdir, port
-        self.host_key_override = host_key_override
-        self.served: list[str] = []
-        self.server: SshdServer | None = None
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self) -> InstanceEmulator:
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        ec2 = self.aws.ec2()
-        while not self._stop.wait(0.1):
-            try:
-                reservations = ec2.describe_instances(
-                    Filters=[
-                        {"Name": "tag-key", "Values": ["gpu-transcribe:run-id"]},
-                        {"Name": "instance-state-name", "Values": ["pending", "running"]},
-                    ]
-                )["Reservations"]
-                alive = [i for r in reservations for i in r["Instances"]]
-                if self.server is not None and self.served[-1] not in {i["InstanceId"] for i in alive}:
-                    self.server.stop()  # the machine is gone (terminated, reclaimed): so is its sshd
-                    self.server = None
-                for instance in alive:
-                    if instance["InstanceId"] not in self.served:
-                        self._serve(ec2, instance)
-            except Exception as exc:  # reported by the test through .errors
-                self.errors.append(repr(exc))
-
-    def _serve(self, ec2: Any, instance: dict[str, Any]) -> None:
-        instance_id = instance["InstanceId"]
-        raw = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"][
-            "Value"
-        ]
-        text = base64.b64decode(raw).decode()
-        assert text.startswith("#cloud-config\n")
-        host_key = json.loads(text.split("\n", 1)[1])["ssh_keys"]["ed25519_private"]
-        key = ec2.describe_key_pairs(KeyNames=[instance["KeyName"]], IncludePublicKey=True)["KeyPairs"][0]
-        if self.server is not None:
-            self.server.stop()
-        server = SshdServer(self.workdir / instance_id, host_private_key=self.host_key_override or host_key)
-        server.authorize(key["PublicKey"])
-        server.start(port=self.port)
-        self.server = server
-        self.served.append(instance_id)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self.server is not None:
-            self.server.stop()
-
-
-@dataclass
-class CloudBed:
-    """Everything a run needs: moto with a tagged image and a bucket, the image prefix, the environment."""
-
-    aws: MotoAws
-    tmp: Path
-    model_dir: Path
-    port: int
-    prefix_dir: Path
-    heartbeat: Path
-    env: dict[str, str]
-
-    def emulator(self, **kwargs: Any) -> InstanceEmulator:
-        return InstanceEmulator(self.aws, self.tmp / "instances", self.port, **kwargs).start()
-
-    def settings(self) -> Any:
-        from gpu_transcribe.settings import load_settings
-
-        return load_settings(env=self.env, config_files=[])
-
-    def inputs(self, *clips: Path) -> list[Path]:
-        folder = self.tmp / "in"
-        folder.mkdir(exist_ok=True)
-        paths = []
-        for n, clip in enumerate(clips):
-            target = folder / f"intervju-{n}{clip.suffix}"
-            shutil.copyfile(clip, target)
-            paths.append(target)
-        return paths
-
-
-def _write_engine_prefix(prefix: Path, model_dir: Path, python_body: str | None = None) -> None:
-    """The layout ``ami/provision.py`` makes: ``venv/bin/python`` and ``manifest.json``."""
-    bindir = prefix / "venv" / "bin"
-    bindir.mkdir(parents=True, exist_ok=True)
-    body = python_body or f'export PYTHONPATH="{REPO}"\nexec "{sys.executable}" "$@"\n'
-    python = bindir / "python"
-    python.write_text("#!/bin/sh\n" + body)
-    python.chmod(0o755)
-    manifest = {"model": str(model_dir), "model_path": str(model_dir), "revision": "", "version": __version__}
-    (prefix / "manifest.json").write_text(json.dumps(manifest))
-
-
 @pytest.fixture
-def bed(aws: MotoAws, tmp_path: Path) -> Iterator[CloudBed]:
+def bed(aws: MotoAws, tmp_path: Path) -> CloudBed:
     model_dir = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
     if not (model_dir / "config.json").is_file():
         pytest.skip(f"no offline model at {model_dir}: run `make offline-model`")
-    from gpu_transcribe.aws.images import TAG_MODEL
-    from gpu_transcribe.aws.models import TAG_VERSION
-
-    ec2 = aws.ec2()
-    ec2.create_tags(
-        Resources=[aws.image_id],
-        Tags=[{"Key": TAG_VERSION, "Value": __version__}, {"Key": TAG_MODEL, "Value": str(model_dir)}],
-    )
-    aws.client("s3").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": aws.region}
-    )
-    prefix = tmp_path / "opt-gpu-transcribe"
-    _write_engine_prefix(prefix, model_dir)
-    port = free_port()
-    heartbeat = tmp_path / "heartbeat"
-    env = dict(os.environ)
-    env.update(
-        {
-            "GPU_TRANSCRIBE_DIAL_ADDRESS": f"127.0.0.1:{port}",
-            "GPU_TRANSCRIBE_LOGIN_USER": getpass.getuser(),  # the loopback sshd logs in as the test's user
-            "GPU_TRANSCRIBE_SSH_CIDR": TEST_CIDR,
-            "GPU_TRANSCRIBE_S3_BUCKET": BUCKET,
-            "GPU_TRANSCRIBE_S3_PREFIX": "team-a",
-            "GPU_TRANSCRIBE_REMOTE_PREFIX": str(prefix),
-            "GPU_TRANSCRIBE_HEARTBEAT_PATH": str(heartbeat),
-            "GPU_TRANSCRIBE_MODEL": str(model_dir),
-            "PYTHONPATH": str(REPO),
-            "COLUMNS": "200",  # Rich's width when stderr is not a terminal: whole paths in the summary
-        }
-    )
-    yield CloudBed(aws, tmp_path, model_dir, port, prefix, heartbeat, env)
+    return make_bed(aws, tmp_path, model_dir)
 
 
 def assert_nothing_left(aws: MotoAws) -> None:
@@ -416,7 +264,7 @@ def test_an_engine_crash_shows_its_last_words_and_tears_down(settings_env: Cloud
     from gpu_transcribe.errors import EngineError
 
     bed = settings_env
-    _write_engine_prefix(
+    write_engine_prefix(
         bed.prefix_dir,
         bed.model_dir,
         python_body='echo "Fatal Python error: Segmentation fault" >&2\nkill -SEGV $$\n',
@@ -563,7 +411,7 @@ def test_host_runs_on_an_existing_machine_without_ec2(tmp_path: Path, sshd_serve
     if not (model_dir / "config.json").is_file():
         pytest.skip(f"no offline model at {model_dir}")
     prefix = tmp_path / "prefix"
-    _write_engine_prefix(prefix, model_dir)
+    write_engine_prefix(prefix, model_dir)
     clip = tmp_path / "möte.wav"
     shutil.copyfile(SV_CLIP, clip)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPU_TRANSCRIBE_"))}
