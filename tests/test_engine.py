@@ -5,8 +5,10 @@
 - The silent NST clip gives an empty transcript with both algorithms.
 - Files of more than 3 minutes built from the clips with 1-3 s pauses (Swedish NST; English sonnet, JFK,
   LibriSpeech): with the default algorithm every clip's words are found, in order, and the English
-  file's word error rate is within 2 points of transcribing its clips one by one; ``sequential`` makes
-  no repetition loop.
+  file's word error rate is within 2 points of transcribing its clips one by one (the Swedish file's is
+  not, with whisper-base, in our engine or faster-whisper's; measured evidence in
+  :func:`test_long_english_file_is_as_accurate_as_clip_by_clip`); ``sequential`` makes no repetition
+  loop.
 - ``FastWhisperForConditionalGeneration`` decodes the same tokens as transformers' own class.
 
 The model is loaded once for the module; transcripts are computed once and shared between tests.
@@ -272,10 +274,27 @@ def test_sequential_long_file_has_no_loops_and_ordered_segments(runs: Runs) -> N
 def test_long_english_file_is_as_accurate_as_clip_by_clip(runs: Runs) -> None:
     """The default algorithm on 3.6 minutes of English, the 51 s sonnet cut inside itself.
 
-    The word error rate criterion is checked on English: the Swedish file repeats three sentences seven
-    times, so one compound that whisper-base writes as "grann tre gården" in context but as one word
-    alone swings its rate by 5 points (two insertions x 7 out of 287 words); its completeness is
-    checked above.
+    The word error rate criterion is checked on English only. On the Swedish file it is not met, by
+    this model, in either engine's standard algorithm; measured with ``bench/long_file.py`` (same
+    weights, beam 5, batch 8, 2 shared CPU cores):
+
+    - ours (``batched``): 0.209 on the file vs 0.171 clip by clip, +3.8 points. faster-whisper's
+      ``BatchedInferencePipeline`` (int8): 0.230 vs 0.195, +3.5 points. So the file costs the peer
+      as much; ours stays the more accurate of the two on it.
+    - Per clip: the extra errors are mostly the compound of u0016003: alone whisper-base writes
+      "grantrekåden" (1 error), in any 30 s window holding other speech "grann tre gården" (3 errors),
+      even when the clip opens its window (no previous text), so it is the encoder's acoustic context,
+      not conditioning; +17 errors on its 7 occurrences (ours), +11 (faster-whisper), partly offset by
+      u0016004, which context improves (-9, -3). Prompt conditioning off (+3.8) and VAD padding of
+      200 or 800 ms (+4.2, +3.1) do not change that.
+    - Only one utterance per window removes the gap (every gap of >= 1 s between padded speech starts
+      a window: ours +0.3, faster-whisper +1.7 points), but each of the 21 windows (7 by default) then
+      pays a full 30 s encoder pass (1.1-1.4 s here): the 14 extra passes alone add about 18 s to
+      ours' 26.7 s, where 0.5x of faster-whisper's 13.0 s (same run) allows 26 s. Measured 74.1 s,
+      0.18x faster-whisper batched's throughput (faster-whisper itself 2.8x slower that way), and it
+      drops the context that helps u0016004. Not adopted.
+
+    The Swedish file's completeness and order are checked above.
     """
     long = runs.long_audio("en")
     assert long.duration_s >= 180.0
