@@ -271,6 +271,22 @@ def test_sequential_long_file_has_no_loops_and_ordered_segments(runs: Runs) -> N
     )
 
 
+def test_long_swedish_file_is_at_least_as_accurate_as_faster_whispers_batched_pipeline(runs: Runs) -> None:
+    """On the Swedish file, where neither engine meets the within-2-points criterion with whisper-base (see
+    the next test), ours is checked against the peer's standard long-form pipeline on the same samples:
+    faster-whisper's ``BatchedInferencePipeline`` (same weights, int8, beam 5, batch 8)."""
+    from faster_whisper import BatchedInferencePipeline
+
+    long = runs.long_audio("sv")
+    segments, _ = BatchedInferencePipeline(runs.fw_model).transcribe(
+        long.samples, language="sv", beam_size=5, batch_size=8
+    )
+    peer = " ".join(s.text.strip() for s in segments)
+    ours_wer = corpus_wer([(long.reference, runs.long("sv", "auto").text, "sv")])
+    peer_wer = corpus_wer([(long.reference, peer, "sv")])
+    assert ours_wer <= peer_wer, f"ours {ours_wer:.3f} > faster-whisper batched {peer_wer:.3f}"
+
+
 def test_long_english_file_is_as_accurate_as_clip_by_clip(runs: Runs) -> None:
     """The default algorithm on 3.6 minutes of English, the 51 s sonnet cut inside itself.
 
