@@ -144,7 +144,7 @@ def engine_summary_table(run: EngineRun) -> Table:
     table.add_column("audio s", justify="right")
     table.add_column("transcribe s", justify="right")
     table.add_column("real-time factor", justify="right")
-    table.add_column("outputs / error")
+    table.add_column("outputs / error", overflow="fold")
     for f in run.files:
         name = f.audio.rsplit("/", 1)[-1]
         if f.ok:
