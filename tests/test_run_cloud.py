@@ -482,3 +482,28 @@ def test_host_with_an_unknown_host_key_is_refused(tmp_path: Path, sshd_server: S
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "known_hosts" in errors[0], proc.stderr
     assert not (tmp_path / "a.txt").exists()
+
+
+def test_after_sigkill_cleanup_finds_and_removes_the_run(bed: CloudBed) -> None:
+    """SIGKILL runs no teardown: the instance stays (its dead-man switch would power it off once the heartbeat
+    is stale, tests/test_deadman.py) and `gpu-transcribe cleanup` finds the run by its tags and removes it."""
+    cli = Cli(bed, "run", *bed.inputs(SV_CLIP), "--no-s3")
+    cli.wait_for("waiting for SSH")
+    cli.proc.kill()
+    cli.finish()
+    ec2 = bed.aws.ec2()
+    ours = [{"Name": "tag-key", "Values": ["gpu-transcribe:run-id"]}]
+    left = [i for r in ec2.describe_instances(Filters=ours)["Reservations"] for i in r["Instances"]]
+    assert [i["State"]["Name"] for i in left] == ["running"]
+    run_id = {t["Key"]: t["Value"] for t in left[0]["Tags"]}["gpu-transcribe:run-id"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", "cleanup", "--run-id", run_id],
+        cwd=bed.tmp,
+        env=bed.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert left[0]["InstanceId"] in proc.stdout
+    assert_nothing_left(bed.aws)
