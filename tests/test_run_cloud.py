@@ -406,6 +406,32 @@ def test_no_image_for_this_version_says_to_run_build_ami(bed: CloudBed) -> None:
 # --- --host ----------------------------------------------------------------------------------------------
 
 
+def _run_host(
+    tmp_path: Path, sshd_server: SshdServer, clip: Path, known_hosts: Path, **env_extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``run --host`` on the loopback sshd, with no AWS reachable: any AWS call would go to a closed port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPU_TRANSCRIBE_"))}
+    env.update(
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        PYTHONPATH=str(REPO),
+        **env_extra,
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "gpu_transcribe",
+        "run",
+        str(clip),
+        "--no-s3",
+        "--known-hosts",
+        str(known_hosts),
+    ]
+    argv += ["--host", f"{sshd_server.username}@127.0.0.1:{sshd_server.port}"]
+    argv += ["--identity", str(sshd_server.client_key_path)]
+    return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_host_runs_on_an_existing_machine_without_ec2(tmp_path: Path, sshd_server: SshdServer) -> None:
     model_dir = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
     if not (model_dir / "config.json").is_file():
@@ -414,41 +440,22 @@ def test_host_runs_on_an_existing_machine_without_ec2(tmp_path: Path, sshd_serve
     write_engine_prefix(prefix, model_dir)
     clip = tmp_path / "möte.wav"
     shutil.copyfile(SV_CLIP, clip)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPU_TRANSCRIBE_"))}
-    # Any AWS call would go here and fail: --host must make none.
-    env.update(
-        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+    proc = _run_host(
+        tmp_path,
+        sshd_server,
+        clip,
+        sshd_server.known_hosts_path,
         GPU_TRANSCRIBE_REMOTE_PREFIX=str(prefix),
         GPU_TRANSCRIBE_MODEL=str(model_dir),
-        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
-        PYTHONPATH=str(REPO),
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpu_transcribe",
-            "run",
-            clip,
-            "--no-s3",
-            "--host",
-            f"{sshd_server.username}@127.0.0.1:{sshd_server.port}",
-            "--identity",
-            sshd_server.client_key_path,
-            "--known-hosts",
-            sshd_server.known_hosts_path,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     txt = tmp_path / "möte.txt"
     assert proc.stdout.split() == [str(txt), str(tmp_path / "möte.json")]
     assert txt.read_text(encoding="utf-8").strip()
     assert "instances" not in proc.stderr  # no EC2 instance in the summary
+    # The audio does not stay on the user's machine.
+    leftovers = list(Path("/tmp").glob("gpu-transcribe-*/in/0/möte.wav"))
+    assert leftovers == [], leftovers
 
 
 def test_host_with_an_unknown_host_key_is_refused(tmp_path: Path, sshd_server: SshdServer) -> None:
@@ -456,28 +463,7 @@ def test_host_with_an_unknown_host_key_is_refused(tmp_path: Path, sshd_server: S
     shutil.copyfile(SV_CLIP, clip)
     empty_known_hosts = tmp_path / "known_hosts"
     empty_known_hosts.write_text("")
-    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpu_transcribe",
-            "run",
-            clip,
-            "--no-s3",
-            "--host",
-            f"{sshd_server.username}@127.0.0.1:{sshd_server.port}",
-            "--identity",
-            sshd_server.client_key_path,
-            "--known-hosts",
-            empty_known_hosts,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _run_host(tmp_path, sshd_server, clip, empty_known_hosts)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "known_hosts" in errors[0], proc.stderr
