@@ -374,11 +374,13 @@ def run_build(
     teardown_errors: list[GpuTranscribeError] = []
     resolver = resolve or address_resolver_from_env()
 
-    def phase_done(name: str, started: float) -> float:
-        seconds = clock() - started
-        phases.append((name, seconds))
-        on_progress(ProgressEvent("phase", f"{name}: {seconds:.1f} s"))
-        return clock()
+    phase_started = [clock()]
+
+    def phase_done(name: str) -> None:
+        now = clock()
+        phases.append((name, now - phase_started[0]))
+        on_progress(ProgressEvent("phase", f"{name}: {now - phase_started[0]:.1f} s"))
+        phase_started[0] = now
 
     def teardown() -> None:
         started = clock()
@@ -438,24 +440,15 @@ def _build(
     *,
     ssh_cidr: str,
     resolver: AddressResolver,
-    phase_done: Callable[[str, float], float],
+    phase_done: Callable[[str], None],
     on_progress: ProgressCallback,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     image_poll_s: float | None,
 ) -> dict[str, Any]:
     """The phases up to an available image; the caller's guard tears down."""
-    from gpu_transcribe.aws.images import (
-        IMAGE_POLL_S,
-        create_image,
-        image_name,
-        image_tags,
-        stop_instance,
-        wait_image_available,
-    )
     from gpu_transcribe.aws.instances import wait_until_ready
     from gpu_transcribe.aws.launch import launch
-    from gpu_transcribe.aws.resources import run_tags
     from gpu_transcribe.aws.userdata import HEARTBEAT_INTERVAL_S, HEARTBEAT_PATH
     from gpu_transcribe.ssh import SSHTarget, connect
     from gpu_transcribe.wheel import build_wheel
@@ -465,7 +458,6 @@ def _build(
             f"{PROVISION_SCRIPT} is missing: build-ami runs from a source checkout of gpu-transcribe"
         )
     # 1. The wheel.
-    started = clock()
     if request.wheel is not None:
         wheel = Path(request.wheel)
         if not wheel.is_file() or wheel.suffix != ".whl":
@@ -477,7 +469,7 @@ def _build(
         on_progress(ProgressEvent("wheel", "building the gpu-transcribe wheel"))
         wheel = build_wheel(workdir)
         on_progress(ProgressEvent("wheel", f"built {wheel.name} ({wheel.stat().st_size / 1e3:.0f} kB)"))
-    started = phase_done("wheel", started)
+    phase_done("wheel")
 
     # 2. The builder.
     base_image_id, source = _resolve_base(ctx, request)
@@ -492,7 +484,7 @@ def _build(
         ctx, launched, resolve=resolver, on_progress=on_progress, clock=clock, sleep=sleep
     )
     state.launched = launched
-    started = phase_done("launch", started)
+    phase_done("launch")
 
     # 3. SSH.
     target = SSHTarget(
@@ -514,7 +506,7 @@ def _build(
 
     session.start_heartbeat(HEARTBEAT_PATH, interval_s=HEARTBEAT_INTERVAL_S, on_error=heartbeat_error)
     on_progress(ProgressEvent("ssh", f"logged in to {target} ({session.server_version})"))
-    started = phase_done("ssh", started)
+    phase_done("ssh")
 
     # 4. Push the wheel and the provisioning script.
     remote_dir = f"/tmp/gpu-transcribe-build-{state.run_id}"
@@ -526,7 +518,7 @@ def _build(
     on_progress(
         ProgressEvent("push", f"pushed {', '.join(Path(p.remote_path).name for p in pushed)} to {remote_dir}")
     )
-    started = phase_done("push", started)
+    phase_done("push")
 
     # 5. Provision.
     argv = _provision_argv(
@@ -560,62 +552,33 @@ def _build(
     state.remote_dir = None
     session.close()
     state.session = None
-    started = phase_done("provision", started)
+    phase_done("provision")
 
-    # 6. Stop (on-demand) for a consistent snapshot; a one-time spot instance cannot be stopped.
-    reboot = launched.market == "spot"
-    if reboot:
-        on_progress(
-            ProgressEvent("stop", "a spot builder cannot be stopped: EC2 reboots it for the snapshot")
-        )
-    else:
-        stop_instance(ctx, launched.instance_id, on_progress=on_progress, clock=clock, sleep=sleep)
+    # 6-7. Stop the builder and make the image.
+    def image_created(image_id: str) -> None:
+        state.image_id = image_id
+
+    def stopped() -> None:
         state.stopped_at = clock()
-    started = phase_done("stop", started)
 
-    # 7. The image.
-    created_at = utc_now()
-    name = image_name(__version__, request.model, created_at)
-    base_tags = run_tags(
-        run_id=state.run_id,
-        owner_arn=launched.owner_arn,
-        created_at=created_at,
-        role="builder",
-        name=name,
-        extra=settings.tags,
-    )
-    tags = [
-        (k, v)
-        for k, v in image_tags(
-            version=__version__,
-            model=request.model,
-            revision=request.revision,
-            base_image_id=base_image_id,
-            name=name,
-            run_tags=base_tags,
-        )
-        if k != "gpu-transcribe:role"
-    ]
-    description = f"gpu-transcribe {__version__}, {request.model}" + (
-        f"@{request.revision}" if request.revision else ""
-    )
-    state.image_id = create_image(
-        ctx, launched.instance_id, name=name, description=description, tags=tags, reboot=reboot
-    )
-    on_progress(ProgressEvent("image", f"creating image {state.image_id} ({name})"))
-    image = wait_image_available(
+    image = image_builder(
         ctx,
-        state.image_id,
-        snapshot_tags=tags,
-        poll_s=IMAGE_POLL_S if image_poll_s is None else image_poll_s,
+        launched,
+        model=request.model,
+        revision=request.revision,
+        base_image_id=base_image_id,
+        extra_tags=settings.tags,
+        on_image_created=image_created,
+        on_stopped=stopped,
+        phase_done=phase_done,
         on_progress=on_progress,
         clock=clock,
         sleep=sleep,
+        poll_s=image_poll_s,
     )
     state.snapshot_ids = image.snapshot_ids
     if state.stopped_at is None:
         state.stopped_at = clock()  # the spot builder ran until now; terminated next
-    phase_done("image", started)
     return {
         "image": image,
         "manifest": manifest,
@@ -623,6 +586,108 @@ def _build(
         "base_image_id": base_image_id,
         "launch_started": launch_started,
     }
+
+
+def image_builder(
+    ctx: AwsContext,
+    launched: LaunchResult,
+    *,
+    model: str,
+    revision: str | None,
+    base_image_id: str,
+    extra_tags: Sequence[tuple[str, str]] = (),
+    on_image_created: Callable[[str], None] = lambda image_id: None,
+    on_stopped: Callable[[], None] = lambda: None,
+    phase_done: Callable[[str], None] = lambda name: None,
+    on_progress: ProgressCallback = no_progress,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_s: float | None = None,
+) -> OurImage:
+    """Make the image of a provisioned builder: stop it (on-demand), ``CreateImage`` with our tags, tag the
+    snapshots, wait until ``available``.
+
+    An on-demand builder is stopped first, so the snapshot is of cleanly unmounted file systems. A one-time
+    spot instance cannot be stopped (EC2 refuses ``StopInstances`` for it): EC2 reboots it for the snapshot
+    instead (``NoReboot=False``), which also flushes the file systems.
+
+    Tags of the image and its snapshots: ``gpu-transcribe:version``, ``:model``, ``:revision``, ``:created``
+    (now), ``:base-ami``, ``:run-id`` and ``:owner`` (the build's), the user's ``tags`` setting, and ``Name``
+    (the image name).
+
+    Args:
+        on_image_created: called with the new image id as soon as EC2 returns it (so that a teardown can
+            deregister an unfinished image).
+        on_stopped: called once the builder is stopped (its billed time ends).
+        phase_done: called with ``stop`` and then ``image`` as each phase ends.
+        poll_s: seconds between image polls (default :data:`gpu_transcribe.aws.images.IMAGE_POLL_S`).
+
+    Returns:
+        The available image.
+
+    Raises:
+        InstanceLostError: the builder terminated while stopping.
+        CloudError: a call failed, the image failed, or a wait timed out.
+    """
+    from gpu_transcribe.aws.images import (
+        IMAGE_POLL_S,
+        create_image,
+        image_name,
+        image_tags,
+        stop_instance,
+        wait_image_available,
+    )
+    from gpu_transcribe.aws.models import TAG_ROLE
+    from gpu_transcribe.aws.resources import run_tags
+
+    reboot = launched.market == "spot"
+    if reboot:
+        on_progress(
+            ProgressEvent("stop", "a spot builder cannot be stopped: EC2 reboots it for the snapshot")
+        )
+    else:
+        stop_instance(ctx, launched.instance_id, on_progress=on_progress, clock=clock, sleep=sleep)
+        on_stopped()
+    phase_done("stop")
+    created_at = utc_now()
+    name = image_name(__version__, model, created_at)
+    base_tags = run_tags(
+        run_id=launched.run_id,
+        owner_arn=launched.owner_arn,
+        created_at=created_at,
+        role="builder",
+        name=name,
+        extra=extra_tags,
+    )
+    tags = [
+        (key, value)
+        for key, value in image_tags(
+            version=__version__,
+            model=model,
+            revision=revision,
+            base_image_id=base_image_id,
+            name=name,
+            run_tags=base_tags,
+        )
+        if key != TAG_ROLE  # an image is not a builder
+    ]
+    description = f"gpu-transcribe {__version__}, {model}" + (f"@{revision}" if revision else "")
+    image_id = create_image(
+        ctx, launched.instance_id, name=name, description=description, tags=tags, reboot=reboot
+    )
+    on_image_created(image_id)
+    on_progress(ProgressEvent("image", f"creating image {image_id} ({name})"))
+    image = wait_image_available(
+        ctx,
+        image_id,
+        snapshot_tags=tags,
+        poll_s=IMAGE_POLL_S if poll_s is None else poll_s,
+        on_progress=on_progress,
+        clock=clock,
+        sleep=sleep,
+    )
+    phase_done("image")
+    return image
 
 
 def _teardown(
