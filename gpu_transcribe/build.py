@@ -59,9 +59,10 @@ if TYPE_CHECKING:
 
 #: The provisioning script, pushed to the builder (repository path ``ami/provision.py``).
 PROVISION_SCRIPT = Path(__file__).resolve().parent.parent / "ami" / "provision.py"
-#: Root volume of the builder and so of the image, GiB: the base AMI's own size is ~75 GiB in 2026 (DLAMI
-#: release notes list its volume); the venv (torch with CUDA) and a model add ~10 GiB. The larger of this and
-#: the base image's size is used.
+#: Root volume of the builder and so of every run's instance, GiB (the base image's own size if larger).
+#: The engine's venv (torch with its CUDA libraries, ~6 GiB installed) and a Whisper model (0.5-3 GiB) go
+#: on top of the base image's driver and CUDA toolkits; 100 GiB leaves room without measuring each base
+#: image. gp3 at about $0.08 per GiB-month costs a run of an hour about $0.011 for it.
 DEFAULT_ROOT_VOLUME_GIB = 100
 #: The builder's dead-man switch: provisioning takes 15-30 minutes (torch's CUDA wheels are ~3 GB), so a
 #: shorter ``max_lifetime_minutes`` setting is raised to this for the builder.
@@ -179,6 +180,7 @@ class _State:
     """What the build has created so far; the teardown reads it."""
 
     run_id: str
+    launch_started: bool = False
     launched: LaunchResult | None = None
     session: SSHSession | None = None
     remote_dir: str | None = None
@@ -282,6 +284,17 @@ def _failed_checks(manifest: dict[str, Any] | None) -> list[tuple[str, str]]:
         return []
     checks = manifest.get("checks") or {}
     return [(str(name), str(state)) for name, state in checks.items() if state != "ok"]
+
+
+def _failed_check_lines(lines: Sequence[str]) -> list[tuple[str, str]]:
+    """``(check, "FAILED: reason")`` from provision.py's ``check NAME: FAILED reason`` lines (for when the
+    manifest cannot be read)."""
+    failed = []
+    for line in lines:
+        name, sep, rest = line.removeprefix("check ").partition(": FAILED ")
+        if line.startswith("check ") and sep:
+            failed.append((name, f"FAILED: {rest}"))
+    return failed
 
 
 def _read_manifest(session: SSHSession, remote_prefix: str, workdir: Path) -> dict[str, Any] | None:
@@ -478,6 +491,7 @@ def _build(
         settings, request, base_image_id=base_image_id, ssh_cidr=ssh_cidr, run_id=state.run_id
     )
     launch_started = clock()
+    state.launch_started = True
     launched = launch(ctx, spec, on_progress=on_progress, clock=clock, sleep=sleep)
     state.launched = launched
     launched, address = wait_until_ready(
@@ -537,7 +551,7 @@ def _build(
     except RemoteCommandError as exc:
         state.provisioning = False
         manifest = _read_manifest(session, settings.remote_prefix, workdir)
-        failed = _failed_checks(manifest)
+        failed = _failed_checks(manifest) or _failed_check_lines(tail)
         why = "; ".join(f"{name}: {reason}" for name, reason in failed) or (
             f"exit status {exc.returncode}" if exc.returncode >= 0 else str(exc)
         )
@@ -742,6 +756,8 @@ def _teardown(
         except GpuTranscribeError as exc:
             leftovers.append((f"image {state.image_id}", str(exc)))
     launched = state.launched
+    if not state.launch_started:
+        return  # nothing was created in AWS
     resources = launched.resources if launched is not None else RunResources(run_id=state.run_id)
     try:
         teardown(ctx, resources, on_progress=on_progress, clock=clock, sleep=sleep)

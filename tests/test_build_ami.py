@@ -108,7 +108,8 @@ class Build:
         self.process: subprocess.Popen[str] | None = None
         self.stderr_lines: list[str] = []
         self.stdout = ""
-        self._reader: threading.Thread | None = None
+        self._readers: list[threading.Thread] = []
+        self._stdout_parts: list[str] = []
         self._new_line = threading.Condition()
 
     def start(self, prefix: Path, *args: str, provision_args: list[str] | None = None) -> None:
@@ -133,8 +134,16 @@ class Build:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
+        self._readers = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        self._stdout_parts.append(self.process.stdout.read())
 
     def _read_stderr(self) -> None:
         assert self.process is not None and self.process.stderr is not None
@@ -155,7 +164,7 @@ class Build:
                     if regex.search(line):
                         return line
                 assert self.process is not None
-                if self.process.poll() is not None and not (self._reader and self._reader.is_alive()):
+                if self.process.poll() is not None and not self._readers[0].is_alive():
                     raise AssertionError(f"build ended before {pattern!r}:\n" + "\n".join(self.stderr_lines))
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -186,16 +195,17 @@ class Build:
         return builder
 
     def finish(self, timeout_s: float = 300.0) -> int:
+        """Wait for the build to end; its stdout is then in :attr:`stdout`. Returns the exit status."""
         assert self.process is not None
         try:
-            self.stdout, _ = self.process.communicate(timeout=timeout_s)
+            returncode = self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.communicate()
             raise
-        if self._reader is not None:
-            self._reader.join(timeout=10)
-        return self.process.returncode
+        for reader in self._readers:
+            reader.join(timeout=10)
+        self.stdout = "".join(self._stdout_parts)
+        return returncode
 
     @property
     def stderr(self) -> str:
@@ -204,7 +214,7 @@ class Build:
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
-            self.process.communicate()
+            self.process.wait(timeout=10)
         if self.sshd is not None:
             self.sshd.stop()
 
@@ -232,6 +242,7 @@ def test_build_ami_makes_a_tagged_image_and_terminates_the_builder(
     build.start(prefix, "--wheel", str(wheel))
     builder = build.serve_builder()
     assert build.finish() == 0, build.stderr
+    print(build.stderr, build.stdout, sep="\n")  # shown with pytest -s: what a user sees
 
     # The provisioning ran on the "builder" and passed.
     assert "check warmup_transcript: ok" in build.stderr and "provisioning ok" in build.stderr
@@ -307,7 +318,7 @@ def test_a_failed_provision_exits_1_leaves_no_image_and_terminates_the_builder(
     assert_nothing_of_the_builder_left(aws, builder["InstanceId"])
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_while_waiting_for_ssh_terminates_the_builder(
     aws: MotoAws, build: Build, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, signum: int
 ) -> None:
