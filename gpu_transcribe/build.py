@@ -192,6 +192,17 @@ class _State:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What :func:`_build` hands back to :func:`run_build`."""
+
+    image: OurImage
+    manifest: dict[str, Any]
+    wheel: Path
+    base_image_id: str
+    launch_started: float
+
+
 def _provision_argv(
     request: BuildRequest, remote_prefix: str, remote_dir: str, wheel_name: str, forget_key: str
 ) -> list[str]:
@@ -427,12 +438,12 @@ def run_build(
         raise teardown_errors[0]
     assert state.launched is not None
     end = state.stopped_at if state.stopped_at is not None else clock()
-    billed_s = max(MIN_BILLED_S, end - result["launch_started"])
+    billed_s = max(MIN_BILLED_S, end - result.launch_started)
     return BuildResult(
-        image=result["image"],
-        manifest=result["manifest"],
+        image=result.image,
+        manifest=result.manifest,
         run_id=state.run_id,
-        base_image_id=result["base_image_id"],
+        base_image_id=result.base_image_id,
         instance_id=state.launched.instance_id,
         instance_type=state.launched.instance_type,
         zone=state.launched.zone,
@@ -440,7 +451,7 @@ def run_build(
         price_usd_per_hour=state.launched.price_usd_per_hour,
         billed_s=billed_s,
         phases=tuple(phases),
-        wheel=result["wheel"],
+        wheel=result.wheel,
     )
 
 
@@ -458,7 +469,7 @@ def _build(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     image_poll_s: float | None,
-) -> dict[str, Any]:
+) -> _Built:
     """The phases up to an available image; the caller's guard tears down."""
     from gpu_transcribe.aws.instances import wait_until_ready
     from gpu_transcribe.aws.launch import launch
@@ -593,13 +604,13 @@ def _build(
     state.snapshot_ids = image.snapshot_ids
     if state.stopped_at is None:
         state.stopped_at = clock()  # the spot builder ran until now; terminated next
-    return {
-        "image": image,
-        "manifest": manifest,
-        "wheel": wheel,
-        "base_image_id": base_image_id,
-        "launch_started": launch_started,
-    }
+    return _Built(
+        image=image,
+        manifest=manifest,
+        wheel=wheel,
+        base_image_id=base_image_id,
+        launch_started=launch_started,
+    )
 
 
 def image_builder(
