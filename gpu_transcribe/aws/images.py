@@ -525,7 +525,10 @@ def delete_image(
     ec2 = ec2_client(ctx)
     image = describe_our_image(ctx, image_id)
     snapshots = dict.fromkeys([*(image.snapshot_ids if image else ()), *snapshot_ids])
-    filters: list[list[Any]] = [[{"Name": "description", "Values": [f"*for {image_id}*"]}]]
+    # EC2 describes them as "Created by CreateImage(i-...) for ami-..." (some with " from vol-..." after it);
+    # no trailing "*" right after the id, so that an 8-digit id cannot match a longer one.
+    described = [f"*for {image_id}", f"*for {image_id} *"]
+    filters: list[list[Any]] = [[{"Name": "description", "Values": described}]]
     if run_id:
         filters.append([{"Name": f"tag:{TAG_RUN_ID}", "Values": [run_id]}])
     for extra in filters:
