@@ -501,3 +501,277 @@ def cleanup_command(
                 [(f"{o.resource.kind} {o.resource.resource_id}", o.reason) for o in report.failed],
             )
         )
+
+
+# --- images: `build-ami`, `images`, `images prune` (issue 5) -----------------------------------------------
+# One block, appended last, so it merges cleanly with the `run` command. boto3 is imported inside them.
+
+if TYPE_CHECKING:
+    from gpu_transcribe.build import BuildPlan
+
+
+def _print_output_tail(tail: str) -> None:
+    if tail.strip():
+        stderr.print("--- last lines of the provisioning ---", style="dim", highlight=False)
+        stderr.print(tail, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("build-ami")
+def build_ami(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Hugging Face model id to cache in the image (setting: model)."),
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Model revision (branch, tag or commit).")
+    ] = None,
+    base_ami: Annotated[
+        str | None,
+        typer.Option(
+            "--base-ami",
+            help="AMI to build on; default: the newest AWS Deep Learning Base OSS Nvidia Driver GPU AMI "
+            "(Ubuntu 22.04), from its SSM public parameter.",
+        ),
+    ] = None,
+    spot: Annotated[
+        bool, typer.Option("--spot", help="Launch the builder on spot (then on-demand); default on-demand.")
+    ] = False,
+    instance_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--instance-type", "-t", help="Builder type (repeatable); default: the instance_types setting."
+        ),
+    ] = None,
+    wheel: Annotated[
+        Path | None,
+        typer.Option("--wheel", help="A built gpu-transcribe wheel; default: build one from this checkout."),
+    ] = None,
+    login_user: Annotated[str, typer.Option("--login-user", help="The base AMI's SSH user.")] = "ubuntu",
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Show the base image, the builder's plan and the tags; launch nothing."
+        ),
+    ] = False,
+    region: RegionOption = None,
+    aws_profile: ProfileOption = None,
+    provision_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--provision-arg",
+            hidden=True,
+            help="Extra argument for ami/provision.py on the builder (repeatable; tests: "
+            "--skip-system-packages, "
+            "--model-dir, --torch-spec, --python, --device cpu, --no-require-cuda).",
+        ),
+    ] = None,
+) -> None:
+    """Build the GPU image runs boot from: engine installed, model cached, both checked on the GPU."""
+    from gpu_transcribe.aws.checkip import resolve_ssh_cidr
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.build import BuildRequest, format_phases, plan_build, run_build
+    from gpu_transcribe.errors import InterruptedRunError, ProvisionError
+
+    settings = _load_settings(region=region, aws_profile=aws_profile, model=model)
+    request = BuildRequest(
+        model=settings.model,
+        revision=revision,
+        base_image_id=base_ami,
+        spot=spot,
+        instance_types=tuple(instance_type) if instance_type else None,
+        wheel=wheel,
+        login_user=login_user,
+        provision_args=tuple(provision_arg or ()),
+    )
+    ctx = AwsContext.from_settings(settings)
+
+    def on_signal(name: str, during_teardown: bool) -> None:
+        if during_teardown:
+            stderr.print(f"{name}: still cleaning up; the builder is being terminated", style="bold yellow")
+        else:
+            stderr.print(f"{name}: stopping the build and terminating the builder...", style="bold yellow")
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.stage == "provision-output":
+            return  # pip's chatter; the tail is shown if the provisioning fails
+        style = "bold" if event.stage in ("provision", "phase") else "dim"
+        stderr.print(event.message, style=style, markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        ssh_cidr = resolve_ssh_cidr(settings.ssh_cidr, settings.source("ssh_cidr"))
+        if dry_run:
+            plan = plan_build(ctx, settings, request, ssh_cidr=ssh_cidr, on_progress=_show_progress)
+            _print_build_plan(plan)
+            return
+        result = run_build(
+            ctx, settings, request, ssh_cidr=ssh_cidr, on_progress=on_progress, on_signal=on_signal
+        )
+    except ProvisionError as exc:
+        _print_output_tail(exc.output_tail)
+        raise fail(exc) from None
+    except InterruptedRunError as exc:
+        raise fail(exc) from None
+    except GpuTranscribeError as exc:
+        raise fail(exc) from None
+    image = result.image
+    manifest = result.manifest
+    warmup = manifest.get("warmup") or {}
+    cost = f"${result.cost_usd:.4f}" if result.cost_usd is not None else "unknown (no price)"
+    price = (
+        f"${result.price_usd_per_hour:.4f}/h" if result.price_usd_per_hour is not None else "price unknown"
+    )
+    lines = [
+        f"image: {image.image_id} ({image.name}) in {settings.region}",
+        f"size: {image.size_gib} GiB in {len(image.snapshot_ids)} snapshot(s): "
+        + ", ".join(image.snapshot_ids),
+        f"contents: gpu-transcribe {manifest.get('gpu_transcribe')}, {manifest.get('model')}"
+        + (f"@{manifest.get('revision')}" if manifest.get("revision") else "")
+        + f", torch {manifest.get('torch')}, CUDA {manifest.get('cuda') or '-'}"
+        + f", driver {manifest.get('driver') or '-'}",
+        f"warm-up: {warmup.get('device')} {warmup.get('dtype')}, load {warmup.get('load_s')} s, "
+        f"transcribe {warmup.get('transcribe_s')} s: {warmup.get('text', '')!r}",
+        f"builder: {result.instance_id} {result.market} {result.instance_type} in {result.zone} at {price}",
+        f"phases: {format_phases(result.phases)} (total {result.total_s:.1f} s)",
+        f"cost: {cost} for {result.billed_s:.0f} s of the builder (image storage is billed per GiB-month)",
+    ]
+    for line in lines:
+        stdout.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _print_build_plan(plan: BuildPlan) -> None:
+    from gpu_transcribe.ssh import command_line
+
+    launch = plan.launch
+    spec = launch.spec
+    volume_gib = max(spec.root_volume_size_gib or 0, launch.image.root_volume_size_gib)
+    tries = []
+    for option in launch.options:
+        price = option.zone.spot_price_usd_per_hour
+        shown = f" (spot ${price:.4f}/h)" if option.market == "spot" and price is not None else ""
+        tries.append(f"{option.market} {option.instance_type} in {option.zone.zone}{shown}")
+    rows = [
+        ("base image", f"{plan.base_image_id} {launch.image.name} (from {plan.base_image_source})"),
+        ("builder", f"{', '.join(spec.instance_types)}, {spec.market}, run {spec.run_id}"),
+        ("root volume", f"{volume_gib} GiB gp3, encrypted"),
+        ("tries", "; ".join(tries)),
+        ("image name", plan.image_name),
+        ("install prefix", plan.remote_prefix),
+        ("provisioning", command_line(plan.provision_argv)),
+        ("tags", ", ".join(f"{k}={v}" for k, v in launch.tags)),
+    ]
+    stdout.print("build-ami plan (dry run: nothing launched)", style="bold")
+    for key, value in rows:
+        stdout.print(f"{key}: {value}", highlight=False, soft_wrap=True, markup=False)
+
+
+images_app = typer.Typer(
+    help="List gpu-transcribe's images (AMIs); `images prune` removes old ones.", invoke_without_command=True
+)
+app.add_typer(images_app, name="images")
+
+
+@images_app.callback()
+def images_list(
+    typer_ctx: typer.Context, region: RegionOption = None, aws_profile: ProfileOption = None
+) -> None:
+    """List our images: id, created, version, model, revision, size, and whether a live instance uses it."""
+    if typer_ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.images import images_in_use, list_images
+
+    settings = _load_settings(region=region, aws_profile=aws_profile)
+    ctx = AwsContext.from_settings(settings)
+    try:
+        images = list_images(ctx)
+        in_use = images_in_use(ctx)
+    except GpuTranscribeError as exc:
+        raise fail(exc) from None
+    if not images:
+        stdout.print(
+            f"no gpu-transcribe images in {settings.region}; build one with `gpu-transcribe build-ami`",
+            highlight=False,
+        )
+        return
+    table = Table(title=f"gpu-transcribe images in {settings.region}, newest first", title_justify="left")
+    for header in ("id", "created", "version", "model", "revision", "size", "state", "in use"):
+        table.add_column(header, no_wrap=header in ("id", "created", "size", "state"), overflow="fold")
+    for image in images:
+        users = in_use.get(image.image_id, ())
+        table.add_row(
+            image.image_id,
+            image.created_at.strftime("%Y-%m-%d %H:%M") if image.created_at else "?",
+            image.version,
+            image.model,
+            image.revision or "-",
+            f"{image.size_gib} GiB",
+            image.state,
+            f"yes: {', '.join(users)}" if users else "no",
+        )
+    stdout.print(table)
+
+
+@images_app.command("prune")
+def images_prune(
+    keep: Annotated[
+        int, typer.Option("--keep", min=0, help="Images to keep per model (the newest available ones).")
+    ] = 2,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")
+    ] = False,
+    region: RegionOption = None,
+    aws_profile: ProfileOption = None,
+) -> None:
+    """Deregister images older than the newest N of each model and delete their snapshots. Images in use by a
+    live instance, and images still being created, are kept."""
+    from rich.table import Table
+
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.images import delete_image, images_in_use, list_images, plan_prune
+    from gpu_transcribe.errors import CloudError
+
+    settings = _load_settings(region=region, aws_profile=aws_profile)
+    ctx = AwsContext.from_settings(settings)
+    problems: list[str] = []
+    try:
+        decisions = plan_prune(list_images(ctx), keep, images_in_use(ctx))
+        done: dict[str, str] = {}
+        for decision in decisions:
+            if decision.action != "remove" or dry_run:
+                continue
+            image = decision.image
+            removal = delete_image(ctx, image.image_id, snapshot_ids=image.snapshot_ids)
+            done[image.image_id] = (
+                f"deregistered, {len(removal.deleted_snapshots)} snapshot(s) deleted"
+                if removal.deregistered
+                else "already gone"
+            )
+            problems.extend(f"{what}: {why}" for what, why in removal.failed)
+    except GpuTranscribeError as exc:
+        raise fail(exc) from None
+    if not decisions:
+        stdout.print(f"no gpu-transcribe images in {settings.region}", highlight=False)
+        return
+    title = f"images prune --keep {keep} in {settings.region}" + (
+        " (dry run: nothing changed)" if dry_run else ""
+    )
+    table = Table(title=title, title_justify="left")
+    for header in ("id", "created", "version", "model", "action", "reason", "done"):
+        table.add_column(header, overflow="fold", no_wrap=header in ("id", "created", "action"))
+    for decision in decisions:
+        image = decision.image
+        action = decision.action if not (dry_run and decision.action == "remove") else "would remove"
+        table.add_row(
+            image.image_id,
+            image.created_at.strftime("%Y-%m-%d %H:%M") if image.created_at else "?",
+            image.version,
+            image.model,
+            action,
+            decision.reason,
+            done.get(image.image_id, "-"),
+        )
+    stdout.print(table)
+    if problems:
+        raise fail(CloudError(f"{len(problems)} snapshot(s) could not be deleted: " + "; ".join(problems)))

@@ -235,6 +235,23 @@ class RemoteCommandError(SSHError):
         super().__init__(message)
 
 
+class ProvisionError(GpuTranscribeError):
+    """Provisioning the ``build-ami`` builder failed (``ami/provision.py`` exited non-zero, or its manifest
+    does not show every check passing). No image was made; the builder was terminated.
+
+    Attributes:
+        failed_checks: ``(check, reason)`` for each failed check of the manifest (empty if there was none).
+        output_tail: the last lines the provisioning printed (stdout and stderr), for the user to read.
+    """
+
+    def __init__(
+        self, message: str, failed_checks: Sequence[tuple[str, str]] = (), output_tail: str = ""
+    ) -> None:
+        self.failed_checks = list(failed_checks)
+        self.output_tail = output_tail
+        super().__init__(message)
+
+
 class InterruptedRunError(GpuTranscribeError):
     """The run was stopped by a signal; teardown has run.
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_pricing import PricingClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_service_quotas import ServiceQuotasClient
+    from mypy_boto3_ssm import SSMClient
     from mypy_boto3_sts import STSClient
 
     from gpu_transcribe.settings import Settings
@@ -211,6 +212,11 @@ def pricing_client(ctx: AwsContext) -> PricingClient:
     return ctx.session.client(
         "pricing", region_name="us-east-1", endpoint_url=ctx.endpoint_url, config=config
     )
+
+
+def ssm_client(ctx: AwsContext) -> SSMClient:
+    """A Systems Manager client, for AWS's public parameters (``/aws/service/...``: the newest base AMIs)."""
+    return ctx.session.client("ssm", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
 
 
 def error_code(exc: BaseException) -> str:

@@ -8,13 +8,31 @@ only with ``--update-engine`` (the current wheel is installed on the instance be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 
-from gpu_transcribe.aws.clients import AwsContext, ec2_client, is_aws_error, raise_for
-from gpu_transcribe.aws.models import TAG_CREATED, TAG_VERSION, parse_iso_utc
-from gpu_transcribe.errors import ImageNotFoundError
+from gpu_transcribe.aws.clients import (
+    AwsContext,
+    ec2_client,
+    error_code,
+    error_message,
+    is_aws_error,
+    raise_for,
+)
+from gpu_transcribe.aws.models import (
+    TAG_CREATED,
+    TAG_VERSION,
+    ProgressCallback,
+    ProgressEvent,
+    no_progress,
+    parse_iso_utc,
+)
+from gpu_transcribe.aws.retry import retrying
+from gpu_transcribe.errors import CloudError, ImageNotFoundError
 
 TAG_MODEL = "gpu-transcribe:model"
 TAG_REVISION = "gpu-transcribe:revision"  # "" when the model's default branch was cached
@@ -37,6 +55,7 @@ class OurImage:
         size_gib: total size of its EBS snapshots' volumes, GiB.
         snapshot_ids: its EBS snapshots.
         base_image_id: the AMI it was built from (``""`` if not tagged).
+        state_reason: EC2's reason for a ``failed`` state, else ``""``.
     """
 
     image_id: str
@@ -49,6 +68,7 @@ class OurImage:
     size_gib: int
     snapshot_ids: tuple[str, ...]
     base_image_id: str = ""
+    state_reason: str = ""
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -73,28 +93,29 @@ def list_images(ctx: AwsContext) -> tuple[OurImage, ...]:
         if is_aws_error(exc):
             raise raise_for(ctx, exc, "listing gpu-transcribe images") from exc
         raise
-    images = []
-    for image in raw:
-        tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
-        snapshots = [m["Ebs"] for m in image.get("BlockDeviceMappings", []) if "Ebs" in m]
-        created = parse_iso_utc(tags.get(TAG_CREATED, "")) or parse_iso_utc(
-            str(image.get("CreationDate", "")).replace(".000Z", "Z")
-        )
-        images.append(
-            OurImage(
-                image_id=image["ImageId"],
-                name=image.get("Name", ""),
-                state=image.get("State", "available"),
-                version=tags.get(TAG_VERSION, ""),
-                model=tags.get(TAG_MODEL, ""),
-                revision=tags.get(TAG_REVISION, ""),
-                created_at=created,
-                size_gib=sum(int(s.get("VolumeSize", 0)) for s in snapshots),
-                snapshot_ids=tuple(s["SnapshotId"] for s in snapshots if s.get("SnapshotId")),
-                base_image_id=tags.get(TAG_BASE_AMI, ""),
-            )
-        )
-    return tuple(sorted(images, key=_newest_first))
+    return tuple(sorted((_our_image(image) for image in raw), key=_newest_first))
+
+
+def _our_image(image: Mapping[str, Any]) -> OurImage:
+    """An :class:`OurImage` from one ``DescribeImages`` image dict."""
+    tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+    snapshots = [m["Ebs"] for m in image.get("BlockDeviceMappings", []) if "Ebs" in m]
+    created = parse_iso_utc(tags.get(TAG_CREATED, "")) or parse_iso_utc(
+        str(image.get("CreationDate", "")).replace(".000Z", "Z")
+    )
+    return OurImage(
+        image_id=image["ImageId"],
+        name=image.get("Name", ""),
+        state=image.get("State", "available"),
+        version=tags.get(TAG_VERSION, ""),
+        model=tags.get(TAG_MODEL, ""),
+        revision=tags.get(TAG_REVISION, ""),
+        created_at=created,
+        size_gib=sum(int(s.get("VolumeSize", 0)) for s in snapshots),
+        snapshot_ids=tuple(s["SnapshotId"] for s in snapshots if s.get("SnapshotId")),
+        base_image_id=tags.get(TAG_BASE_AMI, ""),
+        state_reason=str((image.get("StateReason") or {}).get("Message", "")),
+    )
 
 
 def _newest_first(image: OurImage) -> tuple[float, str]:
@@ -161,3 +182,458 @@ def select_run_image(
         f"no gpu-transcribe image in {region} has {model} cached{also}: run `{build}` first (it builds the "
         "GPU image once; later runs reuse it), or set image_id"
     )
+
+
+# --- build-ami: the base image, imaging the builder, waiting ---------------------------------------------
+
+#: SSM public parameter holding the newest AWS Deep Learning Base OSS Nvidia Driver GPU AMI for Ubuntu 22.04
+#: (x86_64): NVIDIA driver and CUDA installed, published in every commercial region
+#: (docs.aws.amazon.com/dlami/latest/devguide/find-dlami-id.html, "Query the AMI-ID with AWS CLI").
+DLAMI_BASE_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
+#: Seconds to wait for a builder to stop: EC2 takes 30-90 s for a GPU instance (a clean OS shutdown).
+STOP_TIMEOUT_S = 600.0
+#: Seconds to wait for an image to become available: EC2 snapshots the whole root volume, 10-30 minutes for
+#: 60-100 GiB of which ~20 GiB are used (AWS: "can take several minutes" per GiB changed); an hour bounds it.
+IMAGE_TIMEOUT_S = 3600.0
+IMAGE_POLL_S = 15.0
+#: Image names: 3-128 characters of letters, digits, ``()[] ./-'@_`` (EC2 CreateImage, parameter Name).
+_IMAGE_NAME_BAD = re.compile(r"[^A-Za-z0-9()\[\] ./'@_-]")
+
+
+@dataclass(frozen=True)
+class ImageRemoval:
+    """What deleting one image did.
+
+    Attributes:
+        image_id: the AMI.
+        deregistered: it was deregistered now (``False``: it was gone already).
+        deleted_snapshots: snapshots deleted.
+        failed: ``(snapshot or image id, reason)`` for what could not be removed.
+    """
+
+    image_id: str
+    deregistered: bool
+    deleted_snapshots: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    """``images prune``'s verdict on one image.
+
+    Attributes:
+        image: the image.
+        action: ``keep`` or ``remove``.
+        reason: why (``newest 2 of the model``, ``in use by i-0abc``, ``older than the newest 2``...).
+    """
+
+    image: OurImage
+    action: str
+    reason: str
+
+
+def resolve_base_image(ctx: AwsContext, parameter: str = DLAMI_BASE_PARAMETER) -> str:
+    """The AMI id an SSM public parameter names: by default the newest Deep Learning Base GPU AMI.
+
+    Raises:
+        ImageNotFoundError: the parameter does not exist in the region; the message says to give
+            ``--base-ami``.
+        CredentialsError, CloudError: the call failed (``ssm:GetParameter`` not allowed...).
+    """
+    from gpu_transcribe.aws.clients import error_code, ssm_client
+
+    try:
+        value = ssm_client(ctx).get_parameter(Name=parameter)["Parameter"]["Value"]
+    except Exception as exc:
+        if error_code(exc) in ("ParameterNotFound", "ParameterVersionNotFound"):
+            raise ImageNotFoundError(
+                f"the base image parameter {parameter} does not exist in {ctx.region}; "
+                "choose a base AMI (Ubuntu 22.04 with an NVIDIA driver) with --base-ami ami-..."
+            ) from None
+        if is_aws_error(exc):
+            raise raise_for(ctx, exc, f"reading the base image from SSM parameter {parameter}") from exc
+        raise
+    value = str(value).strip()
+    if not re.fullmatch(r"ami-[0-9a-f]{8,17}", value):
+        raise ImageNotFoundError(
+            f"SSM parameter {parameter} in {ctx.region} holds {value!r}, not an AMI id; "
+            "use --base-ami ami-..."
+        )
+    return value
+
+
+def image_name(version: str, model: str, created_at: datetime) -> str:
+    """The AMI name: ``gpu-transcribe-<version>-<model>-<UTC time>``, in EC2's allowed characters.
+
+    Example: ``gpu-transcribe-0.1.0-KBLab_kb-whisper-small-20261122T042641Z``.
+    """
+    stamp = created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    raw = f"gpu-transcribe-{version}-{model.replace('/', '_')}-{stamp}"
+    name = _IMAGE_NAME_BAD.sub("_", raw)
+    return name if len(name) <= 128 else name[:110] + "-" + stamp
+
+
+def image_tags(
+    *,
+    version: str,
+    model: str,
+    revision: str | None,
+    base_image_id: str,
+    name: str,
+    run_tags: Sequence[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """The tags of a built image and its snapshots.
+
+    ``run_tags`` are the builder's own (run id, owner, created, role, version, the user's extra tags, Name);
+    the image adds model, revision (``""`` for the default branch) and base AMI, and takes ``name`` as its
+    ``Name``.
+    """
+    tags = dict(run_tags)
+    tags.update(
+        {
+            TAG_VERSION: version,
+            TAG_MODEL: model,
+            TAG_REVISION: revision or "",
+            TAG_BASE_AMI: base_image_id,
+            "Name": name,
+        }
+    )
+    return sorted(tags.items())
+
+
+def _ec2_tags(tags: Sequence[tuple[str, str]]) -> list[Any]:
+    return [{"Key": k, "Value": v} for k, v in tags]
+
+
+def stop_instance(
+    ctx: AwsContext,
+    instance_id: str,
+    *,
+    timeout_s: float = STOP_TIMEOUT_S,
+    poll_s: float = 5.0,
+    on_progress: ProgressCallback = no_progress,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Stop the builder (a clean shutdown, so the image's file systems are consistent) and wait for
+    ``stopped``.
+
+    Raises:
+        InstanceLostError: it terminated instead (a spot interruption, the dead-man switch).
+        CloudError: the call failed, or it is not stopped after ``timeout_s``.
+    """
+    from gpu_transcribe.aws.instances import describe_instance, lost_error
+
+    ec2 = ec2_client(ctx)
+    try:
+        ec2.stop_instances(InstanceIds=[instance_id])
+    except Exception as exc:
+        if is_aws_error(exc):
+            raise raise_for(ctx, exc, f"stopping builder {instance_id}") from exc
+        raise
+    start = clock()
+    last = ""
+    while True:
+        info = describe_instance(ctx, instance_id)
+        state = info.state if info else "unknown"
+        if state != last:
+            on_progress(ProgressEvent("stop", f"{instance_id}: {state} after {clock() - start:.0f} s"))
+            last = state
+        if info is not None and state == "stopped":
+            return
+        if info is not None and info.gone:
+            raise lost_error(info)
+        if clock() - start >= timeout_s:
+            raise CloudError(f"builder {instance_id} is still {state} after {timeout_s:.0f} s of stopping")
+        sleep(poll_s)
+
+
+def create_image(
+    ctx: AwsContext,
+    instance_id: str,
+    *,
+    name: str,
+    description: str,
+    tags: Sequence[tuple[str, str]],
+    reboot: bool,
+) -> str:
+    """``CreateImage`` from the builder, the image tagged at creation; returns the new AMI id.
+
+    Snapshots are tagged separately (:func:`tag_image_snapshots`): their ids are known only once EC2 starts
+    them (and moto rejects a ``snapshot`` tag specification).
+
+    Args:
+        reboot: let EC2 shut the instance down for the snapshot and boot it again (``NoReboot=False``): for a
+            running builder (a one-time spot instance cannot be stopped). ``False`` for a stopped builder.
+
+    Raises:
+        CredentialsError, CloudError: the call failed.
+    """
+    try:
+        reply = ec2_client(ctx).create_image(
+            InstanceId=instance_id,
+            Name=name,
+            Description=description[:255],
+            NoReboot=not reboot,
+            TagSpecifications=[{"ResourceType": "image", "Tags": _ec2_tags(tags)}],
+        )
+    except Exception as exc:
+        if is_aws_error(exc):
+            raise raise_for(ctx, exc, f"creating an image of builder {instance_id}") from exc
+        raise
+    return str(reply["ImageId"])
+
+
+def describe_our_image(ctx: AwsContext, image_id: str) -> OurImage | None:
+    """One image as :class:`OurImage` (whatever its tags), or ``None`` if EC2 does not know it.
+
+    Raises:
+        CredentialsError, CloudError: the call failed.
+    """
+    try:
+        raw = ec2_client(ctx).describe_images(ImageIds=[image_id])["Images"]
+    except Exception as exc:
+        if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+            return None
+        if is_aws_error(exc):
+            raise raise_for(ctx, exc, f"describing image {image_id}") from exc
+        raise
+    return _our_image(raw[0]) if raw else None
+
+
+def tag_image_snapshots(ctx: AwsContext, image: OurImage, tags: Sequence[tuple[str, str]]) -> None:
+    """Put ``tags`` on the image's snapshots (so leftovers can be found and cost attributed).
+
+    Raises:
+        CredentialsError, CloudError: the call failed.
+    """
+    if not image.snapshot_ids:
+        return
+    try:
+        ec2_client(ctx).create_tags(Resources=list(image.snapshot_ids), Tags=_ec2_tags(tags))
+    except Exception as exc:
+        if is_aws_error(exc):
+            raise raise_for(ctx, exc, f"tagging the snapshots of {image.image_id}") from exc
+        raise
+
+
+def wait_image_available(
+    ctx: AwsContext,
+    image_id: str,
+    *,
+    snapshot_tags: Sequence[tuple[str, str]] = (),
+    timeout_s: float = IMAGE_TIMEOUT_S,
+    poll_s: float = IMAGE_POLL_S,
+    on_progress: ProgressCallback = no_progress,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> OurImage:
+    """Poll until the image is ``available``, tagging its snapshots with ``snapshot_tags`` as soon as they
+    appear (so a build interrupted while waiting leaves no untagged snapshot).
+
+    Returns:
+        The available image.
+
+    Raises:
+        CloudError: the image ``failed`` (EC2's reason in the message), vanished, or is not available after
+            ``timeout_s``.
+    """
+    start = clock()
+    tagged: set[str] = set()
+    last = ""
+    while True:
+        image = describe_our_image(ctx, image_id)
+        if image is None:
+            # A new image can be missing from describe calls for a moment.
+            if clock() - start >= min(timeout_s, 60.0):
+                raise CloudError(f"image {image_id} does not exist any more in {ctx.region}")
+        else:
+            untagged = [s for s in image.snapshot_ids if s not in tagged]
+            if snapshot_tags and untagged:
+                tag_image_snapshots(ctx, replace(image, snapshot_ids=tuple(untagged)), snapshot_tags)
+                tagged.update(untagged)
+                on_progress(ProgressEvent("image", f"tagged snapshot(s) {', '.join(untagged)}"))
+            if image.state != last:
+                on_progress(
+                    ProgressEvent("image", f"{image_id}: {image.state} after {clock() - start:.0f} s")
+                )
+                last = image.state
+            if image.state == "available":
+                return image
+            if image.state in ("failed", "deregistered", "error", "invalid"):
+                raise CloudError(
+                    f"image {image_id} is {image.state}"
+                    + (f": {image.state_reason}" if image.state_reason else "")
+                )
+        if clock() - start >= timeout_s:
+            raise CloudError(f"image {image_id} is still {last or 'unknown'} after {timeout_s:.0f} s")
+        sleep(poll_s)
+
+
+def _delete_snapshot(
+    ec2: Any, snapshot_id: str, clock: Callable[[], float], sleep: Callable[[float], None]
+) -> bool:
+    """Delete one snapshot; ``False`` if it was gone already. Retries ``InvalidSnapshot.InUse`` for a while:
+    EC2 may still count a just-deregistered image as using it."""
+    try:
+        for attempt in retrying(
+            retry_on=lambda exc: error_code(exc) == "InvalidSnapshot.InUse",
+            attempts=None,
+            timeout_s=120.0,
+            base_s=2.0,
+            cap_s=15.0,
+            clock=clock,
+            sleep=sleep,
+        ):
+            with attempt:
+                ec2.delete_snapshot(SnapshotId=snapshot_id)
+    except Exception as exc:
+        if error_code(exc) == "InvalidSnapshot.NotFound":
+            return False
+        raise
+    return True
+
+
+def delete_image(
+    ctx: AwsContext,
+    image_id: str,
+    *,
+    snapshot_ids: Sequence[str] = (),
+    run_id: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ImageRemoval:
+    """Deregister an image and delete its snapshots. Idempotent: a second call finds nothing and says so.
+
+    The snapshots are the image's own (from describe, if it still exists), ``snapshot_ids`` (known from
+    earlier), snapshots tagged with ``run_id`` (those :func:`wait_image_available` tagged), and those EC2
+    describes as made for it (``Created by CreateImage(...) for <image id>``). ``DeregisterImage`` does not
+    delete snapshots by itself.
+
+    Returns:
+        What was done; ``failed`` lists what could not be removed (never raises for one snapshot).
+
+    Raises:
+        CredentialsError: the credentials were rejected.
+        CloudError: the image could not be described or deregistered.
+    """
+    from gpu_transcribe.aws.clients import CREDENTIAL_CODES
+    from gpu_transcribe.aws.models import TAG_RUN_ID
+
+    ec2 = ec2_client(ctx)
+    image = describe_our_image(ctx, image_id)
+    snapshots = dict.fromkeys([*(image.snapshot_ids if image else ()), *snapshot_ids])
+    # EC2 describes them as "Created by CreateImage(i-...) for ami-..." (some with " from vol-..." after it);
+    # no trailing "*" right after the id, so that an 8-digit id cannot match a longer one.
+    described = [f"*for {image_id}", f"*for {image_id} *"]
+    filters: list[list[Any]] = [[{"Name": "description", "Values": described}]]
+    if run_id:
+        filters.append([{"Name": f"tag:{TAG_RUN_ID}", "Values": [run_id]}])
+    for extra in filters:
+        try:
+            found = ec2.describe_snapshots(OwnerIds=["self"], Filters=extra)["Snapshots"]
+        except Exception as exc:
+            if error_code(exc) in CREDENTIAL_CODES or not is_aws_error(exc):
+                raise
+            continue  # best effort: the image's own snapshots are already known
+        snapshots.update(dict.fromkeys(s["SnapshotId"] for s in found))
+    deregistered = False
+    if image is not None:
+        try:
+            ec2.deregister_image(ImageId=image_id)
+            deregistered = True
+        except Exception as exc:
+            if error_code(exc) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+                if is_aws_error(exc):
+                    raise raise_for(ctx, exc, f"deregistering image {image_id}") from exc
+                raise
+    deleted: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for snapshot_id in snapshots:
+        try:
+            if _delete_snapshot(ec2, snapshot_id, clock, sleep):
+                deleted.append(snapshot_id)
+        except Exception as exc:
+            if error_code(exc) in CREDENTIAL_CODES:
+                raise raise_for(ctx, exc, f"deleting snapshot {snapshot_id}") from exc
+            if not is_aws_error(exc):
+                raise
+            failed.append((snapshot_id, f"{error_code(exc)}: {error_message(exc)}"))
+    return ImageRemoval(image_id, deregistered, tuple(deleted), tuple(failed))
+
+
+def images_in_use(ctx: AwsContext) -> dict[str, tuple[str, ...]]:
+    """Images that live instances of ours were launched from: ``{image id: (instance ids)}``.
+
+    "Ours": tagged ``gpu-transcribe:run-id``; "live": any state but ``terminated`` (a stopped or
+    stopping instance still needs its image to start again; ``shutting-down`` is counted until it is gone).
+
+    Raises:
+        CredentialsError, CloudError: the describe call failed.
+    """
+    from gpu_transcribe.aws.models import LIVE_STATES, TAG_RUN_ID
+
+    used: dict[str, list[str]] = {}
+    try:
+        pages = (
+            ec2_client(ctx)
+            .get_paginator("describe_instances")
+            .paginate(
+                Filters=[
+                    {"Name": "tag-key", "Values": [TAG_RUN_ID]},
+                    {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+                ]
+            )
+        )
+        for page in pages:
+            for reservation in page.get("Reservations", []):
+                for raw in reservation.get("Instances", []):
+                    if raw.get("State", {}).get("Name") in LIVE_STATES and raw.get("ImageId"):
+                        used.setdefault(raw["ImageId"], []).append(raw["InstanceId"])
+    except Exception as exc:
+        if is_aws_error(exc):
+            raise raise_for(ctx, exc, "listing the instances of gpu-transcribe") from exc
+        raise
+    return {image_id: tuple(sorted(ids)) for image_id, ids in used.items()}
+
+
+def plan_prune(
+    images: Sequence[OurImage], keep: int, in_use: Mapping[str, Sequence[str]]
+) -> tuple[PruneDecision, ...]:
+    """Which images ``images prune --keep N`` removes.
+
+    Per model and revision, the ``keep`` newest *available* images stay; older available images and
+    ``failed`` ones go. An image in use by a live instance always stays, and so does a ``pending`` one
+    (a build may still be making it). Grouping by model keeps the only image of a second model from being
+    pruned by the newer images of the first.
+
+    Returns:
+        One decision per image, newest first.
+
+    Raises:
+        ValueError: ``keep`` is negative.
+    """
+    if keep < 0:
+        raise ValueError(f"keep must be 0 or more, not {keep}")
+    decisions: list[PruneDecision] = []
+    kept_per_model: dict[tuple[str, str], int] = {}
+    for image in sorted(images, key=_newest_first):
+        group = (image.model, image.revision)
+        users = tuple(in_use.get(image.image_id, ()))
+        if image.state == "available":
+            rank = kept_per_model.get(group, 0)
+            kept_per_model[group] = rank + 1
+            if rank < keep:
+                decisions.append(PruneDecision(image, "keep", f"newest {keep} of {image.model}"))
+                continue
+        if users:
+            decisions.append(PruneDecision(image, "keep", f"in use by {', '.join(users)}"))
+        elif image.state == "pending":
+            decisions.append(PruneDecision(image, "keep", "still being created"))
+        elif image.state == "available":
+            decisions.append(PruneDecision(image, "remove", f"older than the newest {keep} of {image.model}"))
+        else:
+            decisions.append(PruneDecision(image, "remove", f"{image.state}: unusable"))
+    return tuple(decisions)

@@ -1,0 +1,282 @@
+"""``ami/provision.py`` for real, over the loopback sshd as ``build-ami`` runs it on a builder.
+
+The wheel built from this checkout and the script are pushed over SFTP; the script makes a venv in a temporary
+prefix, installs the wheel with its ``engine`` extra (torch pinned to the CPU build on this machine's disk),
+copies the offline whisper-base checkpoint, compiles bytecode and transcribes a real Swedish recording on the
+CPU. The manifest, pulled back, must show every check passing and a non-empty warm-up transcript. Then: a
+second run reuses everything, a failing step exits 1 naming the check, ``run --update-engine``'s command
+installs a pushed wheel into the prefix, and the builder's key is removed from authorized_keys.
+
+Measured on the 2-core test machine: first provisioning about 70 s (pip installing torch and the rest from
+local wheels is most of it), a second run about 20 s (the warm-up's model load and transcription).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from gpu_transcribe import __version__
+from gpu_transcribe.build import PROVISION_SCRIPT
+from gpu_transcribe.ssh import SSHSession, SSHTarget, connect
+from gpu_transcribe.wheel import update_engine_argv
+from tests.fixtures.provision import (
+    TEST_MODEL_ID,
+    built_wheel,
+    offline_model_dir,
+    provision_test_args,
+    remember_provisioned_prefix,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+CHECKS = {"engine_imports", "model_cached", "bytecode_compiled", "warmup_transcript"}
+
+
+def load_provision_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("provision_under_test", PROVISION_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def session(sshd_server: object, sshd_target: SSHTarget) -> Iterator[SSHSession]:
+    with connect(sshd_target, deadline_s=30) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def sshd_target(sshd_server: object) -> SSHTarget:  # module scope: one session for the module
+    from tests.fixtures.sshd import SshdServer
+
+    assert isinstance(sshd_server, SshdServer)
+    return SSHTarget(
+        host=sshd_server.host,
+        port=sshd_server.port,
+        username=sshd_server.username,
+        private_key=sshd_server.client_private_key,
+        host_public_key=sshd_server.host_public_key,
+    )
+
+
+@pytest.fixture(scope="module")
+def remote_dir(session: SSHSession, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The staging directory on the "builder", with the wheel and the script pushed into it."""
+    path = f"/tmp/gpu-transcribe-provision-test-{uuid.uuid4().hex[:8]}"
+    session.run(["mkdir", "-m", "700", path])
+    wheel = built_wheel(tmp_path_factory)
+    session.push([(wheel, f"{path}/{wheel.name}"), (PROVISION_SCRIPT, f"{path}/provision.py")])
+    yield path
+    session.run(["rm", "-rf", path], check=False)
+
+
+def provision(
+    session: SSHSession, remote_dir: str, prefix: Path, wheel_name: str, *extra: str
+) -> tuple[int, list[str], dict[str, object] | None]:
+    """Run the pushed script remotely; return its exit status, its stdout lines and its manifest."""
+    lines: list[str] = []
+    argv = [sys.executable, f"{remote_dir}/provision.py", "--prefix", str(prefix)]
+    argv += ["--wheel", f"{remote_dir}/{wheel_name}", *provision_test_args(), *extra]
+    result = session.run(argv, on_stdout_line=lines.append, check=False)
+    manifest_path = prefix / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    if result.returncode != 0:
+        print("\n".join(lines[-40:]), result.stderr_tail, sep="\n")
+    return result.returncode, lines, manifest
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    session: SSHSession, remote_dir: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, int, list[str], dict[str, object] | None]:
+    prefix = tmp_path_factory.mktemp("provision") / "opt-gpu-transcribe"
+    wheel = built_wheel(tmp_path_factory)
+    returncode, lines, manifest = provision(session, remote_dir, prefix, wheel.name)
+    if returncode == 0:
+        remember_provisioned_prefix(prefix)
+    return prefix, returncode, lines, manifest
+
+
+def test_provisioning_installs_the_engine_and_passes_every_check(
+    first_run: tuple[Path, int, list[str], dict[str, object] | None],
+) -> None:
+    prefix, returncode, lines, manifest = first_run
+    assert returncode == 0
+    assert lines[-1] == "provisioning ok"
+    steps = [line[4:] for line in lines if line.startswith("==> ")]
+    assert steps == [
+        "install prefix",
+        "system packages: skipped (--skip-system-packages)",
+        "virtual environment",
+        "engine wheel",
+        "versions",
+        "model",
+        "bytecode",
+        "warm-up transcription",
+    ]
+    assert [line for line in lines if line.startswith("check ")] == [
+        "check engine_imports: ok",
+        "check model_cached: ok",
+        "check bytecode_compiled: ok",
+        "check warmup_transcript: ok",
+    ]
+    assert manifest is not None
+    assert manifest["ok"] is True
+    assert manifest["checks"] == dict.fromkeys(CHECKS, "ok")
+    assert manifest["gpu_transcribe"] == __version__
+    assert manifest["model"] == TEST_MODEL_ID and manifest["revision"] is None
+    assert manifest["torch"] == "2.13.0+cpu" and manifest["cuda_available"] is False
+    model_path = Path(str(manifest["model_path"]))
+    assert model_path.parent == prefix / "models" and (model_path / "config.json").is_file()
+    assert manifest["model_source"] == str(offline_model_dir().resolve())
+    warmup = manifest["warmup"]
+    assert isinstance(warmup, dict)
+    assert (warmup["device"], warmup["dtype"]) == ("cpu", "float32")
+    text = str(warmup["text"]).strip()
+    assert text, "the warm-up transcript is empty"
+    # The clip says "Århuslekar börja i och för sig bli gammal och skröplig, men den har ju ett sådant
+    # trevligt sätt." (its .txt); whisper-base gets most of the words.
+    assert {"gammal", "trevligt"} <= {w.strip(".,").lower() for w in text.split()}
+    # What a run does with the image: the venv's interpreter runs the engine offline from the manifest's path.
+    engine = subprocess.run(
+        [str(prefix / "venv" / "bin" / "python"), "-m", "remote", "transcribe", "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert engine.returncode == 0 and "--model" in engine.stdout
+    # Bytecode is there for the engine's heavy imports (the first run does not compile them).
+    site = next((prefix / "venv" / "lib").glob("python3*/site-packages"))
+    assert any((site / "transformers" / "__pycache__").glob("__init__.*.pyc"))
+    assert any((site / "remote" / "__pycache__").glob("engine.*.pyc"))
+
+
+def test_a_second_run_reuses_the_prefix(
+    session: SSHSession,
+    remote_dir: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    first_run: tuple[Path, int, list[str], dict[str, object] | None],
+) -> None:
+    prefix, returncode, _, _ = first_run
+    assert returncode == 0
+    weights = next((prefix / "models").glob("*/model.safetensors"))
+    inode = weights.stat().st_ino
+    again, lines, manifest = provision(session, remote_dir, prefix, built_wheel(tmp_path_factory).name)
+    assert again == 0
+    assert f"    reusing {prefix / 'venv'}" in lines
+    assert any(line.startswith("    reusing ") and "models" in line for line in lines)
+    assert weights.stat().st_ino == inode  # not copied again
+    assert manifest is not None and manifest["ok"] is True
+
+
+def test_a_failing_step_exits_1_and_names_the_check(
+    session: SSHSession,
+    remote_dir: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    first_run: tuple[Path, int, list[str], dict[str, object] | None],
+    tmp_path: Path,
+) -> None:
+    prefix, returncode, _, _ = first_run
+    assert returncode == 0
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    wheel = built_wheel(tmp_path_factory).name
+    failed, lines, manifest = provision(session, remote_dir, prefix, wheel, "--model-dir", str(empty))
+    assert failed == 1
+    assert "check engine_imports: ok" in lines
+    [line] = [line for line in lines if line.startswith("check model_cached")]
+    assert (
+        line
+        == f"check model_cached: FAILED --model-dir {empty}: no config.json and weights there; give a "
+        + ("transformers checkpoint")
+    )
+    assert manifest is not None and manifest["ok"] is False
+    assert manifest["checks"]["model_cached"].startswith("FAILED: --model-dir")  # type: ignore[index]
+    assert "warmup_transcript" not in manifest["checks"]  # type: ignore[operator]
+
+
+def test_an_unusable_interpreter_fails_at_the_venv_step(
+    session: SSHSession, remote_dir: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    prefix = tmp_path / "fresh"
+    wheel = built_wheel(tmp_path_factory).name
+    failed, lines, manifest = provision(
+        session, remote_dir, prefix, wheel, "--python", "/nonexistent/python3.11"
+    )
+    assert failed == 1
+    assert "check venv: FAILED /nonexistent/python3.11: cannot run it (No such file or directory)" in lines
+    assert manifest is not None and manifest["checks"] == {
+        "venv": "FAILED: /nonexistent/python3.11: cannot run it (No such file or directory)"
+    }
+
+
+def test_update_engine_installs_a_pushed_wheel_into_the_prefix(
+    session: SSHSession,
+    remote_dir: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    first_run: tuple[Path, int, list[str], dict[str, object] | None],
+) -> None:
+    prefix, returncode, _, _ = first_run
+    assert returncode == 0
+    wheel = built_wheel(tmp_path_factory)
+    python = prefix / "venv" / "bin" / "python"
+    record = next((prefix / "venv" / "lib").glob("python3*/site-packages/gpu_transcribe-*.dist-info/RECORD"))
+    before = record.stat().st_mtime_ns
+    result = session.run(update_engine_argv(str(prefix), f"{remote_dir}/{wheel.name}"), check=False)
+    assert result.returncode == 0, result.stderr_tail
+    after = next((prefix / "venv" / "lib").glob("python3*/site-packages/gpu_transcribe-*.dist-info/RECORD"))
+    assert after.stat().st_mtime_ns > before  # reinstalled although the version is the same
+    shown = subprocess.run(
+        [str(python), "-m", "pip", "show", "gpu-transcribe"], capture_output=True, text=True
+    )
+    assert f"Version: {__version__}" in shown.stdout
+
+
+def test_update_engine_argv_shape() -> None:
+    argv = update_engine_argv("/opt/gpu-transcribe/", "/tmp/x/gpu_transcribe-0.1.0-py3-none-any.whl")
+    assert argv[:4] == ["/opt/gpu-transcribe/venv/bin/python", "-m", "pip", "install"]
+    assert {"--no-deps", "--force-reinstall", "--no-index"} <= set(argv)
+    assert argv[-1] == "/tmp/x/gpu_transcribe-0.1.0-py3-none-any.whl"
+    with pytest.raises(ValueError):
+        update_engine_argv("opt/gpu-transcribe", "/tmp/x.whl")
+    with pytest.raises(ValueError):
+        update_engine_argv("/opt/gpu-transcribe", "/tmp/x.tar.gz")
+
+
+def test_the_builders_key_is_removed_from_authorized_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = load_provision_module()
+    ssh_dir = tmp_path / ".ssh"
+    ssh_dir.mkdir()
+    keep = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeepKeepKeepKeepKeepKeepKeepKeepKeepKeepKee user@laptop\n"
+    builder = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuildBuildBuildBuildBuildBuildBuildBuildBuil"
+    (ssh_dir / "authorized_keys").write_text(keep + builder + " gpu-transcribe-builder\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert module.forget_authorized_key(builder + " gpu-transcribe-client-x") is True
+    assert (ssh_dir / "authorized_keys").read_text() == keep
+    assert module.forget_authorized_key(builder) is False  # nothing left to remove
+
+
+def test_the_script_is_python_3_10_and_standard_library_only() -> None:
+    """The builder runs it with Ubuntu 22.04's python3 (3.10) before anything is installed."""
+    source = PROVISION_SCRIPT.read_text(encoding="utf-8")
+    tree = ast.parse(source, feature_version=(3, 10))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+    assert "datetime.UTC" not in source and "dt.UTC" not in source  # 3.11+

@@ -1,0 +1,50 @@
+"""``gpu_transcribe.wheel.build_wheel``: the project's wheel holds both packages and their data, is built
+from a copy (the checkout gets no ``build/`` or ``*.egg-info``), and a failure is one clear error."""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from gpu_transcribe import __version__, wheel
+from gpu_transcribe.errors import GpuTranscribeError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_build_wheel_holds_both_packages_and_leaves_the_checkout_clean(tmp_path: Path) -> None:
+    before = {p.name for p in REPO.iterdir()}
+    started = time.monotonic()
+    built = wheel.build_wheel(tmp_path / "out")
+    print(f"wheel built in {time.monotonic() - started:.1f} s")  # measured: 1.5 s on 2 cores, no isolation
+    assert built == tmp_path / "out" / f"gpu_transcribe-{__version__}-py3-none-any.whl"
+    names = set(zipfile.ZipFile(built).namelist())
+    assert {"gpu_transcribe/cli.py", "gpu_transcribe/build.py", "gpu_transcribe/data/deadman.sh"} <= names
+    assert {"remote/__main__.py", "remote/engine.py", "remote/py.typed"} <= names
+    assert not any(n.startswith(("tests/", "bench/", "ami/")) or "__pycache__" in n for n in names)
+    metadata = zipfile.ZipFile(built).read(f"gpu_transcribe-{__version__}.dist-info/METADATA").decode()
+    assert "Provides-Extra: engine" in metadata
+    assert {p.name for p in REPO.iterdir()} == before  # no build/, no gpu_transcribe.egg-info
+    assert list((tmp_path / "out").iterdir()) == [built]  # no temporary file left beside it
+    assert wheel.build_wheel(tmp_path / "out") == built  # again: replaced in place
+
+
+def test_no_source_checkout_says_to_pass_a_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "site-packages" / "gpu_transcribe" / "wheel.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(wheel, "__file__", str(fake))
+    with pytest.raises(GpuTranscribeError, match=r"not a source checkout .*--wheel FILE"):
+        wheel.build_wheel(tmp_path / "out")
+
+
+def test_a_failing_build_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sources = ("README.md", "gpu_transcribe", "remote")  # no pyproject.toml
+    monkeypatch.setattr(wheel, "WHEEL_SOURCES", sources)
+    with pytest.raises(GpuTranscribeError) as caught:
+        wheel.build_wheel(tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith(f"building the gpu-transcribe wheel from {REPO} failed: ")
+    assert "\n" not in message
