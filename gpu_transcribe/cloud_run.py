@@ -402,6 +402,19 @@ class _Work:
     engine_runs: list[EngineRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     uploads: dict[int, tuple[UploadedObject, ...]] = field(default_factory=dict)
+    wheel: Path | None = None  # --update-engine: this version's wheel, installed on the host first
+    wheel_dir: Any = None  # its TemporaryDirectory, removed with this object (or at exit)
+
+    def build_wheel(self, phases: _Phases, callbacks: RunCallbacks) -> None:
+        """Build this version's wheel for ``--update-engine`` (about 1-4 s)."""
+        import tempfile
+
+        from gpu_transcribe.wheel import build_wheel
+
+        _progress(callbacks, "update-engine", "building this version's wheel for --update-engine")
+        self.wheel_dir = tempfile.TemporaryDirectory(prefix="gpu-transcribe-wheel-")
+        with phases.timed("plan"):
+            self.wheel = build_wheel(Path(self.wheel_dir.name))
 
     def unfinished(self) -> list[int]:
         return [i for i in range(len(self.files)) if i not in self.outcomes]
@@ -623,6 +636,39 @@ def _heartbeat_path() -> str:
     return os.environ.get(HEARTBEAT_PATH_ENV, "").strip() or HEARTBEAT_PATH
 
 
+def _update_engine(
+    session: SSHSession,
+    wheel: Path,
+    remote_prefix: str,
+    run_dir: str,
+    callbacks: RunCallbacks,
+    phases: _Phases,
+) -> None:
+    """``--update-engine``: push this version's wheel and install it into the image's engine environment
+    (``--no-deps``: the image has the dependencies; seconds, no download).
+
+    Raises:
+        SSHError, EngineError: the push or the install failed (the install's stderr tail in the message).
+    """
+    from gpu_transcribe.wheel import update_engine_argv
+
+    _progress(callbacks, "update-engine", f"installing {wheel.name} on {session.target} (--update-engine)")
+    started = time.monotonic()
+    remote_wheel = posixpath.join(run_dir, wheel.name)
+    session.push([(wheel, remote_wheel)])
+    result = session.run(update_engine_argv(remote_prefix, remote_wheel), check=False)
+    phases.add("update_engine", time.monotonic() - started)
+    if result.returncode != 0:
+        tail = result.stderr_tail.strip().splitlines()
+        raise EngineError(
+            "update_failed",
+            f"{session.target}: installing {wheel.name} into {remote_prefix}/venv failed "
+            f"({tail[-1] if tail else f'exit status {result.returncode}'}); build a new image with "
+            "gpu-transcribe build-ami",
+            result.stderr_tail,
+        )
+
+
 def _work_on_host(
     session: SSHSession,
     work: _Work,
@@ -648,6 +694,8 @@ def _work_on_host(
     )
     run_dir = setup.run_dir
     try:
+        if work.wheel is not None:
+            _update_engine(session, work.wheel, settings_remote_prefix, run_dir, callbacks, phases)
         remote_audio = [
             posixpath.join(run_dir, "in", str(n), work.files[index].path.name)
             for n, index in enumerate(indices)
@@ -755,6 +803,8 @@ def run_on_host(
         bucket = settings.require_s3_bucket() if request.upload and inputs.files else None
     run_id = new_run_id()
     work = _Work(list(inputs.files), list(inputs.destinations))
+    if request.update_engine and work.files:
+        work.build_wheel(phases, callbacks)
     if inputs.files:
         host = request.host
         target = SSHTarget(
@@ -837,6 +887,8 @@ def run_cloud(
         plan = plan_launch(ctx, spec, on_progress=callbacks.on_progress)
     run_id = spec.run_id
     work = _Work(list(inputs.files), list(inputs.destinations))
+    if request.update_engine and work.files:
+        work.build_wheel(phases, callbacks)
     usages: list[InstanceUsage] = []
     losses: list[InstanceLostError] = []
     teardown_error: TeardownError | None = None

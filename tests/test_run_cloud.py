@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from bench.fixtures import word_error_rate
+from gpu_transcribe import __version__
 from tests.fixtures.cloud import BUCKET, REPO, CloudBed, make_bed, write_engine_prefix
 from tests.fixtures.moto_aws import MotoAws
 from tests.fixtures.sshd import SshdServer, find_sshd, generate_ed25519_keypair
@@ -492,4 +493,42 @@ def test_after_sigkill_cleanup_finds_and_removes_the_run(bed: CloudBed) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert left[0]["InstanceId"] in proc.stdout
+    assert_nothing_left(bed.aws)
+
+
+def test_update_engine_installs_this_version_on_an_older_image(
+    bed: CloudBed, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The image is one ``ami/provision.py`` really made (a venv with the engine, the model cached and named
+    in the manifest), tagged with an older version: ``--update-engine`` pushes this version's wheel, installs
+    it with ``--no-deps`` into the image's venv, then transcribes with the image's cached model, offline."""
+    from gpu_transcribe.aws.images import TAG_MODEL
+    from gpu_transcribe.aws.models import TAG_VERSION
+    from tests.fixtures.provision import TEST_MODEL_ID, provisioned_prefix
+
+    prefix = provisioned_prefix(tmp_path_factory)
+    bed.aws.ec2().create_tags(
+        Resources=[bed.aws.image_id],
+        Tags=[{"Key": TAG_VERSION, "Value": "0.0.1"}, {"Key": TAG_MODEL, "Value": TEST_MODEL_ID}],
+    )
+    bed.env.update(GPU_TRANSCRIBE_REMOTE_PREFIX=str(prefix), GPU_TRANSCRIBE_MODEL=TEST_MODEL_ID)
+    installed = sorted((prefix / "venv").glob("lib/python*/site-packages/gpu_transcribe-*.dist-info"))
+    assert installed
+    before_ns = installed[0].stat().st_mtime_ns
+    emulator = bed.emulator()
+    try:
+        cli = Cli(bed, "run", *bed.inputs(SV_CLIP), "--no-s3", "--update-engine", "-o", bed.tmp / "out")
+        code, _, stderr = cli.finish()
+    finally:
+        emulator.stop()
+    assert code == 0, stderr
+    assert "installing gpu_transcribe-" in stderr and "update_engine " in stderr
+    after = sorted((prefix / "venv").glob("lib/python*/site-packages/gpu_transcribe-*.dist-info"))
+    assert [p.name for p in after] == [f"gpu_transcribe-{__version__}.dist-info"]
+    assert after[0].stat().st_mtime_ns > before_ns  # reinstalled now
+    reference = SV_CLIP.with_suffix(".txt").read_text(encoding="utf-8")
+    assert (
+        word_error_rate(reference, (bed.tmp / "out" / "intervju-0.txt").read_text(encoding="utf-8"), "sv")
+        <= 0.5
+    )
     assert_nothing_left(bed.aws)
