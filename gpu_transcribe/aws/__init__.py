@@ -11,7 +11,8 @@ boto3):
 - :mod:`.instances`: describe, wait for ``running`` and the SSH port, spot interruption, the address seam;
 - :mod:`.resources`: finding our resources by tag, teardown and removal (used by ``cleanup``);
 - :mod:`.retry`: capped, jittered backoff (tenacity) where botocore's own retries do not fit;
-- :mod:`.s3`: encrypted uploads of a run's results;
+- :mod:`.s3`: encrypted uploads of a run's results, the bucket check before launching;
+- :mod:`.images`: our AMIs: list, choose for a run, create from a builder, tag snapshots, prune;
 - :mod:`.userdata`: cloud-init user data, the heartbeat path (no boto3);
 - :mod:`.checkip`: this machine's public IP for the SSH rule (no boto3).
 
