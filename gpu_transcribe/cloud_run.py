@@ -1000,39 +1000,54 @@ def _one_instance(
             clock["launched"] = time.monotonic()
             state["launched"] = launched
             state["resources"] = launched.resources
-            with phases.timed("ssh_ready"):
-                launched, address = wait_until_ready(
-                    ctx,
-                    launched,
-                    resolve=resolve,
-                    ssh_timeout_s=ssh_deadline_s,
-                    on_progress=callbacks.on_progress,
+            try:
+                with phases.timed("ssh_ready"):
+                    launched, address = wait_until_ready(
+                        ctx,
+                        launched,
+                        resolve=resolve,
+                        ssh_timeout_s=ssh_deadline_s,
+                        on_progress=callbacks.on_progress,
+                    )
+                    state["launched"] = launched
+                    target = SSHTarget(
+                        host=address[0],
+                        port=address[1],
+                        username=launched.login_user,
+                        private_key=launched.client_key.private_key_openssh,
+                        host_public_key=launched.host_public_key,
+                    )
+                    session = connect(target, deadline_s=ssh_deadline_s)
+                    state["session"] = session
+            except InstanceLostError as exc:  # reclaimed while booting: the same as during the work
+                if not exc.spot_interruption:
+                    raise
+                lost = exc
+                _progress(callbacks, "lost", str(exc))
+            if lost is None:
+                _progress(callbacks, "ssh", f"connected to {launched.instance_id} ({session.server_version})")
+                session.start_heartbeat(
+                    _heartbeat_path(),
+                    on_error=lambda why: _progress(callbacks, "note", f"heartbeat: {why}"),
                 )
-                state["launched"] = launched
-                target = SSHTarget(
-                    host=address[0],
-                    port=address[1],
-                    username=launched.login_user,
-                    private_key=launched.client_key.private_key_openssh,
-                    host_public_key=launched.host_public_key,
-                )
-                session = connect(target, deadline_s=ssh_deadline_s)
-                state["session"] = session
-            _progress(callbacks, "ssh", f"connected to {launched.instance_id} ({session.server_version})")
-            session.start_heartbeat(
-                _heartbeat_path(),
-                on_error=lambda why: _progress(callbacks, "note", f"heartbeat: {why}"),
-            )
-            with _Watcher(ctx, launched.instance_id, session, alive_check_s, callbacks) as watcher:
-                try:
-                    _work_on_host(
-                        session, work, indices, request, inputs, settings.remote_prefix, callbacks, phases,
-                        spec.run_id, remove_run_dir=False,
-                    )  # fmt: skip
-                except (SSHError, EngineError, OutputError) as exc:
-                    lost = watcher.confirm_lost() if isinstance(exc, SSHError | EngineError) else None
-                    if lost is None:
-                        raise
+                with _Watcher(ctx, launched.instance_id, session, alive_check_s, callbacks) as watcher:
+                    try:
+                        _work_on_host(
+                            session,
+                            work,
+                            indices,
+                            request,
+                            inputs,
+                            settings.remote_prefix,
+                            callbacks,
+                            phases,
+                            spec.run_id,
+                            remove_run_dir=False,
+                        )
+                    except (SSHError, EngineError, OutputError) as exc:
+                        lost = watcher.confirm_lost() if isinstance(exc, SSHError | EngineError) else None
+                        if lost is None:
+                            raise
     except TeardownError as exc:
         error = exc
     except BaseException as exc:  # recorded, re-raised by the caller once the usage is known

@@ -532,3 +532,36 @@ def test_update_engine_installs_this_version_on_an_older_image(
         <= 0.5
     )
     assert_nothing_left(bed.aws)
+
+
+def test_a_spot_interruption_while_booting_relaunches(settings_env: CloudBed) -> None:
+    """EC2 reclaims the instance before its sshd answers: found by the alive check while waiting for SSH
+    (every 10 s), reported, and the run goes on on a new instance."""
+    from gpu_transcribe.cloud_run import run_cloud
+
+    bed = settings_env
+    ec2 = bed.aws.ec2()
+    emulators: list[Any] = []
+
+    def reclaim_the_first() -> None:
+        while True:
+            found = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+            if found:
+                bed.aws.spot_interrupt(found[0]["InstanceId"])
+                emulators.append(bed.emulator())  # serves the next instance only: the first is gone
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=reclaim_the_first, daemon=True)
+    thread.start()
+    try:
+        result = run_cloud(_request(bed, bed.inputs(SV_CLIP), upload=False), bed.settings())
+    finally:
+        thread.join(timeout=30)
+        for emulator in emulators:
+            emulator.stop()
+    assert result.ok, result
+    first, second = result.instances
+    assert first.interrupted and not second.interrupted and second.zone != first.zone
+    assert result.files[0].attempts == 1  # it never reached the first instance
+    assert_nothing_left(bed.aws)
