@@ -586,6 +586,16 @@ cat "$2" 2>/dev/null || true
 """
 
 
+#: Runs the engine (its argv follows) after writing its PID to the file named first; ``exec`` keeps the PID.
+_ENGINE_WRAPPER = 'echo "$$" > "$1"; shift; exec "$@"'
+
+#: Stops a run's engine (used only while it runs: once it exited, its PID may be another process's) and
+#: removes the run directory. The engine ends on SIGTERM (Python's default handler).
+_STOP_AND_REMOVE = """if [ -f "$1/engine.pid" ]; then kill -TERM "$(cat "$1/engine.pid")" 2>/dev/null; fi
+rm -rf -- "$1"
+"""  # the PID file is written before the engine starts, so an engine that is running is always found
+
+
 def _engine_setup(
     session: SSHSession, remote_prefix: str, model: str, revision: str | None, run_id: str, file_count: int
 ) -> _EngineSetup:
@@ -693,6 +703,7 @@ def _work_on_host(
         session, settings_remote_prefix, request.model, request.revision, run_id, len(indices)
     )
     run_dir = setup.run_dir
+    engine_running = False
     try:
         if work.wheel is not None:
             _update_engine(session, work.wheel, settings_remote_prefix, run_dir, callbacks, phases)
@@ -720,11 +731,18 @@ def _work_on_host(
             out_dir=None,
             device="auto",
         )
-        argv = (
-            ["env", *setup.env, *engine_request.argv(setup.python)]
-            if setup.env
-            else engine_request.argv(setup.python)
-        )
+        engine_argv = engine_request.argv(setup.python)
+        # The engine records its PID (exec keeps it), so an interrupted run can stop it on the host.
+        pid_file = posixpath.join(run_dir, "engine.pid")
+        argv = [
+            "sh",
+            "-c",
+            _ENGINE_WRAPPER,
+            "sh",
+            pid_file,
+            *(["env", *setup.env] if setup.env else []),
+            *engine_argv,
+        ]
         pull_s = 0.0
 
         def on_event(event: dict[str, Any]) -> None:
@@ -751,9 +769,12 @@ def _work_on_host(
             callbacks.on_engine_event({"event": ENGINE_STARTED, "time": time.time(), "files": len(indices)})
         _progress(callbacks, "transcribe", f"running the engine on {session.target}")
         started = time.monotonic()
+        engine_running = True
         try:
             result = session.run(argv, on_stdout_line=collector.feed_line, check=False)
+            engine_running = False
         except RemoteCommandError as exc:
+            engine_running = False  # it ended (killed), or the connection is gone
             if session.closed:
                 raise  # the connection went: the caller asks EC2 whether the instance was lost
             tail = exc.stderr_tail.strip().splitlines()
@@ -770,10 +791,13 @@ def _work_on_host(
         work.engine_runs.append(engine_run)
         return engine_run
     finally:
-        # On an existing host (--host) the audio must not stay behind; an instance is terminated anyway.
+        # On an existing host (--host) the audio must not stay behind (an instance is terminated anyway);
+        # if the run was interrupted while the engine ran, stop the engine too. Only then: once it exited,
+        # its PID may already be another process's.
         if remove_run_dir and not session.closed:
+            script = _STOP_AND_REMOVE if engine_running else 'rm -rf -- "$1"'
             with contextlib.suppress(SSHError):
-                session.run(["rm", "-rf", "--", run_dir], check=False)
+                session.run(["sh", "-c", script, "sh", run_dir], check=False)
 
 
 # --- the flow ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ groups deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -565,3 +566,52 @@ def test_a_spot_interruption_while_booting_relaunches(settings_env: CloudBed) ->
     assert first.interrupted and not second.interrupted and second.zone != first.zone
     assert result.files[0].attempts == 1  # it never reached the first instance
     assert_nothing_left(bed.aws)
+
+
+def test_an_interrupted_host_run_stops_the_engine_and_removes_the_audio(
+    tmp_path: Path, sshd_server: SshdServer
+) -> None:
+    """On the user's own machine there is no instance to terminate: the engine is stopped and the pushed
+    audio removed when the run is interrupted while transcribing. The signal comes while the engine loads
+    the model (2-3 s here, writing nothing), so only our SIGTERM can end it within a second of the client's
+    exit: left alone it would live until its next write to the closed channel."""
+    model_dir = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (model_dir / "config.json").is_file():
+        pytest.skip(f"no offline model at {model_dir}")
+    prefix = tmp_path / "prefix"
+    write_engine_prefix(prefix, model_dir)
+    clip = tmp_path / f"avbruten-{os.getpid()}.wav"
+    shutil.copyfile(SV_CLIP, clip)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPU_TRANSCRIBE_"))}
+    env.update(
+        GPU_TRANSCRIBE_REMOTE_PREFIX=str(prefix),
+        GPU_TRANSCRIBE_MODEL=str(model_dir),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        PYTHONPATH=str(REPO),
+    )
+    bed = CloudBed(None, tmp_path, model_dir, 0, prefix, tmp_path / "heartbeat", env)  # type: ignore[arg-type]
+    host = f"{sshd_server.username}@127.0.0.1:{sshd_server.port}"
+    keys = ["--identity", sshd_server.client_key_path, "--known-hosts", sshd_server.known_hosts_path]
+    cli = Cli(bed, "run", clip, "--no-s3", "--host", host, *keys)
+    cli.wait_for("running the engine")
+    time.sleep(0.3)
+    cli.proc.send_signal(signal.SIGINT)
+    code, _, stderr = cli.finish()
+    assert code == 130, stderr
+    assert "model_loaded" not in stderr and "loaded in" not in stderr  # it was still loading
+
+    def engines_alive() -> list[str]:
+        alive = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if clip.name in text and "remote" in text:
+                    alive.append(text)
+        return alive
+
+    deadline = time.monotonic() + 1.0
+    while engines_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert engines_alive() == []
+    assert list(Path("/tmp").glob(f"gpu-transcribe-*/in/0/{clip.name}")) == []
+    assert not clip.with_suffix(".txt").exists()
