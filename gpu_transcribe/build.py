@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
-from gpu_transcribe.aws.models import ProgressCallback, ProgressEvent, no_progress, utc_now
+from gpu_transcribe.aws.models import (
+    ProgressCallback,
+    ProgressEvent,
+    billed_seconds,
+    cost_usd,
+    no_progress,
+    utc_now,
+)
 from gpu_transcribe.errors import (
     GpuTranscribeError,
     ProvisionError,
@@ -67,8 +74,6 @@ DEFAULT_ROOT_VOLUME_GIB = 100
 #: The builder's dead-man switch: provisioning takes 15-30 minutes (torch's CUDA wheels are ~3 GB), so a
 #: shorter ``max_lifetime_minutes`` setting is raised to this for the builder.
 MIN_BUILDER_LIFETIME_MINUTES = 120
-#: EC2 bills Linux instances per second with a 60-second minimum (aws.amazon.com/ec2/pricing/on-demand/).
-MIN_BILLED_S = 60.0
 #: Lines of provisioning output kept for the error message of a failed build.
 OUTPUT_TAIL_LINES = 30
 #: Runs the rest of its arguments with stdout and stderr merged, first writing its process group id to the
@@ -165,9 +170,7 @@ class BuildResult:
     def cost_usd(self) -> float | None:
         """The builder's cost: ``billed_s`` at ``price_usd_per_hour`` (EBS storage and transfer not
         included), or ``None`` if the price is unknown."""
-        if self.price_usd_per_hour is None:
-            return None
-        return self.price_usd_per_hour * self.billed_s / 3600.0
+        return cost_usd(self.price_usd_per_hour, self.billed_s)
 
     @property
     def total_s(self) -> float:
@@ -438,7 +441,7 @@ def run_build(
         raise teardown_errors[0]
     assert state.launched is not None
     end = state.stopped_at if state.stopped_at is not None else clock()
-    billed_s = max(MIN_BILLED_S, end - result.launch_started)
+    billed_s = billed_seconds(end - result.launch_started)
     return BuildResult(
         image=result.image,
         manifest=result.manifest,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
+from gpu_transcribe.aws.models import billed_seconds, cost_usd
 from gpu_transcribe.engine_runner import ENGINE_STARTED, EngineRequest, EngineRun, EventCollector, FileOutcome
 from gpu_transcribe.errors import (
     EngineError,
@@ -62,10 +63,6 @@ if TYPE_CHECKING:
 
 #: The phases whose seconds the summary reports, in order.
 PHASES: tuple[str, ...] = ("plan", "launch", "ssh_ready", "push", "transcribe", "pull", "upload", "teardown")
-
-#: EC2 bills Linux instances per second with a 60-second minimum per start
-#: (docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html, "Instance billing").
-MIN_BILLED_S = 60.0
 
 #: Seconds assumed for a whole run in the ``--dry-run`` cost estimate: the product's target for a 20-minute
 #: file (about 90 s to boot and reach SSH, about a minute to transcribe, transfers and teardown). A target,
@@ -174,7 +171,8 @@ class InstanceUsage:
         zone: its availability zone.
         market: ``spot`` or ``on-demand``.
         price_usd_per_hour: the spot price when ranked, or the on-demand price; ``None`` if unknown.
-        billed_s: seconds from launch to confirmed termination, at least :data:`MIN_BILLED_S`.
+        billed_s: seconds from launch to confirmed termination, at least 60 (EC2 per-second billing).
+            See :func:`gpu_transcribe.aws.models.billed_seconds`.
         interrupted: EC2 reclaimed it (spot interruption) or it was otherwise lost.
     """
 
@@ -189,9 +187,7 @@ class InstanceUsage:
     @property
     def cost_usd(self) -> float | None:
         """``price_usd_per_hour * billed_s / 3600``, or ``None`` if the price is unknown."""
-        if self.price_usd_per_hour is None:
-            return None
-        return self.price_usd_per_hour * self.billed_s / 3600.0
+        return cost_usd(self.price_usd_per_hour, self.billed_s)
 
 
 @dataclass(frozen=True)
@@ -558,7 +554,7 @@ def plan_run(
         plan=plan,
         image=image,
         estimate_s=ESTIMATE_RUN_S,
-        estimated_cost_usd=None if price is None else price * max(ESTIMATE_RUN_S, MIN_BILLED_S) / 3600.0,
+        estimated_cost_usd=cost_usd(price, billed_seconds(ESTIMATE_RUN_S)),
         s3_url=f"s3://{bucket}/{settings.s3_prefix}/" if bucket else None,
     )
 
@@ -1086,7 +1082,7 @@ def _one_instance(
             zone=launched.zone,
             market=launched.market,
             price_usd_per_hour=launched.price_usd_per_hour,
-            billed_s=max(MIN_BILLED_S, end - clock.get("launched", end)),
+            billed_s=billed_seconds(end - clock.get("launched", end)),
             interrupted=lost is not None,
         )
     return usage, lost, error

@@ -59,6 +59,22 @@ def parse_iso_utc(text: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+#: EC2 bills Linux instances per second with a 60-second minimum per start
+#: (docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html, "Instance billing").
+MIN_BILLED_S = 60.0
+
+
+def billed_seconds(running_s: float) -> float:
+    """The seconds EC2 bills for an instance that ran ``running_s`` seconds: at least :data:`MIN_BILLED_S`."""
+    return max(MIN_BILLED_S, running_s)
+
+
+def cost_usd(price_usd_per_hour: float | None, billed_s: float) -> float | None:
+    """``price_usd_per_hour * billed_s / 3600`` (instance time only: no EBS, transfer or S3), or ``None`` if
+    the price is unknown."""
+    return None if price_usd_per_hour is None else price_usd_per_hour * billed_s / 3600.0
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """A fresh run id: UTC time to the second and 6 random hex digits, e.g. ``20261122T042641Z-3f9a1c``.
 
