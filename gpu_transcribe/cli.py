@@ -198,6 +198,19 @@ def run(
         batch_size=batch_size,
         algorithm=algorithm,  # type: ignore[arg-type]
     )
+    where = [name for name, given in (("--local", local), ("--host", host), ("--dry-run", dry_run)) if given]
+    if len(where) > 1:
+        from gpu_transcribe.errors import SettingsError
+
+        raise fail(
+            SettingsError(
+                where[0],
+                "command line",
+                f"{' and '.join(where)} cannot be combined: --local runs here, --host on your machine, "
+                "--dry-run plans a cloud launch; choose one",
+                "one of --local, --host, --dry-run",
+            )
+        )
     if local:
         _run_local(paths, output_dir, formats, options, settings.model, revision, device)
     else:
@@ -288,7 +301,6 @@ def _run_remote(
         revision=revision,
         upload=upload,
         upload_audio=upload_audio,
-        dry_run=dry_run,
         update_engine=update_engine,
         host=host_spec,
     )

@@ -27,14 +27,14 @@ import json
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
-from gpu_transcribe.aws.models import billed_seconds, cost_usd
+from gpu_transcribe.aws.models import billed_seconds, cost_usd, new_run_id, no_progress, utc_now
 from gpu_transcribe.engine_runner import ENGINE_STARTED, EngineRequest, EngineRun, EventCollector, FileOutcome
 from gpu_transcribe.errors import (
     EngineError,
@@ -143,7 +143,6 @@ class CloudRunRequest:
         revision: model revision, or ``None``.
         upload: upload the outputs to S3 (``--no-s3`` turns it off).
         upload_audio: upload the audio files too.
-        dry_run: plan and stop: nothing is launched.
         update_engine: run on an image of another version, installing this version's wheel first.
         host: run on this existing machine instead of launching one.
     """
@@ -156,7 +155,6 @@ class CloudRunRequest:
     revision: str | None = None
     upload: bool = True
     upload_audio: bool = False
-    dry_run: bool = False
     update_engine: bool = False
     host: HostSpec | None = None
 
@@ -289,10 +287,6 @@ class DryRunPlan:
     s3_url: str | None
 
 
-def _no_progress(event: ProgressEvent) -> None:
-    """Ignore a progress event."""
-
-
 @dataclass
 class RunCallbacks:
     """Where the run reports progress (the CLI renders it; tests record it). Every callback is optional.
@@ -305,7 +299,7 @@ class RunCallbacks:
         on_signal: ``(signal name, during teardown)`` when SIGINT/SIGTERM/SIGHUP arrives.
     """
 
-    on_progress: Callable[[ProgressEvent], None] = _no_progress
+    on_progress: Callable[[ProgressEvent], None] = no_progress
     on_engine_event: Callable[[dict[str, Any]], None] | None = None
     on_push_start: Callable[[int, int], None] | None = None
     on_push_progress: Callable[[Path, int], None] | None = None
@@ -324,19 +318,13 @@ class _Phases:
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
-    def timed(self, name: str) -> _PhaseTimer:
-        return _PhaseTimer(self, name)
-
-
-class _PhaseTimer:
-    def __init__(self, phases: _Phases, name: str) -> None:
-        self._phases, self._name, self._start = phases, name, 0.0
-
-    def __enter__(self) -> None:
-        self._start = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        self._phases.add(self._name, time.monotonic() - self._start)
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.add(name, time.monotonic() - started)
 
 
 def _progress(callbacks: RunCallbacks, phase: str, message: str) -> None:
@@ -811,7 +799,6 @@ def run_on_host(
         EngineError: the engine is missing or crashed.
         InterruptedRunError: SIGINT/SIGTERM/SIGHUP (exit status 130/143/129).
     """
-    from gpu_transcribe.aws.models import new_run_id
     from gpu_transcribe.lifecycle import TeardownGuard
     from gpu_transcribe.ssh import SSHTarget, connect
 
@@ -821,7 +808,8 @@ def run_on_host(
     with phases.timed("plan"):
         inputs = _prepare_inputs(request)
         bucket = settings.require_s3_bucket() if request.upload and inputs.files else None
-    run_id = new_run_id()
+    started_at = utc_now()
+    run_id = new_run_id(started_at)
     work = _Work(list(inputs.files), list(inputs.destinations))
     if request.update_engine and work.files:
         work.build_wheel(phases, callbacks)
@@ -848,7 +836,7 @@ def run_on_host(
                 sessions[0], work, range(len(work.files)), request, inputs, settings.remote_prefix,
                 callbacks, phases, run_id, remove_run_dir=True,
             )  # fmt: skip
-    upload_error = _upload(settings, bucket, run_id, work, request, callbacks, phases)
+    upload_error = _upload(settings, bucket, run_id, started_at, work, request, callbacks, phases)
     return _result(run_id, inputs, work, [], str(request.host), phases, upload_error, None, [])
 
 
@@ -884,7 +872,7 @@ def run_cloud(
     from gpu_transcribe.aws.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.clients import AwsContext, s3_client
     from gpu_transcribe.aws.launch import plan_launch
-    from gpu_transcribe.aws.models import LaunchSpec, new_run_id
+    from gpu_transcribe.aws.models import LaunchSpec
     from gpu_transcribe.aws.s3 import check_bucket
 
     callbacks = callbacks or RunCallbacks()
@@ -903,8 +891,11 @@ def run_cloud(
             ctx, settings, request.model, request.revision, update_engine=request.update_engine
         )
         cidr = resolve_ssh_cidr(settings.ssh_cidr, settings.source("ssh_cidr"))
-        spec = LaunchSpec.from_settings(settings, image_id=image_id, ssh_cidr=cidr)
-        plan = plan_launch(ctx, spec, on_progress=callbacks.on_progress)
+        started_at = utc_now()
+        spec = LaunchSpec.from_settings(
+            settings, image_id=image_id, ssh_cidr=cidr, run_id=new_run_id(started_at)
+        )
+        plan = plan_launch(ctx, spec, on_progress=callbacks.on_progress, now=started_at)
     run_id = spec.run_id
     work = _Work(list(inputs.files), list(inputs.destinations))
     if request.update_engine and work.files:
@@ -943,7 +934,7 @@ def run_cloud(
         work.notes.append(
             f"{len(work.unfinished())} file(s) unfinished: the instance was lost {len(losses)} times"
         )
-    upload_error = _upload(settings, bucket, run_id, work, request, callbacks, phases)
+    upload_error = _upload(settings, bucket, run_id, started_at, work, request, callbacks, phases)
     return _result(run_id, inputs, work, usages, None, phases, upload_error, teardown_error, losses)
 
 
@@ -1092,20 +1083,20 @@ def _upload(
     settings: Settings,
     bucket: str | None,
     run_id: str,
+    started_at: datetime,
     work: _Work,
     request: CloudRunRequest,
     callbacks: RunCallbacks,
     phases: _Phases,
 ) -> UploadError | None:
-    """Upload every finished file's outputs (and audio with ``--upload-audio``); never raises UploadError."""
+    """Upload every finished file's outputs (and audio with ``--upload-audio``) under the run's date
+    (``started_at``, UTC); never raises UploadError."""
     if bucket is None or not work.outputs:
         return None
     from gpu_transcribe.aws.clients import AwsContext, s3_client
-    from gpu_transcribe.aws.models import utc_now
     from gpu_transcribe.aws.s3 import upload_files
 
     client = s3_client(AwsContext.from_settings(settings))
-    when = _run_time(run_id)
     uploads = work.uploads
     _progress(callbacks, "upload", f"uploading to s3://{bucket}/{settings.s3_prefix}")
     with phases.timed("upload"):
@@ -1126,22 +1117,13 @@ def _upload(
                     files.append(work.files[index].path)
                 uploads[index] = tuple(
                     upload_files(
-                        client, files, bucket, settings.s3_prefix, run_id, when or utc_now(), metadata,
+                        client, files, bucket, settings.s3_prefix, run_id, started_at, metadata,
                         kms_key_id=settings.s3_kms_key_id,
                     )
                 )  # fmt: skip
         except UploadError as exc:
             return exc
     return None
-
-
-def _run_time(run_id: str) -> datetime | None:
-    from datetime import UTC
-
-    try:
-        return datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def _result(

@@ -147,3 +147,11 @@ def test_model_that_cannot_be_found(tmp_path: Path) -> None:
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 1
     assert not missing_model.exists()
     assert not list((tmp_path / "o").glob("*.txt"))
+
+
+def test_local_host_and_dry_run_cannot_be_combined(tmp_path: Path) -> None:
+    proc = run_cli("run", "--local", "--dry-run", "-o", tmp_path, SV_CLIP)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--local and --dry-run cannot be combined" in lines[0], proc.stderr
+    assert not list(tmp_path.iterdir())
