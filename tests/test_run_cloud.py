@@ -615,3 +615,18 @@ def test_an_interrupted_host_run_stops_the_engine_and_removes_the_audio(
     assert engines_alive() == []
     assert list(Path("/tmp").glob(f"gpu-transcribe-*/in/0/{clip.name}")) == []
     assert not clip.with_suffix(".txt").exists()
+
+
+def test_two_inputs_writing_the_same_output_are_refused_before_launch(tmp_path: Path) -> None:
+    from gpu_transcribe.cloud_run import output_destinations
+    from gpu_transcribe.errors import InputError
+    from gpu_transcribe.inputs import collect_audio
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copyfile(SV_CLIP, tmp_path / folder / "möte.wav")
+    files = collect_audio([tmp_path / "a" / "möte.wav", tmp_path / "b" / "möte.wav"]).files
+    beside = output_destinations(files, ("txt",), None)
+    assert [d["txt"] for d in beside] == [tmp_path / "a" / "möte.txt", tmp_path / "b" / "möte.txt"]
+    with pytest.raises(InputError, match=r"would both write .*möte\.txt; rename one"):
+        output_destinations(files, ("txt",), tmp_path / "out")
