@@ -506,6 +506,40 @@ def choose_image(
     return image.image_id, image
 
 
+@dataclass(frozen=True)
+class _CloudPlan:
+    bucket: str | None
+    ctx: AwsContext
+    image: OurImage | None
+    plan: LaunchPlan
+    started_at: datetime
+
+
+def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCallbacks) -> _CloudPlan:
+    """The cloud half of planning, shared by ``run`` and ``--dry-run``: the bucket (checked), the image, the
+    SSH source, the run id and the launch plan. Creates nothing."""
+    from gpu_transcribe.aws.checkip import resolve_ssh_cidr
+    from gpu_transcribe.aws.clients import AwsContext, s3_client
+    from gpu_transcribe.aws.launch import plan_launch
+    from gpu_transcribe.aws.models import LaunchSpec
+    from gpu_transcribe.aws.s3 import check_bucket
+
+    bucket = settings.require_s3_bucket() if request.upload else None
+    ctx = AwsContext.from_settings(settings)
+    if bucket is not None:
+        note = check_bucket(s3_client(ctx), bucket)
+        if note:
+            _progress(callbacks, "note", note)
+    image_id, image = choose_image(
+        ctx, settings, request.model, request.revision, update_engine=request.update_engine
+    )
+    cidr = resolve_ssh_cidr(settings.ssh_cidr, settings.source("ssh_cidr"))
+    started_at = utc_now()
+    spec = LaunchSpec.from_settings(settings, image_id=image_id, ssh_cidr=cidr, run_id=new_run_id(started_at))
+    plan = plan_launch(ctx, spec, on_progress=callbacks.on_progress, now=started_at)
+    return _CloudPlan(bucket, ctx, image, plan, started_at)
+
+
 def plan_run(
     request: CloudRunRequest, settings: Settings, callbacks: RunCallbacks | None = None
 ) -> DryRunPlan:
@@ -513,24 +547,12 @@ def plan_run(
 
     Raises:
         SettingsError, InputError, OutputError: a bad option, colliding outputs, an unwritable directory.
+        UploadError: the bucket does not exist.
         CredentialsError, QuotaError, ImageNotFoundError, CapacityError, CloudError: from the cloud layer.
     """
-    from gpu_transcribe.aws.checkip import resolve_ssh_cidr
-    from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.launch import plan_launch
-    from gpu_transcribe.aws.models import LaunchSpec
-
-    callbacks = callbacks or RunCallbacks()
     inputs = _prepare_inputs(request)
-    bucket = settings.require_s3_bucket() if request.upload else None
-    ctx = AwsContext.from_settings(settings)
-    image_id, image = choose_image(
-        ctx, settings, request.model, request.revision, update_engine=request.update_engine
-    )
-    cidr = resolve_ssh_cidr(settings.ssh_cidr, settings.source("ssh_cidr"))
-    spec = LaunchSpec.from_settings(settings, image_id=image_id, ssh_cidr=cidr)
-    plan = plan_launch(ctx, spec, on_progress=callbacks.on_progress)
-    first = plan.options[0] if plan.options else None
+    cloud = _plan_cloud(request, settings, callbacks or RunCallbacks())
+    first = cloud.plan.options[0] if cloud.plan.options else None
     price = None
     if first is not None:
         price = first.zone.spot_price_usd_per_hour if first.market == "spot" else None
@@ -539,11 +561,11 @@ def plan_run(
     return DryRunPlan(
         files=inputs.files,
         input_problems=inputs.problems,
-        plan=plan,
-        image=image,
+        plan=cloud.plan,
+        image=cloud.image,
         estimate_s=ESTIMATE_RUN_S,
         estimated_cost_usd=cost_usd(price, billed_seconds(ESTIMATE_RUN_S)),
-        s3_url=f"s3://{bucket}/{settings.s3_prefix}/" if bucket else None,
+        s3_url=f"s3://{cloud.bucket}/{settings.s3_prefix}/" if cloud.bucket else None,
     )
 
 
@@ -869,33 +891,15 @@ def run_cloud(
             terminated).
         InterruptedRunError: SIGINT/SIGTERM/SIGHUP; the instance was terminated first.
     """
-    from gpu_transcribe.aws.checkip import resolve_ssh_cidr
-    from gpu_transcribe.aws.clients import AwsContext, s3_client
-    from gpu_transcribe.aws.launch import plan_launch
-    from gpu_transcribe.aws.models import LaunchSpec
-    from gpu_transcribe.aws.s3 import check_bucket
-
     callbacks = callbacks or RunCallbacks()
     phases = _Phases()
     with phases.timed("plan"):
         inputs = _prepare_inputs(request)
         if not inputs.files:
             return _result(new_run_id(), inputs, _Work([], []), [], None, phases, None, None, [])
-        bucket = settings.require_s3_bucket() if request.upload else None
-        ctx = AwsContext.from_settings(settings)
-        if bucket is not None:
-            note = check_bucket(s3_client(ctx), bucket)
-            if note:
-                _progress(callbacks, "note", note)
-        image_id, _ = choose_image(
-            ctx, settings, request.model, request.revision, update_engine=request.update_engine
-        )
-        cidr = resolve_ssh_cidr(settings.ssh_cidr, settings.source("ssh_cidr"))
-        started_at = utc_now()
-        spec = LaunchSpec.from_settings(
-            settings, image_id=image_id, ssh_cidr=cidr, run_id=new_run_id(started_at)
-        )
-        plan = plan_launch(ctx, spec, on_progress=callbacks.on_progress, now=started_at)
+        cloud = _plan_cloud(request, settings, callbacks)
+    ctx, bucket, plan, started_at = cloud.ctx, cloud.bucket, cloud.plan, cloud.started_at
+    spec = plan.spec
     run_id = spec.run_id
     work = _Work(list(inputs.files), list(inputs.destinations))
     if request.update_engine and work.files:
