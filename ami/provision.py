@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Provision a gpu-transcribe image: engine venv, cached model, compiled bytecode, a warm-up, a manifest.
 
-Runs on the builder instance (``gpu-transcribe build-ami`` pushes it with the project's wheel and runs it with
-the image's ``python3``) and in the tests, into a temporary prefix. Standard library only, and Python 3.10
-syntax: it runs with Ubuntu 22.04's python3 before anything is installed.
+Runs on the builder instance (``gpu-transcribe build-ami`` pushes it with the project's wheel and the lock
+file ``requirements/cuda.lock``, and runs it with the image's ``python3``) and in the tests, into a temporary
+prefix, with ``requirements/cpu.lock``. Standard library only, and Python 3.10 syntax: it runs with Ubuntu
+22.04's python3 before anything is installed.
 
 Every step prints ``==> step`` and is idempotent: a second run reuses the venv, the installed packages and the
 cached model, recompiles nothing that is compiled, and redoes the checks and the warm-up. Every check prints
@@ -12,7 +13,8 @@ The exit status is 0 only if every check passed; ``build-ami`` creates no image 
 
 Layout under the prefix (default ``/opt/gpu-transcribe``, owned by the login user so that
 ``run --update-engine`` can install into the venv without sudo):
-    venv/            the engine's virtual environment (the wheel with its ``engine`` extra)
+    venv/            the engine's virtual environment: the lock's exact versions (hashes checked), then the
+                     wheel without dependencies
     models/          the model: a Hugging Face cache (``--model ID``) or a copy of ``--model-dir``
     manifest.json    versions, model, paths, the warm-up and the checks (see :func:`write_manifest`)
 
@@ -168,19 +170,32 @@ def ensure_venv(prefix: Path, python: str) -> Path:
     return venv_python
 
 
-def install_wheel(venv_python: Path, wheel: Path, torch_spec: str | None, pip_args: list[str]) -> None:
-    """Install the wheel with its ``engine`` extra (``torch_spec`` first, if given), then the wheel itself
-    again with ``--force-reinstall --no-deps`` so that a rebuilt wheel of the same version replaces it."""
+def install_wheel(venv_python: Path, wheel: Path, lock: Path, pip_args: list[str]) -> None:
+    """Install the engine's dependencies from ``lock`` (exact versions, every file's hash checked), then the
+    wheel with ``--no-deps --force-reinstall`` (a rebuilt wheel of the same version replaces the old one),
+    then ``pip check``: the lock must hold everything the wheel and its ``engine`` extra need.
+
+    ``lock`` is a ``uv pip compile --generate-hashes`` output: ``requirements/cuda.lock`` on the builder,
+    ``requirements/cpu.lock`` in the tests. ``pip_args`` go to both installs (e.g. ``--find-links DIR``).
+
+    Raises:
+        ProvisionError: ``engine_installed``: no wheel or lock file, or pip failed (a hash mismatch, a
+            package missing from the lock).
+    """
     if not wheel.is_file():
         raise ProvisionError(
             "engine_installed",
             f"--wheel {wheel}: no such file; build it with `python -m pip wheel --no-deps .`",
         )
-    pip = [str(venv_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pip_args]
-    if torch_spec:
-        run([*pip, torch_spec], "engine_installed")
-    run([*pip, f"{wheel.resolve()}[engine]"], "engine_installed")
-    run([*pip, "--no-deps", "--force-reinstall", str(wheel.resolve())], "engine_installed")
+    if not lock.is_file():
+        raise ProvisionError(
+            "engine_installed", f"--lock {lock}: no such file; give requirements/cuda.lock (`make lock`)"
+        )
+    pip = [str(venv_python), "-m", "pip"]
+    install = [*pip, "install", "--quiet", "--disable-pip-version-check", *pip_args]
+    run([*install, "--require-hashes", "-r", str(lock.resolve())], "engine_installed")
+    run([*install, "--no-deps", "--force-reinstall", str(wheel.resolve())], "engine_installed")
+    run([*pip, "check", "--disable-pip-version-check"], "engine_installed")
 
 
 def versions(venv_python: Path) -> dict[str, object]:
@@ -381,7 +396,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a local checkpoint of --model to copy instead of downloading",
     )
     p.add_argument("--python", default="python3.11", help="interpreter for the venv (>= 3.11)")
-    p.add_argument("--torch-spec", default=None, help="install this torch first, e.g. 'torch==2.13.0'")
+    p.add_argument(
+        "--lock",
+        type=Path,
+        required=True,
+        help="lock file the venv is installed from (requirements/cuda.lock; cpu.lock in the tests)",
+    )
     p.add_argument("--pip-arg", action="append", default=[], help="extra pip argument (repeatable)")
     p.add_argument("--skip-system-packages", action="store_true", help="do not apt-get anything")
     p.add_argument(
@@ -435,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         step("virtual environment")
         venv_python = ensure_venv(prefix, args.python)
         step("engine wheel")
-        install_wheel(venv_python, args.wheel, args.torch_spec, args.pip_arg)
+        install_wheel(venv_python, args.wheel, args.lock, args.pip_arg)
         step("versions")
         found = versions(venv_python)
         manifest.update(found)

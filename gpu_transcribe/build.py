@@ -9,8 +9,10 @@ Phases (each timed; :attr:`BuildResult.phases`):
    with the same safety as a run: per-build client and host keys, strict host key checking, tags with role
    ``builder``, the dead-man switch, IMDSv2, an encrypted root volume;
 3. ``ssh``: wait for the builder's sshd and log in; the heartbeat keeps the dead-man switch quiet;
-4. ``push``: the wheel and ``ami/provision.py`` into a private directory on the builder;
-5. ``provision``: run ``provision.py`` (engine venv under the ``remote_prefix`` setting, the model cached,
+4. ``push``: the wheel, ``ami/provision.py`` and ``requirements/cuda.lock`` into a private directory on the
+   builder;
+5. ``provision``: run ``provision.py`` (engine venv under the ``remote_prefix`` setting, installed from the
+   lock with every hash checked and then the wheel without dependencies, the model cached,
    bytecode compiled, a float16 warm-up on the GPU, ``manifest.json``); its step and check lines are
    progress events. A non-zero exit, or a manifest not showing every check passing, raises
    :class:`~gpu_transcribe.errors.ProvisionError` and no image is made;
@@ -66,6 +68,10 @@ if TYPE_CHECKING:
 
 #: The provisioning script, pushed to the builder (repository path ``ami/provision.py``).
 PROVISION_SCRIPT = Path(__file__).resolve().parent.parent / "ami" / "provision.py"
+#: The image venv's exact versions and hashes (``make lock``: client and engine, torch with CUDA, Python 3.11
+#: on x86_64 Linux), pushed beside the wheel; ``provision.py --lock`` installs it, then the wheel with
+#: ``--no-deps``.
+CUDA_LOCK = Path(__file__).resolve().parent.parent / "requirements" / "cuda.lock"
 #: Root volume of the builder and so of every run's instance, GiB (the base image's own size if larger).
 #: The engine's venv (torch with its CUDA libraries, ~6 GiB installed) and a Whisper model (0.5-3 GiB) go
 #: on top of the base image's driver and CUDA toolkits; 100 GiB leaves room without measuring each base
@@ -98,7 +104,7 @@ class BuildRequest:
         remote_python: interpreter that runs ``provision.py`` on the builder (3.10 or newer).
         root_volume_size_gib: the builder's root volume (the image's size), at least the base image's.
         provision_args: extra arguments appended to ``provision.py``'s (later options win), e.g.
-            ``--skip-system-packages --model-dir DIR --torch-spec torch==2.13.0 --device cpu
+            ``--skip-system-packages --model-dir DIR --lock requirements/cpu.lock --device cpu
             --no-require-cuda`` for a test builder without a GPU.
     """
 
@@ -216,6 +222,8 @@ def _provision_argv(
         remote_prefix,
         "--wheel",
         f"{remote_dir}/{wheel_name}",
+        "--lock",
+        f"{remote_dir}/{CUDA_LOCK.name}",
         "--model",
         request.model,
         "--device",
@@ -480,10 +488,11 @@ def _build(
     from gpu_transcribe.ssh import SSHTarget, connect
     from gpu_transcribe.wheel import build_wheel
 
-    if not PROVISION_SCRIPT.is_file():
-        raise GpuTranscribeError(
-            f"{PROVISION_SCRIPT} is missing: build-ami runs from a source checkout of gpu-transcribe"
-        )
+    for needed in (PROVISION_SCRIPT, CUDA_LOCK):
+        if not needed.is_file():
+            raise GpuTranscribeError(
+                f"{needed} is missing: build-ami runs from a source checkout of gpu-transcribe"
+            )
     # 1. The wheel.
     if request.wheel is not None:
         wheel = Path(request.wheel)
@@ -536,12 +545,16 @@ def _build(
     on_progress(ProgressEvent("ssh", f"logged in to {target} ({session.server_version})"))
     phase_done("ssh")
 
-    # 4. Push the wheel and the provisioning script.
+    # 4. Push the wheel, the provisioning script and the lock file.
     remote_dir = f"/tmp/gpu-transcribe-build-{state.run_id}"
     session.run(["mkdir", "-m", "700", remote_dir])
     state.remote_dir = remote_dir
     pushed = session.push(
-        [(wheel, f"{remote_dir}/{wheel.name}"), (PROVISION_SCRIPT, f"{remote_dir}/provision.py")]
+        [
+            (wheel, f"{remote_dir}/{wheel.name}"),
+            (PROVISION_SCRIPT, f"{remote_dir}/provision.py"),
+            (CUDA_LOCK, f"{remote_dir}/{CUDA_LOCK.name}"),
+        ]
     )
     on_progress(
         ProgressEvent("push", f"pushed {', '.join(Path(p.remote_path).name for p in pushed)} to {remote_dir}")

@@ -574,7 +574,7 @@ def build_ami(
             hidden=True,
             help="Extra argument for ami/provision.py on the builder (repeatable; tests: "
             "--skip-system-packages, "
-            "--model-dir, --torch-spec, --python, --device cpu, --no-require-cuda).",
+            "--model-dir, --lock requirements/cpu.lock, --python, --device cpu, --no-require-cuda).",
         ),
     ] = None,
 ) -> None:

@@ -246,6 +246,8 @@ def test_build_ami_makes_a_tagged_image_and_terminates_the_builder(
 
     # The provisioning ran on the "builder" and passed.
     assert "check warmup_transcript: ok" in build.stderr and "provisioning ok" in build.stderr
+    # The image's lock went with the wheel; the test's --lock (the CPU lock) replaced it on this CPU machine.
+    assert f"pushed {wheel.name}, provision.py, cuda.lock to /tmp/gpu-transcribe-build-" in build.stderr
     assert f"base image {aws.image_id} (from SSM parameter {DLAMI_BASE_PARAMETER})" in build.stderr
     run_id = tags_of(builder)[TAG_RUN_ID]
     assert not Path(f"/tmp/gpu-transcribe-build-{run_id}").exists()  # the staging directory was removed
@@ -485,6 +487,7 @@ def test_dry_run_shows_the_plan_and_launches_nothing(
     assert "tries: spot g4dn.xlarge in eu-north-1b (spot $0.1881/h); spot g4dn.xlarge in eu-north-1c" in out
     assert f"image name: gpu-transcribe-{__version__}-KBLab_kb-whisper-small-" in out
     assert "--model KBLab/kb-whisper-small --device cuda --require-cuda" in out
+    assert re.search(r"--lock /tmp/gpu-transcribe-build-[\w-]+/cuda\.lock --model", out)
     assert f"{TAG_ROLE}=builder" in out
     assert aws.calls("RunInstances") == [] and aws.calls("ImportKeyPair") == []
 

@@ -1,11 +1,13 @@
 """``ami/provision.py`` for real, over the loopback sshd as ``build-ami`` runs it on a builder.
 
 The wheel built from this checkout and the script are pushed over SFTP; the script makes a venv in a temporary
-prefix, installs the wheel with its ``engine`` extra (torch pinned to the CPU build on this machine's disk),
-copies the offline whisper-base checkpoint, compiles bytecode and transcribes a real Swedish recording on the
-CPU. The manifest, pulled back, must show every check passing and a non-empty warm-up transcript. Then: a
-second run reuses everything, a failing step exits 1 naming the check, ``run --update-engine``'s command
-installs a pushed wheel into the prefix, and the builder's key is removed from authorized_keys.
+prefix, installs it from the CPU lock (``requirements/cpu.lock``, hashes checked: torch's CPU build on this
+machine's disk) and then the wheel without dependencies, copies the offline whisper-base checkpoint, compiles
+bytecode and transcribes a real Swedish recording on the CPU. The manifest, pulled back, must show every check
+passing and a non-empty warm-up transcript. Then: a second run reuses everything, a failing step exits 1
+naming the check, a missing lock or a file whose hash is not the lock's fails the install,
+``run --update-engine``'s command installs a pushed wheel into the prefix, and the builder's key is removed
+from authorized_keys.
 
 Measured on the 2-core test machine: first provisioning about 70 s (pip installing torch and the rest from
 local wheels is most of it), a second run about 20 s (the warm-up's model load and transcription).
@@ -218,6 +220,38 @@ def test_an_unusable_interpreter_fails_at_the_venv_step(
     assert manifest is not None and manifest["checks"] == {
         "venv": "FAILED: /nonexistent/python3.11: cannot run it (No such file or directory)"
     }
+
+
+def test_a_missing_lock_fails_the_engine_install(
+    session: SSHSession, remote_dir: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    wheel = built_wheel(tmp_path_factory).name
+    missing = tmp_path / "missing.lock"
+    prefix = tmp_path / "fresh"
+    failed, lines, manifest = provision(session, remote_dir, prefix, wheel, "--lock", str(missing))
+    assert failed == 1
+    reason = f"--lock {missing}: no such file; give requirements/cuda.lock (`make lock`)"
+    assert f"check engine_installed: FAILED {reason}" in lines
+    assert manifest is not None and manifest["checks"] == {"engine_installed": f"FAILED: {reason}"}
+
+
+def test_a_lock_whose_hash_does_not_match_installs_nothing(
+    session: SSHSession, remote_dir: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """pip checks every file against the lock's hashes: a file that is not the one locked is refused."""
+    wheel = built_wheel(tmp_path_factory)
+    lock = tmp_path / "tampered.lock"
+    lock.write_text(f"gpu-transcribe @ {wheel.resolve().as_uri()} --hash=sha256:{'0' * 64}\n")
+    prefix = tmp_path / "fresh"
+    failed, lines, manifest = provision(session, remote_dir, prefix, wheel.name, "--lock", str(lock))
+    assert failed == 1
+    assert any("--require-hashes -r " in line and line.endswith("tampered.lock") for line in lines)
+    [line] = [line for line in lines if line.startswith("check engine_installed")]
+    assert line.startswith("check engine_installed: FAILED `")
+    assert manifest is not None
+    checks = manifest["checks"]
+    assert isinstance(checks, dict) and list(checks) == ["engine_installed"]
+    assert not list((prefix / "venv" / "lib").glob("python3*/site-packages/gpu_transcribe*"))
 
 
 def test_update_engine_installs_a_pushed_wheel_into_the_prefix(
