@@ -50,13 +50,20 @@ $(TOOLS)/.uv-$(UV_VERSION):
 	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 	touch $@
 
+# $(call compile-lock,LOCK,UV ARGUMENTS): compile into LOCK.new (a copy of LOCK, whose pins uv keeps where
+# they still fit) and replace LOCK only if it changed, so an unchanged lock does not remake the venv.
+define compile-lock
+	@if [ -f $(1) ]; then cp $(1) $(1).new; else rm -f $(1).new; fi
+	$(UV) pip compile pyproject.toml $(2) $(LOCK_FLAGS) -o $(1).new
+	@if cmp -s $(1).new $(1); then rm $(1).new; echo "$(1): unchanged"; else mv $(1).new $(1); echo "$(1): updated"; fi
+endef
+
 # Regenerate both locks from pyproject.toml, keeping the versions they pin where pyproject.toml still allows
 # them; `make upgrade-lock` takes the newest releases instead. Then run `make test`.
 lock: $(TOOLS)/.uv-$(UV_VERSION)
-	$(UV) pip compile pyproject.toml --extra engine --extra dev -c requirements/cpu-torch.txt \
-		$(FIND_LINKS) --emit-find-links --python-platform x86_64-manylinux_2_28 $(LOCK_FLAGS) -o $(CPU_LOCK)
-	$(UV) pip compile pyproject.toml --extra engine \
-		--python-platform x86_64-manylinux_2_35 $(LOCK_FLAGS) -o $(CUDA_LOCK)
+	$(call compile-lock,$(CPU_LOCK),--extra engine --extra dev -c requirements/cpu-torch.txt $(FIND_LINKS) \
+		--emit-find-links --python-platform x86_64-manylinux_2_28)
+	$(call compile-lock,$(CUDA_LOCK),--extra engine --python-platform x86_64-manylinux_2_35)
 
 upgrade-lock:
 	$(MAKE) lock LOCK_UPGRADE=--upgrade
