@@ -11,8 +11,15 @@ Engines (each loaded once, warmed up on one short clip, then timed on every audi
   size, batch size and language;
 - faster-whisper plain ``WhisperModel.transcribe`` (sequential, its default fallback rules).
 
-Audio: a file of about 3 minutes built from the Swedish NST clips in ``../shared/audio`` with 1-3 s pauses
-(:func:`bench.fixtures.build_long_audio`, the same builder as the tests), plus any ``--audio`` files.
+Audio (both built by :func:`bench.fixtures.build_long_audio`, the builder the tests use), plus any
+``--audio`` files:
+
+- ``long_sv.wav``: about 3 minutes of the Swedish NST clips in ``../shared/audio`` with 1-3 s pauses
+  (no long Swedish recording with a transcript could be found in public repositories);
+- ``dense_en.wav``: at least 5 minutes of dense read English speech: the 170 s Spoken Wikipedia reading,
+  the 51 s sonnet, JFK and LibriSpeech, joined with 1 s pauses, repeated until 300 s.
+
+"fallback" counts the VAD windows that needed a temperature fallback (ours, ``batched``).
 Wall seconds cover decoding and transcription (each engine decodes the file itself); RTF is wall seconds
 / audio seconds; "vs fw batched" is our throughput divided by faster-whisper batched's on the same file
 (above 1.0: we are faster). Word error rate is printed for the built file, whose reference is known.
@@ -35,10 +42,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fixtures import (
+    DENSE_ENGLISH_CLIPS,
     REPO_ROOT,
     SWEDISH_CLIPS,
     build_long_audio,
@@ -64,6 +73,7 @@ class Row:
     beam_size: int
     wer: float | None = None
     peak_gpu_mib: float | None = None
+    fallback: str = "-"
 
     @property
     def rtf(self) -> float:
@@ -183,14 +193,17 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=None, help="default: the engine's per-device choice"
     )
     parser.add_argument("--beam-size", type=int, default=None, help="default: the engine's default")
-    parser.add_argument("--language", default="sv")
+    parser.add_argument("--language", default=None, help="default: each built file's own; sv for --audio")
     parser.add_argument("--audio", action="append", default=[], help="also time this file (repeatable)")
     parser.add_argument("--repeats", type=int, default=1, help="time each run N times, keep the fastest")
     parser.add_argument(
         "--skip",
         action="append",
         default=[],
-        choices=("ours-sequential", "ours-batched", "fw-batched", "fw-plain"),
+        choices=("ours-sequential", "ours-batched", "ours-batched-fp32", "fw-batched", "fw-plain"),
+    )
+    parser.add_argument(
+        "--only", choices=("sv", "en"), default=None, help="time only this built file (and --audio files)"
     )
     args = parser.parse_args(argv)
 
@@ -208,39 +221,50 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(machine_description(device)), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        built = build_long_audio()
-        built_path = write_wav(Path(tmp) / "long_sv.wav", built.samples)
-        files: list[tuple[Path, float, str | None]] = [(built_path, built.duration_s, built.reference)]
+        files: list[tuple[Path, float, str | None, str]] = []
+        if args.only in (None, "sv"):
+            built = build_long_audio()
+            path = write_wav(Path(tmp) / "long_sv.wav", built.samples)
+            files.append((path, built.duration_s, built.reference, args.language or "sv"))
+        if args.only in (None, "en"):
+            dense = build_long_audio(
+                clips=DENSE_ENGLISH_CLIPS, min_duration_s=300.0, pause_range_s=(1.0, 1.0)
+            )
+            path = write_wav(Path(tmp) / "dense_en.wav", dense.samples)
+            files.append((path, dense.duration_s, dense.reference, args.language or "en"))
         for extra in args.audio:
             from remote.audio import decode_audio
 
-            files.append((Path(extra), decode_audio(extra).shape[0] / 16000, None))
+            files.append((Path(extra), decode_audio(extra).shape[0] / 16000, None, args.language or "sv"))
         warmup = clip_path(SWEDISH_CLIPS[0])
 
         started = time.perf_counter()
         engine = WhisperEngine.load(args.model, device=device)
         print(
             f"ours: loaded {args.model} on {engine.info.device} {engine.info.dtype} in "
-            f"{time.perf_counter() - started:.2f} s",
+            f"{time.perf_counter() - started:.2f} s "
+            f"({'fast' if engine.info.fast_path else 'stock'} decoding path)",
             flush=True,
         )
-        base = TranscribeOptions(language=args.language)
-        if args.beam_size is not None:
-            base = TranscribeOptions(language=args.language, beam_size=args.beam_size)
-        batched_opts = engine.resolve_options(
-            TranscribeOptions(
-                language=base.language,
-                beam_size=base.beam_size,
-                batch_size=args.batch_size,
-                algorithm="batched",
+        engine_fp32 = None
+        if device == "cpu" and "ours-batched-fp32" not in args.skip:
+            engine_fp32 = WhisperEngine.load(args.model, device=device, dtype="float32")
+        beam_size = args.beam_size if args.beam_size is not None else TranscribeOptions().beam_size
+
+        def options(language: str, algorithm: str) -> TranscribeOptions:
+            return engine.resolve_options(
+                TranscribeOptions(
+                    language=language,
+                    beam_size=beam_size,
+                    batch_size=args.batch_size if algorithm == "batched" else None,
+                    algorithm=algorithm,
+                )
             )
-        )
-        sequential_opts = engine.resolve_options(
-            TranscribeOptions(language=base.language, beam_size=base.beam_size, algorithm="sequential")
-        )
-        beam_size = base.beam_size
-        batch_size = batched_opts.batch_size or 8
-        engine.transcribe_file(warmup, batched_opts)
+
+        batch_size = options("sv", "batched").batch_size or 8
+        engine.transcribe_file(warmup, options("sv", "batched"))
+        if engine_fp32 is not None:
+            engine_fp32.transcribe_file(warmup, options("sv", "batched"))
 
         fw_dir = Path(args.fw_model) if args.fw_model else faster_whisper_model_dir()
         fw_compute = "float16" if device == "cuda" else "int8"
@@ -256,26 +280,32 @@ def main(argv: list[str] | None = None) -> int:
             f"faster-whisper: loaded {fw_dir} {fw_compute} in {time.perf_counter() - started:.2f} s",
             flush=True,
         )
-        list(
-            fw_batched.transcribe(
-                str(warmup), language=args.language, beam_size=beam_size, batch_size=batch_size
-            )[0]
-        )
+        list(fw_batched.transcribe(str(warmup), language="sv", beam_size=beam_size, batch_size=batch_size)[0])
 
         rows: list[Row] = []
-        for path, audio_s, reference in files:
+        fallbacks: dict[str, str] = {}
+        for path, audio_s, reference, language in files:
+            batched_opts = options(language, "batched")
+            sequential_opts = options(language, "sequential")
 
-            def ours(opts: TranscribeOptions, p: Path = path) -> str:
-                return engine.transcribe_file(p, opts).text
+            def ours(opts: TranscribeOptions, p: Path = path, eng: Any = engine) -> str:
+                transcript = eng.transcribe_file(p, opts)
+                extra = transcript.extra
+                fallbacks[eng.info.dtype + opts.algorithm] = (
+                    f"{extra.get('fallback_windows', 0)}/{extra.get('windows', 0)}"
+                    if opts.algorithm == "batched"
+                    else "-"
+                )
+                return transcript.text
 
-            def fw_b(p: Path = path) -> str:
+            def fw_b(p: Path = path, lang: str = language) -> str:
                 segments, _ = fw_batched.transcribe(
-                    str(p), language=args.language, beam_size=beam_size, batch_size=batch_size
+                    str(p), language=lang, beam_size=beam_size, batch_size=batch_size
                 )
                 return " ".join(s.text.strip() for s in segments)
 
-            def fw_p(p: Path = path) -> str:
-                segments, _ = fw_model.transcribe(str(p), language=args.language, beam_size=beam_size)
+            def fw_p(p: Path = path, lang: str = language) -> str:
+                segments, _ = fw_model.transcribe(str(p), language=lang, beam_size=beam_size)
                 return " ".join(s.text.strip() for s in segments)
 
             plan: list[tuple[str, str, str, str, int | None, Callable[[], str]]] = [
@@ -286,7 +316,15 @@ def main(argv: list[str] | None = None) -> int:
                     "batched",
                     engine.info.dtype,
                     batched_opts.batch_size,
-                    lambda: ours(batched_opts),
+                    lambda o=batched_opts: ours(o),
+                ),
+                (
+                    "ours-batched-fp32",
+                    "ours",
+                    "batched",
+                    "float32",
+                    batched_opts.batch_size,
+                    lambda o=batched_opts: ours(o, eng=engine_fp32),
                 ),
                 ("fw-plain", "faster-whisper", "sequential", fw_compute, None, fw_p),
                 (
@@ -295,11 +333,11 @@ def main(argv: list[str] | None = None) -> int:
                     "sequential",
                     engine.info.dtype,
                     None,
-                    lambda: ours(sequential_opts),
+                    lambda o=sequential_opts: ours(o),
                 ),
             ]
             for key, name, algorithm, compute, bsz, fn in plan:
-                if key in args.skip:
+                if key in args.skip or (key == "ours-batched-fp32" and engine_fp32 is None):
                     continue
                 if device == "cuda":
                     torch.cuda.empty_cache()  # nvidia-smi's figure for faster-whisper: no torch cache
@@ -307,9 +345,21 @@ def main(argv: list[str] | None = None) -> int:
                 wall_s, text, peak = timed(fn, args.repeats, device)
                 if device == "cuda" and name == "ours":
                     peak = max(peak or 0.0, torch.cuda.max_memory_allocated() / 2**20)
-                wer = word_error_rate(reference, text, args.language) if reference is not None else None
+                wer = word_error_rate(reference, text, language) if reference is not None else None
+                fallback = fallbacks.get(compute + algorithm, "-") if name == "ours" else "-"
                 row = Row(
-                    name, algorithm, device, compute, path.name, audio_s, wall_s, bsz, beam_size, wer, peak
+                    name,
+                    algorithm,
+                    device,
+                    compute,
+                    path.name,
+                    audio_s,
+                    wall_s,
+                    bsz,
+                    beam_size,
+                    wer,
+                    peak,
+                    fallback,
                 )
                 rows.append(row)
                 print(
@@ -321,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     header = (
         f"{'engine':15s} {'algorithm':10s} {'device':6s} {'compute':8s} {'batch':>5s} {'beam':>4s} "
-        f"{'audio':>8s} {'wall':>8s} {'RTF':>7s} {'vs fw batched':>13s} {'WER':>6s} {'GPU MiB':>8s}  file"
+        f"{'audio':>8s} {'wall':>8s} {'RTF':>7s} {'vs fw batched':>13s} {'WER':>6s} {'fallback':>8s} "
+        f"{'GPU MiB':>8s}  file"
     )
     print(header)
     print("-" * len(header))
@@ -339,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row.engine:15s} {row.algorithm:10s} {row.device:6s} {row.compute_type:8s} "
             f"{row.batch_size if row.batch_size is not None else '-':>5} {row.beam_size:>4d} "
             f"{row.audio_s:7.1f}s {row.wall_s:7.2f}s {row.rtf:7.4f} {ratio:>13s} "
-            f"{f'{row.wer:.3f}' if row.wer is not None else '-':>6s} "
+            f"{f'{row.wer:.3f}' if row.wer is not None else '-':>6s} {row.fallback:>8s} "
             f"{f'{row.peak_gpu_mib:.0f}' if row.peak_gpu_mib else '-':>8s}  {row.audio}"
         )
     return 0

@@ -58,6 +58,9 @@ ENGLISH_CLIPS: tuple[str, ...] = (
     "en_librispeech_61-70968-0000.flac",
 )
 """English recordings; the 51 s sonnet is longer than one Whisper window, so it is cut inside itself."""
+DENSE_ENGLISH_CLIPS: tuple[str, ...] = ("en_swc_william-shakespeare-part1.ogg", *ENGLISH_CLIPS)
+"""Dense read English speech for the long-file benchmark: the 170 s Spoken Wikipedia reading and the
+English clips."""
 
 
 def clip_path(name: str) -> Path:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from remote.audio import SAMPLE_RATE_HZ, decode_audio
-from remote.errors import ModelLoadError
+from remote.errors import GenerationError, ModelLoadError
 from remote.options import DEFAULT_MODEL, TranscribeOptions
 from remote.transcript import Segment, Timings, Transcript
 
@@ -53,6 +53,9 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 """OpenAI's (and faster-whisper's) threshold on the zlib compression ratio of a window's decoded text;
 above it the decoding counts as a repetition loop and is redone hotter. The model computes the ratio on
 text as OpenAI does (``_retrieve_compression_ratio`` in :mod:`remote.whisper_model`)."""
+TOKEN_COMPRESSION_RATIO_THRESHOLD = 1.35
+"""The ``sequential`` algorithm's threshold: transformers' ``generate`` computes the compression ratio on
+the token ids (2 bytes each), for which its documentation gives 1.35 as the equivalent of OpenAI's 2.4."""
 LOGPROB_THRESHOLD = -1.0
 """OpenAI's threshold on the average token log-probability; below it a window is decoded again."""
 NO_SPEECH_THRESHOLD = 0.6
@@ -66,6 +69,11 @@ MAX_NEW_TOKENS = 220
 prompt (at most 223 previous tokens + 3 start tokens) plus new tokens within Whisper's 448 positions, which
 transformers enforces. A loop on silence then stops after 220 tokens, not 448 (transformers' default)."""
 
+MAX_SPEECH_PER_WINDOW_S = 28.0
+"""Speech put in one 30 s Whisper window by the ``batched`` algorithm at most, so at least 2 s of silence
+follow it. Decoded once, a window filled to 29.8 s lost its last words ("...behind the curtain on", without
+"the left", on the long English test file): Whisper ends its output before speech that touches the end of
+its input, which the sequential algorithm's seek loop would have decoded again."""
 FRAMES_PER_WINDOW = 3000
 """Log-mel frames (10 ms each) in one Whisper input of 30 s."""
 SECONDS_PER_FRAME = 0.01
@@ -88,8 +96,10 @@ class ModelInfo:
         model: the model id or local directory, as given.
         revision: the revision asked for, or ``None``.
         device: ``cuda`` or ``cpu``.
-        dtype: ``float16`` (CUDA) or ``float32`` (CPU).
+        dtype: ``float16`` (CUDA), ``bfloat16`` or ``float32`` (CPU); see :meth:`WhisperEngine.load`.
         load_s: wall-clock seconds the load took.
+        fast_path: the fast decoding path runs (:mod:`remote.whisper_model`); else transformers' own.
+        transformers_version: the installed transformers release.
     """
 
     model: str
@@ -97,6 +107,8 @@ class ModelInfo:
     device: str
     dtype: str
     load_s: float
+    fast_path: bool = False
+    transformers_version: str = ""
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -189,26 +201,50 @@ class WhisperEngine:
         self.model = model
         self.processor = processor
         self.info = info
+        self._stats: dict[str, int] = {"windows": 0, "fallback_windows": 0}
+        """Per file: VAD windows decoded (``batched``) and windows that needed a temperature fallback."""
         generation_config = model.generation_config
         self._timestamp_begin: int = int(generation_config.no_timestamps_token_id) + 1
+        from remote.whisper_model import WindowDecoder
+
+        self.decoder = WindowDecoder(
+            model,
+            lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True),
+            fast=info.fast_path,
+        )
         self._id_to_language: dict[int, str] = {
             int(token_id): token.strip("<|>") for token, token_id in generation_config.lang_to_id.items()
         }
 
     @classmethod
     def load(
-        cls, model: str = DEFAULT_MODEL, revision: str | None = None, device: str = "auto"
+        cls,
+        model: str = DEFAULT_MODEL,
+        revision: str | None = None,
+        device: str = "auto",
+        fast: bool | None = None,
+        dtype: str | None = None,
     ) -> WhisperEngine:
         """Load a Whisper checkpoint from the Hugging Face hub or a local directory.
 
-        float16 with PyTorch's scaled-dot-product attention (SDPA) on CUDA; float32 (also SDPA) on CPU,
-        where float16 matrix products are slow or missing.
+        float16 with PyTorch's scaled-dot-product attention (SDPA) on CUDA. On CPU bfloat16 where the CPU
+        has bfloat16 instructions (:func:`cpu_supports_bfloat16`), else float32 (float16 matrix products
+        are slow there). Measured with ``bench/engine.py`` (whisper-base, 2 AMD EPYC cores with
+        ``avx512_bf16``): bfloat16 took 19.2 s on the Swedish file and 51.1 s on the dense English one,
+        float32 30.1 s and 83.8 s, with word error rates 0.216/0.063 against 0.216/0.057. int8 dynamic
+        quantization (``torch.ao``) was measured and not kept: of the whole model, English 0.057 -> 0.103;
+        of the encoder and decoder, 0.083; of the encoder alone, Swedish 0.216 -> 0.261, and slower than
+        bfloat16.
 
         Args:
             model: a hub id (``KBLab/kb-whisper-small``) or a directory holding a transformers Whisper
                 checkpoint (config.json, generation_config.json, weights, tokenizer, processor config).
             revision: a branch, tag or commit of the hub repository; ``None`` for the default branch.
             device: ``auto``, ``cpu`` or ``cuda``.
+            fast: ``None`` (default) for the fast decoding path on the transformers versions it was
+                tested with and the stock path elsewhere (said once on stderr); ``True``/``False`` to force
+                one (see :mod:`remote.whisper_model`).
+            dtype: ``float16``, ``bfloat16`` or ``float32``; ``None`` for the device's default (see above).
 
         Raises:
             ModelLoadError: the model cannot be found or is not a Whisper checkpoint; one line naming it.
@@ -217,10 +253,21 @@ class WhisperEngine:
         started = time.perf_counter()
         resolved_device = resolve_device(device)
         import torch
-        from transformers import WhisperProcessor
+        import transformers
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        from remote.whisper_model import FastWhisperForConditionalGeneration
+        from remote.whisper_model import (
+            GROUPED_ATTENTION,
+            fast_path_available,
+            register_grouped_attention,
+            say_stock_path_once,
+        )
 
+        use_fast = fast_path_available() if fast is None else fast
+        if use_fast:
+            register_grouped_attention()
+        elif fast is None:
+            say_stock_path_once(transformers.__version__)
         rev = f" (revision {revision})" if revision else ""
         source: str = model
         if _looks_like_path(model) or Path(model).expanduser().exists():
@@ -231,10 +278,24 @@ class WhisperEngine:
                     "checkpoint, or a Hugging Face model id such as KBLab/kb-whisper-small"
                 )
             source = str(local)
-        dtype = torch.float16 if resolved_device == "cuda" else torch.float32
+        if dtype is None:
+            torch_dtype = (
+                torch.float16
+                if resolved_device == "cuda"
+                else torch.bfloat16
+                if cpu_supports_bfloat16()
+                else torch.float32
+            )
+        elif dtype in ("float16", "bfloat16", "float32"):
+            torch_dtype = getattr(torch, dtype)
+        else:
+            raise ValueError(f"dtype: {dtype!r} is not one of float16, bfloat16, float32")
         try:
-            whisper = FastWhisperForConditionalGeneration.from_pretrained(
-                source, revision=revision, dtype=dtype, attn_implementation="sdpa"
+            whisper: Any = WhisperForConditionalGeneration.from_pretrained(
+                source,
+                revision=revision or "main",
+                dtype=torch_dtype,
+                attn_implementation=GROUPED_ATTENTION if use_fast else "sdpa",
             )
             processor = WhisperProcessor.from_pretrained(source, revision=revision or "main")
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -251,15 +312,16 @@ class WhisperEngine:
                 f"{model!r}{rev}: its generation_config.json lacks lang_to_id or no_timestamps_token_id "
                 "(needed for language selection and timestamps); use a complete multilingual checkpoint"
             )
-        whisper.set_text_decoder(lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True))
         whisper.to(resolved_device)
         whisper.eval()
         info = ModelInfo(
             model=model,
             revision=revision,
             device=resolved_device,
-            dtype=str(dtype).removeprefix("torch."),
+            dtype=str(torch_dtype).removeprefix("torch."),
             load_s=time.perf_counter() - started,
+            fast_path=use_fast,
+            transformers_version=transformers.__version__,
         )
         return cls(whisper, processor, info)
 
@@ -339,18 +401,24 @@ class WhisperEngine:
         samples = np.ascontiguousarray(samples, dtype=np.float32)
         duration_s = samples.shape[0] / SAMPLE_RATE_HZ
         started = time.perf_counter()
+        self._stats = {"windows": 0, "fallback_windows": 0}
         devices = [torch.cuda.current_device()] if self.info.device == "cuda" else []
+        # Temperature fallback samples; a fixed seed (inside fork_rng, so the caller's random state is
+        # untouched) makes the same audio and options give the same transcript on every run.
         try:
-            # Temperature fallback samples; a fixed seed (inside fork_rng, so the caller's random state is
-            # untouched) makes the same audio and options give the same transcript on every run.
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(SAMPLING_SEED)
                 if opts.algorithm == "sequential":
                     segments, language = self._sequential(samples, opts, progress)
                 else:
                     segments, language = self._batched(samples, opts, progress)
-        finally:
-            self.model.clear_encoder_cache()
+        except (RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+            raise GenerationError(
+                f"{audio or 'audio'}: the Whisper model failed while decoding "
+                f"(transformers {self.info.transformers_version or '?'}, {type(exc).__name__}: "
+                f"{_first_line(exc)}); try --algorithm {_other(opts.algorithm)}, or reinstall the "
+                "versions in the lock file (make venv)"
+            ) from exc
         transcribe_s = time.perf_counter() - started
         return Transcript(
             segments=tuple(_clean_segments(segments, duration_s)),
@@ -363,6 +431,11 @@ class WhisperEngine:
             dtype=self.info.dtype,
             options=opts,
             audio=audio,
+            extra={
+                **self._stats,
+                "decoding": "fast" if self.info.fast_path else "stock",
+                "transformers": self.info.transformers_version,
+            },
         )
 
     # -- the two algorithms ---------------------------------------------------------------------------
@@ -394,47 +467,111 @@ class WhisperEngine:
     def _batched(
         self, samples: np.ndarray, opts: TranscribeOptions, progress: ProgressCallback | None
     ) -> tuple[list[Segment], str]:
+        """Silero VAD windows of at most 30 s, each decoded once, ``batch_size`` windows at a time.
+
+        Windows are batched longest first, so a batch holds windows of similar length and few rows idle
+        while the longest finishes (a batch decodes until its longest window ends); the segments are
+        put back in time order.
+        """
         from remote.vad import merge_into_windows, speech_timestamps
 
         duration_s = samples.shape[0] / SAMPLE_RATE_HZ
-        windows = merge_into_windows(speech_timestamps(samples))
+        windows = merge_into_windows(speech_timestamps(samples), max_window_s=MAX_SPEECH_PER_WINDOW_S)
         if not windows:
             if progress is not None:
                 progress(duration_s, duration_s)
             return [], self._fixed_language(opts)
+        self._stats["windows"] = len(windows)
         batch_size = opts.batch_size or CPU_BATCH_SIZE
+        order = sorted(range(len(windows)), key=lambda i: windows[i].end_s - windows[i].start_s, reverse=True)
+        speech_s = sum(w.end_s - w.start_s for w in windows)
+        done_speech_s = 0.0
         language: str | None = None
-        segments: list[Segment] = []
-        for first in range(0, len(windows), batch_size):
-            batch = windows[first : first + batch_size]
-            inputs = self._features([samples[w.start_sample : w.end_sample] for w in batch])
-            features = inputs["input_features"]
+        by_window: dict[int, list[Segment]] = {}
+        for first in range(0, len(order), batch_size):
+            batch = [windows[i] for i in order[first : first + batch_size]]
+            features = self._window_features([samples[w.start_sample : w.end_sample] for w in batch])
             if language is None:
                 language = self._language(features[:1], opts)
-            kwargs = self._generate_kwargs(language, opts)
-            if len(batch) > 1:
-                # Batched long-form generation: each window is decoded up to its own length (from the
-                # attention mask), exactly as OpenAI's algorithm treats a file of that length (content,
-                # then zero padding to 3000 frames). transformers takes that path only for inputs longer
-                # than 3000 frames, so one frame of padding is added when every window is shorter; the
-                # mask keeps it out. (Its short-form path would instead decode each window to the
-                # longest one's length and copy every window's key/value cache to the CPU.)
-                mask = inputs["attention_mask"]
-                if features.shape[-1] <= FRAMES_PER_WINDOW:
-                    pad = FRAMES_PER_WINDOW + 1 - features.shape[-1]
-                    features = _pad_last(features, pad)
-                    mask = _pad_last(mask, pad)
-                kwargs["attention_mask"] = mask
-            outputs = self.model.generate(features, **kwargs)
-            for window, window_segments in zip(batch, outputs["segments"], strict=True):
-                segments.extend(
-                    _clip_to(self._segments(window_segments, offset_s=window.start_s), window.end_s)
-                )
+            decoded = self._decode_windows(features, language, opts)
+            for index, window, result in zip(order[first : first + batch_size], batch, decoded, strict=True):
+                by_window[index] = self._window_segments(result, window.start_s, window.end_s)
+                done_speech_s += window.end_s - window.start_s
             if progress is not None:
-                progress(min(duration_s, batch[-1].end_s), duration_s)
+                progress(min(duration_s, duration_s * done_speech_s / speech_s), duration_s)
         if progress is not None:
             progress(duration_s, duration_s)
+        segments = [segment for index in range(len(windows)) for segment in by_window[index]]
         return segments, language or self._fixed_language(opts)
+
+    def _decode_windows(self, features: torch.Tensor, language: str, opts: TranscribeOptions) -> list[Any]:
+        """Decode a batch of windows with OpenAI's temperature fallback, per window.
+
+        Each window is decoded with beam search at temperature 0. A window whose text is too repetitive
+        (compression ratio above :data:`COMPRESSION_RATIO_THRESHOLD`) or too unsure (average
+        log-probability below :data:`LOGPROB_THRESHOLD`) is decoded again by sampling at the next
+        temperature of :data:`TEMPERATURES`, alone with the others that failed; a window that is unsure and
+        probably silent (no-speech probability above :data:`NO_SPEECH_THRESHOLD`) is not retried and
+        gives no text. When every temperature fails, the attempt with the highest average log-probability
+        among those under the compression threshold is kept (faster-whisper's rule; OpenAI keeps the last).
+
+        Returns:
+            Per window, the kept :class:`remote.whisper_model.Decoded`, or ``None`` for silence.
+        """
+        decoder = self.decoder
+        encoder_output = decoder.encode(features)
+        cross = decoder.cross_cache(encoder_output)
+        no_speech = decoder.no_speech_probs(encoder_output, cross)
+        prompt = decoder.prompt(language, opts.task)
+        attempts: list[list[Any]] = [[] for _ in range(features.shape[0])]
+        pending = list(range(features.shape[0]))
+        kept: list[Any] = [None] * features.shape[0]
+        for temperature in TEMPERATURES:
+            rows = pending if len(pending) < features.shape[0] else None
+            results = decoder.decode(
+                encoder_output if rows is None else encoder_output[rows],
+                prompt,
+                num_beams=opts.beam_size,
+                temperature=temperature,
+                max_new_tokens=MAX_NEW_TOKENS,
+                best_of=opts.beam_size,
+                cross=cross if rows is None else decoder.select(cross, rows),
+            )
+            still: list[int] = []
+            for window, result in zip(pending, results, strict=True):
+                attempts[window].append(result)
+                unsure = result.avg_logprob < LOGPROB_THRESHOLD
+                if unsure and no_speech[window] > NO_SPEECH_THRESHOLD:
+                    kept[window] = None  # silence: no text, no retry
+                elif unsure or result.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
+                    still.append(window)
+                else:
+                    kept[window] = result
+            pending = still
+            if not pending:
+                break
+        for window in pending:
+            passing = [a for a in attempts[window] if a.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
+            kept[window] = max(passing or attempts[window], key=lambda a: a.avg_logprob)
+        self._stats["fallback_windows"] += sum(1 for a in attempts if len(a) > 1)
+        return kept
+
+    def _window_segments(self, decoded: Any, start_s: float, end_s: float) -> list[Segment]:
+        """Segments of one decoded window, times offset by its start and kept inside it."""
+        from remote.whisper_model import split_segments
+
+        if decoded is None:
+            return []
+        tokenizer = self.processor.tokenizer
+        out: list[Segment] = []
+        for rel_start, rel_end, tokens in split_segments(decoded.tokens, self._timestamp_begin):
+            text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            if not text:
+                continue
+            seg_start = min(start_s + rel_start, end_s)
+            seg_end = end_s if rel_end is None else min(start_s + rel_end, end_s)
+            out.append(Segment(start_s=seg_start, end_s=max(seg_start, seg_end), text=text))
+        return out
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -444,8 +581,6 @@ class WhisperEngine:
         Returns a ``BatchFeature`` with ``input_features`` of shape ``(len(pieces), n_mels, frames)``
         (model dtype, on the model's device) and ``attention_mask`` of shape ``(len(pieces), frames)``.
         """
-        import torch
-
         extractor = self.processor.feature_extractor
         inputs = extractor(
             list(pieces),
@@ -456,10 +591,24 @@ class WhisperEngine:
             return_tensors="pt",
             device=self.info.device,
         )
-        dtype = torch.float16 if self.info.dtype == "float16" else torch.float32
+        dtype = self.model.get_encoder().conv1.weight.dtype
         inputs["input_features"] = inputs["input_features"].to(self.info.device, dtype=dtype)
         inputs["attention_mask"] = inputs["attention_mask"].to(self.info.device)
         return inputs
+
+    def _window_features(self, pieces: Sequence[np.ndarray]) -> torch.Tensor:
+        """Log-mel features ``(len(pieces), n_mels, 3000)`` of pieces of at most 30 s, zero-padded to 30 s
+        as Whisper was trained (model dtype, on the model's device)."""
+        extractor = self.processor.feature_extractor
+        inputs = extractor(
+            list(pieces),
+            sampling_rate=SAMPLE_RATE_HZ,
+            padding="max_length",
+            return_tensors="pt",
+            device=self.info.device,
+        )
+        dtype = self.model.get_encoder().conv1.weight.dtype
+        return inputs["input_features"].to(self.info.device, dtype=dtype)
 
     def _generate_kwargs(self, language: str, opts: TranscribeOptions) -> dict[str, Any]:
         """``generate`` arguments for OpenAI's long-form rules with temperature fallback."""
@@ -470,7 +619,7 @@ class WhisperEngine:
             "return_segments": True,
             "condition_on_prev_tokens": True,
             "temperature": TEMPERATURES,
-            "compression_ratio_threshold": COMPRESSION_RATIO_THRESHOLD,
+            "compression_ratio_threshold": TOKEN_COMPRESSION_RATIO_THRESHOLD,
             "logprob_threshold": LOGPROB_THRESHOLD,
             "no_speech_threshold": NO_SPEECH_THRESHOLD,
             "num_beams": opts.beam_size,
@@ -504,6 +653,31 @@ class WhisperEngine:
             end_s = float(item["end"]) + offset_s
             out.append(Segment(start_s=start_s, end_s=max(start_s, end_s), text=text))
         return out
+
+
+def cpu_supports_bfloat16() -> bool:
+    """True when this CPU has native bfloat16 matrix instructions (``avx512_bf16`` or ``amx_bf16``, from
+    ``/proc/cpuinfo``); elsewhere PyTorch emulates bfloat16 and float32 is faster."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _other(algorithm: str) -> str:
+    """The other long-form algorithm, suggested when one fails."""
+    return "sequential" if algorithm == "batched" else "batched"
 
 
 def _pad_last(tensor: torch.Tensor, amount: int) -> torch.Tensor:

@@ -35,3 +35,9 @@ class BadOptionError(EngineFailure):
     """An option has a value the engine cannot use (unknown language code, bad format name)."""
 
     code = "bad_option"
+
+
+class GenerationError(EngineFailure):
+    """Whisper's decoding failed inside the model or transformers (one line naming the file and cause)."""
+
+    code = "engine_error"

@@ -1,333 +1,413 @@
-"""transformers' Whisper with waste-free paths for beam search and OpenAI's long-form rules.
+"""Decoding 30-second Whisper windows in batches, once each, with transformers' public generation API.
 
-:class:`FastWhisperForConditionalGeneration` is ``WhisperForConditionalGeneration`` (transformers 5)
-computing the same tokens with less work. Each change removes work that gives identical results:
+:class:`WindowDecoder` runs Whisper's encoder once per batch of windows, reads each window's
+``<|nospeech|>`` probability, and decodes every window in one ``generate`` call (beam search, or
+sampling for temperature-fallback rounds) with the timestamp rules of OpenAI's decoder
+(``WhisperTimeStampLogitsProcessor``). No seek loop runs inside a window: a window is at most 30 s of
+speech cut at a pause, so it is decoded once, as faster-whisper's ``BatchedInferencePipeline`` and WhisperX
+do.
 
-1. **One encoder pass per window, not two.** With ``no_speech_threshold`` set, transformers'
-   ``WhisperNoSpeechDetection`` runs the whole model again on the window at the first decoding step
-   (to read the ``<|nospeech|>`` probability at the start-of-transcript position), encoder included,
-   and on the whole batch's windows even in a fallback round that decodes only some of them (so its
-   probabilities are then read at the wrong rows). Here the detector is given, at every decoding
-   attempt, the encoder output that attempt just computed, for exactly its windows. On 2 CPU cores
-   the encoder costs about 1.5 s per 30 s window for whisper-base.
-2. **Beams share the encoder output.** ``generate`` copies the encoder output once per beam
-   (``repeat_interleave``) and every decoder layer then projects each copy to cross-attention keys and
-   values: five identical projections of 1500 positions with 5 beams, and five times the cache to read
-   at every step. Here the encoder output is not copied; the cross-attention layers
-   (:class:`GroupedCrossAttention`) attend from all beams of an input to that input's single set of keys
-   and values.
-3. **No reordering of the cross-attention cache.** At every beam-search step transformers 5 gathers the
-   cross-attention cache along the beams too, though beams of one input share it; only the
-   self-attention cache is reordered here (as transformers 4 did).
+Two ways to run, chosen when the model loads (:func:`fast_path_available`):
 
-4. **Fallback rounds reuse the encoder output** of the windows they decode again
-   (:class:`_EncoderRowCache`): about 1.5 s saved per window redone, on 2 CPU cores.
-5. **OpenAI's repetition check**: the compression ratio of the decoded *text* (threshold 2.4), not of
-   the token ids (see :meth:`_retrieve_compression_ratio`).
-6. **Fallback decisions stay on their windows** (a correctness fix, see :meth:`generate_with_fallback`).
-
-The equivalence (same tokens as the stock class) is checked by ``tests/test_engine.py``.
+- **fast** (transformers versions in :data:`TESTED_TRANSFORMERS`): the beams of a window share its
+  cross-attention keys and values. They are computed once per window from the encoder output (not once per
+  beam), put in the cache before decoding, read by an attention function registered through transformers'
+  ``AttentionInterface`` that lets ``beams`` query rows attend to one key/value row
+  (:func:`grouped_sdpa_attention`), and never reordered between beam-search steps
+  (:class:`SharedCrossAttentionCache`). Measured on 2 CPU cores, whisper-base, 7 windows x 5 beams: 692 ms
+  per decoding step with the stock cache, of which 48 % reordered the cross-attention cache; 337 ms without
+  that reorder; see ``bench/engine.py`` for whole files. It relies on how ``WhisperAttention`` reads a
+  prefilled ``EncoderDecoderCache``, which is why it is limited to tested versions.
+- **stock** (any other transformers 5 release): the same algorithm on transformers' own classes; the
+  same tokens, slower. The engine says so once on stderr, naming the version.
 """
 
 from __future__ import annotations
 
+import copy
+import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import WhisperForConditionalGeneration
-from transformers.cache_utils import EncoderDecoderCache
-from transformers.generation.logits_process import WhisperNoSpeechDetection
+from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+from transformers.generation.utils import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.models.whisper.modeling_whisper import WhisperAttention
+
+TESTED_TRANSFORMERS: tuple[str, ...] = ("5.24",)
+"""transformers minor releases the fast path was tested with (``tests/test_engine.py`` runs it against the
+stock path on real speech). Outside them the engine uses the stock path."""
+
+GROUPED_ATTENTION = "gpu_transcribe_grouped_sdpa"
+"""Name under which :func:`grouped_sdpa_attention` is registered in transformers' ``AttentionInterface``."""
+
+_said_stock: set[str] = set()
 
 
-class GroupedCrossAttention(WhisperAttention):
-    """Decoder cross-attention whose keys/values may have fewer rows than its queries.
+def fast_path_available(version: str | None = None) -> bool:
+    """True when transformers ``version`` (default: the installed one) is in :data:`TESTED_TRANSFORMERS`."""
+    if version is None:
+        import transformers
 
-    Queries have ``batch * beams`` rows (in beam-major groups, as ``generate`` lays them out); keys and
-    values are computed from an encoder output with ``batch`` rows, once, and cached. Each group of
-    ``beams`` query rows attends to its input's keys/values in one scaled-dot-product-attention call.
-    Used only as the ``encoder_attn`` of decoder layers (a class swap keeps the loaded weights).
-    """
-
-    def forward(  # type: ignore[override]
-        self,
-        hidden_states: torch.Tensor,
-        key_value_states: torch.Tensor | None = None,
-        past_key_values: Any = None,
-        attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend from ``hidden_states`` (``(batch * beams, q_len, d_model)``) to the encoder output.
-
-        Args:
-            hidden_states: decoder states, shape ``(batch * beams, q_len, d_model)``.
-            key_value_states: encoder output, shape ``(batch, 1500, d_model)``; ``batch`` must divide the
-                query rows.
-            past_key_values: the ``EncoderDecoderCache`` of ``generate``, or ``None``.
-            attention_mask: must be ``None`` (Whisper's cross-attention has no mask).
-            output_attentions: must be ``False``.
-            kwargs: ignored.
-
-        Returns:
-            ``(output, None)``, output of shape ``(batch * beams, q_len, d_model)``.
-        """
-        if key_value_states is None or attention_mask is not None or output_attentions:
-            output, weights = super().forward(
-                hidden_states, key_value_states, past_key_values, attention_mask, output_attentions, **kwargs
-            )[:2]
-            return output, weights
-        rows, q_len = hidden_states.shape[:2]
-        heads, head_dim = self.num_heads, self.head_dim
-        query = (self.q_proj(hidden_states) * self.scaling).view(rows, q_len, heads, head_dim).transpose(1, 2)
-
-        layer = int(self.layer_idx or 0)  # set on every decoder layer's attention
-        cache: Any = None
-        is_updated = False
-        if isinstance(past_key_values, EncoderDecoderCache):
-            is_updated = bool(past_key_values.is_updated.get(layer))
-            past_key_values.is_updated[layer] = True
-            cache = past_key_values.cross_attention_cache
-        key: torch.Tensor
-        value: torch.Tensor
-        if cache is not None and is_updated:
-            key = cache.layers[layer].keys
-            value = cache.layers[layer].values
-        else:
-            kv_rows = key_value_states.shape[0]
-            key = (
-                self.k_proj(key_value_states).view(kv_rows, -1, heads, head_dim).transpose(1, 2).contiguous()
-            )
-            value = (
-                self.v_proj(key_value_states).view(kv_rows, -1, heads, head_dim).transpose(1, 2).contiguous()
-            )
-            if cache is not None:
-                key, value = cache.update(key, value, layer)
-
-        inputs = key.shape[0]
-        if rows % inputs:
-            raise RuntimeError(f"cross-attention: {rows} query rows for {inputs} encoder rows")
-        group = rows // inputs
-        if group > 1:  # (inputs*group, H, q, D) -> (inputs, H, group*q, D): one call per input
-            query = query.reshape(inputs, group, heads, q_len, head_dim).transpose(1, 2)
-            query = query.reshape(inputs, heads, group * q_len, head_dim)
-        out = F.scaled_dot_product_attention(query, key, value, scale=1.0)
-        if group > 1:
-            out = out.reshape(inputs, heads, group, q_len, head_dim).transpose(1, 2)
-            out = out.reshape(rows, heads, q_len, head_dim)
-        out = out.transpose(1, 2).reshape(rows, q_len, heads * head_dim)
-        return self.out_proj(out), None
+        version = transformers.__version__
+    parts = version.split(".")
+    return ".".join(parts[:2]) in TESTED_TRANSFORMERS
 
 
-class _EncoderRowCache:
-    """Wraps the encoder's ``forward``: rows already encoded by its last call are not encoded again.
-
-    A temperature-fallback round decodes again only the windows that failed, and transformers stacks
-    their features into a new tensor and runs the encoder on it; those rows were encoded a moment
-    before. A row counts as the same only if ``torch.equal`` says its features are identical, so a hit
-    returns exactly what the encoder would compute.
-    """
-
-    def __init__(self, forward: Any) -> None:
-        self._forward = forward
-        self._features: torch.Tensor | None = None
-        self._hidden: torch.Tensor | None = None
-
-    def __call__(self, input_features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        plain = not args and not any(kwargs.get(k) for k in ("output_attentions", "output_hidden_states"))
-        if plain and self._features is not None and self._hidden is not None:
-            rows = self._lookup(input_features)
-            if rows is not None:
-                return BaseModelOutput(last_hidden_state=self._hidden[rows])
-        output = self._forward(input_features, *args, **kwargs)
-        if plain:
-            self._features, self._hidden = input_features, output.last_hidden_state
-        return output
-
-    def _lookup(self, features: torch.Tensor) -> list[int] | None:
-        cached = self._features
-        assert cached is not None
-        if features.shape[1:] != cached.shape[1:] or features.dtype != cached.dtype:
-            return None
-        rows: list[int] = []
-        for row in features:
-            match = next((j for j in range(cached.shape[0]) if torch.equal(row, cached[j])), None)
-            if match is None:
-                return None
-            rows.append(match)
-        return rows
-
-    def clear(self) -> None:
-        """Forget the cached rows (frees their memory)."""
-        self._features = self._hidden = None
+def say_stock_path_once(version: str) -> None:
+    """Write, once per process and version, that the stock (slower) path runs, and why, to stderr."""
+    if version in _said_stock:
+        return
+    _said_stock.add(version)
+    sys.stderr.write(
+        f"gpu-transcribe: transformers {version} is not one the engine's fast decoding was tested with "
+        f"({', '.join(v + '.x' for v in TESTED_TRANSFORMERS)}); using transformers' own classes "
+        "(same transcripts, slower). Install the versions in the lock file for full speed.\n"
+    )
 
 
-class FastWhisperForConditionalGeneration(WhisperForConditionalGeneration):
-    """``WhisperForConditionalGeneration`` without repeated encoder passes and per-beam copies.
+def grouped_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, also for keys/values with fewer batch rows than the queries.
 
-    Load it like the stock class (``from_pretrained``); :meth:`enable_fast_paths` runs after loading.
-    ``generate`` returns the same tokens as the stock class (for one input; for a batch, the same as
-    the stock class would give with the fallback bookkeeping fixed).
-    """
-
-    @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
-        """Load as ``WhisperForConditionalGeneration.from_pretrained`` does, then enable the fast paths."""
-        model = super().from_pretrained(*args, **kwargs)
-        model.enable_fast_paths()
-        return model
-
-    def enable_fast_paths(self) -> None:
-        """Swap :class:`GroupedCrossAttention` into the decoder layers, wrap the encoder (idempotent)."""
-        for layer in self.model.decoder.layers:
-            if type(layer.encoder_attn) is WhisperAttention:
-                layer.encoder_attn.__class__ = GroupedCrossAttention
-        encoder = self.model.encoder
-        if not isinstance(encoder.forward, _EncoderRowCache):
-            encoder.forward = _EncoderRowCache(encoder.forward)
-
-    def clear_encoder_cache(self) -> None:
-        """Free the encoder rows kept for fallback rounds (call when a file is done)."""
-        forward = self.model.encoder.forward
-        if isinstance(forward, _EncoderRowCache):
-            forward.clear()
-
-    def _retrieve_logit_processors(
-        self, generation_config: Any, logits_processor: Any, begin_index: int, num_beams: int, device: Any
-    ) -> Any:
-        """transformers' processors; remembers its ``WhisperNoSpeechDetection`` to feed it per attempt."""
-        processors = super()._retrieve_logit_processors(
-            generation_config, logits_processor, begin_index, num_beams, device
-        )
-        self._no_speech_detector = next(
-            (p for p in processors or () if isinstance(p, WhisperNoSpeechDetection)), None
-        )
-        return processors
-
-    def _expand_inputs_for_generation(  # type: ignore[override]
-        self,
-        expand_size: int = 1,
-        is_encoder_decoder: bool = False,
-        input_ids: torch.LongTensor | None = None,
-        **model_kwargs: Any,
-    ) -> tuple[torch.LongTensor | None, dict[str, Any]]:
-        """Expand the decoder inputs per beam as transformers does, but not the encoder output.
-
-        Called once per decoding attempt, after the encoder ran: the no-speech detector gets this
-        attempt's encoder output and decoder prompt (see the module docstring, change 1).
-        """
-        encoder_outputs = model_kwargs.pop("encoder_outputs", None)
-        detector = getattr(self, "_no_speech_detector", None)
-        if detector is not None and encoder_outputs is not None and input_ids is not None:
-            inputs: dict[str, Any] = {"input_ids": input_ids, "encoder_outputs": encoder_outputs}
-            if model_kwargs.get("decoder_attention_mask") is not None:
-                inputs["decoder_attention_mask"] = model_kwargs["decoder_attention_mask"]
-            prepared = {**self.prepare_inputs_for_generation(**inputs), **inputs}
-            prepared.pop("input_ids", None)
-            prepared.pop("past_key_values", None)
-            detector.inputs = prepared
-        input_ids, model_kwargs = super()._expand_inputs_for_generation(  # type: ignore[misc]
-            expand_size=expand_size, is_encoder_decoder=False, input_ids=input_ids, **model_kwargs
-        )
-        if encoder_outputs is not None:
-            model_kwargs["encoder_outputs"] = encoder_outputs
-        return input_ids, model_kwargs
-
-    def generate_with_fallback(self, *args: Any, **kwargs: Any) -> Any:
-        """transformers' temperature fallback, with the skip decision of each window kept on that window.
-
-        transformers 5.23 stores the "skip as silence" decision of a fallback round under the round's own
-        index (``should_skip[i]``) instead of the window's (``should_skip[fallback_index_map[i]]``): in a
-        batch where only window 7 was decoded again, its decision lands on window 0, which can drop
-        window 0's speech. The decisions are recorded here (:meth:`_need_fallback`) and replayed onto the
-        right windows, following transformers' own rule for which windows go to the next round.
-        """
-        self._fallback_log: list[tuple[float | None, int, bool, bool]] = []
-        sequences, outputs, should_skip, condition, output_type = super().generate_with_fallback(
-            *args, **kwargs
-        )
-        return (
-            sequences,
-            outputs,
-            _replay_should_skip(self._fallback_log, len(should_skip)),
-            condition,
-            output_type,
-        )
-
-    def _need_fallback(
-        self,
-        seek_sequence: Any,
-        seek_outputs: Any,
-        index: int,
-        logits_processor: Any,
-        generation_config: Any,
-        vocab_size: int,
-        temperature: float | None,
-    ) -> tuple[bool, bool]:
-        """transformers' decision for one window of one round, recorded for :meth:`generate_with_fallback`."""
-        needs_fallback, should_skip = super()._need_fallback(
-            seek_sequence, seek_outputs, index, logits_processor, generation_config, vocab_size, temperature
-        )
-        log = getattr(self, "_fallback_log", None)
-        if log is not None:
-            log.append((temperature, index, bool(needs_fallback), bool(should_skip)))
-        return needs_fallback, should_skip
-
-    def set_text_decoder(self, decode: Callable[[list[int]], str]) -> None:
-        """Give the model its tokenizer's ``decode`` so the repetition check runs on text (change 5)."""
-        self._decode_text = decode
-
-    def _retrieve_compression_ratio(self, tokens: torch.Tensor, vocab_size: int) -> float:  # type: ignore[override]
-        """OpenAI's compression ratio: UTF-8 bytes of the decoded text over their zlib-compressed size.
-
-        transformers compresses the token ids (2 bytes each) instead and suggests a threshold of 1.35 in
-        place of OpenAI's 2.4. Measured here, that flags real, repeated speech as a loop: a 30 s window
-        holding the same JFK sentence twice scored 1.53-1.75 on token ids at every temperature, so the
-        fallback ran to temperature 1.0 and kept a truncated sample. On text, with OpenAI's 2.4 (also
-        faster-whisper's), it is accepted as decoded at temperature 0.
-        """
-        decode = getattr(self, "_decode_text", None)
-        if decode is None:
-            return float(super()._retrieve_compression_ratio(tokens, vocab_size))
-        text_tokens = [int(t) for t in tokens.tolist() if int(t) < self.generation_config.eos_token_id]
-        data = decode(text_tokens).encode("utf-8")
-        return len(data) / len(zlib.compress(data)) if data else 0.0
-
-    @staticmethod
-    def _reorder_cache(past_key_values: Any, beam_idx: torch.Tensor) -> Any:
-        """Reorder the self-attention cache along the beams; the shared cross-attention cache stays."""
-        past_key_values.self_attention_cache.reorder_cache(beam_idx)
-        return past_key_values
-
-
-def _replay_should_skip(log: list[tuple[float | None, int, bool, bool]], windows: int) -> list[bool]:
-    """Per window, the skip decision of the last round that decoded it.
+    When ``key.shape[0] == query.shape[0]`` this is exactly the registered ``sdpa`` function. Otherwise
+    (cross-attention during beam search or best-of sampling, with the cache of
+    :meth:`WindowDecoder.decode`) the ``rows`` query rows come in groups of ``rows // inputs`` consecutive
+    rows per key/value row, as ``generate`` lays beams out, and each group attends to its input's keys
+    and values in one call.
 
     Args:
-        log: ``(temperature, index in round, needs_fallback, should_skip)`` in call order; a round's
-            indices run 0, 1, ... over the windows it decoded, and the windows that needed a fallback go,
-            in order, to the next round (transformers' ``fallback_index_map``).
-        windows: windows in the batch.
+        module: the attention module (passed through to ``sdpa``).
+        query: ``(rows, heads, q_len, head_dim)``.
+        key: ``(inputs, heads, k_len, head_dim)``, ``inputs`` dividing ``rows``.
+        value: like ``key``.
+        attention_mask: must be ``None`` when the rows differ (Whisper's cross-attention has none).
+        kwargs: ``scaling``, ``dropout``... as transformers passes them.
 
     Returns:
-        ``should_skip`` indexed by window.
+        ``(output, None)``, output ``(rows, q_len, heads, head_dim)`` as transformers' ``sdpa`` returns it.
+
+    Raises:
+        RuntimeError: ``inputs`` does not divide ``rows``, or a mask is given for grouped rows.
     """
-    skip = [False] * windows
-    mapping = list(range(windows))
-    round_entries: list[tuple[int, bool, bool]] = []
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    def close_round() -> list[int]:
-        return [mapping[i] for i, needs, _ in round_entries if needs]
+    rows, heads, q_len, head_dim = query.shape
+    inputs = key.shape[0]
+    if inputs == rows:
+        sdpa: Any = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+    if rows % inputs or attention_mask is not None:
+        raise RuntimeError(f"grouped attention: {rows} query rows for {inputs} key rows, or a mask")
+    group = rows // inputs
+    grouped = query.reshape(inputs, group, heads, q_len, head_dim).transpose(1, 2)
+    grouped = grouped.reshape(inputs, heads, group * q_len, head_dim)
+    scale = kwargs.get("scaling")
+    out = F.scaled_dot_product_attention(grouped, key, value, scale=scale)
+    out = out.reshape(inputs, heads, group, q_len, head_dim).transpose(1, 2)
+    out = out.reshape(rows, heads, q_len, head_dim).transpose(1, 2).contiguous()
+    return out, None
 
-    for _temperature, index, needs, should in log:
-        if index == 0 and round_entries:
-            mapping = close_round()
-            round_entries = []
-        if index < len(mapping):
-            skip[mapping[index]] = should
-        round_entries.append((index, needs, should))
-    return skip
+
+def register_grouped_attention() -> None:
+    """Register :func:`grouped_sdpa_attention` as :data:`GROUPED_ATTENTION` (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
+
+
+class SharedCrossAttentionCache(EncoderDecoderCache):
+    """An ``EncoderDecoderCache`` whose cross-attention part is never reordered.
+
+    Beam search reorders the cache along the beams after every step (``reorder_cache``). Beams move only
+    within their own input, and the cross-attention keys and values depend on the input alone, so
+    reordering them copies identical data: here only the self-attention cache is reordered.
+    """
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the self-attention cache along ``beam_idx``; the cross-attention cache stays."""
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
+class SuppressTokens(LogitsProcessor):
+    """Sets the scores of fixed token ids to ``-inf``, at every step or only at the first generated one.
+
+    The rule of transformers' ``SuppressTokensLogitsProcessor`` and ``SuppressTokensAtBeginLogitsProcessor``
+    (OpenAI's ``SuppressTokens`` and ``SuppressBlank``), with the vocabulary mask built once instead of by
+    ``torch.isin`` over the vocabulary at every step: measured 55 ms per step for 35 rows on 2 CPU cores.
+
+    Args:
+        token_ids: ids to suppress.
+        vocab_size: size of the score rows.
+        device: where the scores live.
+        only_at: when given, suppress only when the sequences are this long (the prompt's length: the first
+            generated token).
+    """
+
+    def __init__(
+        self, token_ids: Sequence[int], vocab_size: int, device: torch.device, only_at: int | None = None
+    ) -> None:
+        """Build the mask once."""
+        self.mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.mask[[t for t in token_ids if 0 <= t < vocab_size]] = True
+        self.only_at = only_at
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """``scores`` ``(rows, vocab)`` with the masked ids at ``-inf`` (a new tensor)."""
+        if self.only_at is not None and input_ids.shape[1] != self.only_at:
+            return scores
+        return scores.masked_fill(self.mask[: scores.shape[-1]], -float("inf"))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One window's decoding.
+
+    Attributes:
+        tokens: the generated token ids after the prompt (text and timestamp tokens; no end token).
+        avg_logprob: sum of the tokens' log-probabilities (end token included) divided by their count,
+            OpenAI's ``avg_logprob``.
+        compression_ratio: UTF-8 bytes of the text over its zlib-compressed size (OpenAI's rule).
+        temperature: 0.0 for beam search, else the sampling temperature.
+    """
+
+    tokens: tuple[int, ...]
+    avg_logprob: float
+    compression_ratio: float
+    temperature: float
+
+
+def compression_ratio(text: str) -> float:
+    """OpenAI's compression ratio: UTF-8 bytes of ``text`` over their zlib-compressed size; 0 if empty.
+
+    Computed on the text, as OpenAI's ``transcribe()`` and faster-whisper do (threshold 2.4), not on the
+    token ids as transformers does (its threshold 1.35).
+    """
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+class WindowDecoder:
+    """Encodes and decodes batches of Whisper windows (log-mel inputs of exactly 3000 frames).
+
+    Args:
+        model: a loaded ``WhisperForConditionalGeneration``; for the fast path, loaded with
+            ``attn_implementation=GROUPED_ATTENTION`` (see :func:`register_grouped_attention`).
+        decode_text: the tokenizer's ``decode`` (skipping special tokens), for the compression ratio.
+        fast: use the shared cross-attention cache (:func:`fast_path_available`).
+    """
+
+    def __init__(self, model: Any, decode_text: Callable[[list[int]], str], fast: bool) -> None:
+        """Keep the model; read the special token ids from its generation config."""
+        self.model = model
+        self.fast = fast
+        self._decode_text = decode_text
+        gen = model.generation_config
+        self.generation_config = gen
+        # generate() would build its own (slower) suppression processors from these; ours replace them
+        self._generate_config = copy.deepcopy(gen)
+        self._generate_config.suppress_tokens = None
+        self._generate_config.begin_suppress_tokens = None
+        self._generate_config.max_length = None
+        self._suppress = list(gen.suppress_tokens or ())
+        self._suppress_at_begin = list(gen.begin_suppress_tokens or ())
+        self._vocab_size = int(model.config.vocab_size)
+        self.no_timestamps_id = int(gen.no_timestamps_token_id)
+        self.timestamp_begin = self.no_timestamps_id + 1
+        self.no_speech_id = self.no_timestamps_id - 1  # <|nocaptions|>/<|nospeech|>, as OpenAI's decoder
+        self.eos_id = int(gen.eos_token_id)
+        self.sot_id = int(gen.decoder_start_token_id)
+
+    def prompt(self, language: str, task: str) -> list[int]:
+        """``<|startoftranscript|><|lang|><|task|>`` (timestamps on), OpenAI's decoder prompt."""
+        gen = self.generation_config
+        return [self.sot_id, int(gen.lang_to_id[f"<|{language}|>"]), int(gen.task_to_id[task])]
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``(batch, 1500, d_model)`` of log-mel ``features`` ``(batch, n_mels, 3000)``."""
+        encoder: Any = self.model.get_encoder()
+        return encoder(features).last_hidden_state
+
+    def cross_cache(self, encoder_output: torch.Tensor) -> DynamicCache | None:
+        """The decoder's cross-attention keys and values for ``encoder_output``, one row per window.
+
+        Each decoder layer's ``encoder_attn`` projects the encoder output as ``WhisperAttention`` does
+        (``k_proj``/``v_proj``, split into heads); a cache holding them is read instead of computed.
+        ``None`` on the stock path, where transformers computes them (once per beam).
+        """
+        if not self.fast:
+            return None
+        cache = DynamicCache()
+        rows = encoder_output.shape[0]
+        for index, layer in enumerate(self.model.model.decoder.layers):
+            attn = layer.encoder_attn
+            shape = (rows, -1, attn.num_heads, attn.head_dim)
+            key = attn.k_proj(encoder_output).view(shape).transpose(1, 2).contiguous()
+            value = attn.v_proj(encoder_output).view(shape).transpose(1, 2).contiguous()
+            cache.update(key, value, index)
+        return cache
+
+    @staticmethod
+    def select(cross: DynamicCache | None, rows: list[int]) -> DynamicCache | None:
+        """The rows ``rows`` (window indices) of a cross-attention cache from :meth:`cross_cache`."""
+        if cross is None:
+            return None
+        picked = DynamicCache()
+        layers: list[Any] = list(cross.layers)
+        index = torch.tensor(rows, dtype=torch.long, device=layers[0].keys.device)
+        for number, layer in enumerate(layers):
+            picked.update(layer.keys.index_select(0, index), layer.values.index_select(0, index), number)
+        return picked
+
+    def _cache(self, cross: DynamicCache | None) -> EncoderDecoderCache | None:
+        if cross is None:
+            return None
+        return SharedCrossAttentionCache(DynamicCache(), cross)
+
+    def no_speech_probs(self, encoder_output: torch.Tensor, cross: DynamicCache | None) -> list[float]:
+        """Per window, the probability of ``<|nospeech|>`` after ``<|startoftranscript|>`` (OpenAI's rule)."""
+        rows = encoder_output.shape[0]
+        sot = torch.full((rows, 1), self.sot_id, dtype=torch.long, device=encoder_output.device)
+        # The fast path (transformers 5.24) names the forward's cache argument ``cache``.
+        cache_kwargs = {} if cross is None else {"cache": self._cache(cross), "use_cache": True}
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_output),
+            decoder_input_ids=sot,
+            **cache_kwargs,
+        )
+        probs = out.logits[:, 0, :].float().softmax(dim=-1)[:, self.no_speech_id]
+        return [float(p) for p in probs]
+
+    def decode(
+        self,
+        encoder_output: torch.Tensor,
+        prompt: list[int],
+        num_beams: int,
+        temperature: float,
+        max_new_tokens: int,
+        best_of: int = 5,
+        cross: DynamicCache | None = None,
+    ) -> list[Decoded]:
+        """Decode every window once: beam search at temperature 0, else best-of-``best_of`` sampling.
+
+        Args:
+            encoder_output: ``(batch, 1500, d_model)`` from :meth:`encode`.
+            prompt: decoder prompt from :meth:`prompt`.
+            num_beams: beams at temperature 0 (1: greedy search).
+            temperature: 0.0 for beam search; above 0, sampling at that temperature.
+            max_new_tokens: generated tokens per window at most.
+            best_of: samples drawn per window when sampling; the one with the highest average
+                log-probability is kept (OpenAI's ``best_of``, default 5).
+            cross: :meth:`cross_cache` of ``encoder_output`` (fast path), or ``None``.
+
+        Returns:
+            One :class:`Decoded` per window, in order.
+        """
+        rows = encoder_output.shape[0]
+        ids = torch.tensor([prompt] * rows, dtype=torch.long, device=encoder_output.device)
+        device = encoder_output.device
+        processors = LogitsProcessorList(
+            [
+                SuppressTokens(self._suppress_at_begin, self._vocab_size, device, only_at=len(prompt)),
+                SuppressTokens(self._suppress, self._vocab_size, device),
+                WhisperTimeStampLogitsProcessor(self.generation_config, begin_index=len(prompt)),
+            ]
+        )
+        sampling = temperature > 0.0
+        beam = not sampling and num_beams > 1
+        per_window = max(1, best_of) if sampling else 1
+        kwargs: dict[str, Any] = {
+            "generation_config": self._generate_config,
+            "encoder_outputs": BaseModelOutput(last_hidden_state=encoder_output),
+            "decoder_input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "logits_processor": processors,
+            "max_new_tokens": max_new_tokens,
+            "return_dict_in_generate": True,
+            "output_scores": True,  # the beam score is returned only with them
+            "pad_token_id": self.eos_id,
+            "num_beams": num_beams if beam else 1,
+            "num_return_sequences": per_window,
+            "do_sample": sampling,
+        }
+        if sampling:
+            kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+        if beam:
+            kwargs["length_penalty"] = 1.0
+        cache = self._cache(cross)
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        out = GenerationMixin.generate(self.model, **kwargs)
+        if beam:
+            # transformers' beam score: sum of log-probabilities over the generated length (end token
+            # included) to the power length_penalty = 1.0, which is OpenAI's avg_logprob
+            averages = [float(s) for s in out.sequences_scores]
+        else:
+            # out.scores are the processed logits divided by the temperature; OpenAI's log-probabilities
+            # are those of the processed logits, so the temperature is taken out again
+            logits = tuple(s * temperature for s in out.scores) if sampling else out.scores
+            steps = self.model.compute_transition_scores(out.sequences, logits, normalize_logits=True)
+            averages = []
+        prompt_len = len(prompt)
+        candidates: list[Decoded] = []
+        for row, sequence in enumerate(out.sequences.tolist()):
+            generated = sequence[prompt_len:]
+            ended = self.eos_id in generated
+            length = generated.index(self.eos_id) + 1 if ended else len(generated)
+            tokens = tuple(generated[: length - 1] if ended else generated)
+            avg_logprob = averages[row] if beam else float(steps[row, :length].float().sum()) / max(1, length)
+            text = self._decode_text([t for t in tokens if t < self.eos_id])
+            candidates.append(Decoded(tokens, avg_logprob, compression_ratio(text), temperature))
+        return [
+            max(candidates[w * per_window : (w + 1) * per_window], key=lambda d: d.avg_logprob)
+            for w in range(rows)
+        ]
+
+
+TIME_PRECISION_S = 0.02
+"""Seconds per timestamp token step (``<|0.00|>``, ``<|0.02|>``, ...), Whisper's timestamp resolution."""
+
+
+def split_segments(
+    tokens: Sequence[int], timestamp_begin: int
+) -> list[tuple[float, float | None, list[int]]]:
+    """Cut a window's tokens into segments at its timestamp tokens, as OpenAI's decoder lays them out.
+
+    ``<|0.00|> text <|2.40|><|2.40|> text <|5.00|>`` gives ``(0.0, 2.4, text)`` and ``(2.4, 5.0, text)``.
+    Text after the last timestamp (a window cut mid-sentence, or ``max_new_tokens`` reached) becomes a
+    segment whose end is ``None``: the caller ends it at the window's end.
+
+    Args:
+        tokens: generated ids after the prompt; ids ``>= timestamp_begin`` are timestamps.
+        timestamp_begin: id of ``<|0.00|>``.
+
+    Returns:
+        ``(start_s, end_s or None, text token ids)`` per segment with text, in order; times relative to
+        the window's start.
+    """
+    segments: list[tuple[float, float | None, list[int]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token < timestamp_begin:
+            text.append(token)
+            continue
+        time_s = (token - timestamp_begin) * TIME_PRECISION_S
+        if text:  # a timestamp after text closes the segment (text before any timestamp starts at 0)
+            segments.append((start if start is not None else 0.0, time_s, text))
+            start, text = None, []
+        else:  # a timestamp after a timestamp (or first) opens the next segment
+            start = time_s
+    if text:
+        segments.append((start if start is not None else 0.0, None, text))
+    return segments

@@ -9,7 +9,8 @@
   not, with whisper-base, in our engine or faster-whisper's; measured evidence in
   :func:`test_long_english_file_is_as_accurate_as_clip_by_clip`); ``sequential`` makes no repetition
   loop.
-- ``FastWhisperForConditionalGeneration`` decodes the same tokens as transformers' own class.
+- the fast decoding path decodes the same tokens as transformers' stock classes, and an untested
+  transformers version falls back to the stock path and still transcribes correctly.
 
 The model is loaded once for the module; transcripts are computed once and shared between tests.
 """
@@ -35,6 +36,7 @@ from bench.fixtures import (
     faster_whisper_model_dir,
     find_test_model,
     normalize_text,
+    word_error_rate,
 )
 from remote.errors import ModelLoadError
 from remote.options import TranscribeOptions
@@ -60,7 +62,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def engine(model_dir: Path) -> Any:
-    """Our engine, loaded once, float32 on the CPU."""
+    """Our engine, loaded once, on the CPU with its default dtype (bfloat16 where the CPU has it)."""
     from remote.engine import WhisperEngine
 
     return WhisperEngine.load(str(model_dir), device="cpu")
@@ -150,7 +152,11 @@ def test_transcript_echoes_resolved_options_and_facts(runs: Runs, model_dir: Pat
     assert result.options.language == "sv"
     assert runs.ours(clip, "sequential").options.batch_size == 1
     assert result.model == str(model_dir)
-    assert (result.device, result.dtype, result.language) == ("cpu", "float32", "sv")
+    from remote.engine import cpu_supports_bfloat16
+
+    expected_dtype = "bfloat16" if cpu_supports_bfloat16() else "float32"
+    assert (result.device, result.dtype, result.language) == ("cpu", expected_dtype, "sv")
+    assert result.extra["decoding"] == "fast" and result.extra["windows"] == 1
     assert result.duration_s == pytest.approx(9.0, abs=0.01)
     assert result.timings.load_s > 0 and result.timings.decode_s > 0 and result.timings.transcribe_s > 0
     assert result.audio == str(clip_path(clip))
@@ -351,30 +357,107 @@ def test_missing_model_directory_is_a_model_load_error(tmp_path: Path) -> None:
         WhisperEngine.load(str(tmp_path), device="cpu")  # exists, holds no checkpoint
 
 
-# -- the fast model class decodes like transformers' own --------------------------------------------------
+# -- the fast decoding path and the stock one ------------------------------------------------------------
 
 
-def test_fast_model_decodes_the_same_tokens_as_transformers(engine: Any, model_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def float32_engines(model_dir: Path) -> tuple[Any, Any]:
+    """Two float32 CPU engines on the same weights: the fast decoding path and transformers' stock one."""
+    from remote.engine import WhisperEngine
+
+    fast = WhisperEngine.load(str(model_dir), device="cpu", fast=True, dtype="float32")
+    stock = WhisperEngine.load(str(model_dir), device="cpu", fast=False, dtype="float32")
+    assert fast.info.fast_path and not stock.info.fast_path
+    return fast, stock
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.4])
+def test_fast_path_decodes_the_same_tokens_as_the_stock_path(
+    float32_engines: tuple[Any, Any], temperature: float
+) -> None:
+    """Beam search (and best-of sampling) on two real windows gives identical tokens on both paths."""
     import torch
-    from transformers import WhisperForConditionalGeneration
 
     from remote.audio import decode_audio
 
-    stock = WhisperForConditionalGeneration.from_pretrained(str(model_dir), attn_implementation="sdpa").eval()
+    fast, stock = float32_engines
     pieces = [decode_audio(clip_path(c)) for c in SWEDISH_CLIPS[:2]]
-    inputs = engine._features(pieces)
-    features = torch.nn.functional.pad(
-        inputs["input_features"], (0, 3001 - inputs["input_features"].shape[-1])
+    results = []
+    for engine in (fast, stock):
+        features = engine._window_features(pieces)
+        decoder = engine.decoder
+        with torch.inference_mode():
+            torch.manual_seed(0)
+            encoder_output = decoder.encode(features)
+            cross = decoder.cross_cache(encoder_output)
+            no_speech = decoder.no_speech_probs(encoder_output, cross)
+            decoded = decoder.decode(
+                encoder_output, decoder.prompt("sv", "transcribe"), 5, temperature, 100, cross=cross
+            )
+        results.append((decoded, no_speech))
+    (fast_decoded, fast_no_speech), (stock_decoded, stock_no_speech) = results
+    assert [d.tokens for d in fast_decoded] == [d.tokens for d in stock_decoded]
+    assert all(len(d.tokens) > 5 for d in fast_decoded)
+    assert [d.avg_logprob for d in fast_decoded] == pytest.approx(
+        [d.avg_logprob for d in stock_decoded], abs=1e-3
     )
-    mask = torch.nn.functional.pad(inputs["attention_mask"], (0, 3001 - inputs["attention_mask"].shape[-1]))
-    kwargs = engine._generate_kwargs("sv", TranscribeOptions(beam_size=5))
-    with torch.inference_mode():
-        single_fast = engine.model.generate(
-            inputs["input_features"][:1, :, : pieces[0].shape[0] // 160], **kwargs
-        )
-        single_stock = stock.generate(inputs["input_features"][:1, :, : pieces[0].shape[0] // 160], **kwargs)
-        batch_fast = engine.model.generate(features, attention_mask=mask, **kwargs)
-        batch_stock = stock.generate(features, attention_mask=mask, **kwargs)
-    assert single_fast["sequences"].tolist() == single_stock["sequences"].tolist()
-    assert batch_fast["sequences"].tolist() == batch_stock["sequences"].tolist()
-    assert len(batch_fast["segments"]) == 2 and all(batch_fast["segments"])
+    assert fast_no_speech == pytest.approx(stock_no_speech, abs=1e-4)
+
+
+def test_an_untested_transformers_version_takes_the_stock_path_and_transcribes_correctly(
+    model_dir: Path, runs: Runs, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside TESTED_TRANSFORMERS the engine says so once on stderr and still transcribes as well."""
+    import transformers
+
+    from remote import whisper_model
+    from remote.engine import WhisperEngine
+
+    monkeypatch.setattr(transformers, "__version__", "5.99.0")
+    monkeypatch.setattr(whisper_model, "_said_stock", set())
+    engine = WhisperEngine.load(str(model_dir), device="cpu")
+    WhisperEngine.load(str(model_dir), device="cpu")
+    err = capsys.readouterr().err
+    assert err.count("transformers 5.99.0 is not one the engine's fast decoding was tested with") == 1
+    assert not engine.info.fast_path
+    pairs, peer_pairs = [], []
+    for clip in SPEECH_CLIPS:
+        language = clip_language(clip)
+        transcript = engine.transcribe_file(clip_path(clip), TranscribeOptions(language=language))
+        assert transcript.extra["decoding"] == "stock"
+        pairs.append((clip_reference(clip), transcript.text, language))
+        peer_pairs.append((clip_reference(clip), runs.faster_whisper(clip), language))
+    assert corpus_wer(pairs) <= corpus_wer(peer_pairs), pairs
+
+
+def test_a_failure_inside_generation_is_one_line_naming_the_file(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from remote.errors import GenerationError
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setattr(engine.decoder, "decode", broken)
+    clip = clip_path(SWEDISH_CLIPS[0])
+    with pytest.raises(GenerationError) as info:
+        engine.transcribe_file(clip, TranscribeOptions(language="sv"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(clip) in message and "TypeError" in message and "transformers" in message
+    assert info.value.code == "engine_error"
+
+
+def test_windows_that_fail_the_rules_are_decoded_again_hotter(engine: Any) -> None:
+    """A rule no decoding can pass sends every window through every temperature; the best is kept."""
+    import remote.engine as engine_module
+
+    clip = clip_path(SWEDISH_CLIPS[2])
+    original = engine_module.LOGPROB_THRESHOLD
+    engine_module.LOGPROB_THRESHOLD = 0.5  # no average log-probability reaches it
+    try:
+        transcript = engine.transcribe_file(clip, TranscribeOptions(language="sv"))
+    finally:
+        engine_module.LOGPROB_THRESHOLD = original
+    assert transcript.extra["fallback_windows"] == transcript.extra["windows"] == 1
+    assert word_error_rate(clip_reference(SWEDISH_CLIPS[2]), transcript.text, "sv") < 0.5

@@ -1,12 +1,10 @@
-"""Speech finding and window building for the ``batched`` algorithm (Silero VAD on real recordings), and the
-fallback bookkeeping fix of :mod:`remote.whisper_model`."""
+"""Speech finding and window building for the ``batched`` algorithm (Silero VAD on real recordings)."""
 
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
-import pytest
 
 from bench.fixtures import SILENT_CLIP, SWEDISH_CLIPS, build_long_audio, clip_path
 from remote.audio import SAMPLE_RATE_HZ, decode_audio
@@ -57,32 +55,3 @@ def test_merge_falls_back_to_the_longest_pause_and_splits_overlong_speech() -> N
     overlong = merge_into_windows([(0, 70 * S)])
     assert [w.duration_s for w in overlong] == [30.0, 30.0, 10.0]
     assert merge_into_windows([]) == []
-
-
-@pytest.mark.parametrize(
-    ("log", "expected"),
-    [
-        # One round, nothing redone: decisions stay in place.
-        ([(0.0, 0, False, False), (0.0, 1, False, True)], [False, True]),
-        # Window 1 redone alone at 0.2 and then judged silent: the skip lands on window 1, not window 0.
-        ([(0.0, 0, False, False), (0.0, 1, True, False), (0.2, 0, False, True)], [False, True]),
-        # Windows 0 and 2 redone; in the next round only window 2 (round index 1) is redone again.
-        (
-            [
-                (0.0, 0, True, False),
-                (0.0, 1, False, False),
-                (0.0, 2, True, False),
-                (0.2, 0, False, False),
-                (0.2, 1, True, False),
-                (0.4, 0, False, True),
-            ],
-            [False, False, True],
-        ),
-    ],
-)
-def test_fallback_skip_decisions_are_replayed_onto_their_windows(
-    log: list[tuple[float, int, bool, bool]], expected: list[bool]
-) -> None:
-    from remote.whisper_model import _replay_should_skip
-
-    assert _replay_should_skip(log, len(expected)) == expected
