@@ -144,7 +144,10 @@ def test_provisioning_installs_the_engine_and_passes_every_check(
     assert manifest["model_source"] == str(offline_model_dir().resolve())
     warmup = manifest["warmup"]
     assert isinstance(warmup, dict)
-    assert (warmup["device"], warmup["dtype"]) == ("cpu", "float32")
+    from remote.engine import cpu_supports_bfloat16
+
+    expected_dtype = "bfloat16" if cpu_supports_bfloat16() else "float32"
+    assert (warmup["device"], warmup["dtype"]) == ("cpu", expected_dtype)
     text = str(warmup["text"]).strip()
     assert text, "the warm-up transcript is empty"
     # The clip says "Århuslekar börja i och för sig bli gammal och skröplig, men den har ju ett sådant
