@@ -51,8 +51,8 @@ TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """Temperature fallback schedule of OpenAI's ``transcribe()`` (Radford et al. 2022, section 4.5)."""
 COMPRESSION_RATIO_THRESHOLD = 2.4
 """OpenAI's (and faster-whisper's) threshold on the zlib compression ratio of a window's decoded text;
-above it the decoding counts as a repetition loop and is redone hotter. The model computes the ratio on
-text as OpenAI does (``_retrieve_compression_ratio`` in :mod:`remote.whisper_model`)."""
+above it the decoding counts as a repetition loop and is redone hotter (``batched``; the ratio is computed
+on the text as OpenAI does, :func:`remote.whisper_model.compression_ratio`)."""
 TOKEN_COMPRESSION_RATIO_THRESHOLD = 1.35
 """The ``sequential`` algorithm's threshold: transformers' ``generate`` computes the compression ratio on
 the token ids (2 bytes each), for which its documentation gives 1.35 as the equivalent of OpenAI's 2.4."""
@@ -232,11 +232,10 @@ class WhisperEngine:
         float16 with PyTorch's scaled-dot-product attention (SDPA) on CUDA. On CPU bfloat16 where the CPU
         has bfloat16 instructions (:func:`cpu_supports_bfloat16`), else float32 (float16 matrix products
         are slow there). Measured with ``bench/engine.py`` (whisper-base, 2 AMD EPYC cores with
-        ``avx512_bf16``): bfloat16 took 19.2 s on the Swedish file and 51.1 s on the dense English one,
-        float32 30.1 s and 83.8 s, with word error rates 0.216/0.063 against 0.216/0.057. int8 dynamic
-        quantization (``torch.ao``) was measured and not kept: of the whole model, English 0.057 -> 0.103;
-        of the encoder and decoder, 0.083; of the encoder alone, Swedish 0.216 -> 0.261, and slower than
-        bfloat16.
+        ``avx512_bf16``): bfloat16 1.6x faster than float32 at the same word error rate (figures in the
+        README's performance table). int8 dynamic quantization (``torch.ao``) was measured and not kept:
+        of the whole model, English word error rate 0.057 -> 0.103; of the encoder and decoder, 0.083; of
+        the encoder alone, Swedish 0.216 -> 0.261, and slower than bfloat16.
 
         Args:
             model: a hub id (``KBLab/kb-whisper-small``) or a directory holding a transformers Whisper
@@ -469,7 +468,7 @@ class WhisperEngine:
     def _batched(
         self, samples: np.ndarray, opts: TranscribeOptions, progress: ProgressCallback | None
     ) -> tuple[list[Segment], str]:
-        """Silero VAD windows of at most 30 s, each decoded once, ``batch_size`` windows at a time.
+        """Silero VAD windows of at most :data:`MAX_SPEECH_PER_WINDOW_S`, each decoded once, in batches.
 
         Windows are batched longest first, so a batch holds windows of similar length and few rows idle
         while the longest finishes (a batch decodes until its longest window ends); the segments are
@@ -492,7 +491,8 @@ class WhisperEngine:
         by_window: dict[int, list[Segment]] = {}
         for first in range(0, len(order), batch_size):
             batch = [windows[i] for i in order[first : first + batch_size]]
-            features = self._window_features([samples[w.start_sample : w.end_sample] for w in batch])
+            pieces = [samples[w.start_sample : w.end_sample] for w in batch]
+            features = self._features(pieces, full_windows=True)["input_features"]
             if language is None:
                 language = self._language(features[:1], opts)
             decoded = self._decode_windows(features, language, opts)
@@ -577,18 +577,24 @@ class WhisperEngine:
 
     # -- helpers ----------------------------------------------------------------------------------------
 
-    def _features(self, pieces: Sequence[np.ndarray]) -> Any:
-        """Log-mel features of each piece, not truncated, padded to the longest, with a frame mask.
+    def _features(self, pieces: Sequence[np.ndarray], full_windows: bool = False) -> Any:
+        """Log-mel features of each piece (model dtype, on the model's device), with a frame mask.
 
-        Returns a ``BatchFeature`` with ``input_features`` of shape ``(len(pieces), n_mels, frames)``
-        (model dtype, on the model's device) and ``attention_mask`` of shape ``(len(pieces), frames)``.
+        Args:
+            pieces: 1-D float32 16 kHz samples each.
+            full_windows: pad every piece (each at most 30 s) with zeros to 30 s, as Whisper was trained
+                (the ``batched`` windows); else keep the whole pieces, padded to the longest (``sequential``).
+
+        Returns:
+            A ``BatchFeature`` with ``input_features`` ``(len(pieces), n_mels, frames)`` (3000 frames with
+            ``full_windows``) and ``attention_mask`` ``(len(pieces), frames)``.
         """
         extractor = self.processor.feature_extractor
         inputs = extractor(
             list(pieces),
             sampling_rate=SAMPLE_RATE_HZ,
-            truncation=False,
-            padding="longest",
+            truncation=full_windows,
+            padding="max_length" if full_windows else "longest",
             return_attention_mask=True,
             return_tensors="pt",
             device=self.info.device,
@@ -597,20 +603,6 @@ class WhisperEngine:
         inputs["input_features"] = inputs["input_features"].to(self.info.device, dtype=dtype)
         inputs["attention_mask"] = inputs["attention_mask"].to(self.info.device)
         return inputs
-
-    def _window_features(self, pieces: Sequence[np.ndarray]) -> torch.Tensor:
-        """Log-mel features ``(len(pieces), n_mels, 3000)`` of pieces of at most 30 s, zero-padded to 30 s
-        as Whisper was trained (model dtype, on the model's device)."""
-        extractor = self.processor.feature_extractor
-        inputs = extractor(
-            list(pieces),
-            sampling_rate=SAMPLE_RATE_HZ,
-            padding="max_length",
-            return_tensors="pt",
-            device=self.info.device,
-        )
-        dtype = self.model.get_encoder().conv1.weight.dtype
-        return inputs["input_features"].to(self.info.device, dtype=dtype)
 
     def _generate_kwargs(self, language: str, opts: TranscribeOptions) -> dict[str, Any]:
         """``generate`` arguments for OpenAI's long-form rules with temperature fallback."""
@@ -687,11 +679,6 @@ def _pad_last(tensor: torch.Tensor, amount: int) -> torch.Tensor:
     import torch.nn.functional as F
 
     return F.pad(tensor, (0, amount))
-
-
-def _clip_to(segments: list[Segment], end_s: float) -> list[Segment]:
-    """Keep segment times inside a window ending at ``end_s`` (Whisper may stamp into the padding)."""
-    return [Segment(start_s=min(s.start_s, end_s), end_s=min(s.end_s, end_s), text=s.text) for s in segments]
 
 
 def _clean_segments(segments: Sequence[Segment], duration_s: float) -> list[Segment]:

@@ -3,7 +3,7 @@
 :class:`WindowDecoder` runs Whisper's encoder once per batch of windows, reads each window's
 ``<|nospeech|>`` probability, and decodes every window in one ``generate`` call (beam search, or
 sampling for temperature-fallback rounds) with the timestamp rules of OpenAI's decoder
-(``WhisperTimeStampLogitsProcessor``). No seek loop runs inside a window: a window is at most 30 s of
+(``WhisperTimeStampLogitsProcessor``). No seek loop runs inside a window: a window is at most 29 s of
 speech cut at a pause, so it is decoded once, as faster-whisper's ``BatchedInferencePipeline`` and WhisperX
 do.
 
@@ -345,8 +345,8 @@ class WindowDecoder:
         if beam:
             kwargs["length_penalty"] = 1.0
         cache = self._cache(cross)
-        if cache is not None:
-            kwargs["past_key_values"] = cache
+        if cache is not None:  # the fast path runs on transformers 5.24, which names the argument ``cache``
+            kwargs["cache"] = cache
         out = GenerationMixin.generate(self.model, **kwargs)
         if beam:
             # transformers' beam score: sum of log-probabilities over the generated length (end token
