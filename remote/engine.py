@@ -280,13 +280,7 @@ class WhisperEngine:
                 )
             source = str(local)
         if dtype is None:
-            torch_dtype = (
-                torch.float16
-                if resolved_device == "cuda"
-                else torch.bfloat16
-                if cpu_supports_bfloat16()
-                else torch.float32
-            )
+            torch_dtype = getattr(torch, default_dtype(resolved_device))
         elif dtype in ("float16", "bfloat16", "float32"):
             torch_dtype = getattr(torch, dtype)
         else:
@@ -647,6 +641,14 @@ class WhisperEngine:
             end_s = float(item["end"]) + offset_s
             out.append(Segment(start_s=start_s, end_s=max(start_s, end_s), text=text))
         return out
+
+
+def default_dtype(device: str) -> str:
+    """The engine's dtype on ``device`` (``cpu``/``cuda``): ``float16`` on CUDA; on CPU ``bfloat16`` where
+    :func:`cpu_supports_bfloat16`, else ``float32`` (see :meth:`WhisperEngine.load` for the measurements)."""
+    if device == "cuda":
+        return "float16"
+    return "bfloat16" if cpu_supports_bfloat16() else "float32"
 
 
 def cpu_supports_bfloat16() -> bool:

@@ -152,10 +152,9 @@ def test_transcript_echoes_resolved_options_and_facts(runs: Runs, model_dir: Pat
     assert result.options.language == "sv"
     assert runs.ours(clip, "sequential").options.batch_size == 1
     assert result.model == str(model_dir)
-    from remote.engine import cpu_supports_bfloat16
+    from remote.engine import default_dtype
 
-    expected_dtype = "bfloat16" if cpu_supports_bfloat16() else "float32"
-    assert (result.device, result.dtype, result.language) == ("cpu", expected_dtype, "sv")
+    assert (result.device, result.dtype, result.language) == ("cpu", default_dtype("cpu"), "sv")
     assert result.extra["decoding"] == "fast" and result.extra["windows"] == 1
     assert result.duration_s == pytest.approx(9.0, abs=0.01)
     assert result.timings.load_s > 0 and result.timings.decode_s > 0 and result.timings.transcribe_s > 0

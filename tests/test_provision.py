@@ -144,10 +144,9 @@ def test_provisioning_installs_the_engine_and_passes_every_check(
     assert manifest["model_source"] == str(offline_model_dir().resolve())
     warmup = manifest["warmup"]
     assert isinstance(warmup, dict)
-    from remote.engine import cpu_supports_bfloat16
+    from remote.engine import default_dtype
 
-    expected_dtype = "bfloat16" if cpu_supports_bfloat16() else "float32"
-    assert (warmup["device"], warmup["dtype"]) == ("cpu", expected_dtype)
+    assert (warmup["device"], warmup["dtype"]) == ("cpu", default_dtype("cpu"))
     text = str(warmup["text"]).strip()
     assert text, "the warm-up transcript is empty"
     # The clip says "Århuslekar börja i och för sig bli gammal och skröplig, men den har ju ett sådant

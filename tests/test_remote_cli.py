@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bench.fixtures import REPO_ROOT, SWEDISH_CLIPS, clip_path, find_test_model
-from remote.engine import cpu_supports_bfloat16
+from remote.engine import default_dtype
 from remote.protocol import EVENTS, EXIT_FATAL, EXIT_SOME_FAILED, EXIT_USAGE, parse_line
 
 
@@ -73,7 +73,7 @@ def test_two_good_files_and_one_bad(tmp_path: Path) -> None:
     loaded = events[0]
     assert (loaded["device"], loaded["dtype"], loaded["algorithm"], loaded["batch_size"]) == (
         "cpu",
-        "bfloat16" if cpu_supports_bfloat16() else "float32",
+        default_dtype("cpu"),
         "batched",
         8,
     )
