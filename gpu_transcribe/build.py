@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
-from gpu_transcribe.aws.models import (
+from gpu_transcribe.common import (
     ProgressCallback,
     ProgressEvent,
     billed_seconds,
@@ -402,7 +402,7 @@ def run_build(
             itself fails after a successful build, :class:`TeardownError`.
     """
     from gpu_transcribe.aws.instances import address_resolver_from_env
-    from gpu_transcribe.aws.models import new_run_id
+    from gpu_transcribe.common import new_run_id
 
     state = _State(run_id=new_run_id())
     phases: list[tuple[str, float]] = []

@@ -21,14 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gpu_transcribe.aws.models import (
-    ProgressCallback,
-    ProgressEvent,
-    RemovalOutcome,
-    TaggedResource,
-    no_progress,
-    utc_now,
-)
+from gpu_transcribe.aws.models import RemovalOutcome, TaggedResource
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
 from gpu_transcribe.settings import Settings
 
 #: Minutes added to the maximum instance lifetime for the default grace period.

@@ -18,7 +18,8 @@ from gpu_transcribe.errors import GpuTranscribeError
 from remote.options import DEFAULT_FORMATS, DEFAULT_LANGUAGE, DEFAULT_MODEL, TranscribeOptions
 
 if TYPE_CHECKING:
-    from gpu_transcribe.aws.models import ProgressEvent, ZonePrice
+    from gpu_transcribe.aws.models import ZonePrice
+    from gpu_transcribe.common import ProgressEvent
     from gpu_transcribe.settings import Settings
 
 app = typer.Typer(

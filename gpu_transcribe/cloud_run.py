@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
-from gpu_transcribe.aws.models import billed_seconds, cost_usd, new_run_id, no_progress, utc_now
+from gpu_transcribe.common import billed_seconds, cost_usd, new_run_id, no_progress, utc_now
 from gpu_transcribe.engine_runner import ENGINE_STARTED, EngineRequest, EngineRun, EventCollector, FileOutcome
 from gpu_transcribe.errors import (
     EngineError,
@@ -56,8 +56,9 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.images import OurImage
     from gpu_transcribe.aws.launch import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchResult, ProgressEvent
+    from gpu_transcribe.aws.models import LaunchResult
     from gpu_transcribe.aws.s3 import UploadedObject
+    from gpu_transcribe.common import ProgressEvent
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession
 
@@ -170,7 +171,7 @@ class InstanceUsage:
         market: ``spot`` or ``on-demand``.
         price_usd_per_hour: the spot price when ranked, or the on-demand price; ``None`` if unknown.
         billed_s: seconds from launch to confirmed termination, at least 60 (EC2 per-second billing).
-            See :func:`gpu_transcribe.aws.models.billed_seconds`.
+            See :func:`gpu_transcribe.common.billed_seconds`.
         interrupted: EC2 reclaimed it (spot interruption) or it was otherwise lost.
     """
 
@@ -292,7 +293,7 @@ class RunCallbacks:
     """Where the run reports progress (the CLI renders it; tests record it). Every callback is optional.
 
     Attributes:
-        on_progress: a :class:`~gpu_transcribe.aws.models.ProgressEvent` per step (``stage`` names it).
+        on_progress: a :class:`~gpu_transcribe.common.ProgressEvent` per step (``stage`` names it).
         on_engine_event: each engine JSON event (``remote.protocol``), plus ``engine_started``.
         on_push_start: ``(file count, total bytes)`` before the audio goes up.
         on_push_progress: ``(local path, bytes sent since the last call)`` while pushing.
@@ -328,7 +329,7 @@ class _Phases:
 
 
 def _progress(callbacks: RunCallbacks, phase: str, message: str) -> None:
-    from gpu_transcribe.aws.models import ProgressEvent
+    from gpu_transcribe.common import ProgressEvent
 
     callbacks.on_progress(ProgressEvent(phase, message))
 

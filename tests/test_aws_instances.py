@@ -22,7 +22,8 @@ from gpu_transcribe.aws.instances import (
     wait_until_running,
 )
 from gpu_transcribe.aws.launch import launch
-from gpu_transcribe.aws.models import LaunchResult, LaunchSpec, ProgressEvent
+from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
+from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import CloudError, InstanceLostError, SettingsError, SSHTimeoutError
 from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws
 

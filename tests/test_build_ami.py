@@ -46,19 +46,12 @@ from gpu_transcribe.aws.images import (
     select_run_image,
 )
 from gpu_transcribe.aws.launch import launch
-from gpu_transcribe.aws.models import (
-    TAG_CREATED,
-    TAG_OWNER,
-    TAG_ROLE,
-    TAG_RUN_ID,
-    TAG_VERSION,
-    parse_iso_utc,
-    utc_now,
-)
+from gpu_transcribe.aws.models import TAG_CREATED, TAG_OWNER, TAG_ROLE, TAG_RUN_ID, TAG_VERSION
 from gpu_transcribe.aws.resources import find_resources
 from gpu_transcribe.build import BuildRequest, _check_manifest, builder_spec, image_builder
 from gpu_transcribe.cleanup import cleanup
 from gpu_transcribe.cli import app
+from gpu_transcribe.common import parse_iso_utc, utc_now
 from gpu_transcribe.errors import ProvisionError
 from gpu_transcribe.settings import load_settings
 from tests.fixtures import sshd as sshd_module

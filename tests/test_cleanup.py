@@ -9,9 +9,10 @@ import pytest
 
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.launch import launch
-from gpu_transcribe.aws.models import TAG_OWNER, LaunchResult, LaunchSpec, ProgressEvent, utc_now
+from gpu_transcribe.aws.models import TAG_OWNER, LaunchResult, LaunchSpec
 from gpu_transcribe.aws.resources import find_resources
 from gpu_transcribe.cleanup import cleanup, default_grace_s, format_age
+from gpu_transcribe.common import ProgressEvent, utc_now
 from gpu_transcribe.settings import Settings, load_settings
 from tests.fixtures.moto_aws import CALLER_ARN, REGION, TEST_CIDR, MotoAws
 from tests.test_aws_instances import FakeTime

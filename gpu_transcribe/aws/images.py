@@ -23,15 +23,9 @@ from gpu_transcribe.aws.clients import (
     is_aws_error,
     raise_for,
 )
-from gpu_transcribe.aws.models import (
-    TAG_CREATED,
-    TAG_VERSION,
-    ProgressCallback,
-    ProgressEvent,
-    no_progress,
-    parse_iso_utc,
-)
+from gpu_transcribe.aws.models import TAG_CREATED, TAG_VERSION
 from gpu_transcribe.aws.retry import retrying
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, parse_iso_utc
 from gpu_transcribe.errors import CloudError, ImageNotFoundError
 
 TAG_MODEL = "gpu-transcribe:model"

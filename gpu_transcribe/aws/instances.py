@@ -20,13 +20,8 @@ from datetime import UTC
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, ec2_client, error_code, is_aws_error, raise_for
-from gpu_transcribe.aws.models import (
-    InstanceInfo,
-    LaunchResult,
-    ProgressCallback,
-    ProgressEvent,
-    no_progress,
-)
+from gpu_transcribe.aws.models import InstanceInfo, LaunchResult
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import CloudError, InstanceLostError, SSHTimeoutError
 
 SSH_PORT = 22

@@ -49,19 +49,16 @@ from gpu_transcribe.aws.models import (
     LaunchResult,
     LaunchSpec,
     Market,
-    ProgressCallback,
-    ProgressEvent,
     QuotaCheck,
     RunResources,
     ZonePrice,
-    no_progress,
-    utc_now,
 )
 from gpu_transcribe.aws.preflight import preflight
 from gpu_transcribe.aws.prices import SPOT_SOURCE, on_demand_price, rank_zones
 from gpu_transcribe.aws.resources import run_tags, tag_specifications, teardown
 from gpu_transcribe.aws.retry import TRANSIENT_ATTEMPTS, retrying
 from gpu_transcribe.aws.userdata import render_user_data
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
 from gpu_transcribe.errors import (
     CapacityError,
     CloudError,

@@ -24,14 +24,8 @@ from gpu_transcribe.aws.clients import (
     raise_for,
     sts_client,
 )
-from gpu_transcribe.aws.models import (
-    CallerIdentity,
-    Market,
-    ProgressCallback,
-    ProgressEvent,
-    QuotaCheck,
-    no_progress,
-)
+from gpu_transcribe.aws.models import CallerIdentity, Market, QuotaCheck
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import CloudError, QuotaError
 
 # family class -> market -> (quota code, quota name as in the Service Quotas console)

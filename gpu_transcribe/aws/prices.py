@@ -25,7 +25,8 @@ from gpu_transcribe.aws.clients import (
     pricing_client,
     raise_for,
 )
-from gpu_transcribe.aws.models import OnDemandPrice, ZonePrice, utc_now
+from gpu_transcribe.aws.models import OnDemandPrice, ZonePrice
+from gpu_transcribe.common import utc_now
 
 LINUX_PRODUCTS: tuple[str, ...] = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
 PRICING_API_SOURCE = "AWS Pricing API"

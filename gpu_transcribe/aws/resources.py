@@ -36,17 +36,13 @@ from gpu_transcribe.aws.models import (
     TAG_ROLE,
     TAG_RUN_ID,
     TAG_VERSION,
-    ProgressCallback,
-    ProgressEvent,
     RemovalOutcome,
     ResourceKind,
     RunResources,
     TaggedResource,
-    iso_utc,
-    no_progress,
-    parse_iso_utc,
 )
 from gpu_transcribe.aws.retry import retrying
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, iso_utc, no_progress, parse_iso_utc
 from gpu_transcribe.errors import CloudError, CredentialsError, TeardownError
 
 #: Retrying ``InvalidInstanceID.NotFound`` on terminate/describe: a new instance appears within seconds.
