@@ -1,6 +1,6 @@
 """The client's own time in a ``run``: everything but moving bytes, transcribing and waiting for the instance.
 
-Runs ``gpu_transcribe.cloud_run.run_cloud`` in this process against moto in server mode and a loopback sshd
+Runs ``gpu_transcribe.run.run_cloud`` in this process against moto in server mode and a loopback sshd
 that plays the instance (``tests/fixtures/cloud.py``), with the real engine on CPU, and splits each run's
 wall time into:
 
@@ -50,7 +50,7 @@ def main() -> int:
         AWS_CONFIG_FILE="/dev/null",
         AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
-    from gpu_transcribe.cloud_run import CloudRunRequest, run_cloud
+    from gpu_transcribe.run import CloudRunRequest, run_cloud
     from gpu_transcribe.settings import load_settings
     from remote.options import TranscribeOptions
 

@@ -36,7 +36,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +44,6 @@ from gpu_transcribe import __version__
 from gpu_transcribe.common import (
     ProgressCallback,
     ProgressEvent,
-    billed_seconds,
-    cost_usd,
     no_progress,
     utc_now,
 )
@@ -55,7 +53,8 @@ from gpu_transcribe.errors import (
     RemoteCommandError,
     TeardownError,
 )
-from gpu_transcribe.lifecycle import SignalCallback, TeardownGuard
+from gpu_transcribe.instance_session import CleanupStep, InstanceSession, InstanceUsage
+from gpu_transcribe.lifecycle import SignalCallback
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -152,9 +151,8 @@ class BuildResult:
         manifest: ``manifest.json`` of the image (``ami/provision.py``'s :func:`write_manifest`).
         run_id: the build's id (tag ``gpu-transcribe:run-id`` on the builder, the image and its snapshots).
         base_image_id: the AMI it was built from.
-        instance_id / instance_type / zone / market: the builder.
-        price_usd_per_hour: the builder's price, or ``None`` if unknown.
-        billed_s: seconds the builder ran (launch to stop, or to termination), at least 60.
+        instance: the builder: id, type, zone, market, price and billed seconds (launch to stop, or to
+            termination for a spot builder, at least 60).
         phases: ``(phase, seconds)`` in order: wheel, launch, ssh, push, provision, stop, image, teardown.
         wheel: the wheel installed in the image.
     """
@@ -163,53 +161,19 @@ class BuildResult:
     manifest: dict[str, Any]
     run_id: str
     base_image_id: str
-    instance_id: str
-    instance_type: str
-    zone: str
-    market: str
-    price_usd_per_hour: float | None
-    billed_s: float
+    instance: InstanceUsage
     phases: tuple[tuple[str, float], ...]
     wheel: Path
 
     @property
     def cost_usd(self) -> float | None:
-        """The builder's cost: ``billed_s`` at ``price_usd_per_hour`` (EBS storage and transfer not
-        included), or ``None`` if the price is unknown."""
-        return cost_usd(self.price_usd_per_hour, self.billed_s)
+        """The builder's cost (EBS storage and transfer not included), or ``None`` if the price is unknown."""
+        return self.instance.cost_usd
 
     @property
     def total_s(self) -> float:
         """Seconds of all phases together."""
         return sum(seconds for _, seconds in self.phases)
-
-
-@dataclass
-class _State:
-    """What the build has created so far; the teardown reads it."""
-
-    run_id: str
-    launch_started: bool = False
-    launched: LaunchResult | None = None
-    session: SSHSession | None = None
-    remote_dir: str | None = None
-    provisioning: bool = False
-    image_id: str | None = None
-    snapshot_ids: tuple[str, ...] = ()
-    completed: bool = False
-    stopped_at: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Built:
-    """What :func:`_build` hands back to :func:`run_build`."""
-
-    image: OurImage
-    manifest: dict[str, Any]
-    wheel: Path
-    base_image_id: str
-    launch_started: float
 
 
 def _provision_argv(
@@ -398,94 +362,77 @@ def run_build(
         ProvisionError: the provisioning failed (the failed checks and the output's tail are in it).
         InterruptedRunError: a signal stopped the build (exit status 128 + signal).
         CredentialsError, QuotaError, ImageNotFoundError, CapacityError, CloudError, SSHError: from the
-            phases. In every case the builder is terminated and no image is left behind; if that teardown
-            itself fails after a successful build, :class:`TeardownError`.
+            phases. In every case the builder is terminated and no image is left behind.
+        TeardownError: something of the builder (or an unfinished image) could not be removed.
     """
-    from gpu_transcribe.aws.instances import address_resolver_from_env
     from gpu_transcribe.common import new_run_id
 
-    state = _State(run_id=new_run_id())
+    run_id = new_run_id()
     phases: list[tuple[str, float]] = []
-    teardown_errors: list[GpuTranscribeError] = []
-    resolver = resolve or address_resolver_from_env()
-
     phase_started = [clock()]
 
-    def phase_done(name: str) -> None:
+    def phase_done(name: str, seconds: float | None = None) -> None:
         now = clock()
-        phases.append((name, now - phase_started[0]))
-        on_progress(ProgressEvent("phase", f"{name}: {now - phase_started[0]:.1f} s"))
+        took = now - phase_started[0] if seconds is None else seconds
+        phases.append((name, took))
+        on_progress(ProgressEvent("phase", f"{name}: {took:.1f} s"))
         phase_started[0] = now
-
-    def teardown() -> None:
-        started = clock()
-        try:
-            _teardown(ctx, state, on_progress=on_progress, clock=clock, sleep=sleep)
-        except GpuTranscribeError as exc:
-            teardown_errors.append(exc)
-            on_progress(ProgressEvent("note", f"teardown: {exc}"))
-        phases.append(("teardown", clock() - started))
 
     with tempfile.TemporaryDirectory(prefix="gpu-transcribe-build-") as tmp:
         workdir = Path(tmp)
-        with TeardownGuard(teardown, on_signal=on_signal) as guard:
-            result = _build(
-                ctx,
-                settings,
-                request,
-                state,
-                workdir,
-                ssh_cidr=ssh_cidr,
-                resolver=resolver,
-                phase_done=phase_done,
-                on_progress=on_progress,
-                clock=clock,
-                sleep=sleep,
-                image_poll_s=image_poll_s,
-            )
-            state.completed = True
-            guard.run_teardown()
-    if teardown_errors:  # the build itself succeeded: the image exists, but something of the builder is left
-        raise teardown_errors[0]
-    assert state.launched is not None
-    end = state.stopped_at if state.stopped_at is not None else clock()
-    billed_s = billed_seconds(end - result.launch_started)
+        wheel = _wheel(request, workdir, on_progress)
+        phase_done("wheel")
+        base_image_id, source = _resolve_base(ctx, request)
+        on_progress(ProgressEvent("base-image", f"base image {base_image_id} (from {source})"))
+        spec = builder_spec(settings, request, base_image_id=base_image_id, ssh_cidr=ssh_cidr, run_id=run_id)
+        session = InstanceSession(
+            ctx,
+            spec,
+            on_progress=on_progress,
+            on_signal=on_signal,
+            resolve=resolve,
+            alive_check_s=None,
+            clock=clock,
+            sleep=sleep,
+        )
+        try:
+            with session:
+                phase_done("launch", session.times.launch_s + session.times.ready_s)
+                phase_done("ssh", session.times.connect_s)
+                image, manifest = _build(
+                    session,
+                    settings,
+                    request,
+                    workdir,
+                    wheel,
+                    base_image_id=base_image_id,
+                    phase_done=phase_done,
+                    on_progress=on_progress,
+                    clock=clock,
+                    sleep=sleep,
+                    image_poll_s=image_poll_s,
+                )
+        finally:
+            phases.append(("teardown", session.times.teardown_s))
+    assert session.usage is not None
     return BuildResult(
-        image=result.image,
-        manifest=result.manifest,
-        run_id=state.run_id,
-        base_image_id=result.base_image_id,
-        instance_id=state.launched.instance_id,
-        instance_type=state.launched.instance_type,
-        zone=state.launched.zone,
-        market=state.launched.market,
-        price_usd_per_hour=state.launched.price_usd_per_hour,
-        billed_s=billed_s,
+        image=image,
+        manifest=manifest,
+        run_id=run_id,
+        base_image_id=base_image_id,
+        instance=session.usage,
         phases=tuple(phases),
-        wheel=result.wheel,
+        wheel=wheel,
     )
 
 
-def _build(
-    ctx: AwsContext,
-    settings: Settings,
-    request: BuildRequest,
-    state: _State,
-    workdir: Path,
-    *,
-    ssh_cidr: str,
-    resolver: AddressResolver,
-    phase_done: Callable[[str], None],
-    on_progress: ProgressCallback,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-    image_poll_s: float | None,
-) -> _Built:
-    """The phases up to an available image; the caller's guard tears down."""
-    from gpu_transcribe.aws.instances import wait_until_ready
-    from gpu_transcribe.aws.launch import launch
-    from gpu_transcribe.aws.userdata import HEARTBEAT_INTERVAL_S, HEARTBEAT_PATH
-    from gpu_transcribe.ssh import SSHTarget, connect
+def _wheel(request: BuildRequest, workdir: Path, on_progress: ProgressCallback) -> Path:
+    """The wheel to install: ``--wheel FILE``, or one built now from the source checkout into ``workdir``.
+
+    Raises:
+        InputError: ``--wheel`` is not a wheel file.
+        GpuTranscribeError: not run from a source checkout (no ``ami/provision.py`` or lock file).
+    """
     from gpu_transcribe.wheel import build_wheel
 
     for needed in (PROVISION_SCRIPT, CUDA_LOCK):
@@ -493,7 +440,6 @@ def _build(
             raise GpuTranscribeError(
                 f"{needed} is missing: build-ami runs from a source checkout of gpu-transcribe"
             )
-    # 1. The wheel.
     if request.wheel is not None:
         wheel = Path(request.wheel)
         if not wheel.is_file() or wheel.suffix != ".whl":
@@ -501,55 +447,51 @@ def _build(
 
             raise InputError(wheel, f"--wheel {wheel}: not a wheel file (.whl); build one or leave it out")
         on_progress(ProgressEvent("wheel", f"using {wheel}"))
-    else:
-        on_progress(ProgressEvent("wheel", "building the gpu-transcribe wheel"))
-        wheel = build_wheel(workdir)
-        on_progress(ProgressEvent("wheel", f"built {wheel.name} ({wheel.stat().st_size / 1e3:.0f} kB)"))
-    phase_done("wheel")
+        return wheel
+    on_progress(ProgressEvent("wheel", "building the gpu-transcribe wheel"))
+    wheel = build_wheel(workdir)
+    on_progress(ProgressEvent("wheel", f"built {wheel.name} ({wheel.stat().st_size / 1e3:.0f} kB)"))
+    return wheel
 
-    # 2. The builder.
-    base_image_id, source = _resolve_base(ctx, request)
-    on_progress(ProgressEvent("base-image", f"base image {base_image_id} (from {source})"))
-    spec = builder_spec(
-        settings, request, base_image_id=base_image_id, ssh_cidr=ssh_cidr, run_id=state.run_id
-    )
-    launch_started = clock()
-    state.launch_started = True
-    launched = launch(ctx, spec, on_progress=on_progress, clock=clock, sleep=sleep)
-    state.launched = launched
-    launched, address = wait_until_ready(
-        ctx, launched, resolve=resolver, on_progress=on_progress, clock=clock, sleep=sleep
-    )
-    state.launched = launched
-    phase_done("launch")
 
-    # 3. SSH.
-    target = SSHTarget(
-        host=address[0],
-        port=address[1],
-        username=launched.login_user,
-        private_key=launched.client_key.private_key_openssh,
-        host_public_key=launched.host_public_key,
-    )
-    on_progress(ProgressEvent("ssh", f"connecting to {target}"))
-    session = connect(target, clock=clock, sleep=sleep)
-    state.session = session
-    heartbeat_failed: list[str] = []
+def _build(
+    session: InstanceSession,
+    settings: Settings,
+    request: BuildRequest,
+    workdir: Path,
+    wheel: Path,
+    *,
+    base_image_id: str,
+    phase_done: Callable[[str], None],
+    on_progress: ProgressCallback,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    image_poll_s: float | None,
+) -> tuple[OurImage, dict[str, Any]]:
+    """Push, provision, stop and image a connected builder; the session tears down (and its clean-up steps
+    stop a provisioning still running and deregister an unfinished image)."""
+    ssh, launched = session.ssh, session.launched
 
-    def heartbeat_error(message: str) -> None:
-        if not heartbeat_failed:  # once: a missing heartbeat file repeats the same line every 30 s
-            on_progress(ProgressEvent("note", f"heartbeat to {HEARTBEAT_PATH} failed: {message}"))
-        heartbeat_failed.append(message)
+    # Push the wheel, the provisioning script and the lock file into a private directory.
+    remote_dir = f"/tmp/gpu-transcribe-build-{session.run_id}"
+    ssh.run(["mkdir", "-m", "700", remote_dir])
+    provisioning = [False]
 
-    session.start_heartbeat(HEARTBEAT_PATH, interval_s=HEARTBEAT_INTERVAL_S, on_error=heartbeat_error)
-    on_progress(ProgressEvent("ssh", f"logged in to {target} ({session.server_version})"))
-    phase_done("ssh")
+    def stop_provisioning(open_ssh: SSHSession | None) -> None:
+        if open_ssh is None:
+            return
+        if provisioning[0]:
+            on_progress(ProgressEvent("terminate", "stopping the provisioning on the builder"))
+            with contextlib.suppress(GpuTranscribeError):
+                open_ssh.run(
+                    ["sh", "-c", _KILL, f"{remote_dir}/provision.pgid"], check=False, channel_timeout_s=5
+                )
+        with contextlib.suppress(GpuTranscribeError):
+            open_ssh.run(["rm", "-rf", remote_dir], check=False, channel_timeout_s=5)
 
-    # 4. Push the wheel, the provisioning script and the lock file.
-    remote_dir = f"/tmp/gpu-transcribe-build-{state.run_id}"
-    session.run(["mkdir", "-m", "700", remote_dir])
-    state.remote_dir = remote_dir
-    pushed = session.push(
+    cleanup = CleanupStep(f"the build directory {remote_dir}", stop_provisioning)
+    session.add_cleanup(cleanup)
+    pushed = ssh.push(
         [
             (wheel, f"{remote_dir}/{wheel.name}"),
             (PROVISION_SCRIPT, f"{remote_dir}/provision.py"),
@@ -561,7 +503,7 @@ def _build(
     )
     phase_done("push")
 
-    # 5. Provision.
+    # Provision.
     argv = _provision_argv(
         request, settings.remote_prefix, remote_dir, wheel.name, launched.client_key.public_key_openssh
     )
@@ -572,12 +514,12 @@ def _build(
         stage = "provision" if line.startswith(("==> ", "check ", "provisioning ")) else "provision-output"
         on_progress(ProgressEvent(stage, line))
 
-    state.provisioning = True
+    provisioning[0] = True
     try:
-        session.run(["sh", "-c", _WRAPPER, f"{remote_dir}/provision.pgid", *argv], on_stdout_line=on_line)
+        ssh.run(["sh", "-c", _WRAPPER, f"{remote_dir}/provision.pgid", *argv], on_stdout_line=on_line)
     except RemoteCommandError as exc:
-        state.provisioning = False
-        manifest = _read_manifest(session, settings.remote_prefix, workdir)
+        provisioning[0] = False
+        manifest = _read_manifest(ssh, settings.remote_prefix, workdir)
         failed = _failed_checks(manifest) or _failed_check_lines(tail)
         why = "; ".join(f"{name}: {reason}" for name, reason in failed) or (
             f"exit status {exc.returncode}" if exc.returncode >= 0 else str(exc)
@@ -585,48 +527,44 @@ def _build(
         raise ProvisionError(
             f"provisioning the builder failed ({why}); no image was made", failed, "\n".join(tail)
         ) from exc
-    state.provisioning = False
-    manifest = _check_manifest(
-        _read_manifest(session, settings.remote_prefix, workdir), request, "\n".join(tail)
-    )
-    session.run(["rm", "-rf", remote_dir], check=False)
-    state.remote_dir = None
-    session.close()
-    state.session = None
+    provisioning[0] = False
+    manifest = _check_manifest(_read_manifest(ssh, settings.remote_prefix, workdir), request, "\n".join(tail))
+    ssh.run(["rm", "-rf", remote_dir], check=False)
+    session.remove_cleanup(cleanup)
+    session.close_ssh()
     phase_done("provision")
 
-    # 6-7. Stop the builder and make the image.
-    def image_created(image_id: str) -> None:
-        state.image_id = image_id
+    # Stop the builder and make the image; an image not yet available is deregistered by the teardown.
+    def deregister(image_id: str) -> Callable[[SSHSession | None], None]:
+        def run(_: SSHSession | None) -> None:
+            _delete_unfinished_image(session.ctx, image_id, session.run_id, on_progress, clock, sleep)
 
-    def stopped() -> None:
-        state.stopped_at = clock()
+        return run
+
+    unfinished: list[CleanupStep] = []
+
+    def image_created(image_id: str) -> None:
+        unfinished.append(CleanupStep(f"image {image_id}", deregister(image_id)))
+        session.add_cleanup(unfinished[-1])
 
     image = image_builder(
-        ctx,
+        session.ctx,
         launched,
         model=request.model,
         revision=request.revision,
         base_image_id=base_image_id,
         extra_tags=settings.tags,
         on_image_created=image_created,
-        on_stopped=stopped,
+        on_stopped=session.billing_ended,
         phase_done=phase_done,
         on_progress=on_progress,
         clock=clock,
         sleep=sleep,
         poll_s=image_poll_s,
     )
-    state.snapshot_ids = image.snapshot_ids
-    if state.stopped_at is None:
-        state.stopped_at = clock()  # the spot builder ran until now; terminated next
-    return _Built(
-        image=image,
-        manifest=manifest,
-        wheel=wheel,
-        base_image_id=base_image_id,
-        launch_started=launch_started,
-    )
+    for step in unfinished:
+        session.remove_cleanup(step)
+    return image, manifest
 
 
 def image_builder(
@@ -731,72 +669,34 @@ def image_builder(
     return image
 
 
-def _teardown(
+def _delete_unfinished_image(
     ctx: AwsContext,
-    state: _State,
-    *,
+    image_id: str,
+    run_id: str,
     on_progress: ProgressCallback,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> None:
-    """Remove what the build created: a provisioning still running, an unfinished image, the builder.
+    """Deregister an image of a build that did not finish, and delete its snapshots.
 
     Raises:
-        TeardownError: something could not be removed (``gpu-transcribe cleanup`` can retry).
-        CredentialsError: the credentials were rejected.
+        TeardownError: something of it could not be removed (``gpu-transcribe images prune`` can retry).
     """
     from gpu_transcribe.aws.images import delete_image
-    from gpu_transcribe.aws.models import RunResources
-    from gpu_transcribe.aws.resources import teardown
 
-    session, state.session = state.session, None
-    if session is not None:
-        if state.provisioning and state.remote_dir:
-            on_progress(ProgressEvent("terminate", "stopping the provisioning on the builder"))
-            with contextlib.suppress(GpuTranscribeError):
-                session.run(
-                    ["sh", "-c", _KILL, f"{state.remote_dir}/provision.pgid"],
-                    check=False,
-                    channel_timeout_s=5,
-                )
-        if state.remote_dir:
-            with contextlib.suppress(GpuTranscribeError):
-                session.run(["rm", "-rf", state.remote_dir], check=False, channel_timeout_s=5)
-        session.close()
-    leftovers: list[tuple[str, str]] = []
-    if state.image_id and not state.completed:
-        on_progress(
-            ProgressEvent("delete", f"the build did not finish: deregistering image {state.image_id}")
-        )
-        try:
-            removal = delete_image(
-                ctx,
-                state.image_id,
-                snapshot_ids=state.snapshot_ids,
-                run_id=state.run_id,
-                clock=clock,
-                sleep=sleep,
-            )
-            for snapshot_id in removal.deleted_snapshots:
-                on_progress(ProgressEvent("delete", f"deleted snapshot {snapshot_id}"))
-            leftovers.extend(removal.failed)
-        except GpuTranscribeError as exc:
-            leftovers.append((f"image {state.image_id}", str(exc)))
-    launched = state.launched
-    if not state.launch_started:
-        return  # nothing was created in AWS
-    resources = launched.resources if launched is not None else RunResources(run_id=state.run_id)
+    on_progress(ProgressEvent("delete", f"the build did not finish: deregistering image {image_id}"))
     try:
-        teardown(ctx, resources, on_progress=on_progress, clock=clock, sleep=sleep)
-    except TeardownError as exc:
-        leftovers.extend(exc.leftovers)
-    if leftovers:
+        removal = delete_image(ctx, image_id, run_id=run_id, clock=clock, sleep=sleep)
+    except GpuTranscribeError as exc:
         raise TeardownError(
-            f"build {state.run_id}: {len(leftovers)} problem(s) removing its resources: "
-            + "; ".join(f"{what}: {reason}" for what, reason in leftovers)
-            + f"; retry with `gpu-transcribe cleanup --run-id {state.run_id}`"
-            + (" and `gpu-transcribe images prune`" if state.image_id and not state.completed else ""),
-            leftovers,
+            f"{exc} (retry with `gpu-transcribe images prune`)", [(f"image {image_id}", str(exc))]
+        ) from exc
+    for snapshot_id in removal.deleted_snapshots:
+        on_progress(ProgressEvent("delete", f"deleted snapshot {snapshot_id}"))
+    if removal.failed:
+        raise TeardownError(
+            f"image {image_id}: some of it could not be removed (retry with `gpu-transcribe images prune`)",
+            list(removal.failed),
         )
 
 

@@ -279,18 +279,11 @@ def _run_remote(
     identity: Path | None,
     known_hosts: Path | None,
 ) -> None:
-    from gpu_transcribe.cloud_run import (
-        CloudRunRequest,
-        HostSpec,
-        RunCallbacks,
-        plan_run,
-        run_cloud,
-        run_on_host,
-    )
     from gpu_transcribe.progress import EngineProgress, print_cloud_summary, print_dry_run
+    from gpu_transcribe.run import CloudRunRequest, RunCallbacks, parse_host, plan_run, run_cloud, run_on_host
 
     try:
-        host_spec = HostSpec.parse(host, identity, known_hosts) if host else None
+        host_spec = parse_host(host, identity, known_hosts) if host else None
     except GpuTranscribeError as exc:
         raise fail(exc) from None
     request = CloudRunRequest(
@@ -630,8 +623,9 @@ def build_ami(
     manifest = result.manifest
     warmup = manifest.get("warmup") or {}
     cost = f"${result.cost_usd:.4f}" if result.cost_usd is not None else "unknown (no price)"
+    builder = result.instance
     price = (
-        f"${result.price_usd_per_hour:.4f}/h" if result.price_usd_per_hour is not None else "price unknown"
+        f"${builder.price_usd_per_hour:.4f}/h" if builder.price_usd_per_hour is not None else "price unknown"
     )
     lines = [
         f"image: {image.image_id} ({image.name}) in {settings.region}",
@@ -643,9 +637,10 @@ def build_ami(
         + f", driver {manifest.get('driver') or '-'}",
         f"warm-up: {warmup.get('device')} {warmup.get('dtype')}, load {warmup.get('load_s')} s, "
         f"transcribe {warmup.get('transcribe_s')} s: {warmup.get('text', '')!r}",
-        f"builder: {result.instance_id} {result.market} {result.instance_type} in {result.zone} at {price}",
+        f"builder: {builder.instance_id} {builder.market} {builder.instance_type} in {builder.zone} "
+        f"at {price}",
         f"phases: {format_phases(result.phases)} (total {result.total_s:.1f} s)",
-        f"cost: {cost} for {result.billed_s:.0f} s of the builder (image storage is billed per GiB-month)",
+        f"cost: {cost} for {builder.billed_s:.0f} s of the builder (image storage is billed per GiB-month)",
     ]
     for line in lines:
         stdout.print(line, highlight=False, soft_wrap=True, markup=False)

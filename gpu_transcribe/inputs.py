@@ -1,4 +1,5 @@
-"""Find the audio files a user named: files as given, directories searched for audio inside.
+"""Find the audio files a user named (files as given, directories searched for audio inside), and check the
+transcription options and formats asked for them.
 
 Problems with one path do not stop the others: :func:`collect_audio` returns the usable files and one
 :class:`~gpu_transcribe.errors.InputError` per unusable path, so a batch goes on and the CLI reports each.
@@ -12,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpu_transcribe.errors import InputError
+from gpu_transcribe.errors import InputError, SettingsError
+from remote.options import TranscribeOptions, parse_formats
 
 #: File name endings searched for inside directories (what FFmpeg, through PyAV, decodes for us).
 AUDIO_SUFFIXES: frozenset[str] = frozenset(
@@ -125,3 +127,23 @@ def collect_audio(paths: Sequence[str | Path]) -> CollectedInputs:
         else:
             problems.append(InputError(path, f"{given_as}: no such file or directory; check the path"))
     return CollectedInputs(files=tuple(files), problems=tuple(problems))
+
+
+def validate_options(
+    options: TranscribeOptions, formats: Sequence[str] | str
+) -> tuple[TranscribeOptions, tuple[str, ...]]:
+    """Validate options and formats before anything heavy happens.
+
+    Returns:
+        The normalised options (language as a code) and the format tuple.
+
+    Raises:
+        SettingsError: naming the option (``--language``, ``--format``...) and what is allowed.
+    """
+    try:
+        checked = options.validated()
+        fmts = parse_formats(formats if isinstance(formats, str) else list(formats))
+    except ValueError as exc:
+        setting = str(exc).split(":", 1)[0]
+        raise SettingsError(setting.lstrip("-"), "command line", str(exc)) from None
+    return checked, fmts

@@ -7,15 +7,14 @@ Orchestration only: validates the request, finds the audio, checks the output di
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpu_transcribe.engine_runner import EngineRequest, EngineRun, EventCallback, run_engine_locally
-from gpu_transcribe.errors import InputError, OutputError, SettingsError
-from gpu_transcribe.inputs import AudioInput, collect_audio
-from remote.options import TranscribeOptions, parse_formats
+from gpu_transcribe.errors import InputError
+from gpu_transcribe.inputs import AudioInput, collect_audio, validate_options
+from gpu_transcribe.outputs import prepare_output_dir
+from remote.options import TranscribeOptions
 
 
 @dataclass(frozen=True)
@@ -59,48 +58,6 @@ class LocalRunResult:
     def ok(self) -> bool:
         """``True`` if every path was usable and every file was transcribed."""
         return not self.input_problems and self.engine is not None and not self.engine.failed
-
-
-def validate_options(
-    options: TranscribeOptions, formats: Sequence[str] | str
-) -> tuple[TranscribeOptions, tuple[str, ...]]:
-    """Validate options and formats before anything heavy happens.
-
-    Returns:
-        The normalised options (language as a code) and the format tuple.
-
-    Raises:
-        SettingsError: naming the option (``--language``, ``--format``...) and what is allowed.
-    """
-    try:
-        checked = options.validated()
-        fmts = parse_formats(formats if isinstance(formats, str) else list(formats))
-    except ValueError as exc:
-        setting = str(exc).split(":", 1)[0]
-        raise SettingsError(setting.lstrip("-"), "command line", str(exc)) from None
-    return checked, fmts
-
-
-def prepare_output_dir(output_dir: Path) -> Path:
-    """Create ``output_dir`` if needed and prove it is writable by writing and removing a temp file.
-
-    Returns:
-        The directory, absolute.
-
-    Raises:
-        OutputError: it cannot be created or written; the message names it and says what to do.
-    """
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".gpu-transcribe-probe-"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise OutputError(
-            output_dir,
-            f"--output-dir {output_dir}: cannot write there ({reason}); choose a writable directory",
-        ) from exc
-    return output_dir.resolve()
 
 
 def resolve_model(model: str) -> str:

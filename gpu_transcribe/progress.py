@@ -12,7 +12,7 @@ from rich.table import Table
 from gpu_transcribe.engine_runner import ENGINE_STARTED, EngineRun
 
 if TYPE_CHECKING:
-    from gpu_transcribe.cloud_run import CloudRunResult, DryRunPlan
+    from gpu_transcribe.run import CloudRunResult, DryRunPlan
 
 
 class EngineProgress:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,14 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def bed(aws: MotoAws, tmp_path: Path) -> CloudBed:
+def bed(aws: MotoAws, tmp_path: Path) -> Iterator[CloudBed]:
     model_dir = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
     if not (model_dir / "config.json").is_file():
         pytest.skip(f"no offline model at {model_dir}: run `make offline-model`")
-    return make_bed(aws, tmp_path, model_dir)
+    bed = make_bed(aws, tmp_path, model_dir)
+    yield bed
+    if bed.imds is not None:
+        bed.imds.stop()
 
 
 def assert_nothing_left(aws: MotoAws) -> None:
@@ -209,7 +213,7 @@ def test_a_second_ctrl_c_does_not_skip_the_termination(bed: CloudBed) -> None:
 
 
 def _request(bed: CloudBed, paths: list[Path], **kwargs: Any) -> Any:
-    from gpu_transcribe.cloud_run import CloudRunRequest
+    from gpu_transcribe.run import CloudRunRequest
     from remote.options import TranscribeOptions
 
     values: dict[str, Any] = {
@@ -233,8 +237,8 @@ def settings_env(bed: CloudBed, monkeypatch: pytest.MonkeyPatch) -> CloudBed:
 
 
 def test_sshd_never_answering_times_out_and_tears_down(settings_env: CloudBed) -> None:
-    from gpu_transcribe.cloud_run import run_cloud
     from gpu_transcribe.errors import SSHTimeoutError
+    from gpu_transcribe.run import run_cloud
 
     bed = settings_env
     started = time.monotonic()
@@ -245,8 +249,8 @@ def test_sshd_never_answering_times_out_and_tears_down(settings_env: CloudBed) -
 
 
 def test_a_wrong_host_key_is_refused_and_tears_down(settings_env: CloudBed) -> None:
-    from gpu_transcribe.cloud_run import run_cloud
     from gpu_transcribe.errors import HostKeyError
+    from gpu_transcribe.run import run_cloud
 
     bed = settings_env
     impostor, _ = generate_ed25519_keypair("impostor")
@@ -262,8 +266,8 @@ def test_a_wrong_host_key_is_refused_and_tears_down(settings_env: CloudBed) -> N
 
 
 def test_an_engine_crash_shows_its_last_words_and_tears_down(settings_env: CloudBed) -> None:
-    from gpu_transcribe.cloud_run import run_cloud
     from gpu_transcribe.errors import EngineError
+    from gpu_transcribe.run import run_cloud
 
     bed = settings_env
     write_engine_prefix(
@@ -283,7 +287,7 @@ def test_an_engine_crash_shows_its_last_words_and_tears_down(settings_env: Cloud
 
 
 def test_s3_access_denied_keeps_the_local_files_and_tears_down(settings_env: CloudBed) -> None:
-    from gpu_transcribe.cloud_run import run_cloud
+    from gpu_transcribe.run import run_cloud
 
     bed = settings_env
     bed.aws.fail("PutObject", "AccessDenied", status=403, message="Access Denied")
@@ -302,7 +306,7 @@ def test_s3_access_denied_keeps_the_local_files_and_tears_down(settings_env: Clo
 def test_a_spot_interruption_reruns_the_unfinished_file_on_a_new_instance(settings_env: CloudBed) -> None:
     """EC2 reclaims the instance after the first file is done: the first transcript is kept, the second
     file runs again on a new instance, in another zone (the lost zone's spot is tried last)."""
-    from gpu_transcribe.cloud_run import RunCallbacks, run_cloud
+    from gpu_transcribe.run import RunCallbacks, run_cloud
 
     bed = settings_env
     emulator = bed.emulator()
@@ -335,8 +339,58 @@ def test_a_spot_interruption_reruns_the_unfinished_file_on_a_new_instance(settin
     assert_nothing_left(bed.aws)
 
 
+def test_a_spot_interruption_notice_is_reported_and_the_relaunch_planned_before_the_loss(
+    settings_env: CloudBed,
+) -> None:
+    """IMDSv2's two-minute notice appears while the second file runs: it is read on the instance over SSH and
+    reported, and the new instance's plan (the lost zone last) is made while the old instance still works;
+    EC2 reclaims it only after that plan exists. The second file then runs again on the new instance."""
+    from gpu_transcribe.common import ProgressEvent
+    from gpu_transcribe.run import RunCallbacks, run_cloud
+
+    bed = settings_env
+    assert bed.imds is not None
+    imds = bed.imds
+    emulator = bed.emulator()
+    stages: list[str] = []
+    planned = threading.Event()
+    reclaimed: list[str] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        stages.append(event.stage)
+        if event.stage == "relaunch" and "planned a new instance" in event.message:
+            planned.set()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "file_started" and event.get("index") == 1 and not reclaimed:
+            reclaimed.append(emulator.served[-1])
+            imds.announce()
+            assert planned.wait(60), stages  # planned while the instance still runs
+            bed.aws.spot_interrupt(emulator.served[-1])
+
+    try:
+        result = run_cloud(
+            _request(bed, bed.inputs(SV_CLIP, SV_CLIP_2), upload=False),
+            bed.settings(),
+            RunCallbacks(on_progress=on_progress, on_engine_event=on_event),
+            alive_check_s=0.2,
+            notice_check_s=0.2,
+        )
+    finally:
+        emulator.stop()
+    assert imds.reads > 0 and reclaimed
+    assert "spot-notice" in stages and "lost" in stages
+    assert stages.index("spot-notice") < stages.index("relaunch") < stages.index("lost"), stages
+    assert result.ok, result
+    assert [f.attempts for f in result.files] == [1, 2]
+    first, second = result.instances
+    assert first.interrupted and first.instance_id == reclaimed[0] and not second.interrupted
+    assert second.zone != first.zone
+    assert_nothing_left(bed.aws)
+
+
 def test_a_bad_file_in_a_batch_fails_alone(settings_env: CloudBed) -> None:
-    from gpu_transcribe.cloud_run import run_cloud
+    from gpu_transcribe.run import run_cloud
 
     bed = settings_env
     inputs = bed.inputs(SV_CLIP)
@@ -358,8 +412,8 @@ def test_a_bad_file_in_a_batch_fails_alone(settings_env: CloudBed) -> None:
 def test_an_interrupt_while_pulling_terminates(settings_env: CloudBed) -> None:
     """In process the signal can be placed exactly: raised by the progress callback that announces the
     pull, so the interruption lands inside the pull step."""
-    from gpu_transcribe.cloud_run import RunCallbacks, run_cloud
     from gpu_transcribe.errors import InterruptedRunError
+    from gpu_transcribe.run import RunCallbacks, run_cloud
 
     bed = settings_env
 
@@ -538,7 +592,7 @@ def test_update_engine_installs_this_version_on_an_older_image(
 def test_a_spot_interruption_while_booting_relaunches(settings_env: CloudBed) -> None:
     """EC2 reclaims the instance before its sshd answers: found by the alive check while waiting for SSH
     (every 10 s), reported, and the run goes on on a new instance."""
-    from gpu_transcribe.cloud_run import run_cloud
+    from gpu_transcribe.run import run_cloud
 
     bed = settings_env
     ec2 = bed.aws.ec2()
@@ -618,9 +672,9 @@ def test_an_interrupted_host_run_stops_the_engine_and_removes_the_audio(
 
 
 def test_two_inputs_writing_the_same_output_are_refused_before_launch(tmp_path: Path) -> None:
-    from gpu_transcribe.cloud_run import output_destinations
     from gpu_transcribe.errors import InputError
     from gpu_transcribe.inputs import collect_audio
+    from gpu_transcribe.outputs import output_destinations
 
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()

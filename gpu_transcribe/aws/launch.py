@@ -222,6 +222,17 @@ class LaunchPlan:
     tags: tuple[tuple[str, str], ...]
     created_at: datetime
 
+    def trying_last(self, market: str, zone: str, instance_type: str) -> LaunchPlan:
+        """This plan with every option of ``(market, zone, instance_type)`` moved to the end, the others in
+        their order: after a spot interruption the zone that lost the instance is tried last."""
+        last = [
+            o
+            for o in self.options
+            if (o.market, o.zone.zone, o.instance_type) == (market, zone, instance_type)
+        ]
+        first = [o for o in self.options if o not in last]
+        return replace(self, options=tuple(first + last))
+
 
 def plan_options(
     spec: LaunchSpec,
