@@ -19,9 +19,7 @@ Nothing here prints: progress goes to a callback.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from gpu_transcribe.errors import (
     TeardownError,
 )
 from gpu_transcribe.lifecycle import SignalCallback, TeardownGuard
+from gpu_transcribe.spot_watch import NOTICE_CHECK_S, SpotNotice, SpotWatcher
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -49,24 +48,8 @@ if TYPE_CHECKING:
 #: Seconds between EC2 ``DescribeInstances`` checks that the instance still runs.
 ALIVE_CHECK_S = 10.0
 
-#: Seconds between reads of the spot interruption notice: AWS recommends checking every 5 seconds
-#: (docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html).
-NOTICE_CHECK_S = 5.0
-
 #: Test seam: where the heartbeat file is on the host (default: the path the dead-man switch watches).
 HEARTBEAT_PATH_ENV = "GPU_TRANSCRIBE_HEARTBEAT_PATH"
-
-#: Test seam: the instance metadata service's base URL as the instance sees it.
-IMDS_ENDPOINT_ENV = "GPU_TRANSCRIBE_IMDS_ENDPOINT"
-IMDS_ENDPOINT = "http://169.254.169.254"
-
-#: Reads the spot interruption notice with IMDSv2 (a session token first, then the document). Prints the
-#: notice's JSON and exits 0 when EC2 has scheduled the interruption; the document is 404 (curl exits 22)
-#: until then. ``$1`` is the metadata service's base URL.
-_NOTICE_SCRIPT = (
-    'token=$(curl -sf -m 2 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" "$1/latest/api/token")'
-    ' && exec curl -sf -m 2 -H "X-aws-ec2-metadata-token: $token" "$1/latest/meta-data/spot/instance-action"'
-)
 
 
 def heartbeat_path() -> str:
@@ -105,19 +88,6 @@ class InstanceUsage:
         return cost_usd(self.price_usd_per_hour, self.billed_s)
 
 
-@dataclass(frozen=True)
-class SpotNotice:
-    """EC2's two-minute spot interruption notice (IMDSv2 ``spot/instance-action``).
-
-    Attributes:
-        action: ``terminate``, ``stop`` or ``hibernate``.
-        time: when EC2 will act, UTC ISO 8601 as the document gives it (``2026-12-02T04:05:06Z``).
-    """
-
-    action: str
-    time: str
-
-
 @dataclass
 class SessionTimes:
     """Wall seconds of the session's own steps (the caller times its work).
@@ -147,122 +117,6 @@ class CleanupStep:
 
     what: str
     run: Callable[[SSHSession | None], None]
-
-
-class SpotWatcher:
-    """A background thread that notices the loss of the instance while the caller works over SSH.
-
-    Every ``alive_check_s`` it asks EC2 whether the instance still runs; when ``notice_check_s`` is set it
-    also reads the spot interruption notice on the instance. A notice is reported at once (``spot-notice``)
-    and handed to ``on_notice``, two minutes before EC2 acts; a lost instance is reported (``lost``) and the
-    SSH session closed, so that the blocked SSH call returns at once.
-    """
-
-    def __init__(
-        self,
-        ctx: AwsContext,
-        instance_id: str,
-        ssh: SSHSession,
-        *,
-        alive_check_s: float,
-        notice_check_s: float | None,
-        on_progress: ProgressCallback,
-        on_notice: Callable[[SpotNotice], None] | None,
-    ) -> None:
-        self._ctx, self._instance_id, self._ssh = ctx, instance_id, ssh
-        self._alive_check_s, self._notice_check_s = alive_check_s, notice_check_s
-        self._on_progress, self._on_notice = on_progress, on_notice
-        self._stop = threading.Event()
-        self._imds = os.environ.get(IMDS_ENDPOINT_ENV, "").strip() or IMDS_ENDPOINT
-        self.lost: InstanceLostError | None = None
-        self.reported: InstanceLostError | None = None  # the loss this thread reported itself
-        self.notice: SpotNotice | None = None
-        self._thread = threading.Thread(target=self._loop, name="instance-watcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        step_s = min(self._alive_check_s, self._notice_check_s or self._alive_check_s)
-        next_alive = next_notice = time.monotonic()
-        while not self._stop.wait(step_s):
-            now = time.monotonic()
-            if self._notice_check_s is not None and self.notice is None and now >= next_notice:
-                next_notice = now + self._notice_check_s
-                self._read_notice()
-            if now >= next_alive:
-                next_alive = now + self._alive_check_s
-                if self._check_alive():
-                    return
-
-    def _check_alive(self) -> bool:
-        from gpu_transcribe.aws.instances import check_alive
-
-        try:
-            check_alive(self._ctx, self._instance_id)
-        except InstanceLostError as exc:
-            self.lost = self.reported = exc
-            self._on_progress(ProgressEvent("lost", str(exc)))
-            self._ssh.close()
-            return True
-        except GpuTranscribeError as exc:  # EC2 not answering: keep working, say so
-            self._on_progress(ProgressEvent("note", f"could not check the instance: {exc}"))
-        return False
-
-    def _read_notice(self) -> None:
-        try:
-            result = self._ssh.run(
-                ["sh", "-c", _NOTICE_SCRIPT, "sh", self._imds], check=False, channel_timeout_s=10
-            )
-        except SSHError:
-            return  # the connection is going: the alive check or the caller's SSH call reports it
-        if result.returncode == 127:  # no curl on the image: EC2's state remains the only signal
-            self._on_progress(ProgressEvent("note", "cannot read spot interruption notices (no curl)"))
-            self._notice_check_s = None
-            return
-        if result.returncode != 0:
-            return
-        try:
-            document = json.loads(result.stdout)
-            notice = SpotNotice(str(document["action"]), str(document["time"]))
-        except (ValueError, KeyError, TypeError):
-            return
-        self.notice = notice
-        self._on_progress(
-            ProgressEvent(
-                "spot-notice",
-                f"EC2 will {notice.action} spot instance {self._instance_id} at {notice.time} "
-                "(interruption notice)",
-            )
-        )
-        if self._on_notice is not None:
-            self._on_notice(notice)
-
-    def confirm_lost(self) -> InstanceLostError | None:
-        """After an SSH failure: was the instance lost? Asks EC2 once more if the watcher has not seen it."""
-        from gpu_transcribe.aws.instances import check_alive
-
-        if self.lost is None:
-            try:
-                check_alive(self._ctx, self._instance_id)
-            except InstanceLostError as exc:
-                self.lost = exc
-            except GpuTranscribeError:
-                pass
-        if self.lost is None and self.notice is not None:
-            self.lost = InstanceLostError(
-                f"spot instance {self._instance_id} was interrupted (EC2's notice: {self.notice.action} at "
-                f"{self.notice.time})",
-                self._instance_id,
-                "shutting-down",
-                "Server.SpotInstanceTermination",
-            )
-        return self.lost
 
 
 class InstanceSession:
@@ -570,12 +424,9 @@ class InstanceSession:
 
 __all__ = [
     "ALIVE_CHECK_S",
-    "NOTICE_CHECK_S",
     "CleanupStep",
     "InstanceSession",
     "InstanceUsage",
     "SessionTimes",
-    "SpotNotice",
-    "SpotWatcher",
     "heartbeat_path",
 ]

@@ -39,6 +39,10 @@ class TeardownGuard:
         on_signal: called with ``(signal name, during_teardown)`` for every handled signal, e.g. to print
             "cleaning up..."; it must not raise.
 
+    If a signal arrived and the work ended with another exception (the handler's exception, raised at an
+    arbitrary point, can surface as a library's own error), leaving raises :class:`InterruptedRunError` from
+    it, so the exit status still says which signal ended the run.
+
     Signal handlers can only be installed from the main thread; elsewhere the guard still runs the
     teardown on leaving but handles no signal.
     """
@@ -51,6 +55,7 @@ class TeardownGuard:
         self._lock = threading.Lock()
         self._previous: dict[int, Any] = {}
         self.signal_name: str | None = None
+        self._signal_exit_code = 0
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = HANDLED_SIGNALS.get(signum, str(signum))
@@ -59,6 +64,7 @@ class TeardownGuard:
         if self._tearing_down or self.signal_name is not None:
             return  # already cleaning up (or about to): never interrupt the teardown
         self.signal_name = name
+        self._signal_exit_code = 128 + signum
         raise InterruptedRunError(name, 128 + signum)
 
     def __enter__(self) -> TeardownGuard:
@@ -85,3 +91,7 @@ class TeardownGuard:
             for signum, previous in self._previous.items():
                 signal.signal(signum, previous)
             self._previous.clear()
+        if self.signal_name is not None and exc is not None and not isinstance(exc, InterruptedRunError):
+            # The handler's exception can surface as another one when it lands inside library code (e.g. a
+            # KeyError from threading.Thread.start): the run still ended because of the signal.
+            raise InterruptedRunError(self.signal_name, self._signal_exit_code) from exc

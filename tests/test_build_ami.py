@@ -48,7 +48,7 @@ from gpu_transcribe.aws.images import (
 from gpu_transcribe.aws.launch import launch
 from gpu_transcribe.aws.models import TAG_CREATED, TAG_OWNER, TAG_ROLE, TAG_RUN_ID, TAG_VERSION
 from gpu_transcribe.aws.resources import find_resources
-from gpu_transcribe.build import BuildRequest, _check_manifest, builder_spec, image_builder
+from gpu_transcribe.build import BuildRequest, builder_spec, check_manifest, image_builder
 from gpu_transcribe.cleanup import cleanup
 from gpu_transcribe.cli import app
 from gpu_transcribe.common import parse_iso_utc, utc_now
@@ -495,13 +495,13 @@ def test_the_manifest_must_name_this_version_and_model() -> None:
         "gpu_transcribe": __version__,
         "model": TEST_MODEL_ID,
     }
-    assert _check_manifest(dict(good), request, "") == good
+    assert check_manifest(dict(good), request, "") == good
     with pytest.raises(ProvisionError, match=r"gpu-transcribe 0\.0\.1 with"):
-        _check_manifest({**good, "gpu_transcribe": "0.0.1"}, request, "")
+        check_manifest({**good, "gpu_transcribe": "0.0.1"}, request, "")
     with pytest.raises(ProvisionError, match="engine_imports: FAILED: x") as caught:
-        _check_manifest({**good, "ok": False, "checks": {"engine_imports": "FAILED: x"}}, request, "tail")
+        check_manifest({**good, "ok": False, "checks": {"engine_imports": "FAILED: x"}}, request, "tail")
     assert (
         caught.value.failed_checks == [("engine_imports", "FAILED: x")] and caught.value.output_tail == "tail"
     )
     with pytest.raises(ProvisionError, match="no readable manifest"):
-        _check_manifest(None, request, "")
+        check_manifest(None, request, "")

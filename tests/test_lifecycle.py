@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from gpu_transcribe.errors import InterruptedRunError
+from gpu_transcribe.lifecycle import TeardownGuard
+
 REPO = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent(
@@ -97,3 +100,19 @@ def test_normal_end_and_exception_run_teardown_once(tmp_path: Path, mode: str, s
     proc, log = _start(tmp_path, mode)
     assert proc.wait(timeout=20) == status
     assert log.read_text().splitlines().count("teardown-end") == 1
+
+
+def test_a_signal_that_surfaces_as_another_error_still_ends_the_run_as_interrupted() -> None:
+    """The handler's exception is raised wherever the main thread is; inside library code it can turn into
+    another error (threading.Thread.start raises KeyError when interrupted). The guard still reports the
+    signal, with its exit status, after the teardown."""
+    torn: list[str] = []
+    with pytest.raises(InterruptedRunError) as info, TeardownGuard(lambda: torn.append("teardown")):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except InterruptedRunError:
+            raise KeyError("<Thread(ThreadPoolExecutor-0_0, stopped)>") from None
+    assert torn == ["teardown"]
+    assert info.value.exit_code == 130 and info.value.signal_name == "SIGINT"
+    assert isinstance(info.value.__cause__, KeyError)

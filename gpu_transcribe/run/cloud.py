@@ -22,16 +22,11 @@ from typing import TYPE_CHECKING
 from gpu_transcribe import __version__
 from gpu_transcribe.common import billed_seconds, cost_usd, new_run_id, utc_now
 from gpu_transcribe.errors import GpuTranscribeError, InstanceLostError, TeardownError
-from gpu_transcribe.instance_session import (
-    ALIVE_CHECK_S,
-    NOTICE_CHECK_S,
-    InstanceSession,
-    InstanceUsage,
-    SpotNotice,
-)
+from gpu_transcribe.instance_session import ALIVE_CHECK_S, InstanceSession, InstanceUsage
 from gpu_transcribe.run.host import HostWork, Job, RunState, build_engine_wheel
 from gpu_transcribe.run.request import CloudRunRequest, CloudRunResult, DryRunPlan, Phases, RunCallbacks
 from gpu_transcribe.run.upload import upload_outputs
+from gpu_transcribe.spot_watch import NOTICE_CHECK_S, SpotNotice
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
