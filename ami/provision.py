@@ -42,8 +42,9 @@ from pathlib import Path
 
 #: System packages the engine needs on Ubuntu 22.04 besides the NVIDIA driver of the base AMI:
 #: python3.11 (the client and engine need >= 3.11; Ubuntu 22.04 ships 3.10, the deadsnakes PPA has 3.11),
-#: venv support, and espeak-ng to speak the warm-up sentence when no warm-up audio is given.
-SYSTEM_PACKAGES = ("python3.11", "python3.11-venv", "espeak-ng")
+#: venv support, espeak-ng to speak the warm-up sentence when no warm-up audio is given, and curl, with which
+#: the client reads the spot interruption notice from the instance metadata service over SSH.
+SYSTEM_PACKAGES = ("python3.11", "python3.11-venv", "espeak-ng", "curl")
 WARMUP_SENTENCE = "Det här är ett prov av transkriberingen. Ett, två, tre."
 MANIFEST_FORMAT = 1
 #: Modules under these directories are test suites shipped inside packages (torch/testing/_internal has
