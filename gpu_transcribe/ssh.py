@@ -87,10 +87,6 @@ PUSH_CONCURRENCY = 4
 PULL_CONCURRENCY = 4
 #: Largest read from a pull's channel, bytes.
 PULL_CHUNK_BYTES = 1024 * 1024
-#: Shell snippet hashing its stdin: OpenSSL where installed (SHA-NI, ~1 GB/s), else coreutils.
-_REMOTE_SHA256_SCRIPT = (
-    'if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi < "$1"'
-)
 #: Prints the file's size, then its bytes (``wc -c`` prints just the number for stdin). Two opens: a
 #: file changing in between shows as a size mismatch.
 _PULL_SCRIPT = 'wc -c < "$1" && exec cat < "$1"'
@@ -797,42 +793,6 @@ class SSHSession:
     def _out_packet_bytes(sftp: paramiko.SFTPClient) -> int:
         channel = sftp.get_channel()
         return int(getattr(channel, "out_max_packet_size", 0) or SFTP_MIN_WRITE_BYTES)
-
-    def remote_sha256(self, remote_path: str) -> str:
-        """SHA-256 (hex) of a file on the host, computed there (``openssl dgst`` or ``sha256sum``).
-
-        Raises:
-            TransferError: the file cannot be read there or the output has no hash.
-        """
-        try:
-            result = self.run(["sh", "-c", _REMOTE_SHA256_SCRIPT, "sh", remote_path], check=True)
-        except RemoteCommandError as exc:
-            raise TransferError(
-                f"{remote_path}: cannot hash it on the host: {exc.stderr_tail or exc}"
-            ) from exc
-        match = _SHA256_RE.search(result.stdout)
-        if match is None:
-            raise TransferError(f"{remote_path}: no SHA-256 in the host's output {result.stdout[:200]!r}")
-        return match.group(1)
-
-    def verify(self, remote_path: str, size_bytes: int, sha256: str) -> None:
-        """Check that a file on the host has this size and SHA-256.
-
-        Raises:
-            TransferError: it does not (both values are in the message) or cannot be read.
-        """
-        sftp = self._open_sftp()
-        try:
-            remote_size = sftp.stat(remote_path).st_size
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            raise TransferError(f"{remote_path}: cannot stat it on the host ({_one_line(exc)})") from exc
-        finally:
-            sftp.close()
-        if remote_size != size_bytes:
-            raise TransferError(f"{remote_path}: {remote_size} bytes on the host, {size_bytes} sent")
-        remote_digest = self.remote_sha256(remote_path)
-        if remote_digest != sha256.lower():
-            raise TransferError(f"{remote_path}: SHA-256 {remote_digest} on the host, {sha256} sent")
 
     # --- pull ---------------------------------------------------------------------------------------------
 

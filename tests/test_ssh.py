@@ -382,18 +382,17 @@ def test_push_detects_a_file_changed_on_the_host(
     assert str(remote) in str(caught.value)
 
 
-def test_verify_checks_size_and_hash(session: ssh.SSHSession, tmp_path: Path) -> None:
-    remote = tmp_path / "r.bin"
-    remote.write_bytes(b"hello\n")
+def test_pushed_file_size_and_hash_match_the_host(session: ssh.SSHSession, tmp_path: Path) -> None:
+    source = tmp_path / "r.bin"
+    source.write_bytes(b"hello\n")
+    remote = tmp_path / "remote.bin"
+    [pushed] = session.push([(source, str(remote))])
     digest = hashlib.sha256(b"hello\n").hexdigest()
-    session.verify(str(remote), 6, digest)
-    assert session.remote_sha256(str(remote)) == digest
-    with pytest.raises(TransferError, match="SHA-256"):
-        session.verify(str(remote), 6, hashlib.sha256(b"hellO\n").hexdigest())
-    with pytest.raises(TransferError, match="bytes on the host"):
-        session.verify(str(remote), 7, digest)
-    with pytest.raises(TransferError):
-        session.verify(str(tmp_path / "missing"), 6, digest)
+    on_host = session.run(["sha256sum", str(remote)]).stdout.split()[0]
+    assert pushed.sha256 == on_host == digest
+    assert pushed.size_bytes == int(session.run(["stat", "-c", "%s", str(remote)]).stdout) == 6
+    with pytest.raises(RemoteCommandError):
+        session.run(["sha256sum", str(tmp_path / "missing")])
 
 
 def test_push_into_missing_directory_fails(session: ssh.SSHSession, tmp_path: Path) -> None:
