@@ -351,7 +351,7 @@ def _wait_for_size(path: Path, size: int) -> None:
     raise AssertionError(f"{path} never reached {size} bytes")
 
 
-@pytest.mark.parametrize("damage", ["flip", "append"])
+@pytest.mark.parametrize("damage", ["flip", "append", "delete"])
 def test_push_detects_a_file_changed_on_the_host(
     session: ssh.SSHSession, tmp_path: Path, damage: str
 ) -> None:
@@ -366,6 +366,9 @@ def test_push_detects_a_file_changed_on_the_host(
             # Every write has landed once the remote file is complete; then damage it, as a faulty disk
             # or a concurrent writer on the host would, before the push verifies it.
             _wait_for_size(remote, sent[0])
+            if damage == "delete":
+                remote.unlink()
+                return
             with remote.open("r+b") as handle:
                 if damage == "flip":
                     handle.seek(1_000_000)
@@ -378,7 +381,8 @@ def test_push_detects_a_file_changed_on_the_host(
 
     with pytest.raises(TransferError) as caught:
         session.push([(source, str(remote))], on_progress=corrupt_when_done)
-    assert ("SHA-256" if damage == "flip" else "bytes on the host") in str(caught.value)
+    expected = {"flip": "SHA-256", "append": "bytes on the host", "delete": "No such file"}[damage]
+    assert expected in str(caught.value)
     assert str(remote) in str(caught.value)
 
 
@@ -529,40 +533,42 @@ def test_heartbeat_survives_transient_errors(session: ssh.SSHSession, tmp_path: 
 
 
 @pytest.mark.parametrize("tool", ["openssl", "sha256sum"])
-def test_hasher_script_with_either_tool(tmp_path: Path, tool: str) -> None:
-    """The batch hasher answers ``POSITION HASH`` with OpenSSL or, without it, coreutils."""
-    real = shutil.which(tool)
-    if real is None:
-        pytest.skip(f"{tool} not installed")
+def test_check_script_with_either_tool(tmp_path: Path, tool: str) -> None:
+    """The push's check prints every size, then every SHA-256, in argument order, with OpenSSL or, without
+    it, coreutils; one line per file whatever its name; non-zero when a file cannot be read."""
+    real, stat = shutil.which(tool), shutil.which("stat")
+    if real is None or stat is None:
+        pytest.skip(f"{tool} or stat not installed")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / tool).symlink_to(real)  # the only tool on PATH: the other branch cannot run
-    files = [tmp_path / "a b.wav", tmp_path / "c.wav"]
-    files[0].write_bytes(os.urandom(5000))
-    files[1].write_bytes(b"")
-    paths = [str(files[0]), str(tmp_path / "missing.wav"), str(files[1])]
-    done = subprocess.run(
-        ["/bin/sh", "-c", ssh._RemoteHasher._SCRIPT, "sh", *paths],
-        input="3\n1\n2\n",
-        capture_output=True,
-        text=True,
-        env={"PATH": str(bin_dir)},
-        check=True,
-    )
-    lines = done.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["3", "1", "2"]
-    assert lines[0].split()[1] == sha256_of(files[1])
-    assert lines[1].split()[1] == sha256_of(files[0])
-    assert lines[2].split()[1] == "unreadable"
-    bad = subprocess.run(
-        ["/bin/sh", "-c", ssh._RemoteHasher._SCRIPT, "sh", *paths],
-        input="1;rm -rf x\n",
-        capture_output=True,
-        text=True,
-        env={"PATH": str(bin_dir)},
-        check=False,
-    )
-    assert bad.returncode == 2 and bad.stdout == ""
+    (bin_dir / tool).symlink_to(real)  # with stat, the only tools on PATH: the other branch cannot run
+    (bin_dir / "stat").symlink_to(stat)
+    names = ["a b.wav", "-dash.wav", "new\nline.wav", "$(touch canary).wav", "empty.wav"]
+    files = [tmp_path / name for name in names]
+    for number, path in enumerate(files[:-1]):
+        path.write_bytes(os.urandom(1000 * (number + 1)))
+    files[-1].write_bytes(b"")
+
+    def check(paths: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/sh", "-c", ssh._CHECK_SCRIPT, "sh", *paths],
+            capture_output=True,
+            text=True,
+            env={"PATH": str(bin_dir)},
+            cwd=tmp_path,
+            check=False,
+        )
+
+    done = check([str(f) for f in files[:2]] + names[2:])  # relative names too, one starting with "-"
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[-1] == "" and len(lines) == 2 * len(files) + 1
+    assert [int(line) for line in lines[: len(files)]] == [f.stat().st_size for f in files]
+    hashes = [ssh._HASH_LINE_RE.match(line) for line in lines[len(files) : -1]]
+    assert [m.group(1) if m else None for m in hashes] == [sha256_of(f) for f in files]
+    assert not (tmp_path / "canary").exists()
+    missing = check([str(files[0]), str(tmp_path / "missing.wav")])
+    assert missing.returncode != 0 and "missing.wav" in missing.stderr
 
 
 def test_known_hosts_with_hashed_names(sshd_server: SshdServer, tmp_path: Path) -> None:
@@ -599,23 +605,27 @@ def test_push_rejects_two_files_to_one_remote_path(session: ssh.SSHSession, tmp_
         session.push([(a, str(tmp_path / "x.wav")), (b, str(tmp_path / "x.wav"))])
 
 
-def test_hash_groups_bound_command_lines() -> None:
-    groups = ssh._hash_groups([f"/w/{i}.wav" for i in range(600)])
-    assert [len(g) for g in groups] == [256, 256, 88]
-    assert [i for g in groups for i in g] == list(range(600))
-    long_paths = ["/w/" + "x" * 10_000 + str(i) for i in range(20)]
-    assert all(sum(len(long_paths[i]) + 3 for i in g) <= 64 * 1024 for g in ssh._hash_groups(long_paths))
+def test_path_groups_bound_command_lines() -> None:
+    short = [f"/w/{i}.wav" for i in range(600)]
+    assert ssh._path_groups(short) == [short]
+    long_paths = ["/w/" + "x" * 10_000 + str(i) for i in range(20)] + ["/w/" + "y" * 70_000]
+    groups = ssh._path_groups(long_paths)
+    assert [p for g in groups for p in g] == long_paths
+    assert len(groups) > 1 and groups[-1] == [long_paths[-1]]  # a path over the limit goes alone
+    assert all(sum(len(p) + 1 for p in g) <= ssh.CHECK_PATHS_MAX_BYTES for g in groups[:-1])
 
 
-def test_push_many_small_files_across_hasher_groups(session: ssh.SSHSession, tmp_path: Path) -> None:
+def test_push_many_files_across_check_commands(session: ssh.SSHSession, tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     dest.mkdir()
     sources = []
-    for i in range(260):  # more than one remote hasher (256 files each)
-        path = src / f"f{i:03}.wav"
+    for i in range(260):  # 260 names of 240 bytes: more paths than one check command takes
+        path = src / f"{i:03}{'f' * 233}.wav"
         path.write_bytes(os.urandom(i))
         sources.append(path)
-    pushed = session.push([(s, str(dest / s.name)) for s in sources])
+    remotes = [str(dest / s.name) for s in sources]
+    assert len(ssh._path_groups(remotes)) > 1
+    pushed = session.push(list(zip(sources, remotes, strict=True)))
     assert [p.sha256 for p in pushed] == [sha256_of(s) for s in sources]
     assert all((dest / s.name).read_bytes() == s.read_bytes() for s in sources)
