@@ -41,7 +41,7 @@ import shlex
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -596,17 +596,8 @@ class SSHSession:
             )
             stderr_thread.start()
             emit = on_stdout_line if on_stdout_line is not None else stdout_parts.append
-            pending = b""
-            while True:
-                data = channel.recv(65536)
-                if not data:
-                    break
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    emit(line.rstrip(b"\r").decode("utf-8", "replace"))
-            if pending:
-                emit(pending.rstrip(b"\r").decode("utf-8", "replace"))
+            for line in LineReader(channel.recv):
+                emit(line)
             returncode = channel.recv_exit_status()
             stderr_thread.join(timeout=5)
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -888,18 +879,14 @@ class SSHSession:
             channel.shutdown_write()
             stderr_thread = threading.Thread(target=_drain_stderr, args=(channel, stderr_tail), daemon=True)
             stderr_thread.start()
-            header = b""
-            while True:
-                data = channel.recv(PULL_CHUNK_BYTES)
-                if not data:
-                    break
-                if size is None:
-                    header += data
-                    if b"\n" not in header:
-                        continue
-                    first, data = header.split(b"\n", 1)
-                    size = int(first.strip()) if first.strip().isdigit() else -1
-                if data:
+            reader = LineReader(channel.recv, chunk_bytes=PULL_CHUNK_BYTES)
+            header = reader.readline()
+            if header is not None:
+                text = header.strip()
+                size = int(text) if text.isascii() and text.isdigit() else -1
+                out.write(rest := reader.take_rest())
+                received = len(rest)
+                while data := channel.recv(PULL_CHUNK_BYTES):
                     out.write(data)
                     received += len(data)
             returncode = channel.recv_exit_status()
@@ -958,22 +945,74 @@ def _path_groups(paths: Sequence[str], max_bytes: int = CHECK_PATHS_MAX_BYTES) -
     return groups
 
 
-def _drain_stderr(channel: paramiko.Channel, tail: collections.deque[str]) -> None:
-    """Read a channel's stderr to EOF, keeping the last lines in ``tail`` (its maxlen bounds it)."""
-    pending = b""
-    with contextlib.suppress(Exception):
+class LineReader:
+    """Complete lines from one stream of a paramiko channel, as they arrive.
+
+    ``recv`` is the stream's receive call (``channel.recv`` for stdout, ``channel.recv_stderr`` for
+    stderr): it returns at most ``n`` bytes, blocks until some come, and returns ``b""`` at the end of the
+    stream; its exceptions propagate. Lines are split at ``\\n``, lose a trailing ``\\r`` and are
+    decoded as UTF-8 (bad bytes replaced); an unterminated last line is returned at the end of the stream.
+
+    Args:
+        recv: the receive call.
+        chunk_bytes: most bytes asked of ``recv`` at once.
+        max_line_chars: if given, lines are cut to this many characters, and an unterminated line longer
+            than ``chunk_bytes`` keeps only its last ``max_line_chars`` bytes (bounded memory for a stream
+            without newlines).
+    """
+
+    def __init__(
+        self, recv: Callable[[int], bytes], *, chunk_bytes: int = 65536, max_line_chars: int | None = None
+    ) -> None:
+        self._recv = recv
+        self._chunk_bytes = chunk_bytes
+        self._max_line_chars = max_line_chars
+        self._buffer = b""
+        self._start = 0  # where the next line begins in _buffer
+        self._scanned = 0  # _buffer[_start:_scanned] holds no newline
+        self._eof = False
+
+    def readline(self) -> str | None:
+        """The next line, without its newline; None at the end of the stream."""
         while True:
-            data = channel.recv_stderr(65536)
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                line = self._buffer[self._start : end]
+                self._start = self._scanned = end + 1
+                return self._decode(line)
+            if self._eof:
+                line = self.take_rest()
+                return self._decode(line) if line else None
+            data = self._recv(self._chunk_bytes)
             if not data:
-                break
-            pending += data
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                tail.append(line.rstrip(b"\r").decode("utf-8", "replace")[:2000])
-            if len(pending) > 65536:  # an endless line: keep its end only
-                pending = pending[-2000:]
-    if pending:
-        tail.append(pending.rstrip(b"\r").decode("utf-8", "replace")[:2000])
+                self._eof = True
+                continue
+            rest = self._buffer[self._start :]
+            if self._max_line_chars is not None and len(rest) > self._chunk_bytes:
+                rest = rest[-self._max_line_chars :]
+            self._buffer, self._start, self._scanned = rest + data, 0, len(rest)
+
+    def __iter__(self) -> Iterator[str]:
+        while (line := self.readline()) is not None:
+            yield line
+
+    def take_rest(self) -> bytes:
+        """The bytes received but not yet returned as lines, which the reader then forgets."""
+        rest = self._buffer[self._start :]
+        self._buffer, self._start, self._scanned = b"", 0, 0
+        return rest
+
+    def _decode(self, line: bytes) -> str:
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        return text if self._max_line_chars is None else text[: self._max_line_chars]
+
+
+def _drain_stderr(channel: paramiko.Channel, tail: collections.deque[str]) -> None:
+    """Read a channel's stderr to its end, keeping the last lines in ``tail`` (its maxlen bounds it), each
+    cut to 2000 characters. A failed read ends it quietly: the caller reports the command's outcome."""
+    with contextlib.suppress(Exception):
+        for line in LineReader(channel.recv_stderr, max_line_chars=2000):
+            tail.append(line)
 
 
 class Heartbeat:

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,6 +61,43 @@ def test_sftp_write_size_fills_whole_packets() -> None:
     assert (size + 25 + 4) % (32768 - 64) == 0  # request = whole packets
     assert size + 25 + 4 + (32768 - 64) > ssh.OPENSSH_MAX_WRITE_BYTES  # and as many as allowed
     assert ssh.sftp_write_size(32768, 4, ssh.SFTP_MIN_WRITE_BYTES) <= ssh.SFTP_MIN_WRITE_BYTES
+
+
+def chunks(*parts: bytes) -> Callable[[int], bytes]:
+    """A ``recv`` that returns ``parts`` one by one (cut to the size asked), then ``b""``."""
+    queue = list(parts)
+
+    def recv(size: int) -> bytes:
+        if not queue:
+            return b""
+        part = queue.pop(0)
+        if len(part) > size:
+            queue.insert(0, part[size:])
+        return part[:size]
+
+    return recv
+
+
+def test_line_reader_splits_lines_across_chunks() -> None:
+    reader = ssh.LineReader(chunks(b"a", b"b\r\nc", b"\n\nd\xff", b"e"))
+    assert list(reader) == ["ab", "c", "", "d\ufffde"]
+    assert reader.readline() is None
+    assert list(ssh.LineReader(chunks())) == []
+    assert list(ssh.LineReader(chunks(b"x\n"))) == ["x"]
+
+
+def test_line_reader_hands_over_the_bytes_after_a_line() -> None:
+    reader = ssh.LineReader(chunks(b"12\nab\ncd", b"more"), chunk_bytes=7)
+    assert reader.readline() == "12"
+    assert reader.take_rest() == b"ab\nc"  # what the first receive brought beyond the line
+    assert reader.readline() == "dmore"
+
+
+def test_line_reader_bounds_long_lines() -> None:
+    endless = [b"y" * 100] * 50 + [b"z" * 7 + b"\nshort\n"]
+    reader = ssh.LineReader(chunks(b"x" * 30 + b"\n", *endless), chunk_bytes=100, max_line_chars=10)
+    assert list(reader) == ["x" * 10, "y" * 10, "short"]
+    assert len(reader._buffer) <= 100 + 10
 
 
 def test_target_repr_hides_private_key(sshd_target: ssh.SSHTarget) -> None:
