@@ -40,7 +40,8 @@ def test_heartbeat_survives_transient_errors(ssh_session: ssh.SSHSession, tmp_pa
         time.sleep(0.02)
     assert heartbeat.failures >= 2 and errors and heartbeat.running
     beat_file.parent.mkdir()
-    while not beat_file.exists() and time.monotonic() < deadline:
+    # The file appears when a beat opens it; the beat counts once it is written and closed.
+    while not (beat_file.exists() and heartbeat.beats >= 1) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert beat_file.exists() and heartbeat.beats >= 1
     ssh_session.close()  # stops its heartbeats too
