@@ -141,6 +141,16 @@ def test_push_into_missing_directory_fails(ssh_session: ssh.SSHSession, tmp_path
         ssh_session.push([(source, str(tmp_path / "no" / "such" / "a.wav"))])
 
 
+def test_push_names_only_the_files_that_failed(ssh_session: ssh.SSHSession, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
+    good.write_bytes(b"good")
+    bad.write_bytes(b"bad")
+    with pytest.raises(TransferError, match=r"^1 of 2 file\(s\) not pushed: .*bad\.wav") as caught:
+        ssh_session.push([(good, str(tmp_path / "good-out.wav")), (bad, str(tmp_path / "no" / "bad.wav"))])
+    assert "good.wav" not in str(caught.value) and "good-out.wav" not in str(caught.value)
+    assert ssh_session.run(["true"]).returncode == 0  # the session is still usable
+
+
 def test_push_missing_local_file_is_an_input_error(ssh_session: ssh.SSHSession, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"missing\.wav"):
         ssh_session.push([(tmp_path / "missing.wav", str(tmp_path / "x.wav"))])
@@ -177,8 +187,9 @@ def test_close_interrupts_a_push(ssh_session: ssh.SSHSession, tmp_path: Path) ->
 
 @pytest.mark.parametrize("tool", ["openssl", "sha256sum"])
 def test_check_script_with_either_tool(tmp_path: Path, tool: str) -> None:
-    """The push's check prints every size, then every SHA-256, in argument order, with OpenSSL or, without
-    it, coreutils; one line per file whatever its name; non-zero when a file cannot be read."""
+    """The push's check waits for a line on stdin, then prints every size, then every SHA-256, in argument
+    order, with OpenSSL or, without it, coreutils; one line per file whatever its name; non-zero when a file
+    cannot be read or stdin ends without the line."""
     real, stat = shutil.which(tool), shutil.which("stat")
     if real is None or stat is None:
         pytest.skip(f"{tool} or stat not installed")
@@ -192,9 +203,10 @@ def test_check_script_with_either_tool(tmp_path: Path, tool: str) -> None:
         path.write_bytes(os.urandom(1000 * (number + 1)))
     files[-1].write_bytes(b"")
 
-    def check(paths: list[str]) -> subprocess.CompletedProcess[str]:
+    def check(paths: list[str], go: str = "\n") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["/bin/sh", "-c", transfer._CHECK_SCRIPT, "sh", *paths],
+            input=go,
             capture_output=True,
             text=True,
             env={"PATH": str(bin_dir)},
@@ -212,6 +224,8 @@ def test_check_script_with_either_tool(tmp_path: Path, tool: str) -> None:
     assert not (tmp_path / "canary").exists()
     missing = check([str(files[0]), str(tmp_path / "missing.wav")])
     assert missing.returncode != 0 and "missing.wav" in missing.stderr
+    abandoned = check([str(files[0])], go="")  # stdin ends without the go-ahead: nothing runs
+    assert abandoned.returncode != 0 and abandoned.stdout == ""
 
 
 def test_path_groups_bound_command_lines() -> None:

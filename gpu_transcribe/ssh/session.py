@@ -138,7 +138,8 @@ class SSHSession:
         return sftp
 
     def _exec(self, argv: Sequence[str], channel_timeout_s: float) -> paramiko.Channel:
-        """A new channel running :func:`command_line` of ``argv``, its stdin closed; the caller closes it.
+        """A new channel running :func:`command_line` of ``argv``; the caller closes its stdin
+        (``shutdown_write``) and the channel.
 
         Raises:
             SSHError: the connection is closed or no channel could be opened.
@@ -150,11 +151,21 @@ class SSHSession:
         channel = self._open_channel(channel_timeout_s)
         try:
             channel.exec_command(command)
-            channel.shutdown_write()
         except BaseException:
             channel.close()
             raise
         return channel
+
+    def _start(
+        self, argv: Sequence[str], *, stderr_tail_lines: int = 40, channel_timeout_s: float = 30.0
+    ) -> StartedCommand:
+        """Start a command and return before it ends (:class:`StartedCommand`; :meth:`run` waits for it).
+
+        Raises:
+            RemoteCommandError: the command could not be started (``returncode=-1``).
+            SSHError: the connection is closed or no channel could be opened.
+        """
+        return StartedCommand(self, argv, stderr_tail_lines, channel_timeout_s)
 
     # --- commands -----------------------------------------------------------------------------------
 
@@ -190,41 +201,8 @@ class SSHSession:
                 command ended without a status (killed by a signal, connection closed or lost).
             SSHError: the connection is closed or no channel could be opened.
         """
-        command = command_line(argv)
-        stderr_tail: collections.deque[str] = collections.deque(maxlen=max(1, stderr_tail_lines))
-        stdout_parts: list[str] = []
-        channel: paramiko.Channel | None = None
-        try:
-            channel = self._exec(argv, channel_timeout_s)
-            stderr_thread = threading.Thread(
-                target=drain_stderr, args=(channel, stderr_tail), name="ssh-stderr", daemon=True
-            )
-            stderr_thread.start()
-            emit = on_stdout_line if on_stdout_line is not None else stdout_parts.append
-            for line in LineReader(channel.recv):
-                emit(line)
-            returncode = channel.recv_exit_status()
-            stderr_thread.join(timeout=5)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise RemoteCommandError(
-                f"{self.target}: lost the connection while running {command} ({one_line(exc)})",
-                -1,
-                command,
-                "\n".join(stderr_tail),
-            ) from exc
-        finally:
-            if channel is not None:
-                channel.close()
-        tail = "\n".join(stderr_tail)
-        if returncode == -1:
-            why = "the connection was closed" if self.closed else "it ended without an exit status (signal)"
-            raise RemoteCommandError(f"{self.target}: {command} did not finish: {why}", -1, command, tail)
-        if check and returncode != 0:
-            raise RemoteCommandError(
-                f"{self.target}: {command} exited with status {returncode}", returncode, command, tail
-            )
-        stdout = "\n".join(stdout_parts) if on_stdout_line is None else ""
-        return CommandResult(returncode=returncode, stdout=stdout, stderr_tail=tail)
+        started = self._start(argv, stderr_tail_lines=stderr_tail_lines, channel_timeout_s=channel_timeout_s)
+        return started.finish(on_stdout_line=on_stdout_line, check=check)
 
     # --- push -------------------------------------------------------------------------------------------
 
@@ -241,9 +219,9 @@ class SSHSession:
         (:func:`~gpu_transcribe.ssh.transfer.sftp_write_size`); up to ``concurrency`` files go at once on
         separate channels of this connection. The local SHA-256 is computed from the bytes as they are sent.
         SSH's MAC already protects the bytes in transit; once all are written, one remote command (per
-        :data:`~gpu_transcribe.ssh.transfer.CHECK_PATHS_MAX_BYTES` of quoted paths) prints every file's size
-        and SHA-256 on the host, which must match: this catches a file that is short or was changed there
-        (full disk, another writer).
+        :data:`~gpu_transcribe.ssh.transfer.CHECK_PATHS_MAX_BYTES` of quoted paths, started with the
+        uploads) prints every file's size and SHA-256 on the host, which must match: this catches a file
+        that is short or was changed there (full disk, another writer).
 
         Args:
             files: ``(local path, remote path)`` pairs; the remote directory must exist.
@@ -313,3 +291,79 @@ class SSHSession:
             self._heartbeats.append(heartbeat)
         heartbeat.start()
         return heartbeat
+
+
+class StartedCommand:
+    """A command running on its own channel, its stdin still open; made by :meth:`SSHSession._start`.
+
+    Its stderr is read from the start in a thread (last lines kept, each cut to 2000 characters); its
+    stdout waits for :meth:`finish`. :meth:`SSHSession.run` is ``_start`` then ``finish``.
+
+    Attributes:
+        command: the command line as sent (quoted).
+    """
+
+    def __init__(
+        self, session: SSHSession, argv: Sequence[str], stderr_tail_lines: int, channel_timeout_s: float
+    ) -> None:
+        self.command = command_line(argv)
+        self._session = session
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=max(1, stderr_tail_lines))
+        try:
+            channel = session._exec(argv, channel_timeout_s)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._lost(exc) from exc
+        self._channel = channel
+        self._stderr_thread = threading.Thread(
+            target=drain_stderr, args=(channel, self._stderr_tail), name="ssh-stderr", daemon=True
+        )
+        self._stderr_thread.start()
+
+    def finish(
+        self,
+        *,
+        stdin: bytes = b"",
+        on_stdout_line: Callable[[str], None] | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        """Send ``stdin`` and close it, then read stdout to its end and wait for the exit status.
+
+        Arguments, result and errors as in :meth:`SSHSession.run`.
+        """
+        session, command, channel = self._session, self.command, self._channel
+        stdout_parts: list[str] = []
+        try:
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            emit = on_stdout_line if on_stdout_line is not None else stdout_parts.append
+            for line in LineReader(channel.recv):
+                emit(line)
+            returncode = channel.recv_exit_status()
+            self._stderr_thread.join(timeout=5)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._lost(exc) from exc
+        finally:
+            channel.close()
+        tail = "\n".join(self._stderr_tail)
+        if returncode == -1:
+            why = (
+                "the connection was closed" if session.closed else "it ended without an exit status (signal)"
+            )
+            raise RemoteCommandError(f"{session.target}: {command} did not finish: {why}", -1, command, tail)
+        if check and returncode != 0:
+            raise RemoteCommandError(
+                f"{session.target}: {command} exited with status {returncode}", returncode, command, tail
+            )
+        stdout = "\n".join(stdout_parts) if on_stdout_line is None else ""
+        return CommandResult(returncode=returncode, stdout=stdout, stderr_tail=tail)
+
+    def _lost(self, exc: BaseException) -> RemoteCommandError:
+        message = (
+            f"{self._session.target}: lost the connection while running {self.command} ({one_line(exc)})"
+        )
+        return RemoteCommandError(message, -1, self.command, "\n".join(self._stderr_tail))
+
+    def abandon(self) -> None:
+        """Close the channel without waiting: the host ends the command (stdin and stdout are gone)."""
+        self._channel.close()

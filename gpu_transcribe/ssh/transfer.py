@@ -1,7 +1,6 @@
 """Transferring files: :func:`push` (SFTP, several files at once, a progress callback, a size and SHA-256
-check on the host) and :func:`pull` (a stream per file, written atomically). :class:`SSHSession.push
-<gpu_transcribe.ssh.SSHSession.push>` and :class:`SSHSession.pull <gpu_transcribe.ssh.SSHSession.pull>` call
-them and document their arguments and errors.
+check on the host) and :func:`pull` (a stream per file, written atomically), which
+:meth:`~gpu_transcribe.ssh.SSHSession.push` and :meth:`~gpu_transcribe.ssh.SSHSession.pull` call and document.
 
 Throughput (``bench/transfer.py``, loopback OpenSSH 9.2 sshd, 2 shared cores): paramiko's cost is per SSH
 packet in Python, and OpenSSH caps session-channel packets at 32 KiB, so pushes send SFTP writes that fill
@@ -9,9 +8,10 @@ whole packets (:func:`sftp_write_size`, about 224 KiB instead of paramiko's 32 K
 into a full and a tiny packet), pipelined, on AES-GCM (see :mod:`gpu_transcribe.ssh.connection`). Several
 SFTP channels writing ranges of one file cost more CPU than they gained on 2 cores, so one file goes over
 one channel and a batch over up to :data:`PUSH_CONCURRENCY` channels. SSH's MAC protects the bytes in
-transit; after the uploads one remote command (:data:`_CHECK_SCRIPT`) prints every file's size and SHA-256
-on the host, which catches a file that is short or was changed there. Pulls stream ``cat`` over an exec
-channel (see :func:`pull` for why not SFTP).
+transit; one remote command (:data:`_CHECK_SCRIPT`), started with the uploads so that the host's shell
+start-up overlaps them and released once they are done, prints every file's size and SHA-256 on the host,
+which catches a file that is short or was changed there. Pulls stream ``cat`` over an exec channel (see
+:func:`pull` for why not SFTP).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from gpu_transcribe.errors import InputError, OutputError, SSHError, TransferErr
 from gpu_transcribe.ssh.channel import LineReader, drain_stderr, one_line
 
 if TYPE_CHECKING:
-    from gpu_transcribe.ssh.session import SSHSession
+    from gpu_transcribe.ssh.session import SSHSession, StartedCommand
 
 #: OpenSSH sftp-server's largest WRITE payload: SFTP_MAX_MSG_LENGTH (256 KiB) minus 1024, as it advertises in
 #: its ``limits@openssh.com`` extension (sftp-server.c). Other servers get the SFTP minimum, 32 KiB.
@@ -55,11 +55,13 @@ CHECK_PATHS_MAX_BYTES = 64 * 1024
 #: Prints the file's size, then its bytes (``wc -c`` prints just the number for stdin). Two opens: a
 #: file changing in between shows as a size mismatch.
 _PULL_SCRIPT = 'wc -c < "$1" && exec cat < "$1"'
-#: Prints each argument's size in bytes (``stat``), one line each, then its SHA-256, one line each, both in
-#: argument order. ``openssl dgst`` where installed: coreutils ``sha256sum`` 9.1 (no SHA-NI) hashes about
-#: 170 MB/s on the loopback test machine against about 1 GB/s for OpenSSL. Both tools escape a newline in
-#: a name, so every file is one line. Fails (non-zero) if a file cannot be read.
+#: Waits for a line on stdin (the go-ahead once the uploads are done), then prints each argument's size in
+#: bytes (``stat``), one line each, then its SHA-256, one line each, both in argument order. ``openssl
+#: dgst`` where installed: coreutils ``sha256sum`` 9.1 (no SHA-NI) hashes about 170 MB/s on the loopback
+#: test machine against about 1 GB/s for OpenSSL. Both tools escape a newline in a name, so every file is
+#: one line. Fails (non-zero) if a file cannot be read, or if stdin ends without a line.
 _CHECK_SCRIPT = (
+    "read -r _ || exit\n"
     'stat -c %s -- "$@" || exit\n'
     'if command -v openssl >/dev/null 2>&1; then exec openssl dgst -sha256 -r -- "$@"; fi\n'
     'exec sha256sum -- "$@"'
@@ -169,26 +171,46 @@ def push(
         except (SSHError, InputError) as exc:
             return exc
 
+    # Each check command starts while the first files go up and waits for a line on its stdin: the host's
+    # shell start-up (0.1-0.3 s on the loopback test machine, where the login shell's rc runs pyenv)
+    # overlaps the uploads.
+    checks: list[tuple[list[str], StartedCommand | SSHError]] = []
+    found: dict[int, tuple[int, str] | SSHError] = {}
+    index_of = {remote: index for index, remote in enumerate(remotes)}
     workers = max(1, min(concurrency, len(jobs)))
     try:
-        if workers == 1:
-            uploads = [upload_one(i) for i in range(len(jobs))]
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sftp-push") as pool:
-                uploads = list(pool.map(upload_one, range(len(jobs))))
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sftp-push") as pool:
+            futures = [pool.submit(upload_one, index) for index in range(len(jobs))]
+            for group in _path_groups(remotes):
+                try:
+                    checks.append((group, session._start(["sh", "-c", _CHECK_SCRIPT, "sh", *group])))
+                except SSHError as exc:
+                    checks.append((group, exc))
+            uploads = [future.result() for future in futures]
+        for group, started in checks:
+            indices = [index_of[remote] for remote in group]
+            if not all(isinstance(uploads[i], str) for i in indices):
+                continue  # the push fails anyway
+            if isinstance(started, SSHError):
+                found.update(dict.fromkeys(indices, started))
+            else:
+                found.update(zip(indices, _finish_check(session, group, started), strict=True))
     finally:
+        for _, started in checks:
+            if not isinstance(started, SSHError):
+                started.abandon()
         for sftp in clients:
             with contextlib.suppress(Exception):
                 sftp.close()
     outcomes: list[PushedFile | SSHError | InputError] = []
-    sent = [i for i, upload in enumerate(uploads) if isinstance(upload, str)]
-    found = dict(zip(sent, _check_on_host(session, [jobs[i][1] for i in sent]), strict=True))
     for index, upload in enumerate(uploads):
         path, remote, size = jobs[index]
         if isinstance(upload, SSHError | InputError):
             outcomes.append(upload)
             continue
-        check = found[index]
+        check = found.get(index)
+        if check is None:
+            continue  # not checked: another file of its check command failed to upload
         if isinstance(check, SSHError):
             outcomes.append(check)
         elif check[0] != size:
@@ -248,29 +270,26 @@ def _upload(
     return digest.hexdigest()
 
 
-def _check_on_host(session: SSHSession, remotes: Sequence[str]) -> list[tuple[int, str] | SSHError]:
-    """``(size in bytes, SHA-256 hex)`` of each remote file as the host sees it, in order, or the error of
-    the command that should have told (:data:`_CHECK_SCRIPT`, one run per :func:`_path_groups` group)."""
+def _finish_check(
+    session: SSHSession, group: Sequence[str], started: StartedCommand
+) -> list[tuple[int, str] | SSHError]:
+    """Release a started :data:`_CHECK_SCRIPT` and read its answer: ``(size in bytes, SHA-256 hex)`` of
+    each file of ``group`` as the host sees it, in order, or the error of the command."""
+    lines: list[str] = []
+    try:
+        result = started.finish(stdin=b"\n", on_stdout_line=lines.append, check=False)
+    except SSHError as exc:
+        return [exc] * len(group)
+    sizes, hashes = lines[: len(group)], [_HASH_LINE_RE.match(line) for line in lines[len(group) :]]
+    if result.returncode != 0 or len(lines) != 2 * len(group) or not all(s.isdigit() for s in sizes):
+        why = result.stderr_tail.replace("\n", "; ") or f"exit status {result.returncode}"
+        return [TransferError(f"{session.target}: cannot check the pushed files there ({why})")] * len(group)
     found: list[tuple[int, str] | SSHError] = []
-    for group in _path_groups(remotes):
-        lines: list[str] = []
-        try:
-            argv = ["sh", "-c", _CHECK_SCRIPT, "sh", *group]
-            result = session.run(argv, on_stdout_line=lines.append, check=False)
-        except SSHError as exc:
-            found += [exc] * len(group)
-            continue
-        sizes, hashes = lines[: len(group)], [_HASH_LINE_RE.match(line) for line in lines[len(group) :]]
-        if result.returncode != 0 or len(lines) != 2 * len(group) or not all(s.isdigit() for s in sizes):
-            why = result.stderr_tail.replace("\n", "; ") or f"exit status {result.returncode}"
-            error = TransferError(f"{session.target}: cannot check the pushed files there ({why})")
-            found += [error] * len(group)
-            continue
-        for path, size, match in zip(group, sizes, hashes, strict=True):
-            if match is None:
-                found.append(TransferError(f"{path}: no SHA-256 in the host's answer"))
-            else:
-                found.append((int(size), match.group(1)))
+    for path, size, match in zip(group, sizes, hashes, strict=True):
+        if match is None:
+            found.append(TransferError(f"{path}: no SHA-256 in the host's answer"))
+        else:
+            found.append((int(size), match.group(1)))
     return found
 
 
@@ -352,6 +371,7 @@ def _stream_file(
     channel: paramiko.Channel | None = None
     try:
         channel = session._exec(["sh", "-c", _PULL_SCRIPT, "sh", remote], channel_timeout_s)
+        channel.shutdown_write()
         stderr_thread = threading.Thread(target=drain_stderr, args=(channel, stderr_tail), daemon=True)
         stderr_thread.start()
         reader = LineReader(channel.recv, chunk_bytes=PULL_CHUNK_BYTES)
