@@ -107,7 +107,7 @@ def run_ours(target: ssh.SSHTarget, sources: list[Path], dest_dir: Path) -> tupl
 def run_plain_paramiko(server: SshdServer, sources: list[Path], dest_dir: Path) -> tuple[float, float]:
     """The "before" figure: paramiko defaults (SSHClient, ``SFTPClient.put`` one file after the other,
     32 KiB writes, AES-CTR + HMAC), strict host key, no hash check. Only the benchmark imports paramiko
-    outside ``gpu_transcribe/ssh.py``, as this peer."""
+    outside ``gpu_transcribe/ssh/``, as this peer."""
     import io
 
     import paramiko
