@@ -16,7 +16,9 @@ jitter, docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html):
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -264,11 +266,12 @@ def credentials_error(ctx: AwsContext, code: str, detail: str = "") -> Credentia
     return CredentialsError(f"{what}; {how}", profile=ctx.profile, region=ctx.region)
 
 
-def raise_for(ctx: AwsContext, exc: BaseException, doing: str) -> CloudError:
-    """The :class:`CloudError` to raise (``raise ... from``) for a botocore error while ``doing`` something.
+def cloud_error(ctx: AwsContext, exc: BaseException, doing: str) -> CloudError:
+    """The exception that stands for botocore error ``exc`` raised while ``doing`` something; not raised.
 
-    Credential errors become :class:`CredentialsError` with the how-to; others a one-line :class:`CloudError`
-    naming the operation, the code and AWS's message.
+    Credential errors become :class:`CredentialsError` with the how-to; permission errors a
+    :class:`CloudError` naming the profile; others a one-line :class:`CloudError` naming the operation, the
+    code and AWS's message.
     """
     code = error_code(exc)
     if code in CREDENTIAL_CODES:
@@ -277,3 +280,23 @@ def raise_for(ctx: AwsContext, exc: BaseException, doing: str) -> CloudError:
         who = ctx.describe_profile()
         return CloudError(f"{doing}: not permitted for {who} in {ctx.region} ({code}): {error_message(exc)}")
     return CloudError(f"{doing} failed in {ctx.region} ({code or type(exc).__name__}): {error_message(exc)}")
+
+
+@contextlib.contextmanager
+def aws_errors(ctx: AwsContext, doing: str) -> Iterator[None]:
+    """Run the ``with`` block, translating the botocore errors it raises into ours.
+
+    ``doing`` names the operation for the message (``listing gpu-transcribe images``). A code the caller
+    expects (``InvalidAMIID.NotFound``...) is handled by a ``try`` inside the block; any exception that is not
+    botocore's (ours included) passes through unchanged.
+
+    Raises:
+        CredentialsError: the credentials are missing, rejected or expired.
+        CloudError: any other botocore error (see :func:`cloud_error`), chained to it.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if is_aws_error(exc):
+            raise cloud_error(ctx, exc, doing) from exc
+        raise

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Any
 
-from gpu_transcribe.aws.clients import AwsContext, ec2_client, error_code, is_aws_error, raise_for
+from gpu_transcribe.aws.clients import AwsContext, aws_errors, ec2_client, error_code
 from gpu_transcribe.aws.models import InstanceInfo, LaunchResult
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import CloudError, InstanceLostError, SSHTimeoutError
@@ -68,14 +68,13 @@ def describe_instance(ctx: AwsContext, instance_id: str) -> InstanceInfo | None:
     Raises:
         CredentialsError, CloudError: the call failed.
     """
-    try:
-        reply = ec2_client(ctx).describe_instances(InstanceIds=[instance_id])
-    except Exception as exc:
-        if error_code(exc) == "InvalidInstanceID.NotFound":
-            return None
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"describing instance {instance_id}") from exc
-        raise
+    with aws_errors(ctx, f"describing instance {instance_id}"):
+        try:
+            reply = ec2_client(ctx).describe_instances(InstanceIds=[instance_id])
+        except Exception as exc:
+            if error_code(exc) == "InvalidInstanceID.NotFound":
+                return None
+            raise
     for reservation in reply.get("Reservations", []):
         for raw in reservation.get("Instances", []):
             if raw.get("InstanceId") == instance_id:
