@@ -25,6 +25,9 @@ from gpu_transcribe.aws.clients import (
     error_message,
     is_aws_error,
 )
+
+# stop_instance lives in .instances; this name stays until build.py imports it from there.
+from gpu_transcribe.aws.instances import stop_instance as stop_instance
 from gpu_transcribe.aws.models import TAG_CREATED, TAG_VERSION
 from gpu_transcribe.aws.retry import retrying
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, parse_iso_utc
@@ -184,8 +187,6 @@ def select_run_image(
 DLAMI_BASE_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 )
-#: Seconds to wait for a builder to stop: EC2 takes 30-90 s for a GPU instance (a clean OS shutdown).
-STOP_TIMEOUT_S = 600.0
 #: Seconds to wait for an image to become available: EC2 snapshots the whole root volume, 10-30 minutes for
 #: 60-100 GiB of which ~20 GiB are used (AWS: "can take several minutes" per GiB changed); an hour bounds it.
 IMAGE_TIMEOUT_S = 3600.0
@@ -298,44 +299,6 @@ def image_tags(
 
 def _ec2_tags(tags: Sequence[tuple[str, str]]) -> list[Any]:
     return [{"Key": k, "Value": v} for k, v in tags]
-
-
-def stop_instance(
-    ctx: AwsContext,
-    instance_id: str,
-    *,
-    timeout_s: float = STOP_TIMEOUT_S,
-    poll_s: float = 5.0,
-    on_progress: ProgressCallback = no_progress,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Stop the builder (a clean shutdown, so the image's file systems are consistent) and wait for
-    ``stopped``.
-
-    Raises:
-        InstanceLostError: it terminated instead (a spot interruption, the dead-man switch).
-        CloudError: the call failed, or it is not stopped after ``timeout_s``.
-    """
-    from gpu_transcribe.aws.instances import describe_instance, lost_error
-
-    with aws_errors(ctx, f"stopping builder {instance_id}"):
-        ec2_client(ctx).stop_instances(InstanceIds=[instance_id])
-    start = clock()
-    last = ""
-    while True:
-        info = describe_instance(ctx, instance_id)
-        state = info.state if info else "unknown"
-        if state != last:
-            on_progress(ProgressEvent("stop", f"{instance_id}: {state} after {clock() - start:.0f} s"))
-            last = state
-        if info is not None and state == "stopped":
-            return
-        if info is not None and info.gone:
-            raise lost_error(info)
-        if clock() - start >= timeout_s:
-            raise CloudError(f"builder {instance_id} is still {state} after {timeout_s:.0f} s of stopping")
-        sleep(poll_s)
 
 
 def create_image(
