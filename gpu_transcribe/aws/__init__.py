@@ -4,7 +4,8 @@ Modules (import them where they are used, never at start-up, so ``gpu-transcribe
 boto3):
 
 - :mod:`.models`: frozen data classes that cross the boundary (no boto3 dicts leave this package);
-- :mod:`.clients`: the session/context and client factory (endpoint seam, retry configuration, error codes);
+- :mod:`.clients`: the session/context and client factory (endpoint seam, retry configuration), error
+  codes and their translation into our errors (:func:`.clients.aws_errors`);
 - :mod:`.prices`: zones offering a type, live spot prices, on-demand prices, zone ranking;
 - :mod:`.preflight`: credentials (STS) and Service Quotas checks;
 - :mod:`.launch`: key pair, security group, user data and the spot -> next zone -> on-demand fallback;

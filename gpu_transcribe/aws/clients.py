@@ -1,4 +1,4 @@
-"""Where boto3 sessions and clients are made, and how AWS errors are classified.
+"""Where boto3 sessions and clients are made, and how AWS errors are classified and translated into ours.
 
 Clients are created inside the functions that use them, never at import time, so that tests (and users) can
 point them elsewhere first. The endpoint seam is boto3's own: it reads ``AWS_ENDPOINT_URL`` (and
@@ -8,10 +8,13 @@ moto server; :attr:`AwsContext.endpoint_url` overrides it for one context.
 Two retry configurations (botocore's own retry handler, "standard" mode: capped exponential backoff with full
 jitter, docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html):
 
-- :func:`client`: standard mode, 5 attempts, for describe/create/delete calls;
-- ``client(..., fail_fast=True)``: one attempt (``total_max_attempts=1``), for ``RunInstances``: EC2 answers
-  capacity errors with HTTP 500, which botocore would retry, and the fallback must move to the next zone at
-  once. Transient errors of that call are retried by :mod:`.launch` itself (with tenacity).
+- :func:`ec2_client` and the other factories: standard mode, 5 attempts, for describe/create/delete calls;
+- ``ec2_client(ctx, fail_fast=True)``: one attempt (``total_max_attempts=1``), for ``RunInstances``: EC2
+  answers capacity errors with HTTP 500, which botocore would retry, and the fallback must move to the next
+  zone at once. Transient errors of that call are retried by :mod:`.launch` itself (with tenacity).
+
+:func:`aws_errors` turns botocore's exceptions into :class:`~gpu_transcribe.errors.CloudError` and
+:class:`~gpu_transcribe.errors.CredentialsError` with one-line messages.
 """
 
 from __future__ import annotations

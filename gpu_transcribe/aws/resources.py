@@ -6,10 +6,9 @@ Resources are found by these tags, never by local state (a client killed with SI
 results are sorted so that output and tests are deterministic.
 
 Removal order: terminate instances and confirm that EC2 reports them ``shutting-down``/``terminated``
-    (retrying
-``InvalidInstanceID.NotFound``, since a new instance can lag in describe calls), then delete key pairs,
-detached volumes, and security groups (retrying ``DependencyViolation`` until the instance's network interface
-is released, bounded). Every step is idempotent: what is already gone counts as done.
+(retrying ``InvalidInstanceID.NotFound``, since a new instance can lag in describe calls), then delete key
+pairs, detached volumes, and security groups (retrying ``DependencyViolation`` until the instance's network
+interface is released, bounded). Every step is idempotent: what is already gone counts as done.
 """
 
 from __future__ import annotations
