@@ -3,9 +3,9 @@
     python bench/long_file.py --model models/whisper-base [--language sv|en] [--beam-size N]
         [--batch-size N] [--cut-at-pause-s S] [--skip ours|fw]
 
-Issue 2 asks that a file of at least 3 minutes built from the clips with pauses between them has a word
-error rate within 2 points of transcribing the clips one by one. This script measures that gap, in one
-run on the same audio and the same weights, for
+The target: a file of at least 3 minutes built from the clips with pauses between them has a word error
+rate within 2 points of transcribing the clips one by one. This script measures that gap, in one run on
+the same audio and the same weights, for
 
 - ours: the default (``batched``, Silero VAD windows of at most 30 s) on the long file, against the same
   engine on each clip alone (as ``tests/test_engine.py`` does);
@@ -18,13 +18,13 @@ to each hypothesis (jiwer), every error is charged to the clip whose reference w
 insertion to the word before it), and each clip's errors in the file are printed beside its errors alone,
 with the words the engine wrote there whenever they differ from its clip-alone transcript.
 
-With ``--cut-at-pause-s S`` (default 1.0) both engines also run with one more windowing rule, the
-candidate fix: a gap of at least ``S`` seconds between Silero's padded stretches of speech (400 ms of
-padding each side, so about ``S + 0.8`` s of silence) always starts a new window, so separate utterances
-are decoded without each other's context. Ours gets it by wrapping :func:`remote.vad.merge_into_windows`
-for that run only (the engine is unchanged); faster-whisper gets the same windows as ``clip_timestamps``.
+With ``--cut-at-pause-s S`` (default 1.0) both engines also run with one more windowing rule: a gap of at
+least ``S`` seconds between Silero's padded stretches of speech (400 ms of padding each side, so about
+``S + 0.8`` s of silence) always starts a new window, so separate utterances are decoded without each other's
+context. Ours gets it by wrapping :func:`remote.vad.merge_into_windows` for that run only (the engine's code
+is left as it is); faster-whisper gets the same windows as ``clip_timestamps``.
 Every run's wall seconds are printed with its throughput relative to faster-whisper's default batched
-run (issue 2's CPU target for ours: at least 0.5x), and the Whisper encoder's seconds per 30 s window,
+run (the target for ours on CPU: at least 0.5x), and the Whisper encoder's seconds per 30 s window,
 the fixed cost every extra window adds.
 
 The long file is :func:`bench.fixtures.build_long_audio` (the builder the tests use): the three Swedish
@@ -180,7 +180,7 @@ def cut_at_pauses(speech: list[tuple[int, int]], min_gap_s: float) -> list[list[
 
 @contextmanager
 def windows_cut_at_pauses(min_gap_s: float) -> Iterator[None]:
-    """While inside, the engine's windows never span a gap of ``min_gap_s`` or more (the candidate fix).
+    """While inside, the engine's windows never span a gap of ``min_gap_s`` or more (``--cut-at-pause-s``).
 
     Each group of :func:`cut_at_pauses` is merged into windows by the engine's own
     :func:`remote.vad.merge_into_windows`, which the engine's ``batched`` path imports at call time.

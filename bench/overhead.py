@@ -9,7 +9,7 @@ wall time into:
 - transfer: the ``push`` and ``pull`` phases;
 - engine: the ``transcribe`` phase (model load and decoding on the host);
 - the client's own time: the rest (planning, preflight, launch calls, teardown, upload calls, process and
-  thread coordination). Target: under 2 s (issue 4).
+  thread coordination). Target: under 2 s per run.
 
 The peer in the same run is the engine's own time: the ratio says how much of a run the client adds on top
 of the work itself.

@@ -1,6 +1,6 @@
 """Push throughput: our paramiko SFTP push vs OpenSSH ``scp``, both against one loopback sshd.
 
-Issue 4's target: at least 0.6x the throughput of ``scp`` for one 200 MB file, connection set-up included
+The target: at least 0.6x the throughput of ``scp`` for one 200 MB file, connection set-up included
 for both, and more for a batch. Both sides verify the host key strictly (``scp`` with a known_hosts file and
 ``StrictHostKeyChecking=yes``; ours with the exact key line) and log in with the same ed25519 key. Our
 figure includes what the run flow pays and ``scp`` does not do: the SHA-256 of every file computed while

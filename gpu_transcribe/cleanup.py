@@ -23,6 +23,7 @@ from datetime import datetime
 
 from gpu_transcribe.aws.models import RemovalOutcome, TaggedResource
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
+from gpu_transcribe.errors import TeardownError
 from gpu_transcribe.settings import Settings
 
 #: Minutes added to the maximum instance lifetime for the default grace period.
@@ -82,6 +83,17 @@ class CleanupReport:
     def acted_on(self) -> tuple[RemovalOutcome, ...]:
         """The resources selected for removal (everything not skipped)."""
         return tuple(o for o in self.outcomes if o.action != "skipped")
+
+    @property
+    def error(self) -> TeardownError | None:
+        """The error to report when something could not be removed (each resource and why), else None."""
+        if not self.failed:
+            return None
+        return TeardownError(
+            f"{len(self.failed)} resource(s) could not be removed: "
+            + "; ".join(f"{o.resource.kind} {o.resource.resource_id}: {o.reason}" for o in self.failed),
+            [(f"{o.resource.kind} {o.resource.resource_id}", o.reason) for o in self.failed],
+        )
 
 
 def select_resources(

@@ -80,20 +80,6 @@ class EngineError(GpuTranscribeError):
         super().__init__(message)
 
 
-class FilesFailedError(GpuTranscribeError):
-    """Some files of a batch failed; the others were transcribed and written.
-
-    Attributes:
-        failed: ``(audio path, one-line reason)`` for each failed file, in input order.
-    """
-
-    def __init__(self, failed: Sequence[tuple[str, str]]) -> None:
-        self.failed = list(failed)
-        super().__init__(
-            f"{len(self.failed)} file(s) failed: " + "; ".join(f"{a}: {r}" for a, r in self.failed)
-        )
-
-
 # --- cloud -------------------------------------------------------------------------------------------
 
 

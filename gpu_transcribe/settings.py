@@ -4,8 +4,8 @@ Precedence, highest first (each value remembers where it came from, for ``gpu-tr
 
 1. command-line flags (the CLI passes only the flags the user gave);
 2. environment variables ``GPU_TRANSCRIBE_<NAME>`` (``GPU_TRANSCRIBE_REGION``,
-``GPU_TRANSCRIBE_INSTANCE_TYPES``...); 3. TOML files: ``./gpu-transcribe.toml``, then ``<user config
-dir>/gpu-transcribe/config.toml``
+   ``GPU_TRANSCRIBE_INSTANCE_TYPES``...);
+3. TOML files: ``./gpu-transcribe.toml``, then ``<user config dir>/gpu-transcribe/config.toml``
    (``~/.config/gpu-transcribe/config.toml`` on Linux, via platformdirs); a key in the first file wins over
    the same key in the second; parsed with the standard library's ``tomllib``;
 4. the defaults below.

@@ -1,25 +1,10 @@
-"""The Whisper engine: load a model once, transcribe many files, completely and without loops.
+"""The Whisper engine: load a model once, then transcribe many files, each into a Transcript.
 
-Two standard long-form algorithms, both driving transformers 5's
-``WhisperForConditionalGeneration.generate`` directly (never the pipeline's ``chunk_length_s`` mode, which
-dropped sentences and looped on Swedish here; see ``../shared/notes/offline-whisper.md``):
-
-``sequential``
-    OpenAI's long-form algorithm: log-mel features of the whole file (``truncation=False``), decoded 30 s
-    at a time, each window starting where the previous one's last complete segment ended, conditioned on
-    the previous text, with OpenAI's fallback rules: a window whose decoding is too repetitive (zlib
-    compression ratio of its text > 2.4) or too unsure (average log-probability < -1.0) is decoded again
-    at the next temperature of (0.0, 0.2, ..., 1.0), and a window that is unsure and probably silent
-    (no-speech probability > 0.6) is skipped. OpenAI's reference algorithm; its conditioning on the
-    previous text can make it skip a sentence it "expects" (measured, see :func:`resolve_algorithm`).
-
-``batched``
-    Silero VAD finds speech; speech is grouped into windows of at most 30 s cut at pauses
-    (:mod:`remote.vad`); the windows are decoded ``batch_size`` at a time, with the same fallback rules per
-    window, and the segment times inside a window are offset by the window's start. No speech found means
-    an empty transcript without running Whisper at all. The fast one on GPUs, and here on CPUs too.
-
-``auto`` resolves to ``batched`` on every device; see :func:`resolve_algorithm` for the measurements.
+Two long-form algorithms, both calling transformers' ``WhisperForConditionalGeneration.generate`` directly:
+``sequential`` is OpenAI's (30 s windows, each starting where the previous one's last complete segment
+ended, conditioned on the previous text, with OpenAI's temperature fallback); ``batched`` groups the speech
+Silero VAD finds into windows of at most 29 s cut at pauses (:mod:`remote.vad`) and decodes them in batches
+(:mod:`remote.whisper_model`). ``auto`` resolves per device (:func:`resolve_algorithm`).
 """
 
 from __future__ import annotations
@@ -135,22 +120,12 @@ def resolve_device(device: str = "auto") -> str:
 def resolve_algorithm(algorithm: str, device: str) -> str:
     """The algorithm ``auto`` stands for on ``device``; ``sequential``/``batched`` pass through.
 
-    ``auto`` is ``batched`` on CPU and on CUDA. Measured here with ``bench/engine.py`` (whisper-base,
-    beam size 5, the 195.8 s Swedish file built from the NST clips with 1-3 s pauses, 2 AMD EPYC cores
-    shared with other work, fastest of 2 runs):
-
-    - speed: ``batched`` 25.3 s (real-time factor 0.129), ``sequential`` 80.4 s (0.411): 3.2x faster.
-      faster-whisper on the same weights (int8): batched 13.5 s, plain 23.2 s.
-    - accuracy: word error rate on that file 0.209 (``batched``) vs 0.289 (``sequential``); per clip
-      both are at or below faster-whisper (tests/test_engine.py).
-    - completeness: ``batched`` found every clip, in order, in the Swedish file and in a 216.9 s English
-      one; ``sequential``, conditioned on the previous text, skipped a whole sentence in each
-      (transformers' own class decodes the same tokens, so this is the algorithm with this model).
-
-    On GPUs batching is what the algorithm is for (faster-whisper's and WhisperX's GPU path), and its
-    windows are all decoded in one or a few batches.
+    ``auto`` is ``batched`` on CPU and on CUDA. On CPU it is faster, more accurate and more complete than
+    ``sequential``, which, conditioned on the previous text, can skip a whole sentence (README, "How the
+    engine transcribes long audio" and "Performance", give the figures and the commands behind them). On
+    GPUs batching is what the algorithm is for (faster-whisper's and WhisperX's GPU path).
     """
-    del device  # the same answer on both devices today; kept so a device-specific choice stays local
+    del device  # the same answer on both devices; the parameter keeps a device-specific choice local
     return "batched" if algorithm == "auto" else algorithm
 
 

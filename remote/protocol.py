@@ -27,7 +27,7 @@ from typing import IO, Any
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
+# 2 is argparse's own exit status for a bad command line; the engine never returns it itself.
 EXIT_FATAL = 3
 
 EVENTS: tuple[str, ...] = (

@@ -84,24 +84,3 @@ class Transcript:
         data["text"] = self.text
         data["real_time_factor"] = self.real_time_factor
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Transcript:
-        """Inverse of :meth:`to_dict` (extra keys such as ``text`` are ignored).
-
-        Raises:
-            KeyError, TypeError: ``data`` lacks a field or has one of the wrong type.
-        """
-        return cls(
-            segments=tuple(Segment(**s) for s in data["segments"]),
-            language=data["language"],
-            duration_s=float(data["duration_s"]),
-            timings=Timings(**data["timings"]),
-            model=data["model"],
-            revision=data.get("revision"),
-            device=data["device"],
-            dtype=data["dtype"],
-            options=TranscribeOptions(**data["options"]),
-            audio=data.get("audio", ""),
-            extra=dict(data.get("extra", {})),
-        )

@@ -1,25 +1,11 @@
-"""Decoding 30-second Whisper windows in batches, once each, with transformers' public generation API.
+"""Decode 30-second Whisper windows in batches, once each, with transformers' public generation API.
 
-:class:`WindowDecoder` runs Whisper's encoder once per batch of windows, reads each window's
-``<|nospeech|>`` probability, and decodes every window in one ``generate`` call (beam search, or
-sampling for temperature-fallback rounds) with the timestamp rules of OpenAI's decoder
-(``WhisperTimeStampLogitsProcessor``). No seek loop runs inside a window: a window is at most 29 s of
-speech cut at a pause, so it is decoded once, as faster-whisper's ``BatchedInferencePipeline`` and WhisperX
-do.
-
-Two ways to run, chosen when the model loads (:func:`fast_path_available`):
-
-- **fast** (transformers versions in :data:`TESTED_TRANSFORMERS`): the beams of a window share its
-  cross-attention keys and values. They are computed once per window from the encoder output (not once per
-  beam), put in the cache before decoding, read by an attention function registered through transformers'
-  ``AttentionInterface`` that lets ``beams`` query rows attend to one key/value row
-  (:func:`grouped_sdpa_attention`), and never reordered between beam-search steps
-  (:class:`SharedCrossAttentionCache`). Measured on 2 CPU cores, whisper-base, 7 windows x 5 beams: 692 ms
-  per decoding step with the stock cache, of which 48 % reordered the cross-attention cache; 337 ms without
-  that reorder; see ``bench/engine.py`` for whole files. It relies on how ``WhisperAttention`` reads a
-  prefilled ``EncoderDecoderCache``, which is why it is limited to tested versions.
-- **stock** (any other transformers 5 release): the same algorithm on transformers' own classes; the
-  same tokens, slower. The engine says so once on stderr, naming the version.
+:class:`WindowDecoder` runs the encoder once per batch of windows, reads each window's ``<|nospeech|>``
+probability and decodes the batch in one ``generate`` call (beam search, or sampling for the temperature
+fallback) with OpenAI's timestamp rules. On the transformers versions in :data:`TESTED_TRANSFORMERS` the beams
+of a window share its cross-attention keys and values (:class:`SharedCrossAttentionCache`,
+:func:`grouped_sdpa_attention`); on any other transformers 5 release the same decoding runs on transformers'
+own classes (:func:`fast_path_available`).
 """
 
 from __future__ import annotations
@@ -40,7 +26,8 @@ from transformers.modeling_outputs import BaseModelOutput
 
 TESTED_TRANSFORMERS: tuple[str, ...] = ("5.24",)
 """transformers minor releases the fast path was tested with (``tests/test_engine.py`` runs it against the
-stock path on real speech). Outside them the engine uses the stock path."""
+stock path on real speech). It relies on how ``WhisperAttention`` reads a prefilled
+``EncoderDecoderCache``, so outside these releases the engine uses the stock path."""
 
 GROUPED_ATTENTION = "gpu_transcribe_grouped_sdpa"
 """Name under which :func:`grouped_sdpa_attention` is registered in transformers' ``AttentionInterface``."""

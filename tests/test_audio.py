@@ -14,7 +14,7 @@ from bench.fixtures import SWEDISH_CLIPS, clip_path
 from remote.audio import SAMPLE_RATE_HZ, decode_audio
 from remote.errors import AudioDecodeError
 
-# (file name, container format, codec, codec sample rate): the formats the issue names.
+# (file name, container format, codec, codec sample rate): the formats a user's recordings come in (README).
 FORMATS = [
     ("speech.wav", "wav", "pcm_s16le", 44_100),
     ("speech.flac", "flac", "flac", 48_000),

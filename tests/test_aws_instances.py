@@ -1,5 +1,5 @@
 """After launch: waiting for ``running`` and for the SSH banner (injected clock, no real sleeps), the address
-seam that maps an instance to a loopback server, and spot-interruption detection."""
+seam that maps an instance to a loopback server, spot-interruption detection, and stopping an instance."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gpu_transcribe.aws.instances import (
     check_alive,
     default_address,
     describe_instance,
+    stop_instance,
     wait_for_ssh_port,
     wait_until_ready,
     wait_until_running,
@@ -144,6 +145,17 @@ def test_check_alive_detects_spot_interruption_and_other_ends(aws: MotoAws) -> N
     assert caught.value.reason_code == "Client.UserInitiatedShutdown"
     with pytest.raises(InstanceLostError, match="not known to EC2"):
         check_alive(ctx, "i-0123456789abcdef0")
+
+
+def test_stop_instance_waits_for_stopped(aws: MotoAws) -> None:
+    ctx = AwsContext(REGION)
+    first = launched(aws)
+    events: list[ProgressEvent] = []
+    fake = FakeTime()
+    stop_instance(ctx, first.instance_id, on_progress=events.append, clock=fake.clock, sleep=fake.sleep)
+    info = describe_instance(ctx, first.instance_id)
+    assert info is not None and info.state == "stopped"
+    assert events[-1].stage == "stop" and f"{first.instance_id}: stopped" in events[-1].message
 
 
 def test_wait_for_ssh_needs_the_banner_not_just_an_open_port(banner_server: BannerServer) -> None:

@@ -159,7 +159,7 @@ def test_launched_instance_carries_the_safety_settings(aws: MotoAws) -> None:
     )
 
 
-def test_spec_from_settings_and_user_data_extras(aws: MotoAws) -> None:
+def test_spec_from_settings_and_its_user_data(aws: MotoAws) -> None:
     settings = load_settings(
         {"max_lifetime_minutes": 30, "heartbeat_timeout_minutes": 3, "market": "on-demand"},
         env={"GPU_TRANSCRIBE_TAGS": "team=speech"},
@@ -170,7 +170,6 @@ def test_spec_from_settings_and_user_data_extras(aws: MotoAws) -> None:
         image_id=aws.image_id,
         ssh_cidr="2001:db8::7/128",
         role="builder",
-        user_data_commands=("echo built > /tmp/marker",),
         root_volume_size_gib=60,
     )
     result = launch(AwsContext(REGION), launch_spec, sleep=lambda s: None)
@@ -190,7 +189,7 @@ def test_spec_from_settings_and_user_data_extras(aws: MotoAws) -> None:
     config = yaml.safe_load(base64.b64decode(raw))
     assert "--setenv=MAX_LIFETIME_S=1800" in config["runcmd"][0]
     assert "--setenv=HEARTBEAT_TIMEOUT_S=180" in config["runcmd"][0]
-    assert config["runcmd"][-1] == ["sh", "-c", "echo built > /tmp/marker"]
+    assert config["runcmd"][1:] == [["shutdown", "-P", "+32"]]  # the lifetime setting, plus 2 minutes
     volumes = ec2.describe_volumes(
         Filters=[{"Name": "attachment.instance-id", "Values": [result.instance_id]}]
     )
@@ -502,7 +501,7 @@ def test_a_spec_needs_a_resolved_cidr(aws: MotoAws, cidr: str) -> None:
 
 @pytest.mark.skipif(shutil.which("cloud-init") is None, reason="needs cloud-init (Debian package cloud-init)")
 def test_user_data_passes_cloud_inits_own_schema_check(aws: MotoAws, tmp_path: Path) -> None:
-    result = do_launch(aws, user_data_commands=("echo 'quoted' \"twice\" > /tmp/x",))
+    result = do_launch(aws)
     raw = aws.ec2().describe_instance_attribute(InstanceId=result.instance_id, Attribute="userData")
     path = tmp_path / "user-data"
     path.write_bytes(base64.b64decode(raw["UserData"]["Value"]))

@@ -1,6 +1,6 @@
 """``gpu-transcribe run --local`` end to end, as a user runs it: a subprocess, the real model, real speech.
 
-Every bad input of the issue goes through the CLI here: each gets one line naming the path or option, the
+Every kind of bad input goes through the CLI here: each gets one line naming the path or option, the
 exit status is non-zero, and the good files of the same batch are still transcribed and written.
 """
 

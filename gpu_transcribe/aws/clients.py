@@ -1,4 +1,4 @@
-"""Where boto3 sessions and clients are made, and how AWS errors are classified.
+"""Where boto3 sessions and clients are made, and how AWS errors are classified and translated into ours.
 
 Clients are created inside the functions that use them, never at import time, so that tests (and users) can
 point them elsewhere first. The endpoint seam is boto3's own: it reads ``AWS_ENDPOINT_URL`` (and
@@ -8,15 +8,20 @@ moto server; :attr:`AwsContext.endpoint_url` overrides it for one context.
 Two retry configurations (botocore's own retry handler, "standard" mode: capped exponential backoff with full
 jitter, docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html):
 
-- :func:`client`: standard mode, 5 attempts, for describe/create/delete calls;
-- ``client(..., fail_fast=True)``: one attempt (``total_max_attempts=1``), for ``RunInstances``: EC2 answers
-  capacity errors with HTTP 500, which botocore would retry, and the fallback must move to the next zone at
-  once. Transient errors of that call are retried by :mod:`.launch` itself (with tenacity).
+- :func:`ec2_client` and the other factories: standard mode, 5 attempts, for describe/create/delete calls;
+- ``ec2_client(ctx, fail_fast=True)``: one attempt (``total_max_attempts=1``), for ``RunInstances``: EC2
+  answers capacity errors with HTTP 500, which botocore would retry, and the fallback must move to the next
+  zone at once. Transient errors of that call are retried by :mod:`.launch` itself (with tenacity).
+
+:func:`aws_errors` turns botocore's exceptions into :class:`~gpu_transcribe.errors.CloudError` and
+:class:`~gpu_transcribe.errors.CredentialsError` with one-line messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -264,11 +269,12 @@ def credentials_error(ctx: AwsContext, code: str, detail: str = "") -> Credentia
     return CredentialsError(f"{what}; {how}", profile=ctx.profile, region=ctx.region)
 
 
-def raise_for(ctx: AwsContext, exc: BaseException, doing: str) -> CloudError:
-    """The :class:`CloudError` to raise (``raise ... from``) for a botocore error while ``doing`` something.
+def cloud_error(ctx: AwsContext, exc: BaseException, doing: str) -> CloudError:
+    """The exception that stands for botocore error ``exc`` raised while ``doing`` something; not raised.
 
-    Credential errors become :class:`CredentialsError` with the how-to; others a one-line :class:`CloudError`
-    naming the operation, the code and AWS's message.
+    Credential errors become :class:`CredentialsError` with the how-to; permission errors a
+    :class:`CloudError` naming the profile; others a one-line :class:`CloudError` naming the operation, the
+    code and AWS's message.
     """
     code = error_code(exc)
     if code in CREDENTIAL_CODES:
@@ -277,3 +283,23 @@ def raise_for(ctx: AwsContext, exc: BaseException, doing: str) -> CloudError:
         who = ctx.describe_profile()
         return CloudError(f"{doing}: not permitted for {who} in {ctx.region} ({code}): {error_message(exc)}")
     return CloudError(f"{doing} failed in {ctx.region} ({code or type(exc).__name__}): {error_message(exc)}")
+
+
+@contextlib.contextmanager
+def aws_errors(ctx: AwsContext, doing: str) -> Iterator[None]:
+    """Run the ``with`` block, translating the botocore errors it raises into ours.
+
+    ``doing`` names the operation for the message (``listing gpu-transcribe images``). A code the caller
+    expects (``InvalidAMIID.NotFound``...) is handled by a ``try`` inside the block; any exception that is not
+    botocore's (ours included) passes through unchanged.
+
+    Raises:
+        CredentialsError: the credentials are missing, rejected or expired.
+        CloudError: any other botocore error (see :func:`cloud_error`), chained to it.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if is_aws_error(exc):
+            raise cloud_error(ctx, exc, doing) from exc
+        raise

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpu_transcribe.aws.clients import (
+    CREDENTIAL_CODES,
     AwsContext,
+    aws_errors,
+    cloud_error,
     ec2_client,
     error_code,
     error_message,
     is_aws_error,
-    raise_for,
 )
 from gpu_transcribe.aws.models import TAG_CREATED, TAG_VERSION
 from gpu_transcribe.aws.retry import retrying
@@ -79,14 +81,10 @@ def list_images(ctx: AwsContext) -> tuple[OurImage, ...]:
     Raises:
         CredentialsError, CloudError: the describe call failed.
     """
-    try:
+    with aws_errors(ctx, "listing gpu-transcribe images"):
         raw = ec2_client(ctx).describe_images(
             Owners=["self"], Filters=[{"Name": "tag-key", "Values": [TAG_VERSION]}]
         )["Images"]
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, "listing gpu-transcribe images") from exc
-        raise
     return tuple(sorted((_our_image(image) for image in raw), key=_newest_first))
 
 
@@ -186,14 +184,14 @@ def select_run_image(
 DLAMI_BASE_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 )
-#: Seconds to wait for a builder to stop: EC2 takes 30-90 s for a GPU instance (a clean OS shutdown).
-STOP_TIMEOUT_S = 600.0
 #: Seconds to wait for an image to become available: EC2 snapshots the whole root volume, 10-30 minutes for
 #: 60-100 GiB of which ~20 GiB are used (AWS: "can take several minutes" per GiB changed); an hour bounds it.
 IMAGE_TIMEOUT_S = 3600.0
 IMAGE_POLL_S = 15.0
 #: Image names: 3-128 characters of letters, digits, ``()[] ./-'@_`` (EC2 CreateImage, parameter Name).
 _IMAGE_NAME_BAD = re.compile(r"[^A-Za-z0-9()\[\] ./'@_-]")
+#: Error codes of an image that does not exist (any more).
+_IMAGE_GONE = ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable")
 
 
 @dataclass(frozen=True)
@@ -236,19 +234,18 @@ def resolve_base_image(ctx: AwsContext, parameter: str = DLAMI_BASE_PARAMETER) -
             ``--base-ami``.
         CredentialsError, CloudError: the call failed (``ssm:GetParameter`` not allowed...).
     """
-    from gpu_transcribe.aws.clients import error_code, ssm_client
+    from gpu_transcribe.aws.clients import ssm_client
 
-    try:
-        value = ssm_client(ctx).get_parameter(Name=parameter)["Parameter"]["Value"]
-    except Exception as exc:
-        if error_code(exc) in ("ParameterNotFound", "ParameterVersionNotFound"):
-            raise ImageNotFoundError(
-                f"the base image parameter {parameter} does not exist in {ctx.region}; "
-                "choose a base AMI (Ubuntu 22.04 with an NVIDIA driver) with --base-ami ami-..."
-            ) from None
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"reading the base image from SSM parameter {parameter}") from exc
-        raise
+    with aws_errors(ctx, f"reading the base image from SSM parameter {parameter}"):
+        try:
+            value = ssm_client(ctx).get_parameter(Name=parameter)["Parameter"]["Value"]
+        except Exception as exc:
+            if error_code(exc) in ("ParameterNotFound", "ParameterVersionNotFound"):
+                raise ImageNotFoundError(
+                    f"the base image parameter {parameter} does not exist in {ctx.region}; "
+                    "choose a base AMI (Ubuntu 22.04 with an NVIDIA driver) with --base-ami ami-..."
+                ) from None
+            raise
     value = str(value).strip()
     if not re.fullmatch(r"ami-[0-9a-f]{8,17}", value):
         raise ImageNotFoundError(
@@ -301,49 +298,6 @@ def _ec2_tags(tags: Sequence[tuple[str, str]]) -> list[Any]:
     return [{"Key": k, "Value": v} for k, v in tags]
 
 
-def stop_instance(
-    ctx: AwsContext,
-    instance_id: str,
-    *,
-    timeout_s: float = STOP_TIMEOUT_S,
-    poll_s: float = 5.0,
-    on_progress: ProgressCallback = no_progress,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Stop the builder (a clean shutdown, so the image's file systems are consistent) and wait for
-    ``stopped``.
-
-    Raises:
-        InstanceLostError: it terminated instead (a spot interruption, the dead-man switch).
-        CloudError: the call failed, or it is not stopped after ``timeout_s``.
-    """
-    from gpu_transcribe.aws.instances import describe_instance, lost_error
-
-    ec2 = ec2_client(ctx)
-    try:
-        ec2.stop_instances(InstanceIds=[instance_id])
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"stopping builder {instance_id}") from exc
-        raise
-    start = clock()
-    last = ""
-    while True:
-        info = describe_instance(ctx, instance_id)
-        state = info.state if info else "unknown"
-        if state != last:
-            on_progress(ProgressEvent("stop", f"{instance_id}: {state} after {clock() - start:.0f} s"))
-            last = state
-        if info is not None and state == "stopped":
-            return
-        if info is not None and info.gone:
-            raise lost_error(info)
-        if clock() - start >= timeout_s:
-            raise CloudError(f"builder {instance_id} is still {state} after {timeout_s:.0f} s of stopping")
-        sleep(poll_s)
-
-
 def create_image(
     ctx: AwsContext,
     instance_id: str,
@@ -365,7 +319,7 @@ def create_image(
     Raises:
         CredentialsError, CloudError: the call failed.
     """
-    try:
+    with aws_errors(ctx, f"creating an image of builder {instance_id}"):
         reply = ec2_client(ctx).create_image(
             InstanceId=instance_id,
             Name=name,
@@ -373,10 +327,6 @@ def create_image(
             NoReboot=not reboot,
             TagSpecifications=[{"ResourceType": "image", "Tags": _ec2_tags(tags)}],
         )
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"creating an image of builder {instance_id}") from exc
-        raise
     return str(reply["ImageId"])
 
 
@@ -386,14 +336,13 @@ def describe_our_image(ctx: AwsContext, image_id: str) -> OurImage | None:
     Raises:
         CredentialsError, CloudError: the call failed.
     """
-    try:
-        raw = ec2_client(ctx).describe_images(ImageIds=[image_id])["Images"]
-    except Exception as exc:
-        if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
-            return None
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"describing image {image_id}") from exc
-        raise
+    with aws_errors(ctx, f"describing image {image_id}"):
+        try:
+            raw = ec2_client(ctx).describe_images(ImageIds=[image_id])["Images"]
+        except Exception as exc:
+            if error_code(exc) in _IMAGE_GONE:
+                return None
+            raise
     return _our_image(raw[0]) if raw else None
 
 
@@ -405,12 +354,8 @@ def tag_image_snapshots(ctx: AwsContext, image: OurImage, tags: Sequence[tuple[s
     """
     if not image.snapshot_ids:
         return
-    try:
+    with aws_errors(ctx, f"tagging the snapshots of {image.image_id}"):
         ec2_client(ctx).create_tags(Resources=list(image.snapshot_ids), Tags=_ec2_tags(tags))
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"tagging the snapshots of {image.image_id}") from exc
-        raise
 
 
 def wait_image_available(
@@ -513,7 +458,6 @@ def delete_image(
         CredentialsError: the credentials were rejected.
         CloudError: the image could not be described or deregistered.
     """
-    from gpu_transcribe.aws.clients import CREDENTIAL_CODES
     from gpu_transcribe.aws.models import TAG_RUN_ID
 
     ec2 = ec2_client(ctx)
@@ -529,20 +473,21 @@ def delete_image(
         try:
             found = ec2.describe_snapshots(OwnerIds=["self"], Filters=extra)["Snapshots"]
         except Exception as exc:
-            if error_code(exc) in CREDENTIAL_CODES or not is_aws_error(exc):
+            if not is_aws_error(exc):
                 raise
+            if error_code(exc) in CREDENTIAL_CODES:
+                raise cloud_error(ctx, exc, f"listing the snapshots of {image_id}") from exc
             continue  # best effort: the image's own snapshots are already known
         snapshots.update(dict.fromkeys(s["SnapshotId"] for s in found))
     deregistered = False
     if image is not None:
-        try:
-            ec2.deregister_image(ImageId=image_id)
-            deregistered = True
-        except Exception as exc:
-            if error_code(exc) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
-                if is_aws_error(exc):
-                    raise raise_for(ctx, exc, f"deregistering image {image_id}") from exc
-                raise
+        with aws_errors(ctx, f"deregistering image {image_id}"):
+            try:
+                ec2.deregister_image(ImageId=image_id)
+                deregistered = True
+            except Exception as exc:
+                if error_code(exc) not in _IMAGE_GONE:
+                    raise
     deleted: list[str] = []
     failed: list[tuple[str, str]] = []
     for snapshot_id in snapshots:
@@ -550,10 +495,10 @@ def delete_image(
             if _delete_snapshot(ec2, snapshot_id, clock, sleep):
                 deleted.append(snapshot_id)
         except Exception as exc:
-            if error_code(exc) in CREDENTIAL_CODES:
-                raise raise_for(ctx, exc, f"deleting snapshot {snapshot_id}") from exc
             if not is_aws_error(exc):
                 raise
+            if error_code(exc) in CREDENTIAL_CODES:
+                raise cloud_error(ctx, exc, f"deleting snapshot {snapshot_id}") from exc
             failed.append((snapshot_id, f"{error_code(exc)}: {error_message(exc)}"))
     return ImageRemoval(image_id, deregistered, tuple(deleted), tuple(failed))
 
@@ -570,7 +515,7 @@ def images_in_use(ctx: AwsContext) -> dict[str, tuple[str, ...]]:
     from gpu_transcribe.aws.models import LIVE_STATES, TAG_RUN_ID
 
     used: dict[str, list[str]] = {}
-    try:
+    with aws_errors(ctx, "listing the instances of gpu-transcribe"):
         pages = (
             ec2_client(ctx)
             .get_paginator("describe_instances")
@@ -586,10 +531,6 @@ def images_in_use(ctx: AwsContext) -> dict[str, tuple[str, ...]]:
                 for raw in reservation.get("Instances", []):
                     if raw.get("State", {}).get("Name") in LIVE_STATES and raw.get("ImageId"):
                         used.setdefault(raw["ImageId"], []).append(raw["InstanceId"])
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, "listing the instances of gpu-transcribe") from exc
-        raise
     return {image_id: tuple(sorted(ids)) for image_id, ids in used.items()}
 
 

@@ -1,4 +1,4 @@
-"""One instance after launch: describe it, wait for ``running`` and for its SSH port, detect its loss.
+"""One instance after launch: describe it, wait for ``running`` and its SSH port, detect its loss, stop it.
 
 The address seam: the SSH side dials whatever an :data:`AddressResolver` returns for an instance. The default
 is the instance's public IPv4 (else its private one) on port 22. Tests, or a user going through a tunnel, set
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Any
 
-from gpu_transcribe.aws.clients import AwsContext, ec2_client, error_code, is_aws_error, raise_for
+from gpu_transcribe.aws.clients import AwsContext, aws_errors, ec2_client, error_code
 from gpu_transcribe.aws.models import InstanceInfo, LaunchResult
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import CloudError, InstanceLostError, SSHTimeoutError
@@ -34,6 +34,8 @@ POLL_S = 2.0
 #: While waiting for SSH, how often to ask EC2 whether the instance is still there (spot interruption).
 ALIVE_CHECK_EVERY_S = 10.0
 DIAL_ADDRESS_ENV = "GPU_TRANSCRIBE_DIAL_ADDRESS"
+#: Seconds to wait for an instance to stop: EC2 takes 30-90 s for a GPU instance (a clean OS shutdown).
+STOP_TIMEOUT_S = 600.0
 
 AddressResolver = Callable[[InstanceInfo], tuple[str, int]]
 
@@ -68,14 +70,13 @@ def describe_instance(ctx: AwsContext, instance_id: str) -> InstanceInfo | None:
     Raises:
         CredentialsError, CloudError: the call failed.
     """
-    try:
-        reply = ec2_client(ctx).describe_instances(InstanceIds=[instance_id])
-    except Exception as exc:
-        if error_code(exc) == "InvalidInstanceID.NotFound":
-            return None
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"describing instance {instance_id}") from exc
-        raise
+    with aws_errors(ctx, f"describing instance {instance_id}"):
+        try:
+            reply = ec2_client(ctx).describe_instances(InstanceIds=[instance_id])
+        except Exception as exc:
+            if error_code(exc) == "InvalidInstanceID.NotFound":
+                return None
+            raise
     for reservation in reply.get("Reservations", []):
         for raw in reservation.get("Instances", []):
             if raw.get("InstanceId") == instance_id:
@@ -121,6 +122,48 @@ def check_alive(ctx: AwsContext, instance_id: str) -> InstanceInfo:
     if not info.alive:
         raise lost_error(info)
     return info
+
+
+def stop_instance(
+    ctx: AwsContext,
+    instance_id: str,
+    *,
+    timeout_s: float = STOP_TIMEOUT_S,
+    poll_s: float = 5.0,
+    on_progress: ProgressCallback = no_progress,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Stop an EBS-backed instance (a clean OS shutdown, so an image made from it has consistent file
+    systems) and wait until EC2 reports it ``stopped``. ``build-ami`` uses it on its builder, hence the
+    messages' wording.
+
+    Args:
+        timeout_s: seconds to wait for ``stopped``; poll_s: seconds between describe calls.
+        on_progress: receives a ``stop`` event for each state seen.
+        clock, sleep: monotonic seconds and how to wait (injectable).
+
+    Raises:
+        InstanceLostError: it terminated instead (a spot interruption, the dead-man switch).
+        CredentialsError, CloudError: a call failed, or it is not stopped after ``timeout_s``.
+    """
+    with aws_errors(ctx, f"stopping builder {instance_id}"):
+        ec2_client(ctx).stop_instances(InstanceIds=[instance_id])
+    start = clock()
+    last = ""
+    while True:
+        info = describe_instance(ctx, instance_id)
+        state = info.state if info else "unknown"
+        if state != last:
+            on_progress(ProgressEvent("stop", f"{instance_id}: {state} after {clock() - start:.0f} s"))
+            last = state
+        if info is not None and state == "stopped":
+            return
+        if info is not None and info.gone:
+            raise lost_error(info)
+        if clock() - start >= timeout_s:
+            raise CloudError(f"builder {instance_id} is still {state} after {timeout_s:.0f} s of stopping")
+        sleep(poll_s)
 
 
 def wait_until_running(

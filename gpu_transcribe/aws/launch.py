@@ -35,12 +35,12 @@ from gpu_transcribe.aws.clients import (
     QUOTA_CODES,
     TRANSIENT_CODES,
     AwsContext,
+    aws_errors,
+    cloud_error,
     credentials_error,
     ec2_client,
     error_code,
     error_message,
-    is_aws_error,
-    raise_for,
 )
 from gpu_transcribe.aws.instances import instance_info
 from gpu_transcribe.aws.models import (
@@ -91,6 +91,10 @@ class ImageInfo:
     name: str
 
 
+#: Error codes of an image id that names no usable image.
+_IMAGE_GONE = ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable")
+
+
 def describe_image(ctx: AwsContext, image_id: str) -> ImageInfo:
     """The AMI's root device and size.
 
@@ -98,15 +102,13 @@ def describe_image(ctx: AwsContext, image_id: str) -> ImageInfo:
         ImageNotFoundError: no such image in the region, or it is not ``available``.
         CredentialsError, CloudError: the call failed.
     """
-    try:
-        images = ec2_client(ctx).describe_images(ImageIds=[image_id]).get("Images", [])
-    except Exception as exc:
-        if error_code(exc) in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"):
+    with aws_errors(ctx, f"describing image {image_id}"):
+        try:
+            images = ec2_client(ctx).describe_images(ImageIds=[image_id]).get("Images", [])
+        except Exception as exc:
+            if error_code(exc) not in _IMAGE_GONE:
+                raise
             images = []
-        elif is_aws_error(exc):
-            raise raise_for(ctx, exc, f"describing image {image_id}") from exc
-        else:
-            raise
     if not images:
         raise ImageNotFoundError(
             f"image {image_id} does not exist in {ctx.region} (or is not shared with you)"
@@ -139,7 +141,7 @@ def subnets_by_zone(
         CloudError: no such subnet or VPC, or no default VPC (set ``subnet_id`` or ``vpc_id`` then).
     """
     ec2 = ec2_client(ctx)
-    try:
+    with aws_errors(ctx, f"looking up subnet {subnet_id or ''} / VPC {vpc_id or 'default'}"):
         if subnet_id:
             subnets = ec2.describe_subnets(SubnetIds=[subnet_id]).get("Subnets", [])
         else:
@@ -154,14 +156,6 @@ def subnets_by_zone(
             subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]).get(
                 "Subnets", []
             )
-    except CloudError:
-        raise
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(
-                ctx, exc, f"looking up subnet {subnet_id or ''} / VPC {vpc_id or 'default'}"
-            ) from exc
-        raise
     subnets = [s for s in subnets if s.get("State", "available") == "available"]
     if not subnets:
         raise CloudError(f"no available subnet in {subnet_id or vpc_id} ({ctx.region})")
@@ -473,7 +467,6 @@ def launch(
         host_public_key_openssh=host_key.public_key_openssh,
         max_lifetime_minutes=spec.max_lifetime_minutes,
         heartbeat_timeout_minutes=spec.heartbeat_timeout_minutes,
-        extra_commands=spec.user_data_commands,
     )
     created = RunResources(run_id=spec.run_id)
     instance_ids: list[str] = []  # every instance a RunInstances reply named, for the undo
@@ -551,16 +544,12 @@ def _import_key_pair(
     on_progress: ProgressCallback,
 ) -> str:
     """Import the client's public key as the run's key pair; returns its name."""
-    try:
+    with aws_errors(ctx, f"importing key pair {spec.name}"):
         ec2_client(ctx).import_key_pair(
             KeyName=spec.name,
             PublicKeyMaterial=client_key.public_key_openssh.encode("ascii"),
             TagSpecifications=tag_specifications(["key-pair"], tags),
         )
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"importing key pair {spec.name}") from exc
-        raise
     on_progress(ProgressEvent("key-pair", f"key pair {spec.name} ({client_key.fingerprint_sha256})"))
     return spec.name
 
@@ -569,17 +558,13 @@ def _create_security_group(
     ctx: AwsContext, spec: LaunchSpec, vpc_id: str, tags: list[tuple[str, str]]
 ) -> str:
     """Create the run's security group (no ingress yet; EC2's default egress); returns its id."""
-    try:
+    with aws_errors(ctx, f"creating security group {spec.name}"):
         return ec2_client(ctx).create_security_group(
             GroupName=spec.name,
             Description=f"gpu-transcribe {spec.role} {spec.run_id}: SSH from {spec.ssh_cidr} only",
             VpcId=vpc_id,
             TagSpecifications=tag_specifications(["security-group"], tags),
         )["GroupId"]
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"creating security group {spec.name}") from exc
-        raise
 
 
 def _allow_ssh(ctx: AwsContext, spec: LaunchSpec, group_id: str, on_progress: ProgressCallback) -> None:
@@ -590,12 +575,8 @@ def _allow_ssh(ctx: AwsContext, spec: LaunchSpec, group_id: str, on_progress: Pr
     else:
         ranges = {"IpRanges": [{"CidrIp": spec.ssh_cidr, "Description": description}]}
     permission: Any = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}
-    try:
+    with aws_errors(ctx, f"opening port 22 to {spec.ssh_cidr} in {group_id}"):
         ec2_client(ctx).authorize_security_group_ingress(GroupId=group_id, IpPermissions=[permission])
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"opening port 22 to {spec.ssh_cidr} in {group_id}") from exc
-        raise
     on_progress(
         ProgressEvent("security-group", f"security group {group_id}: port 22 from {spec.ssh_cidr} only")
     )
@@ -664,7 +645,7 @@ def _try_options(
             if code in CREDENTIAL_CODES:
                 raise credentials_error(ctx, code, error_message(exc)) from exc
             if code in PERMISSION_CODES:
-                raise raise_for(ctx, exc, f"launching {where}") from exc
+                raise cloud_error(ctx, exc, f"launching {where}") from exc
             tried = _describe_attempts(attempts)
             raise CloudError(
                 f"launching {where} failed ({code}): {error_message(exc)}; tried: {tried}"

@@ -159,7 +159,6 @@ class LaunchSpec:
         max_lifetime_minutes: the dead-man switch powers the instance off after this many minutes.
         heartbeat_timeout_minutes: ... or when the client's heartbeat is this many minutes old.
         root_volume_size_gib: root volume size; ``None`` for the AMI's own size.
-        user_data_commands: extra shell command lines run as root at the end of first boot.
         extra_tags: ``(key, value)`` tags added to every resource.
         login_user: the AMI's SSH user (``ubuntu`` for Ubuntu and the Deep Learning AMIs on Ubuntu).
         iam_instance_profile: instance profile name to attach, or ``None`` (runs need none).
@@ -179,7 +178,6 @@ class LaunchSpec:
     max_lifetime_minutes: int = 60
     heartbeat_timeout_minutes: int = 5
     root_volume_size_gib: int | None = None
-    user_data_commands: tuple[str, ...] = ()
     extra_tags: tuple[tuple[str, str], ...] = ()
     login_user: str = "ubuntu"
     iam_instance_profile: str | None = None

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from gpu_transcribe.aws.clients import (
     CREDENTIAL_CODES,
     AwsContext,
+    aws_errors,
     credentials_error,
     ec2_client,
     error_code,
     error_message,
     is_aws_error,
     quotas_client,
-    raise_for,
     sts_client,
 )
 from gpu_transcribe.aws.models import CallerIdentity, Market, QuotaCheck
@@ -69,15 +69,8 @@ def caller_identity(ctx: AwsContext) -> CallerIdentity:
             the profile and region and says how to configure credentials.
         CloudError: STS could not be reached.
     """
-    try:
+    with aws_errors(ctx, "checking the AWS credentials (sts get-caller-identity)"):
         reply = sts_client(ctx).get_caller_identity()
-    except Exception as exc:
-        code = error_code(exc)
-        if code in CREDENTIAL_CODES:
-            raise credentials_error(ctx, code, error_message(exc)) from None
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, "checking the AWS credentials (sts get-caller-identity)") from exc
-        raise
     return CallerIdentity(account_id=reply["Account"], arn=reply["Arn"], user_id=reply["UserId"])
 
 
@@ -87,12 +80,8 @@ def instance_vcpus(ctx: AwsContext, instance_types: Sequence[str]) -> dict[str, 
     Raises:
         CloudError: a type does not exist in the region (``InvalidInstanceType``), or the call failed.
     """
-    try:
+    with aws_errors(ctx, f"looking up instance types {', '.join(instance_types)}"):
         reply = ec2_client(ctx).describe_instance_types(InstanceTypes=list(instance_types))  # type: ignore[arg-type]
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"looking up instance types {', '.join(instance_types)}") from exc
-        raise
     found: dict[str, int] = {
         t["InstanceType"]: int(t["VCpuInfo"]["DefaultVCpus"]) for t in reply.get("InstanceTypes", [])
     }

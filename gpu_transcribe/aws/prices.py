@@ -19,11 +19,11 @@ from typing import Any
 
 from gpu_transcribe.aws.clients import (
     AwsContext,
+    aws_errors,
     ec2_client,
     error_code,
     is_aws_error,
     pricing_client,
-    raise_for,
 )
 from gpu_transcribe.aws.models import OnDemandPrice, ZonePrice
 from gpu_transcribe.common import utc_now
@@ -41,7 +41,7 @@ def offered_zones(ctx: AwsContext, instance_type: str) -> tuple[str, ...]:
     """
     ec2 = ec2_client(ctx)
     zones: set[str] = set()
-    try:
+    with aws_errors(ctx, f"listing the zones that offer {instance_type}"):
         pages = ec2.get_paginator("describe_instance_type_offerings").paginate(
             LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": [instance_type]}]
         )
@@ -49,10 +49,6 @@ def offered_zones(ctx: AwsContext, instance_type: str) -> tuple[str, ...]:
             for offering in page.get("InstanceTypeOfferings", []):
                 if offering.get("InstanceType") == instance_type and offering.get("Location"):
                     zones.add(offering["Location"])
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"listing the zones that offer {instance_type}") from exc
-        raise
     return tuple(sorted(zones))
 
 
@@ -69,7 +65,7 @@ def spot_prices(
     """
     ec2 = ec2_client(ctx)
     newest: dict[str, tuple[float, datetime]] = {}
-    try:
+    with aws_errors(ctx, f"reading spot prices of {instance_type}"):
         pages = ec2.get_paginator("describe_spot_price_history").paginate(
             InstanceTypes=[instance_type],  # type: ignore[list-item]
             ProductDescriptions=list(LINUX_PRODUCTS),
@@ -92,10 +88,6 @@ def spot_prices(
                 when = when if when.tzinfo else when.replace(tzinfo=UTC)
                 if zone not in newest or when > newest[zone][1]:
                     newest[zone] = (price, when.astimezone(UTC))
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, f"reading spot prices of {instance_type}") from exc
-        raise
     return newest
 
 

@@ -6,10 +6,9 @@ Resources are found by these tags, never by local state (a client killed with SI
 results are sorted so that output and tests are deterministic.
 
 Removal order: terminate instances and confirm that EC2 reports them ``shutting-down``/``terminated``
-    (retrying
-``InvalidInstanceID.NotFound``, since a new instance can lag in describe calls), then delete key pairs,
-detached volumes, and security groups (retrying ``DependencyViolation`` until the instance's network interface
-is released, bounded). Every step is idempotent: what is already gone counts as done.
+(retrying ``InvalidInstanceID.NotFound``, since a new instance can lag in describe calls), then delete key
+pairs, detached volumes, and security groups (retrying ``DependencyViolation`` until the instance's network
+interface is released, bounded). Every step is idempotent: what is already gone counts as done.
 """
 
 from __future__ import annotations
@@ -23,11 +22,12 @@ from gpu_transcribe import __version__
 from gpu_transcribe.aws.clients import (
     CREDENTIAL_CODES,
     AwsContext,
+    aws_errors,
+    cloud_error,
     ec2_client,
     error_code,
     error_message,
     is_aws_error,
-    raise_for,
 )
 from gpu_transcribe.aws.models import (
     LIVE_STATES,
@@ -127,7 +127,7 @@ def find_resources(ctx: AwsContext, *, run_id: str | None = None) -> tuple[Tagge
     )
     ec2 = ec2_client(ctx)
     found: list[TaggedResource] = []
-    try:
+    with aws_errors(ctx, "listing gpu-transcribe resources by tag"):
         for page in ec2.get_paginator("describe_instances").paginate(
             Filters=[tag_filter, {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]  # type: ignore[list-item]
         ):
@@ -176,10 +176,6 @@ def find_resources(ctx: AwsContext, *, run_id: str | None = None) -> tuple[Tagge
                         name=raw_group.get("GroupName", ""),
                     )
                 )
-    except Exception as exc:
-        if is_aws_error(exc):
-            raise raise_for(ctx, exc, "listing gpu-transcribe resources by tag") from exc
-        raise
     if run_id:
         found = [r for r in found if r.run_id == run_id]
     found.sort(key=lambda r: (r.run_id, _KIND_ORDER[r.kind], r.resource_id))
@@ -192,7 +188,7 @@ def _is(*codes: str) -> Callable[[BaseException], bool]:
 
 def _stop_on_credentials(ctx: AwsContext, exc: BaseException, doing: str) -> None:
     if error_code(exc) in CREDENTIAL_CODES:
-        raise raise_for(ctx, exc, doing) from exc
+        raise cloud_error(ctx, exc, doing) from exc
     if not is_aws_error(exc):
         raise exc
 

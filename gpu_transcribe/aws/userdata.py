@@ -8,8 +8,7 @@ no YAML writer is needed and every string is escaped correctly. It:
 - writes the dead-man switch (``gpu_transcribe/data/deadman.sh``) and an empty heartbeat file under ``/run``
   (a tmpfs: nothing of it survives into an image made from a builder instance);
 - starts the switch as a transient systemd unit, and schedules ``shutdown -P`` a little after the maximum
-  lifetime as a second, independent timer;
-- runs the caller's extra commands (``LaunchSpec.user_data_commands``) last.
+  lifetime as a second, independent timer.
 
 This module does not import boto3: the SSH side imports :data:`HEARTBEAT_PATH` from here.
 """
@@ -17,7 +16,6 @@ This module does not import boto3: the SSH side imports :data:`HEARTBEAT_PATH` f
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from importlib import resources
 
 #: The file the client touches over SSH (``touch /run/gpu-transcribe/heartbeat``, every
@@ -52,7 +50,6 @@ def render_user_data(
     host_public_key_openssh: str,
     max_lifetime_minutes: int,
     heartbeat_timeout_minutes: int,
-    extra_commands: Sequence[str] = (),
 ) -> str:
     """Render the cloud-config document.
 
@@ -61,7 +58,6 @@ def render_user_data(
         host_public_key_openssh: its public line ``ssh-ed25519 AAAA... comment``.
         max_lifetime_minutes: the switch powers off this many minutes after boot.
         heartbeat_timeout_minutes: the switch powers off when :data:`HEARTBEAT_PATH` is this many minutes old.
-        extra_commands: shell command lines run as root at the end of first boot (``runcmd``), in order.
 
     Returns:
         The user data text (EC2 base64-encodes it for us).
@@ -98,13 +94,10 @@ def render_user_data(
         "runcmd": [
             start_switch,
             ["shutdown", "-P", f"+{max_lifetime_minutes + HARD_STOP_MARGIN_MINUTES}"],
-            *(["sh", "-c", command] for command in extra_commands),
         ],
     }
     text = "#cloud-config\n" + json.dumps(config, indent=1) + "\n"
     size = len(text.encode("utf-8"))
     if size > MAX_USER_DATA_BYTES:
-        raise ValueError(
-            f"user data is {size} bytes, more than EC2's {MAX_USER_DATA_BYTES}; shorten the extra commands"
-        )
+        raise ValueError(f"user data is {size} bytes, more than EC2's limit of {MAX_USER_DATA_BYTES}")
     return text

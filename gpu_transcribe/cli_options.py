@@ -1,0 +1,160 @@
+"""The command line's options and arguments, each declared once as a ``typing.Annotated`` alias.
+
+:mod:`gpu_transcribe.cli` imports this module as ``opt`` and types its parameters with these (``region:
+opt.Region = None``), so an option shared by several commands (``--region``, ``--aws-profile``,
+``--dry-run``, ``--instance-type``, ``--model``...) has one spelling and one help text. Importing this module
+imports typer and nothing heavy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from remote.options import DEFAULT_FORMATS, DEFAULT_LANGUAGE, DEFAULT_MODEL
+
+#: ``--format``'s default: the engine's default formats, comma-separated.
+DEFAULT_FORMATS_ARG = ",".join(DEFAULT_FORMATS)
+
+# --- options used by several commands --------------------------------------------------------------------
+
+Region = Annotated[str | None, typer.Option("--region", help="AWS region (setting: region).")]
+Profile = Annotated[
+    str | None,
+    typer.Option("--aws-profile", help="Named AWS profile from ~/.aws/config (setting: aws_profile)."),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Only show what would be done (the plan, prices and tags, or what would be removed); "
+        "launch, create and remove nothing.",
+    ),
+]
+InstanceType = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--instance-type",
+        "-t",
+        help="Instance type, repeatable, in order of preference; default: the instance_types setting.",
+    ),
+]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"Whisper model: a Hugging Face id (run --local also takes a local model directory). "
+        f"Default: setting model ({DEFAULT_MODEL}).",
+    ),
+]
+Revision = Annotated[str | None, typer.Option("--revision", help="Model revision (branch, tag or commit).")]
+
+# --- run ---------------------------------------------------------------------------------------------------
+
+Paths = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Audio files, or directories searched for audio (wav, flac, mp3, ogg, opus, m4a...).",
+        show_default=False,
+    ),
+]
+OutputDir = Annotated[
+    Path | None,
+    typer.Option("--output-dir", "-o", help="Write every output here. Default: beside each input file."),
+]
+Format = Annotated[
+    str, typer.Option("--format", "-f", help="Output formats, comma-separated: txt,json,srt,vtt.")
+]
+Language = Annotated[
+    str | None,
+    typer.Option(
+        "--language",
+        "-l",
+        help=f"Language code (sv, en...) or 'auto' to detect. Default: setting language, {DEFAULT_LANGUAGE}.",
+    ),
+]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        max=256,
+        help="Windows decoded together (batched algorithm). Default: per device.",
+    ),
+]
+Algorithm = Annotated[
+    str, typer.Option("--algorithm", help="auto, sequential (most accurate) or batched (fastest on GPUs).")
+]
+BeamSize = Annotated[int, typer.Option("--beam-size", min=1, max=16, help="Beam search width; 1 is greedy.")]
+Task = Annotated[str, typer.Option("--task", help="transcribe, or translate (into English).")]
+Device = Annotated[str, typer.Option("--device", help="With --local: auto, cpu or cuda.")]
+Local = Annotated[bool, typer.Option("--local", help="Transcribe on this machine; no cloud.")]
+NoS3 = Annotated[bool, typer.Option("--no-s3", help="Do not upload the outputs to S3.")]
+UploadAudio = Annotated[bool, typer.Option("--upload-audio", help="Also store the audio files in S3.")]
+UpdateEngine = Annotated[
+    bool,
+    typer.Option(
+        "--update-engine", help="Use an image of another version; install this version on it first."
+    ),
+]
+Host = Annotated[
+    str | None,
+    typer.Option("--host", help="Run on an existing machine, user@address[:port]; no EC2 at all."),
+]
+Identity = Annotated[
+    Path | None, typer.Option("--identity", "-i", help="With --host: the private key to log in with.")
+]
+KnownHosts = Annotated[
+    Path | None,
+    typer.Option(
+        "--known-hosts", help="With --host: known_hosts file with the host's key (~/.ssh/known_hosts)."
+    ),
+]
+Market = Annotated[str | None, typer.Option("--market", help="spot-then-on-demand, spot or on-demand.")]
+Bucket = Annotated[str | None, typer.Option("--s3-bucket", help="Bucket for the outputs.")]
+
+# --- cleanup ---------------------------------------------------------------------------------------------
+
+AllOwners = Annotated[bool, typer.Option("--all-owners", help="Include other callers' resources.")]
+OlderThan = Annotated[
+    str | None,
+    typer.Option(
+        "--older-than",
+        help="Only resources at least this old (2h, 90m, 0); default: max lifetime + 10 minutes.",
+    ),
+]
+RunId = Annotated[str | None, typer.Option("--run-id", help="Only this run (any age unless --older-than).")]
+
+# --- build-ami, images prune -----------------------------------------------------------------------------
+
+BaseAmi = Annotated[
+    str | None,
+    typer.Option(
+        "--base-ami",
+        help="AMI to build on; default: the newest AWS Deep Learning Base OSS Nvidia Driver GPU AMI "
+        "(Ubuntu 22.04), from its SSM public parameter.",
+    ),
+]
+Spot = Annotated[
+    bool, typer.Option("--spot", help="Launch the builder on spot (then on-demand); default on-demand.")
+]
+Wheel = Annotated[
+    Path | None,
+    typer.Option("--wheel", help="A built gpu-transcribe wheel; default: build one from this checkout."),
+]
+LoginUser = Annotated[str, typer.Option("--login-user", help="The base AMI's SSH user.")]
+ProvisionArg = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--provision-arg",
+        hidden=True,
+        help="Extra argument for ami/provision.py on the builder (repeatable; tests: --skip-system-packages, "
+        "--model-dir, --lock requirements/cpu.lock, --python, --device cpu, --no-require-cuda).",
+    ),
+]
+Keep = Annotated[
+    int, typer.Option("--keep", min=0, help="Images to keep per model (the newest available ones).")
+]

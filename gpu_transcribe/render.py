@@ -1,0 +1,388 @@
+"""How the CLI shows results and errors: one function per result type, printing Rich tables and lines.
+
+Part of the CLI layer. Each function takes the result (a frozen data class from the orchestration modules) and
+the console to print on: the CLI passes stdout for results and stderr for summaries and errors. Live progress
+is :mod:`gpu_transcribe.progress`. Only light modules are imported here; the result types are for type
+checking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gpu_transcribe.errors import GpuTranscribeError, ProvisionError
+
+if TYPE_CHECKING:
+    from gpu_transcribe.build import BuildPlan, BuildResult
+    from gpu_transcribe.catalog import ImageList, PruneReport, ZonePrices
+    from gpu_transcribe.cleanup import CleanupReport
+    from gpu_transcribe.engine_runner import EngineRun
+    from gpu_transcribe.run import CloudRunResult, DryRunPlan
+    from gpu_transcribe.settings import Settings
+
+
+def print_error(error: GpuTranscribeError, console: Console) -> None:
+    """``error: <message>`` as one line; for a failed provisioning, its last output lines first."""
+    if isinstance(error, ProvisionError) and error.output_tail.strip():
+        console.print("--- last lines of the provisioning ---", style="dim", highlight=False)
+        print_lines([error.output_tail], console)
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+
+
+def print_lines(lines: Iterable[str], console: Console) -> None:
+    """Each of ``lines`` as is: no markup, no highlighting, never wrapped (paths, plan and result lines)."""
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_output_paths(paths: Iterable[Path | str], console: Console) -> None:
+    """One written transcript per line (stdout of ``run``, for scripts)."""
+    print_lines((str(p) for p in paths), console)
+
+
+def format_phases(phases: Iterable[tuple[str, float]]) -> str:
+    """``wheel 1.5 s, launch 42.0 s, ...`` from ``(phase, seconds)`` pairs."""
+    return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases)
+
+
+def _money(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"${value:.{digits}f}"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "?"
+
+
+# --- settings, zones, cleanup --------------------------------------------------------------------------
+
+
+def print_settings(settings: Settings, config_files: Sequence[Path], console: Console) -> None:
+    """``config show``: each setting's value, its source and environment variable, then the config files."""
+    from gpu_transcribe.settings import env_var
+
+    table = Table(title="gpu-transcribe settings", title_justify="left")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("source", overflow="fold")
+    table.add_column("environment variable", no_wrap=True, style="dim")
+    for name, value, source in settings.rows():
+        table.add_row(name, value, source, env_var(name))
+    console.print(table)
+    files = ", ".join(f"{p} ({'read' if p.is_file() else 'absent'})" for p in config_files)
+    console.print(f"config files, first wins: {files}", highlight=False, soft_wrap=True)
+
+
+def print_zones(report: ZonePrices, console: Console) -> None:
+    """``zones``: a row per (type, zone) with spot and on-demand $/h and the saving, then the price sources.
+    Prints nothing when no zone offers any of the types (the error says so)."""
+    if not report.rows:
+        return
+    table = Table(title=f"zones in {report.region}, cheapest spot first", title_justify="left")
+    for header in ("zone", "instance type", "spot $/h", "on-demand $/h", "saving"):
+        right = "$" in header or header == "saving"
+        table.add_column(header, no_wrap=True, justify="right" if right else "left")
+    for row in report.rows:
+        od = row.on_demand.price_usd_per_hour if row.on_demand else None
+        spot = row.spot_price_usd_per_hour
+        saving = row.saving_fraction
+        table.add_row(
+            row.zone,
+            row.instance_type,
+            f"{spot:.4f}" if spot is not None else "-",
+            f"{od:.4f}" if od is not None else "-",
+            f"{saving:.0%}" if saving is not None else "-",
+        )
+    console.print(table)
+    for source in report.on_demand_sources:
+        console.print(f"on-demand prices: {source}", highlight=False, soft_wrap=True)
+
+
+def print_cleanup(report: CleanupReport, console: Console) -> None:
+    """``cleanup``: a row per resource found (run, kind, id, age, state, owner, action, reason)."""
+    from gpu_transcribe.cleanup import format_age
+
+    if not report.outcomes:
+        console.print(f"nothing of gpu-transcribe's found in {report.region}", highlight=False)
+        return
+    title = f"gpu-transcribe resources in {report.region}" + (
+        " (dry run: nothing changed)" if report.dry_run else ""
+    )
+    table = Table(title=title, title_justify="left")
+    for header in ("run id", "kind", "id", "age", "state", "owner", "action", "reason"):
+        table.add_column(header, overflow="fold", no_wrap=header in ("kind", "age", "action"))
+    for outcome in report.outcomes:
+        res = outcome.resource
+        age = res.age_s(report.now)
+        table.add_row(
+            res.run_id,
+            res.kind,
+            res.resource_id,
+            format_age(age) if age is not None else "?",
+            res.state or "-",
+            "you" if res.owner_arn == report.caller_arn else (res.owner_arn or "-"),
+            outcome.action,
+            outcome.reason,
+        )
+    console.print(table)
+
+
+# --- images and build-ami ------------------------------------------------------------------------------
+
+
+def print_images(listing: ImageList, console: Console) -> None:
+    """``images``: a row per image of ours, newest first, with the live instances using it."""
+    if not listing.images:
+        console.print(
+            f"no gpu-transcribe images in {listing.region}; build one with `gpu-transcribe build-ami`",
+            highlight=False,
+        )
+        return
+    table = Table(title=f"gpu-transcribe images in {listing.region}, newest first", title_justify="left")
+    for header in ("id", "created", "version", "model", "revision", "size", "state", "in use"):
+        table.add_column(header, no_wrap=header in ("id", "created", "size", "state"), overflow="fold")
+    for use in listing.images:
+        image = use.image
+        table.add_row(
+            image.image_id,
+            _when(image.created_at),
+            image.version,
+            image.model,
+            image.revision or "-",
+            f"{image.size_gib} GiB",
+            image.state,
+            f"yes: {', '.join(use.used_by)}" if use.used_by else "no",
+        )
+    console.print(table)
+
+
+def print_prune(report: PruneReport, console: Console) -> None:
+    """``images prune``: a row per image with the decision, its reason and what removing it did."""
+    if not report.outcomes:
+        console.print(f"no gpu-transcribe images in {report.region}", highlight=False)
+        return
+    title = f"images prune --keep {report.keep} in {report.region}" + (
+        " (dry run: nothing changed)" if report.dry_run else ""
+    )
+    table = Table(title=title, title_justify="left")
+    for header in ("id", "created", "version", "model", "action", "reason", "done"):
+        table.add_column(header, overflow="fold", no_wrap=header in ("id", "created", "action"))
+    for outcome in report.outcomes:
+        decision, removal = outcome.decision, outcome.removal
+        image = decision.image
+        action = "would remove" if report.dry_run and decision.action == "remove" else decision.action
+        if removal is None:
+            done = "-"
+        elif removal.deregistered:
+            done = f"deregistered, {len(removal.deleted_snapshots)} snapshot(s) deleted"
+        else:
+            done = "already gone"
+        table.add_row(
+            image.image_id, _when(image.created_at), image.version, image.model, action, decision.reason, done
+        )
+    console.print(table)
+
+
+def print_build_plan(plan: BuildPlan, console: Console) -> None:
+    """``build-ami --dry-run``: the base image, the builder, its tries, the image name, the provisioning
+    command and the tags."""
+    from gpu_transcribe.ssh import command_line
+
+    launch = plan.launch
+    spec = launch.spec
+    volume_gib = max(spec.root_volume_size_gib or 0, launch.image.root_volume_size_gib)
+    tries = []
+    for option in launch.options:
+        price = option.zone.spot_price_usd_per_hour
+        shown = f" (spot ${price:.4f}/h)" if option.market == "spot" and price is not None else ""
+        tries.append(f"{option.market} {option.instance_type} in {option.zone.zone}{shown}")
+    rows = [
+        ("base image", f"{plan.base_image_id} {launch.image.name} (from {plan.base_image_source})"),
+        ("builder", f"{', '.join(spec.instance_types)}, {spec.market}, run {spec.run_id}"),
+        ("root volume", f"{volume_gib} GiB gp3, encrypted"),
+        ("tries", "; ".join(tries)),
+        ("image name", plan.image_name),
+        ("install prefix", plan.remote_prefix),
+        ("provisioning", command_line(plan.provision_argv)),
+        ("tags", ", ".join(f"{k}={v}" for k, v in launch.tags)),
+    ]
+    console.print("build-ami plan (dry run: nothing launched)", style="bold")
+    print_lines((f"{key}: {value}" for key, value in rows), console)
+
+
+def build_result_lines(result: BuildResult, region: str) -> list[str]:
+    """``build-ami``'s result, one line each: the image, its size and snapshots, its contents (from the
+    manifest), the warm-up, the builder, the phases' seconds and the builder's cost."""
+    image, manifest, builder = result.image, result.manifest, result.instance
+    warmup = manifest.get("warmup") or {}
+    cost = f"${result.cost_usd:.4f}" if result.cost_usd is not None else "unknown (no price)"
+    price = (
+        f"${builder.price_usd_per_hour:.4f}/h" if builder.price_usd_per_hour is not None else "price unknown"
+    )
+    revision = f"@{manifest.get('revision')}" if manifest.get("revision") else ""
+    return [
+        f"image: {image.image_id} ({image.name}) in {region}",
+        f"size: {image.size_gib} GiB in {len(image.snapshot_ids)} snapshot(s): "
+        + ", ".join(image.snapshot_ids),
+        f"contents: gpu-transcribe {manifest.get('gpu_transcribe')}, {manifest.get('model')}{revision}"
+        f", torch {manifest.get('torch')}, CUDA {manifest.get('cuda') or '-'}"
+        f", driver {manifest.get('driver') or '-'}",
+        f"warm-up: {warmup.get('device')} {warmup.get('dtype')}, load {warmup.get('load_s')} s, "
+        f"transcribe {warmup.get('transcribe_s')} s: {warmup.get('text', '')!r}",
+        f"builder: {builder.instance_id} {builder.market} {builder.instance_type} in {builder.zone} "
+        f"at {price}",
+        f"phases: {format_phases(result.phases)} (total {result.total_s:.1f} s)",
+        f"cost: {cost} for {builder.billed_s:.0f} s of the builder (image storage is billed per GiB-month)",
+    ]
+
+
+# --- run -------------------------------------------------------------------------------------------------
+
+
+def engine_summary_table(run: EngineRun) -> Table:
+    """One row per file: audio seconds, transcription seconds, real-time factor, outputs or the error."""
+    table = Table(
+        title=f"{run.model} on {run.device} {run.dtype}, {run.algorithm}, model load {run.load_s:.1f} s"
+    )
+    table.add_column("file")
+    table.add_column("audio s", justify="right")
+    table.add_column("transcribe s", justify="right")
+    table.add_column("real-time factor", justify="right")
+    table.add_column("outputs / error", overflow="fold")
+    for f in run.files:
+        name = f.audio.rsplit("/", 1)[-1]
+        if f.ok:
+            rtf = f.real_time_factor
+            table.add_row(
+                name,
+                f"{f.duration_s:.1f}",
+                f"{f.transcribe_s:.2f}",
+                f"{rtf:.3f}" if rtf is not None else "-",
+                "\n".join(f.outputs.values()),
+            )
+        else:
+            table.add_row(name, "-", "-", "-", f"[red]{f.message}[/]")
+    return table
+
+
+def print_engine_summary(run: EngineRun, console: Console) -> None:
+    """``run --local``'s end: :func:`engine_summary_table` and one error line per failed file."""
+    console.print(engine_summary_table(run))
+    for f in run.failed:
+        console.print(f"[bold red]error:[/] {f.message}", highlight=False, soft_wrap=True)
+
+
+def print_problems(problems: Iterable[object], console: Console) -> None:
+    """One ``error:`` line per problem (an input that could not be used...)."""
+    for problem in problems:
+        console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+
+
+def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
+    """The end of ``run``: a row per file (duration, transcription seconds, real-time factor, outputs,
+    S3), a row per instance (type, zone, market, price, billed seconds, cost), each phase's seconds, then one
+    ``error:`` line per problem."""
+    files = Table(title=f"run {result.run_id}" + (f" on {result.host}" if result.host else ""))
+    for header in ("file", "audio s", "transcribe s", "real-time factor", "outputs", "s3"):
+        numeric = header.endswith((" s", "factor"))
+        files.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    for f in result.files:
+        o = f.outcome
+        if f.ok and o is not None:
+            rtf = o.real_time_factor
+            files.add_row(
+                f.audio.path.name,
+                f"{o.duration_s:.1f}" if o.duration_s is not None else "-",
+                f"{o.transcribe_s:.2f}" if o.transcribe_s is not None else "-",
+                f"{rtf:.3f}" if rtf is not None else "-",
+                "\n".join(str(p) for p in f.outputs.values()),
+                "\n".join(u.url for u in f.uploads) or "-",
+            )
+        else:
+            why = o.message if o is not None else "not transcribed"
+            files.add_row(f.audio.path.name, "-", "-", "-", f"[red]{why}[/]", "-")
+    console.print(files)
+    if result.instances:
+        machines = Table(title="instances")
+        for header in ("instance", "type", "zone", "market", "$/hour", "billed s", "cost"):
+            machines.add_column(
+                header, justify="right" if header in ("$/hour", "billed s", "cost") else "left"
+            )
+        for i in result.instances:
+            machines.add_row(
+                i.instance_id + (" (lost)" if i.interrupted else ""),
+                i.instance_type,
+                i.zone,
+                i.market,
+                _money(i.price_usd_per_hour),
+                f"{i.billed_s:.0f}",
+                _money(i.cost_usd),
+            )
+        console.print(machines)
+        console.print(f"total cost: {_money(result.cost_usd)}", highlight=False)
+    console.print(f"phases: {format_phases(result.phases_s.items())}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for lost in result.lost:
+        console.print(f"[yellow]lost:[/] {lost}", highlight=False, soft_wrap=True)
+    print_problems(result.input_problems, console)
+    print_problems(
+        (
+            f"{f.audio.path}: "
+            + (f.outcome.message if f.outcome is not None else "not transcribed (the instance was lost)")
+            for f in result.failed_files
+        ),
+        console,
+    )
+    if result.upload_error is not None:
+        print_problems([f"{result.upload_error} (the transcripts are kept locally)"], console)
+    if result.teardown_error is not None:
+        print_problems([result.teardown_error], console)
+
+
+def print_dry_run(plan: DryRunPlan, console: Console) -> None:
+    """``run --dry-run``: what would be launched, where, in what order, with which tags, at what cost."""
+    launch = plan.plan
+    spec = launch.spec
+    image = plan.image
+    size_mb = sum(f.size_bytes for f in plan.files) / 1e6
+    about = ""
+    if image and image.created_at:
+        about = f" (gpu-transcribe {image.version}, {image.model}, created {image.created_at:%Y-%m-%d})"
+    console.print(
+        f"would transcribe {len(plan.files)} file(s) ({size_mb:.1f} MB) on {', '.join(spec.instance_types)} "
+        f"({spec.market}) in {launch.image.image_id}{about}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(title="launch order (nothing launched)")
+    for header in ("#", "market", "type", "zone", "spot $/h", "on-demand $/h"):
+        table.add_column(header, justify="right" if "$" in header or header == "#" else "left")
+    for n, option in enumerate(launch.options, 1):
+        on_demand = option.zone.on_demand.price_usd_per_hour if option.zone.on_demand else None
+        table.add_row(
+            str(n),
+            option.market,
+            option.instance_type,
+            option.zone.zone,
+            _money(option.zone.spot_price_usd_per_hour),
+            _money(on_demand),
+        )
+    console.print(table)
+    for skipped in launch.skipped:
+        console.print(f"skipped: {skipped.market} in {skipped.zone} ({skipped.error_code})", highlight=False)
+    console.print("tags: " + ", ".join(f"{k}={v}" for k, v in launch.tags), highlight=False, soft_wrap=True)
+    console.print(
+        f"estimated cost: {_money(plan.estimated_cost_usd)} for a {plan.estimate_s:.0f} s run at the first "
+        "option's price (EC2 bills per second, 60 s minimum); a real run's summary reports billed seconds",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"outputs to: {plan.s3_url or 'local files only (--no-s3)'}", highlight=False)
+    print_problems(plan.input_problems, console)
