@@ -41,7 +41,7 @@ from gpu_transcribe.spot_watch import NOTICE_CHECK_S, SpotNotice, SpotWatcher
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.instances import AddressResolver
-    from gpu_transcribe.aws.launch import LaunchPlan
+    from gpu_transcribe.aws.launch_plan import LaunchPlan
     from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
     from gpu_transcribe.ssh import SSHSession
 
@@ -129,7 +129,8 @@ class InstanceSession:
     Args:
         ctx: region, profile, endpoint.
         spec: what to launch; ``spec.run_id`` names and tags every resource.
-        plan: a plan from :func:`gpu_transcribe.aws.launch.plan_launch` for ``spec`` (else made at launch).
+        plan: a plan from :func:`gpu_transcribe.aws.launch_plan.plan_launch` for ``spec`` (else made when
+            launching).
         on_progress: one :class:`ProgressEvent` per step (the launch's and the teardown's own, ``ssh``,
             ``lost``, ``spot-notice``, ``note``).
         on_signal: ``(signal name, during teardown)`` for every SIGINT/SIGTERM/SIGHUP.

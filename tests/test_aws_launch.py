@@ -16,7 +16,8 @@ import yaml
 
 from gpu_transcribe import __version__
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.launch import SKIPPED_ABOVE_MAX_PRICE, launch, plan_launch
+from gpu_transcribe.aws.launch import launch
+from gpu_transcribe.aws.launch_plan import SKIPPED_ABOVE_MAX_PRICE, plan_launch
 from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
 from gpu_transcribe.aws.resources import find_resources
 from gpu_transcribe.aws.userdata import DEADMAN_PATH, HEARTBEAT_PATH, deadman_script

@@ -37,14 +37,8 @@ from typer.testing import CliRunner
 
 from gpu_transcribe import __version__
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.images import (
-    DLAMI_BASE_PARAMETER,
-    TAG_BASE_AMI,
-    TAG_MODEL,
-    TAG_REVISION,
-    list_images,
-    select_run_image,
-)
+from gpu_transcribe.aws.image_create import DLAMI_BASE_PARAMETER
+from gpu_transcribe.aws.images import TAG_BASE_AMI, TAG_MODEL, TAG_REVISION, list_images, select_run_image
 from gpu_transcribe.aws.launch import launch
 from gpu_transcribe.aws.models import TAG_CREATED, TAG_OWNER, TAG_ROLE, TAG_RUN_ID, TAG_VERSION
 from gpu_transcribe.aws.resources import find_resources

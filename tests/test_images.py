@@ -14,15 +14,8 @@ from typer.testing import CliRunner
 
 from gpu_transcribe import __version__
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.images import (
-    DLAMI_BASE_PARAMETER,
-    delete_image,
-    images_in_use,
-    list_images,
-    plan_prune,
-    resolve_base_image,
-    select_run_image,
-)
+from gpu_transcribe.aws.image_create import DLAMI_BASE_PARAMETER, resolve_base_image
+from gpu_transcribe.aws.images import delete_image, images_in_use, list_images, plan_prune, select_run_image
 from gpu_transcribe.aws.launch import launch
 from gpu_transcribe.aws.models import LaunchSpec
 from gpu_transcribe.cli import app

@@ -31,7 +31,7 @@ from gpu_transcribe.spot_watch import NOTICE_CHECK_S, SpotNotice
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.launch import LaunchPlan
+    from gpu_transcribe.aws.launch_plan import LaunchPlan
     from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
     from gpu_transcribe.settings import Settings
 
@@ -85,7 +85,7 @@ def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCall
     SSH source, the run id and the launch plan. Creates nothing."""
     from gpu_transcribe.aws.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.clients import AwsContext, s3_client
-    from gpu_transcribe.aws.launch import plan_launch
+    from gpu_transcribe.aws.launch_plan import plan_launch
     from gpu_transcribe.aws.models import LaunchSpec
     from gpu_transcribe.aws.s3 import check_bucket
 
@@ -158,7 +158,7 @@ class _Relaunch:
         self._thread.start()
 
     def _make(self) -> None:
-        from gpu_transcribe.aws.launch import plan_launch
+        from gpu_transcribe.aws.launch_plan import plan_launch
 
         assert self._lost_on is not None
         zone, instance_type = self._lost_on

@@ -20,7 +20,7 @@ from remote.options import TranscribeOptions
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.launch import LaunchPlan
+    from gpu_transcribe.aws.launch_plan import LaunchPlan
     from gpu_transcribe.aws.s3 import UploadedObject
     from gpu_transcribe.ssh import SSHTarget
 
