@@ -112,7 +112,8 @@ def _transcribe(args: argparse.Namespace, events: IO[str]) -> int:
             emit("fatal", events, code=exc.code, message=str(exc))
             return EXIT_FATAL
 
-    from remote.engine import WhisperEngine, resolve_device
+    from remote.device import resolve_device
+    from remote.engine import WhisperEngine
 
     try:
         resolve_device(args.device)

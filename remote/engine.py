@@ -4,7 +4,7 @@ Two long-form algorithms, both calling transformers' ``WhisperForConditionalGene
 ``sequential`` is OpenAI's (30 s windows, each starting where the previous one's last complete segment
 ended, conditioned on the previous text, with OpenAI's temperature fallback); ``batched`` groups the speech
 Silero VAD finds into windows of at most 29 s cut at pauses (:mod:`remote.vad`) and decodes them in batches
-(:mod:`remote.whisper_model`). ``auto`` resolves per device (:func:`resolve_algorithm`).
+(:mod:`remote.whisper_model`). ``auto`` resolves per device (:func:`remote.device.resolve_algorithm`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from remote.audio import SAMPLE_RATE_HZ, decode_audio
+from remote.device import (
+    CPU_BATCH_SIZE,
+    default_batch_size,
+    default_dtype,
+    resolve_algorithm,
+    resolve_device,
+)
 from remote.errors import GenerationError, ModelLoadError
 from remote.options import DEFAULT_MODEL, TranscribeOptions
 from remote.transcript import Segment, Timings, Transcript
@@ -65,15 +72,6 @@ FRAMES_PER_WINDOW = 3000
 """Log-mel frames (10 ms each) in one Whisper input of 30 s."""
 SECONDS_PER_FRAME = 0.01
 
-CPU_BATCH_SIZE = 8
-"""Windows per batch on CPU. Measured (bench/engine.py, whisper-base, beam 5, 2 cores, the 3-minute
-Swedish file, 7 windows): batch 4 took 29.0 s, batch 8 25.3 s. Each window in a batch costs about
-0.25 GB for the per-step scores ``generate`` keeps (220 steps x 5 beams x 51865 float32), so larger
-batches trade a few per cent for gigabytes on a CPU machine."""
-CUDA_MAX_BATCH_SIZE = 64
-"""Upper bound on windows per batch on a GPU; the actual size is what free memory allows (see
-:func:`default_batch_size`)."""
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -96,69 +94,6 @@ class ModelInfo:
     load_s: float
     fast_path: bool = False
     transformers_version: str = ""
-
-
-def resolve_device(device: str = "auto") -> str:
-    """Map ``auto`` to ``cuda`` when a CUDA GPU is usable, else ``cpu``; pass ``cpu``/``cuda`` through.
-
-    Raises:
-        ValueError: ``device`` is not ``auto``, ``cpu`` or ``cuda``, or ``cuda`` without a usable GPU.
-    """
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device: cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-        return "cuda"
-    if device == "cpu":
-        return "cpu"
-    raise ValueError(f"--device: {device!r} is not one of auto, cpu, cuda")
-
-
-def resolve_algorithm(algorithm: str, device: str) -> str:
-    """The algorithm ``auto`` stands for on ``device``; ``sequential``/``batched`` pass through.
-
-    ``auto`` is ``batched`` on CPU and on CUDA. On CPU it is faster, more accurate and more complete than
-    ``sequential``, which, conditioned on the previous text, can skip a whole sentence (README, "How the
-    engine transcribes long audio" and "Performance", give the figures and the commands behind them). On
-    GPUs batching is what the algorithm is for (faster-whisper's and WhisperX's GPU path).
-    """
-    del device  # the same answer on both devices; the parameter keeps a device-specific choice local
-    return "batched" if algorithm == "auto" else algorithm
-
-
-def default_batch_size(device: str, model: Any = None, beam_size: int = 5) -> int:
-    """Windows per batch for the ``batched`` algorithm when the user gives none.
-
-    On CPU: :data:`CPU_BATCH_SIZE`. On CUDA: as many windows as half the free GPU memory holds, by an
-    estimate per window of the float16 cross-attention cache (once per window: the beams share it, see
-    :mod:`remote.whisper_model`), the self-attention cache (per beam), the float32 per-step scores that
-    ``generate`` keeps for the log-probability rule (per beam, :data:`MAX_NEW_TOKENS` steps) and the
-    encoder's activations; at least 1, at most :data:`CUDA_MAX_BATCH_SIZE`. For whisper-small with 5
-    beams that is about 0.4 GB per window, so an 80 GB H100 runs the maximum.
-
-    Args:
-        device: ``cpu`` or ``cuda``.
-        model: the loaded ``WhisperForConditionalGeneration`` (its config sizes the estimate).
-        beam_size: beams per window.
-    """
-    if device != "cuda" or model is None:
-        return CPU_BATCH_SIZE
-    import torch
-
-    free_bytes, _total_bytes = torch.cuda.mem_get_info()
-    cfg = model.config
-    frames = cfg.max_source_positions  # 1500 encoder positions for 30 s
-    beams = max(1, beam_size)
-    half = 2  # bytes per float16 value
-    cross_kv = 2 * cfg.decoder_layers * frames * cfg.d_model * half
-    self_kv = 2 * cfg.decoder_layers * cfg.max_target_positions * cfg.d_model * beams * half
-    scores = MAX_NEW_TOKENS * beams * cfg.vocab_size * 4
-    encoder = 4 * frames * max(cfg.encoder_ffn_dim, 4 * cfg.d_model) * half
-    per_window = cross_kv + self_kv + scores + encoder
-    return max(1, min(CUDA_MAX_BATCH_SIZE, int(0.5 * free_bytes) // per_window))
 
 
 def _looks_like_path(model: str) -> bool:
@@ -205,9 +140,9 @@ class WhisperEngine:
         """Load a Whisper checkpoint from the Hugging Face hub or a local directory.
 
         float16 with PyTorch's scaled-dot-product attention (SDPA) on CUDA. On CPU bfloat16 where the CPU
-        has bfloat16 instructions (:func:`cpu_supports_bfloat16`), else float32 (float16 matrix products
-        are slow there). Measured with ``bench/engine.py`` (whisper-base, 2 AMD EPYC cores with
-        ``avx512_bf16``): bfloat16 1.6x faster than float32 at the same word error rate (figures in the
+        has bfloat16 instructions (:func:`remote.device.cpu_supports_bfloat16`), else float32 (float16
+        matrix products are slow there). Measured with ``bench/engine.py`` (whisper-base, 2 AMD EPYC cores
+        with ``avx512_bf16``): bfloat16 1.6x faster than float32 at the same word error rate (figures in the
         README's performance table). int8 dynamic quantization (``torch.ao``) was measured and not kept:
         of the whole model, English word error rate 0.057 -> 0.103; of the encoder and decoder, 0.083; of
         the encoder alone, Swedish 0.216 -> 0.261, and slower than bfloat16.
@@ -308,7 +243,9 @@ class WhisperEngine:
         if algorithm == "sequential":
             batch_size = 1
         else:
-            batch_size = opts.batch_size or default_batch_size(self.info.device, self.model, opts.beam_size)
+            batch_size = opts.batch_size or default_batch_size(
+                self.info.device, self.model, opts.beam_size, MAX_NEW_TOKENS
+            )
         return replace(opts, algorithm=algorithm, batch_size=batch_size)  # type: ignore[arg-type]
 
     def transcribe_file(
@@ -616,28 +553,6 @@ class WhisperEngine:
             end_s = float(item["end"]) + offset_s
             out.append(Segment(start_s=start_s, end_s=max(start_s, end_s), text=text))
         return out
-
-
-def default_dtype(device: str) -> str:
-    """The engine's dtype on ``device`` (``cpu``/``cuda``): ``float16`` on CUDA; on CPU ``bfloat16`` where
-    :func:`cpu_supports_bfloat16`, else ``float32`` (see :meth:`WhisperEngine.load` for the measurements)."""
-    if device == "cuda":
-        return "float16"
-    return "bfloat16" if cpu_supports_bfloat16() else "float32"
-
-
-def cpu_supports_bfloat16() -> bool:
-    """True when this CPU has native bfloat16 matrix instructions (``avx512_bf16`` or ``amx_bf16``, from
-    ``/proc/cpuinfo``); elsewhere PyTorch emulates bfloat16 and float32 is faster."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -272,7 +272,7 @@ def test_build_ami_makes_a_tagged_image_and_terminates_the_builder(
     assert f"image: {image['ImageId']} ({image['Name']}) in {REGION}" in out
     assert re.search(rf"size: \d+ GiB in 1 snapshot\(s\): {snapshots[0]}", out)
     assert f"contents: gpu-transcribe {__version__}, {TEST_MODEL_ID}, torch 2.13.0+cpu" in out
-    from remote.engine import default_dtype
+    from remote.device import default_dtype
 
     assert f"warm-up: cpu {default_dtype('cpu')}" in out
     phases = re.search(r"phases: (.*) \(total [\d.]+ s\)", out)

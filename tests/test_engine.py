@@ -152,7 +152,7 @@ def test_transcript_echoes_resolved_options_and_facts(runs: Runs, model_dir: Pat
     assert result.options.language == "sv"
     assert runs.ours(clip, "sequential").options.batch_size == 1
     assert result.model == str(model_dir)
-    from remote.engine import default_dtype
+    from remote.device import default_dtype
 
     assert (result.device, result.dtype, result.language) == ("cpu", default_dtype("cpu"), "sv")
     assert result.extra["decoding"] == "fast" and result.extra["windows"] == 1

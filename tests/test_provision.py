@@ -144,7 +144,7 @@ def test_provisioning_installs_the_engine_and_passes_every_check(
     assert manifest["model_source"] == str(offline_model_dir().resolve())
     warmup = manifest["warmup"]
     assert isinstance(warmup, dict)
-    from remote.engine import default_dtype
+    from remote.device import default_dtype
 
     assert (warmup["device"], warmup["dtype"]) == ("cpu", default_dtype("cpu"))
     text = str(warmup["text"]).strip()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bench.fixtures import REPO_ROOT, SWEDISH_CLIPS, clip_path, find_test_model
-from remote.engine import default_dtype
+from remote.device import default_dtype
 from remote.protocol import EVENTS, EXIT_FATAL, EXIT_SOME_FAILED, parse_line
 
 
