@@ -311,7 +311,7 @@ def build_ami(
     """Build the GPU image runs boot from: engine installed, model cached, both checked on the GPU."""
     from gpu_transcribe.aws.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.build import BuildRequest, plan_build, run_build
+    from gpu_transcribe.build_ami import BuildRequest, plan_build, run_build
     from gpu_transcribe.progress import build_event_printer, build_signal_printer, event_printer
     from gpu_transcribe.render import build_result_lines, print_build_plan, print_lines
 

@@ -20,7 +20,7 @@ from rich.table import Table
 from gpu_transcribe.errors import GpuTranscribeError, ProvisionError
 
 if TYPE_CHECKING:
-    from gpu_transcribe.build import BuildPlan, BuildResult
+    from gpu_transcribe.build_ami import BuildPlan, BuildResult
     from gpu_transcribe.catalog import ImageList, PruneReport, ZonePrices
     from gpu_transcribe.cleanup import CleanupReport
     from gpu_transcribe.engine_runner import EngineRun

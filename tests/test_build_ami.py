@@ -42,7 +42,7 @@ from gpu_transcribe.aws.images import TAG_BASE_AMI, TAG_MODEL, TAG_REVISION, lis
 from gpu_transcribe.aws.launch import launch
 from gpu_transcribe.aws.models import TAG_CREATED, TAG_OWNER, TAG_ROLE, TAG_RUN_ID, TAG_VERSION
 from gpu_transcribe.aws.resources import find_resources
-from gpu_transcribe.build import BuildRequest, builder_spec, check_manifest, image_builder
+from gpu_transcribe.build_ami import BuildRequest, builder_spec, check_manifest, image_builder
 from gpu_transcribe.cleanup import cleanup
 from gpu_transcribe.cli import app
 from gpu_transcribe.common import parse_iso_utc, utc_now

@@ -28,7 +28,7 @@ from types import ModuleType
 import pytest
 
 from gpu_transcribe import __version__
-from gpu_transcribe.build import PROVISION_SCRIPT
+from gpu_transcribe.build_ami import PROVISION_SCRIPT
 from gpu_transcribe.ssh import SSHSession, SSHTarget, connect
 from gpu_transcribe.wheel import update_engine_argv
 from tests.fixtures.provision import (

@@ -19,7 +19,7 @@ from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, 
 from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError, TeardownError
 from gpu_transcribe.instance_session import CleanupStep, InstanceSession, InstanceUsage
 from gpu_transcribe.lifecycle import SignalCallback
-from gpu_transcribe.build.plan import CUDA_LOCK, PROVISION_SCRIPT, BuildRequest, provision_argv
+from gpu_transcribe.build_ami.plan import CUDA_LOCK, PROVISION_SCRIPT, BuildRequest, provision_argv
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext

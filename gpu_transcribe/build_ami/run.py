@@ -18,8 +18,8 @@ from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, 
 from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError, TeardownError
 from gpu_transcribe.instance_session import CleanupStep, InstanceSession, InstanceUsage
 from gpu_transcribe.lifecycle import SignalCallback
-from gpu_transcribe.build.image import image_of_builder
-from gpu_transcribe.build.plan import (
+from gpu_transcribe.build_ami.image import image_of_builder
+from gpu_transcribe.build_ami.plan import (
     CUDA_LOCK,
     PROVISION_SCRIPT,
     BuildRequest,
@@ -27,7 +27,7 @@ from gpu_transcribe.build.plan import (
     resolve_base,
     builder_spec,
 )
-from gpu_transcribe.build.provision import provision_builder
+from gpu_transcribe.build_ami.provision import provision_builder
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext

@@ -1,6 +1,6 @@
 """``gpu-transcribe build-ami``: build the GPU image a run boots from. Orchestration: no printing.
 
-Phases (each timed; :attr:`BuildResult.phases`), in :mod:`~gpu_transcribe.build.run`:
+Phases (each timed; :attr:`BuildResult.phases`), in :mod:`~gpu_transcribe.build_ami.run`:
 
 1. ``wheel``: build the project's wheel locally (:func:`gpu_transcribe.wheel.build_wheel`), or take
    ``--wheel FILE``;
@@ -28,8 +28,8 @@ leaves no image and no instance. A client killed with SIGKILL leaves the builder
 it runs) and to ``gpu-transcribe cleanup`` (which finds role ``builder`` like any run).
 """
 
-from gpu_transcribe.build.image import image_builder
-from gpu_transcribe.build.plan import (
+from gpu_transcribe.build_ami.image import image_builder
+from gpu_transcribe.build_ami.plan import (
     CUDA_LOCK,
     PROVISION_SCRIPT,
     BuildPlan,
@@ -38,8 +38,8 @@ from gpu_transcribe.build.plan import (
     builder_spec,
     plan_build,
 )
-from gpu_transcribe.build.provision import check_manifest
-from gpu_transcribe.build.run import run_build
+from gpu_transcribe.build_ami.provision import check_manifest
+from gpu_transcribe.build_ami.run import run_build
 
 __all__ = [
     "CUDA_LOCK",
