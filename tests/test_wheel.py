@@ -22,7 +22,11 @@ def test_build_wheel_holds_both_packages_and_leaves_the_checkout_clean(tmp_path:
     print(f"wheel built in {time.monotonic() - started:.1f} s")  # measured: 1.5 s on 2 cores, no isolation
     assert built == tmp_path / "out" / f"gpu_transcribe-{__version__}-py3-none-any.whl"
     names = set(zipfile.ZipFile(built).namelist())
-    assert {"gpu_transcribe/cli.py", "gpu_transcribe/build_ami/run.py", "gpu_transcribe/data/deadman.sh"} <= names
+    assert {
+        "gpu_transcribe/cli.py",
+        "gpu_transcribe/build_ami/run.py",
+        "gpu_transcribe/data/deadman.sh",
+    } <= names
     assert {"remote/__main__.py", "remote/engine.py", "remote/py.typed"} <= names
     assert not any(n.startswith(("tests/", "bench/", "ami/")) or "__pycache__" in n for n in names)
     metadata = zipfile.ZipFile(built).read(f"gpu_transcribe-{__version__}.dist-info/METADATA").decode()

@@ -22,10 +22,11 @@ Phases (each timed; :attr:`BuildResult.phases`), in :mod:`~gpu_transcribe.build_
 8. ``teardown``: terminate the builder, delete its key pair and security group.
 
 The builder is an :class:`~gpu_transcribe.instance_session.InstanceSession`: every exit path runs the
-teardown exactly once (normal end, any error, SIGINT, SIGTERM, SIGHUP). If the build did not complete, the teardown also stops a provisioning
-still running on the builder and deregisters an image already started, deleting its snapshots: a failed build
-leaves no image and no instance. A client killed with SIGKILL leaves the builder to the dead-man switch (while
-it runs) and to ``gpu-transcribe cleanup`` (which finds role ``builder`` like any run).
+teardown exactly once (normal end, any error, SIGINT, SIGTERM, SIGHUP). If the build did not complete, the
+teardown also stops a provisioning still running on the builder and deregisters an image already started,
+deleting its snapshots: a failed build leaves no image and no instance. A client killed with SIGKILL leaves
+the builder to the dead-man switch (while it runs) and to ``gpu-transcribe cleanup`` (which finds role
+``builder`` like any run).
 """
 
 from gpu_transcribe.build_ami.image import image_builder

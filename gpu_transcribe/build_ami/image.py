@@ -3,31 +3,23 @@ wait until available; an image of a build that did not finish is deregistered wi
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import json
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gpu_transcribe import __version__
-from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
-from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError, TeardownError
-from gpu_transcribe.instance_session import CleanupStep, InstanceSession, InstanceUsage
-from gpu_transcribe.lifecycle import SignalCallback
 from gpu_transcribe.build_ami.plan import BuildRequest
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
+from gpu_transcribe.errors import GpuTranscribeError, TeardownError
+from gpu_transcribe.instance_session import CleanupStep, InstanceSession
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.instances import AddressResolver
-    from gpu_transcribe.aws.launch_plan import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
+    from gpu_transcribe.aws.models import LaunchResult
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession
+
 
 def image_builder(
     ctx: AwsContext,
@@ -70,7 +62,13 @@ def image_builder(
         InstanceLostError: the builder terminated while stopping.
         CloudError: a call failed, the image failed, or a wait timed out.
     """
-    from gpu_transcribe.aws.image_create import IMAGE_POLL_S, create_image, image_name, image_tags, wait_image_available
+    from gpu_transcribe.aws.image_create import (
+        IMAGE_POLL_S,
+        create_image,
+        image_name,
+        image_tags,
+        wait_image_available,
+    )
     from gpu_transcribe.aws.instances import stop_instance
     from gpu_transcribe.aws.models import TAG_ROLE
     from gpu_transcribe.aws.resources import run_tags
@@ -156,8 +154,6 @@ def delete_unfinished_image(
         )
 
 
-
-
 def image_of_builder(
     session: InstanceSession,
     settings: Settings,
@@ -177,7 +173,6 @@ def image_of_builder(
         InstanceLostError, CloudError: as :func:`image_builder`.
     """
     launched = session.launched
-
 
     # Stop the builder and make the image; an image not yet available is deregistered by the teardown.
     def deregister(image_id: str) -> Callable[[SSHSession | None], None]:
@@ -210,5 +205,3 @@ def image_of_builder(
     for step in unfinished:
         session.remove_cleanup(step)
     return image
-
-

@@ -4,30 +4,20 @@ launch spec."""
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import json
-import tempfile
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
-from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
-from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError, TeardownError
-from gpu_transcribe.instance_session import CleanupStep, InstanceSession, InstanceUsage
-from gpu_transcribe.lifecycle import SignalCallback
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
+from gpu_transcribe.instance_session import InstanceUsage
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.instances import AddressResolver
     from gpu_transcribe.aws.launch_plan import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
+    from gpu_transcribe.aws.models import LaunchSpec
     from gpu_transcribe.settings import Settings
-    from gpu_transcribe.ssh import SSHSession
 
 #: The provisioning script, pushed to the builder (repository path ``ami/provision.py``).
 PROVISION_SCRIPT = Path(__file__).resolve().parents[2] / "ami" / "provision.py"
@@ -43,6 +33,7 @@ DEFAULT_ROOT_VOLUME_GIB = 100
 #: The builder's dead-man switch: provisioning takes 15-30 minutes (torch's CUDA wheels are ~3 GB), so a
 #: shorter ``max_lifetime_minutes`` setting is raised to this for the builder.
 MIN_BUILDER_LIFETIME_MINUTES = 120
+
 
 @dataclass(frozen=True)
 class BuildRequest:

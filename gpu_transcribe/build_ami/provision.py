@@ -7,26 +7,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
-from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
-from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError, TeardownError
-from gpu_transcribe.instance_session import CleanupStep, InstanceSession, InstanceUsage
-from gpu_transcribe.lifecycle import SignalCallback
 from gpu_transcribe.build_ami.plan import CUDA_LOCK, PROVISION_SCRIPT, BuildRequest, provision_argv
+from gpu_transcribe.common import ProgressCallback, ProgressEvent
+from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError
+from gpu_transcribe.instance_session import CleanupStep, InstanceSession
 
 if TYPE_CHECKING:
-    from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.instances import AddressResolver
-    from gpu_transcribe.aws.launch_plan import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession
 
@@ -97,8 +88,6 @@ def check_manifest(
             output_tail=output_tail,
         )
     return manifest
-
-
 
 
 def provision_builder(

@@ -3,40 +3,32 @@ provisioning and the image, each phase timed."""
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import json
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gpu_transcribe import __version__
-from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
-from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError, TeardownError
-from gpu_transcribe.instance_session import CleanupStep, InstanceSession, InstanceUsage
-from gpu_transcribe.lifecycle import SignalCallback
 from gpu_transcribe.build_ami.image import image_of_builder
 from gpu_transcribe.build_ami.plan import (
     CUDA_LOCK,
     PROVISION_SCRIPT,
     BuildRequest,
     BuildResult,
-    resolve_base,
     builder_spec,
+    resolve_base,
 )
 from gpu_transcribe.build_ami.provision import provision_builder
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
+from gpu_transcribe.errors import GpuTranscribeError
+from gpu_transcribe.instance_session import InstanceSession
+from gpu_transcribe.lifecycle import SignalCallback
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.images import OurImage
     from gpu_transcribe.aws.instances import AddressResolver
-    from gpu_transcribe.aws.launch_plan import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
     from gpu_transcribe.settings import Settings
-    from gpu_transcribe.ssh import SSHSession
+
 
 def run_build(
     ctx: AwsContext,
@@ -166,5 +158,3 @@ def _wheel(request: BuildRequest, workdir: Path, on_progress: ProgressCallback) 
     wheel = build_wheel(workdir)
     on_progress(ProgressEvent("wheel", f"built {wheel.name} ({wheel.stat().st_size / 1e3:.0f} kB)"))
     return wheel
-
-
