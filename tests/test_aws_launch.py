@@ -29,6 +29,7 @@ from gpu_transcribe.errors import (
     ImageNotFoundError,
     QuotaError,
 )
+from gpu_transcribe.instance_session import launch_spec
 from gpu_transcribe.settings import load_settings
 from tests.fixtures.moto_aws import CALLER_ARN, ON_DEMAND_QUOTA, REGION, SPOT_QUOTA, TEST_CIDR, MotoAws
 
@@ -166,14 +167,14 @@ def test_spec_from_settings_and_its_user_data(aws: MotoAws) -> None:
         env={"GPU_TRANSCRIBE_TAGS": "team=speech"},
         config_files=(),
     )
-    launch_spec = LaunchSpec.from_settings(
+    spec = launch_spec(
         settings,
         image_id=aws.image_id,
         ssh_cidr="2001:db8::7/128",
         role="builder",
         root_volume_size_gib=60,
     )
-    result = launch(AwsContext(REGION), launch_spec, sleep=lambda s: None)
+    result = launch(AwsContext(REGION), spec, sleep=lambda s: None)
     ec2 = aws.ec2()
     instance = ec2.describe_instances(InstanceIds=[result.instance_id])["Reservations"][0]["Instances"][0]
     assert "InstanceLifecycle" not in instance

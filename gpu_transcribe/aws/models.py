@@ -9,14 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from ipaddress import ip_network
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from gpu_transcribe.common import new_run_id
 from gpu_transcribe.errors import LaunchAttempt
 from gpu_transcribe.keys import SshKeyPair
-
-if TYPE_CHECKING:
-    from gpu_transcribe.settings import Settings
 
 # --- tags --------------------------------------------------------------------------------------------------
 TAG_RUN_ID = "gpu-transcribe:run-id"
@@ -211,37 +208,6 @@ class LaunchSpec:
     def name(self) -> str:
         """The ``Name`` tag and the key pair and security group name."""
         return resource_name(self.run_id, self.role)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        image_id: str,
-        ssh_cidr: str,
-        role: Role = "run",
-        run_id: str | None = None,
-        **overrides: object,
-    ) -> LaunchSpec:
-        """A spec from the user's settings; ``overrides`` set other fields (``root_volume_size_gib``...)."""
-        values: dict[str, object] = {
-            "image_id": image_id,
-            "instance_types": settings.instance_types,
-            "ssh_cidr": ssh_cidr,
-            "role": role,
-            "market": settings.market,
-            "max_spot_price_usd_per_hour": settings.max_spot_price_usd_per_hour,
-            "subnet_id": settings.subnet_id,
-            "vpc_id": settings.vpc_id,
-            "max_lifetime_minutes": settings.max_lifetime_minutes,
-            "heartbeat_timeout_minutes": settings.heartbeat_timeout_minutes,
-            "extra_tags": settings.tags,
-            "login_user": settings.login_user,
-        }
-        if run_id is not None:
-            values["run_id"] = run_id
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -156,9 +156,9 @@ def builder_spec(
 ) -> LaunchSpec:
     """The builder's :class:`~gpu_transcribe.aws.models.LaunchSpec`: role ``builder``, on-demand (or spot then
     on-demand with ``spot``), a lifetime of at least :data:`MIN_BUILDER_LIFETIME_MINUTES`."""
-    from gpu_transcribe.aws.models import LaunchSpec
+    from gpu_transcribe.instance_session import launch_spec
 
-    return LaunchSpec.from_settings(
+    return launch_spec(
         settings,
         image_id=base_image_id,
         ssh_cidr=ssh_cidr,

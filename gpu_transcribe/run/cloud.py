@@ -86,8 +86,8 @@ def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCall
     from gpu_transcribe.aws.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.clients import AwsContext, s3_client
     from gpu_transcribe.aws.launch_plan import plan_launch
-    from gpu_transcribe.aws.models import LaunchSpec
     from gpu_transcribe.aws.s3 import check_bucket
+    from gpu_transcribe.instance_session import launch_spec
 
     bucket = settings.require_s3_bucket() if request.upload else None
     ctx = AwsContext.from_settings(settings)
@@ -100,7 +100,7 @@ def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCall
     )
     cidr = resolve_ssh_cidr(settings.ssh_cidr, settings.source("ssh_cidr"))
     started_at = utc_now()
-    spec = LaunchSpec.from_settings(settings, image_id=image_id, ssh_cidr=cidr, run_id=new_run_id(started_at))
+    spec = launch_spec(settings, image_id=image_id, ssh_cidr=cidr, run_id=new_run_id(started_at))
     plan = plan_launch(ctx, spec, on_progress=callbacks.on_progress, now=started_at)
     return _CloudPlan(bucket, ctx, image, plan, started_at)
 
