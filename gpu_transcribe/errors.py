@@ -96,6 +96,13 @@ class CredentialsError(CloudError):
         super().__init__(message)
 
 
+class ProfileNotFoundError(CredentialsError):
+    """The AWS profile named by ``--aws-profile``, ``aws_profile`` or ``AWS_PROFILE`` does not exist: a bad
+    setting, so the exit status is 2."""
+
+    exit_code = 2
+
+
 class QuotaError(CloudError):
     """A Service Quotas limit is too small for one instance.
 

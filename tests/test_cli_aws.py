@@ -200,3 +200,17 @@ def test_help_does_not_import_boto3() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("how", ["flag", "AWS_PROFILE"])
+def test_a_profile_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, how: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = str(tmp_path)  # no ~/.aws at all
+    if how == "AWS_PROFILE":
+        env["AWS_PROFILE"] = "nope"
+    proc = run_cli("zones", *(["--aws-profile", "nope"] if how == "flag" else []), env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    source = "--aws-profile" if how == "flag" else "AWS_PROFILE"
+    assert f"AWS profile 'nope' (from {source})" in lines[0] and "aws configure --profile nope" in lines[0]

@@ -32,7 +32,7 @@ import botocore.session
 from botocore.config import Config
 
 from gpu_transcribe import __version__
-from gpu_transcribe.errors import CloudError, CredentialsError
+from gpu_transcribe.errors import CloudError, CredentialsError, ProfileNotFoundError
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -166,11 +166,23 @@ class AwsContext:
         core.register_component("data_loader", _shared_loader())
         try:
             session = boto3.Session(botocore_session=core, profile_name=self.profile, region_name=self.region)
+            core.get_scoped_config()  # botocore looks the profile up lazily: here, not in the first AWS call
         except botocore.exceptions.ProfileNotFound:
-            raise credentials_error(self, "ProfileNotFound") from None
+            raise self._profile_not_found(core.profile) from None
         loader = _shared_loader()
         loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))  # boto3 appends its path each time
         return session
+
+    def _profile_not_found(self, profile: str | None) -> ProfileNotFoundError:
+        source = self.profile_source if self.profile else "AWS_PROFILE"
+        name = self.profile or profile or ""
+        return ProfileNotFoundError(
+            f"AWS profile {name!r} (from {source}) is not in ~/.aws/config or ~/.aws/credentials; "
+            f"create it with `aws configure --profile {name}`, or name one that "
+            "`aws configure list-profiles` shows",
+            profile=name,
+            region=self.region,
+        )
 
     def describe_profile(self) -> str:
         """``profile 'x' (from --aws-profile)`` or ``the default credential chain``, for messages."""
