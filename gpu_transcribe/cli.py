@@ -112,7 +112,7 @@ def run(
     algorithm: opt.Algorithm = "auto",
     beam_size: opt.BeamSize = TranscribeOptions.beam_size,
     task: opt.Task = "transcribe",
-    device: opt.Device = "auto",
+    device: opt.Device = None,
     no_s3: opt.NoS3 = False,
     upload_audio: opt.UploadAudio = False,
     dry_run: opt.DryRun = False,
@@ -144,21 +144,24 @@ def run(
         batch_size=batch_size,
         algorithm=algorithm,  # type: ignore[arg-type]
     )
-    where = [name for name, given in (("--local", local), ("--host", host), ("--dry-run", dry_run)) if given]
-    if len(where) > 1:
-        from gpu_transcribe.errors import SettingsError
+    _check_run_flags(
+        local=local,
+        host=host,
+        dry_run=dry_run,
+        device=device,
+        identity=identity,
+        known_hosts=known_hosts,
+        no_s3=no_s3,
+        upload_audio=upload_audio,
+    )
+    from gpu_transcribe.inputs import validate_options
 
-        raise SettingsError(
-            where[0],
-            "command line",
-            f"{' and '.join(where)} cannot be combined: --local runs here, --host on your machine, "
-            "--dry-run plans a cloud launch; choose one",
-            "one of --local, --host, --dry-run",
-        )
+    validate_options(options, formats)  # every choice checked before any work, and before a spinner
     inputs = tuple(str(p) for p in paths)
     if local:
-        from gpu_transcribe.local import LocalRunRequest
+        from gpu_transcribe.local import LocalRunRequest, check_model
 
+        check_model(settings.model, settings.source("model"))
         _run_local(
             LocalRunRequest(
                 paths=inputs,
@@ -167,7 +170,7 @@ def run(
                 options=options,
                 model=settings.model,
                 revision=revision,
-                device=device,
+                device=device or "auto",
             )
         )
         return
@@ -186,6 +189,64 @@ def run(
         host=parse_host(host, identity, known_hosts) if host else None,
     )
     _run_remote(request, settings, dry_run=dry_run)
+
+
+def _check_run_flags(
+    *,
+    local: bool,
+    host: str | None,
+    dry_run: bool,
+    device: str | None,
+    identity: object,
+    known_hosts: object,
+    no_s3: bool,
+    upload_audio: bool,
+) -> None:
+    """Refuse flags that contradict each other or do not apply to this kind of run, and a bad ``--device``.
+
+    Raises:
+        SettingsError: naming the flags and what to do (exit status 2).
+    """
+    from gpu_transcribe.errors import SettingsError
+    from remote.options import DEVICES
+
+    where = [name for name, given in (("--local", local), ("--host", host), ("--dry-run", dry_run)) if given]
+    if len(where) > 1:
+        raise SettingsError(
+            where[0],
+            "command line",
+            f"{' and '.join(where)} cannot be combined: --local runs here, --host on your machine, "
+            "--dry-run plans a cloud launch; choose one",
+            "one of --local, --host, --dry-run",
+        )
+    if device is not None and device not in DEVICES:
+        raise SettingsError(
+            "device",
+            "--device",
+            f"--device: {device!r} is not one of {', '.join(DEVICES)}",
+            ", ".join(DEVICES),
+        )
+    misplaced = [
+        (
+            device is not None and not local,
+            "--device",
+            "--device applies only with --local (an instance or --host uses its GPU); drop it or add --local",
+        ),
+        (identity is not None and not host, "--identity", "--identity applies only with --host; drop it"),
+        (
+            known_hosts is not None and not host,
+            "--known-hosts",
+            "--known-hosts applies only with --host; drop it",
+        ),
+        (
+            upload_audio and no_s3,
+            "--upload-audio",
+            "--upload-audio stores the audio in S3, which --no-s3 turns off; drop one of them",
+        ),
+    ]
+    for given, name, message in misplaced:
+        if given:
+            raise SettingsError(name.lstrip("-"), name, message)
 
 
 def _run_local(request: LocalRunRequest) -> None:

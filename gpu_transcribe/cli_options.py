@@ -66,7 +66,7 @@ OutputDir = Annotated[
     typer.Option("--output-dir", "-o", help="Write every output here. Default: beside each input file."),
 ]
 Format = Annotated[
-    str, typer.Option("--format", "-f", help="Output formats, comma-separated: txt,json,srt,vtt.")
+    str, typer.Option("--format", "-f", help="Output formats, comma-separated, any of: txt,json,srt,vtt.")
 ]
 Language = Annotated[
     str | None,
@@ -86,14 +86,29 @@ BatchSize = Annotated[
     ),
 ]
 Algorithm = Annotated[
-    str, typer.Option("--algorithm", help="auto, sequential (most accurate) or batched (fastest on GPUs).")
+    str,
+    typer.Option(
+        "--algorithm",
+        help="auto (= batched), batched (silence-cut windows decoded together: faster, and more accurate in "
+        "the README's measurements) or sequential (OpenAI's long-form algorithm, conditioned on the "
+        "previous text).",
+    ),
 ]
 BeamSize = Annotated[int, typer.Option("--beam-size", min=1, max=16, help="Beam search width; 1 is greedy.")]
 Task = Annotated[str, typer.Option("--task", help="transcribe, or translate (into English).")]
-Device = Annotated[str, typer.Option("--device", help="With --local: auto, cpu or cuda.")]
+Device = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="With --local only: auto (cuda if torch sees a GPU), cpu or cuda.",
+        show_default=False,
+    ),
+]
 Local = Annotated[bool, typer.Option("--local", help="Transcribe on this machine; no cloud.")]
 NoS3 = Annotated[bool, typer.Option("--no-s3", help="Do not upload the outputs to S3.")]
-UploadAudio = Annotated[bool, typer.Option("--upload-audio", help="Also store the audio files in S3.")]
+UploadAudio = Annotated[
+    bool, typer.Option("--upload-audio", help="Also store the audio files in S3 (not with --no-s3).")
+]
 UpdateEngine = Annotated[
     bool,
     typer.Option(

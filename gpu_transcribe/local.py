@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpu_transcribe.engine_runner import EngineRequest, EngineRun, EventCallback, run_engine_locally
-from gpu_transcribe.errors import InputError
+from gpu_transcribe.errors import InputError, SettingsError
 from gpu_transcribe.inputs import AudioInput, collect_audio, validate_options
 from gpu_transcribe.outputs import prepare_output_dir
 from remote.options import TranscribeOptions
@@ -64,6 +64,28 @@ def resolve_model(model: str) -> str:
     """A model that names an existing local directory becomes its absolute path; else it is a hub id."""
     path = Path(os.path.expanduser(model))
     return str(path.resolve()) if path.is_dir() else model
+
+
+def check_model(model: str, source: str) -> None:
+    """Refuse a ``model`` that is written as a path (``/...``, ``./...``, ``~/...``, or more than one ``/``,
+    which no Hugging Face id has) but is not a directory; anything else is left to the engine (a hub id).
+
+    Raises:
+        SettingsError: naming the model, where it came from and what to give instead (exit status 2).
+    """
+    looks_like_path = (
+        model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.sep in model.replace("/", "")
+    )
+    path = Path(os.path.expanduser(model))
+    if (looks_like_path or path.exists()) and not path.is_dir():
+        reason = "is not a directory" if path.exists() else "no such directory"
+        raise SettingsError(
+            "model",
+            source,
+            f"model (from {source}): {model}: {reason}; give a model directory (with config.json) or a "
+            "Hugging Face id such as KBLab/kb-whisper-small",
+            "a model directory or a Hugging Face id",
+        )
 
 
 def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -> LocalRunResult:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_transcribe.errors import SettingsError
-from remote.languages import normalize_language
+from remote.languages import LANGUAGE_CHOICES, normalize_language
 
 ENV_PREFIX = "GPU_TRANSCRIBE_"
 LOCAL_CONFIG_NAME = "gpu-transcribe.toml"
@@ -359,8 +359,8 @@ def _model(value: object) -> str:
 def _language(value: object) -> str:
     try:
         return normalize_language(_text(value))
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
+    except ValueError:
+        raise ValueError(LANGUAGE_CHOICES) from None
 
 
 _PARSERS: dict[str, Callable[[object], Any]] = {

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from remote.errors import BadOptionError, EngineFailure, OutputWriteError
-from remote.options import ALGORITHMS, DEFAULT_LANGUAGE, DEFAULT_MODEL, FORMATS, TASKS
+from remote.options import ALGORITHMS, DEFAULT_LANGUAGE, DEFAULT_MODEL, DEVICES, FORMATS, TASKS
 from remote.protocol import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, emit
 
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--beam-size", type=int, default=None, help="beams per decoding step (default: 5)")
     run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: per device)")
     run.add_argument("--algorithm", default="auto", choices=ALGORITHMS)
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--device", default="auto", choices=DEVICES)
     return parser
 
 

@@ -111,6 +111,12 @@ LANGUAGES: dict[str, str] = {
     "yue": "cantonese",
 }
 
+#: What a language option accepts, for error messages: every code, so the user need not look them up.
+LANGUAGE_CHOICES = (
+    f"'{AUTO}' to detect, an English language name (swedish) or one of Whisper's codes: "
+    + ", ".join(sorted(LANGUAGES))
+)
+
 
 def normalize_language(value: str) -> str:
     """Return the Whisper language code for ``value`` (a code or an English name, any case), or ``"auto"``.
@@ -124,6 +130,4 @@ def normalize_language(value: str) -> str:
     by_name = {name: code for code, name in LANGUAGES.items()}
     if key in by_name:
         return by_name[key]
-    raise ValueError(
-        f"unknown language {value!r}: use 'auto' or a Whisper language code such as sv, en, no, da, fi"
-    )
+    raise ValueError(f"unknown language {value!r}; use {LANGUAGE_CHOICES}")

@@ -13,6 +13,7 @@ Algorithm = Literal["auto", "sequential", "batched"]
 TASKS: tuple[str, ...] = ("transcribe", "translate")
 ALGORITHMS: tuple[str, ...] = ("auto", "sequential", "batched")
 FORMATS: tuple[str, ...] = ("txt", "json", "srt", "vtt")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DEFAULT_FORMATS: tuple[str, ...] = ("txt", "json")
 DEFAULT_MODEL = "KBLab/kb-whisper-small"
 DEFAULT_LANGUAGE = "sv"
@@ -27,9 +28,10 @@ class TranscribeOptions:
         task: ``transcribe`` (same language) or ``translate`` (into English).
         beam_size: beams per decoding step; 1 is greedy search.
         batch_size: windows decoded together by the ``batched`` algorithm; ``None`` picks one per device.
-        algorithm: ``sequential`` (OpenAI's long-form algorithm with temperature fallback: most accurate),
-            ``batched`` (silence-cut windows of at most 30 s decoded in batches: fastest on GPUs), or ``auto``
-            (chosen per device; see the README for the measurements behind the choice).
+        algorithm: ``sequential`` (OpenAI's long-form algorithm: 30 s windows in sequence, conditioned on the
+            previous text, with temperature fallback), ``batched`` (silence-cut windows of at most 29 s
+            decoded in batches, each once), or ``auto`` (``batched``, faster and more accurate in the README's
+            measurements).
     """
 
     language: str = DEFAULT_LANGUAGE

@@ -155,3 +155,77 @@ def test_local_host_and_dry_run_cannot_be_combined(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--local and --dry-run cannot be combined" in lines[0], proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--local", "--device", "tpu"], "--device: 'tpu' is not one of auto, cpu, cuda"),
+        (["--local", "--task", "summarise"], "--task: 'summarise' is not one of transcribe, translate"),
+        (["--local", "--algorithm", "fast"], "--algorithm: 'fast' is not one of auto, sequential, batched"),
+        (["--local", "--format", "txt,doc"], "--format: 'doc' is not one of txt, json, srt, vtt"),
+        (["--market", "cheap"], "market (from --market): 'cheap' is not allowed"),
+        (["--algorithm", "fast"], "--algorithm: 'fast'"),  # a cloud run checks before any AWS call
+    ],
+)
+def test_a_bad_choice_is_one_line_and_exit_2_before_any_work(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    proc = run_cli("run", *args, "-o", tmp_path / "o", SV_CLIP)
+    assert proc.returncode == 2, proc.stderr
+    assert expected in _one_error_line(proc)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--device", "cpu"], "--device applies only with --local"),
+        (["--host", "u@h", "--device", "cuda"], "--device applies only with --local"),
+        (["--local", "--identity", "key"], "--identity applies only with --host"),
+        (["--known-hosts", "kh"], "--known-hosts applies only with --host"),
+        (["--no-s3", "--upload-audio"], "--upload-audio stores the audio in S3, which --no-s3 turns off"),
+    ],
+)
+def test_a_flag_that_does_not_apply_is_refused(tmp_path: Path, args: list[str], expected: str) -> None:
+    proc = run_cli("run", *args, "-o", tmp_path / "o", SV_CLIP)
+    assert proc.returncode == 2, proc.stderr
+    assert expected in _one_error_line(proc)
+
+
+def test_run_help_lists_every_choice() -> None:
+    proc = run_cli("run", "--help")
+    text = " ".join(proc.stdout.split())
+    for choices in (
+        "auto (cuda if torch sees a GPU), cpu or cuda",
+        "txt,json,srt,vtt",
+        "transcribe, or translate",
+    ):
+        assert choices in text
+    assert "spot-then-on-demand, spot or on-demand" in text
+    assert "auto (= batched)" in text and "most accurate" not in text
+
+
+def test_an_unknown_language_lists_the_valid_codes(tmp_path: Path) -> None:
+    line = _one_error_line(run_cli("run", "--local", "-l", "xx", "-o", tmp_path, SV_CLIP))
+    assert "'xx' is not allowed" in line and "expected unknown language" not in line
+    assert "one of Whisper's codes:" in line and " sv," in line and " en," in line and "yue" in line
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_model_directory_that_does_not_exist_is_exit_2(tmp_path: Path, kind: str) -> None:
+    model = tmp_path / "models" / "whisper"
+    if kind == "file":
+        model.parent.mkdir()
+        model.write_text("x", encoding="utf-8")
+    proc = run_cli("run", "--local", "--model", model, "-o", tmp_path / "o", SV_CLIP)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc)
+    assert f"model (from --model): {model}" in line
+    assert ("no such directory" if kind == "missing" else "is not a directory") in line
