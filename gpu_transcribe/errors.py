@@ -48,6 +48,12 @@ class OutputError(GpuTranscribeError):
         super().__init__(message)
 
 
+class OutputDirError(OutputError):
+    """The ``--output-dir`` given cannot be used (a file, or not writable): a bad option, so exit status 2."""
+
+    exit_code = 2
+
+
 class SettingsError(GpuTranscribeError):
     """A setting has a bad value.
 

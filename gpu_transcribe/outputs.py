@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpu_transcribe.errors import InputError, OutputError
+from gpu_transcribe.errors import InputError, OutputDirError, OutputError
 from gpu_transcribe.inputs import AudioInput
 
 #: One input's outputs: format (``txt``, ``json``, ``srt``, ``vtt``) -> local path.
@@ -24,7 +24,7 @@ def prepare_output_dir(output_dir: Path) -> Path:
         The directory, absolute.
 
     Raises:
-        OutputError: it cannot be created or written; the message names it and says what to do.
+        OutputDirError: it cannot be created or written; the message names it and says what to do.
     """
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -32,7 +32,7 @@ def prepare_output_dir(output_dir: Path) -> Path:
             pass
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise OutputError(
+        raise OutputDirError(
             output_dir,
             f"--output-dir {output_dir}: cannot write there ({reason}); choose a writable directory",
         ) from exc
@@ -71,7 +71,9 @@ def check_output_dirs(destinations: Sequence[Destinations], output_dir: Path | N
     """Prove every output directory is writable (creating ``output_dir`` if needed).
 
     Raises:
-        OutputError: one cannot be written; the message names it and says to choose ``--output-dir``.
+        OutputDirError: ``output_dir`` cannot be written (a bad option, exit status 2).
+        OutputError: a directory beside the inputs cannot be written; the message says to choose
+            ``--output-dir``.
     """
     if output_dir is not None:
         prepare_output_dir(output_dir)

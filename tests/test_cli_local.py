@@ -127,7 +127,7 @@ def test_unwritable_output_dir_fails_before_any_work(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x", encoding="utf-8")
     proc = run_cli("run", "--local", "-o", blocker / "out", SV_CLIP)
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # a bad option
     assert "--output-dir" in proc.stderr and str(blocker / "out") in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
 
@@ -229,3 +229,18 @@ def test_a_model_directory_that_does_not_exist_is_exit_2(tmp_path: Path, kind: s
     line = _one_error_line(proc)
     assert f"model (from --model): {model}" in line
     assert ("no such directory" if kind == "missing" else "is not a directory") in line
+
+
+@pytest.mark.parametrize("where", ["--local", "--host"])
+def test_output_dir_that_is_a_file_is_a_bad_option(tmp_path: Path, where: str) -> None:
+    a_file = tmp_path / "transcripts"
+    a_file.write_text("x", encoding="utf-8")
+    key = tmp_path / "key"
+    key.write_text("", encoding="utf-8")
+    host = ["--host", "nobody@127.0.0.1:9", "-i", key, "--known-hosts", key, "--no-s3"]
+    run_where: list[str | Path] = ["--local"] if where == "--local" else host
+    proc = run_cli("run", *run_where, "-o", a_file, SV_CLIP)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc)
+    assert f"--output-dir {a_file}: cannot write there" in line
+    assert a_file.read_text(encoding="utf-8") == "x"
