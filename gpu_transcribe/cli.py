@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from gpu_transcribe import __version__
 from gpu_transcribe import cli_options as opt
@@ -32,10 +33,15 @@ stderr = Console(stderr=True)
 EXIT_UPLOAD_FAILED = 4
 EXIT_LEFT_BEHIND = 5
 
+#: Where the root command keeps ``--debug`` in the click context's ``meta`` (shared by every subcommand).
+_DEBUG_KEY = "gpu_transcribe.debug"
+
 
 class _ErrorsToExitCodes(TyperGroup):
     """The root command group. Every command runs inside its :meth:`invoke`, which turns a
-    :class:`GpuTranscribeError` into one ``error:`` line on stderr and ``typer.Exit(error.exit_code)``."""
+    :class:`GpuTranscribeError` into one ``error:`` line on stderr and ``typer.Exit(error.exit_code)``, and
+    any other exception (a bug) into one ``error: unexpected ...`` line and exit status 1, or its traceback
+    with ``--debug``."""
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context's base: the click Context vendored in typer
         try:
@@ -45,6 +51,15 @@ class _ErrorsToExitCodes(TyperGroup):
 
             print_error(error, stderr)
             raise typer.Exit(error.exit_code) from None
+        except (typer.Exit, typer.Abort, TyperException):  # usage errors, exits: typer's own handling
+            raise
+        except Exception as error:
+            if ctx.meta.get(_DEBUG_KEY):
+                raise
+            from gpu_transcribe.render import print_unexpected_error
+
+            print_unexpected_error(error, stderr)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -78,11 +93,19 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    typer_ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the traceback of an unexpected error (a bug) instead of one line."
+        ),
+    ] = False,
 ) -> None:
     """Transcribe audio on a short-lived AWS GPU spot instance, or on this machine with --local."""
+    typer_ctx.meta[_DEBUG_KEY] = debug
 
 
 def _settings(**flags: object) -> Settings:

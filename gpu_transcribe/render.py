@@ -36,6 +36,17 @@ def print_error(error: GpuTranscribeError, console: Console) -> None:
     console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
 
 
+def print_unexpected_error(error: BaseException, console: Console) -> None:
+    """An error that is not a :class:`GpuTranscribeError` (a bug) as one line, with how to see more."""
+    message = " ".join(str(error).split())
+    console.print(
+        f"[bold red]error:[/] unexpected {type(error).__name__}: {escape(message)} "
+        "(rerun with gpu-transcribe --debug ... to see the traceback)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def print_lines(lines: Iterable[str], console: Console) -> None:
     """Each of ``lines`` as is: no markup, no highlighting, never wrapped (paths, plan and result lines)."""
     for line in lines:

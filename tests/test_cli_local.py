@@ -244,3 +244,38 @@ def test_output_dir_that_is_a_file_is_a_bad_option(tmp_path: Path, where: str) -
     line = _one_error_line(proc)
     assert f"--output-dir {a_file}: cannot write there" in line
     assert a_file.read_text(encoding="utf-8") == "x"
+
+
+_A_BUG = (
+    "import sys\n"
+    "import gpu_transcribe.render as render\n"
+    "def broken(*args, **kwargs):\n"
+    "    raise KeyError('no such row')\n"
+    "render.print_settings = broken\n"
+    "from gpu_transcribe.cli import app\n"
+    "app(sys.argv[1:], prog_name='gpu-transcribe')\n"
+)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_is_one_line_unless_debug(tmp_path: Path, debug: bool) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200", NO_COLOR="1", HOME=str(tmp_path))
+    args = ["--debug"] if debug else []
+    proc = subprocess.run(
+        [sys.executable, "-c", _A_BUG, *args, "config", "show"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    if debug:
+        assert "Traceback (most recent call last)" in proc.stderr and "KeyError" in proc.stderr
+    else:
+        line = _one_error_line(proc)
+        assert line.startswith("error: unexpected KeyError: 'no such row'") and "--debug" in line
+
+
+def test_debug_is_in_the_root_help() -> None:
+    assert "--debug" in run_cli("--help").stdout
