@@ -109,13 +109,17 @@ def _root(
 
 
 def _settings(**flags: object) -> Settings:
-    """The effective settings for the flags given (``None`` for a flag not given).
+    """The effective settings for the flags given (``None`` for a flag not given), after a warning on stderr
+    for each ``GPU_TRANSCRIBE_*`` variable that is not a setting.
 
     Raises:
         SettingsError: a value is bad; the message names the setting and its source.
     """
-    from gpu_transcribe.settings import load_settings
+    from gpu_transcribe.render import print_warning
+    from gpu_transcribe.settings import load_settings, unknown_env_vars
 
+    for warning in unknown_env_vars():
+        print_warning(warning, stderr)
     return load_settings(flags)
 
 

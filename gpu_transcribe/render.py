@@ -36,6 +36,11 @@ def print_error(error: GpuTranscribeError, console: Console) -> None:
     console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
 
 
+def print_warning(message: str, console: Console) -> None:
+    """``warning: <message>`` as one line (not fatal: the command goes on)."""
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def print_unexpected_error(error: BaseException, console: Console) -> None:
     """An error that is not a :class:`GpuTranscribeError` (a bug) as one line, with how to see more."""
     message = " ".join(str(error).split())

@@ -18,6 +18,7 @@ This module imports neither boto3 nor anything heavy; the CLI imports it at star
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -394,6 +395,40 @@ def env_var(name: str) -> str:
     """The environment variable for setting ``name``: ``instance_types`` ->
     ``GPU_TRANSCRIBE_INSTANCE_TYPES``."""
     return ENV_PREFIX + name.upper()
+
+
+#: ``GPU_TRANSCRIBE_*`` variables read by the code that are not settings: test and measurement seams.
+OTHER_ENV_VARS: frozenset[str] = frozenset(
+    {
+        "GPU_TRANSCRIBE_DIAL_ADDRESS",  # aws/instances.py: dial this HOST:PORT instead of the instance
+        "GPU_TRANSCRIBE_HEARTBEAT_PATH",  # instance_session.py: the heartbeat file's path
+        "GPU_TRANSCRIBE_IMDS_ENDPOINT",  # spot_watch.py: where the instance metadata service answers
+        "GPU_TRANSCRIBE_TEST_MODEL",  # tests: the offline Whisper model
+        "GPU_TRANSCRIBE_TEST_PREFIX",  # tests/fixtures/provision.py: a provisioned prefix to reuse
+        "GPU_TRANSCRIBE_SHARED_AUDIO",  # bench/fixtures.py: the recordings' directory
+    }
+)
+
+
+def unknown_env_vars(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """One warning per ``GPU_TRANSCRIBE_*`` variable that is neither a setting nor in :data:`OTHER_ENV_VARS`
+    (a mistyped setting is otherwise ignored silently), naming the closest setting's variable.
+
+    Args:
+        env: the environment (``os.environ`` if ``None``).
+    """
+    env = os.environ if env is None else env
+    known = {env_var(setting) for setting in SETTING_NAMES}
+    # Compared without the prefix, which every candidate shares and which would make anything look close.
+    suffixes = [setting.upper() for setting in SETTING_NAMES]
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name in OTHER_ENV_VARS:
+            continue
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.6)
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "`gpu-transcribe config show` lists them"
+        warnings.append(f"{name} is not a setting and is ignored; {hint}")
+    return tuple(warnings)
 
 
 def flag(name: str) -> str:

@@ -214,3 +214,27 @@ def test_a_profile_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, ho
     assert len(lines) == 1, proc.stderr
     source = "--aws-profile" if how == "flag" else "AWS_PROFILE"
     assert f"AWS profile 'nope' (from {source})" in lines[0] and "aws configure --profile nope" in lines[0]
+
+
+def test_a_mistyped_setting_variable_is_a_warning_naming_the_setting(tmp_path: Path) -> None:
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    env = {k: v for k, v in env.items() if not k.startswith("GPU_TRANSCRIBE_")}
+    extra = {
+        "GPU_TRANSCRIBE_REGIN": "eu-west-1",
+        "GPU_TRANSCRIBE_DIAL_ADDRESS": "127.0.0.1:22",  # read by the code, not a setting: no warning
+        "GPU_TRANSCRIBE_TEST_MODEL": "/models/whisper-base",
+        "GPU_TRANSCRIBE_REGION": "eu-north-1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", "config", "show"],
+        env={**env, **extra, "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr  # not fatal
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "warning: GPU_TRANSCRIBE_REGIN is not a setting and is ignored; did you mean GPU_TRANSCRIBE_REGION?"
+    ]

@@ -187,3 +187,16 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_duration() -> None:
     with pytest.raises(SettingsError, match="--older-than: 'two hours' is not a duration"):
         parse_duration_s("two hours")
+
+
+def test_unknown_env_vars_name_the_closest_setting_and_spare_the_known_others() -> None:
+    from gpu_transcribe.settings import OTHER_ENV_VARS, unknown_env_vars
+
+    env = {name: "1" for name in OTHER_ENV_VARS}
+    env.update(
+        GPU_TRANSCRIBE_REGION="eu-north-1", GPU_TRANSCRIBE_S3BUCKET="b", GPU_TRANSCRIBE_XYZZY="1", HOME="/"
+    )
+    assert unknown_env_vars(env) == (
+        "GPU_TRANSCRIBE_S3BUCKET is not a setting and is ignored; did you mean GPU_TRANSCRIBE_S3_BUCKET?",
+        "GPU_TRANSCRIBE_XYZZY is not a setting and is ignored; `gpu-transcribe config show` lists them",
+    )
