@@ -334,18 +334,21 @@ def config_show(region: opt.Region = None, aws_profile: opt.Profile = None) -> N
 
 @app.command("zones")
 def zones(
-    instance_type: opt.InstanceType = None, region: opt.Region = None, aws_profile: opt.Profile = None
+    instance_type: opt.InstanceType = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+    json: opt.Json = False,
 ) -> None:
     """List the zones for each instance type, cheapest spot price first, with on-demand price and saving."""
     from gpu_transcribe.catalog import zone_prices
-    from gpu_transcribe.render import print_zones
+    from gpu_transcribe.render import print_json, print_zones
 
     settings = _settings(
         region=region, aws_profile=aws_profile, instance_types=",".join(instance_type or []) or None
     )
     with stderr.status(f"reading spot prices in {settings.region}"):
         report = zone_prices(settings)
-    print_zones(report, stdout)
+    (print_json if json else print_zones)(report, stdout)
     if report.error is not None:
         raise report.error
 
@@ -358,11 +361,12 @@ def cleanup_command(
     dry_run: opt.DryRun = False,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
+    json: opt.Json = False,
 ) -> None:
     """Find gpu-transcribe's instances, volumes, key pairs and security groups by tag and remove them."""
     from gpu_transcribe.cleanup import cleanup
     from gpu_transcribe.progress import event_printer
-    from gpu_transcribe.render import print_cleanup
+    from gpu_transcribe.render import print_cleanup, print_json
     from gpu_transcribe.settings import parse_duration_s
 
     settings = _settings(region=region, aws_profile=aws_profile)
@@ -374,7 +378,7 @@ def cleanup_command(
         dry_run=dry_run,
         on_progress=event_printer(stderr),
     )
-    print_cleanup(report, stdout)
+    (print_json if json else print_cleanup)(report, stdout)
     if report.error is not None:
         raise report.error
 
@@ -432,14 +436,20 @@ def build_ami(
 
 
 @images_app.callback()
-def images_list(typer_ctx: typer.Context, region: opt.Region = None, aws_profile: opt.Profile = None) -> None:
+def images_list(
+    typer_ctx: typer.Context,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+    json: opt.Json = False,
+) -> None:
     """List our images: id, created, version, model, revision, size, and whether a live instance uses it."""
     if typer_ctx.invoked_subcommand is not None:
         return
     from gpu_transcribe.catalog import list_images
-    from gpu_transcribe.render import print_images
+    from gpu_transcribe.render import print_images, print_json
 
-    print_images(list_images(_settings(region=region, aws_profile=aws_profile)), stdout)
+    listing = list_images(_settings(region=region, aws_profile=aws_profile))
+    (print_json if json else print_images)(listing, stdout)
 
 
 @images_app.command("prune")

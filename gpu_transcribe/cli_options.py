@@ -52,6 +52,10 @@ Model = Annotated[
 ]
 Revision = Annotated[str | None, typer.Option("--revision", help="Model revision (branch, tag or commit).")]
 
+Json = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts) instead of a table.")
+]
+
 # --- run ---------------------------------------------------------------------------------------------------
 
 Paths = Annotated[

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -50,6 +50,27 @@ def print_unexpected_error(error: BaseException, console: Console) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def to_json(report: Any) -> str:
+    """A frozen dataclass result (``ZonePrices``, ``ImageList``, ``CleanupReport``...) as indented JSON: its
+    fields, nested dataclasses as objects, tuples as lists, times as ISO 8601 strings, paths as strings."""
+    import dataclasses
+    import json
+
+    def convert(value: object) -> object:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, Path):
+            return str(value)
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    return json.dumps(dataclasses.asdict(report), indent=2, default=convert, ensure_ascii=False)
+
+
+def print_json(report: Any, console: Console) -> None:
+    """``report`` as JSON (:func:`to_json`): plain text, never wrapped or highlighted, for scripts."""
+    console.print(to_json(report), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_lines(lines: Iterable[str], console: Console) -> None:

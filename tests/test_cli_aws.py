@@ -4,6 +4,7 @@ against moto, one ``zones`` and one ``cleanup`` as subprocesses reaching moto th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,16 @@ def test_zones_lists_cheapest_first_with_on_demand_and_saving(aws: MotoAws, cli:
     assert "on-demand prices: table:" in result.stdout and "2026-11-22" in result.stdout
 
 
+def test_zones_json_for_scripts(aws: MotoAws, cli: CliRunner) -> None:
+    result = cli.invoke(app, ["zones", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["region"] == REGION and data["instance_types"] == ["g4dn.xlarge"]
+    assert [row["zone"] for row in data["rows"]] == ["eu-north-1b", "eu-north-1c", "eu-north-1a"]
+    assert data["rows"][0]["spot_price_usd_per_hour"] == pytest.approx(0.1881)
+    assert data["rows"][0]["on_demand"]["price_usd_per_hour"] == pytest.approx(0.558)
+
+
 def test_zones_for_a_type_offered_in_two_zones_and_one_offered_nowhere(aws: MotoAws, cli: CliRunner) -> None:
     aws.set_spot_prices({("g5.xlarge", "eu-north-1c"): 0.31, ("g5.xlarge", "eu-north-1b"): 0.29})
     result = cli.invoke(app, ["zones", "-t", "g5.xlarge"])
@@ -133,6 +144,17 @@ def test_cleanup_table_and_dry_run(aws: MotoAws, cli: CliRunner) -> None:
     assert "terminated" in done.stdout and done.stdout.count("deleted") == 2
     assert find_resources(AwsContext(REGION)) == ()
     assert "nothing of gpu-transcribe's found in eu-north-1" in cli.invoke(app, ["cleanup"]).stdout
+
+
+def test_cleanup_dry_run_json_for_scripts(aws: MotoAws, cli: CliRunner) -> None:
+    left = leave_a_run(aws)
+    result = cli.invoke(app, ["cleanup", "--dry-run", "--older-than", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["dry_run"] is True and data["region"] == REGION
+    found = {o["resource"]["resource_id"]: o["action"] for o in data["outcomes"]}
+    assert found == {r: "would-remove" for r in (left.instance_id, left.key_name, left.security_group_id)}
+    assert len(find_resources(AwsContext(REGION))) == 3
 
 
 def test_cleanup_exits_non_zero_with_the_reason_when_something_stays(aws: MotoAws, cli: CliRunner) -> None:

@@ -5,6 +5,7 @@ parameter."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,3 +224,16 @@ def test_base_image_comes_from_the_ssm_public_parameter(aws: MotoAws) -> None:
     seed_ssm_parameter(DLAMI_BASE_PARAMETER, "not-an-ami")  # a newer version of the parameter
     with pytest.raises(ImageNotFoundError, match="not an AMI id"):
         resolve_base_image(AwsContext(REGION))
+
+
+def test_images_json_for_scripts(aws: MotoAws, cli: CliRunner) -> None:
+    used = add_image(aws, version=__version__, model=SMALL, created_at=at(2))
+    instance_id = launch_from(aws, used)
+    result = cli.invoke(app, ["images", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["region"] == REGION
+    [entry] = data["images"]
+    assert entry["image"]["image_id"] == used and entry["image"]["model"] == SMALL
+    assert entry["image"]["created_at"].startswith("2026-11-03T12:00")
+    assert entry["used_by"] == [instance_id]
