@@ -67,7 +67,8 @@ app = typer.Typer(
     cls=_ErrorsToExitCodes,
     help="Transcribe audio on a short-lived AWS GPU spot instance, or on this machine with --local.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion: typer imports its shell code only when they are used.
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain help text: typer's Rich help imports markdown-it and costs ~0.1 s on every --help (measured).
     rich_markup_mode=None,

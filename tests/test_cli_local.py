@@ -279,3 +279,16 @@ def test_an_unexpected_error_is_one_line_unless_debug(tmp_path: Path, debug: boo
 
 def test_debug_is_in_the_root_help() -> None:
     assert "--debug" in run_cli("--help").stdout
+
+
+def test_shell_completion_is_offered() -> None:
+    assert "--install-completion" in run_cli("--help").stdout
+    script = subprocess.run(
+        [str(Path(sys.executable).parent / "gpu-transcribe"), "--show-completion", "bash"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert script.returncode == 0, script.stderr
+    assert "complete -o default -F _gpu_transcribe_completion gpu-transcribe" in script.stdout
