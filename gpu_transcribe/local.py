@@ -97,7 +97,7 @@ def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -
 
     Raises:
         SettingsError: a bad option (before anything runs).
-        OutputError: the output directory cannot be written (before anything runs).
+        OutputDirError: the output directory cannot be written (before anything runs; exit status 2).
         EngineError: the engine could not run at all (not installed, model not found, crashed).
     """
     options, formats = validate_options(request.options, request.formats)
