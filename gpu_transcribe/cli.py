@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from gpu_transcribe import __version__
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
     from gpu_transcribe.run import CloudRunRequest
     from gpu_transcribe.settings import Settings
 
-stdout = Console()
-stderr = Console(stderr=True)
+# No emoji codes, no highlighting: paths, names and messages are printed as they are (markup is off or escaped
+# wherever they are printed, see render.py).
+stdout = Console(emoji=False, highlight=False)
+stderr = Console(stderr=True, emoji=False, highlight=False)
 
 #: ``run`` exit statuses beyond the errors' own (README, "Exit status").
 EXIT_UPLOAD_FAILED = 4
@@ -72,7 +75,7 @@ def main() -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        stdout.print(f"gpu-transcribe {__version__}")
+        stdout.print(f"gpu-transcribe {__version__}", markup=False, highlight=False)
         raise typer.Exit()
 
 
@@ -255,7 +258,7 @@ def zones(
     settings = _settings(
         region=region, aws_profile=aws_profile, instance_types=",".join(instance_type or []) or None
     )
-    with stderr.status(f"reading spot prices in {settings.region}"):
+    with stderr.status(escape(f"reading spot prices in {settings.region}")):
         report = zone_prices(settings)
     print_zones(report, stdout)
     if report.error is not None:

@@ -155,3 +155,26 @@ def test_local_host_and_dry_run_cannot_be_combined(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--local and --dry-run cannot be combined" in lines[0], proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_names_with_brackets_are_printed_literally(tmp_path: Path, model_dir: Path) -> None:
+    # "[dQw4w9WgXcQ]" reads as a Rich style, "[/b]" as a closing tag (a MarkupError), ":smile:" as an emoji.
+    odd_dir = tmp_path / "x["
+    odd_dir.mkdir()
+    first = odd_dir / "b]y Title [dQw4w9WgXcQ].wav"
+    first.write_bytes(SV_CLIP.read_bytes())
+    second = tmp_path / "Talk [bold] :smile:.wav"
+    second.write_bytes(SV_CLIP_2.read_bytes())
+    missing = tmp_path / "gone [/b] [dQw4w9WgXcQ].wav"
+
+    proc = run_cli("run", "--local", "--model", model_dir, "-f", "txt", first, second, missing)
+
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "MarkupError" not in proc.stderr
+    expected = [str(first.with_suffix(".txt")), str(second.with_suffix(".txt"))]
+    assert proc.stdout.splitlines() == expected
+    for path in expected:
+        assert Path(path).read_text(encoding="utf-8").strip()
+    assert first.name in proc.stderr and second.name in proc.stderr  # the summary table
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(missing) in errors[0], proc.stderr
