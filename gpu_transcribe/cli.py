@@ -239,12 +239,20 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
 
 
 @config_app.command("show")
-def config_show(region: opt.Region = None, aws_profile: opt.Profile = None) -> None:
+def config_show(
+    region: opt.Region = None, aws_profile: opt.Profile = None, as_json: opt.Json = False
+) -> None:
     """Print the effective settings and where each value came from (flag, environment, file, default)."""
-    from gpu_transcribe.render import print_settings
+    from gpu_transcribe.render import print_settings, settings_json
     from gpu_transcribe.settings import default_config_files
 
-    print_settings(_settings(region=region, aws_profile=aws_profile), default_config_files(), stdout)
+    settings = _settings(region=region, aws_profile=aws_profile)
+    if as_json:
+        import json
+
+        print(json.dumps(settings_json(settings), indent=2))
+        return
+    print_settings(settings, default_config_files(), stdout)
 
 
 @app.command("zones")

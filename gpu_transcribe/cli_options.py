@@ -116,6 +116,13 @@ KnownHosts = Annotated[
 Market = Annotated[str | None, typer.Option("--market", help="spot-then-on-demand, spot or on-demand.")]
 Bucket = Annotated[str | None, typer.Option("--s3-bucket", help="Bucket for the outputs.")]
 
+# --- config show -----------------------------------------------------------------------------------------
+
+Json = Annotated[
+    bool,
+    typer.Option("--json", help='Print {"setting": {"value": ..., "source": ...}} as JSON, for scripts.'),
+]
+
 # --- cleanup ---------------------------------------------------------------------------------------------
 
 AllOwners = Annotated[bool, typer.Option("--all-owners", help="Include other callers' resources.")]

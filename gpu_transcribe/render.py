@@ -75,18 +75,45 @@ def _when(moment: datetime | None) -> str:
 # --- settings, zones, cleanup --------------------------------------------------------------------------
 
 
+def settings_json(settings: Settings) -> dict[str, dict[str, object]]:
+    """``config show --json``: ``{setting: {"value": typed value, "source": where it came from}}``; lists
+    for sequences, an object for ``tags``, ``null`` for an unset value."""
+    out: dict[str, dict[str, object]] = {}
+    for name, _text, source in settings.rows():
+        value = getattr(settings, name)
+        if isinstance(value, tuple):
+            pairs = all(isinstance(v, tuple) for v in value)
+            value = {str(k): v for k, v in value} if value and pairs else list(value)
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            value = str(value)
+        out[name] = {"value": value, "source": source}
+    return out
+
+
+#: Below this many columns, or not on a terminal, ``config show`` prints ``name = value  (source)`` lines.
+SETTINGS_TABLE_MIN_WIDTH = 120
+
+
 def print_settings(settings: Settings, config_files: Sequence[Path], console: Console) -> None:
-    """``config show``: each setting's value, its source and environment variable, then the config files."""
+    """``config show``: each setting's value, its source and environment variable, then the config files.
+
+    A table on a terminal at least :data:`SETTINGS_TABLE_MIN_WIDTH` columns wide; otherwise (a pipe, a
+    narrow terminal) one ``name = value  (source)`` line per setting, so no value is ever cut.
+    """
     from gpu_transcribe.settings import env_var
 
-    table = Table(title="gpu-transcribe settings", title_justify="left")
-    table.add_column("setting", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_column("source", overflow="fold")
-    table.add_column("environment variable", no_wrap=True, style="dim")
-    for name, value, source in settings.rows():
-        _add_row(table, name, value, source, env_var(name))
-    console.print(table)
+    rows = settings.rows()
+    if console.is_terminal and console.width >= SETTINGS_TABLE_MIN_WIDTH:
+        table = Table(title="gpu-transcribe settings", title_justify="left")
+        table.add_column("setting", no_wrap=True)
+        table.add_column("value", overflow="fold", min_width=12)
+        table.add_column("source", overflow="fold", min_width=8)
+        table.add_column("environment variable", no_wrap=True, style="dim")
+        for name, value, source in rows:
+            _add_row(table, name, value, source, env_var(name))
+        console.print(table)
+    else:
+        print_lines((f"{name} = {value}  ({source})" for name, value, source in rows), console)
     files = ", ".join(f"{p} ({'read' if p.is_file() else 'absent'})" for p in config_files)
     console.print(f"config files, first wins: {files}", markup=False, highlight=False, soft_wrap=True)
 
