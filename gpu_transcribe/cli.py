@@ -116,6 +116,8 @@ def run(
     beam_size: opt.BeamSize = TranscribeOptions.beam_size,
     task: opt.Task = "transcribe",
     device: opt.Device = "auto",
+    overwrite: opt.Overwrite = False,
+    skip_existing: opt.SkipExisting = False,
     no_s3: opt.NoS3 = False,
     upload_audio: opt.UploadAudio = False,
     dry_run: opt.DryRun = False,
@@ -158,6 +160,9 @@ def run(
             "--dry-run plans a cloud launch; choose one",
             "one of --local, --host, --dry-run",
         )
+    from gpu_transcribe.outputs import existing_policy
+
+    existing = existing_policy(overwrite, skip_existing)
     inputs = tuple(str(p) for p in paths)
     if local:
         from gpu_transcribe.local import LocalRunRequest
@@ -171,6 +176,7 @@ def run(
                 model=settings.model,
                 revision=revision,
                 device=device,
+                existing=existing,
             )
         )
         return
@@ -187,6 +193,7 @@ def run(
         upload_audio=upload_audio,
         update_engine=update_engine,
         host=parse_host(host, identity, known_hosts) if host else None,
+        existing=existing,
     )
     _run_remote(request, settings, dry_run=dry_run)
 
@@ -207,6 +214,7 @@ def _run_local(request: LocalRunRequest) -> None:
 
 
 def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) -> None:
+    from gpu_transcribe.outputs import problems_fail_run
     from gpu_transcribe.progress import EngineProgress
     from gpu_transcribe.render import print_cloud_summary, print_dry_run, print_output_paths
     from gpu_transcribe.run import RunCallbacks, plan_run, run_cloud, run_on_host
@@ -229,7 +237,7 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
     print_output_paths((p for f in result.files for p in f.outputs.values()), stdout)
     if result.teardown_error is not None:
         raise typer.Exit(EXIT_LEFT_BEHIND)
-    if result.input_problems or result.failed_files:
+    if problems_fail_run(result.input_problems, len(result.files)) or result.failed_files:
         raise typer.Exit(1)
     if result.upload_error is not None:
         raise typer.Exit(EXIT_UPLOAD_FAILED)

@@ -92,6 +92,14 @@ BeamSize = Annotated[int, typer.Option("--beam-size", min=1, max=16, help="Beam 
 Task = Annotated[str, typer.Option("--task", help="transcribe, or translate (into English).")]
 Device = Annotated[str, typer.Option("--device", help="With --local: auto, cpu or cuda.")]
 Local = Annotated[bool, typer.Option("--local", help="Transcribe on this machine; no cloud.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")]
+SkipExisting = Annotated[
+    bool,
+    typer.Option(
+        "--skip-existing",
+        help="Pass over inputs whose outputs already exist. Default (neither): report them and pass over.",
+    ),
+]
 NoS3 = Annotated[bool, typer.Option("--no-s3", help="Do not upload the outputs to S3.")]
 UploadAudio = Annotated[bool, typer.Option("--upload-audio", help="Also store the audio files in S3.")]
 UpdateEngine = Annotated[

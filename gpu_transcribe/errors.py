@@ -40,6 +40,24 @@ class InputError(GpuTranscribeError):
         super().__init__(message)
 
 
+class OutputExistsError(InputError):
+    """An input was passed over because one of its outputs already exists (neither ``--overwrite`` nor
+    ``--skip-existing`` given). Reported like an unusable path; the other inputs go on.
+
+    Attributes:
+        path: the input, as found.
+        existing: the output that exists.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: Path | str, existing: Path | str) -> None:
+        self.existing = Path(existing)
+        super().__init__(
+            path, f"{existing} exists; use --overwrite to replace it or --skip-existing to pass over it"
+        )
+
+
 class OutputError(GpuTranscribeError):
     """An output location cannot be written (unwritable directory, disk full)."""
 
