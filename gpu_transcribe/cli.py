@@ -199,12 +199,19 @@ def run(
 
 
 def _run_local(request: LocalRunRequest) -> None:
+    from gpu_transcribe.errors import LocalRunInterruptedError
     from gpu_transcribe.local import run_local
     from gpu_transcribe.progress import EngineProgress
     from gpu_transcribe.render import print_engine_summary, print_output_paths, print_problems
 
-    with EngineProgress(stderr) as progress:
-        result = run_local(request, on_event=progress.on_event)
+    try:
+        with EngineProgress(stderr) as progress:
+            result = run_local(request, on_event=progress.on_event)
+    except LocalRunInterruptedError as stopped:
+        # What a normal run would have printed of the finished files; the error line follows.
+        print_problems(stopped.problems, stderr)
+        print_output_paths(stopped.outputs, stdout)
+        raise
     print_problems(result.input_problems, stderr)
     if result.engine is not None:
         print_engine_summary(result.engine, stderr)

@@ -267,3 +267,32 @@ class InterruptedRunError(GpuTranscribeError):
         self.signal_name = signal_name
         self.exit_code = exit_code
         super().__init__(f"stopped by {signal_name}; every cloud resource of this run was removed")
+
+
+class LocalRunInterruptedError(InterruptedRunError):
+    """``run --local`` was stopped by a signal; the engine was stopped and finished transcripts are kept.
+
+    Attributes:
+        signal_name: ``SIGINT``, ``SIGTERM`` or ``SIGHUP``.
+        outputs: the transcripts written before the signal, in input order.
+        not_done: the inputs without a transcript.
+        problems: the paths that could not be used (reported like a normal run's).
+    """
+
+    def __init__(
+        self,
+        signal_name: str,
+        exit_code: int,
+        outputs: Sequence[Path],
+        not_done: Sequence[Path],
+        problems: Sequence[InputError] = (),
+    ) -> None:
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.outputs = tuple(outputs)
+        self.not_done = tuple(not_done)
+        self.problems = tuple(problems)
+        undone = ", ".join(str(p) for p in self.not_done) or "none"
+        GpuTranscribeError.__init__(
+            self, f"stopped by {signal_name}; not transcribed: {undone} (finished transcripts are kept)"
+        )

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpu_transcribe.engine_runner import EngineRequest, EngineRun, EventCallback, run_engine_locally
-from gpu_transcribe.errors import InputError
+from gpu_transcribe.errors import InputError, InterruptedRunError, LocalRunInterruptedError
 from gpu_transcribe.inputs import AudioInput, collect_audio, validate_options
 from gpu_transcribe.outputs import (
     ExistingPolicy,
@@ -92,6 +93,8 @@ def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -
         InputError: two inputs would write the same output (before anything runs).
         OutputError: the output directory cannot be written (before anything runs).
         EngineError: the engine could not run at all (not installed, model not found, crashed).
+        LocalRunInterruptedError: SIGINT, SIGTERM or SIGHUP; the engine was stopped, the transcripts
+            finished before are kept and listed in the error (exit status 130/143/129).
     """
     options, formats = validate_options(request.options, request.formats)
     out_dir = prepare_output_dir(request.output_dir) if request.output_dir is not None else None
@@ -112,5 +115,36 @@ def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -
         out_dir=str(out_dir) if out_dir is not None else None,
         device=request.device,
     )
-    engine = run_engine_locally(engine_request, on_event)
+    engine = _run_engine_until_signal(engine_request, files, problems, on_event)
     return LocalRunResult(inputs=files, input_problems=problems, engine=engine, skipped=skipped)
+
+
+def _run_engine_until_signal(
+    request: EngineRequest,
+    files: tuple[AudioInput, ...],
+    problems: tuple[InputError, ...],
+    on_event: EventCallback | None,
+) -> EngineRun:
+    """:func:`run_engine_locally`, with SIGINT/SIGTERM/SIGHUP turned into a
+    :class:`LocalRunInterruptedError` that lists the outputs written so far and the inputs not done."""
+    from gpu_transcribe.lifecycle import TeardownGuard
+
+    written: dict[int, list[Path]] = {}
+
+    def track(event: dict[str, Any]) -> None:
+        if event.get("event") == "file_done":
+            written[int(event["index"])] = [Path(str(p)) for p in event.get("outputs", {}).values()]
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        with TeardownGuard(lambda: None):  # the engine subprocess is stopped by run_engine_locally itself
+            return run_engine_locally(request, track)
+    except InterruptedRunError as exc:
+        raise LocalRunInterruptedError(
+            exc.signal_name,
+            exc.exit_code,
+            outputs=[p for i in sorted(written) for p in written[i]],
+            not_done=[f.path for i, f in enumerate(files) if i not in written],
+            problems=problems,
+        ) from exc

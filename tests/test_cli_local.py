@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -255,3 +257,60 @@ def test_overwrite_and_skip_existing_cannot_be_combined(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--overwrite and --skip-existing cannot be combined" in lines[0], proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def _long_clip(dst: Path, repeats: int) -> Path:
+    """``SV_CLIP`` ``repeats`` times over, as one WAV file (long enough to still run when a signal comes)."""
+    import wave
+
+    with wave.open(str(SV_CLIP), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    with wave.open(str(dst), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames * repeats)
+    return dst
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_prints_the_finished_outputs_and_what_was_not_done(
+    tmp_path: Path, model_dir: Path, signum: int
+) -> None:
+    out = tmp_path / "out"
+    long_clip = _long_clip(tmp_path / "long.wav", 12)
+    third = tmp_path / "third.wav"
+    third.write_bytes(SV_CLIP.read_bytes())
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200", NO_COLOR="1")
+    argv = [
+        sys.executable,
+        "-m",
+        "gpu_transcribe",
+        "run",
+        "--local",
+        "--model",
+        str(model_dir),
+        "-o",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [*argv, "-f", "txt", str(SV_CLIP_2), str(long_clip), str(third)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = out / f"{SV_CLIP_2.stem}.txt"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), proc.communicate(timeout=60)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 128 + signum, stderr
+    assert stdout.splitlines() == [str(first)]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert f"stopped by {signal.Signals(signum).name}" in errors[0]
+    assert str(long_clip) in errors[0] and str(third) in errors[0] and str(SV_CLIP_2) not in errors[0]
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == [first.name]  # no partial or temporary file
