@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -26,8 +27,10 @@ if TYPE_CHECKING:
     from gpu_transcribe.run import CloudRunRequest
     from gpu_transcribe.settings import Settings
 
-stdout = Console()
-stderr = Console(stderr=True)
+# No emoji codes, no highlighting: paths, names and messages are printed as they are (markup is off or escaped
+# wherever they are printed, see render.py).
+stdout = Console(emoji=False, highlight=False)
+stderr = Console(stderr=True, emoji=False, highlight=False)
 
 #: ``run`` exit statuses beyond the errors' own (README, "Exit status").
 EXIT_UPLOAD_FAILED = 4
@@ -88,7 +91,7 @@ def main() -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        stdout.print(f"gpu-transcribe {__version__}")
+        stdout.print(f"gpu-transcribe {__version__}", markup=False, highlight=False)
         raise typer.Exit()
 
 
@@ -141,6 +144,8 @@ def run(
     beam_size: opt.BeamSize = TranscribeOptions.beam_size,
     task: opt.Task = "transcribe",
     device: opt.Device = None,
+    overwrite: opt.Overwrite = False,
+    skip_existing: opt.SkipExisting = False,
     no_s3: opt.NoS3 = False,
     upload_audio: opt.UploadAudio = False,
     dry_run: opt.DryRun = False,
@@ -185,6 +190,9 @@ def run(
     from gpu_transcribe.inputs import validate_options
 
     validate_options(options, formats)  # every choice checked before any work, and before a spinner
+    from gpu_transcribe.outputs import existing_policy
+
+    existing = existing_policy(overwrite, skip_existing)
     inputs = tuple(str(p) for p in paths)
     if local:
         from gpu_transcribe.local import LocalRunRequest, check_model
@@ -199,6 +207,7 @@ def run(
                 model=settings.model,
                 revision=revision,
                 device=device or "auto",
+                existing=existing,
             )
         )
         return
@@ -215,6 +224,7 @@ def run(
         upload_audio=upload_audio,
         update_engine=update_engine,
         host=parse_host(host, identity, known_hosts) if host else None,
+        existing=existing,
     )
     _run_remote(request, settings, dry_run=dry_run)
 
@@ -278,12 +288,19 @@ def _check_run_flags(
 
 
 def _run_local(request: LocalRunRequest) -> None:
+    from gpu_transcribe.errors import LocalRunInterruptedError
     from gpu_transcribe.local import run_local
     from gpu_transcribe.progress import EngineProgress
     from gpu_transcribe.render import print_engine_summary, print_output_paths, print_problems
 
-    with EngineProgress(stderr) as progress:
-        result = run_local(request, on_event=progress.on_event)
+    try:
+        with EngineProgress(stderr) as progress:
+            result = run_local(request, on_event=progress.on_event)
+    except LocalRunInterruptedError as stopped:
+        # What a normal run would have printed of the finished files; the error line follows.
+        print_problems(stopped.problems, stderr)
+        print_output_paths(stopped.outputs, stdout)
+        raise
     print_problems(result.input_problems, stderr)
     if result.engine is not None:
         print_engine_summary(result.engine, stderr)
@@ -293,6 +310,7 @@ def _run_local(request: LocalRunRequest) -> None:
 
 
 def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) -> None:
+    from gpu_transcribe.outputs import problems_fail_run
     from gpu_transcribe.progress import EngineProgress
     from gpu_transcribe.render import print_cloud_summary, print_dry_run, print_output_paths
     from gpu_transcribe.run import RunCallbacks, plan_run, run_cloud, run_on_host
@@ -315,7 +333,7 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
     print_output_paths((p for f in result.files for p in f.outputs.values()), stdout)
     if result.teardown_error is not None:
         raise typer.Exit(EXIT_LEFT_BEHIND)
-    if result.input_problems or result.failed_files:
+    if problems_fail_run(result.input_problems, len(result.files)) or result.failed_files:
         raise typer.Exit(1)
     if result.upload_error is not None:
         raise typer.Exit(EXIT_UPLOAD_FAILED)
@@ -325,12 +343,20 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
 
 
 @config_app.command("show")
-def config_show(region: opt.Region = None, aws_profile: opt.Profile = None) -> None:
+def config_show(
+    region: opt.Region = None, aws_profile: opt.Profile = None, as_json: opt.SettingsJson = False
+) -> None:
     """Print the effective settings and where each value came from (flag, environment, file, default)."""
-    from gpu_transcribe.render import print_settings
+    from gpu_transcribe.render import print_settings, settings_json
     from gpu_transcribe.settings import default_config_files
 
-    print_settings(_settings(region=region, aws_profile=aws_profile), default_config_files(), stdout)
+    settings = _settings(region=region, aws_profile=aws_profile)
+    if as_json:
+        import json
+
+        print(json.dumps(settings_json(settings), indent=2))
+        return
+    print_settings(settings, default_config_files(), stdout)
 
 
 @app.command("zones")
@@ -347,7 +373,7 @@ def zones(
     settings = _settings(
         region=region, aws_profile=aws_profile, instance_types=",".join(instance_type or []) or None
     )
-    with stderr.status(f"reading spot prices in {settings.region}"):
+    with stderr.status(escape(f"reading spot prices in {settings.region}")):
         report = zone_prices(settings)
     (print_json if json else print_zones)(report, stdout)
     if report.error is not None:

@@ -109,6 +109,14 @@ Device = Annotated[
     ),
 ]
 Local = Annotated[bool, typer.Option("--local", help="Transcribe on this machine; no cloud.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that already exist.")]
+SkipExisting = Annotated[
+    bool,
+    typer.Option(
+        "--skip-existing",
+        help="Pass over inputs whose outputs already exist. Default (neither): report them and pass over.",
+    ),
+]
 NoS3 = Annotated[bool, typer.Option("--no-s3", help="Do not upload the outputs to S3.")]
 UploadAudio = Annotated[
     bool, typer.Option("--upload-audio", help="Also store the audio files in S3 (not with --no-s3).")
@@ -134,6 +142,13 @@ KnownHosts = Annotated[
 ]
 Market = Annotated[str | None, typer.Option("--market", help="spot-then-on-demand, spot or on-demand.")]
 Bucket = Annotated[str | None, typer.Option("--s3-bucket", help="Bucket for the outputs.")]
+
+# --- config show -----------------------------------------------------------------------------------------
+
+SettingsJson = Annotated[
+    bool,
+    typer.Option("--json", help='Print {"setting": {"value": ..., "source": ...}} as JSON, for scripts.'),
+]
 
 # --- cleanup ---------------------------------------------------------------------------------------------
 

@@ -40,6 +40,24 @@ class InputError(GpuTranscribeError):
         super().__init__(message)
 
 
+class OutputExistsError(InputError):
+    """An input was passed over because one of its outputs already exists (neither ``--overwrite`` nor
+    ``--skip-existing`` given). Reported like an unusable path; the other inputs go on.
+
+    Attributes:
+        path: the input, as found.
+        existing: the output that exists.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: Path | str, existing: Path | str) -> None:
+        self.existing = Path(existing)
+        super().__init__(
+            path, f"{existing} exists; use --overwrite to replace it or --skip-existing to pass over it"
+        )
+
+
 class OutputError(GpuTranscribeError):
     """An output location cannot be written (unwritable directory, disk full)."""
 
@@ -262,3 +280,32 @@ class InterruptedRunError(GpuTranscribeError):
         self.signal_name = signal_name
         self.exit_code = exit_code
         super().__init__(f"stopped by {signal_name}; every cloud resource of this run was removed")
+
+
+class LocalRunInterruptedError(InterruptedRunError):
+    """``run --local`` was stopped by a signal; the engine was stopped and finished transcripts are kept.
+
+    Attributes:
+        signal_name: ``SIGINT``, ``SIGTERM`` or ``SIGHUP``.
+        outputs: the transcripts written before the signal, in input order.
+        not_done: the inputs without a transcript.
+        problems: the paths that could not be used (reported like a normal run's).
+    """
+
+    def __init__(
+        self,
+        signal_name: str,
+        exit_code: int,
+        outputs: Sequence[Path],
+        not_done: Sequence[Path],
+        problems: Sequence[InputError] = (),
+    ) -> None:
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.outputs = tuple(outputs)
+        self.not_done = tuple(not_done)
+        self.problems = tuple(problems)
+        undone = ", ".join(str(p) for p in self.not_done) or "none"
+        GpuTranscribeError.__init__(
+            self, f"stopped by {signal_name}; not transcribed: {undone} (finished transcripts are kept)"
+        )

@@ -9,11 +9,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpu_transcribe.engine_runner import EngineRequest, EngineRun, EventCallback, run_engine_locally
-from gpu_transcribe.errors import InputError, SettingsError
+from gpu_transcribe.errors import InputError, InterruptedRunError, LocalRunInterruptedError, SettingsError
 from gpu_transcribe.inputs import AudioInput, collect_audio, validate_options
-from gpu_transcribe.outputs import prepare_output_dir
+from gpu_transcribe.outputs import (
+    ExistingPolicy,
+    check_existing,
+    output_destinations,
+    prepare_output_dir,
+    problems_fail_run,
+)
 from remote.options import TranscribeOptions
 
 
@@ -29,6 +36,7 @@ class LocalRunRequest:
         model: Hugging Face id or a local model directory.
         revision: model revision or ``None``.
         device: ``auto``, ``cpu`` or ``cuda``.
+        existing: what to do with an input whose output exists (see :data:`ExistingPolicy`).
     """
 
     paths: tuple[str, ...]
@@ -38,6 +46,7 @@ class LocalRunRequest:
     model: str
     revision: str | None = None
     device: str = "auto"
+    existing: ExistingPolicy = "refuse"
 
 
 @dataclass(frozen=True)
@@ -46,18 +55,24 @@ class LocalRunResult:
 
     Attributes:
         inputs: the files that were given to the engine.
-        input_problems: paths that could not be used, one error each (the other files went on).
-        engine: the engine's result, or ``None`` if no usable file was found.
+        input_problems: paths that could not be used, and inputs passed over because an output exists, one
+            error each (the other files went on).
+        engine: the engine's result, or ``None`` if there was no file to transcribe.
+        skipped: inputs passed over quietly because an output exists (``--skip-existing``).
     """
 
     inputs: tuple[AudioInput, ...]
     input_problems: tuple[InputError, ...]
     engine: EngineRun | None
+    skipped: tuple[AudioInput, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """``True`` if every path was usable and every file was transcribed."""
-        return not self.input_problems and self.engine is not None and not self.engine.failed
+        """``True`` if every file given to the engine was transcribed and no problem fails the run (see
+        :func:`~gpu_transcribe.outputs.problems_fail_run`)."""
+        if problems_fail_run(self.input_problems, len(self.inputs)):
+            return False
+        return self.engine is None or not self.engine.failed
 
 
 def resolve_model(model: str) -> str:
@@ -97,16 +112,24 @@ def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -
 
     Raises:
         SettingsError: a bad option (before anything runs).
+        InputError: two inputs would write the same output (before anything runs).
         OutputDirError: the output directory cannot be written (before anything runs; exit status 2).
         EngineError: the engine could not run at all (not installed, model not found, crashed).
+        LocalRunInterruptedError: SIGINT, SIGTERM or SIGHUP; the engine was stopped, the transcripts
+            finished before are kept and listed in the error (exit status 130/143/129).
     """
     options, formats = validate_options(request.options, request.formats)
     out_dir = prepare_output_dir(request.output_dir) if request.output_dir is not None else None
     collected = collect_audio(request.paths)
-    if not collected.files:
-        return LocalRunResult(inputs=(), input_problems=collected.problems, engine=None)
+    destinations = output_destinations(collected.files, formats, request.output_dir)
+    existing = check_existing(collected.files, destinations, request.existing)
+    files = tuple(collected.files[i] for i in existing.todo)
+    problems = collected.problems + existing.refused
+    skipped = tuple(collected.files[i] for i in existing.skipped)
+    if not files:
+        return LocalRunResult(inputs=(), input_problems=problems, engine=None, skipped=skipped)
     engine_request = EngineRequest(
-        audio=tuple(str(f.path) for f in collected.files),
+        audio=tuple(str(f.path) for f in files),
         formats=formats,
         options=options,
         model=resolve_model(request.model),
@@ -114,5 +137,36 @@ def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -
         out_dir=str(out_dir) if out_dir is not None else None,
         device=request.device,
     )
-    engine = run_engine_locally(engine_request, on_event)
-    return LocalRunResult(inputs=collected.files, input_problems=collected.problems, engine=engine)
+    engine = _run_engine_until_signal(engine_request, files, problems, on_event)
+    return LocalRunResult(inputs=files, input_problems=problems, engine=engine, skipped=skipped)
+
+
+def _run_engine_until_signal(
+    request: EngineRequest,
+    files: tuple[AudioInput, ...],
+    problems: tuple[InputError, ...],
+    on_event: EventCallback | None,
+) -> EngineRun:
+    """:func:`run_engine_locally`, with SIGINT/SIGTERM/SIGHUP turned into a
+    :class:`LocalRunInterruptedError` that lists the outputs written so far and the inputs not done."""
+    from gpu_transcribe.lifecycle import TeardownGuard
+
+    written: dict[int, list[Path]] = {}
+
+    def track(event: dict[str, Any]) -> None:
+        if event.get("event") == "file_done":
+            written[int(event["index"])] = [Path(str(p)) for p in event.get("outputs", {}).values()]
+        if on_event is not None:
+            on_event(event)
+
+    try:
+        with TeardownGuard(lambda: None):  # the engine subprocess is stopped by run_engine_locally itself
+            return run_engine_locally(request, track)
+    except InterruptedRunError as exc:
+        raise LocalRunInterruptedError(
+            exc.signal_name,
+            exc.exit_code,
+            outputs=[p for i in sorted(written) for p in written[i]],
+            not_done=[f.path for i, f in enumerate(files) if i not in written],
+            problems=problems,
+        ) from exc

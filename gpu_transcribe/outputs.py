@@ -8,13 +8,79 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from gpu_transcribe.errors import InputError, OutputDirError, OutputError
+from gpu_transcribe.errors import InputError, OutputDirError, OutputError, OutputExistsError, SettingsError
 from gpu_transcribe.inputs import AudioInput
 
 #: One input's outputs: format (``txt``, ``json``, ``srt``, ``vtt``) -> local path.
 Destinations = dict[str, Path]
+
+#: What to do with an input whose output already exists: ``refuse`` (report it and pass over the input, the
+#: default), ``overwrite`` (``--overwrite``) or ``skip`` (``--skip-existing``: pass over it quietly).
+ExistingPolicy = Literal["refuse", "overwrite", "skip"]
+
+
+def existing_policy(overwrite: bool, skip_existing: bool) -> ExistingPolicy:
+    """The policy for ``--overwrite`` / ``--skip-existing``.
+
+    Raises:
+        SettingsError: both were given.
+    """
+    if overwrite and skip_existing:
+        raise SettingsError(
+            "overwrite",
+            "command line",
+            "--overwrite and --skip-existing cannot be combined: choose one",
+            "one of --overwrite, --skip-existing",
+        )
+    return "overwrite" if overwrite else "skip" if skip_existing else "refuse"
+
+
+@dataclass(frozen=True)
+class ExistingOutputs:
+    """Which inputs to transcribe, given the outputs already on disk.
+
+    Attributes:
+        todo: indices of the inputs to transcribe, in input order.
+        refused: one error per input passed over because an output exists (policy ``refuse``).
+        skipped: indices of the inputs passed over quietly (policy ``skip``).
+    """
+
+    todo: tuple[int, ...]
+    refused: tuple[OutputExistsError, ...]
+    skipped: tuple[int, ...]
+
+
+def check_existing(
+    files: Sequence[AudioInput], destinations: Sequence[Destinations], policy: ExistingPolicy
+) -> ExistingOutputs:
+    """Apply ``policy`` to the inputs with an output that exists already (any of their formats)."""
+    todo: list[int] = []
+    refused: list[OutputExistsError] = []
+    skipped: list[int] = []
+    for index, (audio, outputs) in enumerate(zip(files, destinations, strict=True)):
+        existing = next((p for p in outputs.values() if p.exists()), None)
+        if existing is None or policy == "overwrite":
+            todo.append(index)
+        elif policy == "skip":
+            skipped.append(index)
+        else:
+            refused.append(OutputExistsError(audio.path, existing))
+    return ExistingOutputs(tuple(todo), tuple(refused), tuple(skipped))
+
+
+def problems_fail_run(problems: Sequence[InputError], files_run: int) -> bool:
+    """Whether a run's input problems make it fail (exit status 1).
+
+    Any unusable path does; inputs passed over because their outputs exist do too, unless that is every
+    input's reason and nothing was run at all (running the same command again is not an error).
+    """
+    if not problems:
+        return False
+    return files_run > 0 or not all(isinstance(p, OutputExistsError) for p in problems)
 
 
 def prepare_output_dir(output_dir: Path) -> Path:

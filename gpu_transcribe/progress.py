@@ -26,7 +26,7 @@ class EngineProgress:
         self._console = console
         self._progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             # A field, not "{task.total:.1f}": total is None while the model loads (Rich cannot format None).
             TextColumn("{task.fields[audio]}"),
@@ -134,9 +134,7 @@ class EngineProgress:
             )
         elif kind == "file_failed" and int(event.get("index", -1)) in self._files:
             task = self._files[int(event["index"])]
-            self._progress.update(
-                task, description=f"[red]failed[/] {self._progress.tasks[task].description}"
-            )
+            self._progress.update(task, description=f"failed: {self._progress.tasks[task].description}")
 
 
 def _mb_text(done_bytes: int, total_bytes: int) -> str:
@@ -174,8 +172,16 @@ def build_signal_printer(console: Console) -> SignalCallback:
 
     def show(name: str, during_teardown: bool) -> None:
         if during_teardown:
-            console.print(f"{name}: still cleaning up; the builder is being terminated", style="bold yellow")
+            console.print(
+                f"{name}: still cleaning up; the builder is being terminated",
+                style="bold yellow",
+                markup=False,
+            )
         else:
-            console.print(f"{name}: stopping the build and terminating the builder...", style="bold yellow")
+            console.print(
+                f"{name}: stopping the build and terminating the builder...",
+                style="bold yellow",
+                markup=False,
+            )
 
     return show

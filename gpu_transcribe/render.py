@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gpu_transcribe.errors import GpuTranscribeError, ProvisionError
 
@@ -73,6 +74,17 @@ def print_json(report: Any, console: Console) -> None:
     console.print(to_json(report), markup=False, highlight=False, soft_wrap=True)
 
 
+def plain(value: object) -> Text:
+    """``value`` as literal text for a table cell or title: brackets are not Rich markup, nothing is
+    highlighted (paths, file names, S3 keys, messages and setting values are printed as they are)."""
+    return Text(str(value))
+
+
+def _add_row(table: Table, *cells: object) -> None:
+    """Add a row whose cells are printed literally (see :func:`plain`); a :class:`Text` is kept as is."""
+    table.add_row(*(c if isinstance(c, Text) else plain(c) for c in cells))
+
+
 def print_lines(lines: Iterable[str], console: Console) -> None:
     """Each of ``lines`` as is: no markup, no highlighting, never wrapped (paths, plan and result lines)."""
     for line in lines:
@@ -100,20 +112,47 @@ def _when(moment: datetime | None) -> str:
 # --- settings, zones, cleanup --------------------------------------------------------------------------
 
 
+def settings_json(settings: Settings) -> dict[str, dict[str, object]]:
+    """``config show --json``: ``{setting: {"value": typed value, "source": where it came from}}``; lists
+    for sequences, an object for ``tags``, ``null`` for an unset value."""
+    out: dict[str, dict[str, object]] = {}
+    for name, _text, source in settings.rows():
+        value = getattr(settings, name)
+        if isinstance(value, tuple):
+            pairs = all(isinstance(v, tuple) for v in value)
+            value = {str(k): v for k, v in value} if value and pairs else list(value)
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            value = str(value)
+        out[name] = {"value": value, "source": source}
+    return out
+
+
+#: Below this many columns, or not on a terminal, ``config show`` prints ``name = value  (source)`` lines.
+SETTINGS_TABLE_MIN_WIDTH = 120
+
+
 def print_settings(settings: Settings, config_files: Sequence[Path], console: Console) -> None:
-    """``config show``: each setting's value, its source and environment variable, then the config files."""
+    """``config show``: each setting's value, its source and environment variable, then the config files.
+
+    A table on a terminal at least :data:`SETTINGS_TABLE_MIN_WIDTH` columns wide; otherwise (a pipe, a
+    narrow terminal) one ``name = value  (source)`` line per setting, so no value is ever cut.
+    """
     from gpu_transcribe.settings import env_var
 
-    table = Table(title="gpu-transcribe settings", title_justify="left")
-    table.add_column("setting", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_column("source", overflow="fold")
-    table.add_column("environment variable", no_wrap=True, style="dim")
-    for name, value, source in settings.rows():
-        table.add_row(name, value, source, env_var(name))
-    console.print(table)
+    rows = settings.rows()
+    if console.is_terminal and console.width >= SETTINGS_TABLE_MIN_WIDTH:
+        table = Table(title="gpu-transcribe settings", title_justify="left")
+        table.add_column("setting", no_wrap=True)
+        table.add_column("value", overflow="fold", min_width=12)
+        table.add_column("source", overflow="fold", min_width=8)
+        table.add_column("environment variable", no_wrap=True, style="dim")
+        for name, value, source in rows:
+            _add_row(table, name, value, source, env_var(name))
+        console.print(table)
+    else:
+        print_lines((f"{name} = {value}  ({source})" for name, value, source in rows), console)
     files = ", ".join(f"{p} ({'read' if p.is_file() else 'absent'})" for p in config_files)
-    console.print(f"config files, first wins: {files}", highlight=False, soft_wrap=True)
+    console.print(f"config files, first wins: {files}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_zones(report: ZonePrices, console: Console) -> None:
@@ -121,7 +160,7 @@ def print_zones(report: ZonePrices, console: Console) -> None:
     Prints nothing when no zone offers any of the types (the error says so)."""
     if not report.rows:
         return
-    table = Table(title=f"zones in {report.region}, cheapest spot first", title_justify="left")
+    table = Table(title=plain(f"zones in {report.region}, cheapest spot first"), title_justify="left")
     for header in ("zone", "instance type", "spot $/h", "on-demand $/h", "saving"):
         right = "$" in header or header == "saving"
         table.add_column(header, no_wrap=True, justify="right" if right else "left")
@@ -129,7 +168,8 @@ def print_zones(report: ZonePrices, console: Console) -> None:
         od = row.on_demand.price_usd_per_hour if row.on_demand else None
         spot = row.spot_price_usd_per_hour
         saving = row.saving_fraction
-        table.add_row(
+        _add_row(
+            table,
             row.zone,
             row.instance_type,
             f"{spot:.4f}" if spot is not None else "-",
@@ -138,7 +178,7 @@ def print_zones(report: ZonePrices, console: Console) -> None:
         )
     console.print(table)
     for source in report.on_demand_sources:
-        console.print(f"on-demand prices: {source}", highlight=False, soft_wrap=True)
+        console.print(f"on-demand prices: {source}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_cleanup(report: CleanupReport, console: Console) -> None:
@@ -146,18 +186,19 @@ def print_cleanup(report: CleanupReport, console: Console) -> None:
     from gpu_transcribe.cleanup import format_age
 
     if not report.outcomes:
-        console.print(f"nothing of gpu-transcribe's found in {report.region}", highlight=False)
+        console.print(f"nothing of gpu-transcribe's found in {report.region}", markup=False, highlight=False)
         return
     title = f"gpu-transcribe resources in {report.region}" + (
         " (dry run: nothing changed)" if report.dry_run else ""
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=plain(title), title_justify="left")
     for header in ("run id", "kind", "id", "age", "state", "owner", "action", "reason"):
         table.add_column(header, overflow="fold", no_wrap=header in ("kind", "age", "action"))
     for outcome in report.outcomes:
         res = outcome.resource
         age = res.age_s(report.now)
-        table.add_row(
+        _add_row(
+            table,
             res.run_id,
             res.kind,
             res.resource_id,
@@ -178,15 +219,19 @@ def print_images(listing: ImageList, console: Console) -> None:
     if not listing.images:
         console.print(
             f"no gpu-transcribe images in {listing.region}; build one with `gpu-transcribe build-ami`",
+            markup=False,
             highlight=False,
         )
         return
-    table = Table(title=f"gpu-transcribe images in {listing.region}, newest first", title_justify="left")
+    table = Table(
+        title=plain(f"gpu-transcribe images in {listing.region}, newest first"), title_justify="left"
+    )
     for header in ("id", "created", "version", "model", "revision", "size", "state", "in use"):
         table.add_column(header, no_wrap=header in ("id", "created", "size", "state"), overflow="fold")
     for use in listing.images:
         image = use.image
-        table.add_row(
+        _add_row(
+            table,
             image.image_id,
             _when(image.created_at),
             image.version,
@@ -202,12 +247,12 @@ def print_images(listing: ImageList, console: Console) -> None:
 def print_prune(report: PruneReport, console: Console) -> None:
     """``images prune``: a row per image with the decision, its reason and what removing it did."""
     if not report.outcomes:
-        console.print(f"no gpu-transcribe images in {report.region}", highlight=False)
+        console.print(f"no gpu-transcribe images in {report.region}", markup=False, highlight=False)
         return
     title = f"images prune --keep {report.keep} in {report.region}" + (
         " (dry run: nothing changed)" if report.dry_run else ""
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=plain(title), title_justify="left")
     for header in ("id", "created", "version", "model", "action", "reason", "done"):
         table.add_column(header, overflow="fold", no_wrap=header in ("id", "created", "action"))
     for outcome in report.outcomes:
@@ -220,8 +265,15 @@ def print_prune(report: PruneReport, console: Console) -> None:
             done = f"deregistered, {len(removal.deleted_snapshots)} snapshot(s) deleted"
         else:
             done = "already gone"
-        table.add_row(
-            image.image_id, _when(image.created_at), image.version, image.model, action, decision.reason, done
+        _add_row(
+            table,
+            image.image_id,
+            _when(image.created_at),
+            image.version,
+            image.model,
+            action,
+            decision.reason,
+            done,
         )
     console.print(table)
 
@@ -285,7 +337,9 @@ def build_result_lines(result: BuildResult, region: str) -> list[str]:
 def engine_summary_table(run: EngineRun) -> Table:
     """One row per file: audio seconds, transcription seconds, real-time factor, outputs or the error."""
     table = Table(
-        title=f"{run.model} on {run.device} {run.dtype}, {run.algorithm}, model load {run.load_s:.1f} s"
+        title=plain(
+            f"{run.model} on {run.device} {run.dtype}, {run.algorithm}, model load {run.load_s:.1f} s"
+        )
     )
     table.add_column("file")
     table.add_column("audio s", justify="right")
@@ -296,7 +350,8 @@ def engine_summary_table(run: EngineRun) -> Table:
         name = f.audio.rsplit("/", 1)[-1]
         if f.ok:
             rtf = f.real_time_factor
-            table.add_row(
+            _add_row(
+                table,
                 name,
                 f"{f.duration_s:.1f}",
                 f"{f.transcribe_s:.2f}",
@@ -304,7 +359,7 @@ def engine_summary_table(run: EngineRun) -> Table:
                 "\n".join(f.outputs.values()),
             )
         else:
-            table.add_row(name, "-", "-", "-", f"[red]{f.message}[/]")
+            _add_row(table, name, "-", "-", "-", Text(f.message, style="red"))
     return table
 
 
@@ -312,20 +367,20 @@ def print_engine_summary(run: EngineRun, console: Console) -> None:
     """``run --local``'s end: :func:`engine_summary_table` and one error line per failed file."""
     console.print(engine_summary_table(run))
     for f in run.failed:
-        console.print(f"[bold red]error:[/] {f.message}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(f.message)}", highlight=False, soft_wrap=True)
 
 
 def print_problems(problems: Iterable[object], console: Console) -> None:
     """One ``error:`` line per problem (an input that could not be used...)."""
     for problem in problems:
-        console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
 
 
 def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
     """The end of ``run``: a row per file (duration, transcription seconds, real-time factor, outputs,
     S3), a row per instance (type, zone, market, price, billed seconds, cost), each phase's seconds, then one
     ``error:`` line per problem."""
-    files = Table(title=f"run {result.run_id}" + (f" on {result.host}" if result.host else ""))
+    files = Table(title=plain(f"run {result.run_id}" + (f" on {result.host}" if result.host else "")))
     for header in ("file", "audio s", "transcribe s", "real-time factor", "outputs", "s3"):
         numeric = header.endswith((" s", "factor"))
         files.add_column(header, justify="right" if numeric else "left", overflow="fold")
@@ -333,7 +388,8 @@ def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
         o = f.outcome
         if f.ok and o is not None:
             rtf = o.real_time_factor
-            files.add_row(
+            _add_row(
+                files,
                 f.audio.path.name,
                 f"{o.duration_s:.1f}" if o.duration_s is not None else "-",
                 f"{o.transcribe_s:.2f}" if o.transcribe_s is not None else "-",
@@ -343,7 +399,7 @@ def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
             )
         else:
             why = o.message if o is not None else "not transcribed"
-            files.add_row(f.audio.path.name, "-", "-", "-", f"[red]{why}[/]", "-")
+            _add_row(files, f.audio.path.name, "-", "-", "-", Text(why, style="red"), "-")
     console.print(files)
     if result.instances:
         machines = Table(title="instances")
@@ -352,7 +408,8 @@ def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
                 header, justify="right" if header in ("$/hour", "billed s", "cost") else "left"
             )
         for i in result.instances:
-            machines.add_row(
+            _add_row(
+                machines,
                 i.instance_id + (" (lost)" if i.interrupted else ""),
                 i.instance_type,
                 i.zone,
@@ -362,12 +419,14 @@ def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
                 _money(i.cost_usd),
             )
         console.print(machines)
-        console.print(f"total cost: {_money(result.cost_usd)}", highlight=False)
-    console.print(f"phases: {format_phases(result.phases_s.items())}", highlight=False, soft_wrap=True)
+        console.print(f"total cost: {_money(result.cost_usd)}", markup=False, highlight=False)
+    console.print(
+        f"phases: {format_phases(result.phases_s.items())}", markup=False, highlight=False, soft_wrap=True
+    )
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     for lost in result.lost:
-        console.print(f"[yellow]lost:[/] {lost}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]lost:[/] {escape(str(lost))}", highlight=False, soft_wrap=True)
     print_problems(result.input_problems, console)
     print_problems(
         (
@@ -395,6 +454,7 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
     console.print(
         f"would transcribe {len(plan.files)} file(s) ({size_mb:.1f} MB) on {', '.join(spec.instance_types)} "
         f"({spec.market}) in {launch.image.image_id}{about}",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
@@ -403,7 +463,8 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
         table.add_column(header, justify="right" if "$" in header or header == "#" else "left")
     for n, option in enumerate(launch.options, 1):
         on_demand = option.zone.on_demand.price_usd_per_hour if option.zone.on_demand else None
-        table.add_row(
+        _add_row(
+            table,
             str(n),
             option.market,
             option.instance_type,
@@ -413,13 +474,23 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
         )
     console.print(table)
     for skipped in launch.skipped:
-        console.print(f"skipped: {skipped.market} in {skipped.zone} ({skipped.error_code})", highlight=False)
-    console.print("tags: " + ", ".join(f"{k}={v}" for k, v in launch.tags), highlight=False, soft_wrap=True)
+        console.print(
+            f"skipped: {skipped.market} in {skipped.zone} ({skipped.error_code})",
+            markup=False,
+            highlight=False,
+        )
     console.print(
-        f"estimated cost: {_money(plan.estimated_cost_usd)} for a {plan.estimate_s:.0f} s run at the first "
-        "option's price (EC2 bills per second, 60 s minimum); a real run's summary reports billed seconds",
+        "tags: " + ", ".join(f"{k}={v}" for k, v in launch.tags),
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"outputs to: {plan.s3_url or 'local files only (--no-s3)'}", highlight=False)
+    console.print(
+        f"estimated cost: {_money(plan.estimated_cost_usd)} for a {plan.estimate_s:.0f} s run at the first "
+        "option's price (EC2 bills per second, 60 s minimum); a real run's summary reports billed seconds",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"outputs to: {plan.s3_url or 'local files only (--no-s3)'}", markup=False, highlight=False)
     print_problems(plan.input_problems, console)

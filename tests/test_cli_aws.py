@@ -52,10 +52,12 @@ def test_config_show_prints_values_and_sources(cli: CliRunner, monkeypatch: pyte
     monkeypatch.setenv("GPU_TRANSCRIBE_MARKET", "spot")
     result = cli.invoke(app, ["config", "show", "--region", "eu-west-1"])
     assert result.exit_code == 0, result.output
+    # Not a terminal: one "name = value  (source)" line per setting.
     rows = {
-        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
-        for line in result.stdout.splitlines()
-        if line.count("│") >= 4
+        name: [value, source.removeprefix("(").removesuffix(")")]
+        for name, _, rest in (line.partition(" = ") for line in result.stdout.splitlines())
+        for value, _, source in [rest.rpartition("  ")]
+        if rest
     }
     assert rows["region"] == ["eu-west-1", "--region"]
     assert rows["market"] == ["spot", "GPU_TRANSCRIBE_MARKET"]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,11 +105,23 @@ def test_bad_inputs_in_a_batch_each_get_a_line_and_the_good_file_is_written(
     missing = tmp_path / "missing.mp3"
     out = tmp_path / "out"
     out.mkdir()
-    previous = out / "notes.txt"  # a good transcript from an earlier run must survive a failed one
-    previous.write_text("earlier good transcript\n", encoding="utf-8")
+    previous = out / "notes.txt"  # a good transcript from an earlier run must survive a failed one,
+    previous.write_text("earlier good transcript\n", encoding="utf-8")  # even with --overwrite
 
     proc = run_cli(
-        "run", "--local", "--model", model_dir, "-o", out, good, zero, text, truncated, empty_dir, missing
+        "run",
+        "--local",
+        "--overwrite",
+        "--model",
+        model_dir,
+        "-o",
+        out,
+        good,
+        zero,
+        text,
+        truncated,
+        empty_dir,
+        missing,
     )
 
     assert proc.returncode != 0
@@ -292,3 +306,148 @@ def test_shell_completion_is_offered() -> None:
     )
     assert script.returncode == 0, script.stderr
     assert "complete -o default -F _gpu_transcribe_completion gpu-transcribe" in script.stdout
+
+
+def test_names_with_brackets_are_printed_literally(tmp_path: Path, model_dir: Path) -> None:
+    # "[dQw4w9WgXcQ]" reads as a Rich style, "[/b]" as a closing tag (a MarkupError), ":smile:" as an emoji.
+    odd_dir = tmp_path / "x["
+    odd_dir.mkdir()
+    first = odd_dir / "b]y Title [dQw4w9WgXcQ].wav"
+    first.write_bytes(SV_CLIP.read_bytes())
+    second = tmp_path / "Talk [bold] :smile:.wav"
+    second.write_bytes(SV_CLIP_2.read_bytes())
+    missing = tmp_path / "gone [/b] [dQw4w9WgXcQ].wav"
+
+    proc = run_cli("run", "--local", "--model", model_dir, "-f", "txt", first, second, missing)
+
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "MarkupError" not in proc.stderr
+    expected = [str(first.with_suffix(".txt")), str(second.with_suffix(".txt"))]
+    assert proc.stdout.splitlines() == expected
+    for path in expected:
+        assert Path(path).read_text(encoding="utf-8").strip()
+    assert first.name in proc.stderr and second.name in proc.stderr  # the summary table
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(missing) in errors[0], proc.stderr
+
+
+def test_an_existing_output_is_reported_and_its_input_passed_over(tmp_path: Path, model_dir: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = out / f"{SV_CLIP.stem}.txt"
+    earlier.write_text("earlier transcript\n", encoding="utf-8")
+
+    proc = run_cli("run", "--local", "--model", model_dir, "-o", out, "-f", "txt", SV_CLIP, SV_CLIP_2)
+
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {earlier} exists; use --overwrite to replace it or --skip-existing to pass over it"
+    ]
+    assert earlier.read_text(encoding="utf-8") == "earlier transcript\n"
+    assert proc.stdout.splitlines() == [str(out / f"{SV_CLIP_2.stem}.txt")]
+    assert SV_CLIP.stem not in proc.stderr.replace(str(earlier), "")  # not given to the engine
+
+
+def test_when_every_output_exists_nothing_runs_and_the_exit_status_is_0(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for clip in (SV_CLIP, SV_CLIP_2):
+        (out / f"{clip.stem}.txt").write_text("earlier\n", encoding="utf-8")
+    # A model that does not exist: the engine would fail if it were started.
+    args = ("run", "--local", "--model", "no-such-org/no-such-whisper", "-o", out, "-f", "txt,json")
+
+    refused = run_cli(*args, SV_CLIP, SV_CLIP_2)
+    assert refused.returncode == 0, refused.stderr
+    assert len([line for line in refused.stderr.splitlines() if "exists; use --overwrite" in line]) == 2
+    assert refused.stdout == ""
+
+    skipped = run_cli(*args, "--skip-existing", SV_CLIP, SV_CLIP_2)
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stdout == "" and skipped.stderr == ""
+    assert not list(out.glob("*.json"))
+    assert {p.read_text(encoding="utf-8") for p in out.iterdir()} == {"earlier\n"}
+
+
+def test_skip_existing_runs_the_others_and_overwrite_replaces(tmp_path: Path, model_dir: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = out / f"{SV_CLIP.stem}.txt"
+    earlier.write_text("earlier transcript\n", encoding="utf-8")
+    args = ("run", "--local", "--model", model_dir, "-o", out, "-f", "txt")
+
+    skipped = run_cli(*args, "--skip-existing", SV_CLIP, SV_CLIP_2)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "error:" not in skipped.stderr
+    assert skipped.stdout.splitlines() == [str(out / f"{SV_CLIP_2.stem}.txt")]
+    assert earlier.read_text(encoding="utf-8") == "earlier transcript\n"
+
+    replaced = run_cli(*args, "--overwrite", SV_CLIP)
+    assert replaced.returncode == 0, replaced.stderr
+    assert replaced.stdout.splitlines() == [str(earlier)]
+    assert earlier.read_text(encoding="utf-8") != "earlier transcript\n"
+
+
+def test_overwrite_and_skip_existing_cannot_be_combined(tmp_path: Path) -> None:
+    proc = run_cli("run", "--local", "--overwrite", "--skip-existing", "-o", tmp_path, SV_CLIP)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--overwrite and --skip-existing cannot be combined" in lines[0], proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def _long_clip(dst: Path, repeats: int) -> Path:
+    """``SV_CLIP`` ``repeats`` times over, as one WAV file (long enough to still run when a signal comes)."""
+    import wave
+
+    with wave.open(str(SV_CLIP), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    with wave.open(str(dst), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames * repeats)
+    return dst
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_prints_the_finished_outputs_and_what_was_not_done(
+    tmp_path: Path, model_dir: Path, signum: int
+) -> None:
+    out = tmp_path / "out"
+    long_clip = _long_clip(tmp_path / "long.wav", 12)
+    third = tmp_path / "third.wav"
+    third.write_bytes(SV_CLIP.read_bytes())
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200", NO_COLOR="1")
+    argv = [
+        sys.executable,
+        "-m",
+        "gpu_transcribe",
+        "run",
+        "--local",
+        "--model",
+        str(model_dir),
+        "-o",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [*argv, "-f", "txt", str(SV_CLIP_2), str(long_clip), str(third)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = out / f"{SV_CLIP_2.stem}.txt"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), proc.communicate(timeout=60)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 128 + signum, stderr
+    assert stdout.splitlines() == [str(first)]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert f"stopped by {signal.Signals(signum).name}" in errors[0]
+    assert str(long_clip) in errors[0] and str(third) in errors[0] and str(SV_CLIP_2) not in errors[0]
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == [first.name]  # no partial or temporary file

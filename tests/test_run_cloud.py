@@ -684,3 +684,37 @@ def test_two_inputs_writing_the_same_output_are_refused_before_launch(tmp_path: 
     assert [d["txt"] for d in beside] == [tmp_path / "a" / "möte.txt", tmp_path / "b" / "möte.txt"]
     with pytest.raises(InputError, match=r"would both write .*möte\.txt; rename one"):
         output_destinations(files, ("txt",), tmp_path / "out")
+
+
+def test_existing_outputs_are_checked_before_connecting_or_launching(
+    tmp_path: Path, sshd_server: SshdServer
+) -> None:
+    clip = tmp_path / "a.wav"
+    shutil.copyfile(SV_CLIP, clip)
+    earlier = tmp_path / "a.txt"
+    earlier.write_text("earlier\n", encoding="utf-8")
+    refused = f"error: {earlier} exists; use --overwrite to replace it or --skip-existing to pass over it"
+    # Connecting would fail (no host key known), and so would any AWS call (a closed port).
+    empty_known_hosts = tmp_path / "known_hosts"
+    empty_known_hosts.write_text("")
+
+    host = _run_host(tmp_path, sshd_server, clip, empty_known_hosts)
+    assert host.returncode == 0, host.stderr
+    assert [line for line in host.stderr.splitlines() if line.startswith("error:")] == [refused]
+    assert host.stdout == ""
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPU_TRANSCRIBE_"))}
+    env.update(
+        AWS_ENDPOINT_URL="http://127.0.0.1:9", XDG_CONFIG_HOME=str(tmp_path / "xdg"), PYTHONPATH=str(REPO)
+    )
+    cloud = subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", "run", str(clip), "--skip-existing"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cloud.returncode == 0, cloud.stderr
+    assert "error:" not in cloud.stderr and cloud.stdout == ""
+    assert earlier.read_text(encoding="utf-8") == "earlier\n"

@@ -200,3 +200,56 @@ def test_unknown_env_vars_name_the_closest_setting_and_spare_the_known_others() 
         "GPU_TRANSCRIBE_S3BUCKET is not a setting and is ignored; did you mean GPU_TRANSCRIBE_S3_BUCKET?",
         "GPU_TRANSCRIBE_XYZZY is not a setting and is ignored; `gpu-transcribe config show` lists them",
     )
+
+
+def _config_show(tmp_path: Path, *args: str) -> str:
+    """``gpu-transcribe config show ARGS`` as a subprocess on an 80-column terminal's COLUMNS, through a pipe,
+    with a bucket and tags from the environment and no config file."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_TRANSCRIBE_")}
+    env |= {
+        "PYTHONPATH": str(repo),
+        "COLUMNS": "80",
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "GPU_TRANSCRIBE_S3_BUCKET": "team-transcripts-archive-eu-north-1",
+        "GPU_TRANSCRIBE_TAGS": "project=interviews,cost-center=4711",
+        "GPU_TRANSCRIBE_S3_PREFIX": "interviews/[b]2026",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", "config", "show", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_config_show_through_a_pipe_prints_every_value(tmp_path: Path) -> None:
+    lines = _config_show(tmp_path).splitlines()
+    assert "s3_bucket = team-transcripts-archive-eu-north-1  (GPU_TRANSCRIBE_S3_BUCKET)" in lines
+    assert "tags = project=interviews,cost-center=4711  (GPU_TRANSCRIBE_TAGS)" in lines
+    assert "s3_prefix = interviews/[b]2026  (GPU_TRANSCRIBE_S3_PREFIX)" in lines
+    assert "region = eu-north-1  (default)" in lines
+    assert "model = KBLab/kb-whisper-small  (default)" in lines
+
+
+def test_config_show_json_gives_value_and_source(tmp_path: Path) -> None:
+    import json
+
+    shown = json.loads(_config_show(tmp_path, "--json"))
+    assert shown["s3_bucket"] == {
+        "value": "team-transcripts-archive-eu-north-1",
+        "source": "GPU_TRANSCRIBE_S3_BUCKET",
+    }
+    assert shown["tags"]["value"] == {"project": "interviews", "cost-center": "4711"}
+    assert shown["instance_types"] == {"value": ["g4dn.xlarge"], "source": "default"}
+    assert shown["subnet_id"] == {"value": None, "source": "default"}
+    assert shown["max_lifetime_minutes"]["value"] == 60

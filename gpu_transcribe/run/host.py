@@ -22,7 +22,7 @@ from gpu_transcribe.common import new_run_id
 from gpu_transcribe.engine_runner import ENGINE_STARTED, EngineRequest, EngineRun, EventCollector, FileOutcome
 from gpu_transcribe.errors import EngineError, InputError, RemoteCommandError, SettingsError, SSHError
 from gpu_transcribe.inputs import AudioInput, collect_audio, validate_options
-from gpu_transcribe.outputs import Destinations, check_output_dirs, output_destinations
+from gpu_transcribe.outputs import Destinations, check_existing, check_output_dirs, output_destinations
 from gpu_transcribe.run.request import CloudRunRequest, CloudRunResult, FileResult, Phases, RunCallbacks
 from remote.options import TranscribeOptions
 
@@ -94,7 +94,8 @@ class Job:
 
     Attributes:
         files: the usable audio, in input order.
-        problems: paths that could not be used, one error each.
+        problems: paths that could not be used, and inputs passed over because an output exists (policy
+            ``refuse``), one error each.
         destinations: per file, format -> local output path.
         options: the validated transcription options.
         formats: the validated formats.
@@ -112,7 +113,8 @@ class Job:
 
     @classmethod
     def prepare(cls, request: CloudRunRequest) -> Job:
-        """Check options and formats, find the audio, place the outputs and prove their directories writable.
+        """Check options and formats, find the audio, place the outputs, pass over the inputs whose outputs
+        exist (``request.existing``) and prove the output directories writable.
 
         Raises:
             SettingsError: a bad option. InputError: two inputs would write the same output.
@@ -121,12 +123,13 @@ class Job:
         options, formats = validate_options(request.options, request.formats)
         collected = collect_audio(request.paths)
         destinations = output_destinations(collected.files, formats, request.output_dir)
-        if collected.files:
-            check_output_dirs(destinations, request.output_dir)
+        existing = check_existing(collected.files, destinations, request.existing)
+        if existing.todo:
+            check_output_dirs([destinations[i] for i in existing.todo], request.output_dir)
         return cls(
-            collected.files,
-            collected.problems,
-            tuple(destinations),
+            tuple(collected.files[i] for i in existing.todo),
+            collected.problems + existing.refused,
+            tuple(destinations[i] for i in existing.todo),
             options,
             formats,
             request.model,

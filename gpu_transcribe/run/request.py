@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.images import OurImage
     from gpu_transcribe.aws.launch_plan import LaunchPlan
     from gpu_transcribe.aws.s3 import UploadedObject
+    from gpu_transcribe.outputs import ExistingPolicy
     from gpu_transcribe.ssh import SSHTarget
 
 #: The phases whose seconds the summary reports, in order.
@@ -44,6 +45,8 @@ class CloudRunRequest:
         update_engine: run on an image of another version, installing this version's wheel first.
         host: run on this existing machine instead of launching one (``--host``; its host key must be in
             ``known_hosts_file``).
+        existing: what to do with an input whose output exists (see
+            :data:`~gpu_transcribe.outputs.ExistingPolicy`); checked before anything is launched.
     """
 
     paths: tuple[str, ...]
@@ -56,6 +59,7 @@ class CloudRunRequest:
     upload_audio: bool = False
     update_engine: bool = False
     host: SSHTarget | None = None
+    existing: ExistingPolicy = "refuse"
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,12 @@ class CloudRunResult:
 
     @property
     def ok(self) -> bool:
-        """Every path usable, every file transcribed and written, uploaded if asked, nothing left behind."""
+        """No problem fails the run (:func:`~gpu_transcribe.outputs.problems_fail_run`), every file
+        transcribed and written, uploaded if asked, nothing left behind."""
+        from gpu_transcribe.outputs import problems_fail_run
+
         return (
-            not self.input_problems
+            not problems_fail_run(self.input_problems, len(self.files))
             and not self.failed_files
             and self.upload_error is None
             and self.teardown_error is None
