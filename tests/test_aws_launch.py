@@ -161,6 +161,16 @@ def test_launched_instance_carries_the_safety_settings(aws: MotoAws) -> None:
     )
 
 
+def test_run_instances_requires_imdsv2_with_hop_limit_one(aws: MotoAws) -> None:
+    """IMDSv2 only, and its token cannot travel past the instance itself (hop limit 1: no container on it
+    can fetch the instance role's credentials)."""
+    launch(AwsContext(REGION), spec(aws), sleep=lambda s: None)
+    (call,) = aws.calls("RunInstances")
+    assert call["MetadataOptions.HttpTokens"] == "required"
+    assert call["MetadataOptions.HttpPutResponseHopLimit"] == "1"
+    assert call["MetadataOptions.HttpEndpoint"] == "enabled"
+
+
 def test_spec_from_settings_and_its_user_data(aws: MotoAws) -> None:
     settings = load_settings(
         {"max_lifetime_minutes": 30, "heartbeat_timeout_minutes": 3, "market": "on-demand"},
