@@ -145,7 +145,10 @@ def test_launched_instance_carries_the_safety_settings(aws: MotoAws) -> None:
     assert result.host_public_key != result.client_key.public_key_openssh
     files = {f["path"]: f for f in config["write_files"]}
     assert files[DEADMAN_PATH]["content"] == deadman_script()
-    assert files[HEARTBEAT_PATH]["permissions"] == "0666"
+    # Only the login user may write the heartbeat; written once that user exists, before the switch starts.
+    heartbeat = files[HEARTBEAT_PATH]
+    assert (heartbeat["owner"], heartbeat["permissions"], heartbeat["defer"]) == ("ubuntu:root", "0644", True)
+    assert not int(heartbeat["permissions"], 8) & 0o022
     start = " ".join(config["runcmd"][0])
     assert "MAX_LIFETIME_S=3600" in start
     assert "HEARTBEAT_TIMEOUT_S=300" in start
