@@ -25,6 +25,9 @@ Checks (each one can fail; a failed step ends the run and is recorded as the fai
     bytecode_compiled     ``compileall`` compiled every module of the venv (tests directories excluded)
     warmup_transcript     the engine transcribed the warm-up clip offline to a non-empty text
     warmup_gpu_float16    ... on the GPU in float16 (with ``--require-cuda``)
+    image_clean           the last step (``provision.py clean-image /``, as root) left no cloud-init state,
+                          SSH host keys, shell history, cloud-init logs or machine id for the image to carry
+                          (skipped with ``--skip-image-cleanup``, which the tests use on their own machine)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -365,6 +369,111 @@ def forget_authorized_key(public_key: str) -> bool:
     return True
 
 
+#: Shell and tool history files of root and of every user under ``/home``.
+HISTORY_FILES = (".bash_history", ".python_history", ".lesshst", ".viminfo", ".wget-hsts")
+#: Rotated logs: ``syslog.1``, ``auth.log.2.gz``, ``dmesg.0``, ``*.gz``, ``*.old``.
+_ROTATED_LOG = re.compile(r"(\.\d+(\.gz)?|\.gz|\.old)$")
+
+
+def _history_files(root: Path) -> list[Path]:
+    homes = [root / "root", *sorted((root / "home").glob("*"))]
+    return [home / name for home in homes for name in HISTORY_FILES]
+
+
+def clean_image(root: Path) -> list[str]:
+    """Remove what the builder's life left under ``root`` that no instance made from the image may inherit.
+
+    - cloud-init's state (everything under ``var/lib/cloud``: the builder's instance data, user data, seed and
+      semaphores), so every instance runs cloud-init as a first boot, as ``cloud-init clean --seed`` does;
+    - the SSH host keys (``etc/ssh/ssh_host_*``): instances of the image must not share one host key (runs
+      install their own through user data);
+    - shell and tool history of root and of the users under ``home``;
+    - logs: cloud-init's removed, rotated ones removed, the others truncated, the journal's files removed;
+    - the machine id (``etc/machine-id`` emptied: systemd makes a new one at the next boot).
+
+    Idempotent. ``root`` is ``/`` on the builder (run as root) and a temporary directory in the tests.
+
+    Returns:
+        What it removed or emptied, as paths relative to ``root``.
+    """
+    done: list[str] = []
+
+    def remove(path: Path) -> None:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            return
+        done.append(str(path.relative_to(root)))
+
+    cloud = root / "var" / "lib" / "cloud"
+    for entry in sorted(cloud.iterdir()) if cloud.is_dir() else []:
+        remove(entry)
+    for key in sorted((root / "etc" / "ssh").glob("ssh_host_*")):
+        remove(key)
+    for history in _history_files(root):
+        remove(history)
+    logs = root / "var" / "log"
+    for path in sorted(logs.rglob("*")) if logs.is_dir() else []:
+        if path.is_symlink() or not path.is_file():
+            continue
+        in_journal = path.relative_to(logs).parts[0] == "journal"
+        if in_journal or path.name.startswith("cloud-init") or _ROTATED_LOG.search(path.name):
+            remove(path)
+        elif path.stat().st_size:
+            path.write_bytes(b"")
+            done.append(str(path.relative_to(root)))
+    machine_id = root / "etc" / "machine-id"
+    if machine_id.is_file() and machine_id.stat().st_size:
+        machine_id.write_bytes(b"")
+        done.append(str(machine_id.relative_to(root)))
+    dbus_id = root / "var" / "lib" / "dbus" / "machine-id"
+    if dbus_id.is_file() and not dbus_id.is_symlink():
+        remove(dbus_id)
+    return done
+
+
+def image_leftovers(root: Path) -> list[str]:
+    """What :func:`clean_image` removes that is still under ``root``, one short line each (empty: clean).
+
+    Other logs are not checked: services keep writing them until the builder stops.
+    """
+    found: list[str] = []
+    cloud = root / "var" / "lib" / "cloud"
+    if cloud.is_dir() and any(cloud.iterdir()):
+        found.append(f"cloud-init state in {cloud}")
+    keys = sorted((root / "etc" / "ssh").glob("ssh_host_*"))
+    if keys:
+        found.append(f"SSH host keys: {', '.join(str(k) for k in keys)}")
+    histories = [str(h) for h in _history_files(root) if h.exists()]
+    if histories:
+        found.append(f"history: {', '.join(histories)}")
+    cloud_logs = sorted((root / "var" / "log").glob("cloud-init*"))
+    if cloud_logs:
+        found.append(f"cloud-init logs: {', '.join(str(p) for p in cloud_logs)}")
+    machine_id = root / "etc" / "machine-id"
+    if machine_id.is_file() and machine_id.stat().st_size:
+        found.append(f"{machine_id} is not empty")
+    return found
+
+
+def clean_image_main(root: Path) -> int:
+    """``provision.py clean-image ROOT``: wait for cloud-init, run ``cloud-init clean --logs --seed`` when
+    ``ROOT`` is ``/`` and cloud-init is installed, then :func:`clean_image` and :func:`image_leftovers`.
+    Exit status 0 when nothing is left; else 1, with one line on stderr naming what is."""
+    if root == Path("/") and shutil.which("cloud-init"):
+        subprocess.run(["cloud-init", "status", "--wait"], stdout=subprocess.DEVNULL, check=False)
+        subprocess.run(["cloud-init", "clean", "--logs", "--seed"], check=False)
+    for item in clean_image(root):
+        print(f"    removed {item}", flush=True)
+    left = image_leftovers(root)
+    if left:
+        print(f"left in the image: {'; '.join(left)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def write_manifest(prefix: Path, manifest: dict[str, object]) -> Path:
     """Write ``prefix/manifest.json`` atomically and return its path.
 
@@ -416,6 +525,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fail unless torch sees a CUDA GPU and the warm-up ran on it in float16",
     )
     p.add_argument(
+        "--skip-image-cleanup",
+        action="store_true",
+        help="do not clean cloud-init state, SSH host keys, history and logs at the end (tests only)",
+    )
+    p.add_argument(
         "--forget-authorized-key",
         default=None,
         metavar="PUBLIC_KEY",
@@ -425,7 +539,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every step; return the exit status (0: every check passed)."""
+    """Run every step; return the exit status (0: every check passed).
+
+    ``provision.py clean-image ROOT`` runs only the image cleanup (:func:`clean_image_main`); the last step
+    runs it so, as root.
+    """
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["clean-image"]:
+        return clean_image_main(Path(given[1] if len(given) > 1 else "/"))
     args = parse_args(argv)
     prefix: Path = args.prefix.resolve()
     checks: dict[str, str] = {}
@@ -484,6 +605,13 @@ def main(argv: list[str] | None = None) -> int:
             on_gpu = warmup.get("device") == "cuda" and warmup.get("dtype") == "float16"
             where = f"{warmup.get('device')} in {warmup.get('dtype')}"
             check("warmup_gpu_float16", on_gpu, f"the warm-up ran on {where}")
+        if args.skip_image_cleanup:
+            step("image cleanup: skipped (--skip-image-cleanup)")
+        else:
+            step("image cleanup")
+            script = str(Path(__file__).resolve())
+            run(["sudo", "-n", sys.executable, script, "clean-image", "/"], "image_clean")
+            check("image_clean", True)
     except ProvisionError as exc:
         check(exc.check, False, str(exc))
     finally:

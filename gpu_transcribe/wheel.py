@@ -5,7 +5,8 @@ The wheel holds both packages (``gpu_transcribe`` and the engine, ``remote``), s
 an older version.
 
 :func:`build_wheel` copies only what goes into the wheel (``pyproject.toml``, ``README.md``, the two package
-directories, without ``__pycache__``) into a temporary directory and builds there with
+directories, without ``__pycache__``, and :data:`WHEEL_EXTRAS`: ``ami/provision.py`` and
+``requirements/cuda.lock`` as package data) into a temporary directory and builds there with
 ``python -m pip wheel --no-deps``. Building in a copy keeps the checkout clean (setuptools writes ``build/``
 and ``*.egg-info`` next to ``pyproject.toml``) and keeps stale files in an old ``build/lib`` out of the wheel.
 When the running interpreter already has setuptools >= 77 (the build backend ``pyproject.toml`` asks for),
@@ -27,6 +28,13 @@ from gpu_transcribe.errors import GpuTranscribeError
 
 #: What the wheel is built from, relative to the source root (see pyproject.toml's packages.find).
 WHEEL_SOURCES: tuple[str, ...] = ("pyproject.toml", "README.md", "gpu_transcribe", "remote")
+#: Files outside the packages that the wheel carries as package data (source path -> path in the copy), so
+#: that an installed copy can provision a ``build-ami`` builder (``gpu_transcribe.build_ami.plan``). The
+#: checkout keeps the one source of each; the copy in the package exists only in the wheel.
+WHEEL_EXTRAS: tuple[tuple[str, str], ...] = (
+    ("ami/provision.py", "gpu_transcribe/data/provision.py"),
+    ("requirements/cuda.lock", "gpu_transcribe/data/cuda.lock"),
+)
 #: The build backend version pyproject.toml requires (``[build-system] requires``).
 MIN_SETUPTOOLS = (77,)
 #: Seconds a wheel build may take before it is stopped (it takes 1.5-3.5 s here).
@@ -88,6 +96,8 @@ def build_wheel(out_dir: Path) -> Path:
                 shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             elif path.is_file():
                 shutil.copy2(path, src / name)
+        for name, packaged in WHEEL_EXTRAS:
+            shutil.copy2(root / name, src / packaged)
         # An absolute path: pip reads a bare name ("src") as a requirement to look up on the index.
         argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dist)]
         if _setuptools_ready():

@@ -145,7 +145,10 @@ def test_launched_instance_carries_the_safety_settings(aws: MotoAws) -> None:
     assert result.host_public_key != result.client_key.public_key_openssh
     files = {f["path"]: f for f in config["write_files"]}
     assert files[DEADMAN_PATH]["content"] == deadman_script()
-    assert files[HEARTBEAT_PATH]["permissions"] == "0666"
+    # Only the login user may write the heartbeat; written once that user exists, before the switch starts.
+    heartbeat = files[HEARTBEAT_PATH]
+    assert (heartbeat["owner"], heartbeat["permissions"], heartbeat["defer"]) == ("ubuntu:root", "0644", True)
+    assert not int(heartbeat["permissions"], 8) & 0o022
     start = " ".join(config["runcmd"][0])
     assert "MAX_LIFETIME_S=3600" in start
     assert "HEARTBEAT_TIMEOUT_S=300" in start
@@ -159,6 +162,16 @@ def test_launched_instance_carries_the_safety_settings(aws: MotoAws) -> None:
         < stages.index("attempt")
         < stages.index("launched")
     )
+
+
+def test_run_instances_requires_imdsv2_with_hop_limit_one(aws: MotoAws) -> None:
+    """IMDSv2 only, and its token cannot travel past the instance itself (hop limit 1: no container on it
+    can fetch the instance role's credentials)."""
+    launch(AwsContext(REGION), spec(aws), sleep=lambda s: None)
+    (call,) = aws.calls("RunInstances")
+    assert call["MetadataOptions.HttpTokens"] == "required"
+    assert call["MetadataOptions.HttpPutResponseHopLimit"] == "1"
+    assert call["MetadataOptions.HttpEndpoint"] == "enabled"
 
 
 def test_spec_from_settings_and_its_user_data(aws: MotoAws) -> None:

@@ -94,6 +94,9 @@ def test_zones_lists_cheapest_first_with_on_demand_and_saving(aws: MotoAws, cli:
         ["eu-north-1a", "g4dn.xlarge", "0.2004", "0.5580", "64%"],
     ]
     assert "on-demand prices: table:" in result.stdout and "2026-11-22" in result.stdout
+    # The user is told where the table's prices come from, never about the project's development notes.
+    assert "AWS Price List" in result.stdout
+    assert "notes" not in result.stdout
 
 
 def test_zones_json_for_scripts(aws: MotoAws, cli: CliRunner) -> None:

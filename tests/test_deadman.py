@@ -192,3 +192,24 @@ def test_lifetime_counts_from_boot_by_default(instance: Instance) -> None:
 
 def test_script_defaults_match_the_heartbeat_path_the_client_uses() -> None:
     assert f'HEARTBEAT_FILE="${{HEARTBEAT_FILE:-{HEARTBEAT_PATH}}}"' in deadman_script()
+
+
+def test_default_poweroff_command_is_shutdown_power_off_now(instance: Instance, tmp_path: Path) -> None:
+    """Real instances run the switch without POWEROFF_CMD: the default must call ``shutdown -P now``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "shutdown-calls"
+    shutdown = bin_dir / "shutdown"
+    shutdown.write_text(f'#!/bin/sh\necho "$*" >> {calls}\necho "$DEADMAN_REASON" >> {calls}\nexit 0\n')
+    shutdown.chmod(0o755)
+    env = instance.env(DEADMAN_ONESHOT="1", MAX_LIFETIME_S="10")
+    del env["POWEROFF_CMD"]
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    instance.set_time(START + 20)
+    result = subprocess.run(
+        ["/bin/sh", str(instance.script)], env=env, capture_output=True, text=True, timeout=10
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "-P now"
+    assert lines[1].startswith("max-lifetime")

@@ -126,6 +126,7 @@ def test_provisioning_installs_the_engine_and_passes_every_check(
         "model",
         "bytecode",
         "warm-up transcription",
+        "image cleanup: skipped (--skip-image-cleanup)",
     ]
     assert [line for line in lines if line.startswith("check ")] == [
         "check engine_imports: ok",
@@ -302,6 +303,99 @@ def test_the_builders_key_is_removed_from_authorized_keys(
     assert module.forget_authorized_key(builder + " gpu-transcribe-client-x") is True
     assert (ssh_dir / "authorized_keys").read_text() == keep
     assert module.forget_authorized_key(builder) is False  # nothing left to remove
+
+
+def _builder_root(root: Path) -> dict[str, str]:
+    """A fake builder's file system under ``root``: what the image must not carry, and what it keeps."""
+    files = {
+        "var/lib/cloud/instances/i-0builder/user-data.txt": "#cloud-config\nssh_keys: secret\n",
+        "var/lib/cloud/seed/nocloud/user-data": "seed",
+        "var/lib/cloud/data/instance-id": "i-0builder",
+        "etc/ssh/ssh_host_ed25519_key": "PRIVATE",
+        "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA",
+        "etc/ssh/ssh_host_rsa_key": "PRIVATE",
+        "etc/ssh/sshd_config": "PermitRootLogin no\n",
+        "root/.bash_history": "sudo something\n",
+        "home/ubuntu/.bash_history": "ls\n",
+        "home/ubuntu/.python_history": "import os\n",
+        "home/ubuntu/.ssh/authorized_keys": "ssh-ed25519 AAAA user\n",
+        "var/log/cloud-init.log": "builder user data ...",
+        "var/log/cloud-init-output.log": "...",
+        "var/log/syslog": "Nov 30 builder\n",
+        "var/log/syslog.1": "older\n",
+        "var/log/auth.log.2.gz": "gz",
+        "var/log/journal/abc/system.journal": "journal",
+        "etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+        "opt/gpu-transcribe/manifest.json": "{}",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "var/lib/cloud/instance").symlink_to(root / "var/lib/cloud/instances/i-0builder")
+    return files
+
+
+def test_image_cleanup_removes_the_builders_state_and_keeps_the_rest(tmp_path: Path) -> None:
+    module = load_provision_module()
+    _builder_root(tmp_path)
+    assert module.image_leftovers(tmp_path)  # the builder as it is, before the cleanup
+    removed = module.clean_image(tmp_path)
+    assert "etc/ssh/ssh_host_ed25519_key" in removed and "var/lib/cloud/instances" in removed
+    assert module.image_leftovers(tmp_path) == []
+    assert list((tmp_path / "var/lib/cloud").iterdir()) == []
+    assert not list((tmp_path / "etc/ssh").glob("ssh_host_*"))
+    assert not (tmp_path / "root/.bash_history").exists()
+    assert not (tmp_path / "home/ubuntu/.bash_history").exists()
+    assert not (tmp_path / "home/ubuntu/.python_history").exists()
+    assert sorted(p.name for p in (tmp_path / "var/log").rglob("*") if p.is_file()) == ["syslog"]
+    assert (tmp_path / "var/log/syslog").read_text() == ""
+    assert (tmp_path / "etc/machine-id").read_text() == ""
+    # What the image needs stays.
+    assert (tmp_path / "etc/ssh/sshd_config").read_text() == "PermitRootLogin no\n"
+    assert (tmp_path / "home/ubuntu/.ssh/authorized_keys").exists()
+    assert (tmp_path / "opt/gpu-transcribe/manifest.json").exists()
+    assert module.clean_image(tmp_path) == []  # idempotent
+
+
+def test_clean_image_command_fails_naming_what_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = load_provision_module()
+    _builder_root(tmp_path)
+    assert module.main(["clean-image", str(tmp_path)]) == 0
+    (tmp_path / "etc/ssh/ssh_host_ecdsa_key").write_text("PRIVATE")  # written again after the cleanup
+    monkeypatch.setattr(module, "clean_image", lambda root: [])
+    assert module.main(["clean-image", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "ssh_host_ecdsa_key" in err
+
+
+def test_provisioning_ends_with_the_image_cleanup_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``--skip-image-cleanup`` the last step runs ``provision.py clean-image /`` through sudo and
+    records the ``image_clean`` check (the other steps are stubbed here)."""
+    module = load_provision_module()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_text("w")
+    commands: list[list[str]] = []
+    monkeypatch.setattr(module, "ensure_venv", lambda prefix, python: Path(sys.executable))
+    monkeypatch.setattr(module, "install_wheel", lambda *args: None)
+    monkeypatch.setattr(module, "versions", lambda venv_python: {})
+    monkeypatch.setattr(module, "cache_model", lambda *args: model)
+    monkeypatch.setattr(module, "compile_bytecode", lambda venv_python: None)
+    monkeypatch.setattr(module, "warm_up", lambda *args: {"text": "hej"})
+    monkeypatch.setattr(module, "run", lambda argv, check, **kwargs: commands.append(argv) or "")
+    argv = ["--prefix", str(tmp_path / "prefix"), "--wheel", "w.whl", "--lock", "l", "--skip-system-packages"]
+    assert module.main([*argv, "--warmup-audio", str(tmp_path / "a.wav")]) == 0
+    script = str(PROVISION_SCRIPT.resolve())
+    assert commands == [["sudo", "-n", sys.executable, script, "clean-image", "/"]]
+    out = capsys.readouterr().out.splitlines()
+    assert "==> image cleanup" in out and "check image_clean: ok" in out
+    manifest = json.loads((tmp_path / "prefix" / "manifest.json").read_text())
+    assert manifest["checks"]["image_clean"] == "ok"
 
 
 def test_the_script_is_python_3_10_and_standard_library_only() -> None:

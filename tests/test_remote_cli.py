@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -194,3 +195,49 @@ def test_beside_input_writes_next_to_each_input(tmp_path: Path) -> None:
     assert [e["event"] for e in events][-2:] == ["file_done", "all_done"]
     assert events[-2]["outputs"] == {"srt": str(tmp_path / "inbox" / "möte.srt")}
     assert (tmp_path / "inbox" / "möte.srt").read_text(encoding="utf-8").startswith("1\n")
+
+
+class _ExplodingEngine:
+    """A stand-in engine whose second file fails with an error that is no :class:`EngineFailure`."""
+
+    info = SimpleNamespace(model="fake", revision="r", device="cpu", dtype="float32", load_s=0.1)
+
+    @classmethod
+    def load(cls, model: str, *, revision: str | None, device: str) -> _ExplodingEngine:
+        return cls()
+
+    def resolve_options(self, options: Any) -> Any:
+        return SimpleNamespace(algorithm="batched", batch_size=8)
+
+    def transcribe_file(self, audio: str, options: Any, *, progress: Any) -> Any:
+        if "boom" in audio:
+            raise KeyError("an engine bug")
+        timings = SimpleNamespace(decode_s=0.1, transcribe_s=0.2)
+        return SimpleNamespace(duration_s=1.0, timings=timings, language="sv", segments=[])
+
+
+def test_an_unexpected_error_in_one_file_does_not_stop_the_files_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import types
+
+    import remote.__main__ as engine_cli
+    import remote.writers
+
+    fake = types.ModuleType("remote.engine")
+    fake.WhisperEngine = _ExplodingEngine  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "remote.engine", fake)
+    monkeypatch.setattr(remote.writers, "write_outputs", lambda transcript, stem, formats: {})
+    files = [str(tmp_path / name) for name in ("a.wav", "boom.wav", "c.wav")]
+    args = engine_cli.build_parser().parse_args(
+        ["transcribe", *files, "--out", str(tmp_path / "out"), "--device", "cpu"]
+    )
+    events = io.StringIO()
+    assert engine_cli._transcribe(args, events) == EXIT_SOME_FAILED
+    parsed = [parse_line(line) for line in events.getvalue().splitlines()]
+    finished = [(e["event"], e["index"]) for e in parsed if e and e["event"] in ("file_done", "file_failed")]
+    assert finished == [("file_done", 0), ("file_failed", 1), ("file_done", 2)]
+    failed = next(e for e in parsed if e and e["event"] == "file_failed")
+    assert "boom.wav" in failed["message"] and "KeyError" in failed["message"]
+    assert parsed[-1] is not None and (parsed[-1]["files_ok"], parsed[-1]["files_failed"]) == (2, 1)

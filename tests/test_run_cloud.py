@@ -144,11 +144,12 @@ def test_run_two_recordings_end_to_end(bed: CloudBed) -> None:
     assert {k.rsplit("/", 1)[1] for k in keys} == {
         f"intervju-{n}.{f}" for n in (0, 1) for f in ("txt", "json", "srt")
     }
-    head = s3.head_object(Bucket=BUCKET, Key=keys[0])
-    assert head["ServerSideEncryption"] == "AES256"
-    assert head["Metadata"]["run-id"] == run_id
-    assert head["Metadata"]["language"] == "sv" and head["Metadata"]["model"] == str(bed.model_dir)
-    assert float(head["Metadata"]["duration-s"]) > 5
+    for key in keys:  # every object, not only the first
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head["ServerSideEncryption"] == "AES256", key
+        assert head["Metadata"]["run-id"] == run_id, key
+        assert head["Metadata"]["language"] == "sv" and head["Metadata"]["model"] == str(bed.model_dir)
+        assert float(head["Metadata"]["duration-s"]) > 5
     # The summary: files with real-time factor, the instance with its price and cost, the phases.
     assert "real-time factor" in stderr and "g4dn.xlarge" in stderr and "eu-north-1b" in stderr, stderr
     assert "spot" in stderr and "total cost: $" in stderr, stderr

@@ -109,8 +109,27 @@ def test_unusable_identity_file_is_an_input_error(sshd_target: ssh.SSHTarget, tm
         ssh.connect(missing, deadline_s=5)
     garbage = tmp_path / "garbage"
     garbage.write_text("not a key\n")
+    garbage.chmod(0o600)
     with pytest.raises(InputError, match="garbage"):
         ssh.connect(dataclasses.replace(missing, identity_file=garbage), deadline_s=5)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_identity_file_readable_by_others_is_refused_as_openssh_does(
+    sshd_target: ssh.SSHTarget, sshd_server: SshdServer, tmp_path: Path, mode: int
+) -> None:
+    key = tmp_path / "id_ed25519"
+    key.write_bytes(sshd_server.client_key_path.read_bytes())
+    key.chmod(mode)
+    target = dataclasses.replace(sshd_target, private_key=None, identity_file=key)
+    with pytest.raises(InputError) as caught:
+        ssh.connect(target, deadline_s=5)
+    message = str(caught.value)
+    assert str(key) in message and f"chmod 600 {key}" in message and "\n" not in message
+    assert caught.value.path == key
+    key.chmod(0o600)
+    with ssh.connect(target, deadline_s=20) as opened:
+        assert opened.run(["echo", "ok"]).stdout == "ok"
 
 
 def test_refused_client_key_gives_up_after_allowed_failures(sshd_target: ssh.SSHTarget) -> None:

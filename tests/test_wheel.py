@@ -52,3 +52,38 @@ def test_a_failing_build_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     message = str(caught.value)
     assert message.startswith(f"building the gpu-transcribe wheel from {REPO} failed: ")
     assert "\n" not in message
+
+
+def test_an_installed_wheel_carries_the_provisioning_script_and_the_cuda_lock(tmp_path: Path) -> None:
+    """``build-ami`` from a pip-installed copy: the wheel carries ``ami/provision.py`` and
+    ``requirements/cuda.lock``, and the installed package's PROVISION_SCRIPT and CUDA_LOCK are those
+    copies."""
+    import subprocess
+    import sys
+
+    built = wheel.build_wheel(tmp_path / "out")
+    with zipfile.ZipFile(built) as archive:
+        assert (
+            archive.read("gpu_transcribe/data/provision.py") == (REPO / "ami" / "provision.py").read_bytes()
+        )
+        assert (
+            archive.read("gpu_transcribe/data/cuda.lock")
+            == (REPO / "requirements" / "cuda.lock").read_bytes()
+        )
+        site = tmp_path / "site-packages"  # a pure-Python wheel installs by unpacking it
+        archive.extractall(site)
+    code = (
+        "from gpu_transcribe.build_ami.plan import CUDA_LOCK, PROVISION_SCRIPT\n"
+        "print(PROVISION_SCRIPT)\nprint(CUDA_LOCK)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    script, lock = (Path(line) for line in proc.stdout.splitlines())
+    assert script == site / "gpu_transcribe" / "data" / "provision.py" and script.is_file()
+    assert lock == site / "gpu_transcribe" / "data" / "cuda.lock" and lock.is_file()

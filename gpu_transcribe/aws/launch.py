@@ -213,6 +213,7 @@ def launch(
         host_public_key_openssh=host_key.public_key_openssh,
         max_lifetime_minutes=spec.max_lifetime_minutes,
         heartbeat_timeout_minutes=spec.heartbeat_timeout_minutes,
+        login_user=spec.login_user,
     )
     created = RunResources(run_id=spec.run_id)
     instance_ids: list[str] = []  # every instance a RunInstances reply named, for the undo

@@ -60,6 +60,7 @@ def upload_files(
     when: dt.datetime,
     metadata: Mapping[str, object],
     kms_key_id: str | None = None,
+    expected_owner: str | None = None,
 ) -> list[UploadedObject]:
     """Upload ``files`` under the run's key prefix, encrypted, with ``metadata``; verify each with HEAD.
 
@@ -72,6 +73,9 @@ def upload_files(
         when: the run's start time (its UTC date goes into the key).
         metadata: user metadata (model, language, duration, run id...), values made ASCII.
         kms_key_id: an AWS KMS key id or ARN for SSE-KMS; ``None`` for SSE-S3 (AES256).
+        expected_owner: the caller's account id: every request carries it as ``ExpectedBucketOwner``, so S3
+            refuses a bucket of that name that another account owns (deleted and re-created by someone
+            else) instead of writing the transcripts into it.
 
     Returns:
         One :class:`UploadedObject` per file, in order.
@@ -84,6 +88,8 @@ def upload_files(
     from botocore.exceptions import BotoCoreError, ClientError
 
     extra: dict[str, Any] = {"Metadata": _metadata(metadata)}
+    owner: dict[str, str] = {"ExpectedBucketOwner": expected_owner} if expected_owner else {}
+    extra.update(owner)
     if kms_key_id:
         extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id)
     else:
@@ -94,9 +100,9 @@ def upload_files(
         url = f"s3://{bucket}/{key}"
         try:
             s3_client.upload_file(str(path), bucket, key, ExtraArgs=extra)
-            head = s3_client.head_object(Bucket=bucket, Key=key)
+            head = s3_client.head_object(Bucket=bucket, Key=key, **owner)
         except (ClientError, S3UploadFailedError, BotoCoreError) as exc:
-            raise UploadError(f"{url}: upload failed ({_reason(exc)}); {_hint(exc)}") from exc
+            raise UploadError(f"{url}: upload failed ({_reason(exc)}); {_hint(exc, expected_owner)}") from exc
         uploaded.append(
             UploadedObject(
                 bucket=bucket,
@@ -113,17 +119,24 @@ def _reason(exc: Exception) -> str:
     return text.split(": ", 1)[-1] if ": " in text else text
 
 
-def _hint(exc: Exception) -> str:
+def _hint(exc: Exception, expected_owner: str | None = None) -> str:
     text = str(exc)
     if "AccessDenied" in text or "Forbidden" in text or "403" in text:
-        return "check that your credentials may s3:PutObject to this bucket (and use the KMS key, if set)"
+        owner = f" and that account {expected_owner} owns the bucket" if expected_owner else ""
+        return (
+            "check that your credentials may s3:PutObject to this bucket (and use the KMS key, if set)"
+            + owner
+        )
     if "NoSuchBucket" in text or "404" in text:
         return "check the bucket name (setting s3_bucket) and region"
     return "the transcripts are kept locally; retry the upload or use --no-s3"
 
 
-def check_bucket(s3_client: Any, bucket: str) -> str | None:
+def check_bucket(s3_client: Any, bucket: str, expected_owner: str | None = None) -> str | None:
     """Before launching anything: does ``bucket`` exist and may we see it (``HeadBucket``)?
+
+    ``expected_owner`` (the caller's account id) goes with the request as ``ExpectedBucketOwner``: a bucket of
+    that name owned by another account answers 403, and the note says so.
 
     Returns:
         ``None`` if it answered, or a note when access was denied: a policy may allow ``s3:PutObject``
@@ -135,13 +148,20 @@ def check_bucket(s3_client: Any, bucket: str) -> str | None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        s3_client.head_bucket(Bucket=bucket)
+        s3_client.head_bucket(
+            Bucket=bucket, **({"ExpectedBucketOwner": expected_owner} if expected_owner else {})
+        )
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise UploadError(
                 f"s3://{bucket}: the bucket does not exist; check the s3_bucket setting (or use --no-s3)"
             ) from exc
+        if expected_owner and code in ("403", "AccessDenied", "Forbidden"):
+            return (
+                f"s3://{bucket}: could not check the bucket ({code}): access is denied, or account "
+                f"{expected_owner} does not own it (then the upload will be refused); going on"
+            )
         return f"s3://{bucket}: could not check the bucket ({code or exc}); going on"
     except BotoCoreError as exc:
         return f"s3://{bucket}: could not check the bucket ({exc}); going on"

@@ -6,7 +6,9 @@ no YAML writer is needed and every string is escaped correctly. It:
 - deletes the image's host keys and installs the run's ed25519 host key (``ssh_keys``; cloud-init then
   generates no other), so the one key the client expects is the one sshd presents;
 - writes the dead-man switch (``gpu_transcribe/data/deadman.sh``) and an empty heartbeat file under ``/run``
-  (a tmpfs: nothing of it survives into an image made from a builder instance);
+  (a tmpfs: nothing of it survives into an image made from a builder instance); the heartbeat file belongs
+  to the login user, mode 0644, and is written in cloud-init's final stage (``defer``), after the login user
+  exists on a first boot, and before ``runcmd`` starts the switch;
 - starts the switch as a transient systemd unit, and schedules ``shutdown -P`` a little after the maximum
   lifetime as a second, independent timer.
 
@@ -19,9 +21,9 @@ import json
 from importlib import resources
 
 #: The file the client touches over SSH (``touch /run/gpu-transcribe/heartbeat``, every
-#: :data:`HEARTBEAT_INTERVAL_S` seconds) to keep the instance alive. cloud-init creates it with mode 0666
-#: before
-#: sshd starts, so the login user (``ubuntu``, ``ec2-user``...) can update its time without sudo.
+#: :data:`HEARTBEAT_INTERVAL_S` seconds) to keep the instance alive. cloud-init creates it owned by the login
+#: user (``ubuntu``, ``ec2-user``...) with mode 0644, so that user can update its time without sudo and no
+#: other user or service on the instance can keep it alive or write into it.
 HEARTBEAT_PATH = "/run/gpu-transcribe/heartbeat"
 #: How often the client should touch :data:`HEARTBEAT_PATH`, in seconds (well inside the 2-minute minimum
 #: timeout).
@@ -50,6 +52,7 @@ def render_user_data(
     host_public_key_openssh: str,
     max_lifetime_minutes: int,
     heartbeat_timeout_minutes: int,
+    login_user: str,
 ) -> str:
     """Render the cloud-config document.
 
@@ -58,6 +61,7 @@ def render_user_data(
         host_public_key_openssh: its public line ``ssh-ed25519 AAAA... comment``.
         max_lifetime_minutes: the switch powers off this many minutes after boot.
         heartbeat_timeout_minutes: the switch powers off when :data:`HEARTBEAT_PATH` is this many minutes old.
+        login_user: the AMI's SSH user, the only user (besides root) who may write :data:`HEARTBEAT_PATH`.
 
     Returns:
         The user data text (EC2 base64-encodes it for us).
@@ -89,7 +93,13 @@ def render_user_data(
         },
         "write_files": [
             {"path": DEADMAN_PATH, "owner": "root:root", "permissions": "0755", "content": deadman_script()},
-            {"path": HEARTBEAT_PATH, "owner": "root:root", "permissions": "0666", "content": ""},
+            {
+                "path": HEARTBEAT_PATH,
+                "owner": f"{login_user}:root",
+                "permissions": "0644",
+                "content": "",
+                "defer": True,
+            },
         ],
         "runcmd": [
             start_switch,

@@ -5,6 +5,7 @@ launch spec."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,23 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.models import LaunchSpec
     from gpu_transcribe.settings import Settings
 
-#: The provisioning script, pushed to the builder (repository path ``ami/provision.py``).
-PROVISION_SCRIPT = Path(__file__).resolve().parents[2] / "ami" / "provision.py"
+
+def shipped_file(checkout_path: str, packaged_name: str) -> Path:
+    """A file ``build-ami`` pushes: ``checkout_path`` in a source checkout, else the copy the wheel carries
+    as ``gpu_transcribe/data/<packaged_name>`` (see :data:`gpu_transcribe.wheel.WHEEL_EXTRAS`)."""
+    in_checkout = Path(__file__).resolve().parents[2] / checkout_path
+    if in_checkout.is_file():
+        return in_checkout
+    return Path(str(resources.files("gpu_transcribe").joinpath("data", packaged_name)))
+
+
+#: The provisioning script, pushed to the builder (repository path ``ami/provision.py``; in an installed
+#: copy ``gpu_transcribe/data/provision.py``).
+PROVISION_SCRIPT = shipped_file("ami/provision.py", "provision.py")
 #: The image venv's exact versions and hashes (``make lock``: client and engine, torch with CUDA, Python 3.11
 #: on x86_64 Linux), pushed beside the wheel; ``provision.py --lock`` installs it, then the wheel with
-#: ``--no-deps``.
-CUDA_LOCK = Path(__file__).resolve().parents[2] / "requirements" / "cuda.lock"
+#: ``--no-deps``. Repository path ``requirements/cuda.lock``; in an installed copy ``gpu_transcribe/data``.
+CUDA_LOCK = shipped_file("requirements/cuda.lock", "cuda.lock")
 #: Root volume of the builder and so of every run's instance, GiB (the base image's own size if larger).
 #: The engine's venv (torch with its CUDA libraries, ~6 GiB installed) and a Whisper model (0.5-3 GiB) go
 #: on top of the base image's driver and CUDA toolkits; 100 GiB leaves room without measuring each base

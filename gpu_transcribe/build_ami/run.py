@@ -137,14 +137,14 @@ def _wheel(request: BuildRequest, workdir: Path, on_progress: ProgressCallback) 
 
     Raises:
         InputError: ``--wheel`` is not a wheel file.
-        GpuTranscribeError: not run from a source checkout (no ``ami/provision.py`` or lock file).
+        GpuTranscribeError: the provisioning script or the lock file is missing.
     """
     from gpu_transcribe.wheel import build_wheel
 
     for needed in (PROVISION_SCRIPT, CUDA_LOCK):
         if not needed.is_file():
             raise GpuTranscribeError(
-                f"{needed} is missing: build-ami runs from a source checkout of gpu-transcribe"
+                f"{needed} is missing: reinstall gpu-transcribe, or run build-ami from a source checkout"
             )
     if request.wheel is not None:
         wheel = Path(request.wheel)

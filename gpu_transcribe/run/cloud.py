@@ -86,13 +86,14 @@ def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCall
     from gpu_transcribe.aws.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.clients import AwsContext, s3_client
     from gpu_transcribe.aws.launch_plan import plan_launch
+    from gpu_transcribe.aws.preflight import caller_identity
     from gpu_transcribe.aws.s3 import check_bucket
     from gpu_transcribe.instance_session import launch_spec
 
     bucket = settings.require_s3_bucket() if request.upload else None
     ctx = AwsContext.from_settings(settings)
     if bucket is not None:
-        note = check_bucket(s3_client(ctx), bucket)
+        note = check_bucket(s3_client(ctx), bucket, caller_identity(ctx).account_id)
         if note:
             callbacks.progress("note", note)
     image_id, image = choose_image(

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from gpu_transcribe import __version__
-from gpu_transcribe.errors import UploadError
+from gpu_transcribe.errors import GpuTranscribeError, UploadError
 
 if TYPE_CHECKING:
     from gpu_transcribe.run.host import Job, RunState
@@ -36,9 +36,15 @@ def upload_outputs(
     if bucket is None or not state.outputs:
         return None
     from gpu_transcribe.aws.clients import AwsContext, s3_client
+    from gpu_transcribe.aws.preflight import caller_identity
     from gpu_transcribe.aws.s3 import upload_files
 
-    client = s3_client(AwsContext.from_settings(settings))
+    ctx = AwsContext.from_settings(settings)
+    client = s3_client(ctx)
+    try:  # the account that must own the bucket (ExpectedBucketOwner on every request)
+        account_id = caller_identity(ctx).account_id
+    except GpuTranscribeError as exc:
+        return UploadError(f"s3://{bucket}: cannot upload: {exc}")
     callbacks.progress("upload", f"uploading to s3://{bucket}/{settings.s3_prefix}")
     with phases.timed("upload"):
         try:
@@ -65,6 +71,7 @@ def upload_outputs(
                         started_at,
                         metadata,
                         kms_key_id=settings.s3_kms_key_id,
+                        expected_owner=account_id,
                     )
                 )
         except UploadError as exc:

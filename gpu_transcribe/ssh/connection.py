@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,20 @@ def _load_private_key(data: str | bytes, source: str) -> paramiko.PKey:
         raise InputError(source, f"{source}: cannot load the private key ({exc})") from exc
 
 
+def _refuse_open_permissions(path: Path, mode: int) -> None:
+    """Refuse a private key file that its group or others may read or write, as OpenSSH does.
+
+    Raises:
+        InputError: ``mode`` gives the group or others any permission; the message names ``path`` and the fix.
+    """
+    if mode & 0o077:
+        raise InputError(
+            path,
+            f"{path}: the identity file is accessible by others (mode {stat.S_IMODE(mode):04o}); "
+            f"run `chmod 600 {path}`",
+        )
+
+
 def _client_key(target: SSHTarget) -> paramiko.PKey:
     """``target``'s client key: ``private_key``, else ``identity_file`` (InputError if unusable)."""
     if target.private_key is not None:
@@ -135,9 +150,11 @@ def _client_key(target: SSHTarget) -> paramiko.PKey:
     if target.identity_file is not None:
         path = Path(target.identity_file).expanduser()
         try:
+            mode = path.stat().st_mode
             data = path.read_bytes()
         except OSError as exc:
             raise InputError(path, f"{path}: cannot read the identity file ({exc.strerror})") from exc
+        _refuse_open_permissions(path, mode)
         return _load_private_key(data, str(path))
     raise SSHError(f"no client key for {target}: give a private key or an identity file")
 
