@@ -112,19 +112,24 @@ def _root(
     typer_ctx.meta[_DEBUG_KEY] = debug
 
 
-def _settings(**flags: object) -> Settings:
+def _settings(*, warn_ssh_cidr: bool = False, **flags: object) -> Settings:
     """The effective settings for the flags given (``None`` for a flag not given), after a warning on stderr
-    for each ``GPU_TRANSCRIBE_*`` variable that is not a setting.
+    for each ``GPU_TRANSCRIBE_*`` variable that is not a setting, and with ``warn_ssh_cidr`` (commands that
+    launch, and ``config show``) for an ``ssh_cidr`` wider than one address.
 
     Raises:
         SettingsError: a value is bad; the message names the setting and its source.
     """
     from gpu_transcribe.render import print_warning
-    from gpu_transcribe.settings import load_settings, unknown_env_vars
+    from gpu_transcribe.settings import load_settings, ssh_cidr_warning, unknown_env_vars
 
     for warning in unknown_env_vars():
         print_warning(warning, stderr)
-    return load_settings(flags)
+    settings = load_settings(flags)
+    wide = ssh_cidr_warning(settings) if warn_ssh_cidr else None
+    if wide is not None:
+        print_warning(wide, stderr)
+    return settings
 
 
 # --- run -------------------------------------------------------------------------------------------------
@@ -162,6 +167,7 @@ def run(
     """Transcribe audio files on a new GPU instance (or --local, or --host). Transcript paths go to stdout;
     progress and the summary to stderr."""
     settings = _settings(
+        warn_ssh_cidr=not local,
         region=region,
         aws_profile=aws_profile,
         instance_types=",".join(instance_type or []) or None,
@@ -350,7 +356,7 @@ def config_show(
     from gpu_transcribe.render import print_settings, settings_json
     from gpu_transcribe.settings import default_config_files
 
-    settings = _settings(region=region, aws_profile=aws_profile)
+    settings = _settings(warn_ssh_cidr=True, region=region, aws_profile=aws_profile)
     if as_json:
         import json
 
@@ -434,7 +440,7 @@ def build_ami(
     from gpu_transcribe.progress import build_event_printer, build_signal_printer, event_printer
     from gpu_transcribe.render import build_result_lines, print_build_plan, print_lines
 
-    settings = _settings(region=region, aws_profile=aws_profile, model=model)
+    settings = _settings(warn_ssh_cidr=True, region=region, aws_profile=aws_profile, model=model)
     request = BuildRequest(
         model=settings.model,
         revision=revision,

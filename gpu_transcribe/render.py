@@ -485,6 +485,11 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    for line in (
+        f"ssh: port 22 open to {spec.ssh_cidr} only (setting ssh_cidr)",
+        f"outputs: {plan.s3_url}" if plan.s3_url else "outputs: not uploaded (--no-s3)",
+    ):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"estimated cost: {_money(plan.estimated_cost_usd)} for a {plan.estimate_s:.0f} s run at the first "
         "option's price (EC2 bills per second, 60 s minimum); a real run's summary reports billed seconds",

@@ -560,3 +560,20 @@ def parse_duration_s(text: str, *, name: str = "--older-than") -> float:
             f"{name}: {text!r} is not a duration; use a number with s, m, h or d, such as 2h or 90m",
         )
     return float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+
+
+def ssh_cidr_warning(settings: Settings) -> str | None:
+    """A warning when the ``ssh_cidr`` setting opens port 22 to more than one address, naming the value and
+    where it came from (a ``./gpu-transcribe.toml`` in a folder the user did not write counts); ``None`` for
+    ``auto`` (this machine's address only, as a /32 or /128) or a single address."""
+    if settings.ssh_cidr == "auto":
+        return None
+    network = ipaddress.ip_network(settings.ssh_cidr, strict=False)
+    bits = network.max_prefixlen - network.prefixlen
+    if bits == 0:
+        return None
+    count = f"{network.num_addresses:,}" if bits <= 32 else f"2^{bits}"
+    return (
+        f"ssh_cidr {network} (from {settings.source('ssh_cidr')}) opens port 22 of every instance to {count} "
+        "addresses; set ssh_cidr to auto (your address only) or one address (/32, /128) unless you mean it"
+    )

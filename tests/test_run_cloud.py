@@ -444,8 +444,35 @@ def test_dry_run_prints_the_plan_and_launches_nothing(bed: CloudBed) -> None:
     assert stdout.index("eu-north-1b") < stdout.index("eu-north-1c") < stdout.index("eu-north-1a")
     assert "on-demand" in stdout and "gpu-transcribe:owner=" in stdout and "estimated cost: $" in stdout
     assert bed.aws.image_id in stdout
+    assert "ssh: port 22 open to 203.0.113.7/32 only" in stdout
+    assert f"outputs: s3://{BUCKET}/team-a/" in stdout
+    assert "warning" not in stderr  # a single address is what a run should open
     assert bed.aws.calls("RunInstances") == []
     assert bed.aws.ec2().describe_key_pairs()["KeyPairs"] == []
+
+
+def test_a_wide_ssh_cidr_from_a_config_file_is_a_loud_warning_and_shown_in_the_dry_run(bed: CloudBed) -> None:
+    """A ``./gpu-transcribe.toml`` (perhaps in a folder the user did not write) opening port 22 to the world
+    is not refused, but every launching command says so, naming the file; the dry run shows the rule."""
+    (bed.tmp / "gpu-transcribe.toml").write_text('ssh_cidr = "0.0.0.0/0"\n', encoding="utf-8")
+    bed.env.pop("GPU_TRANSCRIBE_SSH_CIDR")
+    cli = Cli(bed, "run", *bed.inputs(SV_CLIP), "--dry-run")
+    code, stdout, stderr = cli.finish()
+    assert code == 0, stderr
+    assert "warning: ssh_cidr 0.0.0.0/0 (from " in stderr and "gpu-transcribe.toml" in stderr
+    assert "4,294,967,296 addresses" in stderr
+    assert "ssh: port 22 open to 0.0.0.0/0 only" in stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", "config", "show"],
+        cwd=bed.tmp,
+        env=bed.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "warning: ssh_cidr 0.0.0.0/0" in shown.stderr
+    assert "0.0.0.0/0" in shown.stdout and "s3_bucket" in shown.stdout
 
 
 def test_no_image_for_this_version_says_to_run_build_ami(bed: CloudBed) -> None:
