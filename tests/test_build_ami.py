@@ -99,10 +99,16 @@ class Build:
         self._stdout_parts: list[str] = []
         self._new_line = threading.Condition()
 
-    def start(self, prefix: Path, *args: str, provision_args: list[str] | None = None) -> None:
+    def start(
+        self,
+        prefix: Path,
+        *args: str,
+        provision_args: list[str] | None = None,
+        python_path: Path = REPO,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_TRANSCRIBE_")}
         env.update(
-            PYTHONPATH=str(REPO),
+            PYTHONPATH=str(python_path),
             GPU_TRANSCRIBE_SSH_CIDR=TEST_CIDR,
             GPU_TRANSCRIBE_DIAL_ADDRESS=f"127.0.0.1:{self.port}",
             GPU_TRANSCRIBE_REMOTE_PREFIX=str(prefix),
@@ -286,6 +292,27 @@ def test_build_ami_makes_a_tagged_image_and_terminates_the_builder(
     images = list_images(AwsContext(REGION))
     chosen = select_run_image(images, version=__version__, model=TEST_MODEL_ID, revision=None, region=REGION)
     assert chosen.image_id == image["ImageId"]
+
+
+def test_build_ami_works_from_an_installed_wheel_outside_any_checkout(
+    aws: MotoAws, build: Build, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A pip-installed copy has no ami/ or requirements/: build-ami pushes the provisioning script and the
+    lock file the wheel carries, and the build succeeds (the wheel unpacked is what pip installs for it)."""
+    import zipfile
+
+    prefix = provisioned_prefix(tmp_path_factory)
+    wheel = built_wheel(tmp_path_factory)
+    installed = tmp_path / "site-packages"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(installed)
+    seed_ssm_parameter(DLAMI_BASE_PARAMETER, aws.image_id)
+    build.start(prefix, "--wheel", str(wheel), python_path=installed)
+    build.serve_builder()
+    assert build.finish() == 0, build.stderr
+    assert f"pushed {wheel.name}, provision.py, cuda.lock to /tmp/gpu-transcribe-build-" in build.stderr
+    assert "provisioning ok" in build.stderr
+    assert len(our_images(aws)) == 1
 
 
 def test_a_failed_provision_exits_1_leaves_no_image_and_terminates_the_builder(
