@@ -415,7 +415,9 @@ def test_missing_credentials_name_the_profile_and_how_to_configure(
         CredentialsError, match=r"no usable AWS credentials found for the default credential chain"
     ):
         launch(AwsContext(REGION), spec(aws), sleep=lambda s: None)
-    with pytest.raises(CredentialsError, match=r"AWS profile 'nobody' \(from --aws-profile\) does not exist"):
+    with pytest.raises(
+        CredentialsError, match=r"AWS profile 'nobody' \(from --aws-profile\) is not in ~/.aws/config"
+    ):
         launch(AwsContext(REGION, "nobody", "--aws-profile"), spec(aws), sleep=lambda s: None)
     assert aws.calls("RunInstances") == []
 

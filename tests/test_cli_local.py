@@ -297,8 +297,11 @@ def test_debug_is_in_the_root_help() -> None:
 
 def test_shell_completion_is_offered() -> None:
     assert "--install-completion" in run_cli("--help").stdout
+    # Typer names the shell it finds among the command's parents: run it from bash, as a user's shell would
+    # (CI's make runs commands under sh, which Typer has no completion for). "; true" keeps bash from
+    # replacing itself with the command.
     script = subprocess.run(
-        [str(Path(sys.executable).parent / "gpu-transcribe"), "--show-completion", "bash"],
+        ["bash", "-c", '"$0" --show-completion; true', str(Path(sys.executable).parent / "gpu-transcribe")],
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         capture_output=True,
         text=True,
