@@ -61,9 +61,9 @@ endef
 # Regenerate both locks from pyproject.toml, keeping the versions they pin where pyproject.toml still allows
 # them; `make upgrade-lock` takes the newest releases instead. Then run `make test`.
 lock: $(TOOLS)/.uv-$(UV_VERSION)
-	$(call compile-lock,$(CPU_LOCK),--extra engine --extra dev -c requirements/cpu-torch.txt $(FIND_LINKS) \
+	$(call compile-lock,$(CPU_LOCK),--extra engine --extra server --extra dev -c requirements/cpu-torch.txt $(FIND_LINKS) \
 		--emit-find-links --python-platform x86_64-manylinux_2_28)
-	$(call compile-lock,$(CUDA_LOCK),--extra engine --python-platform x86_64-manylinux_2_35)
+	$(call compile-lock,$(CUDA_LOCK),--extra engine --extra server --python-platform x86_64-manylinux_2_35)
 
 upgrade-lock:
 	$(MAKE) lock LOCK_UPGRADE=--upgrade
