@@ -50,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from remote.errors import AudioDecodeError
+from remote.errors import AudioDecodeError, EngineFailure
 from remote.options import TranscribeOptions
 from remote.server.config import ServerConfig
 from remote.server.formats import RESPONSE_FORMATS, TEXT_FORMATS, openai_body, transcribe_body
@@ -285,7 +285,8 @@ class ServerState:
                 getattr(info, "load_s", 0.0),
             )
         except Exception as exc:
-            self.load_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            text = str(exc) if isinstance(exc, EngineFailure | ValueError) else f"{type(exc).__name__}: {exc}"
+            self.load_error = (text.strip().splitlines() or [type(exc).__name__])[0]
             logger.error("the model failed to load: %s", self.load_error)
         finally:
             self.loaded.set()
