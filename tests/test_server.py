@@ -265,7 +265,13 @@ def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech:
                 data={"model": "whisper-1"},
                 timeout=httpx.Timeout(30, read=1.0),
             )
-        wait_until(lambda: server.state.queue_depth == 0, timeout_s=10, what="the request to leave the queue")
+        wait_until(  # not just an empty queue: under load the upload may still be decoding at this point
+            lambda: (
+                metric(httpx.get(f"{server.url}/metrics").text, "gpu_transcribe_dropped_requests_total") == 1
+            ),
+            timeout_s=30,
+            what="the request to be dropped",
+        )
         gated.gate.set()
         first.join(120)
         metrics = httpx.get(f"{server.url}/metrics").text
