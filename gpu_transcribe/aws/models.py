@@ -516,3 +516,58 @@ class PipelineOutputs:
             group=stack.output(OUTPUT_GROUP),
             scaler_function=stack.output(OUTPUT_SCALER),
         )
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """SQS's approximate message counts of one queue (``GetQueueAttributes``; "approximate" because SQS is
+    distributed: counts lag by up to a minute, SQS Developer Guide).
+
+    Attributes:
+        visible: messages waiting to be received (``ApproximateNumberOfMessages``).
+        in_flight: received and not yet deleted or released (``ApproximateNumberOfMessagesNotVisible``).
+        delayed: not yet visible because of a delay (``ApproximateNumberOfMessagesDelayed``).
+    """
+
+    visible: int
+    in_flight: int
+    delayed: int = 0
+
+
+@dataclass(frozen=True)
+class GroupInstance:
+    """One instance of an Auto Scaling group (``DescribeAutoScalingGroups``).
+
+    Attributes:
+        instance_id: e.g. ``i-0123456789abcdef0``.
+        instance_type: e.g. ``g4dn.xlarge``.
+        zone: its availability zone.
+        lifecycle_state: ``Pending``, ``InService``, ``Terminating``... (EC2 Auto Scaling's states).
+        health: ``Healthy`` or ``Unhealthy``.
+        protected: scale-in protection is on (the worker sets it while busy).
+    """
+
+    instance_id: str
+    instance_type: str
+    zone: str
+    lifecycle_state: str
+    health: str
+    protected: bool
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """An Auto Scaling group's sizes and instances.
+
+    Attributes:
+        name: the group's name.
+        desired: the desired capacity (instances).
+        min_size, max_size: its bounds (instances).
+        instances: its instances, sorted by id.
+    """
+
+    name: str
+    desired: int
+    min_size: int
+    max_size: int
+    instances: tuple[GroupInstance, ...]

@@ -1,0 +1,238 @@
+"""The AWS calls of ``gpu-transcribe pipeline`` beyond the stack itself (that is :mod:`.stack`).
+
+- After each deploy, what CloudFormation may not have done (moto skips it; on AWS it is already there, so
+  these are no-ops): the bucket's ``incoming/`` notification to the jobs queue
+  (:func:`ensure_bucket_notification`, which also serves a bucket the user brought, merged with its other
+  notifications) and the table's TTL (:func:`ensure_ttl`). Both read first and write only what is missing.
+- For ``pipeline status``: the queues' counts (:func:`queue_counts`) and the worker group
+  (:func:`worker_group`).
+- For ``pipeline destroy --delete-data``: :func:`empty_bucket` and :func:`delete_bucket`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpu_transcribe.aws.clients import (
+    AwsContext,
+    autoscaling_client,
+    aws_errors,
+    dynamodb_client,
+    error_code,
+    s3_client,
+    sqs_client,
+)
+from gpu_transcribe.aws.models import GroupInstance, QueueCounts, WorkerGroup
+from gpu_transcribe.errors import CloudError
+
+#: The event type that starts a job: any object created (Put, Post, Copy, CompleteMultipartUpload).
+OBJECT_CREATED = "s3:ObjectCreated:*"
+#: ``DeleteObjects`` takes at most 1,000 keys per call (S3 API Reference).
+DELETE_BATCH = 1000
+
+
+def _prefix_of(config: dict[str, Any]) -> str:
+    rules = config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    return next((str(r.get("Value", "")) for r in rules if str(r.get("Name", "")).lower() == "prefix"), "")
+
+
+def _is_ours(config: dict[str, Any], queue_arn: str, prefix: str) -> bool:
+    events = config.get("Events", [])
+    return config.get("QueueArn") == queue_arn and OBJECT_CREATED in events and _prefix_of(config) == prefix
+
+
+def _notification(s3: Any, bucket: str) -> dict[str, Any]:
+    config = dict(s3.get_bucket_notification_configuration(Bucket=bucket))
+    config.pop("ResponseMetadata", None)
+    return config
+
+
+def ensure_bucket_notification(
+    ctx: AwsContext, bucket: str, queue_arn: str, prefix: str, notification_id: str
+) -> bool:
+    """Make ``bucket`` send an event to ``queue_arn`` for every object created under ``prefix``, keeping the
+    bucket's other notifications, and check that S3 kept it.
+
+    Returns:
+        True if it had to be written, False if it was there already.
+
+    Raises:
+        CloudError: S3 refused (e.g. the queue policy does not let the bucket send: S3 tests the destination
+            when the configuration is written), or did not keep it.
+        CredentialsError: credentials missing or rejected.
+    """
+    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    with aws_errors(ctx, f"setting the notification of bucket {bucket}"):
+        config = _notification(s3, bucket)
+        queues = config.get("QueueConfigurations", [])
+        if any(_is_ours(q, queue_arn, prefix) for q in queues):
+            return False
+        ours = {
+            "Id": notification_id,
+            "QueueArn": queue_arn,
+            "Events": [OBJECT_CREATED],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+        }
+        config["QueueConfigurations"] = [q for q in queues if q.get("Id") != notification_id] + [ours]
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+        kept = _notification(s3, bucket).get("QueueConfigurations", [])
+    if not any(_is_ours(q, queue_arn, prefix) for q in kept):
+        raise CloudError(f"bucket {bucket} did not keep the notification to {queue_arn} for {prefix}")
+    return True
+
+
+def remove_bucket_notification(ctx: AwsContext, bucket: str, queue_arn: str) -> bool:
+    """Remove the bucket's notifications to ``queue_arn``, keeping the others.
+
+    Returns:
+        True if there was one to remove; False if none, or the bucket is gone.
+
+    Raises:
+        CloudError, CredentialsError: a call failed.
+    """
+    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    with aws_errors(ctx, f"removing the notification of bucket {bucket}"):
+        try:
+            config = _notification(s3, bucket)
+        except Exception as exc:
+            if error_code(exc) == "NoSuchBucket":
+                return False
+            raise
+        queues = config.get("QueueConfigurations", [])
+        kept = [q for q in queues if q.get("QueueArn") != queue_arn]
+        if len(kept) == len(queues):
+            return False
+        config["QueueConfigurations"] = kept
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    return True
+
+
+def ensure_ttl(ctx: AwsContext, table: str, attribute: str) -> bool:
+    """Turn on DynamoDB's time to live on ``table`` with ``attribute`` (Unix epoch seconds).
+
+    Returns:
+        True if it had to be turned on, False if it was on (or being turned on) already.
+
+    Raises:
+        CloudError: DynamoDB refused, e.g. TTL is on with another attribute (it must be turned off first,
+            and DynamoDB allows one change per hour: DynamoDB Developer Guide, "Time to Live").
+        CredentialsError: credentials missing or rejected.
+    """
+    ddb = dynamodb_client(ctx)
+    with aws_errors(ctx, f"turning on the time to live of table {table}"):
+        now = ddb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+        if now.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and now.get("AttributeName") == attribute:
+            return False
+        ddb.update_time_to_live(
+            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
+        )
+    return True
+
+
+def queue_counts(ctx: AwsContext, queue_url: str) -> QueueCounts:
+    """The queue's approximate visible, in-flight and delayed message counts.
+
+    Raises:
+        CloudError, CredentialsError: the call failed (a deleted queue: ``QueueDoesNotExist``).
+    """
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    with aws_errors(ctx, f"reading the counts of queue {queue_url}"):
+        attributes = sqs_client(ctx).get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)[
+            "Attributes"
+        ]
+    visible, in_flight, delayed = (int(attributes.get(n, 0)) for n in names)
+    return QueueCounts(visible=visible, in_flight=in_flight, delayed=delayed)
+
+
+def worker_group(ctx: AwsContext, group: str) -> WorkerGroup | None:
+    """The Auto Scaling group's sizes and instances, or ``None`` if there is no such group.
+
+    Raises:
+        CloudError, CredentialsError: the call failed.
+    """
+    with aws_errors(ctx, f"describing Auto Scaling group {group}"):
+        groups = autoscaling_client(ctx).describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+    found = groups.get("AutoScalingGroups", [])
+    if not found:
+        return None
+    raw = found[0]
+    instances = tuple(
+        sorted(
+            (
+                GroupInstance(
+                    instance_id=i["InstanceId"],
+                    instance_type=i.get("InstanceType", ""),
+                    zone=i.get("AvailabilityZone", ""),
+                    lifecycle_state=i.get("LifecycleState", ""),
+                    health=i.get("HealthStatus", ""),
+                    protected=bool(i.get("ProtectedFromScaleIn", False)),
+                )
+                for i in raw.get("Instances", [])
+            ),
+            key=lambda i: i.instance_id,
+        )
+    )
+    return WorkerGroup(
+        name=raw["AutoScalingGroupName"],
+        desired=int(raw.get("DesiredCapacity", 0)),
+        min_size=int(raw.get("MinSize", 0)),
+        max_size=int(raw.get("MaxSize", 0)),
+        instances=instances,
+    )
+
+
+def empty_bucket(ctx: AwsContext, bucket: str) -> int:
+    """Delete every object (and every object version and delete marker, if versioning was ever on).
+
+    Returns:
+        How many objects and versions were deleted (0 if the bucket does not exist).
+
+    Raises:
+        CloudError: a call failed, or S3 refused to delete some keys (named).
+        CredentialsError: credentials missing or rejected.
+    """
+    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    deleted = 0
+    with aws_errors(ctx, f"emptying bucket {bucket}"):
+        try:
+            pages = list(s3.get_paginator("list_object_versions").paginate(Bucket=bucket))
+        except Exception as exc:
+            if error_code(exc) == "NoSuchBucket":
+                return 0
+            raise
+        keys: list[dict[str, str]] = []
+        for page in pages:
+            for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                keys.append({"Key": item["Key"], "VersionId": item.get("VersionId") or "null"})
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            errors = answer.get("Errors", [])
+            if errors:
+                named = ", ".join(f"{e.get('Key')}: {e.get('Code')}" for e in errors[:5])
+                raise CloudError(f"S3 did not delete {len(errors)} object(s) of bucket {bucket}: {named}")
+            deleted += len(batch)
+    return deleted
+
+
+def delete_bucket(ctx: AwsContext, bucket: str) -> bool:
+    """Delete the (empty) bucket.
+
+    Returns:
+        True if deleted, False if it did not exist.
+
+    Raises:
+        CloudError, CredentialsError: the call failed (``BucketNotEmpty`` if objects remain).
+    """
+    with aws_errors(ctx, f"deleting bucket {bucket}"):
+        try:
+            s3_client(ctx).delete_bucket(Bucket=bucket)
+        except Exception as exc:
+            if error_code(exc) == "NoSuchBucket":
+                return False
+            raise
+    return True
