@@ -3,7 +3,8 @@
 - After each deploy, what CloudFormation may not have done (moto skips it; on AWS it is already there, so
   these are no-ops): the bucket's ``incoming/`` notification to the jobs queue
   (:func:`ensure_bucket_notification`, which also serves a bucket the user brought, merged with its other
-  notifications) and the table's TTL (:func:`ensure_ttl`). Both read first and write only what is missing.
+  notifications), the created bucket's protection (:func:`ensure_bucket_protection`) and the table's TTL
+  (:func:`ensure_ttl`). Each reads first and writes only what is missing.
 - For ``pipeline status``: the queues' counts (:func:`queue_counts`) and the worker group
   (:func:`worker_group`).
 - For ``pipeline destroy --delete-data``: :func:`empty_bucket` and :func:`delete_bucket`.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gpu_transcribe.aws.clients import (
@@ -79,6 +81,83 @@ def ensure_bucket_notification(
     if not any(_is_ours(q, queue_arn, prefix) for q in kept):
         raise CloudError(f"bucket {bucket} did not keep the notification to {queue_arn} for {prefix}")
     return True
+
+
+#: The four switches of S3 Block Public Access, all on.
+_PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+#: S3's answers for a bucket without the configuration asked for.
+_NOT_CONFIGURED = frozenset(
+    {
+        "NoSuchPublicAccessBlockConfiguration",
+        "ServerSideEncryptionConfigurationNotFoundError",
+        "OwnershipControlsNotFoundError",
+        "NoSuchLifecycleConfiguration",
+    }
+)
+
+
+def _read(call: Any, key: str, **kwargs: Any) -> Any:
+    """``call(**kwargs)[key]``, or ``None`` when S3 says the bucket has no such configuration."""
+    try:
+        return call(**kwargs)[key]
+    except Exception as exc:
+        if error_code(exc) in _NOT_CONFIGURED:
+            return None
+        raise
+
+
+def ensure_bucket_protection(
+    ctx: AwsContext, bucket: str, lifecycle_rules: Sequence[Mapping[str, Any]]
+) -> tuple[str, ...]:
+    """Make sure a bucket the pipeline created has what its template asks for: Block Public Access (all
+    four), default encryption, ``BucketOwnerEnforced`` (no ACLs) and the lifecycle rules (matched by
+    ``ID``; other rules are kept). Reads each first and writes only what is missing.
+
+    Args:
+        lifecycle_rules: rules in the S3 API's shape (``ID``, ``Status``, ``Filter``, ...).
+
+    Returns:
+        One short name per thing that had to be applied (empty on AWS, where CloudFormation applied them).
+
+    Raises:
+        CloudError, CredentialsError: a call failed.
+    """
+    s3: Any = s3_client(ctx)
+    fixed = []
+    with aws_errors(ctx, f"checking the protection of bucket {bucket}"):
+        block = _read(s3.get_public_access_block, "PublicAccessBlockConfiguration", Bucket=bucket) or {}
+        if not all(block.get(k) for k in _PUBLIC_ACCESS_BLOCK):
+            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=_PUBLIC_ACCESS_BLOCK)
+            fixed.append("public access block")
+        encryption = _read(s3.get_bucket_encryption, "ServerSideEncryptionConfiguration", Bucket=bucket) or {}
+        if not encryption.get("Rules"):
+            s3.put_bucket_encryption(
+                Bucket=bucket,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                },
+            )
+            fixed.append("default encryption (SSE-S3)")
+        ownership = _read(s3.get_bucket_ownership_controls, "OwnershipControls", Bucket=bucket) or {}
+        if not any(r.get("ObjectOwnership") == "BucketOwnerEnforced" for r in ownership.get("Rules", [])):
+            s3.put_bucket_ownership_controls(
+                Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+            )
+            fixed.append("object ownership BucketOwnerEnforced")
+        rules = list(_read(s3.get_bucket_lifecycle_configuration, "Rules", Bucket=bucket) or [])
+        have = {r.get("ID") for r in rules}
+        missing = [dict(r) for r in lifecycle_rules if r["ID"] not in have]
+        if missing:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration={"Rules": [*rules, *missing]}
+            )
+            fixed.append("lifecycle rules " + ", ".join(str(r["ID"]) for r in missing))
+    return tuple(fixed)
 
 
 def remove_bucket_notification(ctx: AwsContext, bucket: str, queue_arn: str) -> bool:

@@ -33,6 +33,7 @@ from gpu_transcribe.pipeline.template import (
     TTL_ATTRIBUTE,
     PipelineSpec,
     check_pipeline_name,
+    lifecycle_rules_api,
     template_json,
 )
 from gpu_transcribe.settings import Settings
@@ -176,11 +177,16 @@ def build_spec(
 
 
 def finish_deploy(
-    settings: Settings, name: str, outputs: PipelineOutputs, on_progress: ProgressCallback = no_progress
+    settings: Settings,
+    spec: PipelineSpec,
+    outputs: PipelineOutputs,
+    on_progress: ProgressCallback = no_progress,
 ) -> tuple[str, ...]:
     """Make sure of what CloudFormation may not have done, through the services' own APIs: the bucket's
-    ``incoming/`` notification to the jobs queue and the jobs table's TTL. On AWS both are there already and
-    nothing is written; moto skips them; a bucket the user brought gets its notification only here.
+    ``incoming/`` notification to the jobs queue, a created bucket's protection (public access block,
+    encryption, ownership, lifecycle) and the jobs table's TTL. On AWS all are there already and nothing is
+    written; moto skips them; a bucket the user brought gets its notification only here (its other
+    settings stay the user's).
 
     Returns:
         One line per thing that had to be applied.
@@ -190,11 +196,14 @@ def finish_deploy(
         CredentialsError: credentials missing or rejected.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline import ensure_bucket_notification, ensure_ttl
+    from gpu_transcribe.aws.pipeline import ensure_bucket_notification, ensure_bucket_protection, ensure_ttl
 
     ctx = AwsContext.from_settings(settings)
-    fixed = []
-    notification_id = f"gpu-transcribe-{name}-incoming"
+    fixed: list[str] = []
+    if outputs.bucket_created:
+        applied = ensure_bucket_protection(ctx, outputs.bucket, lifecycle_rules_api(spec))
+        fixed.extend(f"bucket {outputs.bucket}: {what} applied" for what in applied)
+    notification_id = f"{spec.prefix}-incoming"
     if ensure_bucket_notification(ctx, outputs.bucket, outputs.queue_arn, INCOMING_PREFIX, notification_id):
         fixed.append(f"bucket {outputs.bucket}: {INCOMING_PREFIX} notification to the jobs queue applied")
     if ensure_ttl(ctx, outputs.table, TTL_ATTRIBUTE):
@@ -244,7 +253,7 @@ def deploy_pipeline(
             stack=result.stack.name,
             status=result.stack.status,
         )
-    fixed = finish_deploy(settings, spec.name, outputs, on_progress)
+    fixed = finish_deploy(settings, spec, outputs, on_progress)
     return PipelineDeployment(
         name=spec.name,
         stack=result.stack,

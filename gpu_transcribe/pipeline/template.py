@@ -274,6 +274,31 @@ def _this_group(spec: PipelineSpec) -> dict[str, Any]:
     return {"StringEquals": {f"autoscaling:ResourceTag/{TAG_PIPELINE}": spec.name}}
 
 
+#: The created bucket's lifecycle rule ids (the template's, and :func:`lifecycle_rules_api`'s).
+EXPIRE_INCOMING_RULE = "expire-incoming-audio"
+ABORT_UPLOADS_RULE = "abort-incomplete-uploads"
+
+
+def lifecycle_rules_api(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The created bucket's lifecycle rules in the S3 API's shape (``PutBucketLifecycleConfiguration``), the
+    same as the template's: audio under ``incoming/`` expires after ``incoming_expiry_days``; unfinished
+    multipart uploads are aborted after 1 day."""
+    return [
+        {
+            "ID": EXPIRE_INCOMING_RULE,
+            "Status": "Enabled",
+            "Filter": {"Prefix": INCOMING_PREFIX},
+            "Expiration": {"Days": spec.incoming_expiry_days},
+        },
+        {
+            "ID": ABORT_UPLOADS_RULE,
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        },
+    ]
+
+
 def scaler_source() -> str:
     """The scaler's Python source (:mod:`gpu_transcribe.aws.scaler_lambda`), inlined as the Lambda's code.
 
@@ -370,13 +395,13 @@ def _storage(spec: PipelineSpec) -> dict[str, Any]:
                 "LifecycleConfiguration": {
                     "Rules": [
                         {
-                            "Id": "expire-incoming-audio",
+                            "Id": EXPIRE_INCOMING_RULE,
                             "Status": "Enabled",
                             "Prefix": INCOMING_PREFIX,
                             "ExpirationInDays": spec.incoming_expiry_days,
                         },
                         {
-                            "Id": "abort-incomplete-uploads",
+                            "Id": ABORT_UPLOADS_RULE,
                             "Status": "Enabled",
                             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
                         },
