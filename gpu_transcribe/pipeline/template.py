@@ -699,6 +699,7 @@ def _scaler(spec: PipelineSpec) -> dict[str, Any]:
                 "ScheduleExpression": SCALER_SCHEDULE,
                 "State": "ENABLED",
                 "Targets": [{"Id": "scaler", "Arn": {"Fn::GetAtt": ["ScalerFunction", "Arn"]}}],
+                "Tags": _tags(spec, f"{spec.prefix}-scaler"),
             },
         },
         "ScalerPermission": {
