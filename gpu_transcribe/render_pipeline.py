@@ -47,7 +47,7 @@ def deployment_lines(result: PipelineDeployment) -> list[str]:
 
 
 def _money(value: float | None) -> str:
-    return "unknown (no spot price)" if value is None else f"${value:.4f}/h"
+    return "unknown (no price)" if value is None else f"${value:.4f}/h"
 
 
 def status_lines(report: PipelineStatus) -> list[str]:
@@ -81,11 +81,10 @@ def status_lines(report: PipelineStatus) -> list[str]:
             )
     for cost in report.costs:
         lines.append(
-            f"  {cost.count} x {cost.instance_type} in {cost.zone} at {_money(cost.price_usd_per_hour)}"
+            f"  {cost.count} x {cost.market} {cost.instance_type} in {cost.zone} at "
+            f"{_money(cost.price_usd_per_hour)} each"
         )
-    lines.append(
-        f"cost now: {_money(report.cost_usd_per_hour)} (spot prices of the workers now; instances only)"
-    )
+    lines.append(f"cost now: {_money(report.cost_usd_per_hour)} (the workers' prices now; instances only)")
     lines.append(f"bucket: s3://{report.outputs.bucket}/{INCOMING_PREFIX}")
     return lines
 

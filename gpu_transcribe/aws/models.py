@@ -545,6 +545,7 @@ class GroupInstance:
         lifecycle_state: ``Pending``, ``InService``, ``Terminating``... (EC2 Auto Scaling's states).
         health: ``Healthy`` or ``Unhealthy``.
         protected: scale-in protection is on (the worker sets it while busy).
+        market: ``spot`` or ``on-demand`` (EC2's ``InstanceLifecycle``).
     """
 
     instance_id: str
@@ -553,6 +554,7 @@ class GroupInstance:
     lifecycle_state: str
     health: str
     protected: bool
+    market: Market = "spot"
 
 
 @dataclass(frozen=True)

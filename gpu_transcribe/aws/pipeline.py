@@ -20,11 +20,12 @@ from gpu_transcribe.aws.clients import (
     autoscaling_client,
     aws_errors,
     dynamodb_client,
+    ec2_client,
     error_code,
     s3_client,
     sqs_client,
 )
-from gpu_transcribe.aws.models import GroupInstance, QueueCounts, WorkerGroup
+from gpu_transcribe.aws.models import GroupInstance, Market, QueueCounts, WorkerGroup
 from gpu_transcribe.errors import CloudError
 
 #: The event type that starts a job: any object created (Put, Post, Copy, CompleteMultipartUpload).
@@ -227,6 +228,22 @@ def queue_counts(ctx: AwsContext, queue_url: str) -> QueueCounts:
     return QueueCounts(visible=visible, in_flight=in_flight, delayed=delayed)
 
 
+def _instance_facts(ctx: AwsContext, instance_ids: Sequence[str]) -> dict[str, tuple[str, Market]]:
+    """``instance id -> (type, market)`` from EC2: the group reports no market, and (in a mixed-instances
+    group under moto) no type."""
+    if not instance_ids:
+        return {}
+    facts: dict[str, tuple[str, Market]] = {}
+    with aws_errors(ctx, "describing the workers"):
+        pages = ec2_client(ctx).get_paginator("describe_instances").paginate(InstanceIds=list(instance_ids))
+        for page in pages:
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    market: Market = "spot" if instance.get("InstanceLifecycle") == "spot" else "on-demand"
+                    facts[instance["InstanceId"]] = (instance.get("InstanceType", ""), market)
+    return facts
+
+
 def worker_group(ctx: AwsContext, group: str) -> WorkerGroup | None:
     """The Auto Scaling group's sizes and instances, or ``None`` if there is no such group.
 
@@ -239,18 +256,22 @@ def worker_group(ctx: AwsContext, group: str) -> WorkerGroup | None:
     if not found:
         return None
     raw = found[0]
+    members = raw.get("Instances", [])
+    ec2_facts = _instance_facts(ctx, [i["InstanceId"] for i in members])
     instances = tuple(
         sorted(
             (
                 GroupInstance(
                     instance_id=i["InstanceId"],
-                    instance_type=i.get("InstanceType", ""),
+                    instance_type=i.get("InstanceType")
+                    or ec2_facts.get(i["InstanceId"], ("", "on-demand"))[0],
                     zone=i.get("AvailabilityZone", ""),
                     lifecycle_state=i.get("LifecycleState", ""),
                     health=i.get("HealthStatus", ""),
                     protected=bool(i.get("ProtectedFromScaleIn", False)),
+                    market=ec2_facts.get(i["InstanceId"], ("", "on-demand"))[1],
                 )
-                for i in raw.get("Instances", [])
+                for i in members
             ),
             key=lambda i: i.instance_id,
         )

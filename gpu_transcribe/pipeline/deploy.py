@@ -164,6 +164,7 @@ def build_spec(
         vpc_id=vpc_id,
         subnet_ids=tuple(subnets[zone] for zone in sorted(subnets)),
         root_device_name=image.root_device_name,
+        root_volume_size_gib=image.root_volume_size_gib,
         max_workers=max_workers,
         jobs_per_worker=request.jobs_per_worker,
         bucket=request.bucket,
@@ -275,17 +276,20 @@ def deploy_pipeline(
 
 @dataclass(frozen=True)
 class WorkerTypeCost:
-    """The billed workers of one type in one zone and their spot price now.
+    """The billed workers of one type, zone and market, and the price of one now.
 
     Attributes:
         instance_type: e.g. ``g4dn.xlarge``.
         zone: e.g. ``eu-north-1b``.
-        count: workers of that type in that zone (pending or in service).
-        price_usd_per_hour: the zone's spot price now per instance, ``None`` if EC2 gave none.
+        market: ``spot`` (the group launches only spot) or ``on-demand``.
+        count: workers of that type in that zone and market (pending or in service).
+        price_usd_per_hour: per instance: the zone's spot price now (``DescribeSpotPriceHistory``), or the
+            on-demand price (Pricing API, else the packaged table); ``None`` if unknown.
     """
 
     instance_type: str
     zone: str
+    market: str
     count: int
     price_usd_per_hour: float | None
 
@@ -319,25 +323,29 @@ class PipelineStatus:
 
 
 def _costs(settings: Settings, group: WorkerGroup | None) -> tuple[tuple[WorkerTypeCost, ...], float | None]:
+    """The billed workers by (type, zone, market) with the price of each now, and the total per hour."""
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.prices import spot_prices
+    from gpu_transcribe.aws.prices import on_demand_price, spot_prices
 
     if group is None:
         return (), 0.0
     ctx = AwsContext.from_settings(settings)
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for instance in group.instances:
         if instance.lifecycle_state in BILLED_STATES:
-            key = (instance.instance_type, instance.zone)
+            key = (instance.instance_type, instance.zone, instance.market)
             counts[key] = counts.get(key, 0) + 1
-    prices = {t: spot_prices(ctx, t) for t in sorted({t for t, _ in counts})}
-    rows = tuple(
-        WorkerTypeCost(t, zone, n, prices[t][zone][0] if zone in prices[t] else None)
-        for (t, zone), n in sorted(counts.items())
-    )
+    spot = {t: spot_prices(ctx, t) for t in sorted({t for t, _, m in counts if m == "spot"})}
+    rows = []
+    for (instance_type, zone, market), count in sorted(counts.items()):
+        if market == "spot":
+            price = spot[instance_type][zone][0] if zone in spot[instance_type] else None
+        else:
+            price = on_demand_price(ctx, instance_type).price_usd_per_hour
+        rows.append(WorkerTypeCost(instance_type, zone, market, count, price))
     if any(r.price_usd_per_hour is None for r in rows):
-        return rows, None
-    return rows, sum((r.price_usd_per_hour or 0.0) * r.count for r in rows)
+        return tuple(rows), None
+    return tuple(rows), sum((r.price_usd_per_hour or 0.0) * r.count for r in rows)
 
 
 def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:

@@ -116,6 +116,8 @@ class PipelineSpec:
         subnet_ids: the subnets the group launches into (one per zone; they must give public IPv4 addresses
             or have a NAT, since workers reach S3, SQS and DynamoDB through the internet).
         root_device_name: the image's root device (``/dev/sda1`` for our Ubuntu images), encrypted.
+        root_volume_size_gib: the root volume's size, at least the image's snapshot; ``None`` leaves it to
+            EC2 (the snapshot's size).
         max_workers: the group's maximum size, N in 0..N.
         jobs_per_worker: visible jobs per worker the scaler aims at.
         max_attempts: engine failures of one job before the worker fails it (counted in the table by the
@@ -141,6 +143,7 @@ class PipelineSpec:
     vpc_id: str
     subnet_ids: tuple[str, ...]
     root_device_name: str = "/dev/sda1"
+    root_volume_size_gib: int | None = None
     max_workers: int = 4
     jobs_per_worker: int = 10
     max_attempts: int = 3
@@ -558,6 +561,13 @@ def scaler_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
     ]
 
 
+def _root_volume(spec: PipelineSpec) -> dict[str, Any]:
+    volume: dict[str, Any] = {"Encrypted": True, "VolumeType": "gp3", "DeleteOnTermination": True}
+    if spec.root_volume_size_gib is not None:
+        volume["VolumeSize"] = spec.root_volume_size_gib
+    return volume
+
+
 def _fleet(spec: PipelineSpec) -> dict[str, Any]:
     """The worker role and profile, security group, launch template and Auto Scaling group."""
     instance_tags = _tags(spec, f"{spec.prefix}-worker")
@@ -600,7 +610,7 @@ def _fleet(spec: PipelineSpec) -> dict[str, Any]:
                     "BlockDeviceMappings": [
                         {
                             "DeviceName": spec.root_device_name,
-                            "Ebs": {"Encrypted": True, "VolumeType": "gp3", "DeleteOnTermination": True},
+                            "Ebs": _root_volume(spec),
                         }
                     ],
                     "NetworkInterfaces": [
