@@ -3,8 +3,9 @@
 - After each deploy, what CloudFormation may not have done (moto skips it; on AWS it is already there, so
   these are no-ops): the bucket's ``incoming/`` notification to the jobs queue
   (:func:`ensure_bucket_notification`, which also serves a bucket the user brought, merged with its other
-  notifications), the created bucket's protection (:func:`ensure_bucket_protection`) and the table's TTL
-  (:func:`ensure_ttl`). Each reads first and writes only what is missing.
+  notifications), the created bucket's protection (:func:`ensure_bucket_protection`), the table's TTL
+  (:func:`ensure_ttl`) and point-in-time recovery (:func:`ensure_point_in_time_recovery`). Each reads
+  first and writes only what is missing.
 - For ``pipeline status``: the queues' counts (:func:`queue_counts`) and the worker group
   (:func:`worker_group`).
 - For ``pipeline destroy --delete-data``: :func:`empty_bucket` and :func:`delete_bucket`.
@@ -205,6 +206,27 @@ def ensure_ttl(ctx: AwsContext, table: str, attribute: str) -> bool:
             return False
         ddb.update_time_to_live(
             TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
+        )
+    return True
+
+
+def ensure_point_in_time_recovery(ctx: AwsContext, table: str) -> bool:
+    """Turn on point-in-time recovery (continuous backups, restorable to any second of the last 35 days:
+    DynamoDB Developer Guide) on ``table``.
+
+    Returns:
+        True if it had to be turned on, False if it was on already.
+
+    Raises:
+        CloudError, CredentialsError: a call failed.
+    """
+    ddb = dynamodb_client(ctx)
+    with aws_errors(ctx, f"turning on point-in-time recovery of table {table}"):
+        now = ddb.describe_continuous_backups(TableName=table).get("ContinuousBackupsDescription", {})
+        if now.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED":
+            return False
+        ddb.update_continuous_backups(
+            TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
         )
     return True
 

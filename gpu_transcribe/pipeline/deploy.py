@@ -185,9 +185,9 @@ def finish_deploy(
 ) -> tuple[str, ...]:
     """Make sure of what CloudFormation may not have done, through the services' own APIs: the bucket's
     ``incoming/`` notification to the jobs queue, a created bucket's protection (public access block,
-    encryption, ownership, lifecycle) and the jobs table's TTL. On AWS all are there already and nothing is
-    written; moto skips them; a bucket the user brought gets its notification only here (its other
-    settings stay the user's).
+    encryption, ownership, lifecycle), and the jobs table's TTL and point-in-time recovery. On AWS all are
+    there already and nothing is written; moto skips them; a bucket the user brought gets its notification
+    only here (its other settings stay the user's).
 
     Returns:
         One line per thing that had to be applied.
@@ -197,7 +197,12 @@ def finish_deploy(
         CredentialsError: credentials missing or rejected.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline import ensure_bucket_notification, ensure_bucket_protection, ensure_ttl
+    from gpu_transcribe.aws.pipeline import (
+        ensure_bucket_notification,
+        ensure_bucket_protection,
+        ensure_point_in_time_recovery,
+        ensure_ttl,
+    )
 
     ctx = AwsContext.from_settings(settings)
     fixed: list[str] = []
@@ -209,6 +214,8 @@ def finish_deploy(
         fixed.append(f"bucket {outputs.bucket}: {INCOMING_PREFIX} notification to the jobs queue applied")
     if ensure_ttl(ctx, outputs.table, TTL_ATTRIBUTE):
         fixed.append(f"table {outputs.table}: time to live on {TTL_ATTRIBUTE} turned on")
+    if ensure_point_in_time_recovery(ctx, outputs.table):
+        fixed.append(f"table {outputs.table}: point-in-time recovery turned on")
     for line in fixed:
         on_progress(ProgressEvent("note", line))
     return tuple(fixed)
