@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
-from gpu_transcribe.aws.stack import describe_stack, stack_events, wait_for_stack
+from gpu_transcribe.aws.stack import describe_stack, latest_event_ids, wait_for_stack
 from gpu_transcribe.cli import app
 from gpu_transcribe.errors import StackError
 from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
@@ -377,7 +377,7 @@ def test_a_rollback_is_an_error_naming_the_resource_and_its_reason(cli: CliRunne
     ctx = AwsContext(REGION)
     stack = describe_stack(ctx, STACK)
     assert stack is not None
-    seen = {e.event_id for e in stack_events(ctx, stack.stack_id)}
+    seen = latest_event_ids(ctx, stack.stack_id)
     # moto never fails a resource: write what CloudFormation records when an update fails and rolls back.
     moto_stack = cloudformation_backends[ACCOUNT_ID][REGION].stacks[stack.stack_id]
     for logical_id, kind, status, reason in [

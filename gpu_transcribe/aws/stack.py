@@ -21,7 +21,7 @@ again says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -141,29 +141,47 @@ def list_stacks(ctx: AwsContext, prefix: str) -> tuple[StackInfo, ...]:
     return tuple(sorted(found, key=lambda s: s.name))
 
 
-def stack_events(ctx: AwsContext, stack: str) -> tuple[StackEvent, ...]:
+def _event(raw: Mapping[str, Any]) -> StackEvent:
+    return StackEvent(
+        event_id=raw["EventId"],
+        logical_id=raw.get("LogicalResourceId", ""),
+        resource_type=raw.get("ResourceType", ""),
+        status=raw.get("ResourceStatus", ""),
+        reason=" ".join(str(raw.get("ResourceStatusReason", "") or "").split()),
+        timestamp=_utc(raw.get("Timestamp")) or utc_now(),
+    )
+
+
+def stack_events(
+    ctx: AwsContext, stack: str, *, newer_than: Container[str] = (), max_pages: int | None = None
+) -> tuple[StackEvent, ...]:
     """The stack's events, oldest first.
+
+    CloudFormation lists events newest first, a page of up to 100 at a time, and keeps them for the stack's
+    whole life: reading stops at the first event in ``newer_than`` (everything older is known already), or
+    after ``max_pages`` pages.
 
     Raises:
         CredentialsError, CloudError: the call failed.
     """
     cf = cloudformation_client(ctx)
-    events = []
+    events: list[StackEvent] = []
     with aws_errors(ctx, f"reading the events of stack {stack}"):
-        for page in cf.get_paginator("describe_stack_events").paginate(StackName=stack):
-            for raw in page.get("StackEvents", []):
-                events.append(
-                    StackEvent(
-                        event_id=raw["EventId"],
-                        logical_id=raw.get("LogicalResourceId", ""),
-                        resource_type=raw.get("ResourceType", ""),
-                        status=raw.get("ResourceStatus", ""),
-                        reason=" ".join(str(raw.get("ResourceStatusReason", "") or "").split()),
-                        timestamp=_utc(raw.get("Timestamp")) or utc_now(),
-                    )
-                )
-    events.reverse()  # CloudFormation lists the newest first
+        pages = cf.get_paginator("describe_stack_events").paginate(StackName=stack)
+        for number, page in enumerate(pages, 1):
+            raws = page.get("StackEvents", [])
+            known = next((n for n, raw in enumerate(raws) if raw["EventId"] in newer_than), None)
+            events.extend(_event(raw) for raw in raws[:known])
+            if known is not None or (max_pages is not None and number >= max_pages):
+                break
+    events.reverse()
     return tuple(events)
+
+
+def latest_event_ids(ctx: AwsContext, stack: str) -> set[str]:
+    """The ids of the stack's newest events (one page): enough for :func:`wait_for_stack` to report only
+    what happens after now, since it stops reading at the first event it knows."""
+    return {e.event_id for e in stack_events(ctx, stack, max_pages=1)}
 
 
 def describe_event(event: StackEvent) -> str:
@@ -209,7 +227,8 @@ def wait_for_stack(
 
     Args:
         stack_id: the stack's ARN (a deleted stack stays describable by its id, not by its name).
-        seen: ids of the events that happened before the operation; they are not reported.
+        seen: ids of events known already (at least the newest before the operation, see
+            :func:`latest_event_ids`); they and everything older are not reported.
 
     Returns:
         The stack once ``*_COMPLETE``, or ``None`` once it is deleted.
@@ -223,7 +242,7 @@ def wait_for_stack(
     new: list[StackEvent] = []
     while True:
         stack = describe_stack(ctx, stack_id)
-        events = stack_events(ctx, stack_id) if stack is not None else ()
+        events = stack_events(ctx, stack_id, newer_than=seen) if stack is not None else ()
         for event in events:
             if event.event_id not in seen:
                 seen.add(event.event_id)
@@ -324,7 +343,7 @@ def deploy_stack(
             status=existing.status,
         )
     creating = existing is None or existing.status == "REVIEW_IN_PROGRESS"
-    seen = {e.event_id for e in stack_events(ctx, name)} if existing is not None else set()
+    seen = latest_event_ids(ctx, name) if existing is not None else set()
     change_set_name = f"gpu-transcribe-{utc_now():%Y%m%dT%H%M%SZ}"
     on_progress(ProgressEvent("change-set", f"{'creating' if creating else 'updating'} stack {name}"))
     with aws_errors(ctx, f"creating a change set for stack {name}"):
@@ -396,7 +415,7 @@ def delete_stack(
     stack = describe_stack(ctx, name)
     if stack is None:
         return False
-    seen = {e.event_id for e in stack_events(ctx, stack.stack_id)}
+    seen = latest_event_ids(ctx, stack.stack_id)
     on_progress(ProgressEvent("delete", f"deleting stack {stack.name}"))
     with aws_errors(ctx, f"deleting stack {stack.name}"):
         cloudformation_client(ctx).delete_stack(StackName=stack.stack_id)
