@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+import boto3
 import pytest
 from typer.testing import CliRunner
 
@@ -455,3 +456,22 @@ def test_a_bad_name_is_refused_before_any_call(cli: CliRunner, aws: MotoAws) -> 
     assert result.exit_code == 2
     assert "--name: 'Team_A' is not a pipeline name" in result.stderr
     assert aws.calls("GetCallerIdentity") == []
+
+
+def test_a_bucket_that_cannot_be_the_pipelines_is_refused_before_the_stack(
+    cli: CliRunner, aws: MotoAws
+) -> None:
+    missing = cli.invoke(
+        app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--s3-bucket", "nope"]
+    )
+    assert missing.exit_code == 1
+    assert "bucket nope does not exist; create it, or leave out --s3-bucket" in missing.stderr
+    boto3.client("s3", region_name="eu-west-1", endpoint_url=aws.url).create_bucket(
+        Bucket="far-away", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    far = cli.invoke(
+        app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--s3-bucket", "far-away"]
+    )
+    assert far.exit_code == 1
+    assert "bucket far-away is in eu-west-1, the pipeline in eu-north-1" in far.stderr
+    assert aws.calls("CreateChangeSet") == []

@@ -35,6 +35,42 @@ OBJECT_CREATED = "s3:ObjectCreated:*"
 DELETE_BATCH = 1000
 
 
+def check_own_bucket(ctx: AwsContext, bucket: str, account_id: str) -> None:
+    """Before a pipeline takes ``bucket`` (``--s3-bucket``): it exists, account ``account_id`` owns it
+    (``HeadBucket`` with ``ExpectedBucketOwner``: another account's bucket answers 403) and it is in the
+    pipeline's region (S3 sends notifications only to a queue in the bucket's region: S3 User Guide, "Event
+    notification destinations").
+
+    Raises:
+        CloudError: it does not exist, is not the account's (or may not be read), or is in another region;
+            the message names the bucket and what to do.
+        CredentialsError: credentials missing or rejected.
+    """
+    s3: Any = s3_client(ctx)
+    with aws_errors(ctx, f"checking bucket {bucket}"):
+        try:
+            reply = s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account_id)
+        except Exception as exc:
+            code = error_code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise CloudError(
+                    f"bucket {bucket} does not exist; create it, or leave out --s3-bucket"
+                ) from exc
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise CloudError(
+                    f"bucket {bucket}: access denied, or account {account_id} does not own it; a pipeline "
+                    "takes only a bucket of its own account (or leave out --s3-bucket to create one)"
+                ) from exc
+            raise
+    headers = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    region = reply.get("BucketRegion") or headers.get("x-amz-bucket-region")
+    if region and region != ctx.region:
+        raise CloudError(
+            f"bucket {bucket} is in {region}, the pipeline in {ctx.region}; S3 notifies only queues in the "
+            f"bucket's region: deploy with --region {region}, or use a bucket in {ctx.region}"
+        )
+
+
 def _prefix_of(config: dict[str, Any]) -> str:
     rules = config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
     return next((str(r.get("Value", "")) for r in rules if str(r.get("Name", "")).lower() == "prefix"), "")

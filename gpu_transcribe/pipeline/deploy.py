@@ -137,7 +137,9 @@ def build_spec(
     Raises:
         SettingsError: a bad name or number.
         ImageNotFoundError: no image given and none of ours fits (``build-ami`` makes one).
-        CredentialsError, CloudError: a lookup failed (no default VPC...).
+        CloudError: ``request.bucket`` does not exist, is another account's or in another region; a lookup
+            failed (no default VPC...).
+        CredentialsError: credentials missing or rejected.
     """
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.launch_plan import describe_image, subnets_by_zone
@@ -149,6 +151,10 @@ def build_spec(
         raise SettingsError("max_workers", "--max-workers", f"--max-workers: {max_workers} is not 1 to 1000")
     ctx = AwsContext.from_settings(settings)
     identity = caller_identity(ctx)
+    if request.bucket:
+        from gpu_transcribe.aws.pipeline import check_own_bucket
+
+        check_own_bucket(ctx, request.bucket, identity.account_id)
     image_id = _image_id(ctx, settings, request)
     image = describe_image(ctx, image_id)
     vpc_id, subnets = subnets_by_zone(ctx, subnet_id=settings.subnet_id, vpc_id=settings.vpc_id)
