@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.timeout(180)
 NAME = "team-a"
 STACK = pipeline_stack_name(NAME)
 BUCKET = f"gpu-transcribe-{NAME}-{ACCOUNT_ID}-{REGION}"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -475,3 +478,28 @@ def test_a_bucket_that_cannot_be_the_pipelines_is_refused_before_the_stack(
     assert far.exit_code == 1
     assert "bucket far-away is in eu-west-1, the pipeline in eu-north-1" in far.stderr
     assert aws.calls("CreateChangeSet") == []
+
+
+def test_deploy_and_status_as_subprocesses_through_aws_endpoint_url(aws: MotoAws, tmp_path: Path) -> None:
+    """The installed command as a user runs it: a process of its own, reaching moto through AWS_ENDPOINT_URL
+    (set by the aws fixture with fake credentials); progress on stderr, results on stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_TRANSCRIBE_")}
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"), PYTHONPATH=str(REPO), NO_COLOR="1")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gpu_transcribe", "pipeline", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    deployed = run("deploy", "--name", NAME, "--image", aws.image_id)
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.startswith(f"pipeline {NAME} created in {REGION}: stack {STACK} CREATE_COMPLETE")
+    assert "CREATE_COMPLETE" in deployed.stderr
+    status = run("status", "--name", NAME, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["outputs"]["bucket"] == BUCKET
