@@ -3,13 +3,16 @@ official ``openai`` client (``tests/fixtures/server.py`` runs the server).
 
 - Every ``response_format`` through the openai client equals what the engine gives for the same clip
   (``srt``/``vtt`` byte for byte as ``run --local`` writes them), and concurrent requests share batches.
-- ``/transcribe``, ``/health`` (503 while the model loads, then 200) and ``/metrics``.
+- ``/transcribe``, ``/v1/audio/translations``, ``/health`` (503 while the model loads, then 200) and
+  ``/metrics``.
 - A full queue answers 429 with ``Retry-After``; a client that leaves while its request waits drops it.
 - The key (401), the upload limit (413), a text file named ``.mp3`` (400), ``word`` timestamps (400); no
   upload is left on disk; each error is one log line.
-- The idle and lifetime power-off run their command; a non-loopback bind without a key is refused.
+- The idle and lifetime power-off run their command; a non-loopback bind without a key is refused; the
+  ``serve`` command end to end in a process; ``--help`` imports no server library.
 
-The engine is loaded once for the module; each test's server reuses it.
+The engine is loaded once for the module; each test's server reuses it. Tests that run the model are
+marked ``slow``.
 """
 
 from __future__ import annotations
