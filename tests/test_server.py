@@ -220,34 +220,40 @@ def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> N
 
 
 @pytest.mark.slow
-def test_full_queue_is_429_with_retry_after(engine: Any, speech: Path) -> None:
-    """With the engine busy and one request queued (max_queue 1), the next is refused: 429, Retry-After,
-    OpenAI's error shape (the client raises RateLimitError); the two accepted ones are answered."""
+def test_full_queue_is_429_with_retry_after_and_calls_are_capped(engine: Any, speech: Path) -> None:
+    """With the engine busy and two requests queued (max_queue 2), the next is refused: 429, Retry-After,
+    OpenAI's error shape (the client raises RateLimitError). The queued two (4.9 s each) are then handed
+    to the engine in separate calls, as max_call_audio_s (6 s) caps a call; all three are answered."""
     gated = GatedEngine(engine)
     results: list[Any] = []
-    with live_server(ServerConfig(max_queue=1), reuse_engine(gated)) as server:
+    config = ServerConfig(max_queue=2, max_call_audio_s=6.0)
+    with live_server(config, reuse_engine(gated)) as server:
         api = client(server.port)
 
-        def ask() -> None:
+        def ask(name: str) -> None:
             with speech.open("rb") as audio:
-                results.append(api.audio.transcriptions.create(model="whisper-1", file=audio, language="en"))
+                results.append(
+                    api.audio.transcriptions.create(model="whisper-1", file=(name, audio), language="en")
+                )
 
-        first = threading.Thread(target=ask)
+        first = threading.Thread(target=ask, args=("first.flac",))
         first.start()
         assert gated.entered.wait(30), "the first request never reached the engine"
-        second = threading.Thread(target=ask)
-        second.start()
-        wait_until(lambda: server.state.queue_depth == 1, what="a queued request")
+        queued = [threading.Thread(target=ask, args=(f"queued-{n}.flac",)) for n in (1, 2)]
+        for thread in queued:
+            thread.start()
+        wait_until(lambda: server.state.queue_depth == 2, what="two queued requests")
         with speech.open("rb") as audio, pytest.raises(openai.RateLimitError) as refused:
             api.audio.transcriptions.create(model="whisper-1", file=audio)
         gated.gate.set()
-        first.join(120)
-        second.join(120)
+        for thread in (first, *queued):
+            thread.join(120)
     assert int(refused.value.response.headers["retry-after"]) >= 1
     error = refused.value.response.json()["error"]
     assert error["code"] == "rate_limit_exceeded" and "queue is full" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert len(results) == 2 and all("confused" in r.text.lower() for r in results)
+    assert len(results) == 3 and all("confused" in r.text.lower() for r in results)
+    assert [len(call) for call in gated.calls] == [1, 1, 1], gated.calls
 
 
 @pytest.mark.slow

@@ -276,6 +276,7 @@ class ServerState:
                 engine,
                 max_queue=self.config.max_queue,
                 max_batch_requests=self.config.max_batch_requests,
+                max_call_audio_s=self.config.max_call_audio_s,
                 batch_wait_s=self.config.batch_wait_s,
                 on_batch=self.metrics.on_batch,
             ).start()
