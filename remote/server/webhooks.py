@@ -43,7 +43,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,6 +184,7 @@ class _Delivery:
     url: str
     event_type: str
     body: str
+    on_done: Callable[[bool], None] | None = None
     attempts: int = 0
 
 
@@ -240,13 +241,21 @@ class WebhookSender:
             self._thread = threading.Thread(target=self._run, name="webhook-sender", daemon=True)
             self._thread.start()
 
-    def submit(self, url: str, event_type: str, data: Mapping[str, Any]) -> str | None:
+    def submit(
+        self,
+        url: str,
+        event_type: str,
+        data: Mapping[str, Any],
+        on_done: Callable[[bool], None] | None = None,
+    ) -> str | None:
         """Queue a callback without blocking; it is signed and sent by the delivery thread.
 
         Args:
             url: the receiver, already checked by :func:`check_callback_url`.
             event_type: ``job.succeeded`` or ``job.failed``.
             data: the event's ``data`` object (JSON values only).
+            on_done: called once with True (delivered) or False (given up on, or dropped), on the delivery
+                thread, or at once in this thread when the callback is dropped here; must not raise.
 
         Returns:
             The ``webhook-id`` every attempt will carry, or ``None`` if the queue was full or the sender is
@@ -267,13 +276,17 @@ class WebhookSender:
             logger.warning(
                 "webhook %s (%s) to %s dropped: the sender is closed", msg_id, event_type, _safe_url(url)
             )
+            if on_done is not None:
+                on_done(False)
             return None
         with self._idle:
             self._pending += 1
         try:
-            self._queue.put_nowait(_Delivery(msg_id=msg_id, url=url, event_type=event_type, body=body))
+            self._queue.put_nowait(
+                _Delivery(msg_id=msg_id, url=url, event_type=event_type, body=body, on_done=on_done)
+            )
         except queue.Full:
-            self._done(delivered=False)
+            self._done(delivered=False, on_done=on_done)
             logger.warning(
                 "webhook %s (%s) to %s dropped: %d callbacks already wait",
                 msg_id,
@@ -298,7 +311,8 @@ class WebhookSender:
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the delivery thread within about ``timeout_s`` seconds (plus one attempt in flight).
 
-        Callbacks not yet delivered are dropped, with one warning giving their number. Safe to call twice.
+        Callbacks not yet delivered are dropped (their ``on_done`` gets False), with one warning giving
+        their number. Callbacks submitted later are dropped at once. Safe to call twice.
         """
         self._stop.set()
         with contextlib.suppress(queue.Full):
@@ -306,13 +320,16 @@ class WebhookSender:
         if self._thread is not None:
             self._thread.join(timeout=timeout_s + self.timeout_s)
             self._thread = None
-        if self.pending:
-            logger.warning("webhooks: %d undelivered callback(s) dropped at shutdown", self.pending)
 
     # -- the delivery thread ---------------------------------------------------------------------------
 
-    def _done(self, delivered: bool) -> None:
-        """Count a callback as finished (delivered or given up)."""
+    def _done(self, delivered: bool, on_done: Callable[[bool], None] | None) -> None:
+        """Count a callback as finished (delivered or given up) and tell its ``on_done``."""
+        if on_done is not None:
+            try:
+                on_done(delivered)
+            except Exception:
+                logger.exception("webhooks: on_done failed")
         with self._idle:
             self._pending -= 1
             if delivered:
@@ -342,6 +359,15 @@ class WebhookSender:
                     next_s = self._attempt(client, delivery)
                     if next_s is not None:
                         heapq.heappush(heap, (time.monotonic() + next_s, next(order), delivery))
+        left = [delivery for _, _, delivery in heap]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                if (item := self._queue.get_nowait()) is not None:
+                    left.append(item)
+        for delivery in left:
+            self._done(delivered=False, on_done=delivery.on_done)
+        if left:
+            logger.warning("webhooks: %d undelivered callback(s) dropped at shutdown", len(left))
 
     def _attempt(self, client: httpx.Client, delivery: _Delivery) -> float | None:
         """Make one attempt; return seconds until the next one, or ``None`` if the callback is finished."""
@@ -360,7 +386,7 @@ class WebhookSender:
             reason = f"{type(exc).__name__}: {str(exc) or 'no answer'}"
         else:
             if response.is_success:
-                self._done(delivered=True)
+                self._done(delivered=True, on_done=delivery.on_done)
                 return None
             reason = f"HTTP {response.status_code}"
             if response.status_code == 410:
@@ -371,7 +397,7 @@ class WebhookSender:
                     _safe_url(delivery.url),
                     delivery.attempts,
                 )
-                self._done(delivered=False)
+                self._done(delivered=False, on_done=delivery.on_done)
                 return None
             retry_after = retry_after_s(response.headers.get("retry-after"), time.time())
         where = f"webhook {delivery.msg_id} ({delivery.event_type}) to {_safe_url(delivery.url)}"
@@ -383,7 +409,7 @@ class WebhookSender:
                 self.max_attempts,
                 reason,
             )
-            self._done(delivered=False)
+            self._done(delivered=False, on_done=delivery.on_done)
             return None
         state = tenacity.RetryCallState(retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={})
         state.attempt_number = delivery.attempts
