@@ -1,28 +1,39 @@
 """Async jobs (issue 11): the job store on disk, signed webhooks to real loopback receivers, and the
-``/v1/jobs`` routes on a real uvicorn with a real Whisper model.
+``/v1/jobs`` routes on a real uvicorn with the real whisper-base engine and real speech.
 
 Receivers are ``http.server`` servers on 127.0.0.1 in threads; signatures are checked with the
-``standardwebhooks`` library, as a receiver would.
+``standardwebhooks`` library, as a receiver would. The HTTP tests (marked ``slow``) load the engine once for
+the module; each test's server reuses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import re
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import standardwebhooks
+import uvicorn
 
+from bench.fixtures import clip_path, find_test_model
 from remote.options import TranscribeOptions
+from remote.server.app import create_app
+from remote.server.config import ServerConfig
+from remote.server.formats import openai_body
 from remote.server.jobs import RESTART_ERROR, JobStore, transcript_from_dict
+from remote.server.scheduler import as_many_engine
 from remote.server.webhooks import (
     WebhookSender,
     check_callback_url,
@@ -399,3 +410,242 @@ def test_webhook_submit_never_blocks(secret: str, receiver: Receiver) -> None:
     assert sender.pending == 2 and sender.failed == 3
     sender.close(timeout_s=0.1)
     assert sender.submit(receiver.url, "job.succeeded", {}) is None
+
+
+# -- /v1/jobs on a real server --------------------------------------------------------------------------
+
+KEY = "test-key-jobs-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+JFK = "en_jfk.flac"
+"""11 s of a speech: "And so my fellow Americans, ask not what your country can do for you..."."""
+SHORT = "en_librispeech_61-70968-0000.flac"
+"""4.9 s of read English: the cheapest real speech to queue twice."""
+
+
+class ThreadedUvicorn(uvicorn.Server):
+    """uvicorn in a thread: it installs no signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.contextmanager
+def live_server(config: ServerConfig, engine: object) -> Iterator[tuple[str, Any]]:
+    """``create_app(config)`` with ``engine`` already loaded, served by uvicorn on 127.0.0.1 (a free port).
+
+    Yields ``(base URL, app)``; once the model is ready (``/health`` 200).
+    """
+    app = create_app(config, load_engine=lambda _config: engine)
+    server = ThreadedUvicorn(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 30, "uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 30, "the model to be ready")
+        yield url, app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def submit(url: str, clip: Path | bytes, name: str = "clip.flac", **fields: str) -> httpx.Response:
+    """``POST /v1/jobs`` with the clip (a path, or the bytes of a file called ``name``)."""
+    content = clip.read_bytes() if isinstance(clip, Path) else clip
+    filename = clip.name if isinstance(clip, Path) else name
+    return httpx.post(
+        f"{url}/v1/jobs", headers=AUTH, files={"file": (filename, content)}, data=fields, timeout=60
+    )
+
+
+def poll(url: str, job_id: str, timeout_s: float = 240.0) -> dict[str, object]:
+    """GET the job until it is finished; return the last answer."""
+    answer: dict[str, object] = {}
+
+    def finished() -> bool:
+        nonlocal answer
+        response = httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH, timeout=30)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        return answer["status"] in ("succeeded", "failed")
+
+    wait_until(finished, timeout_s, f"job {job_id} to finish")
+    return answer
+
+
+@pytest.fixture(scope="module")
+def engine() -> object:
+    """whisper-base on the CPU, loaded once for the module."""
+    model = find_test_model()
+    if model is None:
+        pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
+    from remote.engine import WhisperEngine
+
+    return WhisperEngine.load(str(model), device="cpu")
+
+
+@pytest.mark.slow
+def test_job_succeeds_with_a_signed_callback_retried_after_500(
+    engine: object, receiver: Receiver, secret: str, tmp_path: Path
+) -> None:
+    """A job runs to ``succeeded``; its result renders as json and srt; the receiver's first answer (500) is
+    retried with the same webhook-id; the callback verifies; the upload is gone."""
+    receiver.script = [(500, {})]
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", webhook_secret=secret)
+    with live_server(config, engine) as (url, app):
+        response = submit(
+            url, clip_path(JFK), language="en", response_format="srt", callback_url=receiver.url
+        )
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert set(body) == {"id", "status"} and body["status"] == "queued"
+        job_id = str(body["id"])
+        assert response.headers["location"] == f"/v1/jobs/{job_id}"
+
+        done = poll(url, job_id)
+        assert done["status"] == "succeeded", done
+        assert done["error"] is None and done["duration"] == pytest.approx(11.0, abs=0.1)
+        assert str(done["created_at"]) <= str(done["finished_at"])
+        srt = str(done["result"])
+        assert done["response_format"] == "srt" and srt.startswith("1\n00:00:00,")
+        assert re.search(r"ask not what your country can do for you", srt, re.IGNORECASE), srt
+
+        as_json = httpx.get(f"{url}/v1/jobs/{job_id}?response_format=json", headers=AUTH).json()
+        text = as_json["result"]["text"]
+        assert "ask not what your country" in text.lower()
+        transcript = app.state.jobs.store.result(job_id)
+        assert as_json["result"] == openai_body(transcript, "json", "transcribe")
+        assert srt == openai_body(transcript, "srt", "transcribe")
+        assert not list((tmp_path / "jobs" / job_id).glob("audio*")), "the upload is removed"
+
+        first, second = receiver.wait_for(2)
+        assert first.headers["webhook-id"] == second.headers["webhook-id"]
+        payload = standardwebhooks.Webhook(secret).verify(second.body, second.headers)
+        assert payload["type"] == "job.succeeded"
+        assert payload["data"] == {
+            "id": job_id,
+            "status": "succeeded",
+            "duration": done["duration"],
+            "error": None,
+            "result_path": f"/v1/jobs/{job_id}",
+        }
+        again = httpx.get(f"{url}{payload['data']['result_path']}", headers=AUTH)
+        assert again.json()["result"] == srt
+
+
+@pytest.mark.slow
+def test_failed_job_callback_to_410_once_and_expiry(
+    engine: object, receiver: Receiver, tmp_path: Path
+) -> None:
+    """Text named ``.mp3`` fails with one line naming the file; its callback, signed with the secret the
+    server wrote to ``--webhook-secret-file``, reaches a 410 receiver exactly once; after ``job_ttl_s`` the
+    job answers 404 and its directory is gone."""
+    receiver.script = [(410, {})]
+    secret_file = tmp_path / "conf" / "webhook-secret"
+    jobs_dir = tmp_path / "jobs"
+    config = ServerConfig(
+        api_key=KEY, device="cpu", jobs_dir=jobs_dir, job_ttl_s=1.5, webhook_secret_file=secret_file
+    )
+    with live_server(config, engine) as (url, app):
+        response = submit(url, b"this is not audio\n", name="notes.mp3", callback_url=receiver.url)
+        assert response.status_code == 202, response.text
+        job_id = str(response.json()["id"])
+        done = poll(url, job_id, timeout_s=30)
+        assert done["status"] == "failed" and done["result"] is None
+        error = str(done["error"])
+        assert "notes.mp3" in error and "\n" not in error and str(jobs_dir) not in error
+
+        (hit,) = receiver.wait_for(1)
+        secret = secret_file.read_text().strip()
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        payload = standardwebhooks.Webhook(secret).verify(hit.body, hit.headers)
+        assert payload["type"] == "job.failed" and payload["data"]["error"] == error
+        assert app.state.jobs.sender.join(5)
+        time.sleep(0.5)
+        assert len(receiver.hits) == 1, "a 410 is not retried"
+
+        wait_until(lambda: not (jobs_dir / job_id).exists(), 10, "the sweeper to remove the job")
+        gone = httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH)
+        assert gone.status_code == 404
+        assert gone.json()["error"]["code"] == "job_not_found"
+
+
+@pytest.mark.slow
+def test_unknown_job_bad_fields_and_the_key(engine: object, tmp_path: Path) -> None:
+    """404 in OpenAI's shape for an unknown id; 400 naming the field for a bad callback_url,
+    response_format or language; 401 without the key."""
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs")
+    with live_server(config, engine) as (url, _app):
+        missing = httpx.get(f"{url}/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA", headers=AUTH)
+        assert missing.status_code == 404
+        error = missing.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error" and error["code"] == "job_not_found"
+        assert httpx.get(f"{url}/v1/jobs/..%2F..%2Fetc", headers=AUTH).status_code == 404
+
+        audio = clip_path(SHORT)
+        for fields, param in (
+            ({"callback_url": "ftp://example.org/x"}, "callback_url"),
+            ({"callback_url": "http://169.254.169.254/latest"}, "callback_url"),
+            ({"response_format": "docx"}, "response_format"),
+            ({"language": "klingon"}, "language"),
+        ):
+            bad = submit(url, audio, **fields)
+            assert bad.status_code == 400, (fields, bad.text)
+            assert bad.json()["error"]["param"] == param
+        jobs = [p for p in (tmp_path / "jobs").iterdir() if p.is_dir()]
+        assert jobs == [], "no job was created for a bad request"
+
+        assert httpx.get(f"{url}/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA").status_code == 401
+        no_key = httpx.post(f"{url}/v1/jobs", files={"file": ("a.flac", audio.read_bytes())})
+        assert no_key.status_code == 401
+
+
+class GatedEngine:
+    """The real engine, whose calls wait until :attr:`gate` is set (so the queue can be filled)."""
+
+    def __init__(self, engine: object) -> None:
+        self.engine = as_many_engine(engine)
+        self.info = getattr(engine, "info", None)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def transcribe_many(self, requests: Sequence[object], on_batch: object = None) -> list[object]:
+        """Wait for the gate (60 s at most), then transcribe for real."""
+        self.entered.set()
+        self.gate.wait(60)
+        return list(self.engine.transcribe_many(requests, on_batch=on_batch))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_full_queue_answers_429_and_jobs_share_the_scheduler(engine: object, tmp_path: Path) -> None:
+    """With ``max_queue`` 1, one job in the engine and one queued, a third job is refused with 429 and
+    ``Retry-After``; the two accepted jobs then succeed."""
+    gated = GatedEngine(engine)
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", max_queue=1)
+    with live_server(config, gated) as (url, app):
+        scheduler = app.state.server.scheduler
+        first = submit(url, clip_path(SHORT), language="en").json()["id"]
+        wait_until(gated.entered.is_set, 30, "the first job to reach the engine")
+        second = submit(url, clip_path(SHORT), language="en").json()["id"]
+        wait_until(lambda: scheduler.queue_depth == 1, 30, "the second job to be queued")
+        refused = submit(url, clip_path(SHORT), language="en")
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        gated.gate.set()
+        for job_id in (first, second):
+            done = poll(url, str(job_id))
+            assert done["status"] == "succeeded", done
+            assert done["response_format"] == "json" and done["result"]["text"]  # type: ignore[index]
+        assert len([p for p in (tmp_path / "jobs").iterdir() if p.is_dir()]) == 2
