@@ -289,6 +289,23 @@ def test_secret_file_is_created_private_and_read_back(tmp_path: Path) -> None:
         check_secret("whsec_" + "QUFB")  # 3 bytes: below the spec's 24
 
 
+def test_webhook_secret_comes_from_config_file_or_jobs_dir(tmp_path: Path) -> None:
+    from remote.server.jobs_api import resolve_webhook_secret
+
+    given = generate_secret()
+    assert resolve_webhook_secret(ServerConfig(webhook_secret=given), tmp_path) == (given, None)
+    assert given not in repr(ServerConfig(webhook_secret=given)), "the secret stays out of logs"
+    made, path = resolve_webhook_secret(ServerConfig(), tmp_path)
+    assert path == tmp_path / "webhook-secret" and path.read_text().strip() == made
+    bad = tmp_path / "bad-secret"
+    bad.write_text("hunter2\n")
+    with pytest.raises(ValueError, match=r"--webhook-secret-file .*bad-secret") as excinfo:
+        resolve_webhook_secret(ServerConfig(webhook_secret_file=bad), tmp_path)
+    assert "hunter2" not in str(excinfo.value)
+    with pytest.raises(ValueError, match="webhook_secret"):
+        resolve_webhook_secret(ServerConfig(webhook_secret="whsec_short"), tmp_path)
+
+
 def test_callback_url_must_be_http_with_a_host() -> None:
     assert check_callback_url(" https://example.org/hook ") == "https://example.org/hook"
     assert check_callback_url("http://127.0.0.1:8080/x?y=1") == "http://127.0.0.1:8080/x?y=1"

@@ -96,9 +96,15 @@ def resolve_webhook_secret(config: ServerConfig, jobs_dir: Path) -> tuple[str, P
         OSError: the secret file can be neither read nor created.
     """
     if config.webhook_secret:
-        return check_secret(config.webhook_secret), None
+        try:
+            return check_secret(config.webhook_secret), None
+        except ValueError as exc:
+            raise ValueError(f"webhook_secret: {exc}") from None
     path = config.webhook_secret_file or jobs_dir / SECRET_FILE_NAME
-    return load_or_create_secret(path), path
+    try:
+        return load_or_create_secret(path), path
+    except ValueError as exc:
+        raise ValueError(f"--webhook-secret-file {path}: {exc}") from None
 
 
 class JobService:
