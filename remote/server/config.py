@@ -136,14 +136,14 @@ class ServerConfig:
         return self
 
     def with_env(self, env: dict[str, str] | None = None) -> ServerConfig:
-        """This config with ``$GPU_TRANSCRIBE_API_KEY`` (when no key is set) and
+        """This config with ``$GPU_TRANSCRIBE_API_KEY`` (when no key is set; empty counts as unset) and
         ``$GPU_TRANSCRIBE_POWEROFF_COMMAND`` (split as a shell would, no shell run) applied.
 
         Args:
             env: the environment; ``os.environ`` if ``None``.
         """
         env = dict(os.environ) if env is None else env
-        key = self.api_key if self.api_key is not None else env.get(API_KEY_ENV)
+        key = self.api_key if self.api_key is not None else (env.get(API_KEY_ENV) or None)
         command = self.poweroff_command
         if POWEROFF_COMMAND_ENV in env:
             command = tuple(shlex.split(env[POWEROFF_COMMAND_ENV]))
