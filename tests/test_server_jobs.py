@@ -16,7 +16,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,15 +25,12 @@ from typing import Any
 import httpx
 import pytest
 import standardwebhooks
-import uvicorn
 
 from bench.fixtures import clip_path, find_test_model
 from remote.options import TranscribeOptions
-from remote.server.app import create_app
 from remote.server.config import ServerConfig
 from remote.server.formats import openai_body
 from remote.server.jobs import RESTART_ERROR, JobStore, transcript_from_dict
-from remote.server.scheduler import as_many_engine
 from remote.server.webhooks import (
     WebhookSender,
     check_callback_url,
@@ -43,6 +40,7 @@ from remote.server.webhooks import (
     retry_after_s,
 )
 from remote.transcript import Segment, Timings, Transcript
+from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 
 # -- helpers -------------------------------------------------------------------------------------------
 
@@ -439,41 +437,13 @@ SHORT = "en_librispeech_61-70968-0000.flac"
 """4.9 s of read English: the cheapest real speech to queue twice."""
 
 
-class ThreadedUvicorn(uvicorn.Server):
-    """uvicorn in a thread: it installs no signal handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 @contextlib.contextmanager
-def live_server(config: ServerConfig, engine: object) -> Iterator[tuple[str, Any]]:
-    """``create_app(config)`` with ``engine`` already loaded, served by uvicorn on 127.0.0.1 (a free port).
-
-    Yields ``(base URL, app)``; once the model is ready (``/health`` 200).
-    """
-    app = create_app(config, load_engine=lambda _config: engine)
-    server = ThreadedUvicorn(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started or not thread.is_alive(), 30, "uvicorn to start")
-        assert server.started, "uvicorn did not start"
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 30, "the model to be ready")
-        yield url, app
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 50 ms; AssertionError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.05)
+def serving(config: ServerConfig, engine: object) -> Iterator[tuple[str, Any]]:
+    """The core's :func:`live_server` with ``engine`` already loaded; yields ``(base URL, app)`` once the
+    model is ready."""
+    with live_server(config, reuse_engine(engine)) as server:
+        wait_until(lambda: server.state.ready, 30, "the model to be ready")
+        yield server.url, server.app
 
 
 def submit(url: str, clip: Path | bytes, name: str = "clip.flac", **fields: str) -> httpx.Response:
@@ -494,7 +464,10 @@ def poll(url: str, job_id: str, timeout_s: float = 240.0) -> dict[str, object]:
         response = httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH, timeout=30)
         assert response.status_code == 200, response.text
         answer = response.json()
-        return answer["status"] in ("succeeded", "failed")
+        if answer["status"] in ("succeeded", "failed"):
+            return True
+        time.sleep(0.2)  # a poll every 0.2 s, not every 10 ms: the server shares 2 cores with the engine
+        return False
 
     wait_until(finished, timeout_s, f"job {job_id} to finish")
     return answer
@@ -519,7 +492,7 @@ def test_job_succeeds_with_a_signed_callback_retried_after_500(
     retried with the same webhook-id; the callback verifies; the upload is gone."""
     receiver.script = [(500, {})]
     config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", webhook_secret=secret)
-    with live_server(config, engine) as (url, app):
+    with serving(config, engine) as (url, app):
         response = submit(
             url, clip_path(JFK), language="en", response_format="srt", callback_url=receiver.url
         )
@@ -573,7 +546,7 @@ def test_failed_job_callback_to_410_once_and_expiry(
     config = ServerConfig(
         api_key=KEY, device="cpu", jobs_dir=jobs_dir, job_ttl_s=1.5, webhook_secret_file=secret_file
     )
-    with live_server(config, engine) as (url, app):
+    with serving(config, engine) as (url, app):
         response = submit(url, b"this is not audio\n", name="notes.mp3", callback_url=receiver.url)
         assert response.status_code == 202, response.text
         job_id = str(response.json()["id"])
@@ -602,7 +575,7 @@ def test_unknown_job_bad_fields_and_the_key(engine: object, tmp_path: Path) -> N
     """404 in OpenAI's shape for an unknown id; 400 naming the field for a bad callback_url,
     response_format or language; 401 without the key."""
     config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs")
-    with live_server(config, engine) as (url, _app):
+    with serving(config, engine) as (url, _app):
         missing = httpx.get(f"{url}/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA", headers=AUTH)
         assert missing.status_code == 404
         error = missing.json()["error"]
@@ -628,29 +601,13 @@ def test_unknown_job_bad_fields_and_the_key(engine: object, tmp_path: Path) -> N
         assert no_key.status_code == 401
 
 
-class GatedEngine:
-    """The real engine, whose calls wait until :attr:`gate` is set (so the queue can be filled)."""
-
-    def __init__(self, engine: object) -> None:
-        self.engine = as_many_engine(engine)
-        self.info = getattr(engine, "info", None)
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def transcribe_many(self, requests: Sequence[object], on_batch: object = None) -> list[object]:
-        """Wait for the gate (60 s at most), then transcribe for real."""
-        self.entered.set()
-        self.gate.wait(60)
-        return list(self.engine.transcribe_many(requests, on_batch=on_batch))  # type: ignore[arg-type]
-
-
 @pytest.mark.slow
 def test_full_queue_answers_429_and_jobs_share_the_scheduler(engine: object, tmp_path: Path) -> None:
     """With ``max_queue`` 1, one job in the engine and one queued, a third job is refused with 429 and
     ``Retry-After``; the two accepted jobs then succeed."""
     gated = GatedEngine(engine)
     config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", max_queue=1)
-    with live_server(config, gated) as (url, app):
+    with serving(config, gated) as (url, app):
         scheduler = app.state.server.scheduler
         first = submit(url, clip_path(SHORT), language="en").json()["id"]
         wait_until(gated.entered.is_set, 30, "the first job to reach the engine")
