@@ -623,3 +623,29 @@ def test_full_queue_answers_429_and_jobs_share_the_scheduler(engine: object, tmp
             assert done["status"] == "succeeded", done
             assert done["response_format"] == "json" and done["result"]["text"]  # type: ignore[index]
         assert len([p for p in (tmp_path / "jobs").iterdir() if p.is_dir()]) == 2
+
+
+@pytest.mark.slow
+def test_shutdown_fails_a_running_job_and_sends_its_callback(
+    engine: object, receiver: Receiver, secret: str, tmp_path: Path
+) -> None:
+    """A job still in the engine when the server stops is recorded as failed (kept in ``jobs_dir``), and
+    its ``job.failed`` callback is delivered before the server exits."""
+    gated = GatedEngine(engine)
+    jobs_dir = tmp_path / "jobs"
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=jobs_dir, webhook_secret=secret)
+    try:
+        with serving(config, gated) as (url, app):
+            scheduler = app.state.server.scheduler
+            job_id = str(submit(url, clip_path(SHORT), callback_url=receiver.url).json()["id"])
+            wait_until(gated.entered.is_set, 30, "the job to reach the engine")
+    finally:
+        gated.gate.set()  # let the held engine call finish before the next test uses the engine
+        wait_until(lambda: scheduler.busy == 0, 60, "the engine call to end")
+    (hit,) = receiver.wait_for(1)
+    payload = standardwebhooks.Webhook(secret).verify(hit.body, hit.headers)
+    assert payload["type"] == "job.failed" and payload["data"]["id"] == job_id
+    record = JobStore(jobs_dir).get(job_id)
+    assert record is not None and record.status == "failed"
+    assert record.error == payload["data"]["error"] and "stopped" in str(record.error)
+    assert not list((jobs_dir / job_id).glob("audio*"))

@@ -242,12 +242,16 @@ class JobService:
             self.state.metrics.audio_seconds.inc(transcript.duration_s)
 
     def _finish(self, job_id: str, transcript: Transcript | None = None, error: str | None = None) -> None:
-        """Mark the job succeeded or failed, end its activity and queue its webhook (once per job).
+        """Mark the job succeeded or failed, end its activity and queue its webhook (once per job; a job
+        finished already is left as it is).
 
         Raises:
             JobStoreError: the result could not be stored (the job is marked failed, its webhook sent).
         """
         assert self.store is not None
+        with self._lock:
+            if job_id not in self._active:  # finished already (by close(), or a late engine result)
+                return
         try:
             if transcript is not None:
                 record = self.store.mark_succeeded(job_id, transcript)
