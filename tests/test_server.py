@@ -62,6 +62,18 @@ def client(port: int, key: str = KEY) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=120)
 
 
+def _multipart_stream(field: str, filename: str, chunks: int, chunk_bytes: int) -> Iterator[bytes]:
+    """A valid multipart body (boundary ``b``) with one file part of ``chunks`` x ``chunk_bytes`` zeros,
+    sent chunked (no Content-Length)."""
+    yield (
+        f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    for _ in range(chunks):
+        yield bytes(chunk_bytes)
+    yield b"\r\n--b--\r\n"
+
+
 def metric(text: str, name: str) -> float:
     """The value of one sample line (``name`` with its labels, as exposed) in Prometheus text."""
     for line in text.splitlines():
@@ -266,6 +278,11 @@ def test_key_upload_limit_and_bad_requests(
         api = client(server.port)
         with pytest.raises(openai.APIStatusError) as too_large:
             api.audio.transcriptions.create(model="whisper-1", file=clip_path("en_jfk.flac"))  # 1.1 MB
+        chunked = httpx.post(  # no Content-Length: the guard counts the chunks as they are read
+            f"{server.url}/transcribe",
+            content=_multipart_stream("audio", "big.wav", chunks=8, chunk_bytes=65_536),
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "multipart/form-data; boundary=b"},
+        )
         with pytest.raises(openai.BadRequestError) as bad_audio:
             api.audio.transcriptions.create(model="whisper-1", file=not_audio)
         with pytest.raises(openai.BadRequestError) as words:
@@ -288,6 +305,7 @@ def test_key_upload_limit_and_bad_requests(
     assert metrics_without_key.status_code == 401
     assert too_large.value.status_code == 413
     assert "--max-upload-mb" in too_large.value.message
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "upload_too_large"
     assert "notes.mp3" in bad_audio.value.message and "not an audio file" in bad_audio.value.message
     assert bad_audio.value.param == "file"
     assert "word" in words.value.message
@@ -300,7 +318,7 @@ def test_key_upload_limit_and_bad_requests(
     }
     assert list(uploads.iterdir()) == []
     errors = [r.getMessage() for r in caplog.records if r.name == "remote.server"]
-    assert len(errors) == 7, errors  # 401 twice, 401 /metrics, 413, 400 audio, 400 word, 400 no file
+    assert len(errors) == 8, errors  # 401 x 3 (one /metrics), 413 x 2, 400 audio, 400 word, 400 no file
     assert all("\n" not in line for line in errors)
 
 

@@ -50,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from remote.errors import AudioDecodeError
+from remote.errors import AudioDecodeError, EngineFailure
 from remote.options import TranscribeOptions
 from remote.server.config import ServerConfig
 from remote.server.formats import RESPONSE_FORMATS, TEXT_FORMATS, openai_body, transcribe_body
@@ -285,7 +285,8 @@ class ServerState:
                 getattr(info, "load_s", 0.0),
             )
         except Exception as exc:
-            self.load_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            text = str(exc) if isinstance(exc, EngineFailure | ValueError) else f"{type(exc).__name__}: {exc}"
+            self.load_error = (text.strip().splitlines() or [type(exc).__name__])[0]
             logger.error("the model failed to load: %s", self.load_error)
         finally:
             self.loaded.set()
@@ -424,19 +425,24 @@ class UploadTooLargeError(StarletteHTTPException):
 
 def _too_large_message(limit_bytes: int) -> str:
     return (
-        f"the upload is larger than this server's limit of {limit_bytes / 2**20:g} MiB; "
-        "send a shorter or more compressed file, or start the server with a larger --max-upload-mb"
+        f"the upload is larger than this server's limit of {limit_bytes / 2**20:.1f} MiB "
+        f"({limit_bytes} bytes); send a shorter or more compressed file, or start the server with a "
+        "larger --max-upload-mb"
     )
 
 
 class _Guard:
     """Pure ASGI middleware in front of every HTTP request.
 
-    1. Counts the request for ``/metrics`` (route template and status) and, for API paths, the idle timer.
-    2. Without the bearer key (when one is set) on a non-public path: 401, the body unread.
+    1. Without the bearer key (when one is set) on a non-public path: 401, the body unread.
+    2. An authorized request to an API path holds the idle timer (``/health``, ``/livez``, ``/metrics``,
+       ``/`` and anything refused for its key do not: a scanner or a monitor must not keep an idle
+       machine up).
     3. ``Content-Length`` over ``max_upload_bytes``: 413, the body unread. Otherwise the body's chunks are
        counted as the application reads them; past the limit, reading raises :class:`UploadTooLargeError`
        (answered 413 by the exception handler, or here when it escapes before a response started).
+    4. Counts the answer for ``/metrics`` by route template (``other`` for a path no route serves, so
+       the label's values stay bounded) and status.
     """
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
@@ -448,8 +454,6 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        timed = path not in UNTIMED_PATHS and not path.startswith("/static/")
         status = [500]
 
         async def send_counted(message: Message) -> None:
@@ -457,34 +461,41 @@ class _Guard:
                 status[0] = message["status"]
             await send(message)
 
-        if timed:
-            self.state.request_started()
         try:
-            await self._guarded(scope, receive, send_counted)
+            await self._authorized(scope, receive, send_counted)
         finally:
-            if timed:
-                self.state.request_ended()
             route = scope.get("route")
-            template = getattr(route, "path", None) or ("other" if status[0] == 404 else path)
+            template = getattr(route, "path", None) or _route_template(scope)
             self.state.metrics.requests.labels(route=template, status=str(status[0])).inc()
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _authorized(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.key is not None and path not in PUBLIC_PATHS and not path.startswith("/static/"):
-            given = headers.get("authorization", "")
+        public = path in PUBLIC_PATHS or path.startswith("/static/")
+        if self.key is not None and not public:
+            given = ""
+            for name, value in scope["headers"]:
+                if name.lower() == b"authorization":
+                    given = value.decode("latin-1")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                await _send_error(
-                    scope,
-                    receive,
-                    send,
-                    _auth_error("no API key given; send the header Authorization: Bearer KEY"),
-                )
+                error = _auth_error("no API key given; send the header Authorization: Bearer KEY")
+                await _send_error(scope, receive, send, error)
                 return
             if not hmac.compare_digest(token.strip().encode(), self.key):
                 await _send_error(scope, receive, send, _auth_error("incorrect API key provided"))
                 return
+        timed = not public and path not in UNTIMED_PATHS
+        if timed:
+            self.state.request_started()
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            if timed:
+                self.state.request_ended()
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         limit = self.state.config.max_upload_bytes
         try:
             declared = int(headers["content-length"]) if "content-length" in headers else None
@@ -525,6 +536,15 @@ class _Guard:
             error = ApiError(500, f"internal error ({type(exc).__name__}: {exc}); see the server log")
             logger.error("%s %s -> 500 unexpected %s: %s", scope.get("method"), path, type(exc).__name__, exc)
             await error.response()(scope, receive, send)
+
+
+def _route_template(scope: Scope) -> str:
+    """The path when a route of the application serves it exactly, else ``other`` (requests answered
+    before routing: 401, 413)."""
+    app = scope.get("app")
+    paths = {getattr(route, "path", None) for route in getattr(app, "routes", ())}
+    path: str = scope["path"]
+    return path if path in paths else "other"
 
 
 def _auth_error(message: str) -> ApiError:
