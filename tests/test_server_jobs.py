@@ -229,7 +229,11 @@ def test_job_store_restart_fails_unfinished_jobs(tmp_path: Path) -> None:
     first.mark_succeeded(done.id, make_transcript())
     left = first.create(io.BytesIO(b"y"), filename="b.wav")
     first.mark_running(left.id)
-    (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA").mkdir()  # an id-like directory without a record
+    (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA").mkdir()  # an id-like directory without a record: a leftover
+    (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA" / "audio.wav").write_bytes(b"x")
+    foreign = tmp_path / "someone_elses_projects"  # 22 characters, like an id; files not ours
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
 
     second = JobStore(tmp_path, ttl_s=3600)
     assert second.result(done.id) == make_transcript()
@@ -237,6 +241,7 @@ def test_job_store_restart_fails_unfinished_jobs(tmp_path: Path) -> None:
     assert record is not None and record.status == "failed" and record.error == RESTART_ERROR
     assert second.audio_path(left.id) is None
     assert not (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA").exists()
+    assert (foreign / "notes.txt").read_text() == "keep me", "a directory not ours is left alone"
 
 
 def test_job_store_is_thread_safe(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 RESTART_ERROR = "the server stopped before the job finished; submit it again"
 
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16): exactly 22 characters
+_OWN_FILE_RE = re.compile(r"job\.json|result\.json|audio(\.[A-Za-z0-9]{1,10})?|\..+\.tmp")
 _SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,10}")
 _RECORD = "job.json"
 _RESULT = "result.json"
@@ -237,7 +238,11 @@ class JobStore:
     # -- start-up ---------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Read the jobs a previous process left; fail the unfinished ones, drop unreadable ones."""
+        """Read the jobs a previous process left; fail the unfinished ones, drop unreadable ones.
+
+        A directory is only removed if every file in it is one this store writes (a misconfigured
+        ``jobs_dir`` pointing at other data loses nothing); anything else is left alone.
+        """
         for entry in sorted(self.root.iterdir()):
             if not (entry.is_dir() and _ID_RE.fullmatch(entry.name)):
                 continue
@@ -246,6 +251,9 @@ class JobStore:
                 if record.id != entry.name:
                     raise ValueError(f"the record's id {record.id!r} is not its directory's name")
             except (OSError, ValueError) as exc:
+                if not all(_OWN_FILE_RE.fullmatch(child.name) for child in entry.iterdir()):
+                    logger.warning("jobs: %s is not a job directory; left alone", entry)
+                    continue
                 logger.warning("jobs: removing %s, its record is unreadable (%s)", entry, one_line(str(exc)))
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
