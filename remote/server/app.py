@@ -240,6 +240,8 @@ class ServerState:
         loaded: set once the engine and scheduler are ready, or the load failed.
         requests_served: transcriptions answered successfully.
         started_at: ``time.monotonic()`` at creation (for ``uptime_s``).
+        startup_hooks: called (no arguments) when the application starts, while the model loads (a router's
+            background threads: job expiry, webhook delivery).
         shutdown_hooks: called (no arguments) when the application stops, after the scheduler stops.
     """
 
@@ -254,6 +256,7 @@ class ServerState:
         self.gpu = GpuFacts()
         self.requests_served = 0
         self.started_at = time.monotonic()
+        self.startup_hooks: list[Callable[[], None]] = []
         self.shutdown_hooks: list[Callable[[], None]] = []
         self._activity_lock = threading.Lock()
         self._last_activity = self.started_at
@@ -535,6 +538,7 @@ class _Guard:
                 raise
             error = ApiError(500, f"internal error ({type(exc).__name__}: {exc}); see the server log")
             logger.error("%s %s -> 500 unexpected %s: %s", scope.get("method"), path, type(exc).__name__, exc)
+            logger.debug("the traceback of that 500", exc_info=exc)
             await error.response()(scope, receive, send)
 
 
@@ -618,7 +622,11 @@ async def wait_for(request: Request, ticket: Ticket) -> Transcript | None:
     future = asyncio.wrap_future(ticket.future)
     dropped = False
     while True:
-        done, _pending = await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
+        try:
+            done, _pending = await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
+        except asyncio.CancelledError:  # the server is stopping, or the task was cancelled: leave the queue
+            ticket.cancel()
+            raise
         if done:
             break
         if not dropped and await request.is_disconnected():
@@ -636,8 +644,8 @@ async def wait_for(request: Request, ticket: Ticket) -> Transcript | None:
     error = future.exception()
     if error is None:
         return future.result()
-    if isinstance(error, ValueError):
-        raise ApiError(400, str(error), param="language" if "language" in str(error) else None)
+    if isinstance(error, ValueError):  # an option the engine refused (they are checked before, so rare)
+        raise ApiError(400, str(error))
     if isinstance(error, SchedulerStoppedError):
         raise ApiError(503, str(error), code="shutting_down")
     logger.error("transcription failed: %s: %s", type(error).__name__, error)
@@ -664,13 +672,11 @@ async def _transcribe(
     started = time.perf_counter()
     scheduler = state.require_ready()
     if scheduler.queue_depth >= scheduler.max_queue:  # refuse before spending a thread on decoding
-        raise _queue_full(
-            QueueFullError(
-                f"the transcription queue is full ({scheduler.max_queue} requests waiting); "
-                f"retry in {scheduler.retry_after_s()} s",
-                scheduler.retry_after_s(),
-            )
+        retry_s = scheduler.retry_after_s()
+        message = (
+            f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s"
         )
+        raise _queue_full(QueueFullError(message, retry_s))
     samples, decode_s = await decode_upload(state, upload, param)
     ticket = state.submit(samples, options, audio=upload.filename or "upload", decode_s=decode_s)
     del samples
@@ -708,6 +714,8 @@ def create_app(config: ServerConfig, load_engine: EngineLoader | None = None) ->
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=state.load, name="model-loader", daemon=True)
         loader.start()
+        for hook in state.startup_hooks:
+            hook()
         from remote.server.run import PowerOffWatch
 
         watch = PowerOffWatch.for_state(state)
