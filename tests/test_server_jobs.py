@@ -536,6 +536,11 @@ def test_job_succeeds_with_a_signed_callback_retried_after_500(
         }
         again = httpx.get(f"{url}{payload['data']['result_path']}", headers=AUTH)
         assert again.json()["result"] == srt
+        assert app.state.jobs.sender.join(5)
+        metrics = httpx.get(f"{url}/metrics", headers=AUTH).text
+        assert 'gpu_transcribe_jobs_finished_total{status="succeeded"} 1.0' in metrics
+        assert 'gpu_transcribe_job_callbacks_total{outcome="delivered"} 1.0' in metrics
+        assert "gpu_transcribe_jobs_active 0.0" in metrics
 
 
 @pytest.mark.slow
