@@ -182,7 +182,10 @@ class JobService:
         with self._lock:
             unfinished = list(self._active)
         for job_id in unfinished:
-            self._finish(job_id, error=STOPPED_ERROR)
+            try:
+                self._finish(job_id, error=STOPPED_ERROR)
+            except JobStoreError as exc:  # keep closing: the threads must stop
+                logger.error("%s", exc)
         if self.sender is not None:
             self.sender.join(SHUTDOWN_FLUSH_S)
             self.sender.close()
@@ -218,7 +221,8 @@ class JobService:
         assert self.store is not None and self.state is not None
         record = self.store.get(job_id)
         path = self.store.audio_path(job_id)
-        if record is None or path is None:
+        if record is None or path is None:  # finished already, or the upload vanished from the disk
+            self._finish(job_id, error="the upload is no longer on the server's disk; submit it again")
             return
         name = record.filename or "upload"
         options = dict(record.options or {})
