@@ -15,6 +15,9 @@ The engine is loaded once for the module; each test's server reuses it.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +35,10 @@ from remote.server.formats import openai_body
 from remote.writers import render, sanitize
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 
-pytestmark = pytest.mark.slow
-
 CLIP = "en_librispeech_61-70968-0000.flac"
 """4.9 s of read English: one Whisper window."""
 KEY = "test-key-0123456789"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,7 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
+@pytest.mark.slow
 def test_openai_formats_match_the_engine_and_concurrent_requests_share_batches(
     engine: Any, tmp_path: Path
 ) -> None:
@@ -137,6 +140,7 @@ def test_openai_formats_match_the_engine_and_concurrent_requests_share_batches(
     )
 
 
+@pytest.mark.slow
 # openai marks audio.translations.create deprecated (OpenAI's own API still serves it, and clients call it).
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 def test_transcribe_and_translation_routes_health_and_metrics(engine: Any, speech: Path) -> None:
@@ -185,6 +189,7 @@ def test_transcribe_and_translation_routes_health_and_metrics(engine: Any, speec
     assert metric(metrics, "gpu_transcribe_queue_depth") == 0
 
 
+@pytest.mark.slow
 def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> None:
     """While the loader runs, /health and the API answer 503 (the API with Retry-After); then 200."""
     release = threading.Event()
@@ -209,6 +214,7 @@ def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> N
     assert loaded["model_loaded"] is True
 
 
+@pytest.mark.slow
 def test_full_queue_is_429_with_retry_after(engine: Any, speech: Path) -> None:
     """With the engine busy and one request queued (max_queue 1), the next is refused: 429, Retry-After,
     OpenAI's error shape (the client raises RateLimitError); the two accepted ones are answered."""
@@ -239,6 +245,7 @@ def test_full_queue_is_429_with_retry_after(engine: Any, speech: Path) -> None:
     assert len(results) == 2 and all("confused" in r.text.lower() for r in results)
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech: Path) -> None:
     """A request whose client closes the connection while it waits in the queue is never transcribed."""
     gated = GatedEngine(engine)
@@ -266,6 +273,7 @@ def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech:
     assert metric(metrics, "gpu_transcribe_dropped_requests_total") == 1
 
 
+@pytest.mark.slow
 def test_key_upload_limit_and_bad_requests(
     engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -332,6 +340,7 @@ def test_key_upload_limit_and_bad_requests(
     assert all("\n" not in line for line in errors)
 
 
+@pytest.mark.slow
 def test_idle_and_lifetime_power_off_run_the_command(engine: Any, tmp_path: Path) -> None:
     """With --idle-stop-min and --max-lifetime-h (in seconds here) the power-off command runs, with the
     reason in its environment; the command comes from $GPU_TRANSCRIBE_POWEROFF_COMMAND."""
@@ -355,6 +364,28 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --bind 0.0.0.0"), result.output
     assert "--api-key-file" in lines[0]
+
+
+def test_help_imports_no_server_libraries() -> None:
+    """`gpu-transcribe --help` and `serve --help` stay fast: no FastAPI, uvicorn, Prometheus or torch."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gpu_transcribe.cli import app\n"
+        "for args in (['--help'], ['serve', '--help']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "heavy = ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'torch', 'numpy')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.fixture(autouse=True)

@@ -570,7 +570,8 @@ def _spool_and_decode(source: Any, filename: str, upload_dir: Path | None) -> tu
     from remote.audio import decode_audio
 
     started = time.perf_counter()
-    suffix = Path(filename).suffix[:16] if filename else ""
+    # The extension helps FFmpeg guess the format; only letters and digits of it reach the file system.
+    suffix = "".join(c for c in Path(filename).suffix[:16] if c.isascii() and (c.isalnum() or c == "."))
     fd, tmp_path = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=upload_dir)
     try:
         with os.fdopen(fd, "wb") as handle:

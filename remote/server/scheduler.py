@@ -76,7 +76,6 @@ class _Item:
     audio: str
     decode_s: float
     future: Future[Transcript]
-    queued_at: float
 
 
 class Ticket:
@@ -193,7 +192,7 @@ class BatchScheduler:
             QueueFullError: ``max_queue`` requests are waiting already.
             SchedulerStoppedError: the scheduler is stopping.
         """
-        item = _Item(samples, options, audio, decode_s, Future(), time.monotonic())
+        item = _Item(samples, options, audio, decode_s, Future())
         with self._cond:
             if self._stopping:
                 raise SchedulerStoppedError("the server is shutting down")
