@@ -200,21 +200,29 @@ def test_job_store_unknown_and_malformed_ids(tmp_path: Path) -> None:
 
 
 def test_job_store_expiry_removes_jobs(tmp_path: Path) -> None:
-    store = JobStore(tmp_path, ttl_s=0.3)
+    """Expiry counts from ``finished_at`` on the store's clock (a controlled one here, so a slow disk cannot
+    make the test flaky); the sweeper thread removes what expired."""
+    now_s = [1_000_000.0]
+    store = JobStore(tmp_path, ttl_s=60, clock=lambda: now_s[0])
     done = store.create(io.BytesIO(b"x"), filename="a.wav")
     store.mark_succeeded(done.id, make_transcript())
     running = store.create(io.BytesIO(b"y"), filename="b.wav")
     store.mark_running(running.id)
-    assert store.get(done.id) is not None
-    time.sleep(0.4)
+    now_s[0] += 59.9
+    assert store.get(done.id) is not None and store.sweep() == []
+    now_s[0] += 0.1
     assert store.get(done.id) is None, "an expired job reads as unknown even before a sweep"
     assert not (tmp_path / done.id).exists()
+    now_s[0] += 10_000
     assert store.get(running.id) is not None, "unfinished jobs never expire"
 
     store.mark_failed(running.id, "boom")
     store.start_sweeper(interval_s=0.05)
     try:
-        deadline = time.monotonic() + 5
+        time.sleep(0.2)
+        assert (tmp_path / running.id).exists(), "not expired yet"
+        now_s[0] += 60
+        deadline = time.monotonic() + 10
         while (tmp_path / running.id).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not (tmp_path / running.id).exists(), "the sweeper removed the expired job"
@@ -554,7 +562,7 @@ def test_failed_job_callback_to_410_once_and_expiry(
     secret_file = tmp_path / "conf" / "webhook-secret"
     jobs_dir = tmp_path / "jobs"
     config = ServerConfig(
-        api_key=KEY, device="cpu", jobs_dir=jobs_dir, job_ttl_s=1.5, webhook_secret_file=secret_file
+        api_key=KEY, device="cpu", jobs_dir=jobs_dir, job_ttl_s=4, webhook_secret_file=secret_file
     )
     with serving(config, engine) as (url, app):
         response = submit(url, b"this is not audio\n", name="notes.mp3", callback_url=receiver.url)
@@ -574,7 +582,7 @@ def test_failed_job_callback_to_410_once_and_expiry(
         time.sleep(0.5)
         assert len(receiver.hits) == 1, "a 410 is not retried"
 
-        wait_until(lambda: not (jobs_dir / job_id).exists(), 10, "the sweeper to remove the job")
+        wait_until(lambda: not (jobs_dir / job_id).exists(), 30, "the sweeper to remove the job")
         gone = httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH)
         assert gone.status_code == 404
         assert gone.json()["error"]["code"] == "job_not_found"
