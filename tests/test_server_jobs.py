@@ -459,10 +459,10 @@ def serving(config: ServerConfig, engine: object) -> Iterator[tuple[str, Any]]:
         yield server.url, server.app
 
 
-def submit(url: str, clip: Path | bytes, name: str = "clip.flac", **fields: str) -> httpx.Response:
-    """``POST /v1/jobs`` with the clip (a path, or the bytes of a file called ``name``)."""
+def submit(url: str, clip: Path | bytes, name: str | None = None, **fields: str) -> httpx.Response:
+    """``POST /v1/jobs`` with the clip (a path or bytes) as a file called ``name`` (default: its own)."""
     content = clip.read_bytes() if isinstance(clip, Path) else clip
-    filename = clip.name if isinstance(clip, Path) else name
+    filename = name or (clip.name if isinstance(clip, Path) else "clip.flac")
     return httpx.post(
         f"{url}/v1/jobs", headers=AUTH, files={"file": (filename, content)}, data=fields, timeout=60
     )
@@ -620,27 +620,48 @@ def test_unknown_job_bad_fields_and_the_key(engine: object, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_full_queue_answers_429_and_jobs_share_the_scheduler(engine: object, tmp_path: Path) -> None:
-    """With ``max_queue`` 1, one job in the engine and one queued, a third job is refused with 429 and
-    ``Retry-After``; the two accepted jobs then succeed."""
+def test_jobs_share_the_queue_and_batches_of_synchronous_requests(engine: object, tmp_path: Path) -> None:
+    """With ``max_queue`` 2: one job in the engine, then a job and a synchronous request queued; a third job
+    is refused with 429 and ``Retry-After``. Once the engine runs, the queued job and the synchronous request
+    are transcribed in one engine call (the same batches), and both jobs succeed."""
     gated = GatedEngine(engine)
-    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", max_queue=1)
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", max_queue=2)
     with serving(config, gated) as (url, app):
         scheduler = app.state.server.scheduler
-        first = submit(url, clip_path(SHORT), language="en").json()["id"]
+        first = submit(url, clip_path(SHORT), name="job-1.flac", language="en").json()["id"]
         wait_until(gated.entered.is_set, 30, "the first job to reach the engine")
-        second = submit(url, clip_path(SHORT), language="en").json()["id"]
+        second = submit(url, clip_path(SHORT), name="job-2.flac", language="en").json()["id"]
         wait_until(lambda: scheduler.queue_depth == 1, 30, "the second job to be queued")
-        refused = submit(url, clip_path(SHORT), language="en")
+        answers: list[httpx.Response] = []
+
+        def synchronous() -> None:
+            answers.append(
+                httpx.post(
+                    f"{url}/v1/audio/transcriptions",
+                    headers=AUTH,
+                    files={"file": ("sync.flac", clip_path(SHORT).read_bytes())},
+                    data={"model": "whisper-1", "language": "en"},
+                    timeout=240,
+                )
+            )
+
+        thread = threading.Thread(target=synchronous)
+        thread.start()
+        wait_until(lambda: scheduler.queue_depth == 2, 30, "the synchronous request to be queued")
+        refused = submit(url, clip_path(SHORT), name="job-3.flac", language="en")
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
         gated.gate.set()
+        thread.join(240)
+        assert answers and answers[0].status_code == 200, answers
         for job_id in (first, second):
             done = poll(url, str(job_id))
             assert done["status"] == "succeeded", done
-            assert done["response_format"] == "json" and done["result"]["text"]  # type: ignore[index]
-        assert len([p for p in (tmp_path / "jobs").iterdir() if p.is_dir()]) == 2
+            assert done["response_format"] == "json"
+            assert done["result"] == answers[0].json(), "the same audio gives the same text either way"
+    assert gated.calls == [["job-1.flac"], ["job-2.flac", "sync.flac"]]
+    assert len([p for p in (tmp_path / "jobs").iterdir() if p.is_dir()]) == 2
 
 
 @pytest.mark.slow
