@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -263,7 +265,13 @@ def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech:
                 data={"model": "whisper-1"},
                 timeout=httpx.Timeout(30, read=1.0),
             )
-        wait_until(lambda: server.state.queue_depth == 0, timeout_s=10, what="the request to leave the queue")
+        wait_until(  # not just an empty queue: under load the upload may still be decoding at this point
+            lambda: (
+                metric(httpx.get(f"{server.url}/metrics").text, "gpu_transcribe_dropped_requests_total") == 1
+            ),
+            timeout_s=30,
+            what="the request to be dropped",
+        )
         gated.gate.set()
         first.join(120)
         metrics = httpx.get(f"{server.url}/metrics").text
@@ -353,6 +361,51 @@ def test_idle_and_lifetime_power_off_run_the_command(engine: Any, tmp_path: Path
             wait_until(marks[kind].exists, timeout_s=10, what=f"the {kind} power-off")
     assert marks["idle"].read_text().startswith("idle: no request for")
     assert marks["lifetime"].read_text().startswith("max-lifetime: up")
+
+
+@pytest.mark.slow
+def test_the_serve_command_end_to_end(tmp_path: Path) -> None:
+    """`gpu-transcribe serve` as a process: key from --api-key-file, a transcription through the openai
+    client, the idle power-off after --idle-stop-min (0.1 min), a clean shutdown on SIGTERM."""
+    model = find_test_model()
+    if model is None:
+        pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    off = tmp_path / "off"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        GPU_TRANSCRIBE_POWEROFF_COMMAND=f"sh -c 'echo \"$GPU_TRANSCRIBE_POWEROFF_REASON\" > {off}'",
+    )
+    env.pop("GPU_TRANSCRIBE_API_KEY", None)
+    command = [sys.executable, "-m", "gpu_transcribe", "serve", "--port", "0", "--model", str(model)]
+    command += ["--device", "cpu", "--api-key-file", str(key_file), "--idle-stop-min", "0.1"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("Uvicorn running on" in line for line in lines), what="uvicorn to listen")
+        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:(\d+))", "".join(lines))
+        assert found is not None, "".join(lines)
+        url, port = found[1], int(found[2])
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, timeout_s=120, what="the model")
+        answer = client(port).audio.transcriptions.create(
+            model="whisper-1", file=clip_path(CLIP), language="en"
+        )
+        wait_until(off.exists, timeout_s=30, what="the idle power-off")
+    finally:
+        process.terminate()
+        status = process.wait(30)
+        reader.join(5)
+    assert "wizard" in answer.text.lower()
+    reason = off.read_text()
+    assert reason.startswith("idle: no request for") and "limit 6 s" in reason, "".join(lines)
+    log = "".join(lines)
+    assert log.index("POST /v1/audio/transcriptions") < log.index("powering off (idle"), log
+    assert status == -signal.SIGTERM, "".join(lines)  # uvicorn re-raises the signal after a clean shutdown
+    assert "Application shutdown complete" in "".join(lines)
 
 
 def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
