@@ -744,6 +744,9 @@ def create_app(config: ServerConfig, load_engine: EngineLoader | None = None) ->
     app.add_middleware(_Guard, state=state)
     _add_error_handlers(app)
     _add_routes(app)
+    from remote.server.jobs_api import jobs_router  # here: jobs_api imports this module
+
+    app.include_router(jobs_router(config))
     return app
 
 

@@ -77,6 +77,10 @@ class ServerConfig:
         max_lifetime_s: run ``poweroff_command`` this long after start-up in any case; ``None``: never.
         poweroff_command: the command (argv) that powers the machine off.
         upload_dir: where uploads are spooled while they are decoded; ``None``: the system's temp directory.
+        webhook_secret: the Standard Webhooks secret (``whsec_`` + base64) that signs job callbacks; never in
+            ``repr``. ``None``: read from ``webhook_secret_file`` (``remote.server.jobs_api``).
+        webhook_secret_file: the file holding that secret (``--webhook-secret-file``), created (mode 0600)
+            with a new secret if missing; ``None``: a new secret in ``<jobs_dir>/webhook-secret``.
     """
 
     bind: str = "127.0.0.1"
@@ -96,6 +100,8 @@ class ServerConfig:
     max_lifetime_s: float | None = None
     poweroff_command: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULT_POWEROFF_COMMAND.split()))
     upload_dir: Path | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_secret_file: Path | None = None
 
     def checked(self) -> ServerConfig:
         """Return this config, or raise for a value the server cannot start with.
