@@ -366,6 +366,9 @@ def serve(
     max_queue: opt.MaxQueue = 64,
     idle_stop_min: opt.IdleStopMin = None,
     max_lifetime_h: opt.MaxLifetimeH = None,
+    jobs_dir: opt.JobsDir = None,
+    job_ttl_h: opt.JobTtlH = 24.0,
+    webhook_secret_file: opt.WebhookSecretFile = None,
 ) -> None:
     """Serve OpenAI's audio API (/v1/audio/transcriptions) and /transcribe with one loaded model, on this
     machine, until Ctrl-C. Logs go to stderr."""
@@ -386,6 +389,9 @@ def serve(
                 max_queue=max_queue,
                 idle_stop_s=idle_stop_min * 60 if idle_stop_min is not None else None,
                 max_lifetime_s=max_lifetime_h * 3600 if max_lifetime_h is not None else None,
+                jobs_dir=jobs_dir,
+                job_ttl_s=job_ttl_h * 3600,
+                webhook_secret_file=webhook_secret_file,
             )
             .with_env()
             .checked()

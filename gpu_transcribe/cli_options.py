@@ -238,6 +238,25 @@ MaxLifetimeH = Annotated[
         help="Power the machine off this many hours after start-up in any case.",
     ),
 ]
+JobsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--jobs-dir",
+        help="Where async jobs (/v1/jobs) keep their audio and results (mode 0700); default: a new "
+        "temporary directory.",
+    ),
+]
+JobTtlH = Annotated[
+    float, typer.Option("--job-ttl-h", min=0.001, help="Hours a finished job's result is kept, then removed.")
+]
+WebhookSecretFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--webhook-secret-file",
+        help="The Standard Webhooks secret (whsec_...) that signs job callbacks; created (mode 0600) if "
+        "missing. Default: a new secret in the jobs directory.",
+    ),
+]
 
 # --- pipeline --------------------------------------------------------------------------------------------
 

@@ -428,6 +428,23 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     assert "--api-key-file" in lines[0]
 
 
+def test_serve_refuses_a_webhook_secret_file_without_a_usable_secret(tmp_path: Path) -> None:
+    """A secret file holding something else: one error line naming the file, exit status 2; the file kept."""
+    from gpu_transcribe.cli import app
+
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("hunter2\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["serve", "--webhook-secret-file", str(secret_file), "--jobs-dir", str(tmp_path / "jobs")]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --webhook-secret-file {secret_file}"), lines
+    assert "whsec_" in lines[0] and "hunter2" not in lines[0]
+    assert secret_file.read_text(encoding="utf-8") == "hunter2\n"
+    assert not (tmp_path / "jobs").exists()
+
+
 def test_help_imports_no_server_libraries() -> None:
     """`gpu-transcribe --help` and `serve --help` stay fast: no FastAPI, uvicorn, Prometheus or torch."""
     code = (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from remote.errors import BadOptionError, EngineFailure
 from remote.options import DEFAULT_MODEL, DEVICES
-from remote.server.config import MIB, ServerConfig, read_api_key
+from remote.server.config import DEFAULT_JOB_TTL_S, MIB, ServerConfig, read_api_key
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--idle-stop-min", type=float, default=None, help="power off after N idle minutes")
     parser.add_argument("--max-lifetime-h", type=float, default=None, help="power off after H hours")
+    parser.add_argument("--jobs-dir", type=Path, default=None, help="async jobs' files (default: a temp dir)")
+    parser.add_argument(
+        "--job-ttl-h", type=float, default=DEFAULT_JOB_TTL_S / 3600, help="keep job results H hours"
+    )
+    parser.add_argument("--webhook-secret-file", type=Path, default=None, help="the secret signing callbacks")
     return parser
 
 
@@ -53,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_queue=args.max_queue,
                 idle_stop_s=args.idle_stop_min * 60 if args.idle_stop_min is not None else None,
                 max_lifetime_s=args.max_lifetime_h * 3600 if args.max_lifetime_h is not None else None,
+                jobs_dir=args.jobs_dir,
+                job_ttl_s=args.job_ttl_h * 3600,
+                webhook_secret_file=args.webhook_secret_file,
             )
             .with_env()
             .checked()

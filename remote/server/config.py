@@ -109,7 +109,8 @@ class ServerConfig:
         Raises:
             ServerConfigError: a non-loopback ``bind`` without ``api_key``; an empty key; a port outside
                 0..65535; a non-positive size, queue, batch or time; an unknown device; an empty
-                power-off command. The message names the option and what to do.
+                power-off command; a webhook secret file that holds no usable secret. The message names
+                the option and what to do.
         """
         if self.api_key is not None and not self.api_key.strip():
             raise ServerConfigError("the API key is empty; put the key in --api-key-file or $" + API_KEY_ENV)
@@ -135,6 +136,17 @@ class ServerConfig:
         for name, maybe in (("--idle-stop-min", self.idle_stop_s), ("--max-lifetime-h", self.max_lifetime_s)):
             if maybe is not None and maybe <= 0:
                 raise ServerConfigError(f"{name}: must be more than 0 (leave it out for no limit)")
+        if self.webhook_secret_file is not None and self.webhook_secret_file.exists():
+            from remote.server.webhooks import check_secret
+
+            try:
+                check_secret(self.webhook_secret_file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise ServerConfigError(
+                    f"--webhook-secret-file {self.webhook_secret_file}: {exc}; put a secret made by "
+                    "`python -c 'import remote.server.webhooks as w; print(w.generate_secret())'` there, "
+                    "or remove the file for a new one"
+                ) from None
         if self.batch_wait_s < 0:
             raise ServerConfigError(f"batch_wait_s: {self.batch_wait_s} must be 0 or more")
         if not self.poweroff_command:
