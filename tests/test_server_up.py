@@ -315,7 +315,7 @@ def test_up_status_tunnel_logs_down(bed: CloudBed) -> None:
         assert key_file.read_text() == state.api_key
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(Path(state.remote_dir).stat().st_mode) == 0o700
-        _check_launch(bed.aws, state.instance_id)
+        _check_launch(bed.aws, state.instance_id, state.security_group_id)
 
         code, out, err = Cli(bed, "server", "status", "--json").finish()
         assert code == 0, err
@@ -359,7 +359,7 @@ def test_up_status_tunnel_logs_down(bed: CloudBed) -> None:
     print(f"server up took {up_s:.1f} s")
 
 
-def _check_launch(aws: MotoAws, instance_id: str) -> None:
+def _check_launch(aws: MotoAws, instance_id: str, group_id: str) -> None:
     """Tags incl. role server, the security group open to the caller only on 22, IMDSv2, encrypted volume,
     and the dead-man switch's lifetime cap at the server's lifetime plus the margin."""
     import base64
@@ -370,9 +370,7 @@ def _check_launch(aws: MotoAws, instance_id: str) -> None:
     assert tags[TAG_ROLE] == "server" and tags[TAG_SERVER_NAME] == "default"
     assert tags[TAG_MAX_LIFETIME] == str(60 + 15) and TAG_CREATED in tags
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
-    (group,) = ec2.describe_security_groups(GroupIds=[instance["SecurityGroups"][0]["GroupId"]])[
-        "SecurityGroups"
-    ]
+    (group,) = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
     assert [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]] == [
         (22, [TEST_CIDR])
     ]
