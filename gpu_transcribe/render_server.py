@@ -32,8 +32,9 @@ def up_lines(state: ServerState) -> list[str]:
         f"{state.zone}, {price}/h)",
         f"  stops itself after {state.idle_stop_min} min without a request, or {state.max_lifetime_h:g} h "
         f"after it started; `gpu-transcribe server down{_flag(state.name)}` stops it now",
-        f"  reach it: `gpu-transcribe server tunnel{_flag(state.name)}`, then http://127.0.0.1:{state.port}",
-        f"  API key: {state.api_key}",
+        f"  reach it: `gpu-transcribe server tunnel{_flag(state.name)}` (http://127.0.0.1:8000 here, "
+        "OpenAI base URL http://127.0.0.1:8000/v1; --local-port for another port)",
+        f"  API key: {state.api_key}  (header: Authorization: Bearer <key>)",
         f"  (also in {state.path}, mode 0600)",
     ]
 
