@@ -221,6 +221,95 @@ def test_cleanup_keeps_live_servers_and_removes_orphaned_or_expired_ones() -> No
     assert selected == [starting]
 
 
+# --- status, down and up's refusal without a server process ---------------------------------------------
+
+
+def _launched_server(aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A server's instance, key pair and security group in moto, and its state file (no process: the
+    instance is only looked at through EC2)."""
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.launch import launch
+    from gpu_transcribe.aws.models import LaunchSpec
+    from gpu_transcribe.server.state import ServerState, save_state
+
+    monkeypatch.setenv("GPU_TRANSCRIBE_STATE_DIR", str(tmp_path / "state"))
+    spec = LaunchSpec(
+        image_id=aws.image_id,
+        instance_types=("g4dn.xlarge",),
+        ssh_cidr=TEST_CIDR,
+        role="server",
+        extra_tags=((TAG_SERVER_NAME, "default"), (TAG_MAX_LIFETIME, "75")),
+    )
+    launched = launch(AwsContext(aws.region), spec, sleep=lambda s: None)
+    state = ServerState(
+        name="default",
+        run_id=launched.run_id,
+        region=launched.region,
+        aws_profile=None,
+        instance_id=launched.instance_id,
+        instance_type=launched.instance_type,
+        zone=launched.zone,
+        market=launched.market,
+        price_usd_per_hour=launched.price_usd_per_hour,
+        launched_at=launched.created_at,
+        key_name=launched.key_name,
+        security_group_id=launched.security_group_id,
+        security_group_name=spec.name,
+        login_user="ubuntu",
+        client_private_key=launched.client_key.private_key_openssh,
+        host_public_key=launched.host_public_key,
+        api_key="k",
+        port=8000,
+        remote_dir="/tmp/none",
+        supervisor="systemd",
+        unit="gpu-transcribe-server",
+        remote_prefix="/opt/gpu-transcribe",
+        idle_stop_min=30,
+        max_lifetime_h=1.0,
+        lifetime_cap_minutes=75,
+    )
+    save_state(state)
+    return state
+
+
+def test_status_says_interrupted_and_down_is_idempotent(
+    aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from gpu_transcribe.render_server import status_lines
+    from gpu_transcribe.server import load_state, server_down, server_status
+    from gpu_transcribe.settings import load_settings
+
+    _launched_server(aws, monkeypatch, tmp_path)
+    state = load_state("default")  # the launch time as kept: to the second
+    assert state is not None
+    aws.spot_interrupt(state.instance_id)
+    settings = load_settings(env={}, config_files=[])
+    status = server_status(settings, now=state.launched_at + timedelta(minutes=30))
+    assert status.interrupted and status.state == "terminated" and status.health_status is None
+    assert status.age_s == 1800 and status.cost_usd == pytest.approx(0.1881 / 2)
+    assert "interrupted" in status_lines(status)[0]
+    report = server_down(settings, sleep=lambda s: None)
+    assert report.found and {o.action for o in report.outcomes} >= {"already-gone", "deleted"}
+    assert load_state("default") is None
+    assert_nothing_left(aws)
+    again = server_down(settings)
+    assert not again.found and again.outcomes == ()
+
+
+def test_up_refuses_a_second_server_of_the_same_name(
+    aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from gpu_transcribe.server import ServerExistsError, ServerUpRequest, server_up
+    from gpu_transcribe.settings import load_settings
+
+    state = _launched_server(aws, monkeypatch, tmp_path)
+    settings = load_settings(env={"GPU_TRANSCRIBE_SSH_CIDR": TEST_CIDR}, config_files=[])
+    with pytest.raises(ServerExistsError, match=f"server default is up \\({state.instance_id}") as refused:
+        server_up(settings, ServerUpRequest())
+    assert refused.value.exit_code == 2
+    assert len(aws.calls("RunInstances")) == 1  # the helper's launch only
+
+
 # --- end to end: up, status, tunnel, logs, down ----------------------------------------------------------
 
 
@@ -336,6 +425,15 @@ def test_up_status_tunnel_logs_down(bed: CloudBed) -> None:
                 _transcribe(info.base_url, "wrong-key")
             assert refused.value.code == 401
 
+        # The command: the tunnel until Ctrl-C.
+        local = free_port()
+        tunnel = Cli(bed, "server", "tunnel", "--local-port", local)
+        assert _wait_http(f"http://127.0.0.1:{local}/health", tunnel)["model_loaded"] is True
+        tunnel.proc.send_signal(signal.SIGINT)
+        code, out, err = tunnel.finish()
+        assert code == 0 and "tunnel closed" in err, err
+        assert f"OPENAI_BASE_URL=http://127.0.0.1:{local}/v1" in out and state.api_key in out, out
+
         after = server_status(settings)
         assert after.requests_served is not None and after.requests_served >= 1
         assert after.idle_s is not None and after.idle_s < 60
@@ -380,6 +478,19 @@ def _check_launch(aws: MotoAws, instance_id: str, group_id: str) -> None:
     user_data = json.loads(base64.b64decode(raw).decode().split("\n", 1)[1])
     assert ["shutdown", "-P", "+77"] in user_data["runcmd"]
     assert f"--setenv=MAX_LIFETIME_S={75 * 60}" in user_data["runcmd"][0]
+
+
+def _wait_http(url: str, cli: Cli, timeout_s: float = 60.0) -> dict[str, Any]:
+    """GET ``url`` until it answers 200 (the tunnel command is starting); its JSON."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert cli.proc.poll() is None, cli.stderr
+        try:
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                return dict(json.loads(reply.read()))
+        except OSError:
+            assert time.monotonic() < deadline, f"no answer from {url}:\n{cli.stderr}"
+            time.sleep(0.2)
 
 
 def _transcribe(base_url: str, api_key: str) -> str:
