@@ -205,13 +205,13 @@ ServerMarket = Annotated[
 ServerPort = Annotated[
     int, typer.Option("--port", min=1, max=65535, help="The server's port on the instance's 127.0.0.1.")
 ]
-IdleStopMin = Annotated[
+ServerIdleStopMin = Annotated[
     int,
     typer.Option(
         "--idle-stop-min", min=1, help="The server powers the instance off after this many minutes idle."
     ),
 ]
-MaxLifetimeH = Annotated[
+ServerMaxLifetimeH = Annotated[
     float,
     typer.Option(
         "--max-lifetime-h",

@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import stat
+import sys
 import threading
 import time
 import urllib.error
@@ -40,7 +41,7 @@ from gpu_transcribe.aws.models import (
 )
 from gpu_transcribe.cleanup import SERVER_START_GRACE_MINUTES, select_resources
 from gpu_transcribe.common import utc_now
-from tests.fixtures.cloud import REPO, CloudBed, make_bed
+from tests.fixtures.cloud import REPO, CloudBed, make_bed, write_engine_prefix
 from tests.fixtures.moto_aws import CALLER_ARN, TEST_CIDR, MotoAws
 from tests.fixtures.sshd import find_sshd, free_port
 from tests.test_run_cloud import SV_CLIP, Cli, assert_nothing_left
@@ -320,6 +321,15 @@ def bed(aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         pytest.skip(f"no offline model at {model_dir}: run `make offline-model`")
     bed = make_bed(aws, tmp_path, model_dir)
     bed.env["GPU_TRANSCRIBE_STATE_DIR"] = str(tmp_path / "state")
+    # The server's idle stop and lifetime must never power this machine off: the image's interpreter sets
+    # serve's power-off seam (the sshd session does not pass this process's environment on).
+    write_engine_prefix(
+        bed.prefix_dir,
+        model_dir,
+        f'export PYTHONPATH="{REPO}"\n'
+        f'export GPU_TRANSCRIBE_POWEROFF_COMMAND="touch {tmp_path}/poweroff"\n'
+        f'exec "{sys.executable}" "$@"\n',
+    )
     for key in (
         "GPU_TRANSCRIBE_STATE_DIR",
         "GPU_TRANSCRIBE_DIAL_ADDRESS",
