@@ -21,7 +21,9 @@ the age rule above does not fit them. A server's resources are removed when:
   by then, whatever its state file says; or
 - it is orphaned: no server state file on this machine names its run id (the client that started it lost
   its state) and it is older than :data:`SERVER_START_GRACE_MINUTES` (a ``server up`` still going on writes
-  its state file only at its end). ``--older-than`` replaces that grace.
+  its state file only at its end). ``--older-than`` replaces that grace; or
+- its instance is gone (a spot interruption, its idle stop): a key pair or security group of a server run
+  with no live instance, older than that grace, is removed even with a state file here.
 
 A server whose state file is here and whose lifetime is not over is kept (``server down`` removes it), unless
 ``--run-id`` names it. A server started from another machine with the same credentials has no state file
@@ -31,7 +33,7 @@ here and so counts as orphaned: run ``cleanup --dry-run`` first where several ma
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -115,13 +117,23 @@ class CleanupReport:
 
 
 def _server_skip_reason(
-    res: TaggedResource, *, live_servers: Mapping[str, str], orphan_grace_s: float, now: datetime
+    res: TaggedResource,
+    *,
+    live_servers: Mapping[str, str],
+    orphan_grace_s: float,
+    now: datetime,
+    live_instance_runs: Collection[str] | None,
 ) -> str:
     """Why a server's resource is kept (``""``: remove it); the rule is in the module docstring."""
     age = res.age_s(now)
     cap_minutes = res.max_lifetime_minutes or SERVER_DEFAULT_CAP_MINUTES
     if age is not None and age >= (cap_minutes + GRACE_MARGIN_MINUTES) * 60:
         return ""  # past its lifetime: it has powered itself off, or should have
+    instance_gone = (
+        live_instance_runs is not None and res.kind != "instance" and res.run_id not in live_instance_runs
+    )
+    if instance_gone and age is not None and age >= orphan_grace_s:
+        return ""  # what a server whose instance is gone left behind
     name = live_servers.get(res.run_id)
     if name is not None:
         flag = "" if name == "default" else f" --name {name}"
@@ -146,6 +158,7 @@ def select_resources(
     live_servers: Mapping[str, str] | None = None,
     server_grace_s: float | None = None,
     run_id: str | None = None,
+    live_instance_runs: Collection[str] | None = None,
 ) -> tuple[list[TaggedResource], list[RemovalOutcome]]:
     """Split ``resources`` into those to remove and ``skipped`` outcomes with the reason.
 
@@ -155,6 +168,8 @@ def select_resources(
         server_grace_s: the age from which a server without a state file here counts as orphaned
             (default :data:`SERVER_START_GRACE_MINUTES`).
         run_id: the run named with ``--run-id`` (a server named so is removed like any run).
+        live_instance_runs: the run ids with a live instance (``None``: unknown; a server's key pair and
+            security group are then not judged by it).
     """
     selected: list[TaggedResource] = []
     skipped: list[RemovalOutcome] = []
@@ -168,7 +183,11 @@ def select_resources(
             continue
         if res.role == "server" and run_id is None:
             reason = _server_skip_reason(
-                res, live_servers=live_servers or {}, orphan_grace_s=grace_s, now=now
+                res,
+                live_servers=live_servers or {},
+                orphan_grace_s=grace_s,
+                now=now,
+                live_instance_runs=live_instance_runs,
             )
             if reason:
                 skipped.append(RemovalOutcome(res, "skipped", reason))
@@ -250,6 +269,7 @@ def cleanup(
         live_servers={state.run_id: state.name for state in list_states()},
         server_grace_s=server_grace_s,
         run_id=run_id,
+        live_instance_runs={r.run_id for r in found if r.kind == "instance"},
     )
     on_progress(
         ProgressEvent(

@@ -220,6 +220,27 @@ def test_cleanup_keeps_live_servers_and_removes_orphaned_or_expired_ones() -> No
         [starting], caller_arn=CALLER_ARN, all_owners=False, older_than_s=0, now=utc_now(), server_grace_s=0
     )
     assert selected == [starting]
+    # A spot-interrupted server: its key pair goes once its instance is gone, though its state file is here.
+    key_pair = TaggedResource(
+        "key-pair",
+        "kp",
+        "live",
+        CALLER_ARN,
+        "server",
+        utc_now() - timedelta(hours=1),
+        max_lifetime_minutes=735,
+    )
+    for runs, expected in (({"live"}, []), (set(), [key_pair])):
+        selected, _ = select_resources(
+            [key_pair],
+            caller_arn=CALLER_ARN,
+            all_owners=False,
+            older_than_s=None,
+            now=utc_now(),
+            live_servers={"live": "default"},
+            live_instance_runs=runs,
+        )
+        assert selected == expected
 
 
 # --- status, down and up's refusal without a server process ---------------------------------------------
