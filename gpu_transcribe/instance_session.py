@@ -1,8 +1,8 @@
 """One instance session: launch, wait for SSH, connect, keep it alive and watched, tear down exactly once.
 
-Every command that launches an instance (``run``, ``build-ami``) does it through :class:`InstanceSession`,
-so there is one sequence over the cloud layer (:mod:`gpu_transcribe.aws`) and the SSH layer
-(:mod:`gpu_transcribe.ssh`):
+Every command that launches an instance (``run``, ``build-ami``, ``server up``) does it through
+:class:`InstanceSession`, so there is one sequence over the cloud layer (:mod:`gpu_transcribe.aws`) and the
+SSH layer (:mod:`gpu_transcribe.ssh`):
 
 1. launch with the plan's fallback (spot in the cheapest zone, other zones, then on-demand);
 2. wait until the instance runs and its SSH port answers;

@@ -93,7 +93,16 @@ def _running_info(state: ServerState) -> InstanceInfo:
     """
     from gpu_transcribe.aws.instances import check_alive
 
-    return check_alive(_ctx(state), state.instance_id)
+    try:
+        return check_alive(_ctx(state), state.instance_id)
+    except InstanceLostError as exc:
+        flag = "" if state.name == DEFAULT_NAME else f" --name {state.name}"
+        raise InstanceLostError(
+            f"server {state.name}: {exc}; `gpu-transcribe server down{flag}` removes what is left of it",
+            instance_id=exc.instance_id,
+            state=exc.state,
+            reason_code=exc.reason_code,
+        ) from exc
 
 
 # --- status ----------------------------------------------------------------------------------------------
