@@ -127,6 +127,39 @@ def test_local_forward_reports_a_closed_remote_port_and_a_taken_local_port(ssh_s
             LocalForward(ssh_session, 1, local_port=forward.local_port).start()
 
 
+# --- the command on the instance ------------------------------------------------------------------------
+
+
+def test_serve_command_and_unit() -> None:
+    """The unit's ExecStart is the argv as is (systemd would expand % and $, and split on spaces: refused)."""
+    from gpu_transcribe.errors import GpuTranscribeError
+    from gpu_transcribe.server.remote import serve_argv, unit_text
+
+    argv = serve_argv(
+        python="/opt/gpu-transcribe/venv/bin/python",
+        directory="/tmp/gpu-transcribe-server-r1",
+        port=8000,
+        idle_stop_min=30,
+        max_lifetime_h=12.0,
+        model="/opt/gpu-transcribe/models/kb-whisper-small",
+        offline=True,
+    )
+    assert argv[:3] == ["/usr/bin/env", "HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1"]
+    assert " ".join(argv[3:]) == (
+        "/opt/gpu-transcribe/venv/bin/python -m gpu_transcribe serve --bind 127.0.0.1 --port 8000 "
+        "--api-key-file /tmp/gpu-transcribe-server-r1/api-key --idle-stop-min 30 --max-lifetime-h 12 "
+        "--model /opt/gpu-transcribe/models/kb-whisper-small"
+    )
+    unit = unit_text("default", argv)
+    assert f"ExecStart={' '.join(argv)}\n" in unit and "Restart=on-failure" in unit
+    assert "[Install]" not in unit  # started, never enabled
+    for bad in ("my model", "50%", "$HOME/m"):
+        with pytest.raises(GpuTranscribeError, match="cannot start the server"):
+            serve_argv(
+                python="p", directory="d", port=1, idle_stop_min=1, max_lifetime_h=1, model=bad, offline=False
+            )
+
+
 # --- the state file --------------------------------------------------------------------------------------
 
 

@@ -44,12 +44,12 @@ _SAFE_ARG = re.compile(r"^[A-Za-z0-9_./:=@+,-]+$")
 _SUDO = 'if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi\n'
 _HAS_SYSTEMD = "[ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1"
 
-# $1 DIR, $2 unit, $3 server name, $4 the ExecStart line, $5... the same command as arguments.
+# $1 DIR, $2 unit, $3 the unit file's text, $4... the command as arguments.
 _START_SCRIPT = (
     "set -eu\n"
     + _SUDO
-    + """dir=$1 unit=$2 name=$3 execstart=$4
-shift 4
+    + """dir=$1 unit=$2 unit_text=$3
+shift 3
 umask 077
 mkdir -m 0700 "$dir"
 cat > "$dir/api-key"
@@ -57,11 +57,7 @@ chmod 0600 "$dir/api-key"
 if """
     + _HAS_SYSTEMD
     + """; then
-    {
-        printf '[Unit]\\nDescription=gpu-transcribe serve (server %s)\\n' "$name"
-        printf 'After=network-online.target\\n\\n'
-        printf '[Service]\\nType=simple\\nExecStart=%s\\nRestart=on-failure\\nRestartSec=5\\n' "$execstart"
-    } > "$dir/unit"
+    printf '%s' "$unit_text" > "$dir/unit"
     $SUDO install -m 0644 "$dir/unit" "/etc/systemd/system/$unit.service"
     $SUDO systemctl daemon-reload
     $SUDO systemctl start "$unit"
@@ -235,6 +231,24 @@ def serve_argv(
     return argv
 
 
+def unit_text(name: str, argv: Sequence[str]) -> str:
+    """The systemd unit that runs ``argv`` (from :func:`serve_argv`, whose arguments need no quoting):
+    restarted if it fails, started but not enabled (the instance never reboots: its shutdown terminates it).
+    It runs as root, since ``serve`` powers the instance off with ``shutdown -P now``; ``serve`` listens on
+    127.0.0.1 only."""
+    return (
+        "[Unit]\n"
+        f"Description=gpu-transcribe serve (server {name})\n"
+        "After=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=simple\n"
+        f"ExecStart={' '.join(argv)}\n"
+        "Restart=on-failure\n"
+        "RestartSec=5\n"
+    )
+
+
 def start_server(
     ssh: SSHSession, *, directory: str, name: str, argv: Sequence[str], api_key: str
 ) -> Supervisor:
@@ -249,7 +263,7 @@ def start_server(
         SSHError: the connection failed.
     """
     result = ssh.run(
-        ["sh", "-c", _START_SCRIPT, "sh", directory, UNIT, name, " ".join(argv), *argv],
+        ["sh", "-c", _START_SCRIPT, "sh", directory, UNIT, unit_text(name, argv), *argv],
         stdin=api_key.encode("ascii"),
     )
     supervisor = result.stdout.strip().splitlines()[-1:] or [""]
