@@ -9,6 +9,8 @@ fast.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -589,13 +591,28 @@ def server_up_command(
     request = ServerUpRequest(
         name=name, port=port, idle_stop_min=idle_stop_min, max_lifetime_h=max_lifetime_h
     )
-    state = server_up(
-        settings,
-        request.validated(),
-        on_progress=event_printer(stderr),
-        on_signal=server_signal_printer(stderr),
-    )
+    with _left_behind_exits_5():
+        state = server_up(
+            settings,
+            request.validated(),
+            on_progress=event_printer(stderr),
+            on_signal=server_signal_printer(stderr),
+        )
     print_server_lines(up_lines(state), stdout)
+
+
+@contextlib.contextmanager
+def _left_behind_exits_5() -> Iterator[None]:
+    """A :class:`TeardownError` (something could not be removed from AWS) exits with ``run``'s status 5."""
+    from gpu_transcribe.errors import TeardownError
+
+    try:
+        yield
+    except TeardownError as error:
+        from gpu_transcribe.render import print_error
+
+        print_error(error, stderr)
+        raise typer.Exit(EXIT_LEFT_BEHIND) from None
 
 
 @server_app.command("status")
@@ -654,5 +671,6 @@ def server_down_command(name: opt.ServerName = "default", aws_profile: opt.Profi
     from gpu_transcribe.render_server import down_lines, print_server_lines
     from gpu_transcribe.server import server_down
 
-    report = server_down(_settings(aws_profile=aws_profile), name, on_progress=event_printer(stderr))
+    with _left_behind_exits_5():
+        report = server_down(_settings(aws_profile=aws_profile), name, on_progress=event_printer(stderr))
     print_server_lines(down_lines(report), stdout)

@@ -351,6 +351,31 @@ def test_status_says_interrupted_and_down_is_idempotent(
     assert not again.found and again.outcomes == ()
 
 
+def test_down_that_cannot_remove_everything_exits_5_and_keeps_the_state(
+    aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A security group EC2 refuses to delete: exit 5 as `run`, the group named, the state file kept, and a
+    second `down` finishes the job."""
+    import subprocess
+
+    from gpu_transcribe.server import load_state
+
+    state = _launched_server(aws, monkeypatch, tmp_path)
+    # It stopped itself (its idle stop): no SSH to try, only the AWS resources to remove.
+    aws.set_instance_state(state.instance_id, "terminated", "Client.InstanceInitiatedShutdown")
+    aws.fail("DeleteSecurityGroup", "UnauthorizedOperation", status=403, times=1)
+    command = [sys.executable, "-m", "gpu_transcribe", "server", "down"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 5, first.stderr
+    assert state.security_group_id in first.stderr and "UnauthorizedOperation" in first.stderr
+    assert load_state("default") is not None
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and "is down" in second.stdout, second.stderr
+    assert load_state("default") is None
+    assert_nothing_left(aws)
+
+
 def test_up_refuses_a_second_server_of_the_same_name(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

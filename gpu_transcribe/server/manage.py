@@ -55,10 +55,16 @@ def _require(name: str) -> ServerState:
     return state
 
 
-def _ctx(state: ServerState) -> AwsContext:
+def _ctx(state: ServerState, settings: Settings) -> AwsContext:
+    """The server's region (from its state), with the ``aws_profile`` setting if one is set, else the profile
+    it was launched with."""
     from gpu_transcribe.aws.clients import AwsContext
 
-    return AwsContext(region=state.region, profile=state.aws_profile)
+    if settings.aws_profile:
+        return AwsContext(
+            region=state.region, profile=settings.aws_profile, profile_source=settings.source("aws_profile")
+        )
+    return AwsContext(region=state.region, profile=state.aws_profile, profile_source=f"server {state.name}")
 
 
 def connect_server(
@@ -84,7 +90,7 @@ def connect_server(
     return connect(target, deadline_s=deadline_s)
 
 
-def _running_info(state: ServerState) -> InstanceInfo:
+def _running_info(state: ServerState, settings: Settings) -> InstanceInfo:
     """EC2's view of the server's instance, which must be running.
 
     Raises:
@@ -94,7 +100,7 @@ def _running_info(state: ServerState) -> InstanceInfo:
     from gpu_transcribe.aws.instances import check_alive
 
     try:
-        return check_alive(_ctx(state), state.instance_id)
+        return check_alive(_ctx(state, settings), state.instance_id)
     except InstanceLostError as exc:
         flag = "" if state.name == DEFAULT_NAME else f" --name {state.name}"
         raise InstanceLostError(
@@ -174,7 +180,8 @@ def server_status(
     """The server's status: EC2's state, its age and cost so far, and ``/health`` read on the instance.
 
     Args:
-        settings: unused but for symmetry with the other commands (the state file names the region).
+        settings: the ``aws_profile`` setting, if set, replaces the one the server was launched with (the
+            state file names the region).
         name: the server.
         now: the time to measure the age at (default: now).
 
@@ -187,7 +194,7 @@ def server_status(
 
     state = _require(name)
     moment = now or utc_now()
-    info = describe_instance(_ctx(state), state.instance_id)
+    info = describe_instance(_ctx(state, settings), state.instance_id)
     age_s = max(0.0, (moment - state.launched_at).total_seconds())
     health: remote.Health | None = None
     health_error = ""
@@ -248,7 +255,7 @@ def server_logs(settings: Settings, name: str = DEFAULT_NAME, *, lines: int = 10
         HostKeyError, SSHError, RemoteCommandError: the log could not be read.
     """
     state = _require(name)
-    info = _running_info(state)
+    info = _running_info(state, settings)
     with connect_server(state, info) as ssh:
         return remote.server_log(ssh, lines=lines, directory=state.remote_dir, supervisor=state.supervisor)
 
@@ -297,7 +304,7 @@ def open_tunnel(
     from gpu_transcribe.ssh import LocalForward
 
     state = _require(name)
-    info = _running_info(state)
+    info = _running_info(state, settings)
     with connect_server(state, info) as ssh:
         forward: LocalForward
         with LocalForward(ssh, state.port, local_port=local_port, on_error=on_error) as forward:
@@ -393,7 +400,7 @@ def server_down(
     if state is None:
         on_progress(ProgressEvent("note", f"no server named {name} here; nothing to do"))
         return DownReport(name=name, found=False, instance_id="", outcomes=(), stopped_server=False)
-    ctx = _ctx(state)
+    ctx = _ctx(state, settings)
     stopped = False
     info = describe_instance(ctx, state.instance_id)
     if info is not None and info.state == "running":
