@@ -487,6 +487,7 @@ def test_up_status_tunnel_logs_down(bed: CloudBed) -> None:
         assert code == 0, err
         state = load_state("default")
         assert state is not None and state.supervisor == "process" and state.port == port
+        assert state.ssh_cidr == TEST_CIDR and state.lifetime_cap_minutes == 75
         assert f"API key: {state.api_key}" in out and "server tunnel" in out
         assert stat.S_IMODE(state.path.stat().st_mode) == 0o600
         key_file = Path(state.remote_dir) / "api-key"

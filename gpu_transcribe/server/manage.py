@@ -74,9 +74,11 @@ def connect_server(
 
     Raises:
         HostKeyError: the host showed another key.
-        SSHTimeoutError, SSHError: no session.
+        SSHTimeoutError: no session (the message names the one address port 22 is open to).
+        SSHError: no session.
     """
     from gpu_transcribe.aws.instances import address_resolver_from_env
+    from gpu_transcribe.errors import SSHTimeoutError
     from gpu_transcribe.ssh import SSHTarget, connect
 
     host, port = address_resolver_from_env()(info)
@@ -87,7 +89,15 @@ def connect_server(
         private_key=state.client_private_key,
         host_public_key=state.host_public_key,
     )
-    return connect(target, deadline_s=deadline_s)
+    try:
+        return connect(target, deadline_s=deadline_s)
+    except SSHTimeoutError as exc:
+        if not state.ssh_cidr:
+            raise
+        raise SSHTimeoutError(
+            f"{exc}; its security group lets only {state.ssh_cidr} (your address at `server up`) reach port "
+            f"22: if your address has changed, add it to {state.security_group_id} or run `server down`"
+        ) from exc
 
 
 def _running_info(state: ServerState, settings: Settings) -> InstanceInfo:

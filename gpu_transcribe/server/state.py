@@ -103,6 +103,7 @@ class ServerState:
         idle_stop_min: the server powers the instance off after this many minutes without a request.
         max_lifetime_h: ... or this many hours after it started.
         lifetime_cap_minutes: the instance's own backstop (user data), minutes after boot.
+        ssh_cidr: the only source its security group lets reach port 22 (the caller's address at ``up``).
         format: :data:`STATE_FORMAT`.
     """
 
@@ -131,6 +132,7 @@ class ServerState:
     idle_stop_min: int
     max_lifetime_h: float
     lifetime_cap_minutes: int
+    ssh_cidr: str = ""
     format: int = STATE_FORMAT
 
     @property
@@ -157,7 +159,7 @@ class ServerState:
                 f"{STATE_FORMAT}; use the gpu-transcribe version that wrote it, or `gpu-transcribe cleanup`"
             )
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(data) - {"format"})
+        missing = sorted(names - set(data) - {"format", "ssh_cidr"})
         launched = parse_iso_utc(str(data.get("launched_at", "")))
         if missing or launched is None:
             raise ServerStateError(f"{source}: damaged server state (missing {', '.join(missing) or 'time'})")

@@ -291,6 +291,7 @@ def server_up(
             idle_stop_min=request.idle_stop_min,
             max_lifetime_h=request.max_lifetime_h,
             lifetime_cap_minutes=cap,
+            ssh_cidr=cidr,
         )
         session.add_cleanup(CleanupStep("the server's state file", lambda _ssh: _forget(request.name)))
         path = save_state(state)
