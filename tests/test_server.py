@@ -15,6 +15,9 @@ The engine is loaded once for the module; each test's server reuses it.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +35,10 @@ from remote.server.formats import openai_body
 from remote.writers import render, sanitize
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 
-pytestmark = pytest.mark.slow
-
 CLIP = "en_librispeech_61-70968-0000.flac"
 """4.9 s of read English: one Whisper window."""
 KEY = "test-key-0123456789"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,18 @@ def client(port: int, key: str = KEY) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=120)
 
 
+def _multipart_stream(field: str, filename: str, chunks: int, chunk_bytes: int) -> Iterator[bytes]:
+    """A valid multipart body (boundary ``b``) with one file part of ``chunks`` x ``chunk_bytes`` zeros,
+    sent chunked (no Content-Length)."""
+    yield (
+        f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    for _ in range(chunks):
+        yield bytes(chunk_bytes)
+    yield b"\r\n--b--\r\n"
+
+
 def metric(text: str, name: str) -> float:
     """The value of one sample line (``name`` with its labels, as exposed) in Prometheus text."""
     for line in text.splitlines():
@@ -70,6 +84,7 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
+@pytest.mark.slow
 def test_openai_formats_match_the_engine_and_concurrent_requests_share_batches(
     engine: Any, tmp_path: Path
 ) -> None:
@@ -125,9 +140,13 @@ def test_openai_formats_match_the_engine_and_concurrent_requests_share_batches(
     )
 
 
-def test_transcribe_route_health_and_metrics(engine: Any, speech: Path) -> None:
-    """/transcribe answers text, duration, language, model, timings and segments; /health and /metrics
-    count it."""
+@pytest.mark.slow
+# openai marks audio.translations.create deprecated (OpenAI's own API still serves it, and clients call it).
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+def test_transcribe_and_translation_routes_health_and_metrics(engine: Any, speech: Path) -> None:
+    """/transcribe answers text, duration, language, model, timings and segments; /v1/audio/translations
+    answers with the task (English into English: Swedish costs whisper-base 20 s here); /health and
+    /metrics count them."""
     with live_server(ServerConfig(), reuse_engine(engine)) as server:
         with speech.open("rb") as audio:
             answer = httpx.post(
@@ -136,8 +155,15 @@ def test_transcribe_route_health_and_metrics(engine: Any, speech: Path) -> None:
                 data={"language": "en"},
                 timeout=120,
             )
+        with speech.open("rb") as audio:
+            translated = client(server.port).audio.translations.create(
+                model="whisper-1", file=audio, response_format="verbose_json", extra_body={"language": "en"}
+            )
         health = httpx.get(f"{server.url}/health")
         metrics = httpx.get(f"{server.url}/metrics").text
+    assert translated.task == "translate"  # type: ignore[attr-defined]
+    assert translated.language == "english"  # type: ignore[attr-defined]
+    assert "wizard" in translated.text.lower() and translated.segments  # type: ignore[attr-defined]
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert set(body) == {
@@ -153,16 +179,17 @@ def test_transcribe_route_health_and_metrics(engine: Any, speech: Path) -> None:
     assert health.status_code == 200
     facts = health.json()
     assert facts["status"] == "ok" and facts["model_loaded"] is True and facts["device"] == "cpu"
-    assert facts["requests_served"] == 1 and facts["queue_depth"] == 0
+    assert facts["requests_served"] == 2 and facts["queue_depth"] == 0
     assert facts["gpu_available"] is False and facts["memory_usage"]["rss_bytes"] > 0
     assert facts["idle_s"] >= 0 and facts["uptime_s"] > 0
     assert metric(metrics, 'gpu_transcribe_requests_total{route="/transcribe",status="200"}') == 1
-    assert metric(metrics, "gpu_transcribe_audio_seconds_total") == pytest.approx(4.905, abs=0.01)
-    assert metric(metrics, "gpu_transcribe_transcription_seconds_count") == 1
+    assert metric(metrics, "gpu_transcribe_audio_seconds_total") == pytest.approx(2 * 4.905, abs=0.01)
+    assert metric(metrics, "gpu_transcribe_transcription_seconds_count") == 2
     assert metric(metrics, "gpu_transcribe_batch_windows_count") >= 1
     assert metric(metrics, "gpu_transcribe_queue_depth") == 0
 
 
+@pytest.mark.slow
 def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> None:
     """While the loader runs, /health and the API answer 503 (the API with Retry-After); then 200."""
     release = threading.Event()
@@ -187,6 +214,7 @@ def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> N
     assert loaded["model_loaded"] is True
 
 
+@pytest.mark.slow
 def test_full_queue_is_429_with_retry_after(engine: Any, speech: Path) -> None:
     """With the engine busy and one request queued (max_queue 1), the next is refused: 429, Retry-After,
     OpenAI's error shape (the client raises RateLimitError); the two accepted ones are answered."""
@@ -217,6 +245,7 @@ def test_full_queue_is_429_with_retry_after(engine: Any, speech: Path) -> None:
     assert len(results) == 2 and all("confused" in r.text.lower() for r in results)
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech: Path) -> None:
     """A request whose client closes the connection while it waits in the queue is never transcribed."""
     gated = GatedEngine(engine)
@@ -244,6 +273,7 @@ def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech:
     assert metric(metrics, "gpu_transcribe_dropped_requests_total") == 1
 
 
+@pytest.mark.slow
 def test_key_upload_limit_and_bad_requests(
     engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -266,6 +296,11 @@ def test_key_upload_limit_and_bad_requests(
         api = client(server.port)
         with pytest.raises(openai.APIStatusError) as too_large:
             api.audio.transcriptions.create(model="whisper-1", file=clip_path("en_jfk.flac"))  # 1.1 MB
+        chunked = httpx.post(  # no Content-Length: the guard counts the chunks as they are read
+            f"{server.url}/transcribe",
+            content=_multipart_stream("audio", "big.wav", chunks=8, chunk_bytes=65_536),
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "multipart/form-data; boundary=b"},
+        )
         with pytest.raises(openai.BadRequestError) as bad_audio:
             api.audio.transcriptions.create(model="whisper-1", file=not_audio)
         with pytest.raises(openai.BadRequestError) as words:
@@ -288,6 +323,7 @@ def test_key_upload_limit_and_bad_requests(
     assert metrics_without_key.status_code == 401
     assert too_large.value.status_code == 413
     assert "--max-upload-mb" in too_large.value.message
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "upload_too_large"
     assert "notes.mp3" in bad_audio.value.message and "not an audio file" in bad_audio.value.message
     assert bad_audio.value.param == "file"
     assert "word" in words.value.message
@@ -300,10 +336,11 @@ def test_key_upload_limit_and_bad_requests(
     }
     assert list(uploads.iterdir()) == []
     errors = [r.getMessage() for r in caplog.records if r.name == "remote.server"]
-    assert len(errors) == 7, errors  # 401 twice, 401 /metrics, 413, 400 audio, 400 word, 400 no file
+    assert len(errors) == 8, errors  # 401 x 3 (one /metrics), 413 x 2, 400 audio, 400 word, 400 no file
     assert all("\n" not in line for line in errors)
 
 
+@pytest.mark.slow
 def test_idle_and_lifetime_power_off_run_the_command(engine: Any, tmp_path: Path) -> None:
     """With --idle-stop-min and --max-lifetime-h (in seconds here) the power-off command runs, with the
     reason in its environment; the command comes from $GPU_TRANSCRIBE_POWEROFF_COMMAND."""
@@ -327,6 +364,28 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --bind 0.0.0.0"), result.output
     assert "--api-key-file" in lines[0]
+
+
+def test_help_imports_no_server_libraries() -> None:
+    """`gpu-transcribe --help` and `serve --help` stay fast: no FastAPI, uvicorn, Prometheus or torch."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gpu_transcribe.cli import app\n"
+        "for args in (['--help'], ['serve', '--help']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "heavy = ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'torch', 'numpy')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.fixture(autouse=True)

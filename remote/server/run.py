@@ -159,5 +159,5 @@ def serve(config: ServerConfig) -> None:
     started = time.monotonic()
     server.run()
     if state.load_error is not None:
-        raise ModelLoadError(f"gpu-transcribe serve: {state.load_error}")
+        raise ModelLoadError(f"the model failed to load: {state.load_error}")
     logger.info("server stopped after %.0f s", time.monotonic() - started)
