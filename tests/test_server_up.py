@@ -635,6 +635,26 @@ def test_sigint_during_up_leaves_nothing(bed: CloudBed) -> None:
 
 
 @needs_serve
+def test_a_server_that_does_not_start_fails_up_and_leaves_nothing(bed: CloudBed, tmp_path: Path) -> None:
+    """A model that cannot be loaded: serve exits, up says so with the server's log, exit 1, all removed."""
+    from gpu_transcribe.server import load_state
+
+    missing = tmp_path / "no-such-model"  # the image's manifest names a cached copy that is not there
+    manifest = bed.prefix_dir / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "model_path": str(missing)}))
+    emulator = bed.emulator()
+    try:
+        code, out, err = Cli(bed, "server", "up", "--port", free_port()).finish()
+    finally:
+        emulator.stop()
+    assert code == 1, err
+    assert "error:" in err and ("exited" in err or "/health did not answer" in err), err
+    assert str(missing) in err  # the log's tail names the model it could not load
+    assert load_state("default") is None and out == ""
+    assert_nothing_left(bed.aws)
+
+
+@needs_serve
 def test_cleanup_finds_a_server_whose_state_file_was_deleted(bed: CloudBed) -> None:
     from gpu_transcribe.cleanup import cleanup
     from gpu_transcribe.server import load_state
