@@ -620,11 +620,12 @@ def server_status_command(
     name: opt.ServerName = "default", aws_profile: opt.Profile = None, json: opt.Json = False
 ) -> None:
     """The server's instance state, age, price and cost so far, requests served and idle time."""
+    from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render import print_json
     from gpu_transcribe.render_server import print_server_lines, status_lines
     from gpu_transcribe.server import server_status
 
-    status = server_status(_settings(aws_profile=aws_profile), name)
+    status = server_status(_settings(aws_profile=aws_profile), name, on_progress=event_printer(stderr))
     if json:
         print_json(status, stdout)
     else:
@@ -649,6 +650,7 @@ def server_tunnel_command(
         local_port=local_port,
         on_ready=lambda info: print_server_lines(tunnel_lines(info), stdout),
         on_error=lambda message: warn(ProgressEvent("note", message)),
+        on_progress=warn,
     )
     stderr.print("tunnel closed; the server keeps running", style="dim", markup=False, highlight=False)
 
@@ -658,9 +660,12 @@ def server_logs_command(
     name: opt.ServerName = "default", lines: opt.LogLines = 100, aws_profile: opt.Profile = None
 ) -> None:
     """The server's last log lines (its systemd journal, or its log file)."""
+    from gpu_transcribe.progress import event_printer
     from gpu_transcribe.server import server_logs
 
-    text = server_logs(_settings(aws_profile=aws_profile), name, lines=lines)
+    text = server_logs(
+        _settings(aws_profile=aws_profile), name, lines=lines, on_progress=event_printer(stderr)
+    )
     stdout.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
 
 

@@ -322,6 +322,7 @@ def _launched_server(aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         idle_stop_min=30,
         max_lifetime_h=1.0,
         lifetime_cap_minutes=75,
+        ssh_cidr=TEST_CIDR,
     )
     save_state(state)
     return state
@@ -374,6 +375,28 @@ def test_down_that_cannot_remove_everything_exits_5_and_keeps_the_state(
     assert second.returncode == 0 and "is down" in second.stdout, second.stderr
     assert load_state("default") is None
     assert_nothing_left(aws)
+
+
+def test_the_ssh_rule_follows_the_callers_new_address(
+    aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The laptop moved to another network: port 22 is opened to the new address and closed to the old."""
+    from gpu_transcribe.server import load_state
+    from gpu_transcribe.server.manage import follow_caller
+    from gpu_transcribe.settings import load_settings
+
+    state = _launched_server(aws, monkeypatch, tmp_path)
+    new_cidr = "198.51.100.9/32"
+    events: list[Any] = []
+    settings = load_settings(env={"GPU_TRANSCRIBE_SSH_CIDR": new_cidr}, config_files=[])
+    moved = follow_caller(state, settings, events.append)
+    assert moved.ssh_cidr == new_cidr and load_state("default") == moved
+    (group,) = aws.ec2().describe_security_groups(GroupIds=[state.security_group_id])["SecurityGroups"]
+    assert [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in group["IpPermissions"]] == [
+        (22, [new_cidr])
+    ]
+    assert any(new_cidr in e.message and TEST_CIDR in e.message for e in events)
+    assert follow_caller(moved, settings, events.append) == moved and len(events) == 1  # nothing to move
 
 
 def test_up_refuses_a_second_server_of_the_same_name(

@@ -100,6 +100,42 @@ def connect_server(
         ) from exc
 
 
+def follow_caller(
+    state: ServerState, settings: Settings, on_progress: ProgressCallback = no_progress
+) -> ServerState:
+    """Keep port 22 open to the caller only when the caller's address changed since ``server up`` (a laptop
+    on another network): the security group's rule moves to the address the ``ssh_cidr`` setting gives now
+    (``auto``: detected), and the state file is updated.
+
+    Returns:
+        The state (updated, or as it was).
+
+    Raises:
+        SettingsError: ``ssh_cidr`` is ``auto`` and the address could not be detected.
+        CredentialsError, CloudError: EC2 refused.
+    """
+    from dataclasses import replace
+
+    from gpu_transcribe.aws.checkip import resolve_ssh_cidr
+    from gpu_transcribe.aws.launch import move_ssh_rule
+    from gpu_transcribe.server.state import save_state
+
+    cidr = resolve_ssh_cidr(settings.ssh_cidr, settings.source("ssh_cidr"))
+    if cidr == state.ssh_cidr or not state.ssh_cidr:
+        return state
+    on_progress(
+        ProgressEvent(
+            "security-group",
+            f"your address changed: port 22 of server {state.name} is opened to {cidr} and closed to "
+            f"{state.ssh_cidr}",
+        )
+    )
+    move_ssh_rule(_ctx(state, settings), state.security_group_id, state.ssh_cidr, cidr)
+    moved = replace(state, ssh_cidr=cidr)
+    save_state(moved)
+    return moved
+
+
 def _running_info(state: ServerState, settings: Settings) -> InstanceInfo:
     """EC2's view of the server's instance, which must be running.
 
@@ -185,7 +221,11 @@ class ServerStatus:
 
 
 def server_status(
-    settings: Settings, name: str = DEFAULT_NAME, *, now: datetime | None = None
+    settings: Settings,
+    name: str = DEFAULT_NAME,
+    *,
+    now: datetime | None = None,
+    on_progress: ProgressCallback = no_progress,
 ) -> ServerStatus:
     """The server's status: EC2's state, its age and cost so far, and ``/health`` read on the instance.
 
@@ -194,6 +234,8 @@ def server_status(
             state file names the region).
         name: the server.
         now: the time to measure the age at (default: now).
+        on_progress: a ``security-group`` event when the SSH rule follows a changed address
+            (:func:`follow_caller`).
 
     Raises:
         ServerNotFoundError: no such server here.
@@ -210,6 +252,7 @@ def server_status(
     health_error = ""
     if info is not None and info.state == "running":
         try:
+            state = follow_caller(state, settings, on_progress)
             with connect_server(state, info) as ssh:
                 health = remote.probe(
                     ssh,
@@ -256,8 +299,15 @@ def server_status(
 # --- logs ------------------------------------------------------------------------------------------------
 
 
-def server_logs(settings: Settings, name: str = DEFAULT_NAME, *, lines: int = 100) -> str:
+def server_logs(
+    settings: Settings,
+    name: str = DEFAULT_NAME,
+    *,
+    lines: int = 100,
+    on_progress: ProgressCallback = no_progress,
+) -> str:
     """The server's last ``lines`` log lines (``journalctl -u gpu-transcribe-server``, or its log file).
+    The SSH rule follows a changed address first (:func:`follow_caller`).
 
     Raises:
         ServerNotFoundError: no such server here.
@@ -266,6 +316,7 @@ def server_logs(settings: Settings, name: str = DEFAULT_NAME, *, lines: int = 10
     """
     state = _require(name)
     info = _running_info(state, settings)
+    state = follow_caller(state, settings, on_progress)
     with connect_server(state, info) as ssh:
         return remote.server_log(ssh, lines=lines, directory=state.remote_dir, supervisor=state.supervisor)
 
@@ -299,9 +350,10 @@ def open_tunnel(
     *,
     local_port: int = 8000,
     on_error: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback = no_progress,
 ) -> Iterator[tuple[TunnelInfo, SSHSession]]:
     """Forward ``127.0.0.1:local_port`` here to the server's port on the instance's 127.0.0.1, for the
-    ``with`` block.
+    ``with`` block. The SSH rule follows a changed address first (:func:`follow_caller`).
 
     Yields:
         ``(tunnel info, the SSH session)``; the session's ``closed`` turns true if the connection drops.
@@ -315,6 +367,7 @@ def open_tunnel(
 
     state = _require(name)
     info = _running_info(state, settings)
+    state = follow_caller(state, settings, on_progress)
     with connect_server(state, info) as ssh:
         forward: LocalForward
         with LocalForward(ssh, state.port, local_port=local_port, on_error=on_error) as forward:
@@ -337,6 +390,7 @@ def run_tunnel(
     local_port: int = 8000,
     on_ready: Callable[[TunnelInfo], None],
     on_error: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback = no_progress,
     stop: threading.Event | None = None,
     poll_s: float = 0.5,
 ) -> None:
@@ -352,7 +406,9 @@ def run_tunnel(
 
     stop = stop or threading.Event()
     try:
-        with open_tunnel(settings, name, local_port=local_port, on_error=on_error) as (info, ssh):
+        with open_tunnel(
+            settings, name, local_port=local_port, on_error=on_error, on_progress=on_progress
+        ) as (info, ssh):
             on_ready(info)
             while not stop.wait(poll_s):
                 if ssh.closed:

@@ -17,11 +17,11 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gpu_transcribe.common import iso_utc, parse_iso_utc
+from gpu_transcribe.common import parse_iso_utc
 from gpu_transcribe.errors import GpuTranscribeError, SettingsError
 
 #: Test seam and override: the state directory (servers are under ``servers/`` in it).
@@ -143,7 +143,7 @@ class ServerState:
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object (secrets included)."""
         data = asdict(self)
-        data["launched_at"] = iso_utc(self.launched_at)
+        data["launched_at"] = self.launched_at.astimezone(UTC).isoformat()  # exact: it round-trips
         return data
 
     @classmethod
