@@ -3,19 +3,24 @@ official ``openai`` client (``tests/fixtures/server.py`` runs the server).
 
 - Every ``response_format`` through the openai client equals what the engine gives for the same clip
   (``srt``/``vtt`` byte for byte as ``run --local`` writes them), and concurrent requests share batches.
-- ``/transcribe``, ``/health`` (503 while the model loads, then 200) and ``/metrics``.
+- ``/transcribe``, ``/v1/audio/translations``, ``/health`` (503 while the model loads, then 200) and
+  ``/metrics``.
 - A full queue answers 429 with ``Retry-After``; a client that leaves while its request waits drops it.
 - The key (401), the upload limit (413), a text file named ``.mp3`` (400), ``word`` timestamps (400); no
   upload is left on disk; each error is one log line.
-- The idle and lifetime power-off run their command; a non-loopback bind without a key is refused.
+- The idle and lifetime power-off run their command; a non-loopback bind without a key is refused; the
+  ``serve`` command end to end in a process; ``--help`` imports no server library.
 
-The engine is loaded once for the module; each test's server reuses it.
+The engine is loaded once for the module; each test's server reuses it. Tests that run the model are
+marked ``slow``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -215,34 +220,40 @@ def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> N
 
 
 @pytest.mark.slow
-def test_full_queue_is_429_with_retry_after(engine: Any, speech: Path) -> None:
-    """With the engine busy and one request queued (max_queue 1), the next is refused: 429, Retry-After,
-    OpenAI's error shape (the client raises RateLimitError); the two accepted ones are answered."""
+def test_full_queue_is_429_with_retry_after_and_calls_are_capped(engine: Any, speech: Path) -> None:
+    """With the engine busy and two requests queued (max_queue 2), the next is refused: 429, Retry-After,
+    OpenAI's error shape (the client raises RateLimitError). The queued two (4.9 s each) are then handed
+    to the engine in separate calls, as max_call_audio_s (6 s) caps a call; all three are answered."""
     gated = GatedEngine(engine)
     results: list[Any] = []
-    with live_server(ServerConfig(max_queue=1), reuse_engine(gated)) as server:
+    config = ServerConfig(max_queue=2, max_call_audio_s=6.0)
+    with live_server(config, reuse_engine(gated)) as server:
         api = client(server.port)
 
-        def ask() -> None:
+        def ask(name: str) -> None:
             with speech.open("rb") as audio:
-                results.append(api.audio.transcriptions.create(model="whisper-1", file=audio, language="en"))
+                results.append(
+                    api.audio.transcriptions.create(model="whisper-1", file=(name, audio), language="en")
+                )
 
-        first = threading.Thread(target=ask)
+        first = threading.Thread(target=ask, args=("first.flac",))
         first.start()
         assert gated.entered.wait(30), "the first request never reached the engine"
-        second = threading.Thread(target=ask)
-        second.start()
-        wait_until(lambda: server.state.queue_depth == 1, what="a queued request")
+        queued = [threading.Thread(target=ask, args=(f"queued-{n}.flac",)) for n in (1, 2)]
+        for thread in queued:
+            thread.start()
+        wait_until(lambda: server.state.queue_depth == 2, what="two queued requests")
         with speech.open("rb") as audio, pytest.raises(openai.RateLimitError) as refused:
             api.audio.transcriptions.create(model="whisper-1", file=audio)
         gated.gate.set()
-        first.join(120)
-        second.join(120)
+        for thread in (first, *queued):
+            thread.join(120)
     assert int(refused.value.response.headers["retry-after"]) >= 1
     error = refused.value.response.json()["error"]
     assert error["code"] == "rate_limit_exceeded" and "queue is full" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert len(results) == 2 and all("confused" in r.text.lower() for r in results)
+    assert len(results) == 3 and all("confused" in r.text.lower() for r in results)
+    assert [len(call) for call in gated.calls] == [1, 1, 1], gated.calls
 
 
 @pytest.mark.slow
@@ -263,7 +274,13 @@ def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech:
                 data={"model": "whisper-1"},
                 timeout=httpx.Timeout(30, read=1.0),
             )
-        wait_until(lambda: server.state.queue_depth == 0, timeout_s=10, what="the request to leave the queue")
+        wait_until(  # not just an empty queue: under load the upload may still be decoding at this point
+            lambda: (
+                metric(httpx.get(f"{server.url}/metrics").text, "gpu_transcribe_dropped_requests_total") == 1
+            ),
+            timeout_s=30,
+            what="the request to be dropped",
+        )
         gated.gate.set()
         first.join(120)
         metrics = httpx.get(f"{server.url}/metrics").text
@@ -353,6 +370,51 @@ def test_idle_and_lifetime_power_off_run_the_command(engine: Any, tmp_path: Path
             wait_until(marks[kind].exists, timeout_s=10, what=f"the {kind} power-off")
     assert marks["idle"].read_text().startswith("idle: no request for")
     assert marks["lifetime"].read_text().startswith("max-lifetime: up")
+
+
+@pytest.mark.slow
+def test_the_serve_command_end_to_end(tmp_path: Path) -> None:
+    """`gpu-transcribe serve` as a process: key from --api-key-file, a transcription through the openai
+    client, the idle power-off after --idle-stop-min (0.1 min), a clean shutdown on SIGTERM."""
+    model = find_test_model()
+    if model is None:
+        pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    off = tmp_path / "off"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        GPU_TRANSCRIBE_POWEROFF_COMMAND=f"sh -c 'echo \"$GPU_TRANSCRIBE_POWEROFF_REASON\" > {off}'",
+    )
+    env.pop("GPU_TRANSCRIBE_API_KEY", None)
+    command = [sys.executable, "-m", "gpu_transcribe", "serve", "--port", "0", "--model", str(model)]
+    command += ["--device", "cpu", "--api-key-file", str(key_file), "--idle-stop-min", "0.1"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("Uvicorn running on" in line for line in lines), what="uvicorn to listen")
+        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:(\d+))", "".join(lines))
+        assert found is not None, "".join(lines)
+        url, port = found[1], int(found[2])
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, timeout_s=120, what="the model")
+        answer = client(port).audio.transcriptions.create(
+            model="whisper-1", file=clip_path(CLIP), language="en"
+        )
+        wait_until(off.exists, timeout_s=30, what="the idle power-off")
+    finally:
+        process.terminate()
+        status = process.wait(30)
+        reader.join(5)
+    assert "wizard" in answer.text.lower()
+    reason = off.read_text()
+    assert reason.startswith("idle: no request for") and "limit 6 s" in reason, "".join(lines)
+    log = "".join(lines)
+    assert log.index("POST /v1/audio/transcriptions") < log.index("powering off (idle"), log
+    assert status == -signal.SIGTERM, "".join(lines)  # uvicorn re-raises the signal after a clean shutdown
+    assert "Application shutdown complete" in "".join(lines)
 
 
 def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """``python -m remote.server``: the server without the client package, for a machine that has only the engine
 installed (same options as ``gpu-transcribe serve``; the key also from ``$GPU_TRANSCRIBE_API_KEY``).
 
-Exit status 0 after SIGINT/SIGTERM, 2 for a bad option (one ``error:`` line on stderr), 1 when the model
-fails to load.
+SIGINT or SIGTERM stop it cleanly (uvicorn then re-raises the signal, so the exit status is the signal's);
+exit status 2 for a bad option (one ``error:`` line on stderr), 1 when the model fails to load.
 """
 
 from __future__ import annotations

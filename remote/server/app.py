@@ -276,10 +276,13 @@ class ServerState:
                 engine,
                 max_queue=self.config.max_queue,
                 max_batch_requests=self.config.max_batch_requests,
+                max_call_audio_s=self.config.max_call_audio_s,
                 batch_wait_s=self.config.batch_wait_s,
                 on_batch=self.metrics.on_batch,
             ).start()
             self.engine, self.scheduler = engine, scheduler
+            with self._activity_lock:  # the idle time counts from when requests can be answered
+                self._last_activity = time.monotonic()
             info = getattr(engine, "info", None)
             logger.info(
                 "model %s loaded on %s in %.1f s; serving",
@@ -348,9 +351,12 @@ class ServerState:
 
     @property
     def idle_s(self) -> float:
-        """Seconds since the last API request ended (``/health``, ``/livez``, ``/metrics`` and ``/`` do not
-        count); 0 while one is open or a transcription is queued or running."""
+        """Seconds since the last API request ended, or since the model was loaded (``/health``,
+        ``/livez``, ``/metrics`` and ``/`` do not count); 0 while the model loads, a request is open, or a
+        transcription is queued or running."""
         scheduler = self.scheduler
+        if not self.loaded.is_set():  # a slow model load is not idleness (--max-lifetime-h still applies)
+            return 0.0
         with self._activity_lock:
             if self._open_requests > 0 or (
                 scheduler is not None and (scheduler.busy or scheduler.queue_depth)
