@@ -152,6 +152,7 @@ def test_serve_command_and_unit() -> None:
     )
     unit = unit_text("default", argv)
     assert f"ExecStart={' '.join(argv)}\n" in unit and "Restart=on-failure" in unit
+    assert "FailureAction=poweroff" in unit.split("[Service]")[0]  # a server that cannot run powers off
     assert "[Install]" not in unit  # started, never enabled
     for bad in ("my model", "50%", "$HOME/m"):
         with pytest.raises(GpuTranscribeError, match="cannot start the server"):

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 #: The systemd unit ``serve`` runs as (one server per instance).
 UNIT = "gpu-transcribe-server"
+#: The unit may fail this many times within :data:`START_LIMIT_INTERVAL_S`; then the instance powers off.
+START_LIMIT_BURST = 3
+#: Seconds of the window in which :data:`START_LIMIT_BURST` failures power the instance off.
+START_LIMIT_INTERVAL_S = 600
 #: The dead-man switch's transient unit (:data:`gpu_transcribe.aws.userdata.DEADMAN_UNIT`).
 DEADMAN_UNIT = "gpu-transcribe-deadman"
 
@@ -120,10 +124,14 @@ fi
 _PROBE = r"""
 import json, os, subprocess, sys, urllib.error, urllib.request
 url, supervisor, directory, unit = sys.argv[1:5]
-out = {"running": False, "status": 0, "body": None, "error": ""}
+out = {"running": False, "restarts": 0, "status": 0, "body": None, "error": ""}
 if supervisor == "systemd":
     state = subprocess.run(["systemctl", "is-active", unit], capture_output=True, text=True).stdout.strip()
     out["running"] = state in ("active", "activating", "reloading")
+    shown = subprocess.run(
+        ["systemctl", "show", "-p", "NRestarts", "--value", unit], capture_output=True, text=True
+    ).stdout.strip()
+    out["restarts"] = int(shown) if shown.isdigit() else 0
 else:
     try:
         with open(os.path.join(directory, "server.pid")) as handle:
@@ -153,6 +161,7 @@ class Health:
 
     Attributes:
         running: its process (or unit) is alive.
+        restarts: times systemd restarted it after a failure (0 without systemd).
         status: HTTP status of ``GET /health`` (0: no answer; 503 while the model loads).
         body: the JSON it answered (``requests_served``, ``idle_s``...), or ``None``.
         error: why there was no answer (connection refused...), else ``""``.
@@ -162,6 +171,7 @@ class Health:
     status: int
     body: dict[str, Any] | None
     error: str = ""
+    restarts: int = 0
 
     @property
     def ready(self) -> bool:
@@ -233,13 +243,18 @@ def serve_argv(
 
 def unit_text(name: str, argv: Sequence[str]) -> str:
     """The systemd unit that runs ``argv`` (from :func:`serve_argv`, whose arguments need no quoting):
-    restarted if it fails, started but not enabled (the instance never reboots: its shutdown terminates it).
-    It runs as root, since ``serve`` powers the instance off with ``shutdown -P now``; ``serve`` listens on
-    127.0.0.1 only."""
+    started but not enabled (the instance never reboots: its shutdown terminates it), restarted if it fails;
+    failing :data:`START_LIMIT_BURST` times within :data:`START_LIMIT_INTERVAL_S` powers the instance off
+    (``FailureAction=poweroff``, which terminates it): a server that cannot run must not keep a GPU instance
+    up until its lifetime cap. ``server down``'s ``systemctl stop`` is no failure. It runs as root, since
+    ``serve`` powers the instance off with ``shutdown -P now``; ``serve`` listens on 127.0.0.1 only."""
     return (
         "[Unit]\n"
         f"Description=gpu-transcribe serve (server {name})\n"
         "After=network-online.target\n"
+        f"StartLimitIntervalSec={START_LIMIT_INTERVAL_S}\n"
+        f"StartLimitBurst={START_LIMIT_BURST}\n"
+        "FailureAction=poweroff\n"
         "\n"
         "[Service]\n"
         "Type=simple\n"
@@ -291,6 +306,7 @@ def probe(ssh: SSHSession, *, python: str, port: int, supervisor: str, directory
         status=int(data.get("status") or 0),
         body=body if isinstance(body, dict) else None,
         error=str(data.get("error") or (body if isinstance(body, str) else "")),
+        restarts=int(data.get("restarts") or 0),
     )
 
 

@@ -340,6 +340,11 @@ def _wait_healthy(
             on_progress(ProgressEvent("health", f"/health: 200 after {clock() - started:.0f} s"))
             return
         waited = clock() - started
+        if health.restarts:
+            tail = _log_tail(ssh, directory, supervisor)
+            raise ServerStartError(
+                f"the server failed on the instance after {waited:.0f} s (systemd restarted it)", tail
+            )
         if not health.running:
             tail = _log_tail(ssh, directory, supervisor)
             raise ServerStartError(f"the server exited on the instance after {waited:.0f} s", tail)
