@@ -9,6 +9,8 @@ fast.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -82,6 +84,12 @@ images_app = typer.Typer(
     help="List gpu-transcribe's images (AMIs); `images prune` removes old ones.", invoke_without_command=True
 )
 app.add_typer(images_app, name="images")
+server_app = typer.Typer(
+    help="A warm GPU server of your own: `server up` starts `serve` on an instance that stays until it has "
+    "been idle (or lived) long enough, or `server down`.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
 pipeline_app = typer.Typer(
     help="A queue of transcription jobs on spot GPU workers that scale from zero: one CloudFormation stack "
     "(deploy, status, destroy).",
@@ -562,6 +570,127 @@ def images_prune(
     print_prune(report, stdout)
     if report.error is not None:
         raise report.error
+
+
+# --- server: up, status, tunnel, logs, down ----------------------------------------------------------------
+
+
+@server_app.command("up")
+def server_up_command(
+    name: opt.ServerName = "default",
+    market: opt.ServerMarket = None,
+    instance_type: opt.InstanceType = None,
+    idle_stop_min: opt.ServerIdleStopMin = 30,
+    max_lifetime_h: opt.ServerMaxLifetimeH = 12.0,
+    port: opt.ServerPort = 8000,
+    model: opt.Model = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Launch an instance running `gpu-transcribe serve` and leave it running; prints how to reach it."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render_server import print_server_lines, server_signal_printer, up_lines
+    from gpu_transcribe.server import ServerUpRequest, server_up
+
+    settings = _settings(
+        warn_ssh_cidr=True,
+        region=region,
+        aws_profile=aws_profile,
+        instance_types=",".join(instance_type or []) or None,
+        market=market,
+        model=model,
+    )
+    request = ServerUpRequest(
+        name=name, port=port, idle_stop_min=idle_stop_min, max_lifetime_h=max_lifetime_h
+    )
+    with _left_behind_exits_5():
+        state = server_up(
+            settings,
+            request.validated(),
+            on_progress=event_printer(stderr),
+            on_signal=server_signal_printer(stderr),
+        )
+    print_server_lines(up_lines(state), stdout)
+
+
+@contextlib.contextmanager
+def _left_behind_exits_5() -> Iterator[None]:
+    """A :class:`TeardownError` (something could not be removed from AWS) exits with ``run``'s status 5."""
+    from gpu_transcribe.errors import TeardownError
+
+    try:
+        yield
+    except TeardownError as error:
+        from gpu_transcribe.render import print_error
+
+        print_error(error, stderr)
+        raise typer.Exit(EXIT_LEFT_BEHIND) from None
+
+
+@server_app.command("status")
+def server_status_command(
+    name: opt.ServerName = "default", aws_profile: opt.Profile = None, json: opt.Json = False
+) -> None:
+    """The server's instance state, age, price and cost so far, requests served and idle time."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_json
+    from gpu_transcribe.render_server import print_server_lines, status_lines
+    from gpu_transcribe.server import server_status
+
+    status = server_status(_settings(aws_profile=aws_profile), name, on_progress=event_printer(stderr))
+    if json:
+        print_json(status, stdout)
+    else:
+        print_server_lines(status_lines(status), stdout)
+
+
+@server_app.command("tunnel")
+def server_tunnel_command(
+    name: opt.ServerName = "default", local_port: opt.LocalPort = 8000, aws_profile: opt.Profile = None
+) -> None:
+    """Forward 127.0.0.1:PORT here to the server over SSH (pinned host key) until Ctrl-C."""
+    from gpu_transcribe.common import ProgressEvent
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render_server import print_server_lines, tunnel_lines
+    from gpu_transcribe.server import run_tunnel
+
+    warn = event_printer(stderr)
+
+    run_tunnel(
+        _settings(aws_profile=aws_profile),
+        name,
+        local_port=local_port,
+        on_ready=lambda info: print_server_lines(tunnel_lines(info), stdout),
+        on_error=lambda message: warn(ProgressEvent("note", message)),
+        on_progress=warn,
+    )
+    stderr.print("tunnel closed; the server keeps running", style="dim", markup=False, highlight=False)
+
+
+@server_app.command("logs")
+def server_logs_command(
+    name: opt.ServerName = "default", lines: opt.LogLines = 100, aws_profile: opt.Profile = None
+) -> None:
+    """The server's last log lines (its systemd journal, or its log file)."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.server import server_logs
+
+    text = server_logs(
+        _settings(aws_profile=aws_profile), name, lines=lines, on_progress=event_printer(stderr)
+    )
+    stdout.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+
+
+@server_app.command("down")
+def server_down_command(name: opt.ServerName = "default", aws_profile: opt.Profile = None) -> None:
+    """Stop the server: terminate its instance, delete its key pair, security group and state file."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render_server import down_lines, print_server_lines
+    from gpu_transcribe.server import server_down
+
+    with _left_behind_exits_5():
+        report = server_down(_settings(aws_profile=aws_profile), name, on_progress=event_printer(stderr))
+    print_server_lines(down_lines(report), stdout)
 
 
 # --- pipeline: deploy, status, destroy -------------------------------------------------------------------

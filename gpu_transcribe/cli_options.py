@@ -258,6 +258,38 @@ WebhookSecretFile = Annotated[
     ),
 ]
 
+# --- server ----------------------------------------------------------------------------------------------
+
+ServerName = Annotated[
+    str, typer.Option("--name", help="The server's name: one server per name, each with its own state file.")
+]
+ServerMarket = Annotated[
+    str | None,
+    typer.Option("--market", help="spot, on-demand or spot-then-on-demand; default: the market setting."),
+]
+ServerPort = Annotated[
+    int, typer.Option("--port", min=1, max=65535, help="The server's port on the instance's 127.0.0.1.")
+]
+ServerIdleStopMin = Annotated[
+    int,
+    typer.Option(
+        "--idle-stop-min", min=1, help="The server powers the instance off after this many minutes idle."
+    ),
+]
+ServerMaxLifetimeH = Annotated[
+    float,
+    typer.Option(
+        "--max-lifetime-h",
+        min=0.01,
+        max=24.0,
+        help="... and this many hours after it started, whatever happens (at most 24).",
+    ),
+]
+LocalPort = Annotated[
+    int, typer.Option("--local-port", min=1, max=65535, help="The port on this machine's 127.0.0.1.")
+]
+LogLines = Annotated[int, typer.Option("--lines", "-n", min=1, help="How many of the last log lines.")]
+
 # --- pipeline --------------------------------------------------------------------------------------------
 
 PipelineName = Annotated[

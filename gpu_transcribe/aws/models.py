@@ -20,12 +20,16 @@ TAG_RUN_ID = "gpu-transcribe:run-id"
 TAG_OWNER = "gpu-transcribe:owner"  # the caller's ARN (sts get-caller-identity)
 TAG_CREATED = "gpu-transcribe:created"  # UTC ISO 8601, e.g. 2026-11-22T04:26:41Z
 TAG_VERSION = "gpu-transcribe:version"
-TAG_ROLE = "gpu-transcribe:role"  # run | builder
+TAG_ROLE = "gpu-transcribe:role"  # run | builder | server
+# On a server's resources (``gpu-transcribe server up``): the server's name, and the minutes after launch at
+# which it powers itself off at the latest (cleanup removes it after that even if its state file exists).
+TAG_SERVER_NAME = "gpu-transcribe:server-name"
+TAG_MAX_LIFETIME = "gpu-transcribe:max-lifetime-minutes"
 NAME_PREFIX = "gpu-transcribe"
 
-Role = Literal["run", "builder"]
+Role = Literal["run", "builder", "server"]
 Market = Literal["spot", "on-demand"]
-ROLES: tuple[str, ...] = ("run", "builder")
+ROLES: tuple[str, ...] = ("run", "builder", "server")
 MARKETS_BY_SETTING: dict[str, tuple[Market, ...]] = {
     "spot-then-on-demand": ("spot", "on-demand"),
     "spot": ("spot",),
@@ -147,7 +151,7 @@ class LaunchSpec:
             :func:`gpu_transcribe.aws.checkip.resolve_ssh_cidr`).
         run_id: tags and names every resource; make it with :func:`new_run_id` before launching so that a
             launch interrupted half-way can still be torn down by run id.
-        role: ``run`` or ``builder`` (tag ``gpu-transcribe:role``, part of the ``Name``).
+        role: ``run``, ``builder`` or ``server`` (tag ``gpu-transcribe:role``, part of the ``Name``).
         market: ``spot-then-on-demand``, ``spot`` or ``on-demand`` (the setting's values).
         max_spot_price_usd_per_hour: spot ``MaxPrice``; ``None`` for EC2's default (the on-demand price).
             Zones whose current spot price is above it are not tried.
@@ -367,6 +371,7 @@ class TaggedResource:
         created_at: tag ``gpu-transcribe:created`` (else EC2's launch or create time), or ``None``.
         state: instance or volume state; ``""`` for key pairs and security groups.
         name: the ``Name`` tag or EC2 name.
+        max_lifetime_minutes: tag ``gpu-transcribe:max-lifetime-minutes`` (servers), or ``None``.
     """
 
     kind: ResourceKind
@@ -377,6 +382,7 @@ class TaggedResource:
     created_at: datetime | None
     state: str = ""
     name: str = ""
+    max_lifetime_minutes: int | None = None
 
     def age_s(self, now: datetime) -> float | None:
         """Seconds since ``created_at``, or ``None`` if unknown."""
