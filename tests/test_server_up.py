@@ -148,7 +148,8 @@ def test_serve_command_and_unit() -> None:
     assert " ".join(argv[3:]) == (
         "/opt/gpu-transcribe/venv/bin/python -m gpu_transcribe serve --bind 127.0.0.1 --port 8000 "
         "--api-key-file /tmp/gpu-transcribe-server-r1/api-key --idle-stop-min 30 --max-lifetime-h 12 "
-        "--model /opt/gpu-transcribe/models/kb-whisper-small"
+        "--model /opt/gpu-transcribe/models/kb-whisper-small --jobs-dir /tmp/gpu-transcribe-server-r1/jobs "
+        "--webhook-secret-file /tmp/gpu-transcribe-server-r1/webhook-secret"
     )
     unit = unit_text("default", argv)
     assert f"ExecStart={' '.join(argv)}\n" in unit and "Restart=on-failure" in unit

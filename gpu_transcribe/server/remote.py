@@ -205,7 +205,9 @@ def serve_argv(
     offline: bool,
 ) -> list[str]:
     """The command that runs the server on the instance: ``env [HF offline] PYTHON -m gpu_transcribe serve
-    --bind 127.0.0.1 --port P --api-key-file DIR/api-key --idle-stop-min N --max-lifetime-h H --model M``.
+    --bind 127.0.0.1 --port P --api-key-file DIR/api-key --idle-stop-min N --max-lifetime-h H --model M
+    --jobs-dir DIR/jobs --webhook-secret-file DIR/webhook-secret`` (async jobs and the secret that signs their
+    callbacks live beside the key, in the server's private directory).
 
     Raises:
         GpuTranscribeError: an argument has a character systemd would interpret (space, quote, ``%``,
@@ -231,6 +233,10 @@ def serve_argv(
         f"{max_lifetime_h:g}",
         "--model",
         model,
+        "--jobs-dir",
+        posixpath.join(directory, "jobs"),
+        "--webhook-secret-file",
+        posixpath.join(directory, "webhook-secret"),
     ]
     for arg in argv:
         if not _SAFE_ARG.match(arg):
