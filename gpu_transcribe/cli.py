@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 from gpu_transcribe import __version__
 from gpu_transcribe import cli_options as opt
 from gpu_transcribe.errors import GpuTranscribeError
-from remote.options import TranscribeOptions
+from remote.options import DEFAULT_MODEL, TranscribeOptions
 
 if TYPE_CHECKING:
     from gpu_transcribe.local import LocalRunRequest
@@ -343,6 +343,55 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
         raise typer.Exit(1)
     if result.upload_error is not None:
         raise typer.Exit(EXIT_UPLOAD_FAILED)
+
+
+# --- serve -----------------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    bind: opt.Bind = "127.0.0.1",
+    port: opt.Port = 8000,
+    model: opt.ServeModel = DEFAULT_MODEL,
+    revision: opt.Revision = None,
+    device: opt.ServeDevice = "auto",
+    api_key_file: opt.ApiKeyFile = None,
+    max_upload_mb: opt.MaxUploadMb = 200,
+    max_queue: opt.MaxQueue = 64,
+    idle_stop_min: opt.IdleStopMin = None,
+    max_lifetime_h: opt.MaxLifetimeH = None,
+) -> None:
+    """Serve OpenAI's audio API (/v1/audio/transcriptions) and /transcribe with one loaded model, on this
+    machine, until Ctrl-C. Logs go to stderr."""
+    from gpu_transcribe.errors import EngineError, SettingsError
+    from remote.errors import ModelLoadError
+    from remote.server.config import MIB, ServerConfig, ServerConfigError, read_api_key
+
+    try:
+        config = (
+            ServerConfig(
+                bind=bind,
+                port=port,
+                model=model,
+                revision=revision,
+                device=device,
+                api_key=read_api_key(api_key_file) if api_key_file is not None else None,
+                max_upload_bytes=int(max_upload_mb * MIB),
+                max_queue=max_queue,
+                idle_stop_s=idle_stop_min * 60 if idle_stop_min is not None else None,
+                max_lifetime_s=max_lifetime_h * 3600 if max_lifetime_h is not None else None,
+            )
+            .with_env()
+            .checked()
+        )
+    except ServerConfigError as error:
+        raise SettingsError("serve", "command line", str(error)) from None
+    from remote.server.run import serve as run_server
+
+    try:
+        run_server(config)
+    except ModelLoadError as error:
+        raise EngineError(error.code, str(error)) from None
 
 
 # --- settings, zones, cleanup ----------------------------------------------------------------------------

@@ -192,3 +192,49 @@ ProvisionArg = Annotated[
 Keep = Annotated[
     int, typer.Option("--keep", min=0, help="Images to keep per model (the newest available ones).")
 ]
+
+# --- serve -----------------------------------------------------------------------------------------------
+
+Bind = Annotated[
+    str,
+    typer.Option(
+        "--bind", help="Address to listen on. Anything but loopback (127.0.0.1, ::1) needs an API key."
+    ),
+]
+Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port to listen on.")]
+ServeModel = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Whisper model: a Hugging Face id or a local model directory."),
+]
+ServeDevice = Annotated[str, typer.Option("--device", help="auto (cuda if torch sees a GPU), cpu or cuda.")]
+ApiKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-key-file",
+        help="File whose first line is the bearer key every API call must send. "
+        "Default: $GPU_TRANSCRIBE_API_KEY; neither: no key (loopback only).",
+    ),
+]
+MaxUploadMb = Annotated[
+    float, typer.Option("--max-upload-mb", min=0.001, help="Largest upload accepted, in MiB (larger: 413).")
+]
+MaxQueue = Annotated[
+    int, typer.Option("--max-queue", min=1, help="Transcriptions waiting at most; one more is refused (429).")
+]
+IdleStopMin = Annotated[
+    float | None,
+    typer.Option(
+        "--idle-stop-min",
+        min=0.001,
+        help="Power the machine off after this many minutes without an API request "
+        "(command: $GPU_TRANSCRIBE_POWEROFF_COMMAND, default shutdown -P now).",
+    ),
+]
+MaxLifetimeH = Annotated[
+    float | None,
+    typer.Option(
+        "--max-lifetime-h",
+        min=0.001,
+        help="Power the machine off this many hours after start-up in any case.",
+    ),
+]
