@@ -20,7 +20,9 @@ requests, spread over its clients; each server answers one untimed request first
 Figures per level: requests per minute (requests / wall seconds of the level x 60), latency p50 and p95
 (seconds from sending a request to its answer, as the client sees it), audio seconds per wall second, and
 "gain": batched requests per minute / one-at-a-time's at the same concurrency (above 1.0: batching across
-requests pays). "same text" counts the clips whose transcript is identical from both servers.
+requests pays). "req/batch" is the mean number of requests whose windows shared one decoded batch, from
+the server's ``gpu_transcribe_batch_requests`` histogram (``/metrics``): 1.00 means no batching happened.
+"same text" counts the clips whose transcript is identical from both servers.
 
 The default run (1, 4 and 16 clients, 4 requests at 1 and 4 clients, 16 at 16) takes about 4 minutes on
 2 CPU cores; ``make bench-server`` runs it.
@@ -149,6 +151,8 @@ class Level:
         latencies_s: per request, seconds from sending it to its answer.
         texts: clip file name -> transcript text.
         audio_s: seconds of audio sent in all.
+        batches: decoded batches the engine ran in this level (the server's ``/metrics``), 0 if unknown.
+        batched_requests: the sum over those batches of the requests whose windows shared each one.
     """
 
     server: str
@@ -157,6 +161,13 @@ class Level:
     latencies_s: list[float] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)
     audio_s: float = 0.0
+    batches: int = 0
+    batched_requests: float = 0.0
+
+    @property
+    def requests_per_batch(self) -> float | None:
+        """Mean requests sharing one decoded batch, or None when the server recorded no batch."""
+        return self.batched_requests / self.batches if self.batches else None
 
     @property
     def requests(self) -> int:
@@ -186,6 +197,24 @@ def transcribe(client: Any, clip: Path, language: str) -> str:
             model="whisper-1", file=(clip.name, handle.read()), language=language, response_format="json"
         )
     return str(answer.text)
+
+
+def batch_totals(base_url: str) -> tuple[int, float]:
+    """The server's decoded batches so far and their summed request counts (``/metrics``, Prometheus text:
+    the ``gpu_transcribe_batch_requests`` histogram's ``_count`` and ``_sum``)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{base_url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10.0)
+    response.raise_for_status()
+    count, total = 0, 0.0
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "gpu_transcribe_batch_requests_count":
+                count = int(sample.value)
+            elif sample.name == "gpu_transcribe_batch_requests_sum":
+                total = sample.value
+    return count, total
 
 
 def run_level(
@@ -222,11 +251,15 @@ def run_level(
     threads = [threading.Thread(target=client_thread, args=(mine,), daemon=True) for mine in assignments]
     for thread in threads:
         thread.start()
+    batches_before, requests_before = batch_totals(base_url)
     barrier.wait()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
     level.wall_s = time.perf_counter() - started
+    batches_after, requests_after = batch_totals(base_url)
+    level.batches = batches_after - batches_before
+    level.batched_requests = requests_after - requests_before
     if errors:
         raise RuntimeError(f"{server}, {clients} clients: {len(errors)} request(s) failed: {errors[0]!r}")
     return level
@@ -255,18 +288,24 @@ def measure(
             print(
                 f"  {name:13s} {clients:3d} clients {level.requests:3d} requests {level.wall_s:7.1f} s  "
                 f"{level.requests_per_min:6.1f} req/min  p50 {level.latency_quantile_s(0.5):6.2f} s  "
-                f"p95 {level.latency_quantile_s(0.95):6.2f} s",
+                f"p95 {level.latency_quantile_s(0.95):6.2f} s  {per_batch(level)} requests per batch",
                 flush=True,
             )
             levels.append(level)
     return levels
 
 
+def per_batch(level: Level) -> str:
+    """Mean requests per decoded batch, two decimals, or ``-`` when the server recorded none."""
+    value = level.requests_per_batch
+    return "-" if value is None else f"{value:.2f}"
+
+
 def print_table(batched: list[Level], single: list[Level]) -> None:
     """The table of both servers' levels, with the gain of batching and the agreement of texts."""
     header = (
         f"{'server':13s} {'clients':>7s} {'requests':>8s} {'wall s':>8s} {'req/min':>8s} {'p50 s':>7s} "
-        f"{'p95 s':>7s} {'audio s/s':>9s} {'gain':>6s} {'same text':>9s}"
+        f"{'p95 s':>7s} {'audio s/s':>9s} {'req/batch':>9s} {'gain':>6s} {'same text':>9s}"
     )
     print()
     print(header)
@@ -283,7 +322,8 @@ def print_table(batched: list[Level], single: list[Level]) -> None:
         print(
             f"{level.server:13s} {level.clients:7d} {level.requests:8d} {level.wall_s:8.1f} "
             f"{level.requests_per_min:8.1f} {level.latency_quantile_s(0.5):7.2f} "
-            f"{level.latency_quantile_s(0.95):7.2f} {level.audio_s / level.wall_s:9.2f} {gain:>6s} {same:>9s}"
+            f"{level.latency_quantile_s(0.95):7.2f} {level.audio_s / level.wall_s:9.2f} "
+            f"{per_batch(level):>9s} {gain:>6s} {same:>9s}"
         )
     print()
     for level in batched:
