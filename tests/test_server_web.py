@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -84,21 +84,29 @@ def browser(download_dir: Path) -> Iterator[Any]:
         driver.quit()
 
 
+class WebServer(NamedTuple):
+    """The server under test: its URL, its API key and the app (whose ``state.server.engine`` it runs)."""
+
+    base_url: str
+    key: str
+    app: Any
+
+
 @pytest.fixture(scope="module")
-def web_server() -> Iterator[tuple[str, str]]:
-    """The real app under uvicorn on 127.0.0.1 with the test model and an API key: (base URL, key)."""
+def web_server() -> Iterator[WebServer]:
+    """The real app under uvicorn on 127.0.0.1 with the test model and an API key."""
     model = find_test_model()
     if model is None:
         pytest.skip("no test model: run `make offline-model` (or set GPU_TRANSCRIBE_TEST_MODEL)")
+    from bench.server import ServerThread
     from remote.server.app import create_app
     from remote.server.config import ServerConfig
 
-    from bench.server import ServerThread
-
     key = "web-test-key"
-    server = ServerThread(create_app(ServerConfig(model=str(model), device="cpu", api_key=key))).start()
+    app = create_app(ServerConfig(model=str(model), device="cpu", api_key=key))
+    server = ServerThread(app).start()
     try:
-        yield server.base_url, key
+        yield WebServer(server.base_url, key, app)
     finally:
         server.stop()
 
@@ -171,11 +179,11 @@ def severe_console_messages(browser: Any) -> list[str]:
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def test_page_is_self_contained_and_never_inserts_html(web_server: tuple[str, str]) -> None:
+def test_page_is_self_contained_and_never_inserts_html(web_server: WebServer) -> None:
     """GET / needs no key and serves one file that loads nothing from elsewhere and never parses HTML."""
     import httpx
 
-    base_url, _ = web_server
+    base_url = web_server.base_url
     response = httpx.get(f"{base_url}/", timeout=10.0)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -189,13 +197,13 @@ def test_page_is_self_contained_and_never_inserts_html(web_server: tuple[str, st
 
 @pytest.mark.slow
 def test_page_transcribes_a_file_and_offers_every_download(
-    browser: Any, web_server: tuple[str, str], download_dir: Path
+    browser: Any, web_server: WebServer, download_dir: Path
 ) -> None:
     """Key, file, language, submit: the job is shown queued or running, then the engine's words, then a
     Blob download for txt, srt, vtt and json, each rendered by the server in its format."""
     from selenium.webdriver.common.by import By
 
-    base_url, key = web_server
+    base_url, key, _ = web_server
     open_page(browser, base_url, key)
     for field in ("api-key", "file", "language"):
         assert browser.find_element(By.CSS_SELECTOR, f"label[for='{field}']").text.strip()
@@ -209,12 +217,9 @@ def test_page_transcribes_a_file_and_offers_every_download(
     statuses = browser.execute_script("return window.__statuses")
     assert any(s.startswith(("Queued", "Running")) for s in statuses), statuses
 
-    from remote.engine import WhisperEngine
     from remote.options import TranscribeOptions
 
-    model = find_test_model()
-    assert model is not None
-    engine = WhisperEngine.load(str(model), device="cpu")
+    engine = web_server.app.state.server.engine  # idle now: the page has its answer
     expected = engine.transcribe_file(audio, TranscribeOptions(language="en")).text
     assert word_error_rate(expected, transcript, "en") <= 0.05, (expected, transcript)
     assert normalize_text(transcript, "en").startswith("and so my fellow americans")
@@ -238,12 +243,12 @@ def test_page_transcribes_a_file_and_offers_every_download(
     assert severe_console_messages(browser) == []
 
 
-def test_page_shows_server_errors_as_text(browser: Any, web_server: tuple[str, str], tmp_path: Path) -> None:
+def test_page_shows_server_errors_as_text(browser: Any, web_server: WebServer, tmp_path: Path) -> None:
     """A wrong key shows OpenAI's ``{"error": {"message"}}``; a message containing markup (the name of a
     file that is not audio, ``<b>not audio.wav``) is shown literally: no element is made of it."""
     from selenium.webdriver.common.by import By
 
-    base_url, key = web_server
+    base_url, key, _ = web_server
     bogus = tmp_path / "<b>not audio.wav"
     bogus.write_bytes(b"this is text, not a recording\n" * 100)
 
@@ -264,13 +269,13 @@ def test_page_shows_server_errors_as_text(browser: Any, web_server: tuple[str, s
 
 @pytest.mark.slow
 def test_page_falls_back_to_transcriptions_when_jobs_answer_404(
-    browser: Any, web_server: tuple[str, str], download_dir: Path
+    browser: Any, web_server: WebServer, download_dir: Path
 ) -> None:
     """A server without ``/v1/jobs`` (404, here made by the page's own fetch): the page asks
     ``POST /v1/audio/transcriptions`` for verbose_json and still offers every download."""
     from selenium.webdriver.common.by import By
 
-    base_url, key = web_server
+    base_url, key, _ = web_server
     open_page(browser, base_url, key)
     browser.execute_script(
         "const real = window.fetch;"
