@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +96,69 @@ class ModelInfo:
     transformers_version: str = ""
 
 
+@dataclass(frozen=True)
+class AudioRequest:
+    """One recording to transcribe with :meth:`WhisperEngine.transcribe_many`.
+
+    Attributes:
+        samples: 1-D float32 samples at 16 kHz in [-1, 1], shape ``(num_samples,)``.
+        options: how to transcribe; ``None`` for the defaults.
+        audio: a name for the recording (its path, or an upload's file name), kept in the transcript and in
+            error messages.
+        decode_s: seconds already spent decoding it, recorded in the timings.
+        progress: optional callback, see :data:`ProgressCallback`.
+    """
+
+    samples: np.ndarray
+    options: TranscribeOptions | None = None
+    audio: str = ""
+    decode_s: float = 0.0
+    progress: ProgressCallback | None = None
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """One batch of 30 s windows decoded together by :meth:`WhisperEngine.transcribe_many`.
+
+    Attributes:
+        windows: windows in the batch (rows of the encoder input).
+        requests: how many different requests those windows came from.
+    """
+
+    windows: int
+    requests: int
+
+
+BatchCallback = Callable[[BatchInfo], None]
+"""Called once per decoded batch, after it was decoded."""
+
+
+@dataclass
+class _Pending:
+    """A ``batched`` request in :meth:`WhisperEngine._pooled`: its windows, and what is decoded so far."""
+
+    slot: int
+    request: AudioRequest
+    options: TranscribeOptions
+    samples: np.ndarray
+    windows: list[Any]
+    language: str = ""
+    by_window: dict[int, list[Segment]] = field(default_factory=dict)
+    done_speech_s: float = 0.0
+    fallback_windows: int = 0
+    failed: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        """The recording's duration in seconds."""
+        return self.samples.shape[0] / SAMPLE_RATE_HZ
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of audio inside its windows."""
+        return sum(w.end_s - w.start_s for w in self.windows)
+
+
 def _looks_like_path(model: str) -> bool:
     """True for ``./x``, ``/x``, ``~/x``, ``x/y/z``: a directory, not a ``owner/name`` hub id."""
     return model.startswith((".", "/", "~", os.sep)) or model.count("/") > 1 or "\\" in model
@@ -105,7 +168,8 @@ class WhisperEngine:
     """A loaded Whisper model that transcribes files one after another.
 
     Create it with :meth:`load`; then call :meth:`transcribe_file` (or :meth:`transcribe_audio`) per file.
-    Not thread-safe: one transcription at a time.
+    Not thread-safe: one call at a time. :meth:`transcribe_many` decodes several recordings' windows in
+    shared batches (the server's queue calls it with every request waiting).
     """
 
     def __init__(self, model: Any, processor: Any, info: ModelInfo) -> None:
@@ -113,8 +177,6 @@ class WhisperEngine:
         self.model = model
         self.processor = processor
         self.info = info
-        self._stats: dict[str, int] = {"windows": 0, "fallback_windows": 0}
-        """Per file: VAD windows decoded (``batched``) and windows that needed a temperature fallback."""
         generation_config = model.generation_config
         self._timestamp_begin: int = int(generation_config.no_timestamps_token_id) + 1
         from remote.whisper_model import WindowDecoder
@@ -299,51 +361,119 @@ class WhisperEngine:
 
         Raises:
             ValueError: an option is out of range, or ``samples`` is not 1-D.
+            GenerationError: the model failed while decoding.
+        """
+        request = AudioRequest(samples, options, audio=audio, decode_s=decode_s, progress=progress)
+        result = self.transcribe_many([request])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def transcribe_many(
+        self, requests: Sequence[AudioRequest], on_batch: BatchCallback | None = None
+    ) -> list[Transcript | Exception]:
+        """Transcribe several recordings at once, the ``batched`` ones' windows decoded in shared batches.
+
+        The windows of every ``batched`` request with the same language, task and beam size are pooled,
+        sorted longest first and decoded in batches of the smallest batch size those requests resolve to,
+        so a server with several short requests waiting fills a batch that one request alone would leave
+        mostly empty (Triton's dynamic batching and Ray Serve's ``@serve.batch`` do the same across
+        requests). ``sequential`` requests are decoded one after another. A request decoded alone gives
+        the same transcript as :meth:`transcribe_audio`; pooled, a window that needs a temperature fallback
+        may sample differently.
+
+        Args:
+            requests: the recordings, see :class:`AudioRequest`.
+            on_batch: optional callback, called after each decoded batch (see :class:`BatchInfo`).
+
+        Returns:
+            One entry per request, in order: its :class:`~remote.transcript.Transcript` (``transcribe_s``
+            counts from the start of this call to the end of its last window), or the exception that
+            stopped it (``ValueError`` for a bad option or samples that are not 1-D,
+            :class:`~remote.errors.GenerationError` when the model failed on a batch holding its windows).
+            One request's failure does not stop the others.
         """
         import torch
 
-        opts = self.resolve_options(options or TranscribeOptions())
-        if samples.ndim != 1:
-            raise ValueError(f"audio samples must be 1-D (mono), got shape {samples.shape}")
-        samples = np.ascontiguousarray(samples, dtype=np.float32)
-        duration_s = samples.shape[0] / SAMPLE_RATE_HZ
+        results: list[Transcript | Exception | None] = [None] * len(requests)
+        sequential: list[tuple[int, AudioRequest, TranscribeOptions, np.ndarray]] = []
+        pooled: list[_Pending] = []
+        for slot, request in enumerate(requests):
+            try:
+                opts = self.resolve_options(request.options or TranscribeOptions())
+                if request.samples.ndim != 1:
+                    raise ValueError(f"audio samples must be 1-D (mono), got shape {request.samples.shape}")
+            except ValueError as exc:
+                results[slot] = exc
+                continue
+            samples = np.ascontiguousarray(request.samples, dtype=np.float32)
+            if opts.algorithm == "sequential":
+                sequential.append((slot, request, opts, samples))
+            else:
+                pooled.append(_Pending(slot, request, opts, samples, windows=[]))
         started = time.perf_counter()
-        self._stats = {"windows": 0, "fallback_windows": 0}
         devices = [torch.cuda.current_device()] if self.info.device == "cuda" else []
         # Temperature fallback samples; a fixed seed (inside fork_rng, so the caller's random state is
         # untouched) makes the same audio and options give the same transcript on every run.
-        try:
-            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            for slot, request, opts, samples in sequential:
                 torch.manual_seed(SAMPLING_SEED)
-                if opts.algorithm == "sequential":
-                    segments, language = self._sequential(samples, opts, progress)
-                else:
-                    segments, language = self._batched(samples, opts, progress)
-        except (RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
-            raise GenerationError(
-                f"{audio or 'audio'}: the Whisper model failed while decoding "
-                f"(transformers {self.info.transformers_version or '?'}, {type(exc).__name__}: "
-                f"{_first_line(exc)}); try --algorithm {_other(opts.algorithm)}, or reinstall the "
-                "versions in the lock file (make venv)"
-            ) from exc
-        transcribe_s = time.perf_counter() - started
+                one_started = time.perf_counter()
+                try:
+                    segments, language = self._sequential(samples, opts, request.progress)
+                except _MODEL_FAILURES as exc:
+                    results[slot] = self._generation_error(exc, request.audio, opts)
+                    continue
+                extra = {"windows": 0, "fallback_windows": 0}
+                results[slot] = self._transcript(request, opts, segments, language, one_started, extra)
+            if pooled:
+                torch.manual_seed(SAMPLING_SEED)
+                self._pooled(pooled, results, started, on_batch)
+        return [r if r is not None else ValueError("not transcribed") for r in results]
+
+    def _transcript(
+        self,
+        request: AudioRequest,
+        opts: TranscribeOptions,
+        segments: Sequence[Segment],
+        language: str,
+        started: float,
+        extra: dict[str, Any],
+    ) -> Transcript:
+        """The :class:`~remote.transcript.Transcript` of a finished request."""
+        duration_s = request.samples.shape[0] / SAMPLE_RATE_HZ
         return Transcript(
             segments=tuple(_clean_segments(segments, duration_s)),
             language=language,
             duration_s=duration_s,
-            timings=Timings(load_s=self.info.load_s, decode_s=decode_s, transcribe_s=transcribe_s),
+            timings=Timings(
+                load_s=self.info.load_s,
+                decode_s=request.decode_s,
+                transcribe_s=time.perf_counter() - started,
+            ),
             model=self.info.model,
             revision=self.info.revision,
             device=self.info.device,
             dtype=self.info.dtype,
             options=opts,
-            audio=audio,
+            audio=request.audio,
             extra={
-                **self._stats,
+                **extra,
                 "decoding": "fast" if self.info.fast_path else "stock",
                 "transformers": self.info.transformers_version,
             },
         )
+
+    def _generation_error(self, exc: BaseException, audio: str, opts: TranscribeOptions) -> GenerationError:
+        """The one-line :class:`~remote.errors.GenerationError` for a model failure on ``audio``."""
+        error = GenerationError(
+            f"{audio or 'audio'}: the Whisper model failed while decoding "
+            f"(transformers {self.info.transformers_version or '?'}, {type(exc).__name__}: "
+            f"{_first_line(exc)}); try --algorithm {_other(opts.algorithm)}, or reinstall the "
+            "versions in the lock file (make venv)"
+        )
+        error.__cause__ = exc
+        return error
 
     # -- the two algorithms ---------------------------------------------------------------------------
 
@@ -371,48 +501,113 @@ class WhisperEngine:
             progress(duration_s, duration_s)
         return segments, language
 
-    def _batched(
-        self, samples: np.ndarray, opts: TranscribeOptions, progress: ProgressCallback | None
-    ) -> tuple[list[Segment], str]:
-        """Silero VAD windows of at most :data:`MAX_SPEECH_PER_WINDOW_S`, each decoded once, in batches.
+    def _pooled(
+        self,
+        pending: list[_Pending],
+        results: list[Transcript | Exception | None],
+        started: float,
+        on_batch: BatchCallback | None,
+    ) -> None:
+        """The ``batched`` algorithm over several requests: Silero VAD windows of at most
+        :data:`MAX_SPEECH_PER_WINDOW_S`, each decoded once, in batches shared across requests.
 
         Windows are batched longest first, so a batch holds windows of similar length and few rows idle
-        while the longest finishes (a batch decodes until its longest window ends); the segments are
-        put back in time order.
+        while the longest finishes (a batch decodes until its longest window ends); each request's
+        segments are put back in time order. Fills ``results`` at each request's slot.
         """
         from remote.vad import merge_into_windows, speech_timestamps
 
-        duration_s = samples.shape[0] / SAMPLE_RATE_HZ
-        windows = merge_into_windows(speech_timestamps(samples), max_window_s=MAX_SPEECH_PER_WINDOW_S)
-        if not windows:
-            if progress is not None:
-                progress(duration_s, duration_s)
-            return [], self._fixed_language(opts)
-        self._stats["windows"] = len(windows)
-        batch_size = opts.batch_size or CPU_BATCH_SIZE
-        order = sorted(range(len(windows)), key=lambda i: windows[i].end_s - windows[i].start_s, reverse=True)
-        speech_s = sum(w.end_s - w.start_s for w in windows)
-        done_speech_s = 0.0
-        language: str | None = None
-        by_window: dict[int, list[Segment]] = {}
-        for first in range(0, len(order), batch_size):
-            batch = [windows[i] for i in order[first : first + batch_size]]
-            pieces = [samples[w.start_sample : w.end_sample] for w in batch]
-            features = self._features(pieces, full_windows=True)["input_features"]
-            if language is None:
-                language = self._language(features[:1], opts)
-            decoded = self._decode_windows(features, language, opts)
-            for index, window, result in zip(order[first : first + batch_size], batch, decoded, strict=True):
-                by_window[index] = self._window_segments(result, window.start_s, window.end_s)
-                done_speech_s += window.end_s - window.start_s
-            if progress is not None:
-                progress(min(duration_s, duration_s * done_speech_s / speech_s), duration_s)
-        if progress is not None:
-            progress(duration_s, duration_s)
-        segments = [segment for index in range(len(windows)) for segment in by_window[index]]
-        return segments, language or self._fixed_language(opts)
+        groups: dict[tuple[str, str, int], list[_Pending]] = {}
+        for item in pending:
+            request = item.request
+            try:
+                item.windows = merge_into_windows(
+                    speech_timestamps(item.samples), max_window_s=MAX_SPEECH_PER_WINDOW_S
+                )
+                if item.windows:
+                    item.language = self._window_language(item)
+            except _MODEL_FAILURES as exc:
+                results[item.slot] = self._generation_error(exc, request.audio, item.options)
+                continue
+            if not item.windows:
+                self._finish(item, results, started)
+                continue
+            key = (item.language, item.options.task, item.options.beam_size)
+            groups.setdefault(key, []).append(item)
+        for (language, _task, _beam), items in groups.items():
+            rows = [(item, index) for item in items for index in range(len(item.windows))]
+            rows.sort(
+                key=lambda row: row[0].windows[row[1]].end_s - row[0].windows[row[1]].start_s, reverse=True
+            )
+            batch_size = min(item.options.batch_size or CPU_BATCH_SIZE for item in items)
+            while rows:
+                batch, rows = rows[:batch_size], rows[batch_size:]
+                self._decode_batch(batch, language, results, started, on_batch)
+                rows = [row for row in rows if not row[0].failed]
 
-    def _decode_windows(self, features: torch.Tensor, language: str, opts: TranscribeOptions) -> list[Any]:
+    def _window_language(self, item: _Pending) -> str:
+        """The language to decode ``item`` with: asked for, or detected from its longest window."""
+        if item.options.language != "auto":
+            return item.options.language
+        longest = max(item.windows, key=lambda w: w.end_s - w.start_s)
+        piece = item.samples[longest.start_sample : longest.end_sample]
+        return self._language(self._features([piece], full_windows=True)["input_features"], item.options)
+
+    def _decode_batch(
+        self,
+        batch: list[tuple[_Pending, int]],
+        language: str,
+        results: list[Transcript | Exception | None],
+        started: float,
+        on_batch: BatchCallback | None,
+    ) -> None:
+        """Decode one batch of (request, window index) rows; finish every request whose last window it held.
+
+        A model failure fails every request with a window in the batch (their other windows are dropped).
+        """
+        windows = [item.windows[index] for item, index in batch]
+        pieces = [
+            item.samples[w.start_sample : w.end_sample] for (item, _), w in zip(batch, windows, strict=True)
+        ]
+        opts = batch[0][0].options
+        try:
+            features = self._features(pieces, full_windows=True)["input_features"]
+            decoded, fell_back = self._decode_windows(features, language, opts)
+        except _MODEL_FAILURES as exc:
+            for item in {id(item): item for item, _ in batch}.values():
+                item.failed = True
+                results[item.slot] = self._generation_error(exc, item.request.audio, item.options)
+            return
+        if on_batch is not None:
+            on_batch(BatchInfo(windows=len(batch), requests=len({id(item) for item, _ in batch})))
+        touched: dict[int, _Pending] = {}
+        for (item, index), window, result, fallback in zip(batch, windows, decoded, fell_back, strict=True):
+            item.by_window[index] = self._window_segments(result, window.start_s, window.end_s)
+            item.done_speech_s += window.end_s - window.start_s
+            item.fallback_windows += int(fallback)
+            touched[id(item)] = item
+        for item in touched.values():
+            progress = item.request.progress
+            if len(item.by_window) == len(item.windows):
+                self._finish(item, results, started)
+            elif progress is not None:
+                progress(
+                    min(item.duration_s, item.duration_s * item.done_speech_s / item.speech_s),
+                    item.duration_s,
+                )
+
+    def _finish(self, item: _Pending, results: list[Transcript | Exception | None], started: float) -> None:
+        """Put ``item``'s transcript (segments in time order) in its slot and report it complete."""
+        if item.request.progress is not None:
+            item.request.progress(item.duration_s, item.duration_s)
+        segments = [segment for index in range(len(item.windows)) for segment in item.by_window[index]]
+        extra = {"windows": len(item.windows), "fallback_windows": item.fallback_windows}
+        language = item.language or self._fixed_language(item.options)
+        results[item.slot] = self._transcript(item.request, item.options, segments, language, started, extra)
+
+    def _decode_windows(
+        self, features: torch.Tensor, language: str, opts: TranscribeOptions
+    ) -> tuple[list[Any], list[bool]]:
         """Decode a batch of windows with OpenAI's temperature fallback, per window.
 
         Each window is decoded with beam search at temperature 0. A window whose text is too repetitive
@@ -424,7 +619,8 @@ class WhisperEngine:
         among those under the compression threshold is kept (faster-whisper's rule; OpenAI keeps the last).
 
         Returns:
-            Per window, the kept :class:`remote.whisper_model.Decoded`, or ``None`` for silence.
+            Per window, the kept :class:`remote.whisper_model.Decoded` (or ``None`` for silence), and whether
+            it needed a temperature fallback.
         """
         decoder = self.decoder
         encoder_output = decoder.encode(features)
@@ -461,8 +657,7 @@ class WhisperEngine:
         for window in pending:
             passing = [a for a in attempts[window] if a.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
             kept[window] = max(passing or attempts[window], key=lambda a: a.avg_logprob)
-        self._stats["fallback_windows"] += sum(1 for a in attempts if len(a) > 1)
-        return kept
+        return kept, [len(a) > 1 for a in attempts]
 
     def _window_segments(self, decoded: Any, start_s: float, end_s: float) -> list[Segment]:
         """Segments of one decoded window, times offset by its start and kept inside it."""
@@ -553,6 +748,10 @@ class WhisperEngine:
             end_s = float(item["end"]) + offset_s
             out.append(Segment(start_s=start_s, end_s=max(start_s, end_s), text=text))
         return out
+
+
+_MODEL_FAILURES = (RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError)
+"""What transformers and torch raise when decoding fails (out of memory, a shape or API mismatch)."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -460,3 +460,35 @@ def test_windows_that_fail_the_rules_are_decoded_again_hotter(engine: Any) -> No
         engine_module.LOGPROB_THRESHOLD = original
     assert transcript.extra["fallback_windows"] == transcript.extra["windows"] == 1
     assert word_error_rate(clip_reference(SWEDISH_CLIPS[2]), transcript.text, "sv") < 0.5
+
+
+def test_requests_pooled_share_batches_and_match_their_transcripts_alone(runs: Runs, engine: Any) -> None:
+    """Two Swedish clips and one English clip in one call: the Swedish windows share a batch (the English
+    one cannot: another language), each transcript is as good as the clip's own, and a bad request fails
+    alone."""
+    from remote.audio import decode_audio
+    from remote.engine import AudioRequest, BatchInfo
+
+    clips = (SWEDISH_CLIPS[0], SWEDISH_CLIPS[1], ENGLISH_CLIP)
+    requests = [
+        AudioRequest(
+            decode_audio(clip_path(clip)), TranscribeOptions(language=clip_language(clip)), audio=clip
+        )
+        for clip in clips
+    ]
+    bad = AudioRequest(np.zeros((2, 16000), np.float32), TranscribeOptions(language="sv"), audio="stereo")
+    batches: list[BatchInfo] = []
+    results = engine.transcribe_many([requests[0], bad, requests[1], requests[2]], on_batch=batches.append)
+    assert isinstance(results[1], ValueError) and "1-D" in str(results[1])
+    pooled = [results[0], results[2], results[3]]
+    assert BatchInfo(windows=2, requests=2) in batches, batches
+    assert sum(b.windows for b in batches) == sum(t.extra["windows"] for t in pooled)
+    for clip, transcript in zip(clips, pooled, strict=True):
+        assert isinstance(transcript, Transcript), transcript
+        assert transcript.audio == clip and transcript.language == clip_language(clip)
+        alone = runs.ours(clip)
+        reference = clip_reference(clip)
+        language = clip_language(clip)
+        assert word_error_rate(reference, transcript.text, language) <= (
+            word_error_rate(reference, alone.text, language) + 0.05
+        ), (transcript.text, alone.text)

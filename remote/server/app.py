@@ -59,7 +59,6 @@ from remote.server.scheduler import (
     QueueFullError,
     SchedulerStoppedError,
     Ticket,
-    as_many_engine,
 )
 from remote.transcript import Transcript
 
@@ -79,8 +78,8 @@ CLIENT_CLOSED_STATUS = 499
 """nginx's status for a client that closed the connection before the answer (logged and counted only)."""
 
 EngineLoader = Callable[[ServerConfig], Any]
-"""Loads the engine for a config (blocking; runs in the loader thread); returns a ``WhisperEngine`` or any
-object with its ``transcribe_many`` (or ``transcribe_audio``) and ``info``."""
+"""Loads the engine for a config (blocking; runs in the loader thread); returns a ``WhisperEngine``, or any
+object with its ``transcribe_many`` and ``info``."""
 
 
 def load_whisper_engine(config: ServerConfig) -> Any:
@@ -271,7 +270,7 @@ class ServerState:
             logger.info("loading model %s on %s", self.config.model, self.config.device)
             engine = self.loader(self.config)
             scheduler = BatchScheduler(
-                as_many_engine(engine),
+                engine,
                 max_queue=self.config.max_queue,
                 max_batch_requests=self.config.max_batch_requests,
                 batch_wait_s=self.config.batch_wait_s,
@@ -710,6 +709,9 @@ def create_app(config: ServerConfig, load_engine: EngineLoader | None = None) ->
     app.add_middleware(_Guard, state=state)
     _add_error_handlers(app)
     _add_routes(app)
+    from remote.server.jobs_api import jobs_router  # here: jobs_api imports this module
+
+    app.include_router(jobs_router(config))
     return app
 
 

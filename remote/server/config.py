@@ -71,6 +71,10 @@ class ServerConfig:
         max_lifetime_s: run ``poweroff_command`` this long after start-up in any case; ``None``: never.
         poweroff_command: the command (argv) that powers the machine off.
         upload_dir: where uploads are spooled while they are decoded; ``None``: the system's temp directory.
+        webhook_secret: the Standard Webhooks secret (``whsec_`` + base64) that signs job callbacks; never in
+            ``repr``. ``None``: read from ``webhook_secret_file`` (``remote.server.jobs_api``).
+        webhook_secret_file: the file holding that secret (``--webhook-secret-file``), created (mode 0600)
+            with a new secret if missing; ``None``: a new secret in ``<jobs_dir>/webhook-secret``.
     """
 
     bind: str = "127.0.0.1"
@@ -89,6 +93,8 @@ class ServerConfig:
     max_lifetime_s: float | None = None
     poweroff_command: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULT_POWEROFF_COMMAND.split()))
     upload_dir: Path | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_secret_file: Path | None = None
 
     def checked(self) -> ServerConfig:
         """Return this config, or raise for a value the server cannot start with.
@@ -130,14 +136,14 @@ class ServerConfig:
         return self
 
     def with_env(self, env: dict[str, str] | None = None) -> ServerConfig:
-        """This config with ``$GPU_TRANSCRIBE_API_KEY`` (when no key is set) and
+        """This config with ``$GPU_TRANSCRIBE_API_KEY`` (when no key is set; empty counts as unset) and
         ``$GPU_TRANSCRIBE_POWEROFF_COMMAND`` (split as a shell would, no shell run) applied.
 
         Args:
             env: the environment; ``os.environ`` if ``None``.
         """
         env = dict(os.environ) if env is None else env
-        key = self.api_key if self.api_key is not None else env.get(API_KEY_ENV)
+        key = self.api_key if self.api_key is not None else (env.get(API_KEY_ENV) or None)
         command = self.poweroff_command
         if POWEROFF_COMMAND_ENV in env:
             command = tuple(shlex.split(env[POWEROFF_COMMAND_ENV]))

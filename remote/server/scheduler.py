@@ -21,20 +21,18 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from remote.engine import AudioRequest, BatchCallback
 from remote.options import TranscribeOptions
 from remote.transcript import Transcript
 
 logger = logging.getLogger(__name__)
-
-BatchCallback = Callable[[Any], None]
-"""Called by the engine with a ``BatchInfo(windows, requests)`` for every batch it decodes."""
 
 DEFAULT_BATCH_ESTIMATE_S = 5.0
 """What one engine call is assumed to take before one has been measured (for ``Retry-After``)."""
@@ -63,84 +61,17 @@ class ManyEngine(Protocol):
     """What the scheduler needs of an engine: :meth:`remote.engine.WhisperEngine.transcribe_many`."""
 
     def transcribe_many(
-        self, requests: Sequence[Any], on_batch: BatchCallback | None = None
+        self, requests: Sequence[AudioRequest], on_batch: BatchCallback | None = None
     ) -> list[Transcript | Exception]:
         """One result per request, in order: its transcript, or the exception it failed with."""
         ...
-
-
-@dataclass(frozen=True)
-class _FallbackAudioRequest:
-    """``remote.engine.AudioRequest`` until the engine has it (same fields)."""
-
-    samples: np.ndarray
-    options: TranscribeOptions
-    audio: str = ""
-    decode_s: float = 0.0
-    progress: Callable[[float, float], None] | None = None
-
-
-@dataclass(frozen=True)
-class _FallbackBatchInfo:
-    """``remote.engine.BatchInfo`` until the engine has it: one decoded batch."""
-
-    windows: int
-    requests: int
-
-
-def _engine_types() -> tuple[Any, Any]:
-    """``(AudioRequest, BatchInfo)`` of :mod:`remote.engine`, or stand-ins while it has none."""
-    import remote.engine as engine_module
-
-    return (
-        getattr(engine_module, "AudioRequest", _FallbackAudioRequest),
-        getattr(engine_module, "BatchInfo", _FallbackBatchInfo),
-    )
-
-
-class OneByOne:
-    """A :class:`ManyEngine` over an engine without ``transcribe_many``: one request after another, each
-    reported as a batch of its own windows from one request. Only for engines older than the batching API.
-    """
-
-    def __init__(self, engine: Any) -> None:
-        """Wrap ``engine``, which has ``transcribe_audio`` (:class:`remote.engine.WhisperEngine`)."""
-        self.engine = engine
-
-    def transcribe_many(
-        self, requests: Sequence[Any], on_batch: BatchCallback | None = None
-    ) -> list[Transcript | Exception]:
-        """Transcribe each request with ``transcribe_audio``; errors are returned in their slot."""
-        _request_type, batch_info = _engine_types()
-        results: list[Transcript | Exception] = []
-        for request in requests:
-            try:
-                transcript = self.engine.transcribe_audio(
-                    request.samples,
-                    request.options,
-                    progress=request.progress,
-                    audio=request.audio,
-                    decode_s=request.decode_s,
-                )
-            except Exception as exc:
-                results.append(exc)
-                continue
-            if on_batch is not None:
-                on_batch(batch_info(windows=int(transcript.extra.get("windows", 0)), requests=1))
-            results.append(transcript)
-        return results
-
-
-def as_many_engine(engine: Any) -> ManyEngine:
-    """``engine`` itself when it has ``transcribe_many``, else :class:`OneByOne` around it."""
-    return engine if callable(getattr(engine, "transcribe_many", None)) else OneByOne(engine)
 
 
 @dataclass
 class _Item:
     """One queued request and the future its result goes to."""
 
-    samples: np.ndarray | None
+    samples: np.ndarray
     options: TranscribeOptions
     audio: str
     decode_s: float
@@ -169,7 +100,7 @@ class BatchScheduler:
     Thread-safe: :meth:`submit` and :meth:`Ticket.cancel` may be called from any thread.
 
     Args:
-        engine: a :class:`ManyEngine` (see :func:`as_many_engine`); only the consumer thread calls it.
+        engine: a :class:`ManyEngine` (a loaded ``WhisperEngine``); only the consumer thread calls it.
         max_queue: requests waiting at most (those being transcribed are not counted).
         max_batch_requests: requests per engine call at most.
         batch_wait_s: how long the consumer waits, after finding the queue non-empty, for more requests to
@@ -284,7 +215,6 @@ class BatchScheduler:
                 return False
             with contextlib.suppress(ValueError):  # taken by the consumer already, which skips it
                 self._queue.remove(item)
-            item.samples = None
             return True
 
     def _take(self) -> list[_Item] | None:
@@ -306,7 +236,6 @@ class BatchScheduler:
             return items
 
     def _consume(self) -> None:
-        request_type, _batch_info = _engine_types()
         while True:
             items = self._take()
             if items is None:
@@ -314,7 +243,7 @@ class BatchScheduler:
             if not items:
                 continue
             requests = [
-                request_type(
+                AudioRequest(
                     samples=item.samples, options=item.options, audio=item.audio, decode_s=item.decode_s
                 )
                 for item in items
@@ -339,7 +268,6 @@ class BatchScheduler:
                 self._running = 0
             del requests
             for item, result in zip(items, results, strict=True):
-                item.samples = None
                 if isinstance(result, BaseException):
                     item.future.set_exception(result)
                 else:
