@@ -3,8 +3,9 @@
     python bench/server.py [--model models/whisper-base] [--device auto|cpu|cuda] [--clients 1,4,16]
         [--requests-per-client N] [--min-requests N] [--clip-s S] [--language en]
 
-Two servers run in this process, one after the other, each a real uvicorn on 127.0.0.1 (a free port) in
-front of its own copy of the model, built by ``remote.server.app.create_app``:
+Two servers run in this process, one after the other, each a real uvicorn on 127.0.0.1 (a free port)
+serving ``remote.server.app.create_app`` (``tests/fixtures/server.py``'s ``live_server``) in front of the
+same engine, loaded once:
 
 - ``batched``: the server as shipped: its scheduler hands the windows of every queued request to one
   ``WhisperEngine.transcribe_many`` call (``ServerConfig.max_batch_requests`` at its default);
@@ -53,7 +54,7 @@ SPEECH_SOURCES: tuple[str, ...] = (
 )
 """English speech the clips are cut from, in order (whole ``clip_s`` pieces of each)."""
 API_KEY = "bench-server-key"
-START_TIMEOUT_S = 600.0
+START_TIMEOUT_S = 60.0
 
 
 def cut_clips(directory: Path, clip_s: float) -> list[Path]:
@@ -74,70 +75,28 @@ def cut_clips(directory: Path, clip_s: float) -> list[Path]:
     return paths
 
 
-class ServerThread:
-    """A real uvicorn serving ``create_app(config)`` on 127.0.0.1 in a daemon thread of this process.
-
-    Signal handlers are left alone (this is not the main thread's server); :meth:`stop` asks uvicorn to
-    exit and waits for it.
-    """
-
-    def __init__(self, app: Any) -> None:
-        """Prepare uvicorn for ``app`` on a free loopback port; :meth:`start` runs it."""
-        import uvicorn
-
-        class _Server(uvicorn.Server):
-            def install_signal_handlers(self) -> None:
-                """Leave the process's signal handlers alone."""
-
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        self.server = _Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
-        self.port = 0
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> ServerThread:
-        """Run uvicorn, wait until it listens, then until ``GET /health`` answers 200 (model loaded)."""
-        import httpx
-
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start (see its log above)")
-            time.sleep(0.05)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health", timeout=5.0).status_code == 200:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the model did not load within {timeout_s:.0f} s (GET /health)")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        """Ask uvicorn to exit and wait for its thread."""
-        self.server.should_exit = True
-        self.thread.join(timeout=60.0)
-
-
 @contextlib.contextmanager
-def running_server(model: str, device: str, max_batch_requests: int | None, queue: int) -> Iterator[str]:
-    """A server for the model, batching capped at ``max_batch_requests`` (None: the default); its URL."""
-    from remote.server.app import create_app
-    from remote.server.config import ServerConfig
+def running_server(engine: Any, max_batch_requests: int | None, queue: int) -> Iterator[str]:
+    """A real uvicorn on 127.0.0.1 serving ``engine`` (already loaded), batching capped at
+    ``max_batch_requests`` (None: the default), a queue of ``queue``; yields its URL once ``/health`` is 200.
+    """
+    import httpx
 
-    settings: dict[str, Any] = {"model": model, "device": device, "api_key": API_KEY, "max_queue": queue}
+    from remote.server.config import ServerConfig
+    from tests.fixtures.server import live_server, reuse_engine, wait_until
+
+    settings: dict[str, Any] = {"api_key": API_KEY, "max_queue": queue}
     if max_batch_requests is not None:
         settings["max_batch_requests"] = max_batch_requests
-    server = ServerThread(create_app(ServerConfig(**settings))).start()
-    try:
-        yield server.base_url
-    finally:
-        server.stop()
+    with live_server(ServerConfig(**settings), reuse_engine(engine)) as server:
+
+        def healthy() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{server.url}/health", timeout=5.0).status_code == 200
+            return False
+
+        wait_until(healthy, timeout_s=START_TIMEOUT_S, what="GET /health to answer 200")
+        yield server.url
 
 
 @dataclass
@@ -266,18 +225,13 @@ def run_level(
 
 
 def measure(
-    name: str,
-    model: str,
-    device: str,
-    max_batch_requests: int | None,
-    args: argparse.Namespace,
-    clips: Sequence[Path],
+    name: str, engine: Any, max_batch_requests: int | None, args: argparse.Namespace, clips: Sequence[Path]
 ) -> list[Level]:
     """Start one server, warm it up, and run every concurrency level against it."""
     from openai import OpenAI
 
     started = time.perf_counter()
-    with running_server(model, device, max_batch_requests, queue=max(args.clients) * 2) as base_url:
+    with running_server(engine, max_batch_requests, queue=max(args.clients) * 2) as base_url:
         print(f"{name}: server up at {base_url} in {time.perf_counter() - started:.1f} s", flush=True)
         with OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0) as warm:
             transcribe(warm, clips[-1], args.language)
@@ -388,9 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clips = cut_clips(Path(tmp), args.clip_s)
         print(f"{len(clips)} clips of {args.clip_s:.0f} s; model {args.model} on {device}", flush=True)
+        from remote.engine import WhisperEngine
+
         started = time.perf_counter()
-        batched = measure("batched", args.model, device, None, args, clips)
-        single = [] if args.skip_peer else measure("one-at-a-time", args.model, device, 1, args, clips)
+        engine = WhisperEngine.load(args.model, device=device)
+        print(f"loaded in {time.perf_counter() - started:.1f} s ({engine.info.dtype})", flush=True)
+        batched = measure("batched", engine, None, args, clips)
+        single = [] if args.skip_peer else measure("one-at-a-time", engine, 1, args, clips)
         print_table(batched, single)
         print(f"\ntotal {time.perf_counter() - started:.0f} s", flush=True)
     return 0
