@@ -3,9 +3,10 @@
     python bench/server.py [--model models/whisper-base] [--device auto|cpu|cuda] [--clients 1,4,16]
         [--requests-per-client N] [--min-requests N] [--clip-s S] [--language en] [--skip-peer] [--all-clips]
 
-Two servers run in this process, one after the other, each a real uvicorn on 127.0.0.1 (a free port)
-serving ``remote.server.app.create_app`` (``tests/fixtures/server.py``'s ``live_server``) in front of the
-same engine, loaded once:
+Two servers run in this process, each a real uvicorn on 127.0.0.1 (a free port) serving
+``remote.server.app.create_app`` (``tests/fixtures/server.py``'s ``live_server``) in front of the same
+engine, loaded once; each level runs against one, then the other, the order alternating from level to
+level, so that load from other processes on a shared machine drifts over both alike:
 
 - ``batched``: the server as shipped: its scheduler hands the windows of every queued request to one
   ``WhisperEngine.transcribe_many`` call (``ServerConfig.max_batch_requests`` at its default);
@@ -236,28 +237,35 @@ def run_level(
 
 
 def measure(
-    name: str, engine: Any, max_batch_requests: int | None, args: argparse.Namespace, clips: Sequence[Path]
-) -> list[Level]:
-    """Start one server, warm it up, and run every concurrency level against it."""
+    engine: Any, servers: Sequence[tuple[str, int | None]], args: argparse.Namespace, clips: Sequence[Path]
+) -> dict[str, list[Level]]:
+    """Start every server (name, ``max_batch_requests``) on the one engine, warm each up, and run each
+    concurrency level against one server after the other, the order alternating from level to level (only
+    one is busy at a time; load from other processes then drifts over both alike)."""
     from openai import OpenAI
 
-    started = time.perf_counter()
-    with running_server(engine, max_batch_requests, queue=max(args.clients) * 2) as base_url:
-        print(f"{name}: server up at {base_url} in {time.perf_counter() - started:.1f} s", flush=True)
-        with OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0) as warm:
-            transcribe(warm, clips[-1], args.language)
-        levels = []
-        for clients in args.clients:
+    results: dict[str, list[Level]] = {name: [] for name, _ in servers}
+    with contextlib.ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for name, cap in servers:
+            started = time.perf_counter()
+            urls[name] = stack.enter_context(running_server(engine, cap, queue=max(args.clients) * 2))
+            print(f"{name}: server up at {urls[name]} in {time.perf_counter() - started:.1f} s", flush=True)
+            with OpenAI(base_url=f"{urls[name]}/v1", api_key=API_KEY, max_retries=0) as warm:
+                transcribe(warm, clips[-1], args.language)
+        for index, clients in enumerate(args.clients):
             total = max(clients * args.requests_per_client, args.min_requests)
-            level = run_level(base_url, name, clients, clips, total, args.clip_s, args.language)
-            print(
-                f"  {name:13s} {clients:3d} clients {level.requests:3d} requests {level.wall_s:7.1f} s  "
-                f"{level.requests_per_min:6.1f} req/min  p50 {level.latency_quantile_s(0.5):6.2f} s  "
-                f"p95 {level.latency_quantile_s(0.95):6.2f} s  {per_batch(level)} requests per batch",
-                flush=True,
-            )
-            levels.append(level)
-    return levels
+            order = list(urls) if index % 2 == 0 else list(reversed(urls))
+            for name in order:
+                level = run_level(urls[name], name, clients, clips, total, args.clip_s, args.language)
+                print(
+                    f"  {name:13s} {clients:3d} clients {level.requests:3d} requests {level.wall_s:7.1f} s  "
+                    f"{level.requests_per_min:6.1f} req/min  p50 {level.latency_quantile_s(0.5):6.2f} s  "
+                    f"p95 {level.latency_quantile_s(0.95):6.2f} s  {per_batch(level)} requests per batch",
+                    flush=True,
+                )
+                results[name].append(level)
+    return results
 
 
 def per_batch(level: Level) -> str:
@@ -359,9 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         engine = WhisperEngine.load(args.model, device=device)
         print(f"loaded in {time.perf_counter() - started:.1f} s ({engine.info.dtype})", flush=True)
-        batched = measure("batched", engine, None, args, clips)
-        single = [] if args.skip_peer else measure("one-at-a-time", engine, 1, args, clips)
-        print_table(batched, single)
+        servers: list[tuple[str, int | None]] = [("batched", None)]
+        if not args.skip_peer:
+            servers.append(("one-at-a-time", 1))
+        results = measure(engine, servers, args, clips)
+        print_table(results["batched"], results.get("one-at-a-time", []))
         print(f"\ntotal {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
