@@ -12,6 +12,10 @@ explicit), ``--all-owners`` includes everyone's, ``--dry-run`` only reports. Res
 are old enough only for ``--older-than 0``.
 
 Owners are compared by exact ARN: an assumed-role session with another session name counts as another owner.
+
+Pipelines (``gpu-transcribe pipeline``) are CloudFormation stacks: ``cleanup`` lists them (name, status,
+owner) but never deletes one; ``gpu-transcribe pipeline destroy --name NAME`` does. Their instances carry no
+run id, so ``cleanup`` never terminates a pipeline's workers (the group would replace them at once anyway).
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gpu_transcribe.aws.models import RemovalOutcome, TaggedResource
+from gpu_transcribe.aws.models import RemovalOutcome, StackInfo, TaggedResource
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
-from gpu_transcribe.errors import TeardownError
+from gpu_transcribe.errors import CredentialsError, GpuTranscribeError, TeardownError
 from gpu_transcribe.settings import Settings
 
 #: Minutes added to the maximum instance lifetime for the default grace period.
@@ -63,6 +67,9 @@ class CleanupReport:
         run_id: the one run selected, or ``None``.
         outcomes: one per resource found (skipped ones included), sorted by run id then kind.
         now: the time ages were measured at (UTC).
+        pipelines: the region's pipeline stacks, listed only (``pipeline destroy`` removes one).
+        pipelines_note: why pipelines could not be listed (e.g. no ``cloudformation:DescribeStacks``), else
+            ``""``.
     """
 
     caller_arn: str
@@ -73,6 +80,8 @@ class CleanupReport:
     run_id: str | None
     outcomes: tuple[RemovalOutcome, ...]
     now: datetime
+    pipelines: tuple[StackInfo, ...] = ()
+    pipelines_note: str = ""
 
     @property
     def failed(self) -> tuple[RemovalOutcome, ...]:
@@ -192,6 +201,7 @@ def cleanup(
     removed = remove_resources(
         ctx, selected, dry_run=dry_run, on_progress=on_progress, clock=clock, sleep=sleep
     )
+    pipelines, pipelines_note = _pipelines(settings)
     order = {(r.kind, r.resource_id): i for i, r in enumerate(found)}
     outcomes = sorted([*removed, *skipped], key=lambda o: order[(o.resource.kind, o.resource.resource_id)])
     return CleanupReport(
@@ -203,4 +213,18 @@ def cleanup(
         run_id=run_id,
         outcomes=tuple(outcomes),
         now=moment,
+        pipelines=pipelines,
+        pipelines_note=pipelines_note,
     )
+
+
+def _pipelines(settings: Settings) -> tuple[tuple[StackInfo, ...], str]:
+    """The region's pipeline stacks, or none and why (listing them is optional: cleanup goes on)."""
+    from gpu_transcribe.pipeline.deploy import list_pipelines
+
+    try:
+        return list_pipelines(settings), ""
+    except CredentialsError:
+        raise
+    except GpuTranscribeError as exc:
+        return (), f"pipelines not listed: {exc}"

@@ -82,6 +82,12 @@ images_app = typer.Typer(
     help="List gpu-transcribe's images (AMIs); `images prune` removes old ones.", invoke_without_command=True
 )
 app.add_typer(images_app, name="images")
+pipeline_app = typer.Typer(
+    help="A queue of transcription jobs on spot GPU workers that scale from zero: one CloudFormation stack "
+    "(deploy, status, destroy).",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def main() -> None:
@@ -550,3 +556,80 @@ def images_prune(
     print_prune(report, stdout)
     if report.error is not None:
         raise report.error
+
+
+# --- pipeline: deploy, status, destroy -------------------------------------------------------------------
+
+
+@pipeline_app.command("deploy")
+def pipeline_deploy(
+    name: opt.PipelineName = None,
+    max_workers: opt.MaxWorkers = None,
+    instance_types: opt.InstanceTypes = None,
+    s3_bucket: opt.PipelineBucket = None,
+    image: opt.Image = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Create or update the pipeline's stack (through a change set, its events shown as progress) and print
+    what it holds."""
+    from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_pipeline import deployment_lines
+
+    settings = _settings(
+        region=region,
+        aws_profile=aws_profile,
+        instance_types=instance_types,
+        s3_bucket=s3_bucket,
+        image_id=image,
+    )
+    request = DeployRequest(
+        name=name,
+        max_workers=max_workers,
+        bucket=settings.s3_bucket if s3_bucket else None,  # the flag only: s3_bucket is run's upload bucket
+        image_id=settings.image_id,
+    )
+    result = deploy_pipeline(settings, request, on_progress=event_printer(stderr))
+    print_lines(deployment_lines(result), stdout)
+
+
+@pipeline_app.command("status")
+def pipeline_status_command(
+    name: opt.PipelineName = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+    json: opt.Json = False,
+) -> None:
+    """The stack, jobs waiting, in flight and dead-lettered, the workers and their cost per hour now."""
+    from gpu_transcribe.pipeline.deploy import pipeline_status
+    from gpu_transcribe.render import print_json, print_lines
+    from gpu_transcribe.render_pipeline import status_lines
+
+    settings = _settings(region=region, aws_profile=aws_profile)
+    with stderr.status(escape(f"reading pipeline {name or 'default'} in {settings.region}")):
+        report = pipeline_status(settings, name)
+    if json:
+        print_json(report, stdout)
+    else:
+        print_lines(status_lines(report), stdout)
+
+
+@pipeline_app.command("destroy")
+def pipeline_destroy(
+    name: opt.PipelineName = None,
+    delete_data: opt.DeleteData = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Delete the pipeline's stack: workers, queues (with any jobs in them), table, roles, scaler. The bucket
+    is kept unless --delete-data."""
+    from gpu_transcribe.pipeline.deploy import destroy_pipeline
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_pipeline import destroyed_lines
+
+    settings = _settings(region=region, aws_profile=aws_profile)
+    result = destroy_pipeline(settings, name, delete_data=delete_data, on_progress=event_printer(stderr))
+    print_lines(destroyed_lines(result), stdout)

@@ -238,3 +238,46 @@ MaxLifetimeH = Annotated[
         help="Power the machine off this many hours after start-up in any case.",
     ),
 ]
+
+# --- pipeline --------------------------------------------------------------------------------------------
+
+PipelineName = Annotated[
+    str | None,
+    typer.Option(
+        "--name", help="The pipeline's name (1-20 lowercase letters, digits, hyphens). Default: default."
+    ),
+]
+MaxWorkers = Annotated[
+    int | None,
+    typer.Option(
+        "--max-workers", min=1, max=1000, help="Most GPU workers at once (the fleet is 0..N). Default: 4."
+    ),
+]
+InstanceTypes = Annotated[
+    str | None,
+    typer.Option(
+        "--instance-types",
+        help="GPU instance types the workers may use, comma-separated (spot, price-capacity-optimized). "
+        "Default: the instance_types setting.",
+    ),
+]
+PipelineBucket = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-bucket",
+        help="Use this existing bucket (its incoming/ prefix) instead of creating one; it is never deleted.",
+    ),
+]
+Image = Annotated[
+    str | None,
+    typer.Option(
+        "--image", help="The workers' AMI. Default: image_id, else the newest image of ours (build-ami)."
+    ),
+]
+DeleteData = Annotated[
+    bool,
+    typer.Option(
+        "--delete-data",
+        help="Also empty and delete the bucket the pipeline created (audio, transcripts). Default: keep it.",
+    ),
+]

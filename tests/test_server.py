@@ -3,18 +3,26 @@ official ``openai`` client (``tests/fixtures/server.py`` runs the server).
 
 - Every ``response_format`` through the openai client equals what the engine gives for the same clip
   (``srt``/``vtt`` byte for byte as ``run --local`` writes them), and concurrent requests share batches.
-- ``/transcribe``, ``/health`` (503 while the model loads, then 200) and ``/metrics``.
+- ``/transcribe``, ``/v1/audio/translations``, ``/health`` (503 while the model loads, then 200) and
+  ``/metrics``.
 - A full queue answers 429 with ``Retry-After``; a client that leaves while its request waits drops it.
 - The key (401), the upload limit (413), a text file named ``.mp3`` (400), ``word`` timestamps (400); no
   upload is left on disk; each error is one log line.
-- The idle and lifetime power-off run their command; a non-loopback bind without a key is refused.
+- The idle and lifetime power-off run their command; a non-loopback bind without a key is refused; the
+  ``serve`` command end to end in a process; ``--help`` imports no server library.
 
-The engine is loaded once for the module; each test's server reuses it.
+The engine is loaded once for the module; each test's server reuses it. Tests that run the model are
+marked ``slow``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +40,10 @@ from remote.server.formats import openai_body
 from remote.writers import render, sanitize
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 
-pytestmark = pytest.mark.slow
-
 CLIP = "en_librispeech_61-70968-0000.flac"
 """4.9 s of read English: one Whisper window."""
 KEY = "test-key-0123456789"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +69,18 @@ def client(port: int, key: str = KEY) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=120)
 
 
+def _multipart_stream(field: str, filename: str, chunks: int, chunk_bytes: int) -> Iterator[bytes]:
+    """A valid multipart body (boundary ``b``) with one file part of ``chunks`` x ``chunk_bytes`` zeros,
+    sent chunked (no Content-Length)."""
+    yield (
+        f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    for _ in range(chunks):
+        yield bytes(chunk_bytes)
+    yield b"\r\n--b--\r\n"
+
+
 def metric(text: str, name: str) -> float:
     """The value of one sample line (``name`` with its labels, as exposed) in Prometheus text."""
     for line in text.splitlines():
@@ -70,6 +89,7 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
+@pytest.mark.slow
 def test_openai_formats_match_the_engine_and_concurrent_requests_share_batches(
     engine: Any, tmp_path: Path
 ) -> None:
@@ -125,9 +145,13 @@ def test_openai_formats_match_the_engine_and_concurrent_requests_share_batches(
     )
 
 
-def test_transcribe_route_health_and_metrics(engine: Any, speech: Path) -> None:
-    """/transcribe answers text, duration, language, model, timings and segments; /health and /metrics
-    count it."""
+@pytest.mark.slow
+# openai marks audio.translations.create deprecated (OpenAI's own API still serves it, and clients call it).
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+def test_transcribe_and_translation_routes_health_and_metrics(engine: Any, speech: Path) -> None:
+    """/transcribe answers text, duration, language, model, timings and segments; /v1/audio/translations
+    answers with the task (English into English: Swedish costs whisper-base 20 s here); /health and
+    /metrics count them."""
     with live_server(ServerConfig(), reuse_engine(engine)) as server:
         with speech.open("rb") as audio:
             answer = httpx.post(
@@ -136,8 +160,15 @@ def test_transcribe_route_health_and_metrics(engine: Any, speech: Path) -> None:
                 data={"language": "en"},
                 timeout=120,
             )
+        with speech.open("rb") as audio:
+            translated = client(server.port).audio.translations.create(
+                model="whisper-1", file=audio, response_format="verbose_json", extra_body={"language": "en"}
+            )
         health = httpx.get(f"{server.url}/health")
         metrics = httpx.get(f"{server.url}/metrics").text
+    assert translated.task == "translate"  # type: ignore[attr-defined]
+    assert translated.language == "english"  # type: ignore[attr-defined]
+    assert "wizard" in translated.text.lower() and translated.segments  # type: ignore[attr-defined]
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert set(body) == {
@@ -153,16 +184,17 @@ def test_transcribe_route_health_and_metrics(engine: Any, speech: Path) -> None:
     assert health.status_code == 200
     facts = health.json()
     assert facts["status"] == "ok" and facts["model_loaded"] is True and facts["device"] == "cpu"
-    assert facts["requests_served"] == 1 and facts["queue_depth"] == 0
+    assert facts["requests_served"] == 2 and facts["queue_depth"] == 0
     assert facts["gpu_available"] is False and facts["memory_usage"]["rss_bytes"] > 0
     assert facts["idle_s"] >= 0 and facts["uptime_s"] > 0
     assert metric(metrics, 'gpu_transcribe_requests_total{route="/transcribe",status="200"}') == 1
-    assert metric(metrics, "gpu_transcribe_audio_seconds_total") == pytest.approx(4.905, abs=0.01)
-    assert metric(metrics, "gpu_transcribe_transcription_seconds_count") == 1
+    assert metric(metrics, "gpu_transcribe_audio_seconds_total") == pytest.approx(2 * 4.905, abs=0.01)
+    assert metric(metrics, "gpu_transcribe_transcription_seconds_count") == 2
     assert metric(metrics, "gpu_transcribe_batch_windows_count") >= 1
     assert metric(metrics, "gpu_transcribe_queue_depth") == 0
 
 
+@pytest.mark.slow
 def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> None:
     """While the loader runs, /health and the API answer 503 (the API with Retry-After); then 200."""
     release = threading.Event()
@@ -187,36 +219,44 @@ def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> N
     assert loaded["model_loaded"] is True
 
 
-def test_full_queue_is_429_with_retry_after(engine: Any, speech: Path) -> None:
-    """With the engine busy and one request queued (max_queue 1), the next is refused: 429, Retry-After,
-    OpenAI's error shape (the client raises RateLimitError); the two accepted ones are answered."""
+@pytest.mark.slow
+def test_full_queue_is_429_with_retry_after_and_calls_are_capped(engine: Any, speech: Path) -> None:
+    """With the engine busy and two requests queued (max_queue 2), the next is refused: 429, Retry-After,
+    OpenAI's error shape (the client raises RateLimitError). The queued two (4.9 s each) are then handed
+    to the engine in separate calls, as max_call_audio_s (6 s) caps a call; all three are answered."""
     gated = GatedEngine(engine)
     results: list[Any] = []
-    with live_server(ServerConfig(max_queue=1), reuse_engine(gated)) as server:
+    config = ServerConfig(max_queue=2, max_call_audio_s=6.0)
+    with live_server(config, reuse_engine(gated)) as server:
         api = client(server.port)
 
-        def ask() -> None:
+        def ask(name: str) -> None:
             with speech.open("rb") as audio:
-                results.append(api.audio.transcriptions.create(model="whisper-1", file=audio, language="en"))
+                results.append(
+                    api.audio.transcriptions.create(model="whisper-1", file=(name, audio), language="en")
+                )
 
-        first = threading.Thread(target=ask)
+        first = threading.Thread(target=ask, args=("first.flac",))
         first.start()
         assert gated.entered.wait(30), "the first request never reached the engine"
-        second = threading.Thread(target=ask)
-        second.start()
-        wait_until(lambda: server.state.queue_depth == 1, what="a queued request")
+        queued = [threading.Thread(target=ask, args=(f"queued-{n}.flac",)) for n in (1, 2)]
+        for thread in queued:
+            thread.start()
+        wait_until(lambda: server.state.queue_depth == 2, what="two queued requests")
         with speech.open("rb") as audio, pytest.raises(openai.RateLimitError) as refused:
             api.audio.transcriptions.create(model="whisper-1", file=audio)
         gated.gate.set()
-        first.join(120)
-        second.join(120)
+        for thread in (first, *queued):
+            thread.join(120)
     assert int(refused.value.response.headers["retry-after"]) >= 1
     error = refused.value.response.json()["error"]
     assert error["code"] == "rate_limit_exceeded" and "queue is full" in error["message"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert len(results) == 2 and all("confused" in r.text.lower() for r in results)
+    assert len(results) == 3 and all("confused" in r.text.lower() for r in results)
+    assert [len(call) for call in gated.calls] == [1, 1, 1], gated.calls
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech: Path) -> None:
     """A request whose client closes the connection while it waits in the queue is never transcribed."""
     gated = GatedEngine(engine)
@@ -234,7 +274,13 @@ def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech:
                 data={"model": "whisper-1"},
                 timeout=httpx.Timeout(30, read=1.0),
             )
-        wait_until(lambda: server.state.queue_depth == 0, timeout_s=10, what="the request to leave the queue")
+        wait_until(  # not just an empty queue: under load the upload may still be decoding at this point
+            lambda: (
+                metric(httpx.get(f"{server.url}/metrics").text, "gpu_transcribe_dropped_requests_total") == 1
+            ),
+            timeout_s=30,
+            what="the request to be dropped",
+        )
         gated.gate.set()
         first.join(120)
         metrics = httpx.get(f"{server.url}/metrics").text
@@ -244,6 +290,7 @@ def test_a_client_that_disconnects_while_waiting_is_dropped(engine: Any, speech:
     assert metric(metrics, "gpu_transcribe_dropped_requests_total") == 1
 
 
+@pytest.mark.slow
 def test_key_upload_limit_and_bad_requests(
     engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -266,6 +313,11 @@ def test_key_upload_limit_and_bad_requests(
         api = client(server.port)
         with pytest.raises(openai.APIStatusError) as too_large:
             api.audio.transcriptions.create(model="whisper-1", file=clip_path("en_jfk.flac"))  # 1.1 MB
+        chunked = httpx.post(  # no Content-Length: the guard counts the chunks as they are read
+            f"{server.url}/transcribe",
+            content=_multipart_stream("audio", "big.wav", chunks=8, chunk_bytes=65_536),
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "multipart/form-data; boundary=b"},
+        )
         with pytest.raises(openai.BadRequestError) as bad_audio:
             api.audio.transcriptions.create(model="whisper-1", file=not_audio)
         with pytest.raises(openai.BadRequestError) as words:
@@ -288,6 +340,7 @@ def test_key_upload_limit_and_bad_requests(
     assert metrics_without_key.status_code == 401
     assert too_large.value.status_code == 413
     assert "--max-upload-mb" in too_large.value.message
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "upload_too_large"
     assert "notes.mp3" in bad_audio.value.message and "not an audio file" in bad_audio.value.message
     assert bad_audio.value.param == "file"
     assert "word" in words.value.message
@@ -300,10 +353,11 @@ def test_key_upload_limit_and_bad_requests(
     }
     assert list(uploads.iterdir()) == []
     errors = [r.getMessage() for r in caplog.records if r.name == "remote.server"]
-    assert len(errors) == 7, errors  # 401 twice, 401 /metrics, 413, 400 audio, 400 word, 400 no file
+    assert len(errors) == 8, errors  # 401 x 3 (one /metrics), 413 x 2, 400 audio, 400 word, 400 no file
     assert all("\n" not in line for line in errors)
 
 
+@pytest.mark.slow
 def test_idle_and_lifetime_power_off_run_the_command(engine: Any, tmp_path: Path) -> None:
     """With --idle-stop-min and --max-lifetime-h (in seconds here) the power-off command runs, with the
     reason in its environment; the command comes from $GPU_TRANSCRIBE_POWEROFF_COMMAND."""
@@ -318,6 +372,51 @@ def test_idle_and_lifetime_power_off_run_the_command(engine: Any, tmp_path: Path
     assert marks["lifetime"].read_text().startswith("max-lifetime: up")
 
 
+@pytest.mark.slow
+def test_the_serve_command_end_to_end(tmp_path: Path) -> None:
+    """`gpu-transcribe serve` as a process: key from --api-key-file, a transcription through the openai
+    client, the idle power-off after --idle-stop-min (0.1 min), a clean shutdown on SIGTERM."""
+    model = find_test_model()
+    if model is None:
+        pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    off = tmp_path / "off"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        GPU_TRANSCRIBE_POWEROFF_COMMAND=f"sh -c 'echo \"$GPU_TRANSCRIBE_POWEROFF_REASON\" > {off}'",
+    )
+    env.pop("GPU_TRANSCRIBE_API_KEY", None)
+    command = [sys.executable, "-m", "gpu_transcribe", "serve", "--port", "0", "--model", str(model)]
+    command += ["--device", "cpu", "--api-key-file", str(key_file), "--idle-stop-min", "0.1"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("Uvicorn running on" in line for line in lines), what="uvicorn to listen")
+        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:(\d+))", "".join(lines))
+        assert found is not None, "".join(lines)
+        url, port = found[1], int(found[2])
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, timeout_s=120, what="the model")
+        answer = client(port).audio.transcriptions.create(
+            model="whisper-1", file=clip_path(CLIP), language="en"
+        )
+        wait_until(off.exists, timeout_s=30, what="the idle power-off")
+    finally:
+        process.terminate()
+        status = process.wait(30)
+        reader.join(5)
+    assert "wizard" in answer.text.lower()
+    reason = off.read_text()
+    assert reason.startswith("idle: no request for") and "limit 6 s" in reason, "".join(lines)
+    log = "".join(lines)
+    assert log.index("POST /v1/audio/transcriptions") < log.index("powering off (idle"), log
+    assert status == -signal.SIGTERM, "".join(lines)  # uvicorn re-raises the signal after a clean shutdown
+    assert "Application shutdown complete" in "".join(lines)
+
+
 def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     """`serve --bind 0.0.0.0` without a key: one error line, exit status 2, nothing started."""
     from gpu_transcribe.cli import app
@@ -327,6 +426,28 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --bind 0.0.0.0"), result.output
     assert "--api-key-file" in lines[0]
+
+
+def test_help_imports_no_server_libraries() -> None:
+    """`gpu-transcribe --help` and `serve --help` stay fast: no FastAPI, uvicorn, Prometheus or torch."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from gpu_transcribe.cli import app\n"
+        "for args in (['--help'], ['serve', '--help']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "heavy = ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', 'torch', 'numpy')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.fixture(autouse=True)

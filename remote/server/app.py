@@ -50,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from remote.errors import AudioDecodeError
+from remote.errors import AudioDecodeError, EngineFailure
 from remote.options import TranscribeOptions
 from remote.server.config import ServerConfig
 from remote.server.formats import RESPONSE_FORMATS, TEXT_FORMATS, openai_body, transcribe_body
@@ -240,6 +240,8 @@ class ServerState:
         loaded: set once the engine and scheduler are ready, or the load failed.
         requests_served: transcriptions answered successfully.
         started_at: ``time.monotonic()`` at creation (for ``uptime_s``).
+        startup_hooks: called (no arguments) when the application starts, while the model loads (a router's
+            background threads: job expiry, webhook delivery).
         shutdown_hooks: called (no arguments) when the application stops, after the scheduler stops.
     """
 
@@ -254,6 +256,7 @@ class ServerState:
         self.gpu = GpuFacts()
         self.requests_served = 0
         self.started_at = time.monotonic()
+        self.startup_hooks: list[Callable[[], None]] = []
         self.shutdown_hooks: list[Callable[[], None]] = []
         self._activity_lock = threading.Lock()
         self._last_activity = self.started_at
@@ -273,10 +276,13 @@ class ServerState:
                 engine,
                 max_queue=self.config.max_queue,
                 max_batch_requests=self.config.max_batch_requests,
+                max_call_audio_s=self.config.max_call_audio_s,
                 batch_wait_s=self.config.batch_wait_s,
                 on_batch=self.metrics.on_batch,
             ).start()
             self.engine, self.scheduler = engine, scheduler
+            with self._activity_lock:  # the idle time counts from when requests can be answered
+                self._last_activity = time.monotonic()
             info = getattr(engine, "info", None)
             logger.info(
                 "model %s loaded on %s in %.1f s; serving",
@@ -285,7 +291,8 @@ class ServerState:
                 getattr(info, "load_s", 0.0),
             )
         except Exception as exc:
-            self.load_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            text = str(exc) if isinstance(exc, EngineFailure | ValueError) else f"{type(exc).__name__}: {exc}"
+            self.load_error = (text.strip().splitlines() or [type(exc).__name__])[0]
             logger.error("the model failed to load: %s", self.load_error)
         finally:
             self.loaded.set()
@@ -344,9 +351,12 @@ class ServerState:
 
     @property
     def idle_s(self) -> float:
-        """Seconds since the last API request ended (``/health``, ``/livez``, ``/metrics`` and ``/`` do not
-        count); 0 while one is open or a transcription is queued or running."""
+        """Seconds since the last API request ended, or since the model was loaded (``/health``,
+        ``/livez``, ``/metrics`` and ``/`` do not count); 0 while the model loads, a request is open, or a
+        transcription is queued or running."""
         scheduler = self.scheduler
+        if not self.loaded.is_set():  # a slow model load is not idleness (--max-lifetime-h still applies)
+            return 0.0
         with self._activity_lock:
             if self._open_requests > 0 or (
                 scheduler is not None and (scheduler.busy or scheduler.queue_depth)
@@ -424,19 +434,24 @@ class UploadTooLargeError(StarletteHTTPException):
 
 def _too_large_message(limit_bytes: int) -> str:
     return (
-        f"the upload is larger than this server's limit of {limit_bytes / 2**20:g} MiB; "
-        "send a shorter or more compressed file, or start the server with a larger --max-upload-mb"
+        f"the upload is larger than this server's limit of {limit_bytes / 2**20:.1f} MiB "
+        f"({limit_bytes} bytes); send a shorter or more compressed file, or start the server with a "
+        "larger --max-upload-mb"
     )
 
 
 class _Guard:
     """Pure ASGI middleware in front of every HTTP request.
 
-    1. Counts the request for ``/metrics`` (route template and status) and, for API paths, the idle timer.
-    2. Without the bearer key (when one is set) on a non-public path: 401, the body unread.
+    1. Without the bearer key (when one is set) on a non-public path: 401, the body unread.
+    2. An authorized request to an API path holds the idle timer (``/health``, ``/livez``, ``/metrics``,
+       ``/`` and anything refused for its key do not: a scanner or a monitor must not keep an idle
+       machine up).
     3. ``Content-Length`` over ``max_upload_bytes``: 413, the body unread. Otherwise the body's chunks are
        counted as the application reads them; past the limit, reading raises :class:`UploadTooLargeError`
        (answered 413 by the exception handler, or here when it escapes before a response started).
+    4. Counts the answer for ``/metrics`` by route template (``other`` for a path no route serves, so
+       the label's values stay bounded) and status.
     """
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
@@ -448,8 +463,6 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        timed = path not in UNTIMED_PATHS and not path.startswith("/static/")
         status = [500]
 
         async def send_counted(message: Message) -> None:
@@ -457,34 +470,41 @@ class _Guard:
                 status[0] = message["status"]
             await send(message)
 
-        if timed:
-            self.state.request_started()
         try:
-            await self._guarded(scope, receive, send_counted)
+            await self._authorized(scope, receive, send_counted)
         finally:
-            if timed:
-                self.state.request_ended()
             route = scope.get("route")
-            template = getattr(route, "path", None) or ("other" if status[0] == 404 else path)
+            template = getattr(route, "path", None) or _route_template(scope)
             self.state.metrics.requests.labels(route=template, status=str(status[0])).inc()
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _authorized(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.key is not None and path not in PUBLIC_PATHS and not path.startswith("/static/"):
-            given = headers.get("authorization", "")
+        public = path in PUBLIC_PATHS or path.startswith("/static/")
+        if self.key is not None and not public:
+            given = ""
+            for name, value in scope["headers"]:
+                if name.lower() == b"authorization":
+                    given = value.decode("latin-1")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
-                await _send_error(
-                    scope,
-                    receive,
-                    send,
-                    _auth_error("no API key given; send the header Authorization: Bearer KEY"),
-                )
+                error = _auth_error("no API key given; send the header Authorization: Bearer KEY")
+                await _send_error(scope, receive, send, error)
                 return
             if not hmac.compare_digest(token.strip().encode(), self.key):
                 await _send_error(scope, receive, send, _auth_error("incorrect API key provided"))
                 return
+        timed = not public and path not in UNTIMED_PATHS
+        if timed:
+            self.state.request_started()
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            if timed:
+                self.state.request_ended()
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         limit = self.state.config.max_upload_bytes
         try:
             declared = int(headers["content-length"]) if "content-length" in headers else None
@@ -524,7 +544,17 @@ class _Guard:
                 raise
             error = ApiError(500, f"internal error ({type(exc).__name__}: {exc}); see the server log")
             logger.error("%s %s -> 500 unexpected %s: %s", scope.get("method"), path, type(exc).__name__, exc)
+            logger.debug("the traceback of that 500", exc_info=exc)
             await error.response()(scope, receive, send)
+
+
+def _route_template(scope: Scope) -> str:
+    """The path when a route of the application serves it exactly, else ``other`` (requests answered
+    before routing: 401, 413)."""
+    app = scope.get("app")
+    paths = {getattr(route, "path", None) for route in getattr(app, "routes", ())}
+    path: str = scope["path"]
+    return path if path in paths else "other"
 
 
 def _auth_error(message: str) -> ApiError:
@@ -546,7 +576,8 @@ def _spool_and_decode(source: Any, filename: str, upload_dir: Path | None) -> tu
     from remote.audio import decode_audio
 
     started = time.perf_counter()
-    suffix = Path(filename).suffix[:16] if filename else ""
+    # The extension helps FFmpeg guess the format; only letters and digits of it reach the file system.
+    suffix = "".join(c for c in Path(filename).suffix[:16] if c.isascii() and (c.isalnum() or c == "."))
     fd, tmp_path = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=upload_dir)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -598,7 +629,11 @@ async def wait_for(request: Request, ticket: Ticket) -> Transcript | None:
     future = asyncio.wrap_future(ticket.future)
     dropped = False
     while True:
-        done, _pending = await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
+        try:
+            done, _pending = await asyncio.wait({future}, timeout=DISCONNECT_POLL_S)
+        except asyncio.CancelledError:  # the server is stopping, or the task was cancelled: leave the queue
+            ticket.cancel()
+            raise
         if done:
             break
         if not dropped and await request.is_disconnected():
@@ -616,8 +651,8 @@ async def wait_for(request: Request, ticket: Ticket) -> Transcript | None:
     error = future.exception()
     if error is None:
         return future.result()
-    if isinstance(error, ValueError):
-        raise ApiError(400, str(error), param="language" if "language" in str(error) else None)
+    if isinstance(error, ValueError):  # an option the engine refused (they are checked before, so rare)
+        raise ApiError(400, str(error))
     if isinstance(error, SchedulerStoppedError):
         raise ApiError(503, str(error), code="shutting_down")
     logger.error("transcription failed: %s: %s", type(error).__name__, error)
@@ -644,13 +679,11 @@ async def _transcribe(
     started = time.perf_counter()
     scheduler = state.require_ready()
     if scheduler.queue_depth >= scheduler.max_queue:  # refuse before spending a thread on decoding
-        raise _queue_full(
-            QueueFullError(
-                f"the transcription queue is full ({scheduler.max_queue} requests waiting); "
-                f"retry in {scheduler.retry_after_s()} s",
-                scheduler.retry_after_s(),
-            )
+        retry_s = scheduler.retry_after_s()
+        message = (
+            f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s"
         )
+        raise _queue_full(QueueFullError(message, retry_s))
     samples, decode_s = await decode_upload(state, upload, param)
     ticket = state.submit(samples, options, audio=upload.filename or "upload", decode_s=decode_s)
     del samples
@@ -688,6 +721,8 @@ def create_app(config: ServerConfig, load_engine: EngineLoader | None = None) ->
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loader = threading.Thread(target=state.load, name="model-loader", daemon=True)
         loader.start()
+        for hook in state.startup_hooks:
+            hook()
         from remote.server.run import PowerOffWatch
 
         watch = PowerOffWatch.for_state(state)

@@ -22,6 +22,10 @@ DEFAULT_MAX_UPLOAD_BYTES = 200 * MIB
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_BATCH_REQUESTS = 16
 """Requests the consumer hands to the engine in one call at most; their windows share batches."""
+DEFAULT_MAX_CALL_AUDIO_S = 1800.0
+"""Audio per engine call at most: 30 minutes is about 60 windows of 30 s, one batch on a large GPU
+(``remote.device.CUDA_MAX_BATCH_SIZE`` 64), so a short request arriving during a call waits about one
+batch, not an hour of someone else's audio."""
 DEFAULT_JOB_TTL_S = 24 * 3600.0
 DEFAULT_POWEROFF_COMMAND = "shutdown -P now"
 POWEROFF_COMMAND_ENV = "GPU_TRANSCRIBE_POWEROFF_COMMAND"
@@ -63,6 +67,8 @@ class ServerConfig:
         max_upload_bytes: a request body larger than this is refused with 413 (``--max-upload-mb`` x 2**20).
         max_queue: transcriptions waiting at most; one more is refused with 429.
         max_batch_requests: requests handed to the engine in one call at most.
+        max_call_audio_s: seconds of audio handed to the engine in one call at most (a longer request
+            still goes alone).
         batch_wait_s: after the first request arrives at an idle consumer, wait this long for more to share
             its batches (0: take what is queued at that moment; Ray Serve's ``batch_wait_timeout_s``).
         jobs_dir: where async jobs keep their files (``remote.server.jobs``); ``None``: a temporary directory.
@@ -86,6 +92,7 @@ class ServerConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_queue: int = DEFAULT_MAX_QUEUE
     max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
+    max_call_audio_s: float = DEFAULT_MAX_CALL_AUDIO_S
     batch_wait_s: float = 0.0
     jobs_dir: Path | None = None
     job_ttl_s: float = DEFAULT_JOB_TTL_S
@@ -119,6 +126,7 @@ class ServerConfig:
             "--max-upload-mb": self.max_upload_bytes,
             "--max-queue": self.max_queue,
             "max_batch_requests": self.max_batch_requests,
+            "max_call_audio_s": self.max_call_audio_s,
             "job_ttl_s": self.job_ttl_s,
         }
         for name, value in positive.items():

@@ -8,12 +8,13 @@ what uses the GPU well (``remote.server.scheduler``).
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from remote.errors import ModelLoadError
 from remote.server.config import ServerConfig
@@ -30,6 +31,30 @@ MIN_CHECK_INTERVAL_S = 0.05
 POWEROFF_TIMEOUT_S = 60.0
 """The power-off command is given this long; ``shutdown -P now`` returns at once."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_config() -> dict[str, Any]:
+    """``logging.config.dictConfig`` for ``serve``: every line on stderr with a time stamp (uvicorn's access
+    lines too, which uvicorn sends to stdout by default), the ``remote`` loggers at INFO."""
+    stderr = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": LOG_FORMAT},
+            "access": {
+                "()": "uvicorn.logging.AccessFormatter",
+                "fmt": '%(asctime)s %(levelname)s access: %(client_addr)s "%(request_line)s" %(status_code)s',
+                "use_colors": False,
+            },
+        },
+        "handlers": {"plain": {**stderr, "formatter": "plain"}, "access": {**stderr, "formatter": "access"}},
+        "loggers": {
+            "uvicorn": {"handlers": ["plain"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "remote": {"handlers": ["plain"], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 class PowerOffWatch:
@@ -130,16 +155,17 @@ class PowerOffWatch:
 
 
 def serve(config: ServerConfig) -> None:
-    """Run the server for ``config`` in this process until SIGINT or SIGTERM (uvicorn's handlers).
+    """Run the server for ``config`` in this process until SIGINT or SIGTERM (uvicorn's handlers: it shuts
+    down cleanly, then re-raises the signal, so the process ends with the signal's status).
 
-    Logs go to stderr (``LOG_FORMAT``): uvicorn's access lines, the model load, and one line per error.
+    Logs go to stderr (:func:`log_config`): uvicorn's access lines, the model load, one line per error.
 
     Raises:
         ServerConfigError: the config is not usable (checked before anything starts).
         ModelLoadError: the model failed to load; the server stops (exit) instead of answering 503 forever.
     """
     config.checked()
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.config.dictConfig(log_config())
     import uvicorn
 
     from remote.server.app import create_app
@@ -147,7 +173,14 @@ def serve(config: ServerConfig) -> None:
     app = create_app(config)
     state: ServerState = app.state.server
     server = uvicorn.Server(
-        uvicorn.Config(app, host=config.bind, port=config.port, workers=1, timeout_graceful_shutdown=30)
+        uvicorn.Config(
+            app,
+            host=config.bind,
+            port=config.port,
+            workers=1,
+            log_config=log_config(),
+            timeout_graceful_shutdown=30,
+        )
     )
 
     def stop_when_load_fails() -> None:
@@ -159,5 +192,5 @@ def serve(config: ServerConfig) -> None:
     started = time.monotonic()
     server.run()
     if state.load_error is not None:
-        raise ModelLoadError(f"gpu-transcribe serve: {state.load_error}")
+        raise ModelLoadError(f"the model failed to load: {state.load_error}")
     logger.info("server stopped after %.0f s", time.monotonic() - started)

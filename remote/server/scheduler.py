@@ -28,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from remote.audio import SAMPLE_RATE_HZ
 from remote.engine import AudioRequest, BatchCallback
 from remote.options import TranscribeOptions
 from remote.transcript import Transcript
@@ -76,7 +77,6 @@ class _Item:
     audio: str
     decode_s: float
     future: Future[Transcript]
-    queued_at: float
 
 
 class Ticket:
@@ -103,6 +103,8 @@ class BatchScheduler:
         engine: a :class:`ManyEngine` (a loaded ``WhisperEngine``); only the consumer thread calls it.
         max_queue: requests waiting at most (those being transcribed are not counted).
         max_batch_requests: requests per engine call at most.
+        max_call_audio_s: audio seconds per engine call at most (a longer lone request still goes alone):
+            a request that arrives during a call waits for all of it, so calls are kept short enough.
         batch_wait_s: how long the consumer waits, after finding the queue non-empty, for more requests to
             share the call (0: take what is there).
         on_batch: called on the consumer thread with each ``BatchInfo`` the engine reports.
@@ -113,12 +115,14 @@ class BatchScheduler:
         engine: ManyEngine,
         max_queue: int,
         max_batch_requests: int = 16,
+        max_call_audio_s: float = 1800.0,
         batch_wait_s: float = 0.0,
         on_batch: BatchCallback | None = None,
     ) -> None:
         self.engine = engine
         self.max_queue = max_queue
         self.max_batch_requests = max_batch_requests
+        self.max_call_audio_s = max_call_audio_s
         self.batch_wait_s = batch_wait_s
         self.on_batch = on_batch
         self._queue: collections.deque[_Item] = collections.deque()
@@ -193,7 +197,7 @@ class BatchScheduler:
             QueueFullError: ``max_queue`` requests are waiting already.
             SchedulerStoppedError: the scheduler is stopping.
         """
-        item = _Item(samples, options, audio, decode_s, Future(), time.monotonic())
+        item = _Item(samples, options, audio, decode_s, Future())
         with self._cond:
             if self._stopping:
                 raise SchedulerStoppedError("the server is shutting down")
@@ -218,7 +222,8 @@ class BatchScheduler:
             return True
 
     def _take(self) -> list[_Item] | None:
-        """Block until requests are queued; take up to ``max_batch_requests`` live ones. ``None``: stop."""
+        """Block until requests are queued; take live ones in order, up to ``max_batch_requests`` and
+        ``max_call_audio_s`` of audio (at least one, however long). ``None``: stop."""
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait()
@@ -228,10 +233,15 @@ class BatchScheduler:
             time.sleep(self.batch_wait_s)
         with self._cond:
             items: list[_Item] = []
+            audio_s = 0.0
             while self._queue and len(items) < self.max_batch_requests:
+                next_s = self._queue[0].samples.shape[0] / SAMPLE_RATE_HZ
+                if items and audio_s + next_s > self.max_call_audio_s:
+                    break  # the next call takes it: a call's length bounds what arrivals behind it wait
                 item = self._queue.popleft()
                 if item.future.set_running_or_notify_cancel():
                     items.append(item)
+                    audio_s += next_s
             self._running = len(items)
             return items
 
