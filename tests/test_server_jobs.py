@@ -200,21 +200,29 @@ def test_job_store_unknown_and_malformed_ids(tmp_path: Path) -> None:
 
 
 def test_job_store_expiry_removes_jobs(tmp_path: Path) -> None:
-    store = JobStore(tmp_path, ttl_s=0.3)
+    """Expiry counts from ``finished_at`` on the store's clock (a controlled one here, so a slow disk cannot
+    make the test flaky); the sweeper thread removes what expired."""
+    now_s = [1_000_000.0]
+    store = JobStore(tmp_path, ttl_s=60, clock=lambda: now_s[0])
     done = store.create(io.BytesIO(b"x"), filename="a.wav")
     store.mark_succeeded(done.id, make_transcript())
     running = store.create(io.BytesIO(b"y"), filename="b.wav")
     store.mark_running(running.id)
-    assert store.get(done.id) is not None
-    time.sleep(0.4)
+    now_s[0] += 59.9
+    assert store.get(done.id) is not None and store.sweep() == []
+    now_s[0] += 0.1
     assert store.get(done.id) is None, "an expired job reads as unknown even before a sweep"
     assert not (tmp_path / done.id).exists()
+    now_s[0] += 10_000
     assert store.get(running.id) is not None, "unfinished jobs never expire"
 
     store.mark_failed(running.id, "boom")
     store.start_sweeper(interval_s=0.05)
     try:
-        deadline = time.monotonic() + 5
+        time.sleep(0.2)
+        assert (tmp_path / running.id).exists(), "not expired yet"
+        now_s[0] += 60
+        deadline = time.monotonic() + 10
         while (tmp_path / running.id).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not (tmp_path / running.id).exists(), "the sweeper removed the expired job"
@@ -229,7 +237,11 @@ def test_job_store_restart_fails_unfinished_jobs(tmp_path: Path) -> None:
     first.mark_succeeded(done.id, make_transcript())
     left = first.create(io.BytesIO(b"y"), filename="b.wav")
     first.mark_running(left.id)
-    (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA").mkdir()  # an id-like directory without a record
+    (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA").mkdir()  # an id-like directory without a record: a leftover
+    (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA" / "audio.wav").write_bytes(b"x")
+    foreign = tmp_path / "someone_elses_projects"  # 22 characters, like an id; files not ours
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
 
     second = JobStore(tmp_path, ttl_s=3600)
     assert second.result(done.id) == make_transcript()
@@ -237,6 +249,7 @@ def test_job_store_restart_fails_unfinished_jobs(tmp_path: Path) -> None:
     assert record is not None and record.status == "failed" and record.error == RESTART_ERROR
     assert second.audio_path(left.id) is None
     assert not (tmp_path / "Zm9vYmFyYmF6cXV4cXV1eA").exists()
+    assert (foreign / "notes.txt").read_text() == "keep me", "a directory not ours is left alone"
 
 
 def test_job_store_is_thread_safe(tmp_path: Path) -> None:
@@ -446,10 +459,10 @@ def serving(config: ServerConfig, engine: object) -> Iterator[tuple[str, Any]]:
         yield server.url, server.app
 
 
-def submit(url: str, clip: Path | bytes, name: str = "clip.flac", **fields: str) -> httpx.Response:
-    """``POST /v1/jobs`` with the clip (a path, or the bytes of a file called ``name``)."""
+def submit(url: str, clip: Path | bytes, name: str | None = None, **fields: str) -> httpx.Response:
+    """``POST /v1/jobs`` with the clip (a path or bytes) as a file called ``name`` (default: its own)."""
     content = clip.read_bytes() if isinstance(clip, Path) else clip
-    filename = clip.name if isinstance(clip, Path) else name
+    filename = name or (clip.name if isinstance(clip, Path) else "clip.flac")
     return httpx.post(
         f"{url}/v1/jobs", headers=AUTH, files={"file": (filename, content)}, data=fields, timeout=60
     )
@@ -531,6 +544,11 @@ def test_job_succeeds_with_a_signed_callback_retried_after_500(
         }
         again = httpx.get(f"{url}{payload['data']['result_path']}", headers=AUTH)
         assert again.json()["result"] == srt
+        assert app.state.jobs.sender.join(5)
+        metrics = httpx.get(f"{url}/metrics", headers=AUTH).text
+        assert 'gpu_transcribe_jobs_finished_total{status="succeeded"} 1.0' in metrics
+        assert 'gpu_transcribe_job_callbacks_total{outcome="delivered"} 1.0' in metrics
+        assert "gpu_transcribe_jobs_active 0.0" in metrics
 
 
 @pytest.mark.slow
@@ -544,7 +562,7 @@ def test_failed_job_callback_to_410_once_and_expiry(
     secret_file = tmp_path / "conf" / "webhook-secret"
     jobs_dir = tmp_path / "jobs"
     config = ServerConfig(
-        api_key=KEY, device="cpu", jobs_dir=jobs_dir, job_ttl_s=1.5, webhook_secret_file=secret_file
+        api_key=KEY, device="cpu", jobs_dir=jobs_dir, job_ttl_s=4, webhook_secret_file=secret_file
     )
     with serving(config, engine) as (url, app):
         response = submit(url, b"this is not audio\n", name="notes.mp3", callback_url=receiver.url)
@@ -564,7 +582,7 @@ def test_failed_job_callback_to_410_once_and_expiry(
         time.sleep(0.5)
         assert len(receiver.hits) == 1, "a 410 is not retried"
 
-        wait_until(lambda: not (jobs_dir / job_id).exists(), 10, "the sweeper to remove the job")
+        wait_until(lambda: not (jobs_dir / job_id).exists(), 30, "the sweeper to remove the job")
         gone = httpx.get(f"{url}/v1/jobs/{job_id}", headers=AUTH)
         assert gone.status_code == 404
         assert gone.json()["error"]["code"] == "job_not_found"
@@ -602,24 +620,71 @@ def test_unknown_job_bad_fields_and_the_key(engine: object, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_full_queue_answers_429_and_jobs_share_the_scheduler(engine: object, tmp_path: Path) -> None:
-    """With ``max_queue`` 1, one job in the engine and one queued, a third job is refused with 429 and
-    ``Retry-After``; the two accepted jobs then succeed."""
+def test_jobs_share_the_queue_and_batches_of_synchronous_requests(engine: object, tmp_path: Path) -> None:
+    """With ``max_queue`` 2: one job in the engine, then a job and a synchronous request queued; a third job
+    is refused with 429 and ``Retry-After``. Once the engine runs, the queued job and the synchronous request
+    are transcribed in one engine call (the same batches), and both jobs succeed."""
     gated = GatedEngine(engine)
-    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", max_queue=1)
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", max_queue=2)
     with serving(config, gated) as (url, app):
         scheduler = app.state.server.scheduler
-        first = submit(url, clip_path(SHORT), language="en").json()["id"]
+        first = submit(url, clip_path(SHORT), name="job-1.flac", language="en").json()["id"]
         wait_until(gated.entered.is_set, 30, "the first job to reach the engine")
-        second = submit(url, clip_path(SHORT), language="en").json()["id"]
+        second = submit(url, clip_path(SHORT), name="job-2.flac", language="en").json()["id"]
         wait_until(lambda: scheduler.queue_depth == 1, 30, "the second job to be queued")
-        refused = submit(url, clip_path(SHORT), language="en")
+        answers: list[httpx.Response] = []
+
+        def synchronous() -> None:
+            answers.append(
+                httpx.post(
+                    f"{url}/v1/audio/transcriptions",
+                    headers=AUTH,
+                    files={"file": ("sync.flac", clip_path(SHORT).read_bytes())},
+                    data={"model": "whisper-1", "language": "en"},
+                    timeout=240,
+                )
+            )
+
+        thread = threading.Thread(target=synchronous)
+        thread.start()
+        wait_until(lambda: scheduler.queue_depth == 2, 30, "the synchronous request to be queued")
+        refused = submit(url, clip_path(SHORT), name="job-3.flac", language="en")
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
         gated.gate.set()
+        thread.join(240)
+        assert answers and answers[0].status_code == 200, answers
         for job_id in (first, second):
             done = poll(url, str(job_id))
             assert done["status"] == "succeeded", done
-            assert done["response_format"] == "json" and done["result"]["text"]  # type: ignore[index]
-        assert len([p for p in (tmp_path / "jobs").iterdir() if p.is_dir()]) == 2
+            assert done["response_format"] == "json"
+            assert done["result"] == answers[0].json(), "the same audio gives the same text either way"
+    assert gated.calls == [["job-1.flac"], ["job-2.flac", "sync.flac"]]
+    assert len([p for p in (tmp_path / "jobs").iterdir() if p.is_dir()]) == 2
+
+
+@pytest.mark.slow
+def test_shutdown_fails_a_running_job_and_sends_its_callback(
+    engine: object, receiver: Receiver, secret: str, tmp_path: Path
+) -> None:
+    """A job still in the engine when the server stops is recorded as failed (kept in ``jobs_dir``), and
+    its ``job.failed`` callback is delivered before the server exits."""
+    gated = GatedEngine(engine)
+    jobs_dir = tmp_path / "jobs"
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=jobs_dir, webhook_secret=secret)
+    try:
+        with serving(config, gated) as (url, app):
+            scheduler = app.state.server.scheduler
+            job_id = str(submit(url, clip_path(SHORT), callback_url=receiver.url).json()["id"])
+            wait_until(gated.entered.is_set, 30, "the job to reach the engine")
+    finally:
+        gated.gate.set()  # let the held engine call finish before the next test uses the engine
+        wait_until(lambda: scheduler.busy == 0, 60, "the engine call to end")
+    (hit,) = receiver.wait_for(1)
+    payload = standardwebhooks.Webhook(secret).verify(hit.body, hit.headers)
+    assert payload["type"] == "job.failed" and payload["data"]["id"] == job_id
+    record = JobStore(jobs_dir).get(job_id)
+    assert record is not None and record.status == "failed"
+    assert record.error == payload["data"]["error"] and "stopped" in str(record.error)
+    assert not list((jobs_dir / job_id).glob("audio*"))

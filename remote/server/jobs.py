@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from remote.options import TranscribeOptions
+from remote.server.config import DEFAULT_JOB_TTL_S
 from remote.transcript import Segment, Timings, Transcript
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 FINISHED: tuple[str, ...] = ("succeeded", "failed")
 
-DEFAULT_TTL_S = 24 * 3600.0
-"""Seconds a finished job and its result are kept (24 h, the issue's default; ``ServerConfig.job_ttl_s``)."""
 DEFAULT_SWEEP_INTERVAL_S = 60.0
 """Seconds between two sweeps of expired jobs by the background thread (at most 60 s late on a 24 h TTL)."""
 JOB_ID_BYTES = 16
@@ -58,7 +57,8 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 RESTART_ERROR = "the server stopped before the job finished; submit it again"
 
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16): exactly 22 characters
+_OWN_FILE_RE = re.compile(r"job\.json|result\.json|audio(\.[A-Za-z0-9]{1,10})?|\..+\.tmp")
 _SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,10}")
 _RECORD = "job.json"
 _RESULT = "result.json"
@@ -69,13 +69,8 @@ class JobStoreError(Exception):
     """The job store cannot write to its directory (disk full, removed, read-only); one line, naming it."""
 
 
-def utc_now_iso(clock: Callable[[], float] = time.time) -> str:
-    """The time ``clock()`` (Unix seconds) as UTC ISO 8601 with milliseconds: ``2026-12-02T06:07:21.123Z``."""
-    return _iso(clock())
-
-
 def _iso(unix_s: float) -> str:
-    """Unix seconds as UTC ISO 8601 with milliseconds and a ``Z``."""
+    """Unix seconds as UTC ISO 8601 with milliseconds and a ``Z``: ``2026-12-02T06:07:21.123Z``."""
     text = datetime.fromtimestamp(unix_s, tz=UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
@@ -207,7 +202,8 @@ class JobStore:
 
     Args:
         root: the jobs directory; created (mode 0700) if missing; an existing one is chmod'ed to 0700.
-        ttl_s: seconds a finished job is kept after ``finished_at`` (> 0).
+        ttl_s: seconds a finished job is kept after ``finished_at`` (> 0); default 24 h, as
+            ``ServerConfig.job_ttl_s``.
         clock: Unix seconds (injectable for tests); ``time.time`` by default.
 
     Raises:
@@ -215,7 +211,7 @@ class JobStore:
         ValueError: ``ttl_s`` is not positive.
     """
 
-    def __init__(self, root: Path, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.time):
+    def __init__(self, root: Path, ttl_s: float = DEFAULT_JOB_TTL_S, clock: Callable[[], float] = time.time):
         if not ttl_s > 0:
             raise ValueError(f"job_ttl_s: {ttl_s} is not a positive number of seconds")
         self.root = Path(root)
@@ -237,7 +233,11 @@ class JobStore:
     # -- start-up ---------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Read the jobs a previous process left; fail the unfinished ones, drop unreadable ones."""
+        """Read the jobs a previous process left; fail the unfinished ones, drop unreadable ones.
+
+        A directory is only removed if every file in it is one this store writes (a misconfigured
+        ``jobs_dir`` pointing at other data loses nothing); anything else is left alone.
+        """
         for entry in sorted(self.root.iterdir()):
             if not (entry.is_dir() and _ID_RE.fullmatch(entry.name)):
                 continue
@@ -246,6 +246,9 @@ class JobStore:
                 if record.id != entry.name:
                     raise ValueError(f"the record's id {record.id!r} is not its directory's name")
             except (OSError, ValueError) as exc:
+                if not all(_OWN_FILE_RE.fullmatch(child.name) for child in entry.iterdir()):
+                    logger.warning("jobs: %s is not a job directory; left alone", entry)
+                    continue
                 logger.warning("jobs: removing %s, its record is unreadable (%s)", entry, one_line(str(exc)))
                 shutil.rmtree(entry, ignore_errors=True)
                 continue

@@ -37,13 +37,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 
 from remote.errors import AudioDecodeError
@@ -127,6 +128,8 @@ class JobService:
         self._lock = threading.Lock()
         self._active: set[str] = set()
         """Jobs accepted and not finished; each holds the server busy (idle timer)."""
+        self._jobs_finished: Counter | None = None
+        self._callbacks: Counter | None = None
 
     def open(self, state: ServerState) -> None:
         """Open the store (a private temporary directory if ``jobs_dir`` is not set), load the secret and
@@ -147,8 +150,28 @@ class JobService:
         self.sender.start()
         self.store.start_sweeper(interval_s=min(60.0, max(0.05, self.config.job_ttl_s / 10)))
         self._executor = ThreadPoolExecutor(max_workers=DECODE_WORKERS, thread_name_prefix="job-decode")
+        self._add_metrics(state)
         where = f"the file {self.secret_file}" if self.secret_file else "the server's config"
         logger.info("async jobs in %s; webhooks are signed with the secret in %s", jobs_dir, where)
+
+    def _add_metrics(self, state: ServerState) -> None:
+        """Register the job metrics in the application's registry (``GET /metrics``):
+        ``gpu_transcribe_jobs_finished_total{status}``, ``gpu_transcribe_jobs_active`` (accepted, not
+        finished) and ``gpu_transcribe_job_callbacks_total{outcome}`` (``delivered`` or ``failed``)."""
+        registry = state.metrics.registry
+        self._jobs_finished = Counter(
+            "gpu_transcribe_jobs_finished", "Async jobs finished, by status", ["status"], registry=registry
+        )
+        self._callbacks = Counter(
+            "gpu_transcribe_job_callbacks",
+            "Job webhooks delivered (2xx) or given up on",
+            ["outcome"],
+            registry=registry,
+        )
+        active = Gauge(
+            "gpu_transcribe_jobs_active", "Async jobs accepted and not finished", registry=registry
+        )
+        active.set_function(lambda: float(len(self._active)))
 
     def close(self) -> None:
         """Fail the jobs still unfinished, give pending webhooks :data:`SHUTDOWN_FLUSH_S`, stop every thread
@@ -159,7 +182,10 @@ class JobService:
         with self._lock:
             unfinished = list(self._active)
         for job_id in unfinished:
-            self._finish(job_id, error=STOPPED_ERROR)
+            try:
+                self._finish(job_id, error=STOPPED_ERROR)
+            except JobStoreError as exc:  # keep closing: the threads must stop
+                logger.error("%s", exc)
         if self.sender is not None:
             self.sender.join(SHUTDOWN_FLUSH_S)
             self.sender.close()
@@ -195,7 +221,8 @@ class JobService:
         assert self.store is not None and self.state is not None
         record = self.store.get(job_id)
         path = self.store.audio_path(job_id)
-        if record is None or path is None:
+        if record is None or path is None:  # finished already, or the upload vanished from the disk
+            self._finish(job_id, error="the upload is no longer on the server's disk; submit it again")
             return
         name = record.filename or "upload"
         options = dict(record.options or {})
@@ -242,12 +269,16 @@ class JobService:
             self.state.metrics.audio_seconds.inc(transcript.duration_s)
 
     def _finish(self, job_id: str, transcript: Transcript | None = None, error: str | None = None) -> None:
-        """Mark the job succeeded or failed, end its activity and queue its webhook (once per job).
+        """Mark the job succeeded or failed, end its activity and queue its webhook (once per job; a job
+        finished already is left as it is).
 
         Raises:
             JobStoreError: the result could not be stored (the job is marked failed, its webhook sent).
         """
         assert self.store is not None
+        with self._lock:
+            if job_id not in self._active:  # finished already (by close(), or a late engine result)
+                return
         try:
             if transcript is not None:
                 record = self.store.mark_succeeded(job_id, transcript)
@@ -259,6 +290,8 @@ class JobService:
             raise
         if record is not None:
             logger.info("job %s %s%s", job_id, record.status, f": {record.error}" if record.error else "")
+            if self._jobs_finished is not None:
+                self._jobs_finished.labels(status=record.status).inc()
         self._finished(job_id, record)
 
     def _finished(self, job_id: str, record: JobRecord | None) -> None:
@@ -271,7 +304,13 @@ class JobService:
         if record is not None and record.finished and record.callback_url and self.sender is not None:
             if state is not None:
                 state.request_started()  # the delivery keeps the server busy until it ends
-            on_done: Callable[[bool], None] | None = (lambda _ok: state.request_ended()) if state else None
+
+            def on_done(delivered: bool) -> None:
+                if self._callbacks is not None:
+                    self._callbacks.labels(outcome="delivered" if delivered else "failed").inc()
+                if state is not None:
+                    state.request_ended()
+
             self.sender.submit(
                 record.callback_url,
                 f"job.{record.status}",
