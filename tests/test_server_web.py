@@ -266,27 +266,33 @@ def test_page_shows_server_errors_as_text(browser: Any, web_server: WebServer, t
 
 
 @pytest.mark.slow
-def test_page_falls_back_to_transcriptions_when_jobs_answer_404(
+def test_page_retries_a_full_queue_then_falls_back_when_jobs_answer_404(
     browser: Any, web_server: WebServer, download_dir: Path
 ) -> None:
-    """A server without ``/v1/jobs`` (404, here made by the page's own fetch): the page asks
-    ``POST /v1/audio/transcriptions`` for verbose_json and still offers every download."""
+    """``POST /v1/jobs`` answered 429 with ``Retry-After: 1`` is sent again after a second; then a server
+    without jobs (404; both made by the page's own fetch): the page asks ``POST /v1/audio/transcriptions``
+    for verbose_json and still offers every download."""
     from selenium.webdriver.common.by import By
 
     base_url, key, _ = web_server
     open_page(browser, base_url, key)
     browser.execute_script(
         "const real = window.fetch;"
-        "window.fetch = (url, init) => String(url).endsWith('v1/jobs')"
-        '  ? Promise.resolve(new Response(\'{"detail": "Not Found"}\', {status: 404}))'
-        "  : real(url, init);"
+        "let jobPosts = 0;"
+        "window.fetch = (url, init) => !String(url).endsWith('v1/jobs') ? real(url, init)"
+        "  : Promise.resolve(++jobPosts === 1"
+        "    ? new Response('{}', {status: 429, headers: {'Retry-After': '1'}})"
+        '    : new Response(\'{"detail": "Not Found"}\', {status: 404}));'
     )
+    record_statuses(browser)
     submit(browser, clip_path("en_jfk.flac"), "en")
     transcript, error = wait_for_outcome(browser, TRANSCRIBE_TIMEOUT_S)
     assert not error, error
     assert normalize_text(transcript, "en").startswith("and so my fellow americans")
     links = browser.find_elements(By.CSS_SELECTOR, "#downloads a")
     assert {link.get_attribute("data-format") for link in links} == {"txt", "srt", "vtt", "json"}
+    statuses = browser.execute_script("return window.__statuses")
+    assert any(s.startswith("The server is busy; trying again in 1 s") for s in statuses), statuses
     srt = download(
         browser, download_dir, next(link for link in links if link.get_attribute("data-format") == "srt")
     )
