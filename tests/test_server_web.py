@@ -4,6 +4,17 @@ Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) are dr
 explicit driver path, so Selenium Manager never downloads anything; without them the tests are skipped with
 the reason. The server is the real app under a real uvicorn on 127.0.0.1 with the test model, so a page
 test transcribes for real (``slow``).
+
+- ``test_page_is_self_contained_and_never_inserts_html``: ``GET /`` without a key; no outside URL, no HTML
+  parsing of server text, a Content-Security-Policy.
+- ``test_page_transcribes_a_file_and_offers_every_download``: key (sessionStorage only), JFK through
+  ``/v1/jobs`` (queued/running shown), the engine's words, txt/srt/vtt/json saved by the browser.
+- ``test_page_shows_server_errors_as_text``: a wrong key's 401 message; a failed job whose message holds
+  ``<b>`` is shown literally.
+- ``test_page_retries_a_full_queue_then_falls_back_when_jobs_answer_404``: 429 then 404 from ``/v1/jobs``;
+  the page waits, then transcribes with ``/v1/audio/transcriptions`` and renders srt/vtt itself.
+
+Measured on 2 shared CPU cores: 27-80 s for the module (engine load ~8 s, two transcriptions of 11 s).
 """
 
 from __future__ import annotations
