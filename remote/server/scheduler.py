@@ -22,14 +22,14 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from remote.audio import SAMPLE_RATE_HZ
-from remote.engine import AudioRequest, BatchCallback
+from remote.engine import AudioRequest, BatchCallback, DoneCallback
 from remote.options import TranscribeOptions
 from remote.transcript import Transcript
 
@@ -62,9 +62,13 @@ class ManyEngine(Protocol):
     """What the scheduler needs of an engine: :meth:`remote.engine.WhisperEngine.transcribe_many`."""
 
     def transcribe_many(
-        self, requests: Sequence[AudioRequest], on_batch: BatchCallback | None = None
+        self,
+        requests: Sequence[AudioRequest],
+        on_batch: BatchCallback | None = None,
+        on_done: DoneCallback | None = None,
     ) -> list[Transcript | Exception]:
-        """One result per request, in order: its transcript, or the exception it failed with."""
+        """One result per request, in order: its transcript, or the exception it failed with; ``on_done``
+        is called with each as soon as it is known."""
         ...
 
 
@@ -259,9 +263,13 @@ class BatchScheduler:
                 for item in items
             ]
             started = time.perf_counter()
+
+            def answer(index: int, result: Transcript | Exception, items: list[_Item] = items) -> None:
+                _settle(items[index].future, result)
+
             try:
                 results: Sequence[Transcript | BaseException] = self.engine.transcribe_many(
-                    requests, on_batch=self.on_batch
+                    requests, on_batch=self.on_batch, on_done=answer
                 )
                 if len(results) != len(items):
                     raise RuntimeError(f"the engine gave {len(results)} results for {len(items)} requests")
@@ -278,7 +286,16 @@ class BatchScheduler:
                 self._running = 0
             del requests
             for item, result in zip(items, results, strict=True):
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
+                _settle(item.future, result)
+
+
+def _settle(future: Future[Transcript], result: Transcript | BaseException) -> None:
+    """Give ``future`` its result or exception, unless it has one already (each request is answered as soon
+    as the engine finishes it, and again, harmlessly, when the call returns)."""
+    if future.done():
+        return
+    with contextlib.suppress(InvalidStateError):
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
