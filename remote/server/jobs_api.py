@@ -21,7 +21,7 @@ A job's life:
    (``job_ttl_s`` after it finished); then, as for an unknown id, 404.
 
 While a job is accepted and unfinished, and while its webhook is being delivered, the server counts as busy
-for the idle power-off (:meth:`~remote.server.app.ServerState.request_started`).
+for the idle power-off (:meth:`~remote.server.state.ServerState.request_started`).
 
 The signing secret (Standard Webhooks, ``whsec_`` + base64) is ``ServerConfig.webhook_secret`` if set, else
 read from ``ServerConfig.webhook_secret_file`` (created there, mode 0600, if missing), else generated at
@@ -49,20 +49,19 @@ from starlette.concurrency import run_in_threadpool
 
 from remote.errors import AudioDecodeError
 from remote.options import TranscribeOptions
-from remote.server.app import (
-    ApiError,
+from remote.server.api_errors import ApiError
+from remote.server.config import ServerConfig
+from remote.server.formats import RESPONSE_FORMATS, openai_body
+from remote.server.jobs import JobRecord, JobStore, JobStoreError, one_line
+from remote.server.state import ServerState, server_state
+from remote.server.uploads import (
     FileField,
     FormatField,
     LanguageField,
     ModelField,
     PromptField,
-    ServerState,
     TemperatureField,
-    server_state,
 )
-from remote.server.config import ServerConfig
-from remote.server.formats import RESPONSE_FORMATS, openai_body
-from remote.server.jobs import JobRecord, JobStore, JobStoreError, one_line
 from remote.server.webhooks import (
     WebhookSender,
     check_callback_url,

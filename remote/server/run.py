@@ -20,7 +20,7 @@ from remote.errors import ModelLoadError
 from remote.server.config import ServerConfig
 
 if TYPE_CHECKING:
-    from remote.server.app import ServerState
+    from remote.server.state import ServerState
 
 logger = logging.getLogger("remote.server")
 
