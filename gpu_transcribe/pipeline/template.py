@@ -26,6 +26,7 @@ queue policy can name it).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass
@@ -313,6 +314,95 @@ def scaler_source() -> str:
     if size > INLINE_CODE_LIMIT_BYTES:
         raise ValueError(
             f"the scaler's source is {size} bytes, over the {INLINE_CODE_LIMIT_BYTES}-byte limit"
+        )
+    return source
+
+
+def _statements(source: str) -> list[ast.stmt]:
+    """``source``'s top-level statements without docstrings, annotations, ``__future__`` and
+    ``remote.webhook_common`` imports (the notifier's inline code defines those names itself)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Module):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                node.body = node.body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef):
+            node.returns = None
+            arguments = node.args
+            for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                arg.annotation = None
+            for maybe in (arguments.vararg, arguments.kwarg):
+                if maybe is not None:
+                    maybe.annotation = None
+    return [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.ImportFrom) and node.module in ("__future__", "remote.webhook_common"))
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+    ]
+
+
+def _defined(node: ast.stmt) -> set[str]:
+    """The names a top-level statement binds."""
+    if isinstance(node, ast.FunctionDef | ast.ClassDef):
+        return {node.name}
+    if isinstance(node, ast.Assign):
+        return {target.id for target in node.targets if isinstance(target, ast.Name)}
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return set()
+
+
+def _used(nodes: list[ast.stmt]) -> set[str]:
+    return {name.id for node in nodes for name in ast.walk(node) if isinstance(name, ast.Name)}
+
+
+def notifier_source() -> str:
+    """The notifier Lambda's inline code: what :mod:`gpu_transcribe.pipeline.notifier` uses of
+    :mod:`remote.webhook_common`, then the notifier, without docstrings, annotations and unused
+    definitions or imports, indented by one space (the same program, smaller; the tests run this text).
+
+    Raises:
+        ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
+    """
+    common = _statements(resources.files("remote").joinpath("webhook_common.py").read_text(encoding="utf-8"))
+    notifier = _statements(
+        resources.files("gpu_transcribe.pipeline").joinpath("notifier.py").read_text(encoding="utf-8")
+    )
+    needed = _used(notifier)
+    kept: list[ast.stmt] = []
+    while True:  # the common definitions the notifier needs, and those they need
+        kept = [
+            node
+            for node in common
+            if _defined(node) & needed and not isinstance(node, ast.Import | ast.ImportFrom)
+        ]
+        grown = needed | _used(kept)
+        if grown == needed:
+            break
+        needed = grown
+    program = [*kept, *(node for node in notifier if not isinstance(node, ast.Import | ast.ImportFrom))]
+    needed = _used(program)
+    modules: dict[str, None] = {}  # ``import a, b`` in one line: fewer bytes
+    body: list[ast.stmt] = []
+    for node in [*common, *notifier]:
+        if isinstance(node, ast.Import):
+            modules |= {alias.name: None for alias in node.names if alias.name.split(".")[0] in needed}
+        elif isinstance(node, ast.ImportFrom):
+            node.names = [alias for alias in node.names if (alias.asname or alias.name) in needed]
+            if node.names and ast.unparse(node) not in {ast.unparse(seen) for seen in body}:
+                body.append(node)
+    body = [ast.Import(names=[ast.alias(name) for name in modules]), *body, *program]
+    text = ast.unparse(ast.Module(body=body, type_ignores=[]))
+    lines = [
+        re.sub(r"^(?:    )+", lambda m: " " * (len(m.group(0)) // 4), line) for line in text.splitlines()
+    ]
+    source = "\n".join(line for line in lines if line.strip()) + "\n"
+    size = len(source.encode())
+    if size > INLINE_CODE_LIMIT_BYTES:
+        raise ValueError(
+            f"the notifier's source is {size} bytes, over the {INLINE_CODE_LIMIT_BYTES}-byte limit"
         )
     return source
 
