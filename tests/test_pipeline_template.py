@@ -100,7 +100,13 @@ def test_every_store_is_encrypted_and_the_bucket_is_private() -> None:
     assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     assert template["Resources"]["Bucket"]["DeletionPolicy"] == "Retain"
     queues = resources(template, "AWS::SQS::Queue")
-    assert set(queues) == {"JobsQueue", "DeadLetterQueue"}
+    assert set(queues) == {
+        "JobsQueue",
+        "DeadLetterQueue",
+        "ResultsQueue",
+        "WebhooksQueue",
+        "WebhooksDeadLetterQueue",
+    }
     assert all(q["Properties"]["SqsManagedSseEnabled"] is True for q in queues.values())
     table = only(template, "AWS::DynamoDB::Table")
     assert table["SSESpecification"] == {"SSEEnabled": True}
@@ -190,12 +196,16 @@ def test_the_worker_may_do_only_what_a_worker_does() -> None:
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
         "sqs:ReceiveMessage",
-        "sqs:SendMessage",
+        "sqs:SendMessage",  # the dead-letter queue
+        "sqs:SendMessage",  # the results and webhooks queues (job events)
     ]
     by_action = {a: s for s in worker for a in as_list(s["Action"])}
     assert by_action["s3:GetObject"]["Resource"][0]["Fn::Sub"].endswith(f"/{INCOMING_PREFIX}*")
     assert by_action["s3:PutObject"]["Resource"][0]["Fn::Sub"].endswith(f"/{RESULTS_PREFIX}*")
-    assert by_action["sqs:SendMessage"]["Resource"] == [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]
+    sends = sorted(
+        r["Fn::GetAtt"][0] for st in worker if st["Action"] == ["sqs:SendMessage"] for r in st["Resource"]
+    )
+    assert sends == ["DeadLetterQueue", "ResultsQueue", "WebhooksQueue"]
     assert json.loads(
         json.dumps(template["Resources"]["WorkerRole"]["Properties"]["AssumeRolePolicyDocument"])
     )["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}

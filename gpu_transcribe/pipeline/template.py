@@ -39,10 +39,15 @@ from gpu_transcribe.aws.models import (
     OUTPUT_BUCKET_CREATED,
     OUTPUT_DLQ_URL,
     OUTPUT_GROUP,
+    OUTPUT_NOTIFIER,
     OUTPUT_QUEUE_ARN,
     OUTPUT_QUEUE_URL,
+    OUTPUT_RESULTS_QUEUE_URL,
     OUTPUT_SCALER,
     OUTPUT_TABLE,
+    OUTPUT_WEBHOOK_SECRET,
+    OUTPUT_WEBHOOKS_DLQ_URL,
+    OUTPUT_WEBHOOKS_QUEUE_URL,
     PIPELINE_ROLE,
     TAG_OWNER,
     TAG_PIPELINE,
@@ -79,7 +84,12 @@ INLINE_CODE_LIMIT_BYTES = 4096
 SCALER_SCHEDULE = "rate(1 minute)"
 #: The scaler's runtime (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html).
 SCALER_RUNTIME = "python3.12"
-#: Days CloudWatch Logs keeps the scaler's log.
+#: The notifier's timeout, seconds: a batch of NOTIFIER_BATCH_SIZE deliveries at up to webhook_timeout_s
+#: (at most 30 s) each, plus reading the secret.
+NOTIFIER_TIMEOUT_S = 180
+#: Messages per notifier invocation (delivered one after another).
+NOTIFIER_BATCH_SIZE = 5
+#: Days CloudWatch Logs keeps the scaler's and the notifier's logs.
 SCALER_LOG_RETENTION_DAYS = 14
 
 #: Actions that AWS does not allow to scope to a resource (Service Authorization Reference: no resource
@@ -136,6 +146,15 @@ class PipelineSpec:
         remote_prefix: where the image keeps the engine (``PREFIX/venv/bin/gpu-transcribe``).
         owner_arn: the deploying caller's ARN (tag ``gpu-transcribe:owner``).
         tags: the user's ``(key, value)`` tags, put on every resource.
+        webhook_url: the pipeline's webhook (``pipeline deploy --webhook-url``; ``""``: none, only jobs'
+            own ``webhook_url``), checked by the deploy (``results.check_webhook_url``).
+        allow_private_webhooks: let the notifier send to private, loopback and link-local addresses.
+        webhook_max_attempts: delivery attempts of one event before SQS moves it to the webhooks
+            dead-letter queue (the webhooks queue's ``maxReceiveCount``). With the backoff below (half fixed,
+            half random, doubling from ``webhook_backoff_base_s`` up to ``webhook_backoff_cap_s``) 12
+            attempts span about 6 to 8 hours.
+        webhook_timeout_s: seconds per delivery attempt.
+        webhook_backoff_base_s, webhook_backoff_cap_s: the retry schedule, seconds.
     """
 
     name: str
@@ -160,6 +179,12 @@ class PipelineSpec:
     remote_prefix: str = "/opt/gpu-transcribe"
     owner_arn: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+    webhook_url: str = ""
+    allow_private_webhooks: bool = False
+    webhook_max_attempts: int = 12
+    webhook_timeout_s: int = 10
+    webhook_backoff_base_s: int = 30
+    webhook_backoff_cap_s: int = 7200
 
     def __post_init__(self) -> None:
         check_pipeline_name(self.name)
@@ -176,6 +201,8 @@ class PipelineSpec:
                 f"PipelineSpec.max_receive_count: {self.max_receive_count} must be above max_attempts "
                 f"({self.max_attempts}) and at most 1000 (SQS's limit)"
             )
+        if not 1 <= self.webhook_max_attempts <= 1000 or not 1 <= self.webhook_timeout_s <= 30:
+            raise ValueError("PipelineSpec.webhook_max_attempts must be 1-1000 and webhook_timeout_s 1-30")
         if not 30 <= self.visibility_timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
             raise ValueError(
                 f"PipelineSpec.visibility_timeout_s: {self.visibility_timeout_s} is not 30 to 43200"
@@ -205,6 +232,31 @@ class PipelineSpec:
     def group_name(self) -> str:
         """The worker Auto Scaling group's name."""
         return f"{self.prefix}-workers"
+
+    @property
+    def results_queue_name(self) -> str:
+        """The results queue's name (the pull channel: ``jobs watch``)."""
+        return f"{self.prefix}-results"
+
+    @property
+    def webhooks_queue_name(self) -> str:
+        """The notifier's queue's name."""
+        return f"{self.prefix}-webhooks"
+
+    @property
+    def webhooks_dead_letter_queue_name(self) -> str:
+        """Where events go that could not be delivered after ``webhook_max_attempts``."""
+        return f"{self.prefix}-webhooks-dlq"
+
+    @property
+    def webhook_secret_name(self) -> str:
+        """The Secrets Manager secret with the webhook signing secret(s)."""
+        return f"{self.prefix}-webhook"
+
+    @property
+    def notifier_name(self) -> str:
+        """The notifier Lambda function's name."""
+        return f"{self.prefix}-notifier"
 
     @property
     def scaler_name(self) -> str:
@@ -424,6 +476,9 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
         "incoming_prefix": INCOMING_PREFIX,
         "results_prefix": RESULTS_PREFIX,
         "defaults": {"language": spec.language, "model": spec.model, "formats": list(spec.formats)},
+        "results_queue_url": "${ResultsQueue}",
+        "webhooks_queue_url": "${WebhooksQueue}",
+        "pipeline_webhook": bool(spec.webhook_url),
     }
 
 
@@ -627,6 +682,11 @@ def worker_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
         ),
         # Dead-lettering a job that failed max_attempts times at once, instead of waiting for more receives.
         _statement(["sqs:SendMessage"], [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]),
+        # Job events (gpu_transcribe.pipeline.results.publish_job_event).
+        _statement(
+            ["sqs:SendMessage"],
+            [{"Fn::GetAtt": ["ResultsQueue", "Arn"]}, {"Fn::GetAtt": ["WebhooksQueue", "Arn"]}],
+        ),
         _statement(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [table]),
         _statement(["s3:GetObject"], [_bucket_arn(spec, f"/{INCOMING_PREFIX}*")]),
         _statement(["s3:PutObject"], [_bucket_arn(spec, f"/{RESULTS_PREFIX}*")]),
@@ -649,6 +709,132 @@ def scaler_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
             ["logs:CreateLogStream", "logs:PutLogEvents"], [{"Fn::GetAtt": ["ScalerLogGroup", "Arn"]}]
         ),
     ]
+
+
+def notifier_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The notifier role's permissions: consume the webhooks queue (the event-source mapping receives and
+    deletes; the function sets the visibility of a retry), read the secret, write its log."""
+    return [
+        _statement(
+            [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            [{"Fn::GetAtt": ["WebhooksQueue", "Arn"]}],
+        ),
+        # By name and Secrets Manager's 6-character suffix: a secret made by the deploy (moto) matches too.
+        _statement(
+            ["secretsmanager:GetSecretValue"],
+            [_arn("secretsmanager", f"secret:{spec.webhook_secret_name}-??????")],
+        ),
+        _statement(
+            ["logs:CreateLogStream", "logs:PutLogEvents"], [{"Fn::GetAtt": ["NotifierLogGroup", "Arn"]}]
+        ),
+    ]
+
+
+def _queue(spec: PipelineSpec, name: str, **properties: Any) -> dict[str, Any]:
+    return {
+        "Type": "AWS::SQS::Queue",
+        **_DELETED_WITH_STACK,
+        "Properties": {
+            "QueueName": name,
+            "SqsManagedSseEnabled": True,
+            "MessageRetentionPeriod": QUEUE_RETENTION_S,
+            **properties,
+            "Tags": _tags(spec, name),
+        },
+    }
+
+
+def _notifications(spec: PipelineSpec) -> dict[str, Any]:
+    """The results queue, the webhooks queue and its dead-letter queue, the secret and the notifier."""
+    return {
+        "ResultsQueue": _queue(spec, spec.results_queue_name, ReceiveMessageWaitTimeSeconds=20),
+        "WebhooksDeadLetterQueue": _queue(spec, spec.webhooks_dead_letter_queue_name),
+        "WebhooksQueue": _queue(
+            spec,
+            spec.webhooks_queue_name,
+            # At least the function's timeout (Lambda requires it); a failed delivery sets its own.
+            VisibilityTimeout=NOTIFIER_TIMEOUT_S * 6,
+            RedrivePolicy={
+                "deadLetterTargetArn": {"Fn::GetAtt": ["WebhooksDeadLetterQueue", "Arn"]},
+                "maxReceiveCount": spec.webhook_max_attempts,
+            },
+        ),
+        "WebhookSecret": {
+            "Type": "AWS::SecretsManager::Secret",
+            **_DELETED_WITH_STACK,
+            "Properties": {
+                "Name": spec.webhook_secret_name,
+                "Description": f"gpu-transcribe pipeline {spec.name}: webhook signing secret(s)",
+                # Replaced by a whsec_ secret by the deploy (Secrets Manager cannot generate that form).
+                "GenerateSecretString": {
+                    "SecretStringTemplate": json.dumps({"previous": None, "previous_until": None}),
+                    "GenerateStringKey": "current",
+                    "PasswordLength": 44,
+                    "ExcludePunctuation": True,
+                },
+                "Tags": _tags(spec, spec.webhook_secret_name),
+            },
+        },
+        "NotifierLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            **_DELETED_WITH_STACK,
+            "Properties": {
+                "LogGroupName": f"/aws/lambda/{spec.notifier_name}",
+                "RetentionInDays": SCALER_LOG_RETENTION_DAYS,
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+        "NotifierRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": f"gpu-transcribe pipeline {spec.name}: webhook notifier",
+                "AssumeRolePolicyDocument": _assume("lambda.amazonaws.com"),
+                "Policies": [_policy("notifier", notifier_policy_statements(spec))],
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+        "NotifierFunction": {
+            "Type": "AWS::Lambda::Function",
+            "DependsOn": ["NotifierLogGroup"],
+            "Properties": {
+                "FunctionName": spec.notifier_name,
+                "Description": f"gpu-transcribe pipeline {spec.name}: delivers signed job webhooks",
+                "Runtime": SCALER_RUNTIME,
+                "Handler": "index.handler",
+                "Code": {"ZipFile": notifier_source()},
+                "Role": {"Fn::GetAtt": ["NotifierRole", "Arn"]},
+                "Timeout": NOTIFIER_TIMEOUT_S,
+                "MemorySize": 128,
+                "Environment": {
+                    "Variables": {
+                        "QUEUE_URL": {"Ref": "WebhooksQueue"},
+                        "SECRET_ID": spec.webhook_secret_name,
+                        "WEBHOOK_URL": spec.webhook_url,
+                        "ALLOW_PRIVATE": "1" if spec.allow_private_webhooks else "0",
+                        "TIMEOUT_S": str(spec.webhook_timeout_s),
+                        "BASE_S": str(spec.webhook_backoff_base_s),
+                        "CAP_S": str(spec.webhook_backoff_cap_s),
+                    }
+                },
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+        "NotifierMapping": {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": {"Fn::GetAtt": ["WebhooksQueue", "Arn"]},
+                "FunctionName": {"Ref": "NotifierFunction"},
+                "BatchSize": NOTIFIER_BATCH_SIZE,
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+    }
 
 
 def _root_volume(spec: PipelineSpec) -> dict[str, Any]:
@@ -825,6 +1011,11 @@ def _outputs(spec: PipelineSpec) -> dict[str, Any]:
         OUTPUT_TABLE: ({"Ref": "JobsTable"}, "DynamoDB jobs table"),
         OUTPUT_GROUP: ({"Ref": "WorkerGroup"}, "worker Auto Scaling group"),
         OUTPUT_SCALER: ({"Ref": "ScalerFunction"}, "scaler Lambda function"),
+        OUTPUT_RESULTS_QUEUE_URL: ({"Ref": "ResultsQueue"}, "results queue URL (job events, jobs watch)"),
+        OUTPUT_WEBHOOKS_QUEUE_URL: ({"Ref": "WebhooksQueue"}, "webhooks queue URL (the notifier's)"),
+        OUTPUT_WEBHOOKS_DLQ_URL: ({"Ref": "WebhooksDeadLetterQueue"}, "undelivered webhooks"),
+        OUTPUT_WEBHOOK_SECRET: (spec.webhook_secret_name, "Secrets Manager secret: webhook signing"),
+        OUTPUT_NOTIFIER: ({"Ref": "NotifierFunction"}, "notifier Lambda function"),
     }
     return {key: {"Description": text, "Value": value} for key, (value, text) in values.items()}
 
@@ -834,7 +1025,7 @@ def build_template(spec: PipelineSpec) -> dict[str, Any]:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"gpu-transcribe pipeline {spec.name} (gpu-transcribe {__version__})",
-        "Resources": {**_storage(spec), **_fleet(spec), **_scaler(spec)},
+        "Resources": {**_storage(spec), **_fleet(spec), **_scaler(spec), **_notifications(spec)},
         "Outputs": _outputs(spec),
     }
 
