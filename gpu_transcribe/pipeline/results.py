@@ -35,9 +35,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remote.webhook_common import check_secret, generate_secret, url_refusal
+
+if TYPE_CHECKING:
+    from gpu_transcribe.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -392,6 +395,7 @@ def watch_results(
     *,
     delete: bool = True,
     wait_s: int = 20,
+    stop_when_empty: bool = False,
     until: Callable[[], bool] = lambda: False,
 ) -> Iterator[dict[str, Any]]:
     """Follow the results queue: yield each message (parsed) and delete it once the caller took it.
@@ -402,6 +406,8 @@ def watch_results(
         delete: delete each message after it was yielded (False: it comes back after the visibility
             timeout, for another reader).
         wait_s: SQS long-polling seconds per receive (0-20).
+        stop_when_empty: stop after a receive that brought nothing (the queue is drained, as far as SQS's
+            sampling shows).
         until: checked before each receive; True stops.
 
     Raises:
@@ -409,6 +415,8 @@ def watch_results(
     """
     while not until():
         reply = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s)
+        if stop_when_empty and not reply.get("Messages"):
+            return
         for message in reply.get("Messages", []):
             try:
                 event = json.loads(message["Body"])
@@ -419,3 +427,77 @@ def watch_results(
                 yield event
             if delete or event is None:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+# --- the commands' side (settings -> AWS) -------------------------------------------------------------
+
+
+def pipeline_webhook_secret(
+    settings: Settings,
+    name: str | None,
+    *,
+    rotate: bool = False,
+    keep_previous_hours: float | None = DEFAULT_ROTATION_HOURS,
+    finish: bool = False,
+) -> WebhookSecret:
+    """``pipeline webhook-secret``: read the pipeline's secret, or rotate it, or finish a rotation.
+
+    Args:
+        settings: region and profile.
+        name: the pipeline (default ``default``).
+        rotate: start a rotation (a new current secret; the old one keeps signing).
+        keep_previous_hours: with ``rotate``, hours the old one keeps signing (``None``: until ``finish``).
+        finish: end a rotation (only the current secret signs).
+
+    Raises:
+        SettingsError: a bad name, or both ``rotate`` and ``finish``.
+        CloudError: no such secret (the pipeline is not deployed), or Secrets Manager refused.
+        CredentialsError: credentials missing or rejected.
+    """
+    from gpu_transcribe.aws.clients import AwsContext, aws_errors, secretsmanager_client
+    from gpu_transcribe.errors import CloudError, SettingsError
+    from gpu_transcribe.pipeline.deploy import pipeline_name
+
+    if rotate and finish:
+        raise SettingsError("rotate", "--rotate", "--rotate and --finish-rotation exclude each other")
+    secret_name = webhook_secret_name(pipeline_name(name))
+    ctx = AwsContext.from_settings(settings)
+    client = secretsmanager_client(ctx)
+    with aws_errors(ctx, f"reading the webhook secret {secret_name}"):
+        try:
+            if rotate:
+                keep_s = None if keep_previous_hours is None else keep_previous_hours * 3600.0
+                return rotate_webhook_secret(client, secret_name, keep_s)
+            if finish:
+                return finish_rotation(client, secret_name)
+            found = read_webhook_secret(client, secret_name)
+        except (LookupError, ValueError) as exc:
+            raise CloudError(f"{secret_name}: {exc}") from None
+    if found is None:
+        raise CloudError(f"no webhook secret {secret_name} in {ctx.region}: deploy the pipeline first")
+    return found
+
+
+def results_queue_url(settings: Settings, name: str | None) -> str:
+    """The results queue of a deployed pipeline (from its stack's outputs).
+
+    Raises:
+        PipelineNotFoundError: no such pipeline in the region.
+        CloudError: the stack predates the results queue (deploy it again).
+        CredentialsError: credentials missing or rejected.
+    """
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
+    from gpu_transcribe.aws.stack import describe_stack
+    from gpu_transcribe.errors import CloudError, PipelineNotFoundError
+    from gpu_transcribe.pipeline.deploy import pipeline_name
+
+    pipeline = pipeline_name(name)
+    ctx = AwsContext.from_settings(settings)
+    stack = describe_stack(ctx, pipeline_stack_name(pipeline))
+    if stack is None:
+        raise PipelineNotFoundError(pipeline, ctx.region)
+    url = PipelineOutputs.from_stack(stack).results_queue_url
+    if not url:
+        raise CloudError(f"pipeline {pipeline} has no results queue: deploy it again with this version")
+    return url
