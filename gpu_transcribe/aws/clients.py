@@ -239,6 +239,11 @@ def ssm_client(ctx: AwsContext) -> SSMClient:
 # No type stubs are installed for these services (requirements/cpu.lock): their clients are typed ``Any``.
 
 
+def secretsmanager_client(ctx: AwsContext) -> Any:
+    """A Secrets Manager client (botocore's standard retries)."""
+    return ctx.session.client("secretsmanager", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+
+
 def cloudformation_client(ctx: AwsContext) -> Any:
     """A CloudFormation client (botocore's standard retries)."""
     return ctx.session.client("cloudformation", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))
@@ -257,11 +262,6 @@ def dynamodb_client(ctx: AwsContext) -> Any:
 def autoscaling_client(ctx: AwsContext) -> Any:
     """An EC2 Auto Scaling client (botocore's standard retries)."""
     return ctx.session.client("autoscaling", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
-
-
-def secretsmanager_client(ctx: AwsContext) -> Any:
-    """A Secrets Manager client (botocore's standard retries)."""
-    return ctx.session.client("secretsmanager", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
 
 
 def error_code(exc: BaseException) -> str:
