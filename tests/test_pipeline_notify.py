@@ -18,7 +18,10 @@ Tests:
 - test_deploy_with_webhook_url_end_to_end: ``pipeline deploy --webhook-url`` makes the queues, the secret
   (through the Secrets Manager API: moto skips it in a stack), the notifier and its mapping; the worker's
   ``publish_job_event`` -> the notifier with the stack's environment -> the receiver; ``jobs-watch --once``
-  prints the event from the results queue; ``pipeline webhook-secret [--rotate]``; bad URLs refused.
+  prints the event from the results queue; ``pipeline webhook-secret [--rotate]``; bad URLs refused;
+  ``pipeline destroy`` deletes the secret at once.
+- test_publishing_never_raises_for_sqs_trouble: an SQS error is logged, not raised; no webhook URL, no
+  webhooks-queue message; the same change published twice has the same id.
 """
 
 from __future__ import annotations
@@ -451,3 +454,30 @@ def test_deploy_with_webhook_url_end_to_end(
     rotated = cli.invoke(app, ["pipeline", "webhook-secret", "--name", "team-w", "--rotate"])
     assert rotated.exit_code == 0 and rotated.stdout.strip() != secret.current
     assert "the previous secret also signs until 20" in rotated.stderr
+
+    destroyed = cli.invoke(app, ["pipeline", "destroy", "--name", "team-w"])
+    assert destroyed.exit_code == 0, destroyed.output
+    assert read_webhook_secret(aws.client("secretsmanager"), f"{prefix}-webhook") is None  # name free again
+
+
+def test_publishing_never_raises_for_sqs_trouble(aws: MotoAws, caplog: pytest.LogCaptureFixture) -> None:
+    sqs = aws.client("sqs")
+    results = sqs.create_queue(QueueName="t-results")["QueueUrl"]
+    gone = results.replace("t-results", "no-such-queue")
+    channel = ResultsChannel(results_queue_url=gone)
+    assert publish_job_event(sqs, channel, "job.failed", job_id="j", file_name="a.wav", bucket="b") is None
+    assert "job j: job.failed not published" in caplog.text
+    with pytest.raises(ValueError, match=r"job\.finished"):
+        publish_job_event(sqs, channel, "job.finished", job_id="j", file_name="a.wav", bucket="b")
+    # Only the results queue without a webhook URL anywhere; the same change twice has the same id.
+    channel = ResultsChannel(results_queue_url=results, webhooks_queue_url=gone, pipeline_webhook=False)
+    kwargs: dict[str, Any] = {
+        "job_id": "j",
+        "file_name": "a.wav",
+        "bucket": "b",
+        "occurred_at": "2026-12-02T07:00Z",
+    }
+    first = publish_job_event(sqs, channel, "job.dead_lettered", **kwargs)
+    again = publish_job_event(sqs, channel, "job.dead_lettered", **kwargs)
+    assert first is not None and first == again and first["data"]["status"] == "dead_lettered"
+    assert depth(aws, results) == 2
