@@ -8,7 +8,8 @@ Tests:
 - test_signatures_match_the_library: our hmac/base64 signer against ``standardwebhooks`` sign and verify.
 - test_fails_twice_then_delivered_once_with_one_id: 500, 503 + Retry-After, then 200: one delivery, the
   same webhook-id on all three attempts, the Retry-After kept the message hidden.
-- test_410_stops_after_one_attempt: one attempt, the message gone.
+- test_410_stops_after_one_attempt: one attempt, the message gone (and a message that is not an event in
+  the same batch dropped without stopping it).
 - test_private_address_refused_unless_allowed: the notifier refuses a loopback URL (nothing sent, message
   deleted) and sends with ALLOW_PRIVATE; URL checks for deploy.
 - test_attempts_run_out_into_the_dead_letter_queue: after maxReceiveCount failed attempts SQS moves it.
@@ -279,6 +280,7 @@ def test_410_stops_after_one_attempt(aws: MotoAws, receivers: list[Receiver]) ->
     receiver = Receiver([secret.current], [(410, {}), (200, {})])
     receivers.append(receiver)
     queue, dlq = make_webhooks_queue(aws)
+    aws.client("sqs").send_message(QueueUrl=queue, MessageBody="not an event")  # dropped, the batch goes on
     publish(aws, queue, receiver.url)
     answers = run_notifier(aws, queue, notifier_env(queue))
     assert answers == [{"batchItemFailures": []}]

@@ -15,6 +15,8 @@ One SQS message = one event (format: ``gpu_transcribe.pipeline.results``). Per m
   on every attempt), ``webhook-timestamp`` = now, ``webhook-signature`` = ``v1,...`` for the current secret
   and, during a rotation, also for the previous one (space-separated, as the spec allows); no redirects are
   followed (one could lead to a private address); ``TIMEOUT_S`` seconds per attempt;
+- a message that is not an event (not JSON, no ``id``...) is logged and dropped, not retried; the others of
+  the batch go on. Logs name the event, the host and the attempt, never the URL's path or query (tokens);
 - 2xx: done. 410: done (the receiver said stop), logged. Anything else, or no answer: the message is made
   invisible for a backoff with jitter (``BASE_S * 2**(n-1)`` capped at ``CAP_S``, half of it fixed and half
   random, ``n`` = the message's receive count), or the receiver's ``Retry-After`` if longer (at most 6 h), and
@@ -35,10 +37,11 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 
-from remote.webhook_common import UNRESOLVED, retry_after_s, safe_url, sign_v1, url_refusal
+from remote.webhook_common import UNRESOLVED, retry_after_s, sign_v1, url_refusal
 
 MAX_RETRY_AFTER_S = 21_600
 """The longest ``Retry-After`` honoured, seconds (6 h; SQS allows a message 12 h of invisibility)."""
@@ -72,7 +75,7 @@ def deliver(event: dict[str, Any], attempt: int, keys: list[str], env: Any) -> i
     url = event.get("webhook_url") or env.get("WEBHOOK_URL")
     if not url:
         return None
-    where = f"{event['id']} {event['type']} to {safe_url(url)} attempt {attempt}:"
+    where = f"{event['id']} {event['type']} to {urlsplit(url).hostname} attempt {attempt}:"
     reason = url_refusal(url, env.get("ALLOW_PRIVATE") == "1")
     retry_after = None
     if reason and UNRESOLVED not in reason:
@@ -113,7 +116,11 @@ def handler(event: dict[str, Any], context: Any, env: Any = os.environ) -> dict[
     failures = []
     for record in event["Records"]:
         attempt = int(record["attributes"]["ApproximateReceiveCount"])
-        wait = deliver(json.loads(record["body"]), attempt, keys, env)
+        try:
+            wait = deliver(json.loads(record["body"]), attempt, keys, env)
+        except (ValueError, KeyError, TypeError) as exc:  # not our message: dropped, not retried
+            print(record["messageId"], "unreadable:", repr(exc))
+            wait = None
         if wait is not None:
             sqs.change_message_visibility(
                 QueueUrl=env["QUEUE_URL"], ReceiptHandle=record["receiptHandle"], VisibilityTimeout=wait
