@@ -67,6 +67,12 @@ def status_lines(report: PipelineStatus) -> list[str]:
         )
     if report.dead_letter is not None:
         lines.append(f"dead-lettered: {report.dead_letter.visible}")
+    if report.webhooks is not None and report.webhooks_dead_letter is not None:
+        pending = report.webhooks.visible + report.webhooks.in_flight + report.webhooks.delayed
+        lines.append(
+            f"webhooks: {pending} to deliver or retry, {report.webhooks_dead_letter.visible} undelivered "
+            "(dead-lettered)"
+        )
     group = report.group
     if group is None:
         lines.append("workers: no group (the stack is not complete)")

@@ -457,6 +457,9 @@ def test_deploy_with_webhook_url_end_to_end(
     assert rotated.exit_code == 0 and rotated.stdout.strip() != secret.current
     assert "the previous secret also signs until 20" in rotated.stderr
 
+    status = cli.invoke(app, ["pipeline", "status", "--name", "team-w"])
+    assert status.exit_code == 0 and "webhooks: 0 to deliver or retry, 0 undelivered" in status.stdout
+
     destroyed = cli.invoke(app, ["pipeline", "destroy", "--name", "team-w"])
     assert destroyed.exit_code == 0, destroyed.output
     assert read_webhook_secret(aws.client("secretsmanager"), f"{prefix}-webhook") is None  # name free again

@@ -340,6 +340,8 @@ class PipelineStatus:
         costs: billed workers per (type, zone) with the spot price now, sorted.
         cost_usd_per_hour: the sum of the workers' spot prices now (instances only: no EBS, S3, SQS,
             DynamoDB or Lambda), ``None`` if a price is unknown.
+        webhooks: the webhooks queue's counts (events waiting for delivery or a retry), or ``None``.
+        webhooks_dead_letter: events the notifier gave up on (``visible``), or ``None``.
     """
 
     name: str
@@ -351,6 +353,8 @@ class PipelineStatus:
     group: WorkerGroup | None
     costs: tuple[WorkerTypeCost, ...]
     cost_usd_per_hour: float | None
+    webhooks: QueueCounts | None = None
+    webhooks_dead_letter: QueueCounts | None = None
 
 
 def _costs(settings: Settings, group: WorkerGroup | None) -> tuple[tuple[WorkerTypeCost, ...], float | None]:
@@ -400,7 +404,12 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
     dead = queue_counts(ctx, outputs.dead_letter_queue_url) if outputs.dead_letter_queue_url else None
     group = worker_group(ctx, outputs.group) if outputs.group else None
     costs, total = _costs(settings, group)
-    return PipelineStatus(name, ctx.region, stack, outputs, jobs, dead, group, costs, total)
+    hooks = queue_counts(ctx, outputs.webhooks_queue_url) if outputs.webhooks_queue_url else None
+    undelivered = outputs.webhooks_dead_letter_queue_url
+    hooks_dead = queue_counts(ctx, undelivered) if undelivered else None
+    return PipelineStatus(
+        name, ctx.region, stack, outputs, jobs, dead, group, costs, total, hooks, hooks_dead
+    )
 
 
 # --- destroy -----------------------------------------------------------------------------------------------
