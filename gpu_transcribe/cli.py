@@ -96,6 +96,8 @@ pipeline_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(pipeline_app, name="pipeline")
+webhook_app = typer.Typer(help="Help for receivers of the pipeline's webhooks.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
 
 
 def main() -> None:
@@ -703,6 +705,8 @@ def pipeline_deploy(
     instance_types: opt.InstanceTypes = None,
     s3_bucket: opt.PipelineBucket = None,
     image: opt.Image = None,
+    webhook_url: opt.WebhookUrl = None,
+    allow_private_webhooks: opt.AllowPrivateWebhooks = False,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
@@ -725,6 +729,8 @@ def pipeline_deploy(
         max_workers=max_workers,
         bucket=settings.s3_bucket if s3_bucket else None,  # the flag only: s3_bucket is run's upload bucket
         image_id=settings.image_id,
+        webhook_url=webhook_url or "",
+        allow_private_webhooks=allow_private_webhooks,
     )
     result = deploy_pipeline(settings, request, on_progress=event_printer(stderr))
     print_lines(deployment_lines(result), stdout)
@@ -768,3 +774,108 @@ def pipeline_destroy(
     settings = _settings(region=region, aws_profile=aws_profile)
     result = destroy_pipeline(settings, name, delete_data=delete_data, on_progress=event_printer(stderr))
     print_lines(destroyed_lines(result), stdout)
+
+
+# --- job events: the webhook secret, verifying a request, watching the results queue ---------------------
+
+
+@pipeline_app.command("webhook-secret")
+def pipeline_webhook_secret_command(
+    name: opt.PipelineName = None,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Start a rotation: a new secret; the old one keeps signing.")
+    ] = False,
+    keep_previous_hours: Annotated[
+        float,
+        typer.Option(
+            "--keep-previous-hours",
+            min=0.0,
+            help="With --rotate: hours the old secret keeps signing (0: until --finish-rotation).",
+        ),
+    ] = 24.0,
+    finish_rotation: Annotated[
+        bool, typer.Option("--finish-rotation", help="End a rotation: only the new secret signs.")
+    ] = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Print the pipeline's webhook signing secret (stdout; whsec_...), or rotate it. During a rotation
+    every webhook carries both signatures, so receivers can switch at their own pace."""
+    from datetime import UTC, datetime
+
+    from gpu_transcribe.pipeline.results import pipeline_webhook_secret
+
+    settings = _settings(region=region, aws_profile=aws_profile)
+    secret = pipeline_webhook_secret(
+        settings,
+        name,
+        rotate=rotate,
+        keep_previous_hours=keep_previous_hours or None,
+        finish=finish_rotation,
+    )
+    stdout.print(secret.current, markup=False, highlight=False, soft_wrap=True)
+    if secret.previous:
+        until = secret.previous_until
+        when = (
+            "until --finish-rotation"
+            if until is None
+            else "until " + datetime.fromtimestamp(until, tz=UTC).isoformat(timespec="seconds")
+        )
+        stderr.print(f"rotating: the previous secret also signs {when}", markup=False, highlight=False)
+
+
+@webhook_app.command("verify")
+def webhook_verify_command(
+    secret_file: opt.SecretFile,
+    headers_file: opt.HeadersFile = None,
+    body_file: opt.BodyFile = None,
+) -> None:
+    """Say whether a webhook request's signature is valid (exit 0) or not (exit 1), with the
+    standardwebhooks library (its 5-minute timestamp tolerance included)."""
+    import sys
+
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    from gpu_transcribe.pipeline.results import parse_saved_request, verify_request
+
+    secrets = [line.strip() for line in secret_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = body_file.read_bytes() if body_file is not None else sys.stdin.buffer.read()
+    if headers_file is not None:
+        headers, _ = parse_saved_request(headers_file.read_text(encoding="utf-8"))
+        body = raw
+    else:
+        headers, body = parse_saved_request(raw.decode("utf-8"))
+    try:
+        payload = verify_request(secrets, headers, body)
+    except (WebhookVerificationError, ValueError) as exc:
+        stdout.print(f"invalid: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    kind = payload.get("type", "?") if isinstance(payload, dict) else "?"
+    stdout.print(f"valid: {headers.get('webhook-id')} {kind}", markup=False, highlight=False)
+
+
+@app.command("jobs-watch")
+def jobs_watch_command(
+    name: opt.PipelineName = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the events on the queue (for another reader).")
+    ] = False,
+    once: Annotated[bool, typer.Option("--once", help="Stop when the queue is empty.")] = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Follow the pipeline's results queue: one JSON job event per line on stdout (deleted once printed,
+    unless --keep). A pull channel for systems that cannot receive webhooks. (To become `jobs watch`.)"""
+    import json as json_module
+
+    from gpu_transcribe.aws.clients import AwsContext, aws_errors, sqs_client
+    from gpu_transcribe.pipeline.results import results_queue_url, watch_results
+
+    settings = _settings(region=region, aws_profile=aws_profile)
+    queue_url = results_queue_url(settings, name)
+    ctx = AwsContext.from_settings(settings)
+    with aws_errors(ctx, "reading the results queue"):
+        for event in watch_results(
+            sqs_client(ctx), queue_url, delete=not keep, wait_s=0 if once else 20, stop_when_empty=once
+        ):
+            stdout.print(json_module.dumps(event), markup=False, highlight=False, soft_wrap=True)

@@ -332,3 +332,44 @@ DeleteData = Annotated[
         help="Also empty and delete the bucket the pipeline created (audio, transcripts). Default: keep it.",
     ),
 ]
+WebhookUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--webhook-url",
+        help="POST a signed event (Standard Webhooks) here when a job succeeds, fails or is dead-lettered. "
+        "http(s); private, loopback and link-local addresses are refused.",
+    ),
+]
+AllowPrivateWebhooks = Annotated[
+    bool,
+    typer.Option(
+        "--allow-private-webhooks",
+        help="Allow webhook URLs at private, loopback or link-local addresses (checked again at delivery).",
+    ),
+]
+SecretFile = Annotated[
+    Path,
+    typer.Option(
+        "--secret-file",
+        exists=True,
+        dir_okay=False,
+        help="The signing secret (whsec_...); several lines: any of them (a rotation).",
+    ),
+]
+HeadersFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--headers-file",
+        exists=True,
+        dir_okay=False,
+        help="The request's headers (Name: value lines); without it BODY_FILE is a whole saved request.",
+    ),
+]
+BodyFile = Annotated[
+    Path | None,
+    typer.Argument(
+        exists=True,
+        dir_okay=False,
+        help="The body, or a saved request (headers, a blank line, the body). Default: stdin.",
+    ),
+]

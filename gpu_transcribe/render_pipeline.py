@@ -38,6 +38,9 @@ def deployment_lines(result: PipelineDeployment) -> list[str]:
         f"workers: group {out.group}, 0 to {result.max_workers} spot {', '.join(result.instance_types)} "
         f"from {result.image_id}",
         f"scaler: {out.scaler_function} (every minute)",
+        f"job events: {out.results_queue_url} (jobs-watch)",
+        f"webhooks: notifier {out.notifier_function}, secret {out.webhook_secret} "
+        f"(pipeline webhook-secret), undelivered: {out.webhooks_dead_letter_queue_url}",
     ]
     if result.changes:
         lines.append("changes: " + ", ".join(f"{action} {logical}" for action, logical, _ in result.changes))
@@ -64,6 +67,12 @@ def status_lines(report: PipelineStatus) -> list[str]:
         )
     if report.dead_letter is not None:
         lines.append(f"dead-lettered: {report.dead_letter.visible}")
+    if report.webhooks is not None and report.webhooks_dead_letter is not None:
+        pending = report.webhooks.visible + report.webhooks.in_flight + report.webhooks.delayed
+        lines.append(
+            f"webhooks: {pending} to deliver or retry, {report.webhooks_dead_letter.visible} undelivered "
+            "(dead-lettered)"
+        )
     group = report.group
     if group is None:
         lines.append("workers: no group (the stack is not complete)")

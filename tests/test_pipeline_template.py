@@ -100,7 +100,13 @@ def test_every_store_is_encrypted_and_the_bucket_is_private() -> None:
     assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     assert template["Resources"]["Bucket"]["DeletionPolicy"] == "Retain"
     queues = resources(template, "AWS::SQS::Queue")
-    assert set(queues) == {"JobsQueue", "DeadLetterQueue"}
+    assert set(queues) == {
+        "JobsQueue",
+        "DeadLetterQueue",
+        "ResultsQueue",
+        "WebhooksQueue",
+        "WebhooksDeadLetterQueue",
+    }
     assert all(q["Properties"]["SqsManagedSseEnabled"] is True for q in queues.values())
     table = only(template, "AWS::DynamoDB::Table")
     assert table["SSESpecification"] == {"SSEEnabled": True}
@@ -190,12 +196,16 @@ def test_the_worker_may_do_only_what_a_worker_does() -> None:
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
         "sqs:ReceiveMessage",
-        "sqs:SendMessage",
+        "sqs:SendMessage",  # the dead-letter queue
+        "sqs:SendMessage",  # the results and webhooks queues (job events)
     ]
     by_action = {a: s for s in worker for a in as_list(s["Action"])}
     assert by_action["s3:GetObject"]["Resource"][0]["Fn::Sub"].endswith(f"/{INCOMING_PREFIX}*")
     assert by_action["s3:PutObject"]["Resource"][0]["Fn::Sub"].endswith(f"/{RESULTS_PREFIX}*")
-    assert by_action["sqs:SendMessage"]["Resource"] == [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]
+    sends = sorted(
+        r["Fn::GetAtt"][0] for st in worker if st["Action"] == ["sqs:SendMessage"] for r in st["Resource"]
+    )
+    assert sends == ["DeadLetterQueue", "ResultsQueue", "WebhooksQueue"]
     assert json.loads(
         json.dumps(template["Resources"]["WorkerRole"]["Properties"]["AssumeRolePolicyDocument"])
     )["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
@@ -271,3 +281,50 @@ def test_scaler_arithmetic() -> None:
 def test_a_bad_spec_is_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         spec(**changes)
+
+
+def test_the_notifier_consumes_its_queue_reads_its_secret_and_nothing_else() -> None:
+    from gpu_transcribe.pipeline.template import NOTIFIER_TIMEOUT_S, notifier_source
+
+    template = build_template(spec(webhook_url="https://hooks.example.com/t", allow_private_webhooks=False))
+    res = template["Resources"]
+    notifier = [s for role, s in allow_statements(template) if role == "NotifierRole"]
+    actions = sorted(a for s in notifier for a in as_list(s["Action"]))
+    assert actions == [
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "secretsmanager:GetSecretValue",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+    ]
+    by_action = {a: s for s in notifier for a in as_list(s["Action"])}
+    assert by_action["sqs:ReceiveMessage"]["Resource"] == [{"Fn::GetAtt": ["WebhooksQueue", "Arn"]}]
+    secret_arn = by_action["secretsmanager:GetSecretValue"]["Resource"][0]["Fn::Sub"]
+    assert secret_arn.endswith(":secret:gpu-transcribe-team-a-webhook-??????")
+    mapping = res["NotifierMapping"]["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["WebhooksQueue", "Arn"]}
+    webhooks = res["WebhooksQueue"]["Properties"]
+    assert webhooks["VisibilityTimeout"] >= NOTIFIER_TIMEOUT_S  # Lambda refuses a mapping otherwise
+    assert webhooks["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["WebhooksDeadLetterQueue", "Arn"]
+    }
+    assert res["NotifierFunction"]["Properties"]["Timeout"] == NOTIFIER_TIMEOUT_S
+    env = res["NotifierFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["WEBHOOK_URL"] == "https://hooks.example.com/t" and env["ALLOW_PRIVATE"] == "0"
+    code = res["NotifierFunction"]["Properties"]["Code"]["ZipFile"]
+    assert code == notifier_source() and len(code.encode()) <= INLINE_CODE_LIMIT_BYTES
+    compile(code, "index.py", "exec")
+    assert "standardwebhooks" not in code and "httpx" not in code  # stdlib and boto3 only
+    assert not [line for line in code.splitlines() if line.startswith(("from gpu_transcribe", "from remote"))]
+    assert res["WebhookSecret"]["Properties"]["Name"] == "gpu-transcribe-team-a-webhook"
+
+
+def test_the_worker_is_told_where_job_events_go() -> None:
+    config = user_data(spec(webhook_url="https://hooks.example.com/t"))
+    assert '"results_queue_url": "${ResultsQueue}"' in config
+    assert '"webhooks_queue_url": "${WebhooksQueue}"' in config
+    assert '"pipeline_webhook": true' in config
+    assert '"pipeline_webhook": false' in user_data(spec())

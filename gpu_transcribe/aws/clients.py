@@ -239,6 +239,11 @@ def ssm_client(ctx: AwsContext) -> SSMClient:
 # No type stubs are installed for these services (requirements/cpu.lock): their clients are typed ``Any``.
 
 
+def secretsmanager_client(ctx: AwsContext) -> Any:
+    """A Secrets Manager client (botocore's standard retries)."""
+    return ctx.session.client("secretsmanager", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+
+
 def cloudformation_client(ctx: AwsContext) -> Any:
     """A CloudFormation client (botocore's standard retries)."""
     return ctx.session.client("cloudformation", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))

@@ -428,6 +428,11 @@ OUTPUT_TABLE = "JobsTableName"
 OUTPUT_GROUP = "WorkerGroupName"
 OUTPUT_SCALER = "ScalerFunctionName"
 OUTPUT_BUCKET_CREATED = "BucketCreatedByStack"  # "true" or "false"
+OUTPUT_RESULTS_QUEUE_URL = "ResultsQueueUrl"
+OUTPUT_WEBHOOKS_QUEUE_URL = "WebhooksQueueUrl"
+OUTPUT_WEBHOOKS_DLQ_URL = "WebhooksDeadLetterQueueUrl"
+OUTPUT_WEBHOOK_SECRET = "WebhookSecretName"
+OUTPUT_NOTIFIER = "NotifierFunctionName"
 
 
 def pipeline_stack_name(name: str) -> str:
@@ -498,6 +503,11 @@ class PipelineOutputs:
         table: the DynamoDB jobs table's name.
         group: the worker Auto Scaling group's name.
         scaler_function: the scaler Lambda function's name.
+        results_queue_url: the results queue (job events; ``jobs watch``); ``""`` on an older stack.
+        webhooks_queue_url: the notifier's queue; ``""`` on an older stack.
+        webhooks_dead_letter_queue_url: events the notifier could not deliver.
+        webhook_secret: the Secrets Manager name of the webhook signing secret.
+        notifier_function: the notifier Lambda function's name.
     """
 
     bucket: str
@@ -508,6 +518,11 @@ class PipelineOutputs:
     table: str
     group: str
     scaler_function: str
+    results_queue_url: str = ""
+    webhooks_queue_url: str = ""
+    webhooks_dead_letter_queue_url: str = ""
+    webhook_secret: str = ""
+    notifier_function: str = ""
 
     @classmethod
     def from_stack(cls, stack: StackInfo) -> PipelineOutputs:
@@ -521,6 +536,11 @@ class PipelineOutputs:
             table=stack.output(OUTPUT_TABLE),
             group=stack.output(OUTPUT_GROUP),
             scaler_function=stack.output(OUTPUT_SCALER),
+            results_queue_url=stack.output(OUTPUT_RESULTS_QUEUE_URL),
+            webhooks_queue_url=stack.output(OUTPUT_WEBHOOKS_QUEUE_URL),
+            webhooks_dead_letter_queue_url=stack.output(OUTPUT_WEBHOOKS_DLQ_URL),
+            webhook_secret=stack.output(OUTPUT_WEBHOOK_SECRET),
+            notifier_function=stack.output(OUTPUT_NOTIFIER),
         )
 
 

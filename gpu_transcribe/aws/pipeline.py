@@ -24,6 +24,7 @@ from gpu_transcribe.aws.clients import (
     ec2_client,
     error_code,
     s3_client,
+    secretsmanager_client,
     sqs_client,
 )
 from gpu_transcribe.aws.models import GroupInstance, Market, QueueCounts, WorkerGroup
@@ -243,6 +244,39 @@ def ensure_ttl(ctx: AwsContext, table: str, attribute: str) -> bool:
         ddb.update_time_to_live(
             TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
         )
+    return True
+
+
+def ensure_pipeline_secret(ctx: AwsContext, name: str, tags: Sequence[tuple[str, str]]) -> bool:
+    """Make sure the pipeline's webhook secret exists and holds a ``whsec_`` document (moto skips
+    ``AWS::SecretsManager::Secret`` in a stack; see ``gpu_transcribe.pipeline.results``).
+
+    Returns:
+        True if it had to be written.
+
+    Raises:
+        CloudError: Secrets Manager refused.
+        CredentialsError: credentials missing or rejected.
+    """
+    from gpu_transcribe.pipeline.results import ensure_webhook_secret
+
+    with aws_errors(ctx, f"making sure of the webhook secret {name}"):
+        return ensure_webhook_secret(secretsmanager_client(ctx), name, tags)
+
+
+def delete_pipeline_secret(ctx: AwsContext, name: str) -> bool:
+    """Delete the webhook secret at once (no recovery window); False if there was none.
+
+    Raises:
+        CloudError: Secrets Manager refused.
+        CredentialsError: credentials missing or rejected.
+    """
+    client = secretsmanager_client(ctx)
+    with aws_errors(ctx, f"deleting the webhook secret {name}"):
+        try:
+            client.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+        except client.exceptions.ResourceNotFoundException:
+            return False
     return True
 
 

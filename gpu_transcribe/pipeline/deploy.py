@@ -72,6 +72,8 @@ class DeployRequest:
         bucket: an existing bucket to use instead of creating one.
         image_id: the workers' AMI (default: the ``image_id`` setting, else the newest of ours).
         jobs_per_worker: visible jobs per worker the scaler aims at.
+        webhook_url: the pipeline's webhook for every job event (``""``: none; jobs may bring their own).
+        allow_private_webhooks: allow webhook URLs at private, loopback and link-local addresses.
     """
 
     name: str | None = None
@@ -80,6 +82,8 @@ class DeployRequest:
     bucket: str | None = None
     image_id: str | None = None
     jobs_per_worker: int = 10
+    webhook_url: str = ""
+    allow_private_webhooks: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,14 @@ def build_spec(
     from gpu_transcribe.aws.preflight import caller_identity
 
     name = pipeline_name(request.name)
+    webhook_url = ""
+    if request.webhook_url:
+        from gpu_transcribe.pipeline.results import WebhookUrlError, check_webhook_url
+
+        try:
+            webhook_url = check_webhook_url(request.webhook_url, request.allow_private_webhooks)
+        except WebhookUrlError as exc:
+            raise SettingsError("webhook_url", "--webhook-url", f"--webhook-url: {exc}") from None
     max_workers = request.max_workers or DEFAULT_MAX_WORKERS
     if not 1 <= max_workers <= 1000:
         raise SettingsError("max_workers", "--max-workers", f"--max-workers: {max_workers} is not 1 to 1000")
@@ -180,6 +192,8 @@ def build_spec(
         remote_prefix=settings.remote_prefix,
         owner_arn=identity.arn,
         tags=settings.tags,
+        webhook_url=webhook_url,
+        allow_private_webhooks=request.allow_private_webhooks,
     )
 
 
@@ -191,8 +205,9 @@ def finish_deploy(
 ) -> tuple[str, ...]:
     """Make sure of what CloudFormation may not have done, through the services' own APIs: the bucket's
     ``incoming/`` notification to the jobs queue, a created bucket's protection (public access block,
-    encryption, ownership, lifecycle), and the jobs table's TTL and point-in-time recovery. On AWS all are
-    there already and nothing is written; moto skips them; a bucket the user brought gets its notification
+    encryption, ownership, lifecycle), the jobs table's TTL and point-in-time recovery, and the webhook
+    secret. On AWS all are there already and nothing is written (the secret once: CloudFormation
+    generates one that is not ``whsec_``); moto skips them; a bucket the user brought gets its notification
     only here (its other settings stay the user's).
 
     Returns:
@@ -206,6 +221,7 @@ def finish_deploy(
     from gpu_transcribe.aws.pipeline import (
         ensure_bucket_notification,
         ensure_bucket_protection,
+        ensure_pipeline_secret,
         ensure_point_in_time_recovery,
         ensure_ttl,
     )
@@ -222,6 +238,8 @@ def finish_deploy(
         fixed.append(f"table {outputs.table}: time to live on {TTL_ATTRIBUTE} turned on")
     if ensure_point_in_time_recovery(ctx, outputs.table):
         fixed.append(f"table {outputs.table}: point-in-time recovery turned on")
+    if ensure_pipeline_secret(ctx, spec.webhook_secret_name, spec.resource_tags()):
+        fixed.append(f"secret {spec.webhook_secret_name}: a webhook signing secret written")
     for line in fixed:
         on_progress(ProgressEvent("note", line))
     return tuple(fixed)
@@ -322,6 +340,8 @@ class PipelineStatus:
         costs: billed workers per (type, zone) with the spot price now, sorted.
         cost_usd_per_hour: the sum of the workers' spot prices now (instances only: no EBS, S3, SQS,
             DynamoDB or Lambda), ``None`` if a price is unknown.
+        webhooks: the webhooks queue's counts (events waiting for delivery or a retry), or ``None``.
+        webhooks_dead_letter: events the notifier gave up on (``visible``), or ``None``.
     """
 
     name: str
@@ -333,6 +353,8 @@ class PipelineStatus:
     group: WorkerGroup | None
     costs: tuple[WorkerTypeCost, ...]
     cost_usd_per_hour: float | None
+    webhooks: QueueCounts | None = None
+    webhooks_dead_letter: QueueCounts | None = None
 
 
 def _costs(settings: Settings, group: WorkerGroup | None) -> tuple[tuple[WorkerTypeCost, ...], float | None]:
@@ -382,7 +404,12 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
     dead = queue_counts(ctx, outputs.dead_letter_queue_url) if outputs.dead_letter_queue_url else None
     group = worker_group(ctx, outputs.group) if outputs.group else None
     costs, total = _costs(settings, group)
-    return PipelineStatus(name, ctx.region, stack, outputs, jobs, dead, group, costs, total)
+    hooks = queue_counts(ctx, outputs.webhooks_queue_url) if outputs.webhooks_queue_url else None
+    undelivered = outputs.webhooks_dead_letter_queue_url
+    hooks_dead = queue_counts(ctx, undelivered) if undelivered else None
+    return PipelineStatus(
+        name, ctx.region, stack, outputs, jobs, dead, group, costs, total, hooks, hooks_dead
+    )
 
 
 # --- destroy -----------------------------------------------------------------------------------------------
@@ -434,7 +461,12 @@ def destroy_pipeline(
         CredentialsError, CloudError: a call failed.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline import delete_bucket, empty_bucket, remove_bucket_notification
+    from gpu_transcribe.aws.pipeline import (
+        delete_bucket,
+        delete_pipeline_secret,
+        empty_bucket,
+        remove_bucket_notification,
+    )
     from gpu_transcribe.aws.stack import delete_stack, describe_stack
 
     name = pipeline_name(name)
@@ -448,6 +480,9 @@ def destroy_pipeline(
     if yours and remove_bucket_notification(ctx, outputs.bucket, outputs.queue_arn):
         on_progress(ProgressEvent("note", f"bucket {outputs.bucket}: notification to the jobs queue removed"))
     delete_stack(ctx, stack.stack_id, on_progress=on_progress, clock=clock, sleep=sleep)
+    # CloudFormation schedules the secret's deletion (30 days), which would block a new deploy of this name.
+    if delete_pipeline_secret(ctx, f"gpu-transcribe-{name}-webhook"):
+        on_progress(ProgressEvent("delete", f"secret gpu-transcribe-{name}-webhook deleted"))
     fate: BucketFate = "kept" if outputs.bucket_created else "yours-kept"
     deleted = 0
     if delete_data and outputs.bucket_created and outputs.bucket:

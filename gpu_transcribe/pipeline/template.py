@@ -26,6 +26,7 @@ queue policy can name it).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass
@@ -38,10 +39,15 @@ from gpu_transcribe.aws.models import (
     OUTPUT_BUCKET_CREATED,
     OUTPUT_DLQ_URL,
     OUTPUT_GROUP,
+    OUTPUT_NOTIFIER,
     OUTPUT_QUEUE_ARN,
     OUTPUT_QUEUE_URL,
+    OUTPUT_RESULTS_QUEUE_URL,
     OUTPUT_SCALER,
     OUTPUT_TABLE,
+    OUTPUT_WEBHOOK_SECRET,
+    OUTPUT_WEBHOOKS_DLQ_URL,
+    OUTPUT_WEBHOOKS_QUEUE_URL,
     PIPELINE_ROLE,
     TAG_OWNER,
     TAG_PIPELINE,
@@ -78,7 +84,12 @@ INLINE_CODE_LIMIT_BYTES = 4096
 SCALER_SCHEDULE = "rate(1 minute)"
 #: The scaler's runtime (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html).
 SCALER_RUNTIME = "python3.12"
-#: Days CloudWatch Logs keeps the scaler's log.
+#: The notifier's timeout, seconds: a batch of NOTIFIER_BATCH_SIZE deliveries at up to webhook_timeout_s
+#: (at most 30 s) each, plus reading the secret.
+NOTIFIER_TIMEOUT_S = 180
+#: Messages per notifier invocation (delivered one after another).
+NOTIFIER_BATCH_SIZE = 5
+#: Days CloudWatch Logs keeps the scaler's and the notifier's logs.
 SCALER_LOG_RETENTION_DAYS = 14
 
 #: Actions that AWS does not allow to scope to a resource (Service Authorization Reference: no resource
@@ -135,6 +146,15 @@ class PipelineSpec:
         remote_prefix: where the image keeps the engine (``PREFIX/venv/bin/gpu-transcribe``).
         owner_arn: the deploying caller's ARN (tag ``gpu-transcribe:owner``).
         tags: the user's ``(key, value)`` tags, put on every resource.
+        webhook_url: the pipeline's webhook (``pipeline deploy --webhook-url``; ``""``: none, only jobs'
+            own ``webhook_url``), checked by the deploy (``results.check_webhook_url``).
+        allow_private_webhooks: let the notifier send to private, loopback and link-local addresses.
+        webhook_max_attempts: delivery attempts of one event before SQS moves it to the webhooks
+            dead-letter queue (the webhooks queue's ``maxReceiveCount``). With the backoff below (half fixed,
+            half random, doubling from ``webhook_backoff_base_s`` up to ``webhook_backoff_cap_s``) 12
+            attempts span about 6 to 8 hours.
+        webhook_timeout_s: seconds per delivery attempt.
+        webhook_backoff_base_s, webhook_backoff_cap_s: the retry schedule, seconds.
     """
 
     name: str
@@ -159,6 +179,12 @@ class PipelineSpec:
     remote_prefix: str = "/opt/gpu-transcribe"
     owner_arn: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+    webhook_url: str = ""
+    allow_private_webhooks: bool = False
+    webhook_max_attempts: int = 12
+    webhook_timeout_s: int = 10
+    webhook_backoff_base_s: int = 30
+    webhook_backoff_cap_s: int = 7200
 
     def __post_init__(self) -> None:
         check_pipeline_name(self.name)
@@ -175,6 +201,8 @@ class PipelineSpec:
                 f"PipelineSpec.max_receive_count: {self.max_receive_count} must be above max_attempts "
                 f"({self.max_attempts}) and at most 1000 (SQS's limit)"
             )
+        if not 1 <= self.webhook_max_attempts <= 1000 or not 1 <= self.webhook_timeout_s <= 30:
+            raise ValueError("PipelineSpec.webhook_max_attempts must be 1-1000 and webhook_timeout_s 1-30")
         if not 30 <= self.visibility_timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
             raise ValueError(
                 f"PipelineSpec.visibility_timeout_s: {self.visibility_timeout_s} is not 30 to 43200"
@@ -204,6 +232,31 @@ class PipelineSpec:
     def group_name(self) -> str:
         """The worker Auto Scaling group's name."""
         return f"{self.prefix}-workers"
+
+    @property
+    def results_queue_name(self) -> str:
+        """The results queue's name (the pull channel: ``jobs watch``)."""
+        return f"{self.prefix}-results"
+
+    @property
+    def webhooks_queue_name(self) -> str:
+        """The notifier's queue's name."""
+        return f"{self.prefix}-webhooks"
+
+    @property
+    def webhooks_dead_letter_queue_name(self) -> str:
+        """Where events go that could not be delivered after ``webhook_max_attempts``."""
+        return f"{self.prefix}-webhooks-dlq"
+
+    @property
+    def webhook_secret_name(self) -> str:
+        """The Secrets Manager secret with the webhook signing secret(s)."""
+        return f"{self.prefix}-webhook"
+
+    @property
+    def notifier_name(self) -> str:
+        """The notifier Lambda function's name."""
+        return f"{self.prefix}-notifier"
 
     @property
     def scaler_name(self) -> str:
@@ -317,6 +370,95 @@ def scaler_source() -> str:
     return source
 
 
+def _statements(source: str) -> list[ast.stmt]:
+    """``source``'s top-level statements without docstrings, annotations, ``__future__`` and
+    ``remote.webhook_common`` imports (the notifier's inline code defines those names itself)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Module):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                node.body = node.body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef):
+            node.returns = None
+            arguments = node.args
+            for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                arg.annotation = None
+            for maybe in (arguments.vararg, arguments.kwarg):
+                if maybe is not None:
+                    maybe.annotation = None
+    return [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.ImportFrom) and node.module in ("__future__", "remote.webhook_common"))
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+    ]
+
+
+def _defined(node: ast.stmt) -> set[str]:
+    """The names a top-level statement binds."""
+    if isinstance(node, ast.FunctionDef | ast.ClassDef):
+        return {node.name}
+    if isinstance(node, ast.Assign):
+        return {target.id for target in node.targets if isinstance(target, ast.Name)}
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return set()
+
+
+def _used(nodes: list[ast.stmt]) -> set[str]:
+    return {name.id for node in nodes for name in ast.walk(node) if isinstance(name, ast.Name)}
+
+
+def notifier_source() -> str:
+    """The notifier Lambda's inline code: what :mod:`gpu_transcribe.pipeline.notifier` uses of
+    :mod:`remote.webhook_common`, then the notifier, without docstrings, annotations and unused
+    definitions or imports, indented by one space (the same program, smaller; the tests run this text).
+
+    Raises:
+        ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
+    """
+    common = _statements(resources.files("remote").joinpath("webhook_common.py").read_text(encoding="utf-8"))
+    notifier = _statements(
+        resources.files("gpu_transcribe.pipeline").joinpath("notifier.py").read_text(encoding="utf-8")
+    )
+    needed = _used(notifier)
+    kept: list[ast.stmt] = []
+    while True:  # the common definitions the notifier needs, and those they need
+        kept = [
+            node
+            for node in common
+            if _defined(node) & needed and not isinstance(node, ast.Import | ast.ImportFrom)
+        ]
+        grown = needed | _used(kept)
+        if grown == needed:
+            break
+        needed = grown
+    program = [*kept, *(node for node in notifier if not isinstance(node, ast.Import | ast.ImportFrom))]
+    needed = _used(program)
+    modules: dict[str, None] = {}  # ``import a, b`` in one line: fewer bytes
+    body: list[ast.stmt] = []
+    for node in [*common, *notifier]:
+        if isinstance(node, ast.Import):
+            modules |= {alias.name: None for alias in node.names if alias.name.split(".")[0] in needed}
+        elif isinstance(node, ast.ImportFrom):
+            node.names = [alias for alias in node.names if (alias.asname or alias.name) in needed]
+            if node.names and ast.unparse(node) not in {ast.unparse(seen) for seen in body}:
+                body.append(node)
+    body = [ast.Import(names=[ast.alias(name) for name in modules]), *body, *program]
+    text = ast.unparse(ast.Module(body=body, type_ignores=[]))
+    lines = [
+        re.sub(r"^(?:    )+", lambda m: " " * (len(m.group(0)) // 4), line) for line in text.splitlines()
+    ]
+    source = "\n".join(line for line in lines if line.strip()) + "\n"
+    size = len(source.encode())
+    if size > INLINE_CODE_LIMIT_BYTES:
+        raise ValueError(
+            f"the notifier's source is {size} bytes, over the {INLINE_CODE_LIMIT_BYTES}-byte limit"
+        )
+    return source
+
+
 def worker_config(spec: PipelineSpec) -> dict[str, Any]:
     """What the user data writes to :data:`WORKER_CONFIG_PATH` for the worker (CloudFormation ``${...}``
     references in values are substituted at deploy time)."""
@@ -334,6 +476,9 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
         "incoming_prefix": INCOMING_PREFIX,
         "results_prefix": RESULTS_PREFIX,
         "defaults": {"language": spec.language, "model": spec.model, "formats": list(spec.formats)},
+        "results_queue_url": "${ResultsQueue}",
+        "webhooks_queue_url": "${WebhooksQueue}",
+        "pipeline_webhook": bool(spec.webhook_url),
     }
 
 
@@ -537,6 +682,11 @@ def worker_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
         ),
         # Dead-lettering a job that failed max_attempts times at once, instead of waiting for more receives.
         _statement(["sqs:SendMessage"], [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]),
+        # Job events (gpu_transcribe.pipeline.results.publish_job_event).
+        _statement(
+            ["sqs:SendMessage"],
+            [{"Fn::GetAtt": ["ResultsQueue", "Arn"]}, {"Fn::GetAtt": ["WebhooksQueue", "Arn"]}],
+        ),
         _statement(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], [table]),
         _statement(["s3:GetObject"], [_bucket_arn(spec, f"/{INCOMING_PREFIX}*")]),
         _statement(["s3:PutObject"], [_bucket_arn(spec, f"/{RESULTS_PREFIX}*")]),
@@ -559,6 +709,132 @@ def scaler_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
             ["logs:CreateLogStream", "logs:PutLogEvents"], [{"Fn::GetAtt": ["ScalerLogGroup", "Arn"]}]
         ),
     ]
+
+
+def notifier_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The notifier role's permissions: consume the webhooks queue (the event-source mapping receives and
+    deletes; the function sets the visibility of a retry), read the secret, write its log."""
+    return [
+        _statement(
+            [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            [{"Fn::GetAtt": ["WebhooksQueue", "Arn"]}],
+        ),
+        # By name and Secrets Manager's 6-character suffix: a secret made by the deploy (moto) matches too.
+        _statement(
+            ["secretsmanager:GetSecretValue"],
+            [_arn("secretsmanager", f"secret:{spec.webhook_secret_name}-??????")],
+        ),
+        _statement(
+            ["logs:CreateLogStream", "logs:PutLogEvents"], [{"Fn::GetAtt": ["NotifierLogGroup", "Arn"]}]
+        ),
+    ]
+
+
+def _queue(spec: PipelineSpec, name: str, **properties: Any) -> dict[str, Any]:
+    return {
+        "Type": "AWS::SQS::Queue",
+        **_DELETED_WITH_STACK,
+        "Properties": {
+            "QueueName": name,
+            "SqsManagedSseEnabled": True,
+            "MessageRetentionPeriod": QUEUE_RETENTION_S,
+            **properties,
+            "Tags": _tags(spec, name),
+        },
+    }
+
+
+def _notifications(spec: PipelineSpec) -> dict[str, Any]:
+    """The results queue, the webhooks queue and its dead-letter queue, the secret and the notifier."""
+    return {
+        "ResultsQueue": _queue(spec, spec.results_queue_name, ReceiveMessageWaitTimeSeconds=20),
+        "WebhooksDeadLetterQueue": _queue(spec, spec.webhooks_dead_letter_queue_name),
+        "WebhooksQueue": _queue(
+            spec,
+            spec.webhooks_queue_name,
+            # At least the function's timeout (Lambda requires it); a failed delivery sets its own.
+            VisibilityTimeout=NOTIFIER_TIMEOUT_S * 6,
+            RedrivePolicy={
+                "deadLetterTargetArn": {"Fn::GetAtt": ["WebhooksDeadLetterQueue", "Arn"]},
+                "maxReceiveCount": spec.webhook_max_attempts,
+            },
+        ),
+        "WebhookSecret": {
+            "Type": "AWS::SecretsManager::Secret",
+            **_DELETED_WITH_STACK,
+            "Properties": {
+                "Name": spec.webhook_secret_name,
+                "Description": f"gpu-transcribe pipeline {spec.name}: webhook signing secret(s)",
+                # Replaced by a whsec_ secret by the deploy (Secrets Manager cannot generate that form).
+                "GenerateSecretString": {
+                    "SecretStringTemplate": json.dumps({"previous": None, "previous_until": None}),
+                    "GenerateStringKey": "current",
+                    "PasswordLength": 44,
+                    "ExcludePunctuation": True,
+                },
+                "Tags": _tags(spec, spec.webhook_secret_name),
+            },
+        },
+        "NotifierLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            **_DELETED_WITH_STACK,
+            "Properties": {
+                "LogGroupName": f"/aws/lambda/{spec.notifier_name}",
+                "RetentionInDays": SCALER_LOG_RETENTION_DAYS,
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+        "NotifierRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "Description": f"gpu-transcribe pipeline {spec.name}: webhook notifier",
+                "AssumeRolePolicyDocument": _assume("lambda.amazonaws.com"),
+                "Policies": [_policy("notifier", notifier_policy_statements(spec))],
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+        "NotifierFunction": {
+            "Type": "AWS::Lambda::Function",
+            "DependsOn": ["NotifierLogGroup"],
+            "Properties": {
+                "FunctionName": spec.notifier_name,
+                "Description": f"gpu-transcribe pipeline {spec.name}: delivers signed job webhooks",
+                "Runtime": SCALER_RUNTIME,
+                "Handler": "index.handler",
+                "Code": {"ZipFile": notifier_source()},
+                "Role": {"Fn::GetAtt": ["NotifierRole", "Arn"]},
+                "Timeout": NOTIFIER_TIMEOUT_S,
+                "MemorySize": 128,
+                "Environment": {
+                    "Variables": {
+                        "QUEUE_URL": {"Ref": "WebhooksQueue"},
+                        "SECRET_ID": spec.webhook_secret_name,
+                        "WEBHOOK_URL": spec.webhook_url,
+                        "ALLOW_PRIVATE": "1" if spec.allow_private_webhooks else "0",
+                        "TIMEOUT_S": str(spec.webhook_timeout_s),
+                        "BASE_S": str(spec.webhook_backoff_base_s),
+                        "CAP_S": str(spec.webhook_backoff_cap_s),
+                    }
+                },
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+        "NotifierMapping": {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": {"Fn::GetAtt": ["WebhooksQueue", "Arn"]},
+                "FunctionName": {"Ref": "NotifierFunction"},
+                "BatchSize": NOTIFIER_BATCH_SIZE,
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "Tags": _tags(spec, spec.notifier_name),
+            },
+        },
+    }
 
 
 def _root_volume(spec: PipelineSpec) -> dict[str, Any]:
@@ -735,6 +1011,11 @@ def _outputs(spec: PipelineSpec) -> dict[str, Any]:
         OUTPUT_TABLE: ({"Ref": "JobsTable"}, "DynamoDB jobs table"),
         OUTPUT_GROUP: ({"Ref": "WorkerGroup"}, "worker Auto Scaling group"),
         OUTPUT_SCALER: ({"Ref": "ScalerFunction"}, "scaler Lambda function"),
+        OUTPUT_RESULTS_QUEUE_URL: ({"Ref": "ResultsQueue"}, "results queue URL (job events, jobs watch)"),
+        OUTPUT_WEBHOOKS_QUEUE_URL: ({"Ref": "WebhooksQueue"}, "webhooks queue URL (the notifier's)"),
+        OUTPUT_WEBHOOKS_DLQ_URL: ({"Ref": "WebhooksDeadLetterQueue"}, "undelivered webhooks"),
+        OUTPUT_WEBHOOK_SECRET: (spec.webhook_secret_name, "Secrets Manager secret: webhook signing"),
+        OUTPUT_NOTIFIER: ({"Ref": "NotifierFunction"}, "notifier Lambda function"),
     }
     return {key: {"Description": text, "Value": value} for key, (value, text) in values.items()}
 
@@ -744,7 +1025,7 @@ def build_template(spec: PipelineSpec) -> dict[str, Any]:
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"gpu-transcribe pipeline {spec.name} (gpu-transcribe {__version__})",
-        "Resources": {**_storage(spec), **_fleet(spec), **_scaler(spec)},
+        "Resources": {**_storage(spec), **_fleet(spec), **_scaler(spec), **_notifications(spec)},
         "Outputs": _outputs(spec),
     }
 

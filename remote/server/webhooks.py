@@ -30,9 +30,7 @@ transcription is never held up by a callback; when the queue is full the callbac
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import email.utils
 import heapq
 import ipaddress
 import itertools
@@ -54,11 +52,11 @@ import httpx
 import standardwebhooks
 import tenacity
 
+from remote.webhook_common import check_secret, generate_secret, retry_after_s
+from remote.webhook_common import safe_url as _safe_url
+
 logger = logging.getLogger(__name__)
 
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32
-"""Random bytes in a generated secret; the spec allows 24 to 64 (base64 after the ``whsec_`` prefix)."""
 DEFAULT_TIMEOUT_S = 10.0
 """Seconds per attempt (connect, send, each read). Receivers are told to answer fast and work later."""
 DEFAULT_MAX_ATTEMPTS = 8
@@ -77,29 +75,6 @@ DEFAULT_QUEUE_SIZE = 1000
 USER_AGENT = "gpu-transcribe-webhooks"
 
 EVENT_TYPES: tuple[str, ...] = ("job.succeeded", "job.failed")
-
-
-def generate_secret() -> str:
-    """A new signing secret: ``whsec_`` + base64 of :data:`SECRET_BYTES` random bytes (Standard Webhooks)."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
-
-
-def check_secret(secret: str) -> str:
-    """Return ``secret`` stripped if it is a usable Standard Webhooks secret.
-
-    Raises:
-        ValueError: not ``whsec_`` + base64, or fewer than 24 bytes (the spec's minimum); the message does
-            not contain the secret.
-    """
-    secret = secret.strip()
-    body = secret.removeprefix(SECRET_PREFIX)
-    try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except ValueError:
-        raise ValueError("the webhook secret is not whsec_ followed by base64") from None
-    if not secret.startswith(SECRET_PREFIX) or len(raw) < 24:
-        raise ValueError("the webhook secret must be whsec_ followed by base64 of 24 to 64 random bytes")
-    return secret
 
 
 def load_or_create_secret(path: Path) -> str:
@@ -146,34 +121,6 @@ def check_callback_url(url: str) -> str:
     if address is not None and address.is_link_local:
         raise ValueError(f"callback_url: {parts.hostname} is a link-local address")
     return url.strip()
-
-
-def _safe_url(url: str) -> str:
-    """The URL for logs: scheme, host, port and path; no query, fragment or user info."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def retry_after_s(value: str | None, now_s: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date (RFC 9110, 10.2.3).
-
-    Returns:
-        The delay (>= 0), or ``None`` if the header is missing or unreadable.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now_s)
 
 
 @dataclass

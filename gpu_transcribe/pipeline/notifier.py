@@ -1,0 +1,129 @@
+"""The pipeline's notifier: the Lambda that delivers job events from the webhooks queue as signed POSTs.
+
+Runs as the stack's inline Lambda (stdlib and boto3 only): its code is :mod:`remote.webhook_common` followed
+by this module, stripped of docstrings and annotations by ``gpu_transcribe.pipeline.template.notifier_source``
+to fit CloudFormation's 4,096-byte inline limit (why not the ``standardwebhooks`` library: an inline function
+cannot bring packages, and a zip built at deploy time would need a bucket before the stack that makes it; the
+signature is a dozen lines of the spec, checked against the library's ``verify`` in the tests).
+
+One SQS message = one event (format: ``gpu_transcribe.pipeline.results``). Per message:
+
+- the URL is the job's ``webhook_url`` or else the pipeline's (``WEBHOOK_URL``); none: nothing to do;
+- the URL is checked now (``url_refusal``): a refused address (private, loopback, link-local unless
+  ``ALLOW_PRIVATE`` = ``1``, or not http(s)) stops, logged; a host that does not resolve is retried;
+- the body ``{"type", "timestamp", "data"}`` is POSTed once with ``webhook-id`` = the event's ``id`` (the same
+  on every attempt), ``webhook-timestamp`` = now, ``webhook-signature`` = ``v1,...`` for the current secret
+  and, during a rotation, also for the previous one (space-separated, as the spec allows); no redirects are
+  followed (one could lead to a private address); ``TIMEOUT_S`` seconds per attempt;
+- a message that is not an event (not JSON, no ``id``...) is logged and dropped, not retried; the others of
+  the batch go on. Logs name the event, the host and the attempt, never the URL's path or query (tokens);
+- 2xx: done. 410: done (the receiver said stop), logged. Anything else, or no answer: the message is made
+  invisible for a backoff with jitter (``BASE_S * 2**(n-1)`` capped at ``CAP_S``, half of it fixed and half
+  random, ``n`` = the message's receive count), or the receiver's ``Retry-After`` if longer (at most 6 h), and
+  reported as a batch item failure, so SQS hands it back then; after the queue's ``maxReceiveCount`` SQS
+  moves it to the webhooks dead-letter queue.
+
+Environment: ``QUEUE_URL``, ``SECRET_ID``, ``WEBHOOK_URL`` (may be empty), ``ALLOW_PRIVATE``, ``TIMEOUT_S``,
+``BASE_S``, ``CAP_S``. The secret (Secrets Manager) is JSON ``{"current": "whsec_...", "previous": "whsec_..."
+or null, "previous_until": Unix seconds or null}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+
+from remote.webhook_common import UNRESOLVED, retry_after_s, sign_v1, url_refusal
+
+MAX_RETRY_AFTER_S = 21_600
+"""The longest ``Retry-After`` honoured, seconds (6 h; SQS allows a message 12 h of invisibility)."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuses redirects: a 3xx becomes an ``HTTPError`` (an attempt that failed)."""
+
+    def redirect_request(self, *args: Any) -> None:
+        """Never follow (a redirect could point at a private address)."""
+        return None
+
+
+def signing_secrets(secret: dict[str, Any], now_s: float) -> list[str]:
+    """The secrets to sign with now: the current one, and the previous one while its rotation lasts."""
+    keys = [secret["current"]]
+    if secret.get("previous") and now_s < (secret.get("previous_until") or float("inf")):
+        keys.append(secret["previous"])
+    return keys
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, retry_after: float | None) -> int:
+    """Seconds before the next attempt after ``attempt`` (1-based) failed: half fixed, half random."""
+    ceiling = min(cap_s, base_s * 2 ** (attempt - 1))
+    return int(max(ceiling * random.uniform(0.5, 1), min(retry_after or 0, MAX_RETRY_AFTER_S)))
+
+
+def deliver(event: dict[str, Any], attempt: int, keys: list[str], env: Any) -> int | None:
+    """Make one attempt at delivering ``event`` (a results message); return seconds until the next
+    attempt, or ``None`` when it is finished (delivered, 410, refused, or no URL). Logs each outcome."""
+    url = event.get("webhook_url") or env.get("WEBHOOK_URL")
+    if not url:
+        return None
+    where = f"{event['id']} {event['type']} to {urlsplit(url).hostname} attempt {attempt}:"
+    reason = url_refusal(url, env.get("ALLOW_PRIVATE") == "1")
+    retry_after = None
+    if reason and UNRESOLVED not in reason:
+        print(where, "refused:", reason)
+        return None
+    if not reason:
+        body = json.dumps({k: event[k] for k in ("type", "timestamp", "data")}, separators=(",", ":"))
+        now = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": event["id"],
+            "webhook-timestamp": f"{now}",
+        }
+        headers["webhook-signature"] = " ".join(sign_v1(key, event["id"], now, body) for key in keys)
+        request = urllib.request.Request(url, body.encode(), headers)  # a POST: it has data
+        try:
+            urllib.request.build_opener(_NoRedirect).open(request, timeout=float(env["TIMEOUT_S"])).close()
+            print(where, "delivered")
+            return None
+        except urllib.error.HTTPError as exc:
+            if exc.code == 410:
+                print(where, "410 Gone: stop")
+                return None
+            reason = f"HTTP {exc.code}"
+            retry_after = retry_after_s(exc.headers.get("retry-after"), time.time())
+        except OSError as exc:
+            reason = repr(exc)
+    wait = backoff_s(attempt, float(env["BASE_S"]), float(env["CAP_S"]), retry_after)
+    print(where, "failed:", reason, "; retry in", wait)
+    return wait
+
+
+def handler(event: dict[str, Any], context: Any, env: Any = os.environ) -> dict[str, Any]:
+    """The Lambda entry point for an SQS batch; returns the batch item failures (messages to retry)."""
+    sqs = boto3.client("sqs")
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=env["SECRET_ID"])
+    keys = signing_secrets(json.loads(secret["SecretString"]), time.time())
+    failures = []
+    for record in event["Records"]:
+        attempt = int(record["attributes"]["ApproximateReceiveCount"])
+        try:
+            wait = deliver(json.loads(record["body"]), attempt, keys, env)
+        except (ValueError, KeyError, TypeError) as exc:  # not our message: dropped, not retried
+            print(record["messageId"], "unreadable:", repr(exc))
+            wait = None
+        if wait is not None:
+            sqs.change_message_visibility(
+                QueueUrl=env["QUEUE_URL"], ReceiptHandle=record["receiptHandle"], VisibilityTimeout=wait
+            )
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}
