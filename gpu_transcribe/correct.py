@@ -659,3 +659,41 @@ def correct_file(raw_json: Path, formats: Sequence[str], config: CorrectionConfi
     except OutputWriteError as exc:
         return replace(result, status="failed", reason=str(exc), texts=())
     return replace(result, outputs=outputs, elapsed_s=time.monotonic() - started)
+
+
+def correct_outputs(
+    outputs: Sequence[Mapping[str, Path | str]],
+    formats: Sequence[str],
+    config: CorrectionConfig,
+    on_progress: Callable[[str], None] | None = None,
+) -> tuple[CorrectionResult, ...]:
+    """:func:`correct_file` for each finished file of a run, one after another (each file's pieces go to
+    Bedrock ``config.concurrency`` at a time).
+
+    Args:
+        outputs: per file, format -> the raw file written; a file without ``json`` is skipped (the
+            correction reads the JSON: ``run --correct`` always writes it).
+        formats: the formats to write corrected (the run's).
+        config: model, region and rails.
+        on_progress: called with one line before each file.
+
+    Returns:
+        One result per file, in order. Never raises for Bedrock.
+    """
+    results = []
+    for written in outputs:
+        raw_json = written.get("json")
+        if raw_json is None:
+            results.append(
+                CorrectionResult(
+                    status="skipped",
+                    reason="no JSON transcript to correct (add json to --format)",
+                    model_id=config.model_id,
+                    region=config.region,
+                )
+            )
+            continue
+        if on_progress is not None:
+            on_progress(f"correcting {Path(raw_json).name} with {config.model_id} in {config.region}")
+        results.append(correct_file(Path(raw_json), formats, config))
+    return tuple(results)
