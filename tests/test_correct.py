@@ -385,3 +385,29 @@ def test_run_local_correct_end_to_end(
     assert re.search(rf"corrected {stem}\.json with {re.escape(MODEL_ID)}: \d+ segments", proc.stderr)
     [call] = loopback_bedrock.converse_requests()
     assert list(call.segments.values()) == raw_lines
+
+
+def test_run_corrects_after_the_pull_and_lists_the_corrected_files(
+    loopback_bedrock: LoopbackBedrock, tmp_path: Path
+) -> None:
+    """``run`` / ``run --host``'s step (``run.host.correct_finished``): the corrected files join the file's
+    outputs (so they are uploaded and listed) and the result is recorded; a file without JSON is skipped."""
+    from types import SimpleNamespace
+
+    from gpu_transcribe.run.host import RunState, correct_finished
+    from gpu_transcribe.run.request import RunCallbacks
+
+    loopback_bedrock.corrector = fixing_answer
+    state = RunState()
+    state.outputs[0] = write_outputs(transcript(), tmp_path / "a", ("txt", "json"))
+    state.outputs[1] = write_outputs(transcript(), tmp_path / "b", ("txt",))
+    steps: list[str] = []
+    callbacks = RunCallbacks(on_progress=lambda event: steps.append(event.stage))
+    correct_finished(config(), SimpleNamespace(formats=("txt", "json")), state, callbacks)  # type: ignore[arg-type]
+    assert state.corrections[0].status == "corrected"
+    assert state.outputs[0]["corrected.txt"] == tmp_path / "a.corrected.txt"
+    assert state.outputs[0]["corrected.json"] == tmp_path / "a.corrected.json"
+    assert state.corrections[1].status == "skipped" and "no JSON" in state.corrections[1].reason
+    assert set(state.outputs[1]) == {"txt"}
+    assert steps == ["correct"]
+    correct_finished(None, SimpleNamespace(formats=("txt",)), RunState(), callbacks)  # type: ignore[arg-type]
