@@ -427,7 +427,7 @@ def _cached_check(region: str, profile: str | None, model_id: str) -> tuple[bool
 
     try:
         availability = check_model(AwsContext(region=region, profile=profile), model_id)
-    except BedrockError as exc:
+    except GpuTranscribeError as exc:  # BedrockError, or a profile that does not exist (the call says so too)
         return True, f"model check skipped: {exc}"
     return availability.available, availability.reason
 

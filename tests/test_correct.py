@@ -411,3 +411,27 @@ def test_run_corrects_after_the_pull_and_lists_the_corrected_files(
     assert set(state.outputs[1]) == {"txt"}
     assert steps == ["correct"]
     correct_finished(None, SimpleNamespace(formats=("txt",)), RunState(), callbacks)  # type: ignore[arg-type]
+
+
+def test_settings_feed_the_config(tmp_path: Path) -> None:
+    from gpu_transcribe.errors import SettingsError
+    from gpu_transcribe.settings import load_settings
+
+    env = {"GPU_TRANSCRIBE_CORRECT_MAX_CHANGE_FRACTION": "0.5", "GPU_TRANSCRIBE_CORRECT_CONCURRENCY": "2"}
+    settings = load_settings(env=env | {"GPU_TRANSCRIBE_REGION": "eu-west-1"}, config_files=[])
+    cfg = CorrectionConfig.from_settings(settings)
+    assert (cfg.model_id, cfg.region, cfg.max_change_fraction, cfg.concurrency) == (
+        MODEL_ID,
+        "eu-west-1",
+        0.5,
+        2,
+    )
+    settings = load_settings(env={"GPU_TRANSCRIBE_CORRECT_REGION": "us-east-1"}, config_files=[])
+    assert CorrectionConfig.from_settings(settings).region == "us-east-1"
+    for name, bad in [
+        ("CORRECT_MAX_CHANGE_FRACTION", "1.5"),
+        ("CORRECT_CONCURRENCY", "0"),
+        ("CORRECT_MODEL_ID", "a b"),
+    ]:
+        with pytest.raises(SettingsError, match=name.lower()):
+            load_settings(env={f"GPU_TRANSCRIBE_{name}": bad}, config_files=[])
