@@ -24,7 +24,8 @@ The flow for one transcript:
    :func:`~gpu_transcribe.aws.bedrock.converse`. After any other Bedrock error, pieces not yet sent are not
    sent (they stay raw): the error would repeat.
 6. **Result.** Tokens and cost (:data:`PRICES_USD_PER_1K_TOKENS`) are recorded. When no piece could be
-   corrected because Bedrock failed, the status is ``failed`` with the reason, and nothing is written: the
+   corrected (Bedrock failed, or every answer was refused), the status is ``failed`` with the reason, and
+   nothing is written: the
    raw transcript stands alone and the run still succeeds. Otherwise the corrected transcript is written
    beside the raw one as ``<stem>.corrected.<fmt>`` through :func:`remote.writers.write_outputs` (the same
    renderers, so the same segment times, and atomic files), never instead of it.
@@ -187,7 +188,8 @@ class CorrectionResult:
 
     Attributes:
         status: ``corrected`` (files written; some pieces or segments may be raw, see the counts),
-            ``failed`` (Bedrock failed for every piece, or the transcript could not be read; nothing written)
+            ``failed`` (no piece could be corrected: Bedrock failed or every answer was refused; or the
+            transcript could not be read or the corrected one written; no corrected file)
             or ``skipped`` (nothing to do, or the model is not offered in the region; nothing written).
         reason: why ``failed`` or ``skipped``, or what went wrong with some pieces; ``""`` when all went well.
         model_id: the model asked.
@@ -457,7 +459,7 @@ def _correct_piece(
     client: Any,
     tally: _Tally,
 ) -> None:
-    from gpu_transcribe.aws.bedrock import converse
+    from gpu_transcribe.aws.bedrock import RETRYABLE_CODES, converse
 
     where = f"segments {piece.ids[0]}-{piece.ids[-1]}"
     if tally.stop is not None:
@@ -484,11 +486,7 @@ def _correct_piece(
             tally.bedrock_failures += 1
             tally.notes.append(f"{where}: kept raw: {exc}")
             tally.first_error = tally.first_error or str(exc)
-            if exc.code not in (
-                "ThrottlingException",
-                "ServiceUnavailableException",
-                "ModelNotReadyException",
-            ):
+            if exc.code not in RETRYABLE_CODES:  # the same error would meet every other piece
                 tally.stop = tally.stop or exc
         return
     with tally.lock:
@@ -574,10 +572,12 @@ def correct_transcript(
     if price is not None:
         cost = round((tally.input_tokens * price[0] + tally.output_tokens * price[1]) / 1000, 6)
     notes = tuple(sorted(tally.notes, key=lambda n: int(n.split()[1].split("-")[0])))
-    failed = tally.kept_raw == len(pieces) and tally.bedrock_failures > 0
+    failed = tally.kept_raw == len(pieces)  # not one piece corrected: writing a copy of the raw would mislead
     reason = ""
-    if failed:
+    if failed and tally.first_error:
         reason = f"Bedrock failed, raw transcript kept: {tally.first_error}"
+    elif failed:
+        reason = f"every answer was refused, raw transcript kept: {notes[0].split('refused: ', 1)[-1]}"
     elif notes:
         reason = f"{tally.kept_raw} of {len(pieces)} piece(s) kept raw"
     return replace(

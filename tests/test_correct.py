@@ -217,12 +217,27 @@ def test_answer_that_drops_a_sentence_is_refused(loopback_bedrock: LoopbackBedro
 
 
 def test_answer_with_wrong_ids_keeps_the_piece_raw(loopback_bedrock: LoopbackBedrock) -> None:
-    loopback_bedrock.corrector = lambda segments: json.dumps({"0": "Bara ett."})
-    result = correct_transcript(transcript(), config())
+    def loses_an_id_in_the_middle_piece(segments: dict[str, str]) -> str:
+        if "1" in segments:
+            return json.dumps({"0": "Bara ett."})
+        return fixing_answer(segments)
+
+    loopback_bedrock.corrector = loses_an_id_in_the_middle_piece
+    result = correct_transcript(transcript(), config(piece_budget_tokens=5))  # one segment a piece
     assert result.status == "corrected"
-    assert (result.pieces, result.pieces_kept_raw, result.segments_changed) == (1, 1, 0)
-    assert result.texts == RAW
-    assert "segment ids differ" in result.notes[0]
+    assert (result.pieces, result.pieces_kept_raw, result.segments_changed) == (3, 1, 2)
+    assert result.texts == (fix_words(RAW[0]), RAW[1], fix_words(RAW[2]))
+    assert result.notes[0].startswith("segments 1-1: kept raw") and "segment ids differ" in result.notes[0]
+
+
+def test_every_answer_refused_writes_nothing(loopback_bedrock: LoopbackBedrock, tmp_path: Path) -> None:
+    loopback_bedrock.corrector = lambda segments: "Sure! Here is the corrected text."
+    raw = write_outputs(transcript(), tmp_path / "talk", ("txt", "json"))
+    result = correct_file(raw["json"], ("txt", "json"), config())
+    assert result.status == "failed" and "every answer was refused" in result.reason
+    assert "not JSON" in result.reason
+    assert result.input_tokens > 0  # paid for, and recorded
+    assert not (tmp_path / "talk.corrected.txt").exists()
 
 
 def test_throttling_is_retried_with_backoff(loopback_bedrock: LoopbackBedrock) -> None:
