@@ -6,11 +6,15 @@ real botocore client, which signs real requests. Nothing here talks to the real 
 - the request carries the segments, the context and the prompt (asserted on what the server received);
 - a good answer becomes ``.corrected.{txt,json,srt,vtt}`` with the raw times, the raw files untouched;
 - an answer that drops a sentence is refused (the segment kept raw and counted); bad ids keep a piece raw;
+  when every answer is refused, nothing is written;
 - throttling (429) is retried with backoff, then succeeds;
 - an outage (500s, or nothing listening) keeps the raw transcript with a recorded reason;
 - a long transcript goes in several pieces, each with its neighbours as context;
 - the model check: absent in the region -> skipped; present -> corrected;
+- ``run``'s step after the pull; the ``correct_*`` settings;
 - ``run --local --correct`` end to end with the real whisper-base model (a subprocess).
+
+About 20 s on 2 shared cores, 11 s of it the end-to-end run.
 """
 
 from __future__ import annotations
