@@ -168,6 +168,7 @@ def run(
     overwrite: opt.Overwrite = False,
     skip_existing: opt.SkipExisting = False,
     no_s3: opt.NoS3 = False,
+    correct: opt.Correct = False,
     upload_audio: opt.UploadAudio = False,
     dry_run: opt.DryRun = False,
     update_engine: opt.UpdateEngine = False,
@@ -216,6 +217,13 @@ def run(
 
     existing = existing_policy(overwrite, skip_existing)
     inputs = tuple(str(p) for p in paths)
+    format_list = tuple(formats.split(","))
+    correction = None
+    if correct:  # the correction reads the raw JSON (segment times), so --correct always writes it
+        from gpu_transcribe.correct import CorrectionConfig
+
+        format_list += () if "json" in format_list else ("json",)
+        correction = CorrectionConfig.from_settings(settings)
     if local:
         from gpu_transcribe.local import LocalRunRequest, check_model
 
@@ -224,12 +232,13 @@ def run(
             LocalRunRequest(
                 paths=inputs,
                 output_dir=output_dir,
-                formats=tuple(formats.split(",")),
+                formats=format_list,
                 options=options,
                 model=settings.model,
                 revision=revision,
                 device=device or "auto",
                 existing=existing,
+                correct=correction,
             )
         )
         return
@@ -238,7 +247,7 @@ def run(
     request = CloudRunRequest(
         paths=inputs,
         output_dir=output_dir,
-        formats=tuple(formats.split(",")),
+        formats=format_list,
         options=options,
         model=settings.model,
         revision=revision,
@@ -247,6 +256,7 @@ def run(
         update_engine=update_engine,
         host=parse_host(host, identity, known_hosts) if host else None,
         existing=existing,
+        correct=correction,
     )
     _run_remote(request, settings, dry_run=dry_run)
 
@@ -313,7 +323,12 @@ def _run_local(request: LocalRunRequest) -> None:
     from gpu_transcribe.errors import LocalRunInterruptedError
     from gpu_transcribe.local import run_local
     from gpu_transcribe.progress import EngineProgress
-    from gpu_transcribe.render import print_engine_summary, print_output_paths, print_problems
+    from gpu_transcribe.render import (
+        print_corrections,
+        print_engine_summary,
+        print_output_paths,
+        print_problems,
+    )
 
     try:
         with EngineProgress(stderr) as progress:
@@ -326,7 +341,9 @@ def _run_local(request: LocalRunRequest) -> None:
     print_problems(result.input_problems, stderr)
     if result.engine is not None:
         print_engine_summary(result.engine, stderr)
+        print_corrections(result.corrections, stderr)
         print_output_paths((p for f in result.engine.files for p in f.outputs.values()), stdout)
+        print_output_paths((p for c in result.corrections for p in c.outputs.values()), stdout)
     if not result.ok:
         raise typer.Exit(1)
 
@@ -334,7 +351,12 @@ def _run_local(request: LocalRunRequest) -> None:
 def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) -> None:
     from gpu_transcribe.outputs import problems_fail_run
     from gpu_transcribe.progress import EngineProgress
-    from gpu_transcribe.render import print_cloud_summary, print_dry_run, print_output_paths
+    from gpu_transcribe.render import (
+        print_cloud_summary,
+        print_corrections,
+        print_dry_run,
+        print_output_paths,
+    )
     from gpu_transcribe.run import RunCallbacks, plan_run, run_cloud, run_on_host
 
     with EngineProgress(stderr) as progress:
@@ -352,6 +374,7 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
             return
         result = (run_on_host if request.host else run_cloud)(request, settings, callbacks)
     print_cloud_summary(result, stderr)
+    print_corrections([f.correction for f in result.files if f.correction is not None], stderr)
     print_output_paths((p for f in result.files for p in f.outputs.values()), stdout)
     if result.teardown_error is not None:
         raise typer.Exit(EXIT_LEFT_BEHIND)

@@ -118,6 +118,14 @@ SkipExisting = Annotated[
     ),
 ]
 NoS3 = Annotated[bool, typer.Option("--no-s3", help="Do not upload the outputs to S3.")]
+Correct = Annotated[
+    bool,
+    typer.Option(
+        "--correct",
+        help="Also correct each transcript with a language model on Amazon Bedrock (correct_* settings) and "
+        "write it beside the raw one as <stem>.corrected.<format>; adds json to --format.",
+    ),
+]
 UploadAudio = Annotated[
     bool, typer.Option("--upload-audio", help="Also store the audio files in S3 (not with --no-s3).")
 ]

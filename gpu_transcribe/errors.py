@@ -260,6 +260,24 @@ class PipelineNotFoundError(CloudError):
         )
 
 
+class BedrockError(CloudError):
+    """A call to Amazon Bedrock failed (after the retries of throttling), or the model cannot be used in the
+    region. The correction stage records it as the reason and keeps the raw transcript; it never fails a run.
+
+    Attributes:
+        code: the AWS error code (``ThrottlingException``, ``ValidationException``...) or botocore's name for
+            a connection failure (``EndpointConnectionError``); ``""`` if none.
+        model_id: the Bedrock model id asked for.
+        region: the region called.
+    """
+
+    def __init__(self, message: str, *, code: str, model_id: str, region: str) -> None:
+        self.code = code
+        self.model_id = model_id
+        self.region = region
+        super().__init__(message)
+
+
 class UploadError(CloudError):
     """Uploading results to S3 failed; the local files are kept."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.engine_runner import EngineRequest, EngineRun, EventCallback, run_engine_locally
 from gpu_transcribe.errors import InputError, InterruptedRunError, LocalRunInterruptedError, SettingsError
@@ -22,6 +22,9 @@ from gpu_transcribe.outputs import (
     problems_fail_run,
 )
 from remote.options import TranscribeOptions
+
+if TYPE_CHECKING:
+    from gpu_transcribe.correct import CorrectionConfig, CorrectionResult
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class LocalRunRequest:
         revision: model revision or ``None``.
         device: ``auto``, ``cpu`` or ``cuda``.
         existing: what to do with an input whose output exists (see :data:`ExistingPolicy`).
+        correct: with ``--correct``, how to correct each finished transcript through Bedrock (the files
+            ``<stem>.corrected.<fmt>`` are written beside the raw ones); ``None`` for no correction.
     """
 
     paths: tuple[str, ...]
@@ -47,6 +52,7 @@ class LocalRunRequest:
     revision: str | None = None
     device: str = "auto"
     existing: ExistingPolicy = "refuse"
+    correct: CorrectionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -59,12 +65,15 @@ class LocalRunResult:
             error each (the other files went on).
         engine: the engine's result, or ``None`` if there was no file to transcribe.
         skipped: inputs passed over quietly because an output exists (``--skip-existing``).
+        corrections: with ``--correct``, one result per transcribed file, in the engine's order (a failed
+            correction never fails the run).
     """
 
     inputs: tuple[AudioInput, ...]
     input_problems: tuple[InputError, ...]
     engine: EngineRun | None
     skipped: tuple[AudioInput, ...] = ()
+    corrections: tuple[CorrectionResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -138,7 +147,15 @@ def run_local(request: LocalRunRequest, on_event: EventCallback | None = None) -
         device=request.device,
     )
     engine = _run_engine_until_signal(engine_request, files, problems, on_event)
-    return LocalRunResult(inputs=files, input_problems=problems, engine=engine, skipped=skipped)
+    corrections: tuple[CorrectionResult, ...] = ()
+    if request.correct is not None:
+        from gpu_transcribe.correct import correct_outputs
+
+        done = [f.outputs for f in engine.files if f.ok]
+        corrections = correct_outputs(done, formats, request.correct)
+    return LocalRunResult(
+        inputs=files, input_problems=problems, engine=engine, skipped=skipped, corrections=corrections
+    )
 
 
 def _run_engine_until_signal(

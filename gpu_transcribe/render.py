@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.build_ami import BuildPlan, BuildResult
     from gpu_transcribe.catalog import ImageList, PruneReport, ZonePrices
     from gpu_transcribe.cleanup import CleanupReport
+    from gpu_transcribe.correct import CorrectionResult
     from gpu_transcribe.engine_runner import EngineRun
     from gpu_transcribe.run import CloudRunResult, DryRunPlan
     from gpu_transcribe.settings import Settings
@@ -388,6 +389,27 @@ def print_engine_summary(run: EngineRun, console: Console) -> None:
     console.print(engine_summary_table(run))
     for f in run.failed:
         console.print(f"[bold red]error:[/] {escape(f.message)}", highlight=False, soft_wrap=True)
+
+
+def correction_line(result: CorrectionResult) -> str:
+    """One line for a file's correction: counts, tokens and cost, or why it was skipped or failed."""
+    name = result.source.name if result.source is not None else "transcript"
+    if result.status != "corrected":
+        return f"correction of {name} {result.status}: {result.reason}"
+    line = (
+        f"corrected {name} with {result.model_id}: {result.segments} segments, {result.segments_changed} "
+        f"changed, {result.segments_refused} kept raw by the change limit, {result.pieces_kept_raw} of "
+        f"{result.pieces} piece(s) kept raw; tokens {result.input_tokens:,} in, "
+        f"{result.output_tokens:,} out, cost {_money(result.cost_usd)}"
+    )
+    return line + (f" ({result.reason})" if result.reason else "")
+
+
+def print_corrections(results: Iterable[CorrectionResult], console: Console) -> None:
+    """``run --correct``: :func:`correction_line` per file (a warning colour when it did not correct)."""
+    for result in results:
+        style = "" if result.status == "corrected" else "[yellow]warning:[/] "
+        console.print(f"{style}{escape(correction_line(result))}", highlight=False, soft_wrap=True)
 
 
 def print_problems(problems: Iterable[object], console: Console) -> None:

@@ -84,6 +84,13 @@ class Settings:
             and ``PREFIX/manifest.json`` names the cached model (``ami/provision.py --prefix``).
         model: Whisper model for ``run`` (a Hugging Face id or a local directory).
         language: Whisper language code, or ``auto``.
+        correct_model_id: the Bedrock model (or cross-region inference profile) id that corrects transcripts
+            (``run --correct``); default Claude 3 Haiku, Anthropic's smallest Claude on Bedrock (model id as
+            listed in the Bedrock user guide, "Supported foundation models").
+        correct_region: the region of the Bedrock calls; ``None`` (default) means ``region``.
+        correct_max_change_fraction: a corrected segment whose word edit distance from the raw one exceeds
+            this fraction of its words is kept raw (:mod:`gpu_transcribe.correct`).
+        correct_concurrency: the most Converse calls in flight at once, per file.
         sources: ``(setting name, source)`` for every field: ``--region``, ``GPU_TRANSCRIBE_REGION``,
             a TOML file path, or ``default``.
     """
@@ -107,6 +114,10 @@ class Settings:
     remote_prefix: str = "/opt/gpu-transcribe"
     model: str = "KBLab/kb-whisper-small"
     language: str = "sv"
+    correct_model_id: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    correct_region: str | None = None
+    correct_max_change_fraction: float = 0.3
+    correct_concurrency: int = 4
     sources: tuple[tuple[str, str], ...] = ()
 
     def source(self, name: str) -> str:
@@ -364,6 +375,28 @@ def _language(value: object) -> str:
         raise ValueError(LANGUAGE_CHOICES) from None
 
 
+def _bedrock_model_id(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._:/-]{2,2047}", text):
+        raise ValueError(
+            "a Bedrock model id or inference profile id such as anthropic.claude-3-haiku-20240307-v1:0"
+        )
+    return text
+
+
+def _fraction(value: object) -> float:
+    allowed = "a fraction greater than 0 and at most 1, such as 0.3"
+    if isinstance(value, bool):
+        raise ValueError(allowed)
+    try:
+        number = float(value) if isinstance(value, int | float) else float(_text(value))
+    except ValueError:
+        raise ValueError(allowed) from None
+    if not 0 < number <= 1:
+        raise ValueError(allowed)
+    return number
+
+
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "region": _region,
     "instance_types": _instance_types,
@@ -386,6 +419,11 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "remote_prefix": _remote_prefix,
     "model": _model,
     "language": _language,
+    "correct_model_id": _bedrock_model_id,
+    "correct_region": _optional(_region),
+    "correct_max_change_fraction": _fraction,
+    # 16: Bedrock's on-demand quotas are requests per minute per account; more threads only throttle.
+    "correct_concurrency": _int_range(1, 16, "calls"),
 }
 
 SETTING_NAMES: tuple[str, ...] = tuple(_PARSERS)

@@ -1,4 +1,5 @@
 """Shared pytest fixtures. Each lives in ``tests/fixtures/`` so that benchmarks can import them too:
-the loopback sshd (``sshd_server``, ``sshd_target``) and moto in server mode (``moto_server``, ``aws``)."""
+the loopback sshd (``sshd_server``, ``sshd_target``) and moto in server mode (``moto_server``, ``aws``) and a
+loopback Amazon Bedrock (``loopback_bedrock``)."""
 
-pytest_plugins = ["tests.fixtures.sshd", "tests.fixtures.moto_aws"]
+pytest_plugins = ["tests.fixtures.sshd", "tests.fixtures.moto_aws", "tests.fixtures.bedrock"]

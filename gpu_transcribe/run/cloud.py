@@ -23,7 +23,7 @@ from gpu_transcribe import __version__
 from gpu_transcribe.common import billed_seconds, cost_usd, new_run_id, utc_now
 from gpu_transcribe.errors import GpuTranscribeError, InstanceLostError, TeardownError
 from gpu_transcribe.instance_session import ALIVE_CHECK_S, InstanceSession, InstanceUsage
-from gpu_transcribe.run.host import HostWork, Job, RunState, build_engine_wheel
+from gpu_transcribe.run.host import HostWork, Job, RunState, build_engine_wheel, correct_finished
 from gpu_transcribe.run.request import CloudRunRequest, CloudRunResult, DryRunPlan, Phases, RunCallbacks
 from gpu_transcribe.run.upload import upload_outputs
 from gpu_transcribe.spot_watch import NOTICE_CHECK_S, SpotNotice
@@ -287,6 +287,9 @@ def run_cloud(
                 f"({lost.instance_id} was lost)",
             )
             plan = relaunch.plan_after(usages[-1])
+    correct_finished(
+        request.correct, job, state, callbacks
+    )  # the instance is gone: Bedrock is called from here
     upload_error = upload_outputs(
         settings, cloud.bucket, run_id, cloud.started_at, request, job, state, callbacks, phases
     )

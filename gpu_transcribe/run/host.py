@@ -28,6 +28,7 @@ from remote.options import TranscribeOptions
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.s3 import UploadedObject
+    from gpu_transcribe.correct import CorrectionConfig, CorrectionResult
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession, SSHTarget
 
@@ -148,6 +149,7 @@ class RunState:
     uploads: dict[int, tuple[UploadedObject, ...]] = field(default_factory=dict)
     engine_runs: list[EngineRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    corrections: dict[int, CorrectionResult] = field(default_factory=dict)
 
     def unfinished(self, file_count: int) -> list[int]:
         """The indices of files without an outcome yet."""
@@ -162,6 +164,7 @@ class RunState:
                 outputs=self.outputs.get(i, {}),
                 uploads=self.uploads.get(i, ()),
                 attempts=self.attempts.get(i, 0),
+                correction=self.corrections.get(i),
             )
             for i, audio in enumerate(job.files)
         )
@@ -183,6 +186,28 @@ class _EngineSetup:
     model: str
     env: tuple[str, ...]
     run_dir: str
+
+
+def correct_finished(
+    config: CorrectionConfig | None, job: Job, state: RunState, callbacks: RunCallbacks
+) -> None:
+    """``--correct``: correct every finished file's transcript through Bedrock (here, after the pull) and add
+    the ``.corrected.*`` files to its outputs as ``corrected.<fmt>`` (so they are uploaded and listed). A
+    Bedrock failure is recorded in ``state.corrections``, never raised. Nothing happens without ``config``."""
+    if config is None:
+        return
+    from gpu_transcribe.correct import correct_outputs
+
+    indices = sorted(state.outputs)
+    results = correct_outputs(
+        [state.outputs[i] for i in indices],
+        job.formats,
+        config,
+        on_progress=lambda line: callbacks.progress("correct", line),
+    )
+    for index, result in zip(indices, results, strict=True):
+        state.corrections[index] = result
+        state.outputs[index] |= {f"corrected.{fmt}": path for fmt, path in result.outputs.items()}
 
 
 def build_engine_wheel(stack: contextlib.ExitStack, callbacks: RunCallbacks, phases: Phases) -> Path:
@@ -431,6 +456,7 @@ def run_on_host(
                 with phases.timed("ssh_ready"):
                     sessions.append(connect(request.host, deadline_s=60.0))
                 work.run(sessions[0], range(len(job.files)), run_id, remove_run_dir=True)
+    correct_finished(request.correct, job, state, callbacks)
     upload_error = upload_outputs(
         settings, bucket, run_id, started_at, request, job, state, callbacks, phases
     )

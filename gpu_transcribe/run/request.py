@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.images import OurImage
     from gpu_transcribe.aws.launch_plan import LaunchPlan
     from gpu_transcribe.aws.s3 import UploadedObject
+    from gpu_transcribe.correct import CorrectionConfig, CorrectionResult
     from gpu_transcribe.outputs import ExistingPolicy
     from gpu_transcribe.ssh import SSHTarget
 
@@ -47,6 +48,9 @@ class CloudRunRequest:
             ``known_hosts_file``).
         existing: what to do with an input whose output exists (see
             :data:`~gpu_transcribe.outputs.ExistingPolicy`); checked before anything is launched.
+        correct: with ``--correct``, how to correct each finished transcript through Bedrock, here, after the
+            outputs are pulled and before the upload (the ``.corrected.*`` files are uploaded too); ``None``
+            for no correction.
     """
 
     paths: tuple[str, ...]
@@ -60,6 +64,7 @@ class CloudRunRequest:
     update_engine: bool = False
     host: SSHTarget | None = None
     existing: ExistingPolicy = "refuse"
+    correct: CorrectionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,12 @@ class FileResult:
     Attributes:
         audio: the local input.
         outcome: the engine's outcome (``None`` if it never ran to a result: lost twice, or interrupted).
-        outputs: format -> local path written.
+        outputs: format -> local path written; with ``--correct``, also ``corrected.<fmt>`` -> the
+            corrected file.
         uploads: the S3 objects written for it (outputs, and the audio with ``--upload-audio``).
         attempts: on how many instances it ran.
+        correction: with ``--correct``, what the correction did (``None`` without it, or when the file was
+            not transcribed).
     """
 
     audio: AudioInput
@@ -79,6 +87,7 @@ class FileResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     uploads: tuple[UploadedObject, ...] = ()
     attempts: int = 1
+    correction: CorrectionResult | None = None
 
     @property
     def ok(self) -> bool:
