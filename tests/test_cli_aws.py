@@ -26,20 +26,6 @@ pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A runner in an empty directory (no ./gpu-transcribe.toml), no GPU_TRANSCRIBE_* settings, wide
-    output."""
-    for name in list(os.environ):
-        if name.startswith("GPU_TRANSCRIBE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
 def leave_a_run(aws: MotoAws) -> LaunchResult:
     spec = LaunchSpec(image_id=aws.image_id, instance_types=("g4dn.xlarge",), ssh_cidr=TEST_CIDR)
     return launch(AwsContext(REGION), spec, sleep=lambda s: None)

@@ -6,9 +6,7 @@ parameter."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -33,18 +31,6 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 def at(days: int) -> datetime:
     return T0 + timedelta(days=days)
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A runner in an empty directory, no GPU_TRANSCRIBE_* settings, wide output."""
-    for name in list(os.environ):
-        if name.startswith("GPU_TRANSCRIBE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
 
 
 def table_rows(output: str) -> dict[str, list[str]]:

@@ -44,20 +44,6 @@ BUCKET = f"gpu-transcribe-{NAME}-{ACCOUNT_ID}-{REGION}"
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A runner in an empty directory (no ./gpu-transcribe.toml), no GPU_TRANSCRIBE_* settings, wide
-    output."""
-    for name in list(os.environ):
-        if name.startswith("GPU_TRANSCRIBE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.chdir(tmp_path)
-    return CliRunner()
-
-
 def deploy(cli: CliRunner, aws: MotoAws, *args: str, name: str = NAME) -> Any:
     result = cli.invoke(app, ["pipeline", "deploy", "--name", name, "--image", aws.image_id, *args])
     assert result.exit_code == 0, result.output
