@@ -236,6 +236,29 @@ def ssm_client(ctx: AwsContext) -> SSMClient:
     return ctx.session.client("ssm", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
 
 
+# No type stubs are installed for these services (requirements/cpu.lock): their clients are typed ``Any``.
+
+
+def cloudformation_client(ctx: AwsContext) -> Any:
+    """A CloudFormation client (botocore's standard retries)."""
+    return ctx.session.client("cloudformation", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))
+
+
+def sqs_client(ctx: AwsContext) -> Any:
+    """An SQS client; the read timeout leaves room for 20-second long polls."""
+    return ctx.session.client("sqs", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 40))
+
+
+def dynamodb_client(ctx: AwsContext) -> Any:
+    """A DynamoDB client (botocore's standard retries)."""
+    return ctx.session.client("dynamodb", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+
+
+def autoscaling_client(ctx: AwsContext) -> Any:
+    """An EC2 Auto Scaling client (botocore's standard retries)."""
+    return ctx.session.client("autoscaling", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of ``exc`` (``InsufficientInstanceCapacity``...), a name for botocore's own
     exceptions (``NoCredentials``, ``EndpointConnectionError``...), or ``""`` for anything else."""
