@@ -1,0 +1,97 @@
+"""``gpu-transcribe submit``: one job row per file, then the audio into ``incoming/<job-id>/<name>``.
+
+The row is written before the upload, so the worker that receives the upload's event finds the job's
+options; a row whose upload failed stays ``queued`` with no object and no message (``jobs`` shows it; it
+costs nothing). No printing: the CLI prints the ids this returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gpu_transcribe.pipeline.jobs import PipelineConfig, PipelineInputError, new_job_id
+
+if TYPE_CHECKING:
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.jobs_table import JobOptions
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    """One file submitted.
+
+    Attributes:
+        job_id: its job id.
+        path: the local file.
+        input_key: where its audio went in the bucket.
+    """
+
+    job_id: str
+    path: Path
+    input_key: str
+
+
+def check_files(paths: Sequence[Path]) -> tuple[Path, ...]:
+    """The files to submit, each an existing, non-empty regular file.
+
+    Raises:
+        PipelineInputError: one is not (the message names it).
+    """
+    for path in paths:
+        if not path.is_file():
+            raise PipelineInputError(f"{path}: not a file; submit takes audio files")
+        if path.stat().st_size == 0:
+            raise PipelineInputError(f"{path}: empty file")
+    return tuple(paths)
+
+
+def submit_files(
+    ctx: AwsContext,
+    config: PipelineConfig,
+    paths: Sequence[Path],
+    options: JobOptions,
+    on_submitted: Callable[[SubmittedJob], None] | None = None,
+) -> tuple[SubmittedJob, ...]:
+    """For each file: create its job row (``queued``), then upload it to ``incoming/<job-id>/<name>``
+    (SSE-S3). The bucket's notification turns each upload into a queue message.
+
+    Args:
+        options: the jobs' options (language, formats, model).
+        on_submitted: called after each file's upload (progress).
+
+    Raises:
+        PipelineInputError: a path is not a non-empty file (checked before anything is written).
+        CloudError, CredentialsError: a call failed; the files before it are submitted.
+    """
+    from gpu_transcribe.aws import job_objects, jobs_table
+
+    files = check_files(paths)
+    submitted = []
+    for path in files:
+        job_id = new_job_id()
+        key = job_objects.incoming_key(job_id, path.name)
+        now = jobs_table.now_iso()
+        record = jobs_table.JobRecord(
+            job_id=job_id,
+            status=jobs_table.QUEUED,
+            file_name=path.name,
+            input_key=key,
+            options=options,
+            created_at=now,
+            updated_at=now,
+            expires_at=int(time.time()) + config.job_retention_days * 86400 * 2,
+        )
+        while not jobs_table.create_job(ctx, config.resources.table, record):  # an id taken: draw again
+            job_id = new_job_id()
+            key = job_objects.incoming_key(job_id, path.name)
+            record = jobs_table.JobRecord(**{**record.__dict__, "job_id": job_id, "input_key": key})
+        job_objects.upload(ctx, config.resources.bucket, key, path, metadata={"job-id": job_id})
+        job = SubmittedJob(job_id, path, key)
+        submitted.append(job)
+        if on_submitted is not None:
+            on_submitted(job)
+    return tuple(submitted)
