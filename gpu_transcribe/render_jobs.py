@@ -35,17 +35,9 @@ def print_jobs(records: Sequence[JobRecord], console: Console) -> None:
     """A table: job id, status, file, audio duration, attempts (with engine failures and interruptions),
     worker, created and updated times (UTC), error."""
     table = Table(box=None, pad_edge=False)
-    for name in (
-        "job",
-        "status",
-        "file",
-        "duration",
-        "attempts",
-        "worker",
-        "created (UTC)",
-        "updated",
-        "error",
-    ):
+    for name in ("job", "status"):  # never folded: scripts and eyes look for whole ids
+        table.add_column(name, no_wrap=True)
+    for name in ("file", "duration", "attempts", "worker", "created (UTC)", "updated", "error"):
         table.add_column(name, overflow="fold")
     for r in records:
         attempts = f"{r.attempts}"

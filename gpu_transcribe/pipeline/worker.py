@@ -368,6 +368,8 @@ class Worker:
         from remote.errors import BadOptionError
         from remote.options import TranscribeOptions
 
+        if self._stop.is_set():
+            return  # stopping: the watcher hands the jobs back; no model load for nothing
         engine = self._load_engine(ready)
 
         def progress(done_s: float, duration_s: float) -> None:

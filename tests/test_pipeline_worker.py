@@ -1,0 +1,331 @@
+"""The pipeline's jobs against moto in server mode: the table's conditional writes, the queue's messages, and
+end to end with the real whisper-base engine: ``submit`` (in process), ``worker`` as a real subprocess,
+``jobs``/``jobs fetch``/``jobs retry``; faults: a duplicate delivery, bad audio, a plain ``put_object``, a
+worker killed with SIGKILL mid-job, a spot interruption notice from a fake IMDS on loopback.
+
+Each worker subprocess loads whisper-base once (a few seconds on CPU); the tests keep those loads few.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from gpu_transcribe.aws.clients import AwsContext
+from gpu_transcribe.aws.jobs_table import (
+    DEAD_LETTERED,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    JobOptions,
+    JobRecord,
+    claim_job,
+    create_job,
+    extend_lease,
+    finish_job,
+    get_job,
+    list_jobs,
+    now_iso,
+    release_job,
+    requeue_job,
+)
+from gpu_transcribe.aws.queue import event_body, parse_event_body
+from gpu_transcribe.cli import app
+from tests.fixtures.cloud import FakeImds
+from tests.fixtures.moto_aws import MotoAws
+from tests.fixtures.pipeline import TABLE, PipelineBed, create_test_pipeline, drain, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIO = Path(os.environ.get("GPU_TRANSCRIBE_SHARED_AUDIO", "/work/shared/audio"))
+EN = AUDIO / "en_jfk.flac"
+SV = AUDIO / "sv_nst_se10x016_u0016004.wav"
+WORKER_TIMEOUT_S = 240
+
+
+def _model_dir() -> Path:
+    path = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (path / "config.json").is_file():
+        pytest.skip(f"no test model at {path}: set GPU_TRANSCRIBE_TEST_MODEL")
+    if not EN.is_file() or not SV.is_file():
+        pytest.skip(f"no test recordings in {AUDIO}")
+    return path
+
+
+@pytest.fixture
+def pipeline(aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    bed = create_test_pipeline(aws, tmp_path, monkeypatch)
+    yield bed
+    bed.stop_workers()
+
+
+@pytest.fixture
+def imds() -> Any:
+    server = FakeImds()  # never the real 169.254.169.254, even where the tests run on EC2
+    yield server
+    server.stop()
+
+
+def _ctx(aws: MotoAws) -> AwsContext:
+    return AwsContext(region=aws.region)
+
+
+def _record(job_id: str, status: str = QUEUED) -> JobRecord:
+    now = now_iso()
+    return JobRecord(
+        job_id=job_id,
+        status=status,
+        file_name="a.wav",
+        input_key=f"incoming/{job_id}/a.wav",
+        options=JobOptions(language="sv", formats=("txt",)),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _cli(*args: str) -> Any:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return result
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+# --- the table and the queue (no model) ----------------------------------------------------------------
+
+
+def test_jobs_table_every_change_is_conditional(pipeline: PipelineBed) -> None:
+    ctx = _ctx(pipeline.aws)
+    assert create_job(ctx, TABLE, _record("j1"))
+    assert not create_job(ctx, TABLE, _record("j1")), "a second create of the same id must be refused"
+
+    claimed = claim_job(ctx, TABLE, "j1", "w1", 60)
+    assert claimed is not None and claimed.status == RUNNING and claimed.attempts == 1
+    assert claimed.owner == "w1" and claimed.lease_expires_at is not None
+    assert claim_job(ctx, TABLE, "j1", "w2", 60) is None, "a live lease must refuse another claim"
+    assert not extend_lease(ctx, TABLE, "j1", "w2", 60), "only the owner extends the lease"
+    assert extend_lease(ctx, TABLE, "j1", "w1", 60)
+    assert finish_job(ctx, TABLE, "j1", "w2", status=SUCCEEDED) is None, "only the owner finishes"
+
+    released = release_job(ctx, TABLE, "j1", "w1", interrupted=True)
+    assert released is not None and released.status == INTERRUPTED and released.interruptions == 1
+    assert released.owner == "" and released.lease_expires_at is None
+    again = claim_job(ctx, TABLE, "j1", "w2", 0)  # a lease of 0 s: expired at once
+    assert again is not None and again.attempts == 2 and again.owner == "w2"
+    time.sleep(1.1)
+    rescued = claim_job(ctx, TABLE, "j1", "w3", 60)
+    assert rescued is not None and rescued.owner == "w3", "a running job whose lease expired is claimable"
+
+    failed = finish_job(ctx, TABLE, "j1", "w3", status=FAILED, error="bad\naudio", engine_failure=True)
+    assert failed is not None and failed.status == FAILED and failed.error == "bad audio"
+    assert failed.engine_failures == 1 and failed.owner == ""
+    assert claim_job(ctx, TABLE, "j1", "w4", 60) is None, "a failed job is not claimable"
+    assert requeue_job(ctx, TABLE, "j1") is not None
+    requeued = get_job(ctx, TABLE, "j1")
+    assert requeued is not None and requeued.status == QUEUED and requeued.engine_failures == 0
+    assert requeue_job(ctx, TABLE, "j1") is None, "only failed or dead-lettered jobs are requeued"
+
+    assert create_job(ctx, TABLE, _record("j2", DEAD_LETTERED))
+    assert [r.job_id for r in list_jobs(ctx, TABLE, status=DEAD_LETTERED)] == ["j2"]
+    assert [r.job_id for r in list_jobs(ctx, TABLE)] == ["j1", "j2"]
+
+
+def test_event_bodies_decode_keys_and_skip_test_events() -> None:
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": "b"},
+                        "object": {"key": "incoming%2Fx%2Fmy+talk%C3%A5.wav", "size": 5, "eTag": "abc"},
+                    },
+                }
+            ]
+        }
+    )
+    objects, test_event = parse_event_body(body)
+    assert not test_event and objects[0].key == "incoming/x/my talkå.wav" and objects[0].etag == "abc"
+    assert parse_event_body(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})) == ((), True)
+    assert parse_event_body("not json") == ((), False)
+    again, _ = parse_event_body(event_body("b", "incoming/x/my talk+1.wav"))
+    assert again[0].key == "incoming/x/my talk+1.wav", "our own messages round-trip"
+
+
+def test_put_object_notification_reaches_the_queue(pipeline: PipelineBed) -> None:
+    pipeline.s3().put_object(Bucket=pipeline.config.resources.bucket, Key="incoming/a b.wav", Body=b"x")
+    messages = wait_until(lambda: drain(pipeline.sqs(), pipeline.config.resources.queue_url), 10, "an event")
+    objects, _ = parse_event_body(messages[0]["Body"])
+    assert objects[0].key == "incoming/a b.wav"
+
+
+# --- end to end with the real engine --------------------------------------------------------------------------
+
+
+def _submit(*paths: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    result = _cli("submit", "--language", "auto", *extra, *(str(p) for p in paths))
+    assert result.exit_code == 0, result.output
+    ids = result.stdout.split()
+    assert len(ids) == len(paths)
+    return ids
+
+
+def test_submit_worker_jobs_fetch_end_to_end(pipeline: PipelineBed, imds: FakeImds, tmp_path: Path) -> None:
+    model = _model_dir()
+    en_id, sv_id = _submit(EN, SV)
+    s3 = pipeline.s3()
+    for job_id, path in ((en_id, EN), (sv_id, SV)):
+        head = s3.head_object(Bucket=pipeline.config.resources.bucket, Key=f"incoming/{job_id}/{path.name}")
+        assert head["ServerSideEncryption"] == "AES256"
+        assert pipeline.job(job_id).status == QUEUED
+    # A duplicate delivery: the same event once more (S3 delivers at least once).
+    pipeline.sqs().send_message(
+        QueueUrl=pipeline.config.resources.queue_url,
+        MessageBody=event_body(pipeline.config.resources.bucket, f"incoming/{en_id}/{EN.name}"),
+    )
+
+    started = time.monotonic()
+    worker = pipeline.worker("--exit-when-idle", "5", imds_url=imds.url, model=str(model))
+    assert worker.wait(WORKER_TIMEOUT_S) == 0, worker.stderr
+    print(f"worker ran {time.monotonic() - started:.1f} s")
+    assert worker.stderr.count("loading ") == 1, "one model load for the worker's life"
+    assert "duplicate" in worker.stderr, worker.stderr
+
+    listed = _cli("jobs", "--json")
+    assert listed.exit_code == 0, listed.output
+    rows = {row["job_id"]: row for row in json.loads(listed.stdout)}
+    for job_id in (en_id, sv_id):
+        assert rows[job_id]["status"] == SUCCEEDED, rows[job_id]
+        assert rows[job_id]["attempts"] == 1, "the duplicate delivery must not start a second attempt"
+        assert rows[job_id]["duration_s"] > 0
+    table = _cli("jobs", en_id)
+    assert en_id in table.stdout and SUCCEEDED in table.stdout
+
+    out = tmp_path / "out"
+    fetched = _cli("jobs", "fetch", en_id, sv_id, "-o", str(out))
+    assert fetched.exit_code == 0, fetched.output
+    assert sorted(Path(p).name for p in fetched.stdout.split()) == sorted(
+        [f"{EN.stem}.txt", f"{EN.stem}.json", f"{SV.stem}.txt", f"{SV.stem}.json"]
+    )
+    again = _cli("jobs", "fetch", en_id, "-o", str(out))
+    assert again.exit_code == 1 and "--overwrite" in again.output, "fetch must not overwrite by default"
+    assert _cli("jobs", "fetch", en_id, "-o", str(out), "--overwrite").exit_code == 0
+
+    from remote.engine import WhisperEngine
+    from remote.options import TranscribeOptions
+
+    engine = WhisperEngine.load(str(model), device="cpu")
+    for path in (EN, SV):
+        expected = engine.transcribe_file(path, TranscribeOptions(language="auto")).text
+        got = (out / f"{path.stem}.txt").read_text()
+        assert _words(got) == _words(expected), f"{path.name}: {got!r} != {expected!r}"
+    assert pipeline.queue_counts() == (0, 0), "every message, the duplicate too, deleted"
+
+
+def test_bad_audio_fails_at_once_and_a_plain_upload_becomes_a_job(
+    pipeline: PipelineBed, imds: FakeImds, tmp_path: Path
+) -> None:
+    model = _model_dir()
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"this is not audio at all" * 100)
+    (bad_id,) = _submit(bad)
+    bucket = pipeline.config.resources.bucket
+    pipeline.s3().put_object(Bucket=bucket, Key="incoming/from-elsewhere/jfk talk.flac", Body=EN.read_bytes())
+
+    worker = pipeline.worker("--exit-when-idle", "5", imds_url=imds.url, model=str(model))
+    assert worker.wait(WORKER_TIMEOUT_S) == 0, worker.stderr
+    failed = pipeline.job(bad_id)
+    assert failed.status == FAILED and failed.attempts == 1 and failed.engine_failures == 0
+    assert "broken.wav" in failed.error and "\n" not in failed.error
+    assert "/tmp" not in failed.error, "the reason names the object, not the worker's temporary file"
+
+    others = [r for r in pipeline.jobs() if r.job_id != bad_id]
+    assert len(others) == 1, others
+    plain = others[0]
+    assert plain.job_id.startswith("x-") and plain.input_key == "incoming/from-elsewhere/jfk talk.flac"
+    assert plain.status == SUCCEEDED and plain.file_name == "jfk talk.flac"
+    assert plain.result_keys == (
+        f"results/{plain.job_id}/jfk talk.txt",
+        f"results/{plain.job_id}/jfk talk.json",
+    )
+    text = pipeline.s3().get_object(Bucket=bucket, Key=plain.result_keys[0])["Body"].read().decode()
+    assert "country" in text.lower()
+    assert pipeline.queue_counts() == (0, 0)
+
+    retried = _cli("jobs", "retry", bad_id)
+    assert retried.exit_code == 0 and retried.stdout.split() == [bad_id], retried.output
+    assert pipeline.job(bad_id).status == QUEUED
+    assert pipeline.queue_counts()[0] == 1, "retry sends the job's message again"
+    refused = _cli("jobs", "retry", plain.job_id)
+    assert refused.exit_code == 1 and "succeeded" in refused.output
+
+
+def _running(pipeline: PipelineBed, job_id: str) -> Any:
+    record = pipeline.job(job_id)
+    return record if record is not None and record.status == RUNNING else None
+
+
+def test_worker_killed_mid_job_the_job_completes_on_another(
+    aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imds: FakeImds
+) -> None:
+    model = _model_dir()
+    pipeline = create_test_pipeline(aws, tmp_path, monkeypatch, visibility_timeout_s=6)
+    try:
+        (job_id,) = _submit(EN)
+        first = pipeline.worker(imds_url=imds.url, model=str(model))
+        held = wait_until(lambda: _running(pipeline, job_id), 60, "the first worker's claim")
+        first.kill()  # SIGKILL: no goodbye, the lease and the message simply run out
+        killed_at = time.monotonic()
+        second = pipeline.worker("--exit-when-idle", "12", imds_url=imds.url, model=str(model))
+        assert second.wait(WORKER_TIMEOUT_S) == 0, second.stderr
+        done = pipeline.job(job_id)
+        assert done.status == SUCCEEDED, (done, second.stderr)
+        assert done.attempts == 2 and done.owner == ""
+        assert held.owner != "" and held.owner not in second.stderr.split("waiting")[0]
+        print(f"killed -> succeeded on the second worker: {time.monotonic() - killed_at:.1f} s")
+        assert pipeline.queue_counts() == (0, 0)
+    finally:
+        pipeline.stop_workers()
+
+
+def test_spot_notice_releases_the_job_at_once_and_it_completes_elsewhere(
+    aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imds: FakeImds
+) -> None:
+    model = _model_dir()
+    pipeline = create_test_pipeline(aws, tmp_path, monkeypatch, visibility_timeout_s=120)
+    doomed_imds = FakeImds()
+    try:
+        (job_id,) = _submit(SV)
+        first = pipeline.worker(imds_url=doomed_imds.url, model=str(model))
+        wait_until(lambda: _running(pipeline, job_id), 60, "the first worker's claim")
+        doomed_imds.announce()
+        noticed_at = time.monotonic()
+        released = wait_until(
+            lambda: (r := pipeline.job(job_id)) is not None and r.status == INTERRUPTED and r,
+            15,
+            "the job handed back",
+        )
+        release_s = time.monotonic() - noticed_at
+        assert release_s < 5 + 3, f"released {release_s:.1f} s after the notice (read every 5 s)"
+        assert released.interruptions == 1 and released.engine_failures == 0 and released.owner == ""
+        assert pipeline.queue_counts()[0] == 1, "the message is visible again at once, not after 120 s"
+        assert first.wait(60) == 0, first.stderr
+        assert "spot-notice" in first.stderr
+
+        second = pipeline.worker("--exit-when-idle", "5", imds_url=imds.url, model=str(model))
+        assert second.wait(WORKER_TIMEOUT_S) == 0, second.stderr
+        done = pipeline.job(job_id)
+        assert done.status == SUCCEEDED and done.interruptions == 1 and done.attempts == 2, done
+        print(f"notice -> released in {release_s:.1f} s")
+    finally:
+        doomed_imds.stop()
+        pipeline.stop_workers()
