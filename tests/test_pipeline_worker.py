@@ -168,7 +168,7 @@ def test_put_object_notification_reaches_the_queue(pipeline: PipelineBed) -> Non
     assert objects[0].key == "incoming/a b.wav"
 
 
-# --- end to end with the real engine --------------------------------------------------------------------------
+# --- end to end with the real engine -----------------------------------------------------------------------
 
 
 def _submit(*paths: Path, extra: tuple[str, ...] = ()) -> list[str]:
