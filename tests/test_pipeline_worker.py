@@ -329,3 +329,92 @@ def test_spot_notice_releases_the_job_at_once_and_it_completes_elsewhere(
     finally:
         doomed_imds.stop()
         pipeline.stop_workers()
+
+
+def _broken_model(model: Path, folder: Path) -> Path:
+    """whisper-base with a start token outside its vocabulary: it loads, and every decode fails inside the
+    model (IndexError in the embedding), which the engine reports as a GenerationError: a real engine that
+    keeps crashing."""
+    folder.mkdir()
+    for item in model.iterdir():
+        (folder / item.name).symlink_to(item)
+    generation = json.loads((model / "generation_config.json").read_text())
+    generation["decoder_start_token_id"] = generation["bos_token_id"] = 10**7
+    (folder / "generation_config.json").unlink()
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    return folder
+
+
+def test_engine_that_keeps_crashing_dead_letters_then_retry_brings_it_back(
+    aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imds: FakeImds
+) -> None:
+    model = _model_dir()
+    pipeline = create_test_pipeline(aws, tmp_path, monkeypatch, max_attempts=2)
+    try:
+        (job_id,) = _submit(EN, extra=("--language", "en"))
+        broken = _broken_model(model, tmp_path / "broken-model")
+        crashing = pipeline.worker("--exit-when-idle", "5", imds_url=imds.url, model=str(broken))
+        assert crashing.wait(WORKER_TIMEOUT_S) == 0, crashing.stderr
+        dead = pipeline.job(job_id)
+        assert dead.status == DEAD_LETTERED, (dead, crashing.stderr)
+        assert dead.engine_failures == 2 and dead.attempts == 2 and dead.interruptions == 0
+        assert "IndexError" in dead.error and "\n" not in dead.error
+        assert pipeline.queue_counts() == (0, 0)
+        assert pipeline.queue_counts(pipeline.config.resources.dead_letter_queue_url)[0] == 1
+        shown = _cli("jobs", "--status", DEAD_LETTERED)
+        assert job_id in shown.stdout
+
+        retried = _cli("jobs", "retry", job_id)
+        assert retried.exit_code == 0 and retried.stdout.split() == [job_id], retried.output
+        healthy = pipeline.worker("--exit-when-idle", "5", imds_url=imds.url, model=str(model))
+        assert healthy.wait(WORKER_TIMEOUT_S) == 0, healthy.stderr
+        done = pipeline.job(job_id)
+        assert done.status == SUCCEEDED and done.attempts == 3 and done.error == "", done
+    finally:
+        pipeline.stop_workers()
+
+
+def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremented(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from gpu_transcribe.aws.fleet_member import set_scale_in_protection
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+
+    aws = pipeline.aws
+    ec2, autoscaling = aws.ec2(), aws.client("autoscaling")
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    ec2.create_launch_template(
+        LaunchTemplateName="workers",
+        LaunchTemplateData={"ImageId": aws.image_id, "InstanceType": "g4dn.xlarge"},
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="workers",
+        LaunchTemplate={"LaunchTemplateName": "workers"},
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=1,
+        VPCZoneIdentifier=subnet,
+    )
+
+    def group() -> Any:
+        return autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["workers"])[
+            "AutoScalingGroups"
+        ][0]
+
+    instance_id = group()["Instances"][0]["InstanceId"]
+    ctx = _ctx(aws)
+    set_scale_in_protection(ctx, "workers", instance_id, True)
+    assert group()["Instances"][0]["ProtectedFromScaleIn"] is True
+    set_scale_in_protection(ctx, "workers", instance_id, False)
+    assert group()["Instances"][0]["ProtectedFromScaleIn"] is False
+
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    monkeypatch.setenv("GPU_TRANSCRIBE_WORKER_INSTANCE_ID", instance_id)
+    config = replace(pipeline.config, resources=replace(pipeline.config.resources, group="workers"))
+    worker = Worker(ctx, config, WorkerOptions(model="unused", exit_when_idle_s=1, wait_s=1))
+    assert worker.in_group
+    report = worker.run()
+    assert report.reason == "idle" and report.left_group
+    assert group()["DesiredCapacity"] == 0, "the group must not replace a worker that left"
