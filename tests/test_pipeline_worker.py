@@ -237,11 +237,15 @@ def test_bad_audio_fails_at_once_and_a_plain_upload_becomes_a_job(
     model = _model_dir()
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"this is not audio at all" * 100)
-    (bad_id,) = _submit(bad)
     bucket = pipeline.config.resources.bucket
     pipeline.s3().put_object(Bucket=bucket, Key="incoming/from-elsewhere/jfk talk.flac", Body=EN.read_bytes())
-
     worker = pipeline.worker("--exit-when-idle", "5", imds_url=imds.url, model=str(model))
+
+    waited = _cli("submit", "--wait", "-o", str(tmp_path / "out"), str(bad))
+    assert waited.exit_code == 1, waited.output
+    bad_id = waited.stdout.split()[0]
+    assert f"{bad_id}  failed" in waited.stderr and "broken.wav" in waited.stderr
+    assert "1 of 1 job(s) did not succeed" in waited.stderr
     assert worker.wait(WORKER_TIMEOUT_S) == 0, worker.stderr
     failed = pipeline.job(bad_id)
     assert failed.status == FAILED and failed.attempts == 1 and failed.engine_failures == 0
