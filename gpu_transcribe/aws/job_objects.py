@@ -41,7 +41,9 @@ def download(ctx: AwsContext, bucket: str, key: str, path: Path) -> bool:
     """Download ``s3://bucket/key`` to ``path``.
 
     Returns:
-        True if downloaded; False if there is no such object (404).
+        True if downloaded; False if there is no such object: 404, or 403, which S3 answers for a missing
+        key to a caller without ``s3:ListBucket`` (the worker's role has only ``s3:GetObject``; S3 API
+        Reference, ``GetObject``, "Permissions").
 
     Raises:
         CloudError, CredentialsError: the download failed otherwise.
@@ -50,7 +52,7 @@ def download(ctx: AwsContext, bucket: str, key: str, path: Path) -> bool:
         try:
             s3_client(ctx).download_file(bucket, key, str(path))
         except Exception as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
                 return False
             raise
     return True

@@ -345,7 +345,7 @@ class Worker:
             path = folder / record.file_name
             source = f"s3://{self.config.resources.bucket}/{record.input_key}"
             if not job_objects.download(self.ctx, self.config.resources.bucket, record.input_key, path):
-                self._fail(job, f"{source}: the audio is gone from the bucket")
+                self._fail(job, f"{source}: the audio is not in the bucket (or not readable)")
                 continue
             if record.options.model and record.options.model != self.options.model:
                 self._fail(
