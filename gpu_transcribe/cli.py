@@ -510,16 +510,17 @@ def _pipeline(name: str | None, region: str | None, aws_profile: str | None) -> 
     """``(AwsContext, PipelineConfig, Settings)`` for ``--pipeline NAME`` (the pipeline's own region wins).
 
     Raises:
-        PipelineConfigError: no description of the pipeline is found.
+        PipelineConfigError: no description file and no stack of the pipeline.
+        CloudError, CredentialsError: reading the stack failed.
     """
     from dataclasses import replace
 
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.pipeline.jobs import load_config
+    from gpu_transcribe.pipeline.jobs import find_pipeline
 
     settings = _settings(region=region, aws_profile=aws_profile)
-    config = load_config(name)
     ctx = AwsContext.from_settings(settings)
+    config = find_pipeline(ctx, name, default_language=settings.language)
     if config.region and config.region != ctx.region:
         ctx = replace(ctx, region=config.region)
     return ctx, config, settings

@@ -199,8 +199,8 @@ PipelineName = Annotated[
     str | None,
     typer.Option(
         "--pipeline",
-        help="The pipeline's name; default: the one described by $GPU_TRANSCRIBE_PIPELINE_CONFIG or "
-        "/etc/gpu-transcribe/pipeline.json.",
+        help="The pipeline's name (default: 'default'). Found from $GPU_TRANSCRIBE_PIPELINE_CONFIG or "
+        "/etc/gpu-transcribe/pipeline.json (on a worker) if present, else from its stack's outputs.",
     ),
 ]
 AudioFiles = Annotated[list[Path], typer.Argument(help="Audio files, one job each.", show_default=False)]

@@ -422,3 +422,33 @@ def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremente
     report = worker.run()
     assert report.reason == "idle" and report.left_group
     assert group()["DesiredCapacity"] == 0, "the group must not replace a worker that left"
+
+
+def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
+    aws: MotoAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpu_transcribe.pipeline.jobs import PipelineConfigError, find_pipeline
+
+    monkeypatch.delenv("GPU_TRANSCRIBE_PIPELINE_CONFIG", raising=False)
+    outputs = {
+        "BucketName": "b",
+        "JobsQueueUrl": {"Ref": "JobsQueue"},
+        "DeadLetterQueueUrl": "https://dlq",
+        "JobsTableName": "t",
+        "WorkerGroupName": "g",
+    }
+    template = {
+        "Resources": {"JobsQueue": {"Type": "AWS::SQS::Queue", "Properties": {"VisibilityTimeout": 77}}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    aws.client("cloudformation").create_stack(
+        StackName="gpu-transcribe-pipeline-team-a", TemplateBody=json.dumps(template)
+    )
+    ctx = _ctx(aws)
+    found = find_pipeline(ctx, "team-a")
+    assert found.name == "team-a" and found.region == aws.region
+    assert (found.resources.bucket, found.resources.table, found.resources.group) == ("b", "t", "g")
+    assert found.resources.queue_url.endswith("/JobsQueue") or "sqs" in found.resources.queue_url
+    assert found.visibility_timeout_s == 77
+    with pytest.raises(PipelineConfigError, match="pipeline deploy --name other"):
+        find_pipeline(ctx, "other")

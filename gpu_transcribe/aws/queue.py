@@ -227,3 +227,16 @@ def depth(ctx: AwsContext, queue_url: str) -> QueueDepth:
         attributes = sqs_client(ctx).get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
     values = attributes.get("Attributes", {})
     return QueueDepth(visible=int(values.get(names[0], 0)), in_flight=int(values.get(names[1], 0)))
+
+
+def visibility_timeout_s(ctx: AwsContext, queue_url: str) -> int:
+    """The queue's default visibility timeout, seconds.
+
+    Raises:
+        CloudError, CredentialsError: the call failed.
+    """
+    with aws_errors(ctx, f"reading the visibility timeout of queue {queue_url}"):
+        attributes = sqs_client(ctx).get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]
+        )
+    return int(attributes.get("Attributes", {}).get("VisibilityTimeout", 30))

@@ -4,7 +4,8 @@ A pipeline is located by :class:`PipelineConfig`, read from a JSON document in t
 data writes for the workers (``/etc/gpu-transcribe/pipeline.json``: ``bucket``, ``queue_url``,
 ``dead_letter_queue_url``, ``table``, ``group``, ``max_attempts``, ``visibility_timeout_s``,
 ``job_retention_days``, ``defaults``). :func:`load_config` looks in ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``, then
-that path. No printing here: the CLI renders what these functions return.
+that path; :func:`find_pipeline` falls back to the outputs of the pipeline's CloudFormation stack (off the
+fleet, with nothing but credentials). No printing here: the CLI renders what these functions return.
 """
 
 from __future__ import annotations
@@ -210,6 +211,57 @@ def load_config(name: str | None = None) -> PipelineConfig:
     if name is not None and config.name and config.name != name:
         raise PipelineConfigError(f"{path} describes pipeline {config.name!r}, not {name!r}", path)
     return config
+
+
+#: The pipeline used when ``--pipeline`` is not given and no description file names one (as ``pipeline
+#: deploy``'s default).
+DEFAULT_PIPELINE = "default"
+#: The stack of pipeline ``name`` is ``gpu-transcribe-pipeline-<name>``; its outputs (the template's names).
+STACK_PREFIX = "gpu-transcribe-pipeline-"
+OUTPUT_KEYS = {
+    "bucket": "BucketName",
+    "queue_url": "JobsQueueUrl",
+    "dead_letter_queue_url": "DeadLetterQueueUrl",
+    "table": "JobsTableName",
+    "group": "WorkerGroupName",
+}
+
+
+def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv") -> PipelineConfig:
+    """The pipeline: its description file if there is one (:func:`load_config`: on a worker, or
+    ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``), else the outputs of its stack ``gpu-transcribe-pipeline-<name>``
+    in ``ctx``'s region, with the queue's visibility timeout read from SQS and the other settings at their
+    defaults.
+
+    Raises:
+        PipelineConfigError: no description and no such stack, or a stack without the outputs.
+        CloudError, CredentialsError: a call failed.
+    """
+    if os.environ.get(PIPELINE_CONFIG_ENV, "").strip() or WORKER_CONFIG_PATH.is_file():
+        return load_config(name)
+    from gpu_transcribe.aws.queue import visibility_timeout_s
+    from gpu_transcribe.aws.stack_outputs import stack_outputs
+
+    pipeline = name or DEFAULT_PIPELINE
+    outputs = stack_outputs(ctx, STACK_PREFIX + pipeline)
+    if outputs is None:
+        raise PipelineConfigError(
+            f"no pipeline {pipeline!r} in {ctx.region} (no stack {STACK_PREFIX}{pipeline}, no "
+            f"{WORKER_CONFIG_PATH}, {PIPELINE_CONFIG_ENV} not set); create it with "
+            f"`gpu-transcribe pipeline deploy --name {pipeline}`"
+        )
+    values = {field_name: outputs.get(key, "") for field_name, key in OUTPUT_KEYS.items()}
+    missing = [OUTPUT_KEYS[k] for k, v in values.items() if not v and k != "group"]
+    if missing:
+        raise PipelineConfigError(f"stack {STACK_PREFIX}{pipeline} lacks the outputs {', '.join(missing)}")
+    resources = PipelineResources(**values)
+    return PipelineConfig(
+        name=pipeline,
+        region=ctx.region,
+        resources=resources,
+        visibility_timeout_s=visibility_timeout_s(ctx, resources.queue_url),
+        default_language=default_language,
+    )
 
 
 def new_job_id(now: datetime | None = None) -> str:
