@@ -362,6 +362,7 @@ def fetch_outputs(
     Raises:
         JobNotFoundError: an id has no row.
         FetchExistsError: an output exists and ``overwrite`` is off (nothing downloaded).
+        GpuTranscribeError: an output named by a job is not in the bucket (those before it are written).
         CloudError, CredentialsError: a call failed.
     """
     from gpu_transcribe.aws import job_objects
@@ -383,7 +384,10 @@ def fetch_outputs(
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(handle)
         try:
-            job_objects.download(ctx, config.resources.bucket, key, Path(temp))
+            if not job_objects.download(ctx, config.resources.bucket, key, Path(temp)):
+                raise GpuTranscribeError(
+                    f"s3://{config.resources.bucket}/{key} is missing (deleted after the job succeeded?)"
+                )
             os.chmod(temp, 0o644)
             os.replace(temp, path)
         finally:

@@ -394,12 +394,17 @@ class Worker:
             results = [exc] * len(ready)
         self._say("transcribed", f"{len(ready)} file(s) in {time.perf_counter() - started:.1f} s")
         for job, result in zip(ready, results, strict=True):
-            if isinstance(result, ValueError | BadOptionError):
-                self._fail(job, f"{job.record.file_name}: {result}")
-            elif isinstance(result, Exception):
-                self._engine_failure(job, result)
-            else:
-                self._succeed(job, result, tmp)
+            try:
+                if isinstance(result, ValueError | BadOptionError):
+                    self._fail(job, f"{job.record.file_name}: {result}")
+                elif isinstance(result, Exception):
+                    self._engine_failure(job, result)
+                else:
+                    self._succeed(job, result, tmp)
+            except GpuTranscribeError as exc:  # AWS failed on this job: it comes back when its lease ends
+                with self._lock:
+                    job.state = "lost"  # no more heartbeats for it
+                self._say("note", f"job {job.record.job_id}: {exc}; it comes back to the queue")
 
     def _load_engine(self, ready: list[_Job]) -> WhisperEngine:
         if self._engine is not None:
@@ -443,15 +448,23 @@ class Worker:
 
     def _succeed(self, job: _Job, transcript: Any, tmp: Path) -> None:
         from gpu_transcribe.aws import job_objects, jobs_table
+        from remote.errors import BadOptionError, OutputWriteError
         from remote.writers import write_outputs
 
-        if not self._take(job):
-            return
         record = job.record
         formats = record.options.formats or self.config.default_formats
         out = tmp / record.job_id / "out"
-        out.mkdir()
-        written = write_outputs(transcript, out / Path(record.file_name).stem, formats)
+        out.mkdir(exist_ok=True)
+        try:
+            written = write_outputs(transcript, out / Path(record.file_name).stem, formats)
+        except BadOptionError as exc:  # a format no writer knows: the job's options are wrong
+            self._fail(job, f"{record.file_name}: {exc}")
+            return
+        except OutputWriteError as exc:  # this machine's disk: another worker may do better
+            self._engine_failure(job, exc)
+            return
+        if not self._take(job):
+            return
         keys = []
         for path in written.values():
             key = job_objects.result_key(record.job_id, path.name)
