@@ -452,3 +452,27 @@ def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
     assert found.visibility_timeout_s == 77
     with pytest.raises(PipelineConfigError, match="pipeline deploy --name other"):
         find_pipeline(ctx, "other")
+
+
+def test_sigterm_hands_the_job_back_at_once_and_exits_143(
+    aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imds: FakeImds
+) -> None:
+    import signal
+
+    model = _model_dir()
+    pipeline = create_test_pipeline(aws, tmp_path, monkeypatch, visibility_timeout_s=120)
+    try:
+        (job_id,) = _submit(SV)
+        worker = pipeline.worker(imds_url=imds.url, model=str(model))
+        wait_until(lambda: _running(pipeline, job_id), 60, "the worker's claim")
+        worker.proc.send_signal(signal.SIGTERM)  # what systemd sends on stop
+        released = wait_until(
+            lambda: (r := pipeline.job(job_id)) is not None and r.status == INTERRUPTED and r,
+            10,
+            "the hand-back",
+        )
+        assert released.engine_failures == 0 and released.owner == ""
+        assert pipeline.queue_counts()[0] == 1, "the message is visible again at once"
+        assert worker.wait(60) == 143, worker.stderr
+    finally:
+        pipeline.stop_workers()

@@ -371,6 +371,8 @@ class Worker:
         if self._stop.is_set():
             return  # stopping: the watcher hands the jobs back; no model load for nothing
         engine = self._load_engine(ready)
+        if self._stop.is_set():
+            return  # stopped while the model loaded: the jobs are handed back already
 
         def progress(done_s: float, duration_s: float) -> None:
             if self._stop.is_set():
