@@ -379,7 +379,7 @@ def test_engine_that_keeps_crashing_dead_letters_then_retry_brings_it_back(
 
 
 def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremented(
-    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from dataclasses import replace
 
@@ -414,13 +414,20 @@ def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremente
     set_scale_in_protection(ctx, "workers", instance_id, False)
     assert group()["Instances"][0]["ProtectedFromScaleIn"] is False
 
+    # A job that needs no model (bad audio) shows the protection around a batch.
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"not audio" * 50)
+    (bad_id,) = _submit(bad)
     monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
     monkeypatch.setenv("GPU_TRANSCRIBE_WORKER_INSTANCE_ID", instance_id)
     config = replace(pipeline.config, resources=replace(pipeline.config.resources, group="workers"))
-    worker = Worker(ctx, config, WorkerOptions(model="unused", exit_when_idle_s=1, wait_s=1))
+    before = len(aws.calls("SetInstanceProtection"))
+    worker = Worker(ctx, config, WorkerOptions(model="unused", exit_when_idle_s=2, wait_s=1))
     assert worker.in_group
     report = worker.run()
-    assert report.reason == "idle" and report.left_group
+    assert report.reason == "idle" and report.left_group and report.failed == (bad_id,)
+    protection = [c["ProtectedFromScaleIn"] for c in aws.calls("SetInstanceProtection")[before:]]
+    assert protection == ["true", "false"], "protected while holding the job, unprotected after"
     assert group()["DesiredCapacity"] == 0, "the group must not replace a worker that left"
 
 

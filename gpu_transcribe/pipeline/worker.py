@@ -599,7 +599,7 @@ class Worker:
                         self._say("note", f"could not hand back job {job.record.job_id}: {exc}")
             if stopping and not self._batch:
                 return
-            if stopping and handed_back:
+            if stopping:  # the stop event no longer waits: pace the loop until the batch is over
                 time.sleep(STOP_CHECK_S)
 
     def _heartbeat(self, stop: threading.Event) -> None:
