@@ -483,3 +483,46 @@ def test_sigterm_hands_the_job_back_at_once_and_exits_143(
         assert worker.wait(60) == 143, worker.stderr
     finally:
         pipeline.stop_workers()
+
+
+def test_duplicates_of_finished_and_held_jobs_need_no_model(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from gpu_transcribe.pipeline.jobs import parse_since
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+
+    ctx, bucket, url = (
+        _ctx(pipeline.aws),
+        pipeline.config.resources.bucket,
+        pipeline.config.resources.queue_url,
+    )
+    done_id, held_id = "20261202T000000Z-0000000a", "20261202T000000Z-0000000b"
+    for job_id in (done_id, held_id):
+        record = _record(job_id)
+        assert create_job(
+            ctx, TABLE, JobRecord(**{**record.__dict__, "input_key": f"incoming/{job_id}/a.wav"})
+        )
+    assert claim_job(ctx, TABLE, done_id, "earlier-worker", 60) is not None
+    assert finish_job(ctx, TABLE, done_id, "earlier-worker", status=SUCCEEDED) is not None
+    assert claim_job(ctx, TABLE, held_id, "busy-worker", 60) is not None
+    sqs = pipeline.sqs()
+    for job_id in (done_id, held_id):
+        sqs.send_message(QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/a.wav"))
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}))
+
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    events: list[str] = []
+    worker = Worker(
+        ctx,
+        pipeline.config,
+        WorkerOptions(model="never-loaded", exit_when_idle_s=2, wait_s=1),
+        on_event=lambda event: events.append(event.message),
+    )
+    report = worker.run()
+    text = "\n".join(events)
+    assert report.reason == "idle" and not report.succeeded and "loading" not in text
+    assert f"job {done_id} is succeeded: deleting a duplicate delivery" in text
+    assert f"job {held_id} is held by busy-worker" in text and "S3's test event" in text
+    assert pipeline.queue_counts() == (0, 1), "the held job's duplicate waits, hidden, for the lease to end"
+    assert pipeline.job(held_id).owner == "busy-worker" and pipeline.job(done_id).attempts == 1
+    assert parse_since("2h") < now_iso() and parse_since("2026-12-01T00:00:00Z") == "2026-12-01T00:00:00.000Z"
