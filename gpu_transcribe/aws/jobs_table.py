@@ -13,8 +13,9 @@ copies of one message, or a worker that lost its lease, can never both move a jo
 - :func:`claim_job`: ``queued``/``interrupted`` -> ``running``, or ``running`` whose lease has expired (its
   worker died); adds one to ``attempts`` and sets ``owner`` and the lease;
 - :func:`extend_lease`: only while ``owner`` is the caller and the job runs;
-- :func:`finish_job` (``succeeded``/``failed``/``dead_lettered``) and :func:`release_job` (back to
-  ``queued`` after an engine failure, or ``interrupted``): only while ``owner`` is the caller;
+- :func:`finish_job` (``succeeded``/``failed``/``dead_lettered``; the owner is kept, as the worker that
+  ended it) and :func:`release_job` (back to ``queued`` after an engine failure, or ``interrupted``; the owner
+  is removed): only while the job runs and ``owner`` is the caller;
 - :func:`requeue_job` (``jobs retry``): ``failed``/``dead_lettered`` -> ``queued``.
 
 A write whose condition fails answers ``None``/``False`` here (``ConditionalCheckFailedException`` is an
@@ -77,7 +78,7 @@ class JobRecord:
         attempts: receives that started work on it (claims).
         engine_failures: times the engine failed on it (not interruptions, not lost workers).
         interruptions: times a spot interruption notice released it.
-        owner: the worker id holding it (``""`` when none).
+        owner: the worker holding it, or the one that ended it (``""`` when released or never claimed).
         lease_expires_at: when the owner's lease ends, Unix epoch seconds (``None`` when not held).
         result_keys: S3 keys of the outputs, once succeeded.
         error: one line: why it failed (or why the last attempt did).
@@ -369,8 +370,8 @@ def finish_job(
     expires_at: int | None = None,
     engine_failure: bool = False,
 ) -> JobRecord | None:
-    """End the job as ``status`` (``succeeded``, ``failed`` or ``dead_lettered``), only if ``owner`` holds it;
-    the owner and lease are removed.
+    """End the job as ``status`` (``succeeded``, ``failed`` or ``dead_lettered``), only if ``owner`` holds it
+    (it runs, and is ``owner``'s); the lease is removed, the owner kept as the worker that ended it.
 
     Args:
         result_keys: the outputs' S3 keys (succeeded).
@@ -392,7 +393,7 @@ def finish_job(
         ":now_iso": _s(now_iso()),
         ":keys": {"L": [_s(k) for k in result_keys]},
     }
-    removes = ["#o", "lease_expires_at"]
+    removes = ["lease_expires_at"]  # the owner stays: the worker that ended it (``jobs`` shows it)
     if error:
         sets.append("#e = :error")
         values[":error"] = _s(one_line(error))
@@ -414,9 +415,9 @@ def finish_job(
         job_id,
         "finishing",
         UpdateExpression=expression,
-        ConditionExpression="#o = :owner",
+        ConditionExpression="#o = :owner AND #s = :running",
         ExpressionAttributeNames={"#s": "status", "#o": "owner", "#e": "error"},
-        ExpressionAttributeValues=values,
+        ExpressionAttributeValues={**values, ":running": _s(RUNNING)},
     )
 
 
@@ -436,6 +437,7 @@ def release_job(
     values: dict[str, Any] = {
         ":status": _s(INTERRUPTED if interrupted else QUEUED),
         ":owner": _s(owner),
+        ":running": _s(RUNNING),
         ":now_iso": _s(now_iso()),
         ":one": _n(1),
     }
@@ -450,7 +452,7 @@ def release_job(
         job_id,
         "releasing",
         UpdateExpression=f"{sets} REMOVE #o, lease_expires_at ADD {counter} :one",
-        ConditionExpression="#o = :owner",
+        ConditionExpression="#o = :owner AND #s = :running",
         ExpressionAttributeNames={"#s": "status", "#o": "owner", **({"#e": "error"} if error else {})},
         ExpressionAttributeValues=values,
     )
