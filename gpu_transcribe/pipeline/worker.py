@@ -243,6 +243,12 @@ class Worker:
                 if ready:
                     self._transcribe(ready, Path(tmp))
         finally:
+            if self._stop.is_set():  # a stop that came between the watcher's hand-back and this batch
+                for job in batch:
+                    try:
+                        self._release(job, interrupted=True)  # no-op for jobs already ended or released
+                    except GpuTranscribeError as exc:
+                        self._say("note", f"could not hand back job {job.record.job_id}: {exc}")
             heartbeat_stop.set()
             heartbeat.join(timeout=10)
             with self._lock:
@@ -262,6 +268,9 @@ class Worker:
         table, url = self.config.resources.table, self.config.resources.queue_url
         batch: dict[str, _Job] = {}
         for message in messages:
+            if self._stop.is_set():  # stopping: what is not claimed yet goes straight back
+                queue.change_visibility(self.ctx, url, message.receipt_handle, 0)
+                continue
             if message.test_event or not message.objects:
                 what = "S3's test event" if message.test_event else "a message naming no S3 object"
                 self._say("skip", f"deleting {what} ({message.message_id})")
