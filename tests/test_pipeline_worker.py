@@ -511,6 +511,7 @@ def test_duplicates_of_finished_and_held_jobs_need_no_model(
     for job_id in (done_id, held_id):
         sqs.send_message(QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/a.wav"))
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}))
+    sqs.send_message(QueueUrl=url, MessageBody=event_body(bucket, "incoming/a folder/"))  # the S3 console's
 
     monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
     events: list[str] = []
@@ -525,6 +526,7 @@ def test_duplicates_of_finished_and_held_jobs_need_no_model(
     assert report.reason == "idle" and not report.succeeded and "loading" not in text
     assert f"job {done_id} is succeeded: deleting a duplicate delivery" in text
     assert f"job {held_id} is held by busy-worker" in text and "S3's test event" in text
+    assert "incoming/a folder/: a folder marker" in text and len(pipeline.jobs()) == 2
     assert pipeline.queue_counts() == (0, 1), "the held job's duplicate waits, hidden, for the lease to end"
     assert pipeline.job(held_id).owner == "busy-worker" and pipeline.job(done_id).attempts == 1
     assert parse_since("2h") < now_iso() and parse_since("2026-12-01T00:00:00Z") == "2026-12-01T00:00:00.000Z"

@@ -277,6 +277,10 @@ class Worker:
                 queue.delete(self.ctx, url, message.receipt_handle)
                 continue
             obj = message.objects[0]
+            if obj.key.endswith("/"):  # a "folder" the S3 console made: no audio
+                self._say("skip", f"deleting a message for s3://{obj.bucket}/{obj.key}: a folder marker")
+                queue.delete(self.ctx, url, message.receipt_handle)
+                continue
             if obj.bucket != self.config.resources.bucket or not obj.key.startswith("incoming/"):
                 self._say("skip", f"deleting a message for s3://{obj.bucket}/{obj.key}: not this pipeline's")
                 queue.delete(self.ctx, url, message.receipt_handle)
@@ -351,7 +355,7 @@ class Worker:
             record = job.record
             folder = tmp / record.job_id
             folder.mkdir()
-            path = folder / record.file_name
+            path = folder / (record.file_name if record.file_name not in ("", ".", "..") else "audio")
             source = f"s3://{self.config.resources.bucket}/{record.input_key}"
             if not job_objects.download(self.ctx, self.config.resources.bucket, record.input_key, path):
                 self._fail(job, f"{source}: the audio is not in the bucket (or not readable)")
