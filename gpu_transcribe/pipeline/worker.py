@@ -30,6 +30,7 @@ protects itself from scale-in while it holds jobs and, idle for ``--exit-when-id
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import tempfile
@@ -144,7 +145,9 @@ class Worker:
         on_event: Callable[[ProgressEvent], None] | None = None,
         engine_loader: Callable[[str, str], WhisperEngine] | None = None,
     ) -> None:
-        self.ctx, self.config, self.options = ctx, config, options
+        self._ctx, self.config, self.options = ctx, config, options
+        self._owner_thread = threading.current_thread()
+        self._local = threading.local()
         self._on_event = on_event or (lambda event: None)
         self._engine_loader = engine_loader
         self._engine: WhisperEngine | None = None
@@ -158,6 +161,18 @@ class Worker:
         self.instance_id = self._instance_id()
         self.worker_id = options.worker_id or f"{self.instance_id or socket.gethostname()}-{os.getpid()}"
         self.in_group = bool(config.resources.group and self.instance_id)
+
+    @property
+    def ctx(self) -> AwsContext:
+        """The calling thread's AWS context: the one given for the thread that made the worker, a copy (its
+        own boto3 session) for the heartbeat and watcher threads, since a boto3 session is not thread-safe
+        (boto3 documentation, "Multithreading or multiprocessing with clients")."""
+        if threading.current_thread() is self._owner_thread:
+            return self._ctx
+        if not hasattr(self._local, "ctx"):
+            self._local.ctx = dataclasses.replace(self._ctx)
+        ctx: AwsContext = self._local.ctx
+        return ctx
 
     # --- public --------------------------------------------------------------------------------------------
 
