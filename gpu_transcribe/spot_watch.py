@@ -1,6 +1,9 @@
 """Noticing the loss of an instance while work goes on over SSH: EC2's instance state, and on spot instances
 the two-minute interruption notice that IMDSv2 serves at ``spot/instance-action``, read on the instance over
 the open connection (so a loss is reported, and a relaunch can be planned, before the instance disappears).
+
+The notice's parsing (:func:`parse_spot_notice`) is shared with a reader for the machine this code runs on
+(:func:`read_imds`, :func:`read_local_spot_notice`), which the pipeline's worker uses on its own instance.
 """
 
 from __future__ import annotations
