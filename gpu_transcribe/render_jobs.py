@@ -72,6 +72,7 @@ def worker_event_printer(console: Console) -> Callable[[ProgressEvent], None]:
     """A progress callback printing each worker event as ``worker: <message>`` on ``console``."""
 
     def on_event(event: ProgressEvent) -> None:
+        """Print one event."""
         print_lines([f"worker: {event.message}"], console)
 
     return on_event

@@ -403,6 +403,7 @@ class Worker:
             return  # stopped while the model loaded: the jobs are handed back already
 
         def progress(done_s: float, duration_s: float) -> None:
+            """The engine's progress callback: stops the engine once the worker is stopping."""
             if self._stop.is_set():
                 raise _Stopped
 
