@@ -530,3 +530,13 @@ def test_duplicates_of_finished_and_held_jobs_need_no_model(
     assert pipeline.queue_counts() == (0, 1), "the held job's duplicate waits, hidden, for the lease to end"
     assert pipeline.job(held_id).owner == "busy-worker" and pipeline.job(done_id).attempts == 1
     assert parse_since("2h") < now_iso() and parse_since("2026-12-01T00:00:00Z") == "2026-12-01T00:00:00.000Z"
+
+
+def test_a_failed_upload_marks_its_job_failed_not_queued_forever(pipeline: PipelineBed) -> None:
+    pipeline.aws.fail("PutObject", "AccessDenied", status=403, message="no s3:PutObject here")
+    result = _cli("submit", str(SV if SV.is_file() else __file__))
+    assert result.exit_code == 1 and "AccessDenied" in result.output, result.output
+    (job,) = pipeline.jobs()
+    assert job.status == FAILED and job.attempts == 0 and "upload failed" in job.error
+    assert result.stdout.strip() == "", "no id is printed for a file that was not submitted"
+    assert "not permitted" in result.stderr and "uploading" in result.stderr, result.stderr

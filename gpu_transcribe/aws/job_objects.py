@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpu_transcribe.aws.clients import AwsContext, aws_errors, error_code, s3_client
+from gpu_transcribe.aws.clients import AwsContext, aws_errors, cloud_error, error_code, s3_client
+from gpu_transcribe.errors import CloudError
 
 #: Where audio to transcribe goes.
 INCOMING_PREFIX = "incoming/"
@@ -32,9 +33,18 @@ def upload(
     Raises:
         CloudError, CredentialsError: the upload failed.
     """
+    from boto3.exceptions import S3UploadFailedError
+
     extra = {"ServerSideEncryption": "AES256", "Metadata": metadata or {}}
-    with aws_errors(ctx, f"uploading {path.name} to s3://{bucket}/{key}"):
-        s3_client(ctx).upload_file(str(path), bucket, key, ExtraArgs=extra)
+    doing = f"uploading {path.name} to s3://{bucket}/{key}"
+    with aws_errors(ctx, doing):
+        try:
+            s3_client(ctx).upload_file(str(path), bucket, key, ExtraArgs=extra)
+        except S3UploadFailedError as exc:  # the transfer manager's wrapper of the ClientError
+            cause = exc.__cause__ or exc.__context__
+            raise (
+                cloud_error(ctx, cause, doing) if cause is not None else CloudError(f"{doing}: {exc}")
+            ) from exc
 
 
 def download(ctx: AwsContext, bucket: str, key: str, path: Path) -> bool:

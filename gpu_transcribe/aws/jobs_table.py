@@ -484,3 +484,30 @@ def requeue_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
             ":now_iso": _s(now_iso()),
         },
     )
+
+
+def abandon_job(ctx: AwsContext, table: str, job_id: str, error: str) -> JobRecord | None:
+    """Fail a job that never started (``queued``, no attempts): ``submit`` could not upload its audio.
+
+    Returns:
+        The new row, or ``None`` if the job had started or ended meanwhile (or has no row).
+
+    Raises:
+        CloudError, CredentialsError: the call failed.
+    """
+    return _update(
+        ctx,
+        table,
+        job_id,
+        "abandoning",
+        UpdateExpression="SET #s = :failed, #e = :error, updated_at = :now_iso",
+        ConditionExpression="#s = :queued AND attempts = :zero",
+        ExpressionAttributeNames={"#s": "status", "#e": "error"},
+        ExpressionAttributeValues={
+            ":failed": _s(FAILED),
+            ":queued": _s(QUEUED),
+            ":zero": _n(0),
+            ":error": _s(one_line(error)),
+            ":now_iso": _s(now_iso()),
+        },
+    )

@@ -1,8 +1,8 @@
 """``gpu-transcribe submit``: one job row per file, then the audio into ``incoming/<job-id>/<name>``.
 
 The row is written before the upload, so the worker that receives the upload's event finds the job's
-options; a row whose upload failed stays ``queued`` with no object and no message (``jobs`` shows it; it
-costs nothing). No printing: the CLI prints the ids this returns.
+options; a row whose upload failed is marked ``failed`` with the reason (no audio, so no message would ever
+come for it). No printing: the CLI prints the ids this returns.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gpu_transcribe.errors import GpuTranscribeError
 from gpu_transcribe.pipeline.jobs import PipelineConfig, PipelineInputError, new_job_id
 
 if TYPE_CHECKING:
@@ -65,7 +66,8 @@ def submit_files(
 
     Raises:
         PipelineInputError: a path is not a non-empty file (checked before anything is written).
-        CloudError, CredentialsError: a call failed; the files before it are submitted.
+        CloudError, CredentialsError: a call failed; the files before it are submitted (a failed upload's
+            row is marked ``failed`` first).
     """
     from gpu_transcribe.aws import job_objects, jobs_table
 
@@ -89,7 +91,13 @@ def submit_files(
             job_id = new_job_id()
             key = job_objects.incoming_key(job_id, path.name)
             record = jobs_table.JobRecord(**{**record.__dict__, "job_id": job_id, "input_key": key})
-        job_objects.upload(ctx, config.resources.bucket, key, path, metadata={"job-id": job_id})
+        try:
+            job_objects.upload(ctx, config.resources.bucket, key, path, metadata={"job-id": job_id})
+        except GpuTranscribeError as exc:  # no audio, so no message: say so in the row, then stop
+            jobs_table.abandon_job(
+                ctx, config.resources.table, job_id, f"upload failed: {exc}; submit it again"
+            )
+            raise
         job = SubmittedJob(job_id, path, key)
         submitted.append(job)
         if on_submitted is not None:
