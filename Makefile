@@ -26,7 +26,7 @@ AUDIO ?= $(SHARED)/audio/sv_nst_se10x016_u0016004.wav
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: venv lock upgrade-lock offline-model demo test lint typecheck pytest bench clean
+.PHONY: venv lock upgrade-lock offline-model demo test lint typecheck pytest bench bench-server clean
 
 venv: $(VENV)/.installed
 
@@ -95,6 +95,12 @@ test: lint typecheck pytest
 
 bench: offline-model
 	$(BIN)/python bench/engine.py --model $(MODEL_DIR)
+
+# `serve` under 1, 4 and 16 concurrent openai clients, batching across requests vs one request at a time
+# (about 4 minutes on 2 CPU cores; BENCH_SERVER_ARGS="--clients 1,8 --requests-per-client 4" for others).
+BENCH_SERVER_ARGS ?=
+bench-server: offline-model
+	$(BIN)/python bench/server.py --model $(MODEL_DIR) $(BENCH_SERVER_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) models $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -9,6 +9,8 @@ fast.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,7 +22,7 @@ from typer.exceptions import TyperException
 from gpu_transcribe import __version__
 from gpu_transcribe import cli_options as opt
 from gpu_transcribe.errors import GpuTranscribeError
-from remote.options import TranscribeOptions
+from remote.options import DEFAULT_MODEL, TranscribeOptions
 
 if TYPE_CHECKING:
     from gpu_transcribe.local import LocalRunRequest
@@ -82,6 +84,18 @@ images_app = typer.Typer(
     help="List gpu-transcribe's images (AMIs); `images prune` removes old ones.", invoke_without_command=True
 )
 app.add_typer(images_app, name="images")
+server_app = typer.Typer(
+    help="A warm GPU server of your own: `server up` starts `serve` on an instance that stays until it has "
+    "been idle (or lived) long enough, or `server down`.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+pipeline_app = typer.Typer(
+    help="A queue of transcription jobs on spot GPU workers that scale from zero: one CloudFormation stack "
+    "(deploy, status, destroy).",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def main() -> None:
@@ -345,6 +359,61 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
         raise typer.Exit(EXIT_UPLOAD_FAILED)
 
 
+# --- serve -----------------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    bind: opt.Bind = "127.0.0.1",
+    port: opt.Port = 8000,
+    model: opt.ServeModel = DEFAULT_MODEL,
+    revision: opt.Revision = None,
+    device: opt.ServeDevice = "auto",
+    api_key_file: opt.ApiKeyFile = None,
+    max_upload_mb: opt.MaxUploadMb = 200,
+    max_queue: opt.MaxQueue = 64,
+    idle_stop_min: opt.IdleStopMin = None,
+    max_lifetime_h: opt.MaxLifetimeH = None,
+    jobs_dir: opt.JobsDir = None,
+    job_ttl_h: opt.JobTtlH = 24.0,
+    webhook_secret_file: opt.WebhookSecretFile = None,
+) -> None:
+    """Serve OpenAI's audio API (/v1/audio/transcriptions) and /transcribe with one loaded model, on this
+    machine, until Ctrl-C. Logs go to stderr."""
+    from gpu_transcribe.errors import EngineError, SettingsError
+    from remote.errors import ModelLoadError
+    from remote.server.config import MIB, ServerConfig, ServerConfigError, read_api_key
+
+    try:
+        config = (
+            ServerConfig(
+                bind=bind,
+                port=port,
+                model=model,
+                revision=revision,
+                device=device,
+                api_key=read_api_key(api_key_file) if api_key_file is not None else None,
+                max_upload_bytes=int(max_upload_mb * MIB),
+                max_queue=max_queue,
+                idle_stop_s=idle_stop_min * 60 if idle_stop_min is not None else None,
+                max_lifetime_s=max_lifetime_h * 3600 if max_lifetime_h is not None else None,
+                jobs_dir=jobs_dir,
+                job_ttl_s=job_ttl_h * 3600,
+                webhook_secret_file=webhook_secret_file,
+            )
+            .with_env()
+            .checked()
+        )
+    except ServerConfigError as error:
+        raise SettingsError("serve", "command line", str(error)) from None
+    from remote.server.run import serve as run_server
+
+    try:
+        run_server(config)
+    except ModelLoadError as error:
+        raise EngineError(error.code, str(error)) from None
+
+
 # --- settings, zones, cleanup ----------------------------------------------------------------------------
 
 
@@ -532,7 +601,7 @@ def submit(
     language: opt.Language = None,
     formats: opt.JobFormat = None,
     model: opt.JobModel = None,
-    pipeline: opt.PipelineName = None,
+    pipeline: opt.PipelineOption = None,
     wait: opt.Wait = False,
     output_dir: opt.OutputDir = None,
     overwrite: opt.Overwrite = False,
@@ -609,7 +678,7 @@ def jobs_list(
     status: opt.JobStatus = None,
     since: opt.Since = None,
     json: opt.Json = False,
-    pipeline: opt.PipelineName = None,
+    pipeline: opt.PipelineOption = None,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
@@ -631,7 +700,7 @@ def jobs_fetch(
     job_ids: opt.JobIdsRequired,
     output_dir: opt.FetchDir,
     overwrite: opt.Overwrite = False,
-    pipeline: opt.PipelineName = None,
+    pipeline: opt.PipelineOption = None,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
@@ -652,7 +721,7 @@ def jobs_fetch(
 @jobs_app.command("retry")
 def jobs_retry(
     job_ids: opt.JobIdsRequired,
-    pipeline: opt.PipelineName = None,
+    pipeline: opt.PipelineOption = None,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
@@ -674,7 +743,7 @@ def worker(
     model: opt.Model = None,
     device: opt.WorkerDevice = "auto",
     exit_when_idle: opt.ExitWhenIdle = None,
-    pipeline: opt.PipelineName = None,
+    pipeline: opt.PipelineOption = None,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
@@ -708,3 +777,201 @@ def worker(
     by_name = {s.name: code for s, code in codes.items()}
     if report.reason in by_name:
         raise typer.Exit(by_name[report.reason])
+
+
+# --- server: up, status, tunnel, logs, down ----------------------------------------------------------------
+
+
+@server_app.command("up")
+def server_up_command(
+    name: opt.ServerName = "default",
+    market: opt.ServerMarket = None,
+    instance_type: opt.InstanceType = None,
+    idle_stop_min: opt.ServerIdleStopMin = 30,
+    max_lifetime_h: opt.ServerMaxLifetimeH = 12.0,
+    port: opt.ServerPort = 8000,
+    model: opt.Model = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Launch an instance running `gpu-transcribe serve` and leave it running; prints how to reach it."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render_server import print_server_lines, server_signal_printer, up_lines
+    from gpu_transcribe.server import ServerUpRequest, server_up
+
+    settings = _settings(
+        warn_ssh_cidr=True,
+        region=region,
+        aws_profile=aws_profile,
+        instance_types=",".join(instance_type or []) or None,
+        market=market,
+        model=model,
+    )
+    request = ServerUpRequest(
+        name=name, port=port, idle_stop_min=idle_stop_min, max_lifetime_h=max_lifetime_h
+    )
+    with _left_behind_exits_5():
+        state = server_up(
+            settings,
+            request.validated(),
+            on_progress=event_printer(stderr),
+            on_signal=server_signal_printer(stderr),
+        )
+    print_server_lines(up_lines(state), stdout)
+
+
+@contextlib.contextmanager
+def _left_behind_exits_5() -> Iterator[None]:
+    """A :class:`TeardownError` (something could not be removed from AWS) exits with ``run``'s status 5."""
+    from gpu_transcribe.errors import TeardownError
+
+    try:
+        yield
+    except TeardownError as error:
+        from gpu_transcribe.render import print_error
+
+        print_error(error, stderr)
+        raise typer.Exit(EXIT_LEFT_BEHIND) from None
+
+
+@server_app.command("status")
+def server_status_command(
+    name: opt.ServerName = "default", aws_profile: opt.Profile = None, json: opt.Json = False
+) -> None:
+    """The server's instance state, age, price and cost so far, requests served and idle time."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_json
+    from gpu_transcribe.render_server import print_server_lines, status_lines
+    from gpu_transcribe.server import server_status
+
+    status = server_status(_settings(aws_profile=aws_profile), name, on_progress=event_printer(stderr))
+    if json:
+        print_json(status, stdout)
+    else:
+        print_server_lines(status_lines(status), stdout)
+
+
+@server_app.command("tunnel")
+def server_tunnel_command(
+    name: opt.ServerName = "default", local_port: opt.LocalPort = 8000, aws_profile: opt.Profile = None
+) -> None:
+    """Forward 127.0.0.1:PORT here to the server over SSH (pinned host key) until Ctrl-C."""
+    from gpu_transcribe.common import ProgressEvent
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render_server import print_server_lines, tunnel_lines
+    from gpu_transcribe.server import run_tunnel
+
+    warn = event_printer(stderr)
+
+    run_tunnel(
+        _settings(aws_profile=aws_profile),
+        name,
+        local_port=local_port,
+        on_ready=lambda info: print_server_lines(tunnel_lines(info), stdout),
+        on_error=lambda message: warn(ProgressEvent("note", message)),
+        on_progress=warn,
+    )
+    stderr.print("tunnel closed; the server keeps running", style="dim", markup=False, highlight=False)
+
+
+@server_app.command("logs")
+def server_logs_command(
+    name: opt.ServerName = "default", lines: opt.LogLines = 100, aws_profile: opt.Profile = None
+) -> None:
+    """The server's last log lines (its systemd journal, or its log file)."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.server import server_logs
+
+    text = server_logs(
+        _settings(aws_profile=aws_profile), name, lines=lines, on_progress=event_printer(stderr)
+    )
+    stdout.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+
+
+@server_app.command("down")
+def server_down_command(name: opt.ServerName = "default", aws_profile: opt.Profile = None) -> None:
+    """Stop the server: terminate its instance, delete its key pair, security group and state file."""
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render_server import down_lines, print_server_lines
+    from gpu_transcribe.server import server_down
+
+    with _left_behind_exits_5():
+        report = server_down(_settings(aws_profile=aws_profile), name, on_progress=event_printer(stderr))
+    print_server_lines(down_lines(report), stdout)
+
+
+# --- pipeline: deploy, status, destroy -------------------------------------------------------------------
+
+
+@pipeline_app.command("deploy")
+def pipeline_deploy(
+    name: opt.PipelineName = None,
+    max_workers: opt.MaxWorkers = None,
+    instance_types: opt.InstanceTypes = None,
+    s3_bucket: opt.PipelineBucket = None,
+    image: opt.Image = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Create or update the pipeline's stack (through a change set, its events shown as progress) and print
+    what it holds."""
+    from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_pipeline import deployment_lines
+
+    settings = _settings(
+        region=region,
+        aws_profile=aws_profile,
+        instance_types=instance_types,
+        s3_bucket=s3_bucket,
+        image_id=image,
+    )
+    request = DeployRequest(
+        name=name,
+        max_workers=max_workers,
+        bucket=settings.s3_bucket if s3_bucket else None,  # the flag only: s3_bucket is run's upload bucket
+        image_id=settings.image_id,
+    )
+    result = deploy_pipeline(settings, request, on_progress=event_printer(stderr))
+    print_lines(deployment_lines(result), stdout)
+
+
+@pipeline_app.command("status")
+def pipeline_status_command(
+    name: opt.PipelineName = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+    json: opt.Json = False,
+) -> None:
+    """The stack, jobs waiting, in flight and dead-lettered, the workers and their cost per hour now."""
+    from gpu_transcribe.pipeline.deploy import pipeline_status
+    from gpu_transcribe.render import print_json, print_lines
+    from gpu_transcribe.render_pipeline import status_lines
+
+    settings = _settings(region=region, aws_profile=aws_profile)
+    with stderr.status(escape(f"reading pipeline {name or 'default'} in {settings.region}")):
+        report = pipeline_status(settings, name)
+    if json:
+        print_json(report, stdout)
+    else:
+        print_lines(status_lines(report), stdout)
+
+
+@pipeline_app.command("destroy")
+def pipeline_destroy(
+    name: opt.PipelineName = None,
+    delete_data: opt.DeleteData = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Delete the pipeline's stack: workers, queues (with any jobs in them), table, roles, scaler. The bucket
+    is kept unless --delete-data."""
+    from gpu_transcribe.pipeline.deploy import destroy_pipeline
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_pipeline import destroyed_lines
+
+    settings = _settings(region=region, aws_profile=aws_profile)
+    result = destroy_pipeline(settings, name, delete_data=delete_data, on_progress=event_printer(stderr))
+    print_lines(destroyed_lines(result), stdout)

@@ -195,7 +195,7 @@ Keep = Annotated[
 
 # --- submit, jobs, worker (the pipeline) --------------------------------------------------------------------
 
-PipelineName = Annotated[
+PipelineOption = Annotated[
     str | None,
     typer.Option(
         "--pipeline",
@@ -241,5 +241,144 @@ ExitWhenIdle = Annotated[
         "--exit-when-idle",
         min=0,
         help="Exit after this many seconds with nothing received (inside the pipeline's group: leave it).",
+    ),
+]
+# --- serve -----------------------------------------------------------------------------------------------
+
+Bind = Annotated[
+    str,
+    typer.Option(
+        "--bind", help="Address to listen on. Anything but loopback (127.0.0.1, ::1) needs an API key."
+    ),
+]
+Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port to listen on.")]
+ServeModel = Annotated[
+    str,
+    typer.Option("--model", "-m", help="Whisper model: a Hugging Face id or a local model directory."),
+]
+ServeDevice = Annotated[str, typer.Option("--device", help="auto (cuda if torch sees a GPU), cpu or cuda.")]
+ApiKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-key-file",
+        help="File whose first line is the bearer key every API call must send. "
+        "Default: $GPU_TRANSCRIBE_API_KEY; neither: no key (loopback only).",
+    ),
+]
+MaxUploadMb = Annotated[
+    float, typer.Option("--max-upload-mb", min=0.001, help="Largest upload accepted, in MiB (larger: 413).")
+]
+MaxQueue = Annotated[
+    int, typer.Option("--max-queue", min=1, help="Transcriptions waiting at most; one more is refused (429).")
+]
+IdleStopMin = Annotated[
+    float | None,
+    typer.Option(
+        "--idle-stop-min",
+        min=0.001,
+        help="Power the machine off after this many minutes without an API request "
+        "(command: $GPU_TRANSCRIBE_POWEROFF_COMMAND, default shutdown -P now).",
+    ),
+]
+MaxLifetimeH = Annotated[
+    float | None,
+    typer.Option(
+        "--max-lifetime-h",
+        min=0.001,
+        help="Power the machine off this many hours after start-up in any case.",
+    ),
+]
+JobsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--jobs-dir",
+        help="Where async jobs (/v1/jobs) keep their audio and results (mode 0700); default: a new "
+        "temporary directory.",
+    ),
+]
+JobTtlH = Annotated[
+    float, typer.Option("--job-ttl-h", min=0.001, help="Hours a finished job's result is kept, then removed.")
+]
+WebhookSecretFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--webhook-secret-file",
+        help="The Standard Webhooks secret (whsec_...) that signs job callbacks; created (mode 0600) if "
+        "missing. Default: a new secret in the jobs directory.",
+    ),
+]
+
+# --- server ----------------------------------------------------------------------------------------------
+
+ServerName = Annotated[
+    str, typer.Option("--name", help="The server's name: one server per name, each with its own state file.")
+]
+ServerMarket = Annotated[
+    str | None,
+    typer.Option("--market", help="spot, on-demand or spot-then-on-demand; default: the market setting."),
+]
+ServerPort = Annotated[
+    int, typer.Option("--port", min=1, max=65535, help="The server's port on the instance's 127.0.0.1.")
+]
+ServerIdleStopMin = Annotated[
+    int,
+    typer.Option(
+        "--idle-stop-min", min=1, help="The server powers the instance off after this many minutes idle."
+    ),
+]
+ServerMaxLifetimeH = Annotated[
+    float,
+    typer.Option(
+        "--max-lifetime-h",
+        min=0.01,
+        max=24.0,
+        help="... and this many hours after it started, whatever happens (at most 24).",
+    ),
+]
+LocalPort = Annotated[
+    int, typer.Option("--local-port", min=1, max=65535, help="The port on this machine's 127.0.0.1.")
+]
+LogLines = Annotated[int, typer.Option("--lines", "-n", min=1, help="How many of the last log lines.")]
+
+# --- pipeline --------------------------------------------------------------------------------------------
+
+PipelineName = Annotated[
+    str | None,
+    typer.Option(
+        "--name", help="The pipeline's name (1-20 lowercase letters, digits, hyphens). Default: default."
+    ),
+]
+MaxWorkers = Annotated[
+    int | None,
+    typer.Option(
+        "--max-workers", min=1, max=1000, help="Most GPU workers at once (the fleet is 0..N). Default: 4."
+    ),
+]
+InstanceTypes = Annotated[
+    str | None,
+    typer.Option(
+        "--instance-types",
+        help="GPU instance types the workers may use, comma-separated (spot, price-capacity-optimized). "
+        "Default: the instance_types setting.",
+    ),
+]
+PipelineBucket = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-bucket",
+        help="Use this existing bucket (its incoming/ prefix) instead of creating one; it is never deleted.",
+    ),
+]
+Image = Annotated[
+    str | None,
+    typer.Option(
+        "--image", help="The workers' AMI. Default: image_id, else the newest image of ours (build-ami)."
+    ),
+]
+DeleteData = Annotated[
+    bool,
+    typer.Option(
+        "--delete-data",
+        help="Also empty and delete the bucket the pipeline created (audio, transcripts). Default: keep it.",
     ),
 ]

@@ -213,6 +213,53 @@ class ImageNotFoundError(CloudError):
     """No AMI of ours matches this version and model; ``gpu-transcribe build-ami`` makes one."""
 
 
+class StackError(CloudError):
+    """A CloudFormation stack operation failed or cannot start (a rollback, a stack busy with another
+    operation, a change set CloudFormation refused).
+
+    Attributes:
+        stack: the stack's name.
+        status: the stack's status when we stopped (``ROLLBACK_COMPLETE``, ``UPDATE_ROLLBACK_COMPLETE``...),
+            or the change set's (``FAILED``).
+        resource: the logical id of the first resource that failed, ``""`` if none was named.
+        resource_type: its type (``AWS::SQS::Queue``...), ``""`` if unknown.
+        reason: CloudFormation's reason for that failure, ``""`` if none.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stack: str,
+        status: str,
+        resource: str = "",
+        resource_type: str = "",
+        reason: str = "",
+    ) -> None:
+        self.stack = stack
+        self.status = status
+        self.resource = resource
+        self.resource_type = resource_type
+        self.reason = reason
+        super().__init__(message)
+
+
+class PipelineNotFoundError(CloudError):
+    """No pipeline stack of this name in the region; ``gpu-transcribe pipeline deploy`` makes one.
+
+    Attributes:
+        name: the pipeline's name.
+        region: the region looked in.
+    """
+
+    def __init__(self, name: str, region: str) -> None:
+        self.name = name
+        self.region = region
+        super().__init__(
+            f"no pipeline {name!r} in {region}; create it with `gpu-transcribe pipeline deploy --name {name}`"
+        )
+
+
 class UploadError(CloudError):
     """Uploading results to S3 failed; the local files are kept."""
 

@@ -1,8 +1,8 @@
 """One instance session: launch, wait for SSH, connect, keep it alive and watched, tear down exactly once.
 
-Every command that launches an instance (``run``, ``build-ami``) does it through :class:`InstanceSession`,
-so there is one sequence over the cloud layer (:mod:`gpu_transcribe.aws`) and the SSH layer
-(:mod:`gpu_transcribe.ssh`):
+Every command that launches an instance (``run``, ``build-ami``, ``server up``) does it through
+:class:`InstanceSession`, so there is one sequence over the cloud layer (:mod:`gpu_transcribe.aws`) and the
+SSH layer (:mod:`gpu_transcribe.ssh`):
 
 1. launch with the plan's fallback (spot in the cheapest zone, other zones, then on-demand);
 2. wait until the instance runs and its SSH port answers;
@@ -11,7 +11,9 @@ so there is one sequence over the cloud layer (:mod:`gpu_transcribe.aws`) and th
    EC2's instance state every ``alive_check_s``, and on spot instances the two-minute interruption notice
    that IMDSv2 serves at ``spot/instance-action``, read on the instance over the open connection;
 5. on leaving, whatever the reason (normal end, an error, SIGINT/SIGTERM/SIGHUP), run the caller's clean-up
-   steps, close SSH and remove every resource of the run, once.
+   steps, close SSH and remove every resource of the run, once; unless the caller :meth:`detached
+   <InstanceSession.detach>` the instance at the end of successful work (``server up``: the instance outlives
+   the command, and ``server down`` or ``cleanup`` removes it).
 
 Nothing here prints: progress goes to a callback.
 """
@@ -227,6 +229,7 @@ class InstanceSession:
         self._launched_at: float | None = None
         self._billing_ended_at: float | None = None
         self._launched: LaunchResult | None = None
+        self._detached = False
         self.times = SessionTimes()
         self.usage: InstanceUsage | None = None
         self.lost: InstanceLostError | None = None
@@ -273,6 +276,30 @@ class InstanceSession:
         ssh, self._ssh = self._ssh, None
         if ssh is not None:
             ssh.close()
+
+    @property
+    def detached(self) -> bool:
+        """True once :meth:`detach` was called: leaving keeps the instance and its resources."""
+        return self._detached
+
+    def detach(self) -> LaunchResult:
+        """Keep the instance: stop watching and the heartbeat, close SSH, and let leaving the ``with`` block
+        remove nothing (no clean-up step runs either). Call it as the last step of successful work; until
+        then every failure or signal tears everything down as usual.
+
+        The heartbeat stops, so the caller must first have made the instance independent of it (``server
+        up`` stops the dead-man switch; the server's own idle stop and lifetime replace it).
+
+        Returns:
+            The instance kept (:attr:`usage` stays ``None``: its billing goes on).
+
+        Raises:
+            RuntimeError: nothing was launched yet.
+        """
+        launched = self.launched
+        self.close_ssh()
+        self._detached = True
+        return launched
 
     def billing_ended(self) -> None:
         """The instance was stopped: its billed time ends now, not at termination."""
@@ -378,6 +405,9 @@ class InstanceSession:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._detached:
+            self._guard.__exit__(exc_type, exc, tb)  # restores the signal handlers; the teardown is a no-op
+            return
         watcher = self._watcher
         if watcher is not None:
             watcher.stop()
@@ -399,6 +429,8 @@ class InstanceSession:
             raise self.lost from exc
 
     def _teardown(self) -> None:
+        if self._detached:
+            return
         started = self._clock()
         leftovers: list[tuple[str, str]] = []
         try:
@@ -418,7 +450,7 @@ class InstanceSession:
             if self._billing_ended_at is None:
                 self._billing_ended_at = end
         if leftovers:
-            kind = "build" if self._spec.role == "builder" else "run"
+            kind = {"builder": "build", "server": "server"}.get(self._spec.role, "run")
             raise TeardownError(
                 f"{kind} {self.run_id}: {len(leftovers)} problem(s) removing its resources: "
                 + "; ".join(f"{what}: {reason}" for what, reason in leftovers)

@@ -187,6 +187,7 @@ def print_cleanup(report: CleanupReport, console: Console) -> None:
 
     if not report.outcomes:
         console.print(f"nothing of gpu-transcribe's found in {report.region}", markup=False, highlight=False)
+        _print_pipelines(report, console)
         return
     title = f"gpu-transcribe resources in {report.region}" + (
         " (dry run: nothing changed)" if report.dry_run else ""
@@ -209,6 +210,25 @@ def print_cleanup(report: CleanupReport, console: Console) -> None:
             outcome.reason,
         )
     console.print(table)
+    _print_pipelines(report, console)
+
+
+def _print_pipelines(report: CleanupReport, console: Console) -> None:
+    """The pipeline stacks ``cleanup`` found: listed, never removed (``pipeline destroy`` does that)."""
+    from gpu_transcribe.aws.models import PIPELINE_STACK_PREFIX, TAG_OWNER
+
+    lines = []
+    for stack in report.pipelines:
+        owner = dict(stack.tags).get(TAG_OWNER, "")
+        who = "you" if owner == report.caller_arn else (owner or "owner unknown")
+        name = stack.name.removeprefix(PIPELINE_STACK_PREFIX)
+        lines.append(
+            f"pipeline {name}: stack {stack.name} {stack.status}, {who}; not removed by cleanup "
+            f"(gpu-transcribe pipeline destroy --name {name})"
+        )
+    if report.pipelines_note:
+        lines.append(f"note: {report.pipelines_note}")
+    print_lines(lines, console)
 
 
 # --- images and build-ami ------------------------------------------------------------------------------

@@ -131,6 +131,22 @@ class BatchInfo:
 
 BatchCallback = Callable[[BatchInfo], None]
 """Called once per decoded batch, after it was decoded."""
+DoneCallback = Callable[[int, "Transcript | Exception"], None]
+"""Called as ``on_done(index, result)`` once per request of :meth:`WhisperEngine.transcribe_many`, as soon as
+its result is known (a request whose windows all finished early is answered before the call ends)."""
+
+
+class _Results:
+    """The results of one :meth:`WhisperEngine.transcribe_many` call, passed on as each one is set."""
+
+    def __init__(self, count: int, on_done: DoneCallback | None) -> None:
+        self.values: list[Transcript | Exception | None] = [None] * count
+        self._on_done = on_done
+
+    def __setitem__(self, slot: int, value: Transcript | Exception) -> None:
+        self.values[slot] = value
+        if self._on_done is not None:
+            self._on_done(slot, value)
 
 
 @dataclass
@@ -370,7 +386,10 @@ class WhisperEngine:
         return result
 
     def transcribe_many(
-        self, requests: Sequence[AudioRequest], on_batch: BatchCallback | None = None
+        self,
+        requests: Sequence[AudioRequest],
+        on_batch: BatchCallback | None = None,
+        on_done: DoneCallback | None = None,
     ) -> list[Transcript | Exception]:
         """Transcribe several recordings at once, the ``batched`` ones' windows decoded in shared batches.
 
@@ -385,6 +404,8 @@ class WhisperEngine:
         Args:
             requests: the recordings, see :class:`AudioRequest`.
             on_batch: optional callback, called after each decoded batch (see :class:`BatchInfo`).
+            on_done: optional callback, called once per request as soon as its result is known (see
+                :data:`DoneCallback`); a server answers each request then, not when the whole call ends.
 
         Returns:
             One entry per request, in order: its :class:`~remote.transcript.Transcript` (``transcribe_s``
@@ -395,7 +416,7 @@ class WhisperEngine:
         """
         import torch
 
-        results: list[Transcript | Exception | None] = [None] * len(requests)
+        results = _Results(len(requests), on_done)
         sequential: list[tuple[int, AudioRequest, TranscribeOptions, np.ndarray]] = []
         pooled: list[_Pending] = []
         for slot, request in enumerate(requests):
@@ -429,7 +450,7 @@ class WhisperEngine:
             if pooled:
                 torch.manual_seed(SAMPLING_SEED)
                 self._pooled(pooled, results, started, on_batch)
-        return [r if r is not None else ValueError("not transcribed") for r in results]
+        return [r if r is not None else ValueError("not transcribed") for r in results.values]
 
     def _transcript(
         self,
@@ -504,7 +525,7 @@ class WhisperEngine:
     def _pooled(
         self,
         pending: list[_Pending],
-        results: list[Transcript | Exception | None],
+        results: _Results,
         started: float,
         on_batch: BatchCallback | None,
     ) -> None:
@@ -557,7 +578,7 @@ class WhisperEngine:
         self,
         batch: list[tuple[_Pending, int]],
         language: str,
-        results: list[Transcript | Exception | None],
+        results: _Results,
         started: float,
         on_batch: BatchCallback | None,
     ) -> None:
@@ -596,7 +617,7 @@ class WhisperEngine:
                     item.duration_s,
                 )
 
-    def _finish(self, item: _Pending, results: list[Transcript | Exception | None], started: float) -> None:
+    def _finish(self, item: _Pending, results: _Results, started: float) -> None:
         """Put ``item``'s transcript (segments in time order) in its slot and report it complete."""
         if item.request.progress is not None:
             item.request.progress(item.duration_s, item.duration_s)

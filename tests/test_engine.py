@@ -478,8 +478,17 @@ def test_requests_pooled_share_batches_and_match_their_transcripts_alone(runs: R
     ]
     bad = AudioRequest(np.zeros((2, 16000), np.float32), TranscribeOptions(language="sv"), audio="stereo")
     batches: list[BatchInfo] = []
-    results = engine.transcribe_many([requests[0], bad, requests[1], requests[2]], on_batch=batches.append)
+    done: list[tuple[int, Any]] = []
+    results = engine.transcribe_many(
+        [requests[0], bad, requests[1], requests[2]],
+        on_batch=batches.append,
+        on_done=lambda index, result: done.append((index, result)),
+    )
     assert isinstance(results[1], ValueError) and "1-D" in str(results[1])
+    # Each request is answered once, as soon as it is finished: the bad one at once, the Swedish pair
+    # before the English clip that the call decodes last.
+    assert [index for index, _ in done] == [1, 0, 2, 3] or [index for index, _ in done] == [1, 2, 0, 3], done
+    assert all(results[index] is result for index, result in done)
     pooled = [results[0], results[2], results[3]]
     assert BatchInfo(windows=2, requests=2) in batches, batches
     assert sum(b.windows for b in batches) == sum(t.extra["windows"] for t in pooled)

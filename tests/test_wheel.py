@@ -28,6 +28,7 @@ def test_build_wheel_holds_both_packages_and_leaves_the_checkout_clean(tmp_path:
         "gpu_transcribe/data/deadman.sh",
     } <= names
     assert {"remote/__main__.py", "remote/engine.py", "remote/py.typed"} <= names
+    assert "remote/server/static/index.html" in names  # serve's web page, GET /
     assert not any(n.startswith(("tests/", "bench/", "ami/")) or "__pycache__" in n for n in names)
     metadata = zipfile.ZipFile(built).read(f"gpu_transcribe-{__version__}.dist-info/METADATA").decode()
     assert "Provides-Extra: engine" in metadata

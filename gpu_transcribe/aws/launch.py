@@ -329,6 +329,39 @@ def _allow_ssh(ctx: AwsContext, spec: LaunchSpec, group_id: str, on_progress: Pr
     )
 
 
+def move_ssh_rule(ctx: AwsContext, group_id: str, old_cidr: str, new_cidr: str) -> None:
+    """Let ``new_cidr`` reach port 22 through ``group_id`` instead of ``old_cidr`` (the caller's address
+    changed while a server runs): the new rule first, then the old one revoked; a rule already there or
+    already gone counts as done.
+
+    Raises:
+        CredentialsError, CloudError: EC2 refused.
+    """
+    ec2 = ec2_client(ctx)
+
+    def permission(cidr: str) -> Any:
+        description = "SSH from the gpu-transcribe client"
+        if ip_network(cidr).version == 6:
+            ranges: dict[str, Any] = {"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": description}]}
+        else:
+            ranges = {"IpRanges": [{"CidrIp": cidr, "Description": description}]}
+        return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}
+
+    with aws_errors(ctx, f"opening port 22 to {new_cidr} in {group_id}"):
+        try:
+            ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[permission(new_cidr)])
+        except Exception as exc:
+            if error_code(exc) != "InvalidPermission.Duplicate":
+                raise
+    if old_cidr and old_cidr != new_cidr:
+        with aws_errors(ctx, f"closing port 22 to {old_cidr} in {group_id}"):
+            try:
+                ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=[permission(old_cidr)])
+            except Exception as exc:
+                if error_code(exc) != "InvalidPermission.NotFound":
+                    raise
+
+
 def _try_options(
     ctx: AwsContext,
     spec: LaunchSpec,

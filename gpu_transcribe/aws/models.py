@@ -20,12 +20,16 @@ TAG_RUN_ID = "gpu-transcribe:run-id"
 TAG_OWNER = "gpu-transcribe:owner"  # the caller's ARN (sts get-caller-identity)
 TAG_CREATED = "gpu-transcribe:created"  # UTC ISO 8601, e.g. 2026-11-22T04:26:41Z
 TAG_VERSION = "gpu-transcribe:version"
-TAG_ROLE = "gpu-transcribe:role"  # run | builder
+TAG_ROLE = "gpu-transcribe:role"  # run | builder | server
+# On a server's resources (``gpu-transcribe server up``): the server's name, and the minutes after launch at
+# which it powers itself off at the latest (cleanup removes it after that even if its state file exists).
+TAG_SERVER_NAME = "gpu-transcribe:server-name"
+TAG_MAX_LIFETIME = "gpu-transcribe:max-lifetime-minutes"
 NAME_PREFIX = "gpu-transcribe"
 
-Role = Literal["run", "builder"]
+Role = Literal["run", "builder", "server"]
 Market = Literal["spot", "on-demand"]
-ROLES: tuple[str, ...] = ("run", "builder")
+ROLES: tuple[str, ...] = ("run", "builder", "server")
 MARKETS_BY_SETTING: dict[str, tuple[Market, ...]] = {
     "spot-then-on-demand": ("spot", "on-demand"),
     "spot": ("spot",),
@@ -147,7 +151,7 @@ class LaunchSpec:
             :func:`gpu_transcribe.aws.checkip.resolve_ssh_cidr`).
         run_id: tags and names every resource; make it with :func:`new_run_id` before launching so that a
             launch interrupted half-way can still be torn down by run id.
-        role: ``run`` or ``builder`` (tag ``gpu-transcribe:role``, part of the ``Name``).
+        role: ``run``, ``builder`` or ``server`` (tag ``gpu-transcribe:role``, part of the ``Name``).
         market: ``spot-then-on-demand``, ``spot`` or ``on-demand`` (the setting's values).
         max_spot_price_usd_per_hour: spot ``MaxPrice``; ``None`` for EC2's default (the on-demand price).
             Zones whose current spot price is above it are not tried.
@@ -367,6 +371,7 @@ class TaggedResource:
         created_at: tag ``gpu-transcribe:created`` (else EC2's launch or create time), or ``None``.
         state: instance or volume state; ``""`` for key pairs and security groups.
         name: the ``Name`` tag or EC2 name.
+        max_lifetime_minutes: tag ``gpu-transcribe:max-lifetime-minutes`` (servers), or ``None``.
     """
 
     kind: ResourceKind
@@ -377,6 +382,7 @@ class TaggedResource:
     created_at: datetime | None
     state: str = ""
     name: str = ""
+    max_lifetime_minutes: int | None = None
 
     def age_s(self, now: datetime) -> float | None:
         """Seconds since ``created_at``, or ``None`` if unknown."""
@@ -405,3 +411,171 @@ class RemovalOutcome:
     def failed(self) -> bool:
         """True if the resource could not be removed."""
         return self.action == "failed"
+
+
+# --- pipeline (gpu-transcribe pipeline) ---------------------------------------------------------------------
+
+TAG_PIPELINE = "gpu-transcribe:pipeline"  # the pipeline's name, on its stack and every resource in it
+PIPELINE_ROLE = "pipeline"  # tag gpu-transcribe:role of a pipeline's resources (never carries a run id)
+PIPELINE_STACK_PREFIX = "gpu-transcribe-pipeline-"
+
+# The stack's outputs (gpu_transcribe/pipeline/template.py writes them, PipelineOutputs reads them).
+OUTPUT_BUCKET = "BucketName"
+OUTPUT_QUEUE_URL = "JobsQueueUrl"
+OUTPUT_QUEUE_ARN = "JobsQueueArn"
+OUTPUT_DLQ_URL = "DeadLetterQueueUrl"
+OUTPUT_TABLE = "JobsTableName"
+OUTPUT_GROUP = "WorkerGroupName"
+OUTPUT_SCALER = "ScalerFunctionName"
+OUTPUT_BUCKET_CREATED = "BucketCreatedByStack"  # "true" or "false"
+
+
+def pipeline_stack_name(name: str) -> str:
+    """The CloudFormation stack of pipeline ``name``: ``gpu-transcribe-pipeline-<name>``."""
+    return f"{PIPELINE_STACK_PREFIX}{name}"
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    """One event of a CloudFormation stack (``DescribeStackEvents``).
+
+    Attributes:
+        event_id: CloudFormation's id of the event.
+        logical_id: the resource's logical id in the template (the stack's own name for the stack).
+        resource_type: e.g. ``AWS::SQS::Queue``.
+        status: e.g. ``CREATE_IN_PROGRESS``, ``CREATE_FAILED``.
+        reason: CloudFormation's status reason, ``""`` if none.
+        timestamp: when it happened (UTC).
+    """
+
+    event_id: str
+    logical_id: str
+    resource_type: str
+    status: str
+    reason: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """A CloudFormation stack as ``DescribeStacks`` reports it.
+
+    Attributes:
+        name: the stack name.
+        stack_id: its ARN.
+        status: e.g. ``CREATE_COMPLETE``, ``UPDATE_ROLLBACK_COMPLETE``.
+        status_reason: CloudFormation's reason, ``""`` if none.
+        outputs: ``(output key, value)`` pairs sorted by key.
+        tags: ``(key, value)`` pairs sorted by key.
+        created_at: creation time (UTC), ``None`` if not given.
+        updated_at: last update (UTC), ``None`` if never updated.
+    """
+
+    name: str
+    stack_id: str
+    status: str
+    status_reason: str
+    outputs: tuple[tuple[str, str], ...]
+    tags: tuple[tuple[str, str], ...]
+    created_at: datetime | None
+    updated_at: datetime | None = None
+
+    def output(self, key: str) -> str:
+        """The value of output ``key``, ``""`` if the stack has no such output."""
+        return dict(self.outputs).get(key, "")
+
+
+@dataclass(frozen=True)
+class PipelineOutputs:
+    """What a pipeline stack made: the names other commands (``submit``, ``jobs``, the worker) use.
+
+    Attributes:
+        bucket: the S3 bucket (``incoming/`` audio, ``results/`` transcripts).
+        bucket_created: True when the stack created the bucket (False: the user's ``--s3-bucket``).
+        queue_url: the jobs queue's URL.
+        queue_arn: the jobs queue's ARN (the bucket notification's destination).
+        dead_letter_queue_url: the dead-letter queue's URL.
+        table: the DynamoDB jobs table's name.
+        group: the worker Auto Scaling group's name.
+        scaler_function: the scaler Lambda function's name.
+    """
+
+    bucket: str
+    bucket_created: bool
+    queue_url: str
+    queue_arn: str
+    dead_letter_queue_url: str
+    table: str
+    group: str
+    scaler_function: str
+
+    @classmethod
+    def from_stack(cls, stack: StackInfo) -> PipelineOutputs:
+        """Read the outputs of a pipeline stack (missing outputs become ``""``)."""
+        return cls(
+            bucket=stack.output(OUTPUT_BUCKET),
+            bucket_created=stack.output(OUTPUT_BUCKET_CREATED) == "true",
+            queue_url=stack.output(OUTPUT_QUEUE_URL),
+            queue_arn=stack.output(OUTPUT_QUEUE_ARN),
+            dead_letter_queue_url=stack.output(OUTPUT_DLQ_URL),
+            table=stack.output(OUTPUT_TABLE),
+            group=stack.output(OUTPUT_GROUP),
+            scaler_function=stack.output(OUTPUT_SCALER),
+        )
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """SQS's approximate message counts of one queue (``GetQueueAttributes``; "approximate" because SQS is
+    distributed: counts lag by up to a minute, SQS Developer Guide).
+
+    Attributes:
+        visible: messages waiting to be received (``ApproximateNumberOfMessages``).
+        in_flight: received and not yet deleted or released (``ApproximateNumberOfMessagesNotVisible``).
+        delayed: not yet visible because of a delay (``ApproximateNumberOfMessagesDelayed``).
+    """
+
+    visible: int
+    in_flight: int
+    delayed: int = 0
+
+
+@dataclass(frozen=True)
+class GroupInstance:
+    """One instance of an Auto Scaling group (``DescribeAutoScalingGroups``).
+
+    Attributes:
+        instance_id: e.g. ``i-0123456789abcdef0``.
+        instance_type: e.g. ``g4dn.xlarge``.
+        zone: its availability zone.
+        lifecycle_state: ``Pending``, ``InService``, ``Terminating``... (EC2 Auto Scaling's states).
+        health: ``Healthy`` or ``Unhealthy``.
+        protected: scale-in protection is on (the worker sets it while busy).
+        market: ``spot`` or ``on-demand`` (EC2's ``InstanceLifecycle``).
+    """
+
+    instance_id: str
+    instance_type: str
+    zone: str
+    lifecycle_state: str
+    health: str
+    protected: bool
+    market: Market = "spot"
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """An Auto Scaling group's sizes and instances.
+
+    Attributes:
+        name: the group's name.
+        desired: the desired capacity (instances).
+        min_size, max_size: its bounds (instances).
+        instances: its instances, sorted by id.
+    """
+
+    name: str
+    desired: int
+    min_size: int
+    max_size: int
+    instances: tuple[GroupInstance, ...]

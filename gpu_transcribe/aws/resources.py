@@ -32,6 +32,7 @@ from gpu_transcribe.aws.clients import (
 from gpu_transcribe.aws.models import (
     LIVE_STATES,
     TAG_CREATED,
+    TAG_MAX_LIFETIME,
     TAG_OWNER,
     TAG_ROLE,
     TAG_RUN_ID,
@@ -96,6 +97,7 @@ def _tagged(
     if created is None and fallback_created is not None:
         created = fallback_created if fallback_created.tzinfo else fallback_created.replace(tzinfo=UTC)
         created = created.astimezone(UTC)
+    lifetime = tag.get(TAG_MAX_LIFETIME, "")
     return TaggedResource(
         kind=kind,
         resource_id=resource_id,
@@ -105,6 +107,7 @@ def _tagged(
         created_at=created,
         state=state,
         name=tag.get("Name", name),
+        max_lifetime_minutes=int(lifetime) if lifetime.isdigit() else None,
     )
 
 

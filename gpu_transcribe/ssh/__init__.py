@@ -12,6 +12,7 @@ Modules:
   argv by :func:`command_line`.
 * :mod:`~gpu_transcribe.ssh.transfer`: push over SFTP with a check on the host, pull with atomic writes.
 * :mod:`~gpu_transcribe.ssh.heartbeat`: :class:`Heartbeat`, the file the host's dead-man switch watches.
+* :mod:`~gpu_transcribe.ssh.tunnel`: :class:`LocalForward`, local port forwarding (``ssh -L``) over a session.
 * :mod:`~gpu_transcribe.ssh.channel`: :class:`~gpu_transcribe.ssh.channel.LineReader`, the one reader of
   lines from a channel.
 """
@@ -37,6 +38,7 @@ from gpu_transcribe.ssh.transfer import (
     PushedFile,
     sftp_write_size,
 )
+from gpu_transcribe.ssh.tunnel import LocalForward
 
 __all__ = [
     "CHECK_PATHS_MAX_BYTES",
@@ -51,6 +53,7 @@ __all__ = [
     "CommandResult",
     "ConnectAttempt",
     "Heartbeat",
+    "LocalForward",
     "ProgressCallback",
     "PushedFile",
     "SSHSession",

@@ -177,6 +177,7 @@ class SSHSession:
         check: bool = True,
         stderr_tail_lines: int = 40,
         channel_timeout_s: float = 30.0,
+        stdin: bytes = b"",
     ) -> CommandResult:
         """Run a command on the host, streaming its stdout line by line.
 
@@ -192,6 +193,8 @@ class SSHSession:
             check: raise :class:`RemoteCommandError` on a non-zero exit status.
             stderr_tail_lines: stderr lines kept.
             channel_timeout_s: seconds to wait for the server to open the channel.
+            stdin: bytes sent to the command's stdin before it is closed (e.g. a secret that must not appear
+                in the command line, which other users of the host can see in ``ps``).
 
         Returns:
             The exit status, stdout (without callback) and stderr tail.
@@ -202,7 +205,27 @@ class SSHSession:
             SSHError: the connection is closed or no channel could be opened.
         """
         started = self._start(argv, stderr_tail_lines=stderr_tail_lines, channel_timeout_s=channel_timeout_s)
-        return started.finish(on_stdout_line=on_stdout_line, check=check)
+        return started.finish(stdin=stdin, on_stdout_line=on_stdout_line, check=check)
+
+    # --- port forwarding ---------------------------------------------------------------------------------
+
+    def open_direct_tcpip(
+        self, dest: tuple[str, int], origin: tuple[str, int], *, timeout_s: float = 10.0
+    ) -> paramiko.Channel:
+        """A ``direct-tcpip`` channel: the host connects to ``dest`` (as seen from the host) and the channel
+        carries the bytes (RFC 4254 section 7.2; what ``ssh -L`` uses). :mod:`gpu_transcribe.ssh.tunnel`
+        pumps a local socket through it.
+
+        Raises:
+            SSHError: the connection is closed, or the host refused or could not reach ``dest``.
+        """
+        self._check_open(f"forward to {dest[0]}:{dest[1]}")
+        try:
+            return self._transport.open_channel("direct-tcpip", dest, origin, timeout=timeout_s)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHError(
+                f"{self.target}: cannot forward to {dest[0]}:{dest[1]} on the host ({one_line(exc)})"
+            ) from exc
 
     # --- push -------------------------------------------------------------------------------------------
 

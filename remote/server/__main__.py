@@ -1,0 +1,80 @@
+"""``python -m remote.server``: the server without the client package, for a machine that has only the engine
+installed (same options as ``gpu-transcribe serve``; the key also from ``$GPU_TRANSCRIBE_API_KEY``).
+
+SIGINT or SIGTERM stop it cleanly (uvicorn then re-raises the signal, so the exit status is the signal's);
+exit status 2 for a bad option (one ``error:`` line on stderr), 1 when the model fails to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from remote.errors import BadOptionError, EngineFailure
+from remote.options import DEFAULT_MODEL, DEVICES
+from remote.server.config import DEFAULT_JOB_TTL_S, MIB, ServerConfig, read_api_key
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m remote.server``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m remote.server", description="Serve OpenAI's audio API with one loaded Whisper model."
+    )
+    parser.add_argument("--bind", default="127.0.0.1", help="address; non-loopback needs a key")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local model directory")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--api-key-file", type=Path, default=None, help="first line: the bearer key")
+    parser.add_argument("--max-upload-mb", type=float, default=200.0)
+    parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--idle-stop-min", type=float, default=None, help="power off after N idle minutes")
+    parser.add_argument("--max-lifetime-h", type=float, default=None, help="power off after H hours")
+    parser.add_argument("--jobs-dir", type=Path, default=None, help="async jobs' files (default: a temp dir)")
+    parser.add_argument(
+        "--job-ttl-h", type=float, default=DEFAULT_JOB_TTL_S / 3600, help="keep job results H hours"
+    )
+    parser.add_argument("--webhook-secret-file", type=Path, default=None, help="the secret signing callbacks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the server until it is stopped; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from remote.server.run import serve
+
+    try:
+        config = (
+            ServerConfig(
+                bind=args.bind,
+                port=args.port,
+                model=args.model,
+                revision=args.revision,
+                device=args.device,
+                api_key=read_api_key(args.api_key_file) if args.api_key_file is not None else None,
+                max_upload_bytes=int(args.max_upload_mb * MIB),
+                max_queue=args.max_queue,
+                idle_stop_s=args.idle_stop_min * 60 if args.idle_stop_min is not None else None,
+                max_lifetime_s=args.max_lifetime_h * 3600 if args.max_lifetime_h is not None else None,
+                jobs_dir=args.jobs_dir,
+                job_ttl_s=args.job_ttl_h * 3600,
+                webhook_secret_file=args.webhook_secret_file,
+            )
+            .with_env()
+            .checked()
+        )
+    except BadOptionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        serve(config)
+    except EngineFailure as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

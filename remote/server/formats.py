@@ -1,0 +1,106 @@
+"""Response bodies from a :class:`~remote.transcript.Transcript`: OpenAI's five ``response_format`` values and
+the ``/transcribe`` body.
+
+Every body is made from the transcript as :func:`remote.writers.sanitize` cleans it, and ``srt``/``vtt`` are
+:func:`remote.writers.render`'s output, so the server answers exactly what ``run --local`` writes to files.
+No torch, no FastAPI here: plain ``dict``/``str`` values the HTTP layer sends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from remote.languages import LANGUAGES
+from remote.transcript import Transcript
+from remote.writers import render, sanitize
+
+RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
+"""OpenAI's ``response_format`` values; ``json`` is the default."""
+TEXT_FORMATS: frozenset[str] = frozenset({"text", "srt", "vtt"})
+"""Formats answered as ``text/plain`` bodies (as OpenAI does); the others are JSON."""
+FRAMES_PER_SECOND = 100
+"""Whisper's log-mel frames per second; OpenAI's ``seek`` counts them."""
+
+
+def openai_body(transcript: Transcript, response_format: str, task: str) -> str | dict[str, Any]:
+    """The body OpenAI's ``/v1/audio/transcriptions`` (or ``translations``) gives in ``response_format``.
+
+    - ``json``: ``{"text"}``, the segment texts joined by single spaces.
+    - ``text``: that text and a new line.
+    - ``srt``, ``vtt``: SubRip and WebVTT, byte for byte what ``run --local --format srt,vtt`` writes.
+    - ``verbose_json``: ``{"task", "language" (its English name, as OpenAI gives it: ``english``),
+      "duration" (s), "text", "segments"}``; each segment ``{"id", "seek" (10 ms frame where it starts),
+      "start", "end" (s), "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
+      "no_speech_prob"}``. The engine keeps no per-segment tokens or decoding statistics, so ``tokens`` is
+      ``[]`` and the four numbers are ``null`` rather than invented values.
+
+    Args:
+        transcript: the engine's result.
+        response_format: one of :data:`RESPONSE_FORMATS`.
+        task: ``transcribe`` or ``translate``, echoed by ``verbose_json``.
+
+    Returns:
+        A ``str`` for :data:`TEXT_FORMATS`, else a JSON-ready ``dict``.
+
+    Raises:
+        ValueError: an unknown ``response_format``.
+    """
+    clean = sanitize(transcript)
+    if response_format == "json":
+        return {"text": clean.text}
+    if response_format == "text":
+        return clean.text + "\n"
+    if response_format in ("srt", "vtt"):
+        return render(clean, response_format)
+    if response_format == "verbose_json":
+        return {
+            "task": task,
+            "language": LANGUAGES.get(clean.language, clean.language),
+            "duration": round(clean.duration_s, 3),
+            "text": clean.text,
+            "segments": [
+                {
+                    "id": index,
+                    "seek": int(segment.start_s * FRAMES_PER_SECOND),
+                    "start": segment.start_s,
+                    "end": segment.end_s,
+                    "text": segment.text,
+                    "tokens": [],
+                    "temperature": None,
+                    "avg_logprob": None,
+                    "compression_ratio": None,
+                    "no_speech_prob": None,
+                }
+                for index, segment in enumerate(clean.segments)
+            ],
+        }
+    raise ValueError(f"response_format: {response_format!r} is not one of {', '.join(RESPONSE_FORMATS)}")
+
+
+def transcribe_body(
+    transcript: Transcript, model: str, processing_time_s: float, gpu_memory_used_bytes: int | None
+) -> dict[str, Any]:
+    """The ``POST /transcribe`` body.
+
+    Args:
+        transcript: the engine's result.
+        model: the loaded model's id or directory, as the server was started with.
+        processing_time_s: wall-clock seconds from the upload's arrival to the transcript (decoding,
+            queueing and transcription).
+        gpu_memory_used_bytes: ``torch.cuda.memory_allocated()`` after the transcription, or ``None`` on CPU.
+
+    Returns:
+        ``{"transcription": text, "duration": audio seconds, "language": code, "model", "processing_time":
+        seconds, "gpu_memory_used": bytes or null, "segments": [{"start", "end", "text"}]}`` (times in
+        seconds, milliseconds precision).
+    """
+    clean = sanitize(transcript)
+    return {
+        "transcription": clean.text,
+        "duration": round(clean.duration_s, 3),
+        "language": clean.language,
+        "model": model,
+        "processing_time": round(processing_time_s, 3),
+        "gpu_memory_used": gpu_memory_used_bytes,
+        "segments": [{"start": s.start_s, "end": s.end_s, "text": s.text} for s in clean.segments],
+    }

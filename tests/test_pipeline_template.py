@@ -1,0 +1,273 @@
+"""The pipeline's CloudFormation template, offline: cfn-lint finds nothing, and the security properties hold
+in the template itself (IMDSv2, encryption of every store, public access blocked, IAM scoped to the stack's
+own resources, no wildcard actions), the scaler's arithmetic and its inline size."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gpu_transcribe.aws.models import TAG_PIPELINE
+from gpu_transcribe.aws.scaler_lambda import desired_workers
+from gpu_transcribe.pipeline.template import (
+    INCOMING_PREFIX,
+    INLINE_CODE_LIMIT_BYTES,
+    RESULTS_PREFIX,
+    TTL_ATTRIBUTE,
+    UNSCOPABLE_ACTIONS,
+    PipelineSpec,
+    build_template,
+    scaler_source,
+    template_json,
+    user_data,
+)
+
+#: cfn-lint rules we ignore, each with the reason. Empty: the template passes every rule, informational ones
+#: included; a new finding fails the test until it is fixed or listed here with a reason.
+IGNORED_RULES: dict[str, str] = {}
+
+#: CloudFormation's limit on a template passed inline (``TemplateBody``), bytes.
+TEMPLATE_BODY_LIMIT_BYTES = 51_200
+
+
+def spec(**changes: Any) -> PipelineSpec:
+    values: dict[str, Any] = {
+        "name": "team-a",
+        "image_id": "ami-0123456789abcdef0",
+        "instance_types": ("g4dn.xlarge", "g5.xlarge", "g6.xlarge"),
+        "vpc_id": "vpc-0123456789abcdef0",
+        "subnet_ids": ("subnet-0123456789abcdef0", "subnet-0123456789abcdef1"),
+        "owner_arn": "arn:aws:iam::123456789012:user/alice",
+        "tags": (("project", "minutes"),),
+    }
+    values.update(changes)
+    return PipelineSpec(**values)
+
+
+SPECS = {"created bucket": spec(), "own bucket": spec(bucket="my-recordings")}
+
+
+@pytest.mark.parametrize("which", SPECS)
+def test_cfn_lint_finds_nothing(which: str) -> None:
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint(
+        template_json(SPECS[which]),
+        config=ManualArgs(regions=["eu-north-1", "us-east-1"], include_checks=["I"]),
+    )
+    found = [f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches]
+    assert [f for f in found if f.split()[0] not in IGNORED_RULES] == []
+
+
+def test_template_fits_inline_and_is_deterministic() -> None:
+    body = template_json(spec())
+    assert len(body.encode()) < TEMPLATE_BODY_LIMIT_BYTES
+    assert body == template_json(spec())
+    assert len(scaler_source().encode()) <= INLINE_CODE_LIMIT_BYTES
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def only(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    (found,) = resources(template, kind).values()
+    properties: dict[str, Any] = found["Properties"]
+    return properties
+
+
+def test_launch_template_requires_imdsv2_and_encrypts_the_root_volume() -> None:
+    data = only(build_template(spec()), "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    (root,) = data["BlockDeviceMappings"]
+    assert root["DeviceName"] == "/dev/sda1" and root["Ebs"]["Encrypted"] is True
+    assert data["ImageId"] == "ami-0123456789abcdef0"
+    assert "InstanceType" not in data  # the group's overrides choose it
+    assert data["IamInstanceProfile"] == {"Arn": {"Fn::GetAtt": ["WorkerInstanceProfile", "Arn"]}}
+
+
+def test_every_store_is_encrypted_and_the_bucket_is_private() -> None:
+    template = build_template(spec())
+    bucket = only(template, "AWS::S3::Bucket")
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert template["Resources"]["Bucket"]["DeletionPolicy"] == "Retain"
+    queues = resources(template, "AWS::SQS::Queue")
+    assert set(queues) == {"JobsQueue", "DeadLetterQueue"}
+    assert all(q["Properties"]["SqsManagedSseEnabled"] is True for q in queues.values())
+    table = only(template, "AWS::DynamoDB::Table")
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    (tls,) = only(template, "AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"]
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_incoming_goes_to_the_jobs_queue_with_a_dead_letter_queue() -> None:
+    template = build_template(spec(max_receive_count=7))
+    (notification,) = only(template, "AWS::S3::Bucket")["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Queue"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
+    assert notification["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": INCOMING_PREFIX}]
+    redrive = template["Resources"]["JobsQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 7,
+    }
+    # The bucket is made after the policy that lets it send (S3 tests the destination when it is set).
+    assert template["Resources"]["Bucket"]["DependsOn"] == ["JobsQueuePolicy"]
+
+
+@pytest.mark.parametrize("which", SPECS)
+def test_only_this_bucket_may_send_to_the_queue(which: str) -> None:
+    (statement,) = only(build_template(SPECS[which]), "AWS::SQS::QueuePolicy")["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    source = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    expected = (
+        "my-recordings" if which == "own bucket" else "gpu-transcribe-team-a-${AWS::AccountId}-${AWS::Region}"
+    )
+    assert source == f"arn:${{AWS::Partition}}:s3:::{expected}"
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def allow_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, role in resources(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"]["Policies"]:
+            for statement in policy["PolicyDocument"]["Statement"]:
+                assert statement["Effect"] == "Allow"
+                yield logical_id, statement
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize("which", SPECS)
+def test_iam_is_scoped_to_the_stacks_own_resources(which: str) -> None:
+    template = build_template(SPECS[which])
+    own = set(template["Resources"])
+    seen = 0
+    for logical_id, statement in allow_statements(template):
+        actions = as_list(statement["Action"])
+        assert all("*" not in action for action in actions), (logical_id, actions)
+        for resource in as_list(statement["Resource"]):
+            seen += 1
+            if resource == "*":
+                assert set(actions) <= UNSCOPABLE_ACTIONS, (logical_id, actions)
+            elif "Fn::GetAtt" in resource:
+                assert resource["Fn::GetAtt"][0] in own
+            else:
+                text = resource["Fn::Sub"]
+                assert "gpu-transcribe-team-a" in text or "my-recordings" in text, text
+                if ":autoscaling:" in text:  # a group ARN holds a UUID: the tag condition pins it to ours
+                    assert statement["Condition"] == {
+                        "StringEquals": {f"autoscaling:ResourceTag/{TAG_PIPELINE}": "team-a"}
+                    }
+    assert seen >= 10
+
+
+def test_the_worker_may_do_only_what_a_worker_does() -> None:
+    template = build_template(spec())
+    worker = [s for role, s in allow_statements(template) if role == "WorkerRole"]
+    actions = sorted(a for s in worker for a in as_list(s["Action"]))
+    assert actions == [
+        "autoscaling:SetInstanceProtection",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "s3:GetObject",
+        "s3:PutObject",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",
+    ]
+    by_action = {a: s for s in worker for a in as_list(s["Action"])}
+    assert by_action["s3:GetObject"]["Resource"][0]["Fn::Sub"].endswith(f"/{INCOMING_PREFIX}*")
+    assert by_action["s3:PutObject"]["Resource"][0]["Fn::Sub"].endswith(f"/{RESULTS_PREFIX}*")
+    assert by_action["sqs:SendMessage"]["Resource"] == [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]
+    assert json.loads(
+        json.dumps(template["Resources"]["WorkerRole"]["Properties"]["AssumeRolePolicyDocument"])
+    )["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+
+
+def test_the_fleet_is_spot_only_over_several_types_and_starts_empty() -> None:
+    group = only(build_template(spec(max_workers=12)), "AWS::AutoScaling::AutoScalingGroup")
+    assert (group["MinSize"], group["MaxSize"]) == ("0", "12")
+    assert "DesiredCapacity" not in group  # an update must not reset what the scaler set
+    assert group["CapacityRebalance"] is True
+    policy = group["MixedInstancesPolicy"]
+    assert policy["InstancesDistribution"] == {
+        "OnDemandBaseCapacity": 0,
+        "OnDemandPercentageAboveBaseCapacity": 0,
+        "SpotAllocationStrategy": "price-capacity-optimized",
+    }
+    assert [o["InstanceType"] for o in policy["LaunchTemplate"]["Overrides"]] == [
+        "g4dn.xlarge",
+        "g5.xlarge",
+        "g6.xlarge",
+    ]
+    assert group["VPCZoneIdentifier"] == ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+
+
+def test_everything_that_takes_tags_is_tagged() -> None:
+    template = build_template(spec())
+    # No Tags property in CloudFormation (cfn-lint's resource schemas):
+    untaggable = {"AWS::IAM::InstanceProfile", "AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy"}
+    untaggable.add("AWS::Lambda::Permission")
+    for logical_id, resource in template["Resources"].items():
+        properties = resource["Properties"]
+        if resource["Type"] in untaggable:
+            continue
+        if resource["Type"] == "AWS::EC2::LaunchTemplate":
+            tag_lists = [t["Tags"] for t in properties["TagSpecifications"]]
+            tag_lists += [t["Tags"] for t in properties["LaunchTemplateData"]["TagSpecifications"]]
+        else:
+            tag_lists = [properties["Tags"]]
+        for tags in tag_lists:
+            keys = {t["Key"]: t["Value"] for t in tags}
+            assert keys[TAG_PIPELINE] == "team-a", logical_id
+            assert keys["project"] == "minutes" and keys["gpu-transcribe:owner"].endswith("user/alice")
+            assert "gpu-transcribe:run-id" not in keys  # cleanup must never take a pipeline's workers
+
+
+def test_user_data_starts_the_worker_under_systemd() -> None:
+    text = user_data(spec())
+    assert "ExecStart=/opt/gpu-transcribe/venv/bin/gpu-transcribe worker --pipeline team-a" in text
+    assert "User=ubuntu" in text and "Restart=on-failure" in text
+    assert "systemctl enable --now gpu-transcribe-worker.service" in text
+    assert '"queue_url": "${JobsQueue}"' in text and '"group": "gpu-transcribe-team-a-workers"' in text
+
+
+def test_scaler_arithmetic() -> None:
+    assert desired_workers(0, 10, 4) == 0
+    assert desired_workers(1, 10, 4) == 1
+    assert desired_workers(10, 10, 4) == 1
+    assert desired_workers(11, 10, 4) == 2
+    assert desired_workers(1000, 10, 4) == 4
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": "Team_A"},
+        {"name": "-a"},
+        {"name": "a" * 21},
+        {"instance_types": ()},
+        {"max_attempts": 10, "max_receive_count": 10},
+        {"visibility_timeout_s": 5},
+    ],
+)
+def test_a_bad_spec_is_refused(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        spec(**changes)
