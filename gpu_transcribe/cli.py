@@ -579,7 +579,8 @@ def _pipeline(name: str | None, region: str | None, aws_profile: str | None) -> 
     """``(AwsContext, PipelineConfig, Settings)`` for ``--pipeline NAME`` (the pipeline's own region wins).
 
     Raises:
-        PipelineConfigError: no description file and no stack of the pipeline.
+        PipelineNotFoundError: no description file and no stack of the pipeline.
+        PipelineConfigError: a description file or stack that cannot be used.
         CloudError, CredentialsError: reading the stack failed.
     """
     from dataclasses import replace
@@ -612,7 +613,7 @@ def submit(
     progress on stderr and the outputs downloaded (-o DIR, default: here)."""
     from gpu_transcribe.aws.jobs_table import JobOptions
     from gpu_transcribe.pipeline.jobs import PipelineInputError
-    from gpu_transcribe.pipeline.submit import check_files, submit_files
+    from gpu_transcribe.pipeline.submit import check_files, submit_files, wake_fleet
     from gpu_transcribe.render import print_lines
     from remote.options import parse_formats
 
@@ -630,6 +631,13 @@ def submit(
     jobs = submit_files(
         ctx, config, paths, options, on_submitted=lambda job: print_lines([job.job_id], stdout)
     )
+    try:
+        scaled = wake_fleet(ctx, config)
+    except GpuTranscribeError as exc:  # the jobs are queued; the scheduled scaler runs within a minute
+        print_lines([f"note: could not wake the workers now ({exc}); the scaler's schedule will"], stderr)
+    else:
+        if scaled is not None and scaled["raised"]:
+            print_lines([f"workers: desired {scaled['desired_before']} -> {scaled['desired']}"], stderr)
     if wait:
         _wait_and_fetch(ctx, config, [job.job_id for job in jobs], output_dir, overwrite)
 

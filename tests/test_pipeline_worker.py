@@ -436,7 +436,8 @@ def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremente
 def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpu_transcribe.pipeline.jobs import PipelineConfigError, find_pipeline
+    from gpu_transcribe.errors import PipelineNotFoundError
+    from gpu_transcribe.pipeline.jobs import find_pipeline
 
     monkeypatch.delenv("GPU_TRANSCRIBE_PIPELINE_CONFIG", raising=False)
     outputs = {
@@ -459,7 +460,7 @@ def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
     assert (found.resources.bucket, found.resources.table, found.resources.group) == ("b", "t", "g")
     assert found.resources.queue_url.endswith("/JobsQueue") or "sqs" in found.resources.queue_url
     assert found.visibility_timeout_s == 77
-    with pytest.raises(PipelineConfigError, match="pipeline deploy --name other"):
+    with pytest.raises(PipelineNotFoundError, match="pipeline deploy --name other"):
         find_pipeline(ctx, "other")
 
 

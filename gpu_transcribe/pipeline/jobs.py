@@ -5,7 +5,8 @@ data writes for the workers (``/etc/gpu-transcribe/pipeline.json``: ``bucket``, 
 ``dead_letter_queue_url``, ``table``, ``group``, ``max_attempts``, ``visibility_timeout_s``,
 ``job_retention_days``, ``defaults``). :func:`load_config` looks in ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``, then
 that path; :func:`find_pipeline` falls back to the outputs of the pipeline's CloudFormation stack (off the
-fleet, with nothing but credentials). No printing here: the CLI renders what these functions return.
+fleet, with nothing but credentials), read by :mod:`gpu_transcribe.aws.stack`. No printing here: the CLI
+renders what these functions return.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ class JobNotFoundError(PipelineInputError):
 
 @dataclass(frozen=True)
 class PipelineResources:
-    """Where a pipeline's parts are (the stack's outputs).
+    """Where a pipeline's parts are: the part of the stack's outputs
+    (:class:`~gpu_transcribe.aws.models.PipelineOutputs`) that ``submit``, ``jobs`` and the worker use, and
+    that a worker's description file holds.
 
     Attributes:
         bucket: the S3 bucket (``incoming/`` audio, ``results/`` outputs).
@@ -103,6 +106,8 @@ class PipelineResources:
         dead_letter_queue_url: the dead-letter queue's URL.
         table: the DynamoDB jobs table's name.
         group: the worker Auto Scaling group's name (``""`` if none).
+        scaler_function: the scaler Lambda's name (``""`` if unknown: a description file has none), whose
+            settings ``submit`` reads to wake the fleet at once.
     """
 
     bucket: str
@@ -110,6 +115,7 @@ class PipelineResources:
     dead_letter_queue_url: str
     table: str
     group: str = ""
+    scaler_function: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class PipelineConfig:
                 dead_letter_queue_url=str(document["dead_letter_queue_url"]),
                 table=str(document["table"]),
                 group=str(document.get("group", "")),
+                scaler_function=str(document.get("scaler_function", "")),
             ),
             max_attempts=int(document.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
             visibility_timeout_s=int(document.get("visibility_timeout_s", DEFAULT_VISIBILITY_TIMEOUT_S)),
@@ -176,6 +183,7 @@ class PipelineConfig:
             "dead_letter_queue_url": r.dead_letter_queue_url,
             "table": r.table,
             "group": r.group,
+            "scaler_function": r.scaler_function,
             "max_attempts": self.max_attempts,
             "visibility_timeout_s": self.visibility_timeout_s,
             "job_retention_days": self.job_retention_days,
@@ -213,48 +221,48 @@ def load_config(name: str | None = None) -> PipelineConfig:
     return config
 
 
-#: The pipeline used when ``--pipeline`` is not given and no description file names one (as ``pipeline
-#: deploy``'s default).
-DEFAULT_PIPELINE = "default"
-#: The stack of pipeline ``name`` is ``gpu-transcribe-pipeline-<name>``; its outputs (the template's names).
-STACK_PREFIX = "gpu-transcribe-pipeline-"
-OUTPUT_KEYS = {
-    "bucket": "BucketName",
-    "queue_url": "JobsQueueUrl",
-    "dead_letter_queue_url": "DeadLetterQueueUrl",
-    "table": "JobsTableName",
-    "group": "WorkerGroupName",
-}
-
-
 def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv") -> PipelineConfig:
     """The pipeline: its description file if there is one (:func:`load_config`: on a worker, or
     ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``), else the outputs of its stack ``gpu-transcribe-pipeline-<name>``
-    in ``ctx``'s region, with the queue's visibility timeout read from SQS and the other settings at their
-    defaults.
+    (default name: ``pipeline deploy``'s) in ``ctx``'s region, read by :mod:`gpu_transcribe.aws.stack` as
+    :class:`~gpu_transcribe.aws.models.PipelineOutputs`, with the queue's visibility timeout read from SQS
+    and the other settings at their defaults.
 
     Raises:
-        PipelineConfigError: no description and no such stack, or a stack without the outputs.
+        PipelineNotFoundError: no description and no such stack.
+        PipelineConfigError: a description that cannot be read, or a stack without the outputs.
         CloudError, CredentialsError: a call failed.
     """
     if os.environ.get(PIPELINE_CONFIG_ENV, "").strip() or WORKER_CONFIG_PATH.is_file():
         return load_config(name)
+    from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
     from gpu_transcribe.aws.queue import visibility_timeout_s
-    from gpu_transcribe.aws.stack_outputs import stack_outputs
+    from gpu_transcribe.aws.stack import describe_stack
+    from gpu_transcribe.errors import PipelineNotFoundError
+    from gpu_transcribe.pipeline.deploy import DEFAULT_PIPELINE
 
     pipeline = name or DEFAULT_PIPELINE
-    outputs = stack_outputs(ctx, STACK_PREFIX + pipeline)
-    if outputs is None:
-        raise PipelineConfigError(
-            f"no pipeline {pipeline!r} in {ctx.region} (no stack {STACK_PREFIX}{pipeline}, no "
-            f"{WORKER_CONFIG_PATH}, {PIPELINE_CONFIG_ENV} not set); create it with "
-            f"`gpu-transcribe pipeline deploy --name {pipeline}`"
-        )
-    values = {field_name: outputs.get(key, "") for field_name, key in OUTPUT_KEYS.items()}
-    missing = [OUTPUT_KEYS[k] for k, v in values.items() if not v and k != "group"]
+    stack = describe_stack(ctx, pipeline_stack_name(pipeline))
+    if stack is None:
+        raise PipelineNotFoundError(pipeline, ctx.region)
+    outputs = PipelineOutputs.from_stack(stack)
+    resources = PipelineResources(
+        bucket=outputs.bucket,
+        queue_url=outputs.queue_url,
+        dead_letter_queue_url=outputs.dead_letter_queue_url,
+        table=outputs.table,
+        group=outputs.group,
+        scaler_function=outputs.scaler_function,
+    )
+    missing = [
+        what
+        for what in ("bucket", "queue_url", "dead_letter_queue_url", "table")
+        if not vars(resources)[what]
+    ]
     if missing:
-        raise PipelineConfigError(f"stack {STACK_PREFIX}{pipeline} lacks the outputs {', '.join(missing)}")
-    resources = PipelineResources(**values)
+        raise PipelineConfigError(
+            f"stack {stack.name} ({stack.status}) lacks the outputs for {', '.join(missing)}"
+        )
     return PipelineConfig(
         name=pipeline,
         region=ctx.region,

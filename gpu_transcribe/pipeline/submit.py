@@ -2,7 +2,9 @@
 
 The row is written before the upload, so the worker that receives the upload's event finds the job's
 options; a row whose upload failed is marked ``failed`` with the reason (no audio, so no message would ever
-come for it). No printing: the CLI prints the ids this returns.
+come for it). After the uploads, :func:`wake_fleet` runs the pipeline's scaler in-process, so the fleet is
+raised from the backlog at once instead of at the scheduled scaler's next minute. No printing: the CLI
+prints the ids these return.
 """
 
 from __future__ import annotations
@@ -103,3 +105,23 @@ def submit_files(
         if on_submitted is not None:
             on_submitted(job)
     return tuple(submitted)
+
+
+def wake_fleet(ctx: AwsContext, config: PipelineConfig) -> dict[str, object] | None:
+    """Raise the worker group's desired capacity from the queue's backlog now: the scaler Lambda's own code
+    and settings, run here (:func:`gpu_transcribe.aws.pipeline.run_scaler`). Never lowers it.
+
+    Returns:
+        The scaler's answer (``visible``, ``desired_before``, ``desired``, ``raised``), or ``None`` when the
+        pipeline names no group or no scaler (a description file; the scheduled scaler still runs).
+
+    Raises:
+        CloudError, CredentialsError: a call failed (the jobs are queued all the same; the scheduled scaler
+            wakes the fleet within a minute).
+    """
+    resources = config.resources
+    if not resources.group or not resources.scaler_function:
+        return None
+    from gpu_transcribe.aws.pipeline import run_scaler
+
+    return run_scaler(ctx, resources.queue_url, resources.group, resources.scaler_function)
