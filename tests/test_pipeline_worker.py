@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,14 @@ from gpu_transcribe.aws.queue import event_body, parse_event_body
 from gpu_transcribe.cli import app
 from tests.fixtures.cloud import FakeImds
 from tests.fixtures.moto_aws import MotoAws
-from tests.fixtures.pipeline import TABLE, PipelineBed, create_test_pipeline, drain, wait_until
+from tests.fixtures.pipeline import (
+    TABLE,
+    PipelineBed,
+    WorkerProcess,
+    create_test_pipeline,
+    drain,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = Path(os.environ.get("GPU_TRANSCRIBE_SHARED_AUDIO", "/work/shared/audio"))
@@ -231,6 +239,52 @@ def test_submit_worker_jobs_fetch_end_to_end(pipeline: PipelineBed, imds: FakeIm
         got = (out / f"{path.stem}.txt").read_text()
         assert _words(got) == _words(expected), f"{path.name}: {got!r} != {expected!r}"
     assert pipeline.queue_counts() == (0, 0), "every message, the duplicate too, deleted"
+
+
+def test_end_to_end_through_the_deployed_stack_found_by_name(
+    aws: MotoAws, imds: FakeImds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two halves together: ``pipeline deploy`` makes the stack in moto; ``submit --pipeline NAME`` finds
+    it by name from the stack's outputs (no description file anywhere), queues one real recording and wakes
+    the group through the scaler in-process; ``worker --pipeline NAME --exit-when-idle`` as a real
+    subprocess (one model load) transcribes it; ``jobs`` shows it succeeded and ``jobs fetch`` gets it."""
+    model = _model_dir()
+    for variable in list(os.environ):
+        if variable.startswith("GPU_TRANSCRIBE_"):
+            monkeypatch.delenv(variable)
+    monkeypatch.chdir(tmp_path)
+    name = "e2e"
+    deployed = _cli("pipeline", "deploy", "--name", name, "--image", aws.image_id)
+    assert deployed.exit_code == 0, deployed.output
+
+    submitted = _cli("submit", "--pipeline", name, "--language", "en", str(EN))
+    assert submitted.exit_code == 0, submitted.output
+    (job_id,) = submitted.stdout.split()
+    assert "workers: desired 0 -> 1" in submitted.stderr, "submit runs the scaler: one job wakes one worker"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_TRANSCRIBE_")}
+    env.update(
+        PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", COLUMNS="200", GPU_TRANSCRIBE_IMDS_ENDPOINT=imds.url
+    )
+    argv = [sys.executable, "-m", "gpu_transcribe", "worker", "--pipeline", name]
+    argv += ["--model", str(model), "--device", "cpu", "--exit-when-idle", "5"]
+    worker = WorkerProcess(argv, env)
+    try:
+        assert worker.wait(WORKER_TIMEOUT_S) == 0, worker.stderr
+    finally:
+        worker.kill()
+    assert worker.stderr.count("loading ") == 1, worker.stderr
+
+    listed = _cli("jobs", "--pipeline", name, "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert (row["job_id"], row["status"], row["attempts"]) == (job_id, SUCCEEDED, 1), row
+    out = tmp_path / "out"
+    fetched = _cli("jobs", "fetch", "--pipeline", name, job_id, "-o", str(out))
+    assert fetched.exit_code == 0, fetched.output
+    assert sorted(Path(p).name for p in fetched.stdout.split()) == [f"{EN.stem}.json", f"{EN.stem}.txt"]
+    words = _words((out / f"{EN.stem}.txt").read_text())
+    assert {"ask", "not", "what", "your", "country"} <= set(words), words
 
 
 def test_bad_audio_fails_at_once_and_a_plain_upload_becomes_a_job(
