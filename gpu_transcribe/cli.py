@@ -751,13 +751,14 @@ def worker(
     model: opt.Model = None,
     device: opt.WorkerDevice = "auto",
     exit_when_idle: opt.ExitWhenIdle = None,
+    max_lifetime_h: opt.WorkerMaxLifetimeH = None,
     pipeline: opt.PipelineOption = None,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
     """Take jobs from the pipeline's queue and transcribe them here (what the fleet's instances run). Progress
-    on stderr; exits 0 when idle for --exit-when-idle seconds or after a spot interruption notice, 130/143
-    on SIGINT/SIGTERM after handing its jobs back."""
+    on stderr; exits 0 when idle for --exit-when-idle seconds, at --max-lifetime-h hours or after a spot
+    interruption notice, 130/143 on SIGINT/SIGTERM after handing its jobs back."""
     import signal
 
     from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
@@ -768,7 +769,12 @@ def worker(
     loop = Worker(
         ctx,
         config,
-        WorkerOptions(model=chosen, device=device, exit_when_idle_s=exit_when_idle),
+        WorkerOptions(
+            model=chosen,
+            device=device,
+            exit_when_idle_s=exit_when_idle,
+            max_lifetime_s=None if max_lifetime_h is None else max_lifetime_h * 3600.0,
+        ),
         on_event=worker_event_printer(stderr),
     )
     codes = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -243,6 +243,15 @@ ExitWhenIdle = Annotated[
         help="Exit after this many seconds with nothing received (inside the pipeline's group: leave it).",
     ),
 ]
+WorkerMaxLifetimeH = Annotated[
+    float | None,
+    typer.Option(
+        "--max-lifetime-h",
+        min=0,
+        help="Stop receiving this many hours after the start, finish the batch in hand and exit (inside the "
+        "pipeline's group: leave it, as when idle). The fleet's unit passes 12. Default: no limit.",
+    ),
+]
 # --- serve -----------------------------------------------------------------------------------------------
 
 Bind = Annotated[

@@ -434,15 +434,8 @@ def test_engine_that_keeps_crashing_dead_letters_then_retry_brings_it_back(
         pipeline.stop_workers()
 
 
-def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremented(
-    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from dataclasses import replace
-
-    from gpu_transcribe.aws.fleet_member import set_scale_in_protection
-    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
-
-    aws = pipeline.aws
+def _group_of_one(aws: MotoAws) -> Any:
+    """A moto Auto Scaling group ``workers`` of one instance (0..2); a function that describes it."""
     ec2, autoscaling = aws.ec2(), aws.client("autoscaling")
     subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     ec2.create_launch_template(
@@ -463,6 +456,19 @@ def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremente
             "AutoScalingGroups"
         ][0]
 
+    return group
+
+
+def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremented(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from gpu_transcribe.aws.fleet_member import set_scale_in_protection
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+
+    aws = pipeline.aws
+    group = _group_of_one(aws)
     instance_id = group()["Instances"][0]["InstanceId"]
     ctx = _ctx(aws)
     set_scale_in_protection(ctx, "workers", instance_id, True)
@@ -485,6 +491,40 @@ def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremente
     protection = [c["ProtectedFromScaleIn"] for c in aws.calls("SetInstanceProtection")[before:]]
     assert protection == ["true", "false"], "protected while holding the job, unprotected after"
     assert group()["DesiredCapacity"] == 0, "the group must not replace a worker that left"
+
+
+def test_at_its_maximum_lifetime_the_worker_stops_receiving_and_leaves_the_group(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``worker --max-lifetime-h 0.0005`` (1.8 s) through the CLI, in process, as the only instance of a moto
+    group and without ``--exit-when-idle`` (so only the lifetime can end it): it finishes the job it holds
+    (bad audio: failed once, not handed back; no model needed), then stops with reason ``max-lifetime``,
+    exit status 0, and leaves the group with the desired capacity decremented (1 -> 0)."""
+    import signal
+
+    group = _group_of_one(pipeline.aws)
+    instance_id = group()["Instances"][0]["InstanceId"]
+    pipeline.config_path.write_text(json.dumps(pipeline.config.to_document() | {"group": "workers"}))
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"not audio" * 50)
+    (bad_id,) = _submit(bad)
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    monkeypatch.setenv("GPU_TRANSCRIBE_WORKER_INSTANCE_ID", instance_id)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+    try:  # the worker command installs its own SIGINT/SIGTERM handlers: pytest's come back after
+        result = _cli("worker", "--model", "unused", "--device", "cpu", "--max-lifetime-h", "0.0005")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    elapsed_s = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert "1 failed, 0 handed back; stopped: max-lifetime" in result.stderr, result.stderr
+    assert "left group workers" in result.stderr, result.stderr
+    job = pipeline.job(bad_id)
+    assert job.status == FAILED and job.attempts == 1, job
+    assert group()["DesiredCapacity"] == 0, "the group must not replace a worker that left"
+    assert 1.8 <= elapsed_s < 15, elapsed_s
 
 
 def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(

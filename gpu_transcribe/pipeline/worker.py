@@ -26,6 +26,12 @@ dead-lettered: status ``dead_lettered`` and its message moved to the dead-letter
 Inside the pipeline's Auto Scaling group (the pipeline names a group and the instance has an id) the worker
 protects itself from scale-in while it holds jobs and, idle for ``--exit-when-idle``, leaves through
 ``TerminateInstanceInAutoScalingGroup`` with the desired capacity decremented.
+
+The maximum lifetime (``--max-lifetime-h``; the fleet's unit passes 12 h) is the backstop against a worker
+that never goes idle on a busy queue, or a process that degrades over days: once it is reached the worker
+receives no more messages, finishes the batch in hand (or, if that batch is still running
+:data:`LIFETIME_GRACE_S` later, hands it back as interrupted) and leaves the group as an idle worker does.
+The scaler starts a fresh instance if the backlog still needs one.
 """
 
 from __future__ import annotations
@@ -60,6 +66,12 @@ STOP_CHECK_S = 0.2
 LEASE_MARGIN_S = 2
 #: Extra seconds a duplicate's message stays hidden past the holder's lease.
 DUPLICATE_GRACE_S = 2
+#: Seconds a batch may still run after the maximum lifetime before its jobs are handed back (interrupted):
+#: long enough for a batch of ten 20-minute files on a GPU (about 2 minutes at 100x real time:
+#: ../shared/notes/engine-speed.md), short against a spot instance's hourly price.
+LIFETIME_GRACE_S = 900.0
+#: The reason a worker stopped at its maximum lifetime (:attr:`WorkerReport.reason`).
+MAX_LIFETIME = "max-lifetime"
 #: Test seam: this machine's instance id (instead of IMDS ``meta-data/instance-id``).
 INSTANCE_ID_ENV = "GPU_TRANSCRIBE_WORKER_INSTANCE_ID"
 
@@ -80,6 +92,10 @@ class WorkerOptions:
         model: the Whisper model (hub id or local directory), loaded once, on the first job.
         device: ``auto``, ``cpu`` or ``cuda``.
         exit_when_idle_s: exit after this many seconds with nothing received (``None``: never).
+        max_lifetime_s: stop receiving this many seconds after the start, finish the batch and exit
+            (``None``: no limit; the CLI takes hours, ``--max-lifetime-h``).
+        lifetime_grace_s: seconds the batch in hand may still run after ``max_lifetime_s`` before it is
+            handed back.
         worker_id: this worker's name in the table's ``owner``; ``""``: host name and process id.
         notice_check_s: seconds between spot notice reads.
         wait_s: long-poll seconds per receive (at most 20).
@@ -88,6 +104,8 @@ class WorkerOptions:
     model: str
     device: str = "auto"
     exit_when_idle_s: float | None = None
+    max_lifetime_s: float | None = None
+    lifetime_grace_s: float = LIFETIME_GRACE_S
     worker_id: str = ""
     notice_check_s: float = NOTICE_CHECK_S
     wait_s: int = 20
@@ -99,7 +117,7 @@ class WorkerReport:
 
     Attributes:
         worker_id: its name.
-        reason: why it stopped: ``idle``, ``spot-notice`` or a signal's name.
+        reason: why it stopped: ``idle``, ``max-lifetime``, ``spot-notice`` or a signal's name.
         succeeded: job ids it finished.
         failed: job ids it failed (bad audio, options) or dead-lettered.
         released: job ids it handed back (interruptions, engine failures below the limit).
@@ -158,6 +176,7 @@ class Worker:
         self._succeeded: list[str] = []
         self._failed: list[str] = []
         self._released: list[str] = []
+        self._started = time.monotonic()
         self.instance_id = self._instance_id()
         self.worker_id = options.worker_id or f"{self.instance_id or socket.gethostname()}-{os.getpid()}"
         self.in_group = bool(config.resources.group and self.instance_id)
@@ -183,8 +202,14 @@ class Worker:
             self._stop_reason = reason
         self._stop.set()
 
+    def lifetime_left_s(self) -> float | None:
+        """Seconds until the maximum lifetime (negative once past it), ``None`` without one."""
+        if self.options.max_lifetime_s is None:
+            return None
+        return self.options.max_lifetime_s - (time.monotonic() - self._started)
+
     def run(self) -> WorkerReport:
-        """Receive and work until idle for ``exit_when_idle_s`` or stopped.
+        """Receive and work until idle for ``exit_when_idle_s``, at the maximum lifetime, or stopped.
 
         Returns:
             What was done, and why it stopped.
@@ -203,6 +228,13 @@ class Worker:
         try:
             while not self._stop.is_set():
                 wait_s = self.options.wait_s
+                lifetime_s = self.lifetime_left_s()
+                if lifetime_s is not None:
+                    if lifetime_s <= 0:  # between batches: nothing in hand to finish or hand back
+                        self._say("max-lifetime", f"{self.options.max_lifetime_s:.0f} s reached; stopping")
+                        self.request_stop(MAX_LIFETIME)
+                        break
+                    wait_s = max(1, min(wait_s, int(lifetime_s + 0.999)))
                 if self.options.exit_when_idle_s is not None:
                     left_s = self.options.exit_when_idle_s - (time.monotonic() - idle_since)
                     if left_s <= 0:
@@ -229,7 +261,7 @@ class Worker:
             self._stop.set()
             watcher.join(timeout=10)
         left = False
-        if self._stop_reason == "idle" and self.in_group:
+        if self._stop_reason in ("idle", MAX_LIFETIME) and self.in_group:
             left = self._leave_group()
         return WorkerReport(
             self.worker_id,
@@ -600,8 +632,8 @@ class Worker:
     # --- background threads --------------------------------------------------------------------------------
 
     def _watch(self) -> None:
-        """Reads the spot notice every ``notice_check_s``; on a notice or a stop request hands the batch
-        back."""
+        """Reads the spot notice every ``notice_check_s``; on a notice, a stop request, or a batch still
+        running ``lifetime_grace_s`` past the maximum lifetime, hands the batch back."""
         from gpu_transcribe.spot_watch import IMDS_ENDPOINT_ENV, read_local_spot_notice
 
         next_notice = time.monotonic()
@@ -617,6 +649,11 @@ class Worker:
                     self._say("spot-notice", f"EC2 will {notice.action} this instance at {notice.time}")
                     self.request_stop("spot-notice")
                     stopping = True
+            lifetime_s = self.lifetime_left_s()
+            if not stopping and lifetime_s is not None and lifetime_s < -self.options.lifetime_grace_s:
+                self._say("max-lifetime", "the batch outlived the maximum lifetime's grace; handing it back")
+                self.request_stop(MAX_LIFETIME)
+                stopping = True
             if stopping and not handed_back and self._stop_reason not in ("", "idle"):
                 handed_back = True
                 with self._lock:
