@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.errors import GpuTranscribeError
 from gpu_transcribe.pipeline.jobs import PipelineConfig, PipelineInputError, new_job_id
@@ -107,7 +107,7 @@ def submit_files(
     return tuple(submitted)
 
 
-def wake_fleet(ctx: AwsContext, config: PipelineConfig) -> dict[str, object] | None:
+def wake_fleet(ctx: AwsContext, config: PipelineConfig) -> dict[str, Any] | None:
     """Raise the worker group's desired capacity from the queue's backlog now: the scaler Lambda's own code
     and settings, run here (:func:`gpu_transcribe.aws.pipeline.run_scaler`). Never lowers it.
 
