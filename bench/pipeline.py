@@ -27,6 +27,8 @@ Clips: ``--clip-s`` seconds each, cut one after another from the long English re
 ``../shared/audio`` (the 170 s Spoken Wikipedia reading, then the 51 s sonnet), written as 16 kHz WAV.
 
     python bench/pipeline.py --model models/whisper-base --clips 20 --workers 1,2 [--split-cores]
+
+``BENCH_WORKER_LOG=1`` prints each run's worker stderr after the run (for a run that fails or looks odd).
 """
 
 from __future__ import annotations
