@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.errors import GpuTranscribeError
+from gpu_transcribe.pipeline import template
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 #: Test and off-EC2 seam: a pipeline description (JSON, the worker config's form) to use instead of
 #: :data:`WORKER_CONFIG_PATH`.
 PIPELINE_CONFIG_ENV = "GPU_TRANSCRIBE_PIPELINE_CONFIG"
-#: Where the stack's user data writes the pipeline's description on each worker instance.
-WORKER_CONFIG_PATH = Path("/etc/gpu-transcribe/pipeline.json")
+#: Where the stack's user data writes the pipeline's description on each worker instance (the template's
+#: path: one definition).
+WORKER_CONFIG_PATH = Path(template.WORKER_CONFIG_PATH)
 
 #: Engine failures after which a job is failed and dead-lettered, when the config does not say.
 DEFAULT_MAX_ATTEMPTS = 3
