@@ -527,6 +527,31 @@ def test_at_its_maximum_lifetime_the_worker_stops_receiving_and_leaves_the_group
     assert 1.8 <= elapsed_s < 15, elapsed_s
 
 
+def test_a_batch_still_running_past_the_lifetimes_grace_is_handed_back(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process, real whisper-base: a 170-s recording, a lifetime of 1 s and a grace of 2 s. The batch is
+    still in hand (the model loading or decoding) when the grace ends, so the watcher hands it back as on a
+    spot notice: the job ``interrupted``, its message visible again at once, the report's reason
+    ``max-lifetime``."""
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+
+    model = _model_dir()
+    long_file = AUDIO / "en_swc_william-shakespeare-part1.ogg"
+    if not long_file.is_file():
+        pytest.skip(f"no {long_file}")
+    (job_id,) = _submit(long_file)
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    options = WorkerOptions(
+        model=str(model), device="cpu", max_lifetime_s=1.0, lifetime_grace_s=2.0, wait_s=1
+    )
+    report = Worker(_ctx(pipeline.aws), pipeline.config, options).run()
+    assert report.reason == "max-lifetime" and report.released == (job_id,) and not report.succeeded, report
+    job = pipeline.job(job_id)
+    assert job.status == INTERRUPTED and job.interruptions == 1 and job.owner == "", job
+    assert pipeline.queue_counts()[0] == 1, "the message is visible again at once"
+
+
 def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
