@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.fixtures import SAMPLE_RATE_HZ, clip_path, find_test_model
 from gpu_transcribe.aws.clients import AwsContext
 from tests.fixtures.cloud import FakeImds
-from tests.fixtures.moto_aws import REGION, reset_moto, running_moto_server
+from tests.fixtures.moto_aws import FAKE_AWS_ENV, REGION, reset_moto, running_moto_server
 
 REPO = Path(__file__).resolve().parents[1]
 #: Long recordings the clips are cut from, in order.
@@ -262,13 +262,7 @@ def main() -> int:
         print(f"no model at {args.model}: run `make offline-model`", file=sys.stderr)
         return 2
     counts = [int(n) for n in args.workers.split(",")]
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
+    os.environ.update(FAKE_AWS_ENV)
     for name in [n for n in os.environ if n.startswith("GPU_TRANSCRIBE_")]:
         del os.environ[name]
     from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
