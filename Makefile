@@ -26,7 +26,7 @@ AUDIO ?= $(SHARED)/audio/sv_nst_se10x016_u0016004.wav
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: venv lock upgrade-lock offline-model demo test lint typecheck pytest bench bench-server clean
+.PHONY: venv lock upgrade-lock offline-model demo test lint typecheck pytest bench bench-server bench-pipeline clean
 
 venv: $(VENV)/.installed
 
@@ -101,6 +101,13 @@ bench: offline-model
 BENCH_SERVER_ARGS ?=
 bench-server: offline-model
 	$(BIN)/python bench/server.py --model $(MODEL_DIR) $(BENCH_SERVER_ARGS)
+
+# The pipeline against moto: `submit` of 20 clips to the last done with 1 and 2 local worker subprocesses, and
+# the overhead per job beyond transcription (about 2 minutes on 2 CPU cores; BENCH_PIPELINE_ARGS="--clips 10"
+# for fewer, "--split-cores" to give each worker its share of the cores).
+BENCH_PIPELINE_ARGS ?=
+bench-pipeline: offline-model
+	$(BIN)/python bench/pipeline.py --model $(MODEL_DIR) $(BENCH_PIPELINE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) models $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fixtures.cloud import REPO, make_bed
-from tests.fixtures.moto_aws import ACCOUNT_ID, REGION, reset_moto, running_moto_server
+from tests.fixtures.moto_aws import ACCOUNT_ID, FAKE_AWS_ENV, reset_moto, running_moto_server
 
 CLIP = REPO.parent / "shared" / "audio" / "sv_nst_se10x016_u0016004.wav"
 
@@ -43,13 +43,7 @@ def main() -> int:
     if not (args.model / "config.json").is_file():
         print(f"no model at {args.model}: run `make offline-model`", file=sys.stderr)
         return 2
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
+    os.environ.update(FAKE_AWS_ENV)
     from gpu_transcribe.run import CloudRunRequest, run_cloud
     from gpu_transcribe.settings import load_settings
     from remote.options import TranscribeOptions

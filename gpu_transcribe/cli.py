@@ -597,6 +597,227 @@ def images_prune(
         raise report.error
 
 
+# --- the pipeline's jobs: submit, jobs, worker --------------------------------------------------------------
+
+
+def _pipeline(name: str | None, region: str | None, aws_profile: str | None) -> tuple[Any, Any, Settings]:
+    """``(AwsContext, PipelineConfig, Settings)`` for ``--pipeline NAME`` (the pipeline's own region wins).
+
+    Raises:
+        PipelineNotFoundError: no description file and no stack of the pipeline.
+        PipelineConfigError: a description file or stack that cannot be used.
+        CloudError, CredentialsError: reading the stack failed.
+    """
+    from dataclasses import replace
+
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.pipeline.jobs import find_pipeline
+
+    settings = _settings(region=region, aws_profile=aws_profile)
+    ctx = AwsContext.from_settings(settings)
+    config = find_pipeline(ctx, name, default_language=settings.language)
+    if config.region and config.region != ctx.region:
+        ctx = replace(ctx, region=config.region)
+    return ctx, config, settings
+
+
+@app.command()
+def submit(
+    paths: opt.AudioFiles,
+    language: opt.Language = None,
+    formats: opt.JobFormat = None,
+    model: opt.JobModel = None,
+    pipeline: opt.PipelineOption = None,
+    wait: opt.Wait = False,
+    output_dir: opt.OutputDir = None,
+    overwrite: opt.Overwrite = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Submit audio files to the pipeline: one job each. Job ids go to stdout, one per line; with --wait,
+    progress on stderr and the outputs downloaded (-o DIR, default: here)."""
+    from gpu_transcribe.aws.jobs_table import JobOptions
+    from gpu_transcribe.pipeline.jobs import PipelineInputError
+    from gpu_transcribe.pipeline.submit import check_files, submit_files, wake_fleet
+    from gpu_transcribe.render import print_lines
+    from remote.options import parse_formats
+
+    if output_dir is not None and not wait:
+        raise PipelineInputError("-o/--output-dir applies only with --wait; drop it or add --wait")
+    try:
+        format_names = parse_formats(formats) if formats else ()
+        if language is not None:
+            language = TranscribeOptions(language=language).validated().language
+    except ValueError as exc:
+        raise PipelineInputError(str(exc)) from None
+    check_files(paths)
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    options = JobOptions(language=language, formats=format_names, model=model)
+    jobs = submit_files(
+        ctx, config, paths, options, on_submitted=lambda job: print_lines([job.job_id], stdout)
+    )
+    try:
+        scaled = wake_fleet(ctx, config)
+    except GpuTranscribeError as exc:  # the jobs are queued; the scheduled scaler runs within a minute
+        print_lines([f"note: could not wake the workers now ({exc}); the scaler's schedule will"], stderr)
+    else:
+        if scaled is not None and scaled["raised"]:
+            print_lines([f"workers: desired {scaled['desired_before']} -> {scaled['desired']}"], stderr)
+    if wait:
+        _wait_and_fetch(ctx, config, [job.job_id for job in jobs], output_dir, overwrite)
+
+
+def _wait_and_fetch(ctx: Any, config: Any, job_ids: list[str], output_dir: Any, overwrite: bool) -> None:
+    from pathlib import Path
+
+    from gpu_transcribe.pipeline.jobs import fetch_outputs, wait_for_jobs
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_jobs import job_status_lines
+
+    records = wait_for_jobs(
+        ctx, config, job_ids, on_change=lambda rs: print_lines(job_status_lines(rs), stderr)
+    )
+    result = fetch_outputs(ctx, config, job_ids, output_dir or Path("."), overwrite=overwrite)
+    print_lines((f"wrote {path}" for path in result.written), stderr)
+    failed = [r for r in records if r.status != "succeeded"]
+    if failed:
+        from gpu_transcribe.errors import GpuTranscribeError as _Error
+
+        raise _Error(
+            f"{len(failed)} of {len(records)} job(s) did not succeed: " + ", ".join(r.job_id for r in failed)
+        )
+
+
+class _JobsGroup(TyperGroup):
+    """``jobs ID...`` and ``jobs --status S`` mean ``jobs list ...``: anything that is not a subcommand."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+jobs_app = typer.Typer(
+    cls=_JobsGroup,
+    help="The pipeline's jobs: `jobs [JOB_ID...]` lists them, `jobs fetch` downloads outputs, `jobs retry` "
+    "resubmits failed ones, `jobs watch` follows job events.",
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    job_ids: opt.JobIds = None,
+    status: opt.JobStatus = None,
+    since: opt.Since = None,
+    json: opt.Json = False,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """List jobs (all, or those named): status, file, duration, attempts, worker, times, error."""
+    from gpu_transcribe.pipeline.jobs import list_jobs
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_jobs import jobs_json, print_jobs
+
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    records = list_jobs(ctx, config, job_ids or (), status=status, since=since)
+    if json:
+        print_lines([jobs_json(records)], stdout)
+    else:
+        print_jobs(records, stdout)
+
+
+@jobs_app.command("fetch")
+def jobs_fetch(
+    job_ids: opt.JobIdsRequired,
+    output_dir: opt.FetchDir,
+    overwrite: opt.Overwrite = False,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Download the outputs of succeeded jobs into DIR (paths on stdout); jobs not done are named on stderr
+    and the exit status is 1."""
+    from gpu_transcribe.errors import GpuTranscribeError as _Error
+    from gpu_transcribe.pipeline.jobs import fetch_outputs
+    from gpu_transcribe.render import print_output_paths
+
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    result = fetch_outputs(ctx, config, job_ids, output_dir, overwrite=overwrite)
+    print_output_paths(result.written, stdout)
+    if result.not_ready:
+        named = ", ".join(f"{job_id} ({status})" for job_id, status in result.not_ready)
+        raise _Error(f"no outputs for {named}: only succeeded jobs have them")
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_ids: opt.JobIdsRequired,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Resubmit failed or dead-lettered jobs (engine failures reset); their ids go to stdout."""
+    from gpu_transcribe.errors import GpuTranscribeError as _Error
+    from gpu_transcribe.pipeline.jobs import retry_jobs
+    from gpu_transcribe.render import print_lines
+
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    result = retry_jobs(ctx, config, job_ids)
+    print_lines(result.requeued, stdout)
+    if result.refused:
+        named = ", ".join(f"{job_id} ({status})" for job_id, status in result.refused)
+        raise _Error(f"not resubmitted: {named}; only failed or dead-lettered jobs are")
+
+
+@app.command()
+def worker(
+    model: opt.Model = None,
+    device: opt.WorkerDevice = "auto",
+    exit_when_idle: opt.ExitWhenIdle = None,
+    max_lifetime_h: opt.WorkerMaxLifetimeH = None,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Take jobs from the pipeline's queue and transcribe them here (what the fleet's instances run). Progress
+    on stderr; exits 0 when idle for --exit-when-idle seconds, at --max-lifetime-h hours or after a spot
+    interruption notice, 130/143 on SIGINT/SIGTERM after handing its jobs back."""
+    import signal
+
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+    from gpu_transcribe.render_jobs import worker_event_printer
+
+    ctx, config, settings = _pipeline(pipeline, region, aws_profile)
+    chosen = model or config.default_model or settings.model
+    loop = Worker(
+        ctx,
+        config,
+        WorkerOptions(
+            model=chosen,
+            device=device,
+            exit_when_idle_s=exit_when_idle,
+            max_lifetime_s=None if max_lifetime_h is None else max_lifetime_h * 3600.0,
+        ),
+        on_event=worker_event_printer(stderr),
+    )
+    codes = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    for signum in codes:
+        signal.signal(signum, lambda number, _frame: loop.request_stop(signal.Signals(number).name))
+    report = loop.run()
+    stderr.print(
+        f"worker {report.worker_id}: {len(report.succeeded)} succeeded, {len(report.failed)} failed, "
+        f"{len(report.released)} handed back; stopped: {report.reason}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    by_name = {s.name: code for s, code in codes.items()}
+    if report.reason in by_name:
+        raise typer.Exit(by_name[report.reason])
+
+
 # --- server: up, status, tunnel, logs, down ----------------------------------------------------------------
 
 
@@ -877,9 +1098,9 @@ def webhook_verify_command(
     stdout.print(f"valid: {headers.get('webhook-id')} {kind}", markup=False, highlight=False)
 
 
-@app.command("jobs-watch")
-def jobs_watch_command(
-    name: opt.PipelineName = None,
+@jobs_app.command("watch")
+def jobs_watch(
+    pipeline: opt.PipelineOption = None,
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the events on the queue (for another reader).")
     ] = False,
@@ -888,14 +1109,14 @@ def jobs_watch_command(
     aws_profile: opt.Profile = None,
 ) -> None:
     """Follow the pipeline's results queue: one JSON job event per line on stdout (deleted once printed,
-    unless --keep). A pull channel for systems that cannot receive webhooks. (To become `jobs watch`.)"""
+    unless --keep). A pull channel for systems that cannot receive webhooks (docs/pipeline.md)."""
     import json as json_module
 
     from gpu_transcribe.aws.clients import AwsContext, aws_errors, sqs_client
     from gpu_transcribe.pipeline.results import results_queue_url, watch_results
 
     settings = _settings(region=region, aws_profile=aws_profile)
-    queue_url = results_queue_url(settings, name)
+    queue_url = results_queue_url(settings, pipeline)
     ctx = AwsContext.from_settings(settings)
     with aws_errors(ctx, "reading the results queue"):
         for event in watch_results(

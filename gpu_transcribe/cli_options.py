@@ -201,6 +201,65 @@ Keep = Annotated[
     int, typer.Option("--keep", min=0, help="Images to keep per model (the newest available ones).")
 ]
 
+# --- submit, jobs, worker (the pipeline) --------------------------------------------------------------------
+
+PipelineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pipeline",
+        help="The pipeline's name (default: 'default'). Found from $GPU_TRANSCRIBE_PIPELINE_CONFIG or "
+        "/etc/gpu-transcribe/pipeline.json (on a worker) if present, else from its stack's outputs.",
+    ),
+]
+AudioFiles = Annotated[list[Path], typer.Argument(help="Audio files, one job each.", show_default=False)]
+JobFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--format", "-f", help="Output formats, comma-separated (txt,json,srt,vtt); default: the pipeline's."
+    ),
+]
+JobModel = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="The model the job needs; default: whatever the pipeline's workers run."
+    ),
+]
+Wait = Annotated[
+    bool,
+    typer.Option("--wait", help="Follow the jobs to the end (progress on stderr) and download the outputs."),
+]
+JobIds = Annotated[list[str] | None, typer.Argument(help="Job ids; default: every job.", show_default=False)]
+JobIdsRequired = Annotated[list[str], typer.Argument(help="Job ids.", show_default=False)]
+JobStatus = Annotated[
+    str | None,
+    typer.Option(
+        "--status",
+        help="Only jobs with this status: queued, running, succeeded, failed, interrupted, dead_lettered.",
+    ),
+]
+Since = Annotated[
+    str | None,
+    typer.Option("--since", help="Only jobs created since: an age (90m, 2h, 3d) or an ISO 8601 time."),
+]
+FetchDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where to write the outputs.")]
+WorkerDevice = Annotated[str, typer.Option("--device", help="auto (cuda if torch sees a GPU), cpu or cuda.")]
+ExitWhenIdle = Annotated[
+    float | None,
+    typer.Option(
+        "--exit-when-idle",
+        min=0,
+        help="Exit after this many seconds with nothing received (inside the pipeline's group: leave it).",
+    ),
+]
+WorkerMaxLifetimeH = Annotated[
+    float | None,
+    typer.Option(
+        "--max-lifetime-h",
+        min=0,
+        help="Stop receiving this many hours after the start, finish the batch in hand and exit (inside the "
+        "pipeline's group: leave it, as when idle). The fleet's unit passes 12. Default: no limit.",
+    ),
+]
 # --- serve -----------------------------------------------------------------------------------------------
 
 Bind = Annotated[

@@ -38,7 +38,7 @@ def deployment_lines(result: PipelineDeployment) -> list[str]:
         f"workers: group {out.group}, 0 to {result.max_workers} spot {', '.join(result.instance_types)} "
         f"from {result.image_id}",
         f"scaler: {out.scaler_function} (every minute)",
-        f"job events: {out.results_queue_url} (jobs-watch)",
+        f"job events: {out.results_queue_url} (jobs watch)",
         f"webhooks: notifier {out.notifier_function}, secret {out.webhook_secret} "
         f"(pipeline webhook-secret), undelivered: {out.webhooks_dead_letter_queue_url}",
     ]

@@ -441,6 +441,8 @@ OTHER_ENV_VARS: frozenset[str] = frozenset(
         "GPU_TRANSCRIBE_DIAL_ADDRESS",  # aws/instances.py: dial this HOST:PORT instead of the instance
         "GPU_TRANSCRIBE_HEARTBEAT_PATH",  # instance_session.py: the heartbeat file's path
         "GPU_TRANSCRIBE_IMDS_ENDPOINT",  # spot_watch.py: where the instance metadata service answers
+        "GPU_TRANSCRIBE_PIPELINE_CONFIG",  # pipeline/jobs.py: the pipeline's description (JSON) off the fleet
+        "GPU_TRANSCRIBE_WORKER_INSTANCE_ID",  # pipeline/worker.py: this machine's instance id, not IMDS's
         "GPU_TRANSCRIBE_STATE_DIR",  # server/state.py: where server state files are kept
         "GPU_TRANSCRIBE_TEST_MODEL",  # tests: the offline Whisper model
         "GPU_TRANSCRIBE_TEST_PREFIX",  # tests/fixtures/provision.py: a provisioned prefix to reuse

@@ -1,6 +1,9 @@
 """Noticing the loss of an instance while work goes on over SSH: EC2's instance state, and on spot instances
 the two-minute interruption notice that IMDSv2 serves at ``spot/instance-action``, read on the instance over
 the open connection (so a loss is reported, and a relaunch can be planned, before the instance disappears).
+
+The notice's parsing (:func:`parse_spot_notice`) is shared with a reader for the machine this code runs on
+(:func:`read_imds`, :func:`read_local_spot_notice`), which the pipeline's worker uses on its own instance.
 """
 
 from __future__ import annotations
@@ -50,6 +53,59 @@ class SpotNotice:
     time: str
 
 
+def parse_spot_notice(document: str | bytes) -> SpotNotice | None:
+    """The notice in a ``spot/instance-action`` document (JSON ``{"action": ..., "time": ...}``), or ``None``
+    if it is not one."""
+    try:
+        parsed = json.loads(document)
+        return SpotNotice(str(parsed["action"]), str(parsed["time"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def imds_endpoint() -> str:
+    """The instance metadata service's base URL: ``$GPU_TRANSCRIBE_IMDS_ENDPOINT`` or 169.254.169.254."""
+    return os.environ.get(IMDS_ENDPOINT_ENV, "").strip() or IMDS_ENDPOINT
+
+
+def read_imds(path: str, endpoint: str | None = None, timeout_s: float = 2.0) -> str | None:
+    """Read ``/latest/<path>`` from the metadata service of the machine this runs on, with IMDSv2 (a session
+    token first, then the document), as the spot notice script does over SSH.
+
+    Args:
+        path: e.g. ``meta-data/spot/instance-action``, ``meta-data/instance-id``.
+        endpoint: the service's base URL; :func:`imds_endpoint` if ``None``.
+        timeout_s: seconds per request (the service answers in milliseconds on EC2; off EC2 nothing
+            answers, and this bounds the wait).
+
+    Returns:
+        The document's text, or ``None`` when it does not exist (404), the service refuses, or nothing
+        answers (not on EC2).
+    """
+    import urllib.error
+    import urllib.request
+
+    base = endpoint or imds_endpoint()
+    try:
+        token_request = urllib.request.Request(
+            f"{base}/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+        )
+        with urllib.request.urlopen(token_request, timeout=timeout_s) as reply:
+            token = reply.read().decode()
+        request = urllib.request.Request(f"{base}/latest/{path}", headers={"X-aws-ec2-metadata-token": token})
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+            return str(reply.read().decode())
+    except (OSError, ValueError):  # URLError and HTTPError are OSErrors; a timeout too
+        return None
+
+
+def read_local_spot_notice(endpoint: str | None = None) -> SpotNotice | None:
+    """The spot interruption notice of the machine this runs on (IMDSv2), or ``None`` if there is none (or no
+    metadata service: not on EC2)."""
+    document = read_imds("meta-data/spot/instance-action", endpoint)
+    return None if document is None else parse_spot_notice(document)
+
+
 class SpotWatcher:
     """A background thread that notices the loss of the instance while the caller works over SSH.
 
@@ -74,7 +130,7 @@ class SpotWatcher:
         self._alive_check_s, self._notice_check_s = alive_check_s, notice_check_s
         self._on_progress, self._on_notice = on_progress, on_notice
         self._stop = threading.Event()
-        self._imds = os.environ.get(IMDS_ENDPOINT_ENV, "").strip() or IMDS_ENDPOINT
+        self._imds = imds_endpoint()
         self.lost: InstanceLostError | None = None
         self.reported: InstanceLostError | None = None  # the loss this thread reported itself
         self.notice: SpotNotice | None = None
@@ -128,10 +184,8 @@ class SpotWatcher:
             return
         if result.returncode != 0:
             return
-        try:
-            document = json.loads(result.stdout)
-            notice = SpotNotice(str(document["action"]), str(document["time"]))
-        except (ValueError, KeyError, TypeError):
+        notice = parse_spot_notice(result.stdout)
+        if notice is None:
             return
         self.notice = notice
         self._on_progress(

@@ -18,7 +18,7 @@ Tests:
 - test_webhook_verify_cli_on_a_saved_request: a whole saved request, headers + body files, a tampered body.
 - test_deploy_with_webhook_url_end_to_end: ``pipeline deploy --webhook-url`` makes the queues, the secret
   (through the Secrets Manager API: moto skips it in a stack), the notifier and its mapping; the worker's
-  ``publish_job_event`` -> the notifier with the stack's environment -> the receiver; ``jobs-watch --once``
+  ``publish_job_event`` -> the notifier with the stack's environment -> the receiver; ``jobs watch --once``
   prints the event from the results queue; ``pipeline webhook-secret [--rotate]``; bad URLs refused;
   ``pipeline destroy`` deletes the secret at once.
 - test_publishing_never_raises_for_sqs_trouble: an SQS error is logged, not raised; no webhook URL, no
@@ -446,7 +446,7 @@ def test_deploy_with_webhook_url_end_to_end(
     (got,) = receiver.received
     assert got.verified_with == [0] and got.headers["webhook-id"] == event["id"]
 
-    watched = cli.invoke(app, ["jobs-watch", "--name", "team-w", "--once"])
+    watched = cli.invoke(app, ["jobs", "watch", "--pipeline", "team-w", "--once"])
     assert watched.exit_code == 0, watched.output
     assert [json.loads(line) for line in watched.stdout.splitlines()] == [event]
     assert depth(aws, urls["results"]) == 0

@@ -489,3 +489,31 @@ def test_deploy_and_status_as_subprocesses_through_aws_endpoint_url(aws: MotoAws
     status = run("status", "--name", NAME, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["outputs"]["bucket"] == BUCKET
+
+
+def test_submit_wakes_the_group_at_once_and_a_failed_wake_leaves_the_job_queued(
+    cli: CliRunner, aws: MotoAws, tmp_path: Path
+) -> None:
+    """``submit --pipeline NAME`` runs the scaler in-process with the Lambda's own settings: desired 0 -> 1
+    for one job. When that call fails (an injected ``AccessDenied`` on ``SetDesiredCapacity``) the job is
+    queued all the same, ``submit`` exits 0 and says on stderr that the schedule will wake the fleet."""
+    deploy(cli, aws, "--max-workers", "3")
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF" + bytes(100))  # no worker runs: any non-empty file is a job
+
+    def desired() -> int:
+        groups = aws.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[outputs().group]
+        )
+        return int(groups["AutoScalingGroups"][0]["DesiredCapacity"])
+
+    aws.fail("SetDesiredCapacity", "AccessDenied", status=403, times=1, message="no autoscaling here")
+    refused = cli.invoke(app, ["submit", "--pipeline", NAME, str(audio)])
+    assert refused.exit_code == 0, refused.output
+    assert len(refused.stdout.split()) == 1, "the job is submitted"
+    assert "could not wake the workers now" in refused.stderr and "AccessDenied" in refused.stderr
+    assert desired() == 0
+    woken = cli.invoke(app, ["submit", "--pipeline", NAME, str(audio)])
+    assert woken.exit_code == 0, woken.output
+    assert "workers: desired 0 -> 1" in woken.stderr, woken.stderr
+    assert desired() == 1

@@ -253,7 +253,9 @@ def test_everything_that_takes_tags_is_tagged() -> None:
 
 def test_user_data_starts_the_worker_under_systemd() -> None:
     text = user_data(spec())
-    assert "ExecStart=/opt/gpu-transcribe/venv/bin/gpu-transcribe worker --pipeline team-a" in text
+    binary = "/opt/gpu-transcribe/venv/bin/gpu-transcribe"
+    unit = f"ExecStart={binary} worker --pipeline team-a --exit-when-idle 300 --max-lifetime-h 12\n"
+    assert unit in text
     assert "User=ubuntu" in text and "Restart=on-failure" in text
     assert "systemctl enable --now gpu-transcribe-worker.service" in text
     assert '"queue_url": "${JobsQueue}"' in text and '"group": "gpu-transcribe-team-a-workers"' in text

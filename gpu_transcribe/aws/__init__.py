@@ -17,6 +17,11 @@ boto3):
 - :mod:`.images`: our AMIs: list, choose for a run, create from a builder, tag snapshots, delete, prune;
 - :mod:`.userdata`: cloud-init user data, the heartbeat path (no boto3);
 - :mod:`.checkip`: this machine's public IP for the SSH rule (no boto3).
+- the pipeline's: :mod:`.stack` (CloudFormation: change sets, events, describe, delete; the one reader of a
+  stack's outputs), :mod:`.pipeline` (what the stack may skip, status counts, the scaler run in-process),
+  :mod:`.queue` (SQS), :mod:`.jobs_table` (DynamoDB, conditional writes), :mod:`.job_objects` (the bucket's
+  ``incoming/`` and ``results/``), :mod:`.fleet_member` (a worker's scale-in protection and leaving its
+  group), :mod:`.scaler_lambda` (the scaler Lambda's code; stdlib and boto3 only).
 
 Importing this package itself imports nothing.
 """

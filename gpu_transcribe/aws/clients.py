@@ -264,6 +264,11 @@ def autoscaling_client(ctx: AwsContext) -> Any:
     return ctx.session.client("autoscaling", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
 
 
+def lambda_client(ctx: AwsContext) -> Any:
+    """A Lambda client (botocore's standard retries)."""
+    return ctx.session.client("lambda", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of ``exc`` (``InsufficientInstanceCapacity``...), a name for botocore's own
     exceptions (``NoCredentials``, ``EndpointConnectionError``...), or ``""`` for anything else."""

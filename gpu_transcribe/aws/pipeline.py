@@ -9,6 +9,8 @@
 - For ``pipeline status``: the queues' counts (:func:`queue_counts`) and the worker group
   (:func:`worker_group`).
 - For ``pipeline destroy --delete-data``: :func:`empty_bucket` and :func:`delete_bucket`.
+- For ``submit``: :func:`run_scaler`, the scaler Lambda's code run in-process with the Lambda's own settings,
+  so the fleet wakes the moment the jobs are queued rather than at the schedule's next minute.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gpu_transcribe.aws.clients import (
     dynamodb_client,
     ec2_client,
     error_code,
+    lambda_client,
     s3_client,
     secretsmanager_client,
     sqs_client,
@@ -428,3 +431,29 @@ def delete_bucket(ctx: AwsContext, bucket: str) -> bool:
                 return False
             raise
     return True
+
+
+def run_scaler(ctx: AwsContext, queue_url: str, group: str, scaler_function: str) -> dict[str, Any]:
+    """Run the scaler (:func:`gpu_transcribe.aws.scaler_lambda.scale`) here, with the ``MAX_WORKERS`` and
+    ``JOBS_PER_WORKER`` the stack gave the Lambda ``scaler_function`` (read with
+    ``GetFunctionConfiguration``), so the in-process and the scheduled scaler follow the same numbers.
+
+    Returns:
+        The scaler's answer: ``visible`` (jobs waiting), ``desired_before``, ``desired``, ``raised``.
+
+    Raises:
+        CloudError: a call failed, or the function has no such settings.
+        CredentialsError: credentials missing or rejected.
+    """
+    from gpu_transcribe.aws.scaler_lambda import scale
+
+    with aws_errors(ctx, f"running the scaler of group {group}"):
+        function = lambda_client(ctx).get_function_configuration(FunctionName=scaler_function)
+        variables = function.get("Environment", {}).get("Variables", {})
+        try:
+            max_workers, jobs_per_worker = int(variables["MAX_WORKERS"]), int(variables["JOBS_PER_WORKER"])
+        except (KeyError, ValueError) as exc:
+            raise CloudError(
+                f"the scaler {scaler_function} lacks MAX_WORKERS/JOBS_PER_WORKER ({exc!r}); deploy again"
+            ) from None
+        return scale(sqs_client(ctx), autoscaling_client(ctx), queue_url, group, max_workers, jobs_per_worker)

@@ -71,6 +71,13 @@ CREATED_ATTRIBUTE = "created_at"
 TTL_ATTRIBUTE = "expires_at"
 #: Where the user data writes the pipeline's names for the worker (JSON).
 WORKER_CONFIG_PATH = "/etc/gpu-transcribe/pipeline.json"
+#: The maximum lifetime the unit gives each worker, hours (``worker --max-lifetime-h``): the backstop that
+#: replaces an instance that never goes idle; the scaler starts a fresh one if the backlog needs it.
+WORKER_MAX_LIFETIME_H = 12
+#: Seconds a worker of the fleet waits with nothing received before it leaves the group
+#: (``worker --exit-when-idle``): 5 minutes of an idle g4dn.xlarge at about $0.20/h spot is $0.017
+#: (../shared/notes/aws.md), and a burst that arrives within them finds the model loaded.
+WORKER_IDLE_EXIT_S = 300
 #: The systemd unit that runs the worker on each instance.
 WORKER_UNIT = "gpu-transcribe-worker.service"
 
@@ -484,7 +491,9 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
 
 def user_data(spec: PipelineSpec) -> str:
     """The workers' boot script (``Fn::Sub`` text): writes the pipeline's names, then runs
-    ``gpu-transcribe worker --pipeline NAME`` under systemd as the image's user, restarted if it fails."""
+    ``gpu-transcribe worker --pipeline NAME --exit-when-idle 300 --max-lifetime-h 12`` under systemd as the
+    image's user, restarted if it fails (an exit when idle or at the lifetime is not a failure: the instance
+    has left the group and is being terminated)."""
     config = json.dumps(worker_config(spec), indent=2)
     binary = f"{spec.remote_prefix}/venv/bin/gpu-transcribe"
     return "\n".join(
@@ -503,7 +512,8 @@ def user_data(spec: PipelineSpec) -> str:
             "[Service]",
             f"User={spec.login_user}",
             "Environment=GPU_TRANSCRIBE_REGION=${AWS::Region}",
-            f"ExecStart={binary} worker --pipeline {spec.name}",
+            f"ExecStart={binary} worker --pipeline {spec.name} --exit-when-idle {WORKER_IDLE_EXIT_S} "
+            f"--max-lifetime-h {WORKER_MAX_LIFETIME_H}",
             "Restart=on-failure",
             "RestartSec=10",
             "[Install]",

@@ -1,0 +1,481 @@
+"""Where a pipeline's resources are, job ids, and the ``jobs`` commands: list, fetch outputs, retry.
+
+A pipeline is located by :class:`PipelineConfig`, read from a JSON document in the form the stack's user
+data writes for the workers (``/etc/gpu-transcribe/pipeline.json``: ``bucket``, ``queue_url``,
+``dead_letter_queue_url``, ``table``, ``group``, ``max_attempts``, ``visibility_timeout_s``,
+``job_retention_days``, ``defaults``). :func:`load_config` looks in ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``, then
+that path; :func:`find_pipeline` falls back to the outputs of the pipeline's CloudFormation stack (off the
+fleet, with nothing but credentials), read by :mod:`gpu_transcribe.aws.stack`. No printing here: the CLI
+renders what these functions return.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpu_transcribe.errors import GpuTranscribeError
+from gpu_transcribe.pipeline import template
+
+if TYPE_CHECKING:
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.jobs_table import JobRecord
+
+#: Test and off-EC2 seam: a pipeline description (JSON, the worker config's form) to use instead of
+#: :data:`WORKER_CONFIG_PATH`.
+PIPELINE_CONFIG_ENV = "GPU_TRANSCRIBE_PIPELINE_CONFIG"
+#: Where the stack's user data writes the pipeline's description on each worker instance (the template's
+#: path: one definition).
+WORKER_CONFIG_PATH = Path(template.WORKER_CONFIG_PATH)
+
+#: Engine failures after which a job is failed and dead-lettered, when the config does not say.
+DEFAULT_MAX_ATTEMPTS = 3
+#: The jobs queue's visibility timeout when the config does not say: 5 minutes (the worker extends it
+#: every third of it while a job runs).
+DEFAULT_VISIBILITY_TIMEOUT_S = 300
+#: Days a finished job's row lives before DynamoDB's TTL removes it, when the config does not say.
+DEFAULT_JOB_RETENTION_DAYS = 30
+
+#: A job id made by ``submit``: UTC time to the second and 8 random hex digits, ``20261202T061940Z-3f9a1c0b``
+#: (sortable by time; 4.3 billion per second).
+JOB_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+
+
+class FetchExistsError(GpuTranscribeError):
+    """``jobs fetch`` found outputs that exist already (and no ``--overwrite``); nothing was downloaded.
+
+    Attributes:
+        existing: the paths that exist.
+    """
+
+    def __init__(self, existing: Sequence[Path]) -> None:
+        self.existing = tuple(existing)
+        super().__init__(
+            f"{existing[0]} exists ({len(existing)} output(s) in all); pass --overwrite to replace them"
+        )
+
+
+class PipelineConfigError(GpuTranscribeError):
+    """No pipeline description, or one that cannot be read.
+
+    Attributes:
+        path: the file read, or ``None`` when none was found.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class PipelineInputError(GpuTranscribeError):
+    """A value given to ``submit``, ``jobs`` or ``worker`` cannot be used (the message names the option)."""
+
+    exit_code = 2
+
+
+class JobNotFoundError(PipelineInputError):
+    """A job id the table does not know.
+
+    Attributes:
+        job_id: the id.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r} in the pipeline's table; `gpu-transcribe jobs` lists them")
+
+
+@dataclass(frozen=True)
+class PipelineResources:
+    """Where a pipeline's parts are: the part of the stack's outputs
+    (:class:`~gpu_transcribe.aws.models.PipelineOutputs`) that ``submit``, ``jobs`` and the worker use, and
+    that a worker's description file holds.
+
+    Attributes:
+        bucket: the S3 bucket (``incoming/`` audio, ``results/`` outputs).
+        queue_url: the jobs queue's URL.
+        dead_letter_queue_url: the dead-letter queue's URL.
+        table: the DynamoDB jobs table's name.
+        group: the worker Auto Scaling group's name (``""`` if none).
+        scaler_function: the scaler Lambda's name (``""`` if unknown: a description file has none), whose
+            settings ``submit`` reads to wake the fleet at once.
+    """
+
+    bucket: str
+    queue_url: str
+    dead_letter_queue_url: str
+    table: str
+    group: str = ""
+    scaler_function: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A pipeline's resources and the settings its workers follow.
+
+    Attributes:
+        name: the pipeline's name.
+        region: its AWS region (``""``: the caller's).
+        resources: see :class:`PipelineResources`.
+        max_attempts: engine failures after which a job is failed and dead-lettered.
+        visibility_timeout_s: seconds a received message (and a claimed job's lease) lasts without a
+            heartbeat.
+        job_retention_days: days a finished job's row is kept (DynamoDB TTL).
+        default_language: language of jobs that name none (files from other uploaders).
+        default_formats: output formats of jobs that name none.
+        default_model: the workers' model when ``worker --model`` is not given (``""``: the settings').
+    """
+
+    name: str
+    region: str
+    resources: PipelineResources
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    visibility_timeout_s: int = DEFAULT_VISIBILITY_TIMEOUT_S
+    job_retention_days: int = DEFAULT_JOB_RETENTION_DAYS
+    default_language: str = "sv"
+    default_formats: tuple[str, ...] = ("txt", "json")
+    default_model: str = ""
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> PipelineConfig:
+        """Read the worker config's JSON form (see the module docstring).
+
+        Raises:
+            KeyError, TypeError, ValueError: a required name is missing or a value has the wrong type.
+        """
+        defaults = document.get("defaults") or {}
+        return cls(
+            name=str(document.get("pipeline", "")),
+            region=str(document.get("region", "")),
+            resources=PipelineResources(
+                bucket=str(document["bucket"]),
+                queue_url=str(document["queue_url"]),
+                dead_letter_queue_url=str(document["dead_letter_queue_url"]),
+                table=str(document["table"]),
+                group=str(document.get("group", "")),
+                scaler_function=str(document.get("scaler_function", "")),
+            ),
+            max_attempts=int(document.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+            visibility_timeout_s=int(document.get("visibility_timeout_s", DEFAULT_VISIBILITY_TIMEOUT_S)),
+            job_retention_days=int(document.get("job_retention_days", DEFAULT_JOB_RETENTION_DAYS)),
+            default_language=str(defaults.get("language", "sv")),
+            default_formats=tuple(defaults.get("formats", ("txt", "json"))),
+            default_model=str(defaults.get("model", "")),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        """The worker config's JSON form of this config (what :meth:`from_document` reads)."""
+        r = self.resources
+        return {
+            "pipeline": self.name,
+            "region": self.region,
+            "bucket": r.bucket,
+            "queue_url": r.queue_url,
+            "dead_letter_queue_url": r.dead_letter_queue_url,
+            "table": r.table,
+            "group": r.group,
+            "scaler_function": r.scaler_function,
+            "max_attempts": self.max_attempts,
+            "visibility_timeout_s": self.visibility_timeout_s,
+            "job_retention_days": self.job_retention_days,
+            "defaults": {
+                "language": self.default_language,
+                "formats": list(self.default_formats),
+                "model": self.default_model,
+            },
+        }
+
+
+def load_config(name: str | None = None) -> PipelineConfig:
+    """The pipeline's description: ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``, else :data:`WORKER_CONFIG_PATH`.
+
+    Args:
+        name: the pipeline asked for (``--pipeline``); the description must be of it. ``None``: any.
+
+    Raises:
+        PipelineConfigError: none found, unreadable, or of another pipeline.
+    """
+    given = os.environ.get(PIPELINE_CONFIG_ENV, "").strip()
+    path = Path(given) if given else WORKER_CONFIG_PATH
+    if not path.is_file():
+        where = f"{PIPELINE_CONFIG_ENV}={given}" if given else str(WORKER_CONFIG_PATH)
+        raise PipelineConfigError(
+            f"no pipeline description at {where}; workers read it there, other machines name the stack's "
+            f"outputs in a file and set {PIPELINE_CONFIG_ENV} to it (docs/pipeline.md, 'Jobs')"
+        )
+    try:
+        config = PipelineConfig.from_document(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PipelineConfigError(f"{path}: not a pipeline description ({exc!r})", path) from exc
+    if name is not None and config.name and config.name != name:
+        raise PipelineConfigError(f"{path} describes pipeline {config.name!r}, not {name!r}", path)
+    return config
+
+
+def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv") -> PipelineConfig:
+    """The pipeline: its description file if there is one (:func:`load_config`: on a worker, or
+    ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``), else the outputs of its stack ``gpu-transcribe-pipeline-<name>``
+    (default name: ``pipeline deploy``'s) in ``ctx``'s region, read by :mod:`gpu_transcribe.aws.stack` as
+    :class:`~gpu_transcribe.aws.models.PipelineOutputs`, with the queue's visibility timeout read from SQS
+    and the other settings at their defaults.
+
+    Raises:
+        PipelineNotFoundError: no description and no such stack.
+        PipelineConfigError: a description that cannot be read, or a stack without the outputs.
+        CloudError, CredentialsError: a call failed.
+    """
+    if os.environ.get(PIPELINE_CONFIG_ENV, "").strip() or WORKER_CONFIG_PATH.is_file():
+        return load_config(name)
+    from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
+    from gpu_transcribe.aws.queue import visibility_timeout_s
+    from gpu_transcribe.aws.stack import describe_stack
+    from gpu_transcribe.errors import PipelineNotFoundError
+    from gpu_transcribe.pipeline.deploy import DEFAULT_PIPELINE
+
+    pipeline = name or DEFAULT_PIPELINE
+    stack = describe_stack(ctx, pipeline_stack_name(pipeline))
+    if stack is None:
+        raise PipelineNotFoundError(pipeline, ctx.region)
+    outputs = PipelineOutputs.from_stack(stack)
+    resources = PipelineResources(
+        bucket=outputs.bucket,
+        queue_url=outputs.queue_url,
+        dead_letter_queue_url=outputs.dead_letter_queue_url,
+        table=outputs.table,
+        group=outputs.group,
+        scaler_function=outputs.scaler_function,
+    )
+    missing = [
+        what
+        for what in ("bucket", "queue_url", "dead_letter_queue_url", "table")
+        if not vars(resources)[what]
+    ]
+    if missing:
+        raise PipelineConfigError(
+            f"stack {stack.name} ({stack.status}) lacks the outputs for {', '.join(missing)}"
+        )
+    return PipelineConfig(
+        name=pipeline,
+        region=ctx.region,
+        resources=resources,
+        visibility_timeout_s=visibility_timeout_s(ctx, resources.queue_url),
+        default_language=default_language,
+    )
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """A fresh job id (:data:`JOB_ID_RE`): ``20261202T061940Z-3f9a1c0b``."""
+    return f"{(now or datetime.now(UTC)).astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def external_job_id(key: str, etag: str) -> str:
+    """The job id of an object another uploader put into ``incoming/``: ``x-`` and 20 hex digits of the
+    SHA-256 of its key and ETag, so a repeated delivery of the same upload is the same job, and the same
+    key uploaded again with other content a new one."""
+    import hashlib
+
+    return "x-" + hashlib.sha256(f"{key}\n{etag}".encode()).hexdigest()[:20]
+
+
+def parse_since(text: str, now: datetime | None = None) -> str:
+    """``--since``: an age (``90m``, ``2h``, ``3d``) or an ISO 8601 time, as ISO 8601 UTC.
+
+    Raises:
+        PipelineInputError: neither.
+    """
+    moment = now or datetime.now(UTC)
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if match:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        when = moment - timedelta(seconds=seconds)
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise PipelineInputError(
+                f"--since: {text!r} is neither an age (90m, 2h, 3d) nor an ISO 8601 time"
+            ) from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def list_jobs(
+    ctx: AwsContext,
+    config: PipelineConfig,
+    job_ids: Sequence[str] = (),
+    *,
+    status: str | None = None,
+    since: str | None = None,
+) -> tuple[JobRecord, ...]:
+    """The jobs asked for (all when no ids), filtered by ``status`` and ``since`` (``--since``'s text).
+
+    Raises:
+        JobNotFoundError: an id has no row.
+        PipelineInputError: a bad ``--status`` or ``--since``.
+        CloudError, CredentialsError: a call failed.
+    """
+    from gpu_transcribe.aws import jobs_table
+
+    if status is not None and status not in jobs_table.STATUSES:
+        raise PipelineInputError(f"--status: {status!r} is not one of {', '.join(jobs_table.STATUSES)}")
+    since_iso = parse_since(since) if since else None
+    if not job_ids:
+        return jobs_table.list_jobs(ctx, config.resources.table, status=status, since_iso=since_iso)
+    records = []
+    for job_id in dict.fromkeys(job_ids):
+        record = jobs_table.get_job(ctx, config.resources.table, job_id)
+        if record is None:
+            raise JobNotFoundError(job_id)
+        if (status is None or record.status == status) and (
+            since_iso is None or record.created_at >= since_iso
+        ):
+            records.append(record)
+    return tuple(records)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What ``jobs fetch`` did.
+
+    Attributes:
+        written: local paths written.
+        not_ready: ``(job id, status)`` of jobs that have no outputs yet (not succeeded).
+    """
+
+    written: tuple[Path, ...]
+    not_ready: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def fetch_outputs(
+    ctx: AwsContext,
+    config: PipelineConfig,
+    job_ids: Sequence[str],
+    output_dir: Path,
+    *,
+    overwrite: bool = False,
+) -> FetchResult:
+    """Download the outputs of succeeded jobs into ``output_dir`` as ``<stem>.<fmt>``, each atomically (a
+    temporary file in the directory, then a rename). Existing files are refused before anything is
+    downloaded unless ``overwrite``.
+
+    Raises:
+        JobNotFoundError: an id has no row.
+        FetchExistsError: an output exists and ``overwrite`` is off (nothing downloaded).
+        GpuTranscribeError: an output named by a job is not in the bucket (those before it are written).
+        CloudError, CredentialsError: a call failed.
+    """
+    from gpu_transcribe.aws import job_objects
+
+    records = list_jobs(ctx, config, job_ids)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plan: list[tuple[str, Path]] = []
+    not_ready = []
+    for record in records:
+        if record.status != "succeeded":
+            not_ready.append((record.job_id, record.status))
+            continue
+        plan.extend((key, output_dir / key.rsplit("/", 1)[-1]) for key in record.result_keys)
+    existing = [path for _, path in plan if path.exists()]
+    if existing and not overwrite:
+        raise FetchExistsError(existing)
+    written = []
+    for key, path in plan:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(handle)
+        try:
+            if not job_objects.download(ctx, config.resources.bucket, key, Path(temp)):
+                raise GpuTranscribeError(
+                    f"s3://{config.resources.bucket}/{key} is missing (deleted after the job succeeded?)"
+                )
+            os.chmod(temp, 0o644)
+            os.replace(temp, path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        written.append(path)
+    return FetchResult(tuple(written), tuple(not_ready))
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """What ``jobs retry`` did.
+
+    Attributes:
+        requeued: ids put back in the queue.
+        refused: ``(job id, status)`` of jobs that were neither failed nor dead-lettered.
+    """
+
+    requeued: tuple[str, ...]
+    refused: tuple[tuple[str, str], ...]
+
+
+def retry_jobs(ctx: AwsContext, config: PipelineConfig, job_ids: Sequence[str]) -> RetryResult:
+    """Put failed or dead-lettered jobs back to ``queued`` (engine failures reset) and send each a new
+    message, so a worker takes it. The row is changed first: a message for a job still failed would be
+    dropped by the worker.
+
+    Raises:
+        JobNotFoundError: an id has no row.
+        CloudError, CredentialsError: a call failed.
+    """
+    from gpu_transcribe.aws import jobs_table, queue
+
+    requeued, refused = [], []
+    for job_id in dict.fromkeys(job_ids):
+        record = jobs_table.get_job(ctx, config.resources.table, job_id)
+        if record is None:
+            raise JobNotFoundError(job_id)
+        if jobs_table.requeue_job(ctx, config.resources.table, job_id) is None:
+            refused.append((job_id, record.status))
+            continue
+        queue.send(
+            ctx, config.resources.queue_url, queue.event_body(config.resources.bucket, record.input_key)
+        )
+        requeued.append(job_id)
+    return RetryResult(tuple(requeued), tuple(refused))
+
+
+def wait_for_jobs(
+    ctx: AwsContext,
+    config: PipelineConfig,
+    job_ids: Sequence[str],
+    on_change: Any = None,
+    poll_s: float = 2.0,
+    timeout_s: float | None = None,
+) -> tuple[JobRecord, ...]:
+    """Poll the table until every job has a final status (succeeded, failed, dead-lettered).
+
+    Args:
+        on_change: called with the tuple of records whenever a status changed (progress).
+        poll_s: seconds between reads.
+        timeout_s: give up after this many seconds (``None``: never) and return what is known.
+
+    Raises:
+        JobNotFoundError, CloudError, CredentialsError: as :func:`list_jobs`.
+    """
+    from gpu_transcribe.aws.jobs_table import FINAL_STATUSES
+
+    started = time.monotonic()
+    seen: tuple[str, ...] = ()
+    while True:
+        records = list_jobs(ctx, config, job_ids)
+        statuses = tuple(r.status for r in records)
+        if statuses != seen and on_change is not None:
+            on_change(records)
+        seen = statuses
+        if all(s in FINAL_STATUSES for s in statuses):
+            return records
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            return records
+        time.sleep(poll_s)
