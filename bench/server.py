@@ -340,6 +340,9 @@ def parse_counts(value: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; returns the process exit code."""
+    from remote.engine import quiet_library_output
+
+    quiet_library_output()
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     default_model = os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", str(REPO_ROOT / "models" / "whisper-base"))
     parser.add_argument("--model", default=default_model, help="transformers Whisper checkpoint directory")

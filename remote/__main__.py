@@ -255,12 +255,9 @@ def _quiet_libraries() -> None:
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     warnings.simplefilter("default")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    # transformers repeats advisory warnings on every generate() call (max_new_tokens vs max_length,
-    # generation_config plus arguments); errors still reach stderr. Read when transformers is imported.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from remote.engine import quiet_library_output
+
+    quiet_library_output()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -175,6 +175,20 @@ class _Pending:
         return sum(w.end_s - w.start_s for w in self.windows)
 
 
+def quiet_library_output() -> None:
+    """Keep the libraries' progress bars and per-call advice out of a long-running process's stderr.
+
+    transformers repeats advisory warnings on every ``generate()`` call (``max_new_tokens`` vs
+    ``max_length``, generation config plus arguments): one line per batch in a server's log. Errors still
+    reach stderr. The variables are read when transformers is imported, so call this before the first
+    :meth:`WhisperEngine.load`; values already set by the user win.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def _looks_like_path(model: str) -> bool:
     """True for ``./x``, ``/x``, ``~/x``, ``x/y/z``: a directory, not a ``owner/name`` hub id."""
     return model.startswith((".", "/", "~", os.sep)) or model.count("/") > 1 or "\\" in model

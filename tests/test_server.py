@@ -413,6 +413,7 @@ def test_the_serve_command_end_to_end(tmp_path: Path) -> None:
     assert reason.startswith("idle: no request for") and "limit 6 s" in reason, "".join(lines)
     log = "".join(lines)
     assert log.index("POST /v1/audio/transcriptions") < log.index("powering off (idle"), log
+    assert "max_new_tokens" not in log, log  # transformers' per-call advice stays out of the server's log
     assert status == -signal.SIGTERM, "".join(lines)  # uvicorn re-raises the signal after a clean shutdown
     assert "Application shutdown complete" in "".join(lines)
 

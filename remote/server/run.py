@@ -166,6 +166,9 @@ def serve(config: ServerConfig) -> None:
     """
     config.checked()
     logging.config.dictConfig(log_config())
+    from remote.engine import quiet_library_output
+
+    quiet_library_output()
     import uvicorn
 
     from remote.server.app import create_app
