@@ -627,6 +627,7 @@ def submit(
     language: opt.Language = None,
     formats: opt.JobFormat = None,
     model: opt.JobModel = None,
+    webhook_url: opt.JobWebhookUrl = None,
     pipeline: opt.PipelineOption = None,
     wait: opt.Wait = False,
     output_dir: opt.OutputDir = None,
@@ -654,7 +655,12 @@ def submit(
     ctx, config, _ = _pipeline(pipeline, region, aws_profile)
     options = JobOptions(language=language, formats=format_names, model=model)
     jobs = submit_files(
-        ctx, config, paths, options, on_submitted=lambda job: print_lines([job.job_id], stdout)
+        ctx,
+        config,
+        paths,
+        options,
+        on_submitted=lambda job: print_lines([job.job_id], stdout),
+        webhook_url=webhook_url or "",
     )
     try:
         scaled = wake_fleet(ctx, config)

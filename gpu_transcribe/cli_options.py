@@ -224,6 +224,13 @@ JobModel = Annotated[
         "--model", "-m", help="The model the job needs; default: whatever the pipeline's workers run."
     ),
 ]
+JobWebhookUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--webhook-url",
+        help="POST the jobs' events (succeeded, failed, dead-lettered) here, signed (Standard Webhooks).",
+    ),
+]
 Wait = Annotated[
     bool,
     typer.Option("--wait", help="Follow the jobs to the end (progress on stderr) and download the outputs."),

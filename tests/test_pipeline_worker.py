@@ -49,8 +49,10 @@ from tests.fixtures.pipeline import (
     WorkerProcess,
     create_test_pipeline,
     drain,
+    job_events,
     wait_until,
 )
+from tests.fixtures.webhooks import Receiver, notifier_env, run_notifier
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = Path(os.environ.get("GPU_TRANSCRIBE_SHARED_AUDIO", "/work/shared/audio"))
@@ -189,9 +191,29 @@ def _submit(*paths: Path, extra: tuple[str, ...] = ()) -> list[str]:
     return ids
 
 
-def test_submit_worker_jobs_fetch_end_to_end(pipeline: PipelineBed, imds: FakeImds, tmp_path: Path) -> None:
+def _one_event(events: list[dict[str, Any]], job_id: str) -> dict[str, Any]:
+    (event,) = [e for e in events if e["data"]["job_id"] == job_id]
+    return event
+
+
+def test_submit_worker_jobs_fetch_end_to_end(
+    pipeline: PipelineBed, imds: FakeImds, tmp_path: Path, aws: MotoAws
+) -> None:
+    """Also the job events: one ``job.succeeded`` per job on the results queue; the job submitted with
+    ``--webhook-url`` also on the webhooks queue, which the notifier (in-process) delivers, signed, to a
+    loopback receiver that verifies it with ``standardwebhooks``."""
+    from gpu_transcribe.pipeline.results import ensure_webhook_secret, read_webhook_secret
+    from tests.fixtures.webhooks import SECRET_NAME
+
     model = _model_dir()
-    en_id, sv_id = _submit(EN, SV)
+    secrets = aws.client("secretsmanager")
+    ensure_webhook_secret(secrets, SECRET_NAME, [])
+    secret = read_webhook_secret(secrets, SECRET_NAME)
+    assert secret is not None
+    receiver = Receiver([secret.current])
+    (en_id,) = _submit(EN, extra=("--webhook-url", receiver.url))
+    (sv_id,) = _submit(SV)
+    assert pipeline.job(en_id).webhook_url == receiver.url and pipeline.job(sv_id).webhook_url == ""
     s3 = pipeline.s3()
     for job_id, path in ((en_id, EN), (sv_id, SV)):
         head = s3.head_object(Bucket=pipeline.config.resources.bucket, Key=f"incoming/{job_id}/{path.name}")
@@ -240,6 +262,36 @@ def test_submit_worker_jobs_fetch_end_to_end(pipeline: PipelineBed, imds: FakeIm
         assert _words(got) == _words(expected), f"{path.name}: {got!r} != {expected!r}"
     assert pipeline.queue_counts() == (0, 0), "every message, the duplicate too, deleted"
 
+    resources = pipeline.config.resources
+    events = job_events(pipeline.sqs(), resources.results_queue_url)
+    assert len(events) == 2, events
+    for job_id, path in ((en_id, EN), (sv_id, SV)):
+        event = _one_event(events, job_id)
+        assert event["type"] == "job.succeeded" and event["data"]["status"] == SUCCEEDED, event
+        bucket = resources.bucket
+        assert event["data"]["outputs"] == [
+            f"s3://{bucket}/results/{job_id}/{path.stem}.txt",
+            f"s3://{bucket}/results/{job_id}/{path.stem}.json",
+        ]
+        assert event["data"]["duration_s"] == pytest.approx(rows[job_id]["duration_s"], abs=0.01)
+        assert event["data"]["timings"]["transcribe_s"] > 0 and event["data"]["error"] is None
+        assert "webhook_url" not in event, "the job's URL (it may hold a token) stays off the results queue"
+    peeked = pipeline.sqs().receive_message(
+        QueueUrl=resources.webhooks_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0
+    )["Messages"]
+    (hook,) = [json.loads(m["Body"]) for m in peeked]
+    assert hook["webhook_url"] == receiver.url and hook["data"]["job_id"] == en_id
+    try:
+        answers = run_notifier(aws, resources.webhooks_queue_url, notifier_env(resources.webhooks_queue_url))
+    finally:
+        receiver.close()
+    assert answers == [{"batchItemFailures": []}], answers
+    (delivered,) = receiver.received
+    assert delivered.verified_with == [0], "signed with the pipeline's secret (standardwebhooks verifies)"
+    assert delivered.headers["webhook-id"] == hook["id"]
+    body = json.loads(delivered.body)
+    assert body == {k: _one_event(events, en_id)[k] for k in ("type", "timestamp", "data")}
+
 
 def test_end_to_end_through_the_deployed_stack_found_by_name(
     aws: MotoAws, imds: FakeImds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -286,6 +338,16 @@ def test_end_to_end_through_the_deployed_stack_found_by_name(
     words = _words((out / f"{EN.stem}.txt").read_text())
     assert {"ask", "not", "what", "your", "country"} <= set(words), words
 
+    from gpu_transcribe.pipeline.jobs import find_pipeline
+
+    found = find_pipeline(_ctx(aws), name)
+    assert (found.pipeline_webhook, found.allow_private_webhooks) == (False, False), "the notifier's env"
+    events = job_events(aws.client("sqs"), found.resources.results_queue_url)
+    assert [(e["type"], e["data"]["job_id"]) for e in events] == [("job.succeeded", job_id)]
+    refused = _cli("submit", "--pipeline", name, "--webhook-url", "http://127.0.0.1:9/hook", str(EN))
+    assert refused.exit_code == 2 and "--webhook-url" in refused.output, refused.output
+    assert "private" in refused.output, "the stack's pipeline refuses private webhook URLs"
+
 
 def test_bad_audio_fails_at_once_and_a_plain_upload_becomes_a_job(
     pipeline: PipelineBed, imds: FakeImds, tmp_path: Path
@@ -307,6 +369,10 @@ def test_bad_audio_fails_at_once_and_a_plain_upload_becomes_a_job(
     assert failed.status == FAILED and failed.attempts == 1 and failed.engine_failures == 0
     assert "broken.wav" in failed.error and "\n" not in failed.error
     assert "/tmp" not in failed.error, "the reason names the object, not the worker's temporary file"
+    events = job_events(pipeline.sqs(), pipeline.config.resources.results_queue_url)
+    bad_event = _one_event(events, bad_id)
+    assert bad_event["type"] == "job.failed" and bad_event["data"]["error"] == failed.error
+    assert bad_event["data"]["outputs"] == [] and bad_event["timestamp"] == failed.updated_at
 
     others = [r for r in pipeline.jobs() if r.job_id != bad_id]
     assert len(others) == 1, others
@@ -421,6 +487,9 @@ def test_engine_that_keeps_crashing_dead_letters_then_retry_brings_it_back(
         assert "IndexError" in dead.error and "\n" not in dead.error
         assert pipeline.queue_counts() == (0, 0)
         assert pipeline.queue_counts(pipeline.config.resources.dead_letter_queue_url)[0] == 1
+        events = job_events(pipeline.sqs(), pipeline.config.resources.results_queue_url)
+        assert [(e["type"], e["data"]["job_id"]) for e in events] == [("job.dead_lettered", job_id)]
+        assert events[0]["data"]["error"] == dead.error
         shown = _cli("jobs", "--status", DEAD_LETTERED)
         assert job_id in shown.stdout
 

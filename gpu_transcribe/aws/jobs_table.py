@@ -86,6 +86,7 @@ class JobRecord:
         created_at: ISO 8601 UTC.
         updated_at: ISO 8601 UTC, the last change.
         expires_at: when DynamoDB deletes the row (TTL), Unix epoch seconds; ``None``: never.
+        webhook_url: the job's own webhook (``submit --webhook-url``; ``""``: the pipeline's, if any).
     """
 
     job_id: str
@@ -104,6 +105,7 @@ class JobRecord:
     created_at: str = ""
     updated_at: str = ""
     expires_at: int | None = None
+    webhook_url: str = ""
 
 
 def now_iso() -> str:
@@ -157,6 +159,8 @@ def _item(record: JobRecord) -> dict[str, Any]:
         item["duration_s"] = _n(record.duration_s)
     if record.expires_at is not None:
         item["expires_at"] = _n(record.expires_at)
+    if record.webhook_url:
+        item["webhook_url"] = _s(record.webhook_url)
     return item
 
 
@@ -196,6 +200,7 @@ def record_from_item(item: Mapping[str, Any]) -> JobRecord:
         created_at=_str(item, "created_at"),
         updated_at=_str(item, "updated_at"),
         expires_at=None if expires is None else int(expires),
+        webhook_url=_str(item, "webhook_url"),
     )
 
 

@@ -486,6 +486,7 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
         "results_queue_url": "${ResultsQueue}",
         "webhooks_queue_url": "${WebhooksQueue}",
         "pipeline_webhook": bool(spec.webhook_url),
+        "allow_private_webhooks": spec.allow_private_webhooks,
     }
 
 
