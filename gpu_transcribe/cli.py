@@ -628,6 +628,7 @@ def submit(
     formats: opt.JobFormat = None,
     model: opt.JobModel = None,
     webhook_url: opt.JobWebhookUrl = None,
+    correct: opt.JobCorrect = False,
     pipeline: opt.PipelineOption = None,
     wait: opt.Wait = False,
     output_dir: opt.OutputDir = None,
@@ -653,7 +654,9 @@ def submit(
         raise PipelineInputError(str(exc)) from None
     check_files(paths)
     ctx, config, _ = _pipeline(pipeline, region, aws_profile)
-    options = JobOptions(language=language, formats=format_names, model=model)
+    if correct and format_names and "json" not in format_names:  # the correction reads the raw JSON
+        format_names = (*format_names, "json")
+    options = JobOptions(language=language, formats=format_names, model=model, correct=correct)
     jobs = submit_files(
         ctx,
         config,
@@ -792,6 +795,7 @@ def worker(
     interruption notice, 130/143 on SIGINT/SIGTERM after handing its jobs back."""
     import signal
 
+    from gpu_transcribe.correct import CorrectionConfig
     from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
     from gpu_transcribe.render_jobs import worker_event_printer
 
@@ -805,6 +809,7 @@ def worker(
             device=device,
             exit_when_idle_s=exit_when_idle,
             max_lifetime_s=None if max_lifetime_h is None else max_lifetime_h * 3600.0,
+            correction=CorrectionConfig.from_settings(settings),
         ),
         on_event=worker_event_printer(stderr),
     )

@@ -231,6 +231,14 @@ JobWebhookUrl = Annotated[
         help="POST the jobs' events (succeeded, failed, dead-lettered) here, signed (Standard Webhooks).",
     ),
 ]
+JobCorrect = Annotated[
+    bool,
+    typer.Option(
+        "--correct",
+        help="Also correct the transcripts with Bedrock (the workers' correct_* settings): "
+        "<stem>.corrected.<format> beside the raw outputs; adds json to --format.",
+    ),
+]
 Wait = Annotated[
     bool,
     typer.Option("--wait", help="Follow the jobs to the end (progress on stderr) and download the outputs."),

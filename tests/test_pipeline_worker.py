@@ -41,6 +41,7 @@ from gpu_transcribe.aws.jobs_table import (
 )
 from gpu_transcribe.aws.queue import event_body, parse_event_body
 from gpu_transcribe.cli import app
+from tests.fixtures.bedrock import LoopbackBedrock
 from tests.fixtures.cloud import FakeImds
 from tests.fixtures.moto_aws import MotoAws
 from tests.fixtures.pipeline import (
@@ -75,6 +76,19 @@ def pipeline(aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> A
     bed = create_test_pipeline(aws, tmp_path, monkeypatch)
     yield bed
     bed.stop_workers()
+
+
+@pytest.fixture
+def bedrock_on_moto(aws: MotoAws, loopback_bedrock: LoopbackBedrock, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The loopback Bedrock beside moto: ``loopback_bedrock`` clears ``AWS_ENDPOINT_URL``, so it is put back
+    (the Bedrock services' own endpoint variables win over it in botocore)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.url)
+    return loopback_bedrock
+
+
+def _upper_answer(segments: dict[str, str]) -> str:
+    """A corrector that capitalises every segment (free under the safety rail: case does not count)."""
+    return json.dumps({k: v.upper() for k, v in segments.items()}, ensure_ascii=False)
 
 
 @pytest.fixture
@@ -197,11 +211,14 @@ def _one_event(events: list[dict[str, Any]], job_id: str) -> dict[str, Any]:
 
 
 def test_submit_worker_jobs_fetch_end_to_end(
-    pipeline: PipelineBed, imds: FakeImds, tmp_path: Path, aws: MotoAws
+    pipeline: PipelineBed, imds: FakeImds, tmp_path: Path, aws: MotoAws, bedrock_on_moto: LoopbackBedrock
 ) -> None:
     """Also the job events: one ``job.succeeded`` per job on the results queue; the job submitted with
     ``--webhook-url`` also on the webhooks queue, which the notifier (in-process) delivers, signed, to a
-    loopback receiver that verifies it with ``standardwebhooks``."""
+    loopback receiver that verifies it with ``standardwebhooks``. And the correction: both jobs are submitted
+    with ``--correct`` against the loopback Bedrock, whose first Converse answer is an outage
+    (``AccessDeniedException``): whichever job comes first keeps its raw transcript and succeeds with the
+    reason recorded, the other gets its ``.corrected.*`` files under ``results/``."""
     from gpu_transcribe.pipeline.results import ensure_webhook_secret, read_webhook_secret
     from tests.fixtures.webhooks import SECRET_NAME
 
@@ -211,8 +228,16 @@ def test_submit_worker_jobs_fetch_end_to_end(
     secret = read_webhook_secret(secrets, SECRET_NAME)
     assert secret is not None
     receiver = Receiver([secret.current])
-    (en_id,) = _submit(EN, extra=("--webhook-url", receiver.url))
-    (sv_id,) = _submit(SV)
+    (en_id,) = _submit(EN, extra=("--webhook-url", receiver.url, "--correct"))
+    (sv_id,) = _submit(SV, extra=("--correct",))
+    assert pipeline.job(sv_id).options.correct
+    bedrock_on_moto.corrector = _upper_answer
+    bedrock_on_moto.fail("AccessDeniedException")  # the first correction's only piece: an outage
+    pipeline.env.update(
+        AWS_ENDPOINT_URL=aws.url,
+        AWS_ENDPOINT_URL_BEDROCK_RUNTIME=bedrock_on_moto.url,
+        AWS_ENDPOINT_URL_BEDROCK=bedrock_on_moto.url,
+    )
     assert pipeline.job(en_id).webhook_url == receiver.url and pipeline.job(sv_id).webhook_url == ""
     s3 = pipeline.s3()
     for job_id, path in ((en_id, EN), (sv_id, SV)):
@@ -245,9 +270,28 @@ def test_submit_worker_jobs_fetch_end_to_end(
     out = tmp_path / "out"
     fetched = _cli("jobs", "fetch", en_id, sv_id, "-o", str(out))
     assert fetched.exit_code == 0, fetched.output
-    assert sorted(Path(p).name for p in fetched.stdout.split()) == sorted(
+    corrections = {job_id: pipeline.job(job_id).correction for job_id in (en_id, sv_id)}
+    statuses = sorted(c["status"] for c in corrections.values())
+    assert statuses == ["corrected", "failed"], corrections
+    (good_id,) = [j for j, c in corrections.items() if c["status"] == "corrected"]
+    (out_id,) = [j for j, c in corrections.items() if c["status"] == "failed"]
+    assert "AccessDenied" in corrections[out_id]["reason"] and corrections[out_id]["outputs"] == {}
+    good_stem = (EN if good_id == en_id else SV).stem
+    good_keys = {f"results/{good_id}/{good_stem}.corrected.{fmt}" for fmt in ("txt", "json")}
+    assert set(corrections[good_id]["outputs"].values()) == good_keys, corrections[good_id]
+    assert good_keys <= set(pipeline.job(good_id).result_keys)
+    assert not any(".corrected." in key for key in pipeline.job(out_id).result_keys)
+    bucket = pipeline.config.resources.bucket
+    raw = pipeline.s3().get_object(Bucket=bucket, Key=f"results/{good_id}/{good_stem}.txt")["Body"].read()
+    corrected = pipeline.s3().get_object(Bucket=bucket, Key=f"results/{good_id}/{good_stem}.corrected.txt")
+    assert corrected["Body"].read().decode() == raw.decode().upper()
+    names = [Path(p).name for p in fetched.stdout.split()]
+    assert sorted(n for n in names if ".corrected." not in n) == sorted(
         [f"{EN.stem}.txt", f"{EN.stem}.json", f"{SV.stem}.txt", f"{SV.stem}.json"]
     )
+    assert sorted(n for n in names if ".corrected." in n) == [
+        f"{good_stem}.corrected.{f}" for f in ("json", "txt")
+    ]
     again = _cli("jobs", "fetch", en_id, "-o", str(out))
     assert again.exit_code == 1 and "--overwrite" in again.output, "fetch must not overwrite by default"
     assert _cli("jobs", "fetch", en_id, "-o", str(out), "--overwrite").exit_code == 0
@@ -270,6 +314,9 @@ def test_submit_worker_jobs_fetch_end_to_end(
         assert event["type"] == "job.succeeded" and event["data"]["status"] == SUCCEEDED, event
         bucket = resources.bucket
         assert event["data"]["outputs"] == [
+            f"s3://{bucket}/{key}" for key in pipeline.job(job_id).result_keys
+        ]
+        assert event["data"]["outputs"][:2] == [
             f"s3://{bucket}/results/{job_id}/{path.stem}.txt",
             f"s3://{bucket}/results/{job_id}/{path.stem}.json",
         ]

@@ -140,6 +140,8 @@ class PipelineConfig:
         default_language: language of jobs that name none (files from other uploaders).
         default_formats: output formats of jobs that name none.
         default_model: the workers' model when ``worker --model`` is not given (``""``: the settings').
+        default_correct: correct the transcripts of files uploaded without ``submit`` with Bedrock
+            (``pipeline deploy --correct``; the description's ``defaults.correct``).
         pipeline_webhook: the pipeline was deployed with ``--webhook-url`` (every job event goes to the
             webhooks queue, not only those of jobs with their own ``webhook_url``).
         allow_private_webhooks: webhook URLs at private, loopback and link-local addresses are allowed (the
@@ -155,6 +157,7 @@ class PipelineConfig:
     default_language: str = "sv"
     default_formats: tuple[str, ...] = ("txt", "json")
     default_model: str = ""
+    default_correct: bool = False
     pipeline_webhook: bool = False
     allow_private_webhooks: bool = False
 
@@ -185,6 +188,7 @@ class PipelineConfig:
             default_language=str(defaults.get("language", "sv")),
             default_formats=tuple(defaults.get("formats", ("txt", "json"))),
             default_model=str(defaults.get("model", "")),
+            default_correct=bool(defaults.get("correct", False)),
             pipeline_webhook=bool(document.get("pipeline_webhook", False)),
             allow_private_webhooks=bool(document.get("allow_private_webhooks", False)),
         )
@@ -208,6 +212,7 @@ class PipelineConfig:
                 "language": self.default_language,
                 "formats": list(self.default_formats),
                 "model": self.default_model,
+                "correct": self.default_correct,
             },
             "results_queue_url": r.results_queue_url,
             "webhooks_queue_url": r.webhooks_queue_url,

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.jobs_table import JobRecord
     from gpu_transcribe.aws.queue import QueueMessage
+    from gpu_transcribe.correct import CorrectionConfig
     from remote.engine import WhisperEngine
 
 #: Seconds between reads of the spot interruption notice (AWS recommends every 5 s, see above).
@@ -106,6 +107,8 @@ class WorkerOptions:
         worker_id: this worker's name in the table's ``owner``; ``""``: host name and process id.
         notice_check_s: seconds between spot notice reads.
         wait_s: long-poll seconds per receive (at most 20).
+        correction: model, region and rails of the Bedrock correction of jobs that ask for it
+            (``correct`` in their options); ``None``: such jobs succeed uncorrected, with that reason.
     """
 
     model: str
@@ -116,6 +119,7 @@ class WorkerOptions:
     worker_id: str = ""
     notice_check_s: float = NOTICE_CHECK_S
     wait_s: int = 20
+    correction: CorrectionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -369,7 +373,7 @@ class Worker:
             status=jobs_table.QUEUED,
             file_name=key.rsplit("/", 1)[-1],
             input_key=key,
-            options=jobs_table.JobOptions(),
+            options=jobs_table.JobOptions(correct=self.config.default_correct),
             created_at=now,
             updated_at=now,
         )
@@ -525,7 +529,9 @@ class Worker:
         from remote.writers import write_outputs
 
         record = job.record
-        formats = record.options.formats or self.config.default_formats
+        formats = tuple(record.options.formats or self.config.default_formats)
+        if record.options.correct and "json" not in formats:  # the correction reads the raw JSON
+            formats = (*formats, "json")
         out = tmp / record.job_id / "out"
         out.mkdir(exist_ok=True)
         try:
@@ -538,13 +544,24 @@ class Worker:
             return
         if not self._take(job):
             return
+        paths = list(written.values())
+        correction = None
+        if record.options.correct:
+            correction = self._correct(job, written["json"], formats)
+            paths += [Path(p) for p in correction.get("outputs", {}).values()]
         keys = []
-        for path in written.values():
+        for path in paths:
             key = job_objects.result_key(record.job_id, path.name)
             job_objects.upload(
                 self.ctx, self.config.resources.bucket, key, path, metadata={"job-id": record.job_id}
             )
             keys.append(key)
+        if correction is not None:  # the row names the objects, not this worker's temporary files
+            corrected = correction.get("outputs", {}).items()
+            correction["outputs"] = {
+                f: job_objects.result_key(record.job_id, Path(p).name) for f, p in corrected
+            }
+            correction["source"] = job_objects.result_key(record.job_id, written["json"].name)
         done = jobs_table.finish_job(
             self.ctx,
             self.config.resources.table,
@@ -554,6 +571,7 @@ class Worker:
             result_keys=keys,
             duration_s=float(transcript.duration_s),
             expires_at=self._expires_at(),
+            correction=correction,
         )
         if done is None:  # another worker took it over (our lease ran out): its message is its business
             self._say("lost", f"job {record.job_id}: no longer ours; leaving its message")
@@ -564,6 +582,24 @@ class Worker:
         job.state = "done"
         self._succeeded.append(record.job_id)
         self._say("succeeded", f"job {record.job_id} ({record.file_name}): {', '.join(keys)}")
+
+    def _correct(self, job: _Job, raw_json: Path, formats: tuple[str, ...]) -> dict[str, Any]:
+        """Correct the job's transcript with Bedrock (:func:`gpu_transcribe.correct.correct_file`), writing
+        ``<stem>.corrected.<fmt>`` beside the raw files; what it did (``CorrectionResult.to_dict()``). Never
+        raises: a Bedrock failure is a ``failed`` status with the reason, and the job still succeeds."""
+        from gpu_transcribe.correct import correct_file
+
+        config = self.options.correction
+        if config is None:
+            return {"status": "skipped", "reason": "this worker has no correction configured", "outputs": {}}
+        try:
+            result = correct_file(raw_json, formats, config)
+        except Exception as exc:  # correct_file never raises; a bug there must not lose the transcript
+            return {"status": "failed", "reason": f"correction crashed: {exc!r}", "outputs": {}}
+        summary: dict[str, Any] = result.to_dict()
+        line = f"job {job.record.job_id}: correction {result.status}"
+        self._say("corrected", f"{line} ({result.reason})" if result.reason else line)
+        return summary
 
     def _fail(self, job: _Job, reason: str) -> None:
         """Bad input: the job fails at once (not retried), its message is deleted."""
