@@ -809,7 +809,9 @@ def worker(
             device=device,
             exit_when_idle_s=exit_when_idle,
             max_lifetime_s=None if max_lifetime_h is None else max_lifetime_h * 3600.0,
-            correction=CorrectionConfig.from_settings(settings),
+            correction=CorrectionConfig.from_settings(settings).for_pipeline(
+                config.correct_model_id, config.correct_region
+            ),
         ),
         on_event=worker_event_printer(stderr),
     )
@@ -962,6 +964,7 @@ def pipeline_deploy(
     image: opt.Image = None,
     webhook_url: opt.WebhookUrl = None,
     allow_private_webhooks: opt.AllowPrivateWebhooks = False,
+    correct: opt.PipelineCorrect = False,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
@@ -986,6 +989,7 @@ def pipeline_deploy(
         image_id=settings.image_id,
         webhook_url=webhook_url or "",
         allow_private_webhooks=allow_private_webhooks,
+        correct=correct,
     )
     result = deploy_pipeline(settings, request, on_progress=event_printer(stderr))
     print_lines(deployment_lines(result), stdout)

@@ -422,6 +422,14 @@ WebhookUrl = Annotated[
         "http(s); private, loopback and link-local addresses are refused.",
     ),
 ]
+PipelineCorrect = Annotated[
+    bool,
+    typer.Option(
+        "--correct",
+        help="Correct files uploaded without submit with Bedrock (the correct_model_id setting's model, "
+        "checked now) and let the workers call that model.",
+    ),
+]
 AllowPrivateWebhooks = Annotated[
     bool,
     typer.Option(

@@ -142,6 +142,8 @@ class PipelineConfig:
         default_model: the workers' model when ``worker --model`` is not given (``""``: the settings').
         default_correct: correct the transcripts of files uploaded without ``submit`` with Bedrock
             (``pipeline deploy --correct``; the description's ``defaults.correct``).
+        correct_model_id: the Bedrock model the deploy granted the workers (``""``: the settings').
+        correct_region: the region of the Bedrock calls (``""``: the settings').
         pipeline_webhook: the pipeline was deployed with ``--webhook-url`` (every job event goes to the
             webhooks queue, not only those of jobs with their own ``webhook_url``).
         allow_private_webhooks: webhook URLs at private, loopback and link-local addresses are allowed (the
@@ -158,6 +160,8 @@ class PipelineConfig:
     default_formats: tuple[str, ...] = ("txt", "json")
     default_model: str = ""
     default_correct: bool = False
+    correct_model_id: str = ""
+    correct_region: str = ""
     pipeline_webhook: bool = False
     allow_private_webhooks: bool = False
 
@@ -189,6 +193,8 @@ class PipelineConfig:
             default_formats=tuple(defaults.get("formats", ("txt", "json"))),
             default_model=str(defaults.get("model", "")),
             default_correct=bool(defaults.get("correct", False)),
+            correct_model_id=str(document.get("correct_model_id") or ""),
+            correct_region=str(document.get("correct_region") or ""),
             pipeline_webhook=bool(document.get("pipeline_webhook", False)),
             allow_private_webhooks=bool(document.get("allow_private_webhooks", False)),
         )
@@ -214,6 +220,8 @@ class PipelineConfig:
                 "model": self.default_model,
                 "correct": self.default_correct,
             },
+            "correct_model_id": self.correct_model_id,
+            "correct_region": self.correct_region,
             "results_queue_url": r.results_queue_url,
             "webhooks_queue_url": r.webhooks_queue_url,
             "pipeline_webhook": self.pipeline_webhook,
