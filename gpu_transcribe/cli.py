@@ -627,6 +627,8 @@ def submit(
     language: opt.Language = None,
     formats: opt.JobFormat = None,
     model: opt.JobModel = None,
+    webhook_url: opt.JobWebhookUrl = None,
+    correct: opt.JobCorrect = False,
     pipeline: opt.PipelineOption = None,
     wait: opt.Wait = False,
     output_dir: opt.OutputDir = None,
@@ -652,9 +654,16 @@ def submit(
         raise PipelineInputError(str(exc)) from None
     check_files(paths)
     ctx, config, _ = _pipeline(pipeline, region, aws_profile)
-    options = JobOptions(language=language, formats=format_names, model=model)
+    if correct and format_names and "json" not in format_names:  # the correction reads the raw JSON
+        format_names = (*format_names, "json")
+    options = JobOptions(language=language, formats=format_names, model=model, correct=correct)
     jobs = submit_files(
-        ctx, config, paths, options, on_submitted=lambda job: print_lines([job.job_id], stdout)
+        ctx,
+        config,
+        paths,
+        options,
+        on_submitted=lambda job: print_lines([job.job_id], stdout),
+        webhook_url=webhook_url or "",
     )
     try:
         scaled = wake_fleet(ctx, config)
@@ -786,6 +795,7 @@ def worker(
     interruption notice, 130/143 on SIGINT/SIGTERM after handing its jobs back."""
     import signal
 
+    from gpu_transcribe.correct import CorrectionConfig
     from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
     from gpu_transcribe.render_jobs import worker_event_printer
 
@@ -799,6 +809,9 @@ def worker(
             device=device,
             exit_when_idle_s=exit_when_idle,
             max_lifetime_s=None if max_lifetime_h is None else max_lifetime_h * 3600.0,
+            correction=CorrectionConfig.from_settings(settings).for_pipeline(
+                config.correct_model_id, config.correct_region
+            ),
         ),
         on_event=worker_event_printer(stderr),
     )
@@ -951,6 +964,7 @@ def pipeline_deploy(
     image: opt.Image = None,
     webhook_url: opt.WebhookUrl = None,
     allow_private_webhooks: opt.AllowPrivateWebhooks = False,
+    correct: opt.PipelineCorrect = False,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
@@ -975,6 +989,7 @@ def pipeline_deploy(
         image_id=settings.image_id,
         webhook_url=webhook_url or "",
         allow_private_webhooks=allow_private_webhooks,
+        correct=correct,
     )
     result = deploy_pipeline(settings, request, on_progress=event_printer(stderr))
     print_lines(deployment_lines(result), stdout)

@@ -224,6 +224,21 @@ JobModel = Annotated[
         "--model", "-m", help="The model the job needs; default: whatever the pipeline's workers run."
     ),
 ]
+JobWebhookUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--webhook-url",
+        help="POST the jobs' events (succeeded, failed, dead-lettered) here, signed (Standard Webhooks).",
+    ),
+]
+JobCorrect = Annotated[
+    bool,
+    typer.Option(
+        "--correct",
+        help="Also correct the transcripts with Bedrock (the workers' correct_* settings): "
+        "<stem>.corrected.<format> beside the raw outputs; adds json to --format.",
+    ),
+]
 Wait = Annotated[
     bool,
     typer.Option("--wait", help="Follow the jobs to the end (progress on stderr) and download the outputs."),
@@ -405,6 +420,14 @@ WebhookUrl = Annotated[
         "--webhook-url",
         help="POST a signed event (Standard Webhooks) here when a job succeeds, fails or is dead-lettered. "
         "http(s); private, loopback and link-local addresses are refused.",
+    ),
+]
+PipelineCorrect = Annotated[
+    bool,
+    typer.Option(
+        "--correct",
+        help="Correct files uploaded without submit with Bedrock (the correct_model_id setting's model, "
+        "checked now) and let the workers call that model.",
     ),
 ]
 AllowPrivateWebhooks = Annotated[

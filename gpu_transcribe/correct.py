@@ -158,6 +158,11 @@ class CorrectionConfig:
             concurrency=settings.correct_concurrency,
         )
 
+    def for_pipeline(self, model_id: str, region: str) -> CorrectionConfig:
+        """This configuration with the model and region a pipeline's deploy chose (its worker config's
+        ``correct_model_id``, ``correct_region``); ``""`` keeps this one's."""
+        return replace(self, model_id=model_id or self.model_id, region=region or self.region)
+
     def price(self) -> tuple[float, float] | None:
         """``(input, output)`` USD per 1,000 tokens, or ``None`` when unknown."""
         if self.price_usd_per_1k_tokens is not None:

@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -53,70 +50,11 @@ from gpu_transcribe.pipeline.results import (
     read_webhook_secret,
     rotate_webhook_secret,
 )
-from gpu_transcribe.pipeline.template import notifier_source
 from remote.webhook_common import generate_secret, sign_v1
 from tests.fixtures.moto_aws import ACCOUNT_ID, REGION, MotoAws
+from tests.fixtures.webhooks import SECRET_NAME, Receiver, notifier_env, run_notifier
 
 pytestmark = pytest.mark.timeout(180)
-
-SECRET_NAME = "gpu-transcribe-t-webhook"
-
-
-# --- a loopback receiver ------------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    """One request as the receiver saw it."""
-
-    headers: dict[str, str]
-    body: bytes
-    raw: bytes
-    verified_with: list[int] = field(default_factory=list)
-    """Indexes of the receiver's secrets whose ``Webhook.verify`` accepted it."""
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 answering each POST with the next planned answer (status, headers),
-    200 when the plan runs out; it verifies each request with every secret it knows."""
-
-    def __init__(self, secrets: list[str], plan: list[tuple[int, dict[str, str]]] | None = None) -> None:
-        self.secrets = secrets
-        self.plan = list(plan or [])
-        self.received: list[Received] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                head = f"{self.requestline}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
-                got = Received(headers, body, head.encode() + b"\r\n" + body)
-                for index, secret in enumerate(receiver.secrets):
-                    try:
-                        standardwebhooks.Webhook(secret).verify(body, headers)
-                        got.verified_with.append(index)
-                    except standardwebhooks.webhooks.WebhookVerificationError:
-                        pass
-                receiver.received.append(got)
-                status, extra = receiver.plan.pop(0) if receiver.plan else (200, {})
-                self.send_response(status)
-                for key, value in extra.items():
-                    self.send_header(key, value)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/transcripts?token=abc"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -127,14 +65,7 @@ def receivers() -> Iterator[list[Receiver]]:
         receiver.close()
 
 
-# --- the notifier as Lambda would run it --------------------------------------------------------------
-
-
-def load_notifier() -> dict[str, Any]:
-    """The inline code CloudFormation gets, executed as a module (``index.py``)."""
-    namespace: dict[str, Any] = {"__name__": "index"}
-    exec(compile(notifier_source(), "index.py", "exec"), namespace)
-    return namespace
+# --- queues --------------------------------------------------------------------------------------------
 
 
 def make_webhooks_queue(aws: MotoAws, max_receive_count: int = 12) -> tuple[str, str]:
@@ -147,56 +78,6 @@ def make_webhooks_queue(aws: MotoAws, max_receive_count: int = 12) -> tuple[str,
         QueueName="t-webhooks", Attributes={"VisibilityTimeout": "60", "RedrivePolicy": redrive}
     )["QueueUrl"]
     return queue, dlq
-
-
-def notifier_env(queue_url: str, **overrides: str) -> dict[str, str]:
-    env = {
-        "QUEUE_URL": queue_url,
-        "SECRET_ID": SECRET_NAME,
-        "WEBHOOK_URL": "",
-        "ALLOW_PRIVATE": "1",  # the receivers are on loopback
-        "TIMEOUT_S": "5",
-        "BASE_S": "1",  # retries due at once (int of 0.5-1 s): the tests need not wait
-        "CAP_S": "1",
-    }
-    return {**env, **overrides}
-
-
-def run_notifier(aws: MotoAws, queue_url: str, env: dict[str, str], rounds: int = 10) -> list[dict[str, Any]]:
-    """Play the event-source mapping: receive, call the handler, delete what succeeded; until the queue
-    gives nothing. Returns each invocation's answer."""
-    handler = load_notifier()["handler"]
-    sqs = aws.client("sqs")
-    answers = []
-    for _ in range(rounds):
-        reply = sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=5,
-            WaitTimeSeconds=0,
-            AttributeNames=["ApproximateReceiveCount"],
-        )
-        messages = reply.get("Messages", [])
-        if not messages:
-            break
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m["Attributes"],
-                    "eventSource": "aws:sqs",
-                }
-                for m in messages
-            ]
-        }
-        answer = handler(event, None, env)
-        answers.append(answer)
-        failed = {item["itemIdentifier"] for item in answer["batchItemFailures"]}
-        for message in messages:
-            if message["MessageId"] not in failed:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return answers
 
 
 def publish(aws: MotoAws, queue_url: str, webhook_url: str, job_id: str = "job-1") -> dict[str, Any]:

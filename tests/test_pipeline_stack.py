@@ -517,3 +517,26 @@ def test_submit_wakes_the_group_at_once_and_a_failed_wake_leaves_the_job_queued(
     assert woken.exit_code == 0, woken.output
     assert "workers: desired 0 -> 1" in woken.stderr, woken.stderr
     assert desired() == 1
+
+
+def test_deploy_correct_checks_the_model_and_grants_the_workers_only_it(
+    cli: CliRunner, aws: MotoAws, loopback_bedrock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pipeline deploy --correct``: a model the region does not offer (the loopback Bedrock's
+    ``GetFoundationModel`` answers 404) is refused before the stack; an offered one is deployed with the
+    worker role's Bedrock statements and ``defaults.correct`` in the workers' description."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.url)  # loopback_bedrock clears it; Bedrock keeps its own
+    loopback_bedrock.model_status = None
+    refused = cli.invoke(app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--correct"])
+    assert refused.exit_code == 2 and "--correct" in refused.output, refused.output
+    assert describe_stack(AwsContext(REGION), STACK) is None, "refused before the stack"
+
+    loopback_bedrock.model_status = "ACTIVE"
+    deploy(cli, aws, "--correct")
+    [check, *_] = [r for r in loopback_bedrock.received if r.method == "GET"]
+    model = load_settings().correct_model_id
+    assert unquote_plus(check.path).endswith(f"/foundation-models/{model}")
+    template = aws.client("cloudformation").get_template(StackName=STACK)["TemplateBody"]
+    body = template if isinstance(template, str) else json.dumps(template)
+    assert "bedrock:InvokeModel" in body and f"foundation-model/{model}" in body
+    assert '\\"correct\\": true' in body or '"correct": true' in body

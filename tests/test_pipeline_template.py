@@ -47,15 +47,21 @@ def spec(**changes: Any) -> PipelineSpec:
     return PipelineSpec(**values)
 
 
+HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
 SPECS = {"created bucket": spec(), "own bucket": spec(bucket="my-recordings")}
+#: ``pipeline deploy --correct`` with a model id, and with a cross-region inference profile id.
+CORRECT_SPECS = {
+    "correct": spec(correct=True, correct_model_id=HAIKU),
+    "correct via profile": spec(correct=True, correct_model_id=f"eu.{HAIKU}", correct_region="eu-north-1"),
+}
 
 
-@pytest.mark.parametrize("which", SPECS)
+@pytest.mark.parametrize("which", [*SPECS, *CORRECT_SPECS])
 def test_cfn_lint_finds_nothing(which: str) -> None:
     from cfnlint.api import ManualArgs, lint
 
     matches = lint(
-        template_json(SPECS[which]),
+        template_json({**SPECS, **CORRECT_SPECS}[which]),
         config=ManualArgs(regions=["eu-north-1", "us-east-1"], include_checks=["I"]),
     )
     found = [f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches]
@@ -156,9 +162,9 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-@pytest.mark.parametrize("which", SPECS)
+@pytest.mark.parametrize("which", [*SPECS, *CORRECT_SPECS])
 def test_iam_is_scoped_to_the_stacks_own_resources(which: str) -> None:
-    template = build_template(SPECS[which])
+    template = build_template({**SPECS, **CORRECT_SPECS}[which])
     own = set(template["Resources"])
     seen = 0
     for logical_id, statement in allow_statements(template):
@@ -172,6 +178,12 @@ def test_iam_is_scoped_to_the_stacks_own_resources(which: str) -> None:
                 assert resource["Fn::GetAtt"][0] in own
             else:
                 text = resource["Fn::Sub"]
+                if ":bedrock:" in text:  # --correct: the one model the deploy checked, nothing else
+                    assert text.endswith(HAIKU) and set(actions) < {
+                        "bedrock:InvokeModel",
+                        "bedrock:GetFoundationModel",
+                    }, (text, actions)
+                    continue
                 assert "gpu-transcribe-team-a" in text or "my-recordings" in text, text
                 if ":autoscaling:" in text:  # a group ARN holds a UUID: the tag condition pins it to ours
                     assert statement["Condition"] == {
@@ -209,6 +221,35 @@ def test_the_worker_may_do_only_what_a_worker_does() -> None:
     assert json.loads(
         json.dumps(template["Resources"]["WorkerRole"]["Properties"]["AssumeRolePolicyDocument"])
     )["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+
+
+def test_with_correct_the_worker_may_call_the_one_model_and_defaults_to_correcting() -> None:
+    def bedrock(template: dict[str, Any]) -> dict[str, list[str]]:
+        worker = [s for role, s in allow_statements(template) if role == "WorkerRole"]
+        return {
+            a: [r["Fn::Sub"] for r in s["Resource"]]
+            for s in worker
+            for a in as_list(s["Action"])
+            if a.startswith("bedrock:")
+        }
+
+    assert bedrock(build_template(spec())) == {}, "no Bedrock without --correct"
+    model_arn = f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}::foundation-model/{HAIKU}"
+    assert bedrock(build_template(CORRECT_SPECS["correct"])) == {
+        "bedrock:InvokeModel": [model_arn],
+        "bedrock:GetFoundationModel": [model_arn],
+    }
+    profile = bedrock(build_template(CORRECT_SPECS["correct via profile"]))
+    assert profile["bedrock:InvokeModel"] == [
+        f"arn:${{AWS::Partition}}:bedrock:eu-north-1:${{AWS::AccountId}}:inference-profile/eu.{HAIKU}",
+        f"arn:${{AWS::Partition}}:bedrock:*::foundation-model/{HAIKU}",
+    ]
+    assert profile["bedrock:GetFoundationModel"] == [
+        f"arn:${{AWS::Partition}}:bedrock:eu-north-1::foundation-model/{HAIKU}"
+    ]
+    config = user_data(CORRECT_SPECS["correct"])
+    assert '"correct": true' in config and f'"correct_model_id": "{HAIKU}"' in config
+    assert '"correct": false' in user_data(spec())
 
 
 def test_the_fleet_is_spot_only_over_several_types_and_starts_empty() -> None:

@@ -41,6 +41,7 @@ from gpu_transcribe.aws.jobs_table import (
 )
 from gpu_transcribe.aws.queue import event_body, parse_event_body
 from gpu_transcribe.cli import app
+from tests.fixtures.bedrock import LoopbackBedrock
 from tests.fixtures.cloud import FakeImds
 from tests.fixtures.moto_aws import MotoAws
 from tests.fixtures.pipeline import (
@@ -49,8 +50,10 @@ from tests.fixtures.pipeline import (
     WorkerProcess,
     create_test_pipeline,
     drain,
+    job_events,
     wait_until,
 )
+from tests.fixtures.webhooks import Receiver, notifier_env, run_notifier
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = Path(os.environ.get("GPU_TRANSCRIBE_SHARED_AUDIO", "/work/shared/audio"))
@@ -73,6 +76,19 @@ def pipeline(aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> A
     bed = create_test_pipeline(aws, tmp_path, monkeypatch)
     yield bed
     bed.stop_workers()
+
+
+@pytest.fixture
+def bedrock_on_moto(aws: MotoAws, loopback_bedrock: LoopbackBedrock, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The loopback Bedrock beside moto: ``loopback_bedrock`` clears ``AWS_ENDPOINT_URL``, so it is put back
+    (the Bedrock services' own endpoint variables win over it in botocore)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.url)
+    return loopback_bedrock
+
+
+def _upper_answer(segments: dict[str, str]) -> str:
+    """A corrector that capitalises every segment (free under the safety rail: case does not count)."""
+    return json.dumps({k: v.upper() for k, v in segments.items()}, ensure_ascii=False)
 
 
 @pytest.fixture
@@ -189,9 +205,40 @@ def _submit(*paths: Path, extra: tuple[str, ...] = ()) -> list[str]:
     return ids
 
 
-def test_submit_worker_jobs_fetch_end_to_end(pipeline: PipelineBed, imds: FakeImds, tmp_path: Path) -> None:
+def _one_event(events: list[dict[str, Any]], job_id: str) -> dict[str, Any]:
+    (event,) = [e for e in events if e["data"]["job_id"] == job_id]
+    return event
+
+
+def test_submit_worker_jobs_fetch_end_to_end(
+    pipeline: PipelineBed, imds: FakeImds, tmp_path: Path, aws: MotoAws, bedrock_on_moto: LoopbackBedrock
+) -> None:
+    """Also the job events: one ``job.succeeded`` per job on the results queue; the job submitted with
+    ``--webhook-url`` also on the webhooks queue, which the notifier (in-process) delivers, signed, to a
+    loopback receiver that verifies it with ``standardwebhooks``. And the correction: both jobs are submitted
+    with ``--correct`` against the loopback Bedrock, whose first Converse answer is an outage
+    (``AccessDeniedException``): whichever job comes first keeps its raw transcript and succeeds with the
+    reason recorded, the other gets its ``.corrected.*`` files under ``results/``."""
+    from gpu_transcribe.pipeline.results import ensure_webhook_secret, read_webhook_secret
+    from tests.fixtures.webhooks import SECRET_NAME
+
     model = _model_dir()
-    en_id, sv_id = _submit(EN, SV)
+    secrets = aws.client("secretsmanager")
+    ensure_webhook_secret(secrets, SECRET_NAME, [])
+    secret = read_webhook_secret(secrets, SECRET_NAME)
+    assert secret is not None
+    receiver = Receiver([secret.current])
+    (en_id,) = _submit(EN, extra=("--webhook-url", receiver.url, "--correct"))
+    (sv_id,) = _submit(SV, extra=("--correct",))
+    assert pipeline.job(sv_id).options.correct
+    bedrock_on_moto.corrector = _upper_answer
+    bedrock_on_moto.fail("AccessDeniedException")  # the first correction's only piece: an outage
+    pipeline.env.update(
+        AWS_ENDPOINT_URL=aws.url,
+        AWS_ENDPOINT_URL_BEDROCK_RUNTIME=bedrock_on_moto.url,
+        AWS_ENDPOINT_URL_BEDROCK=bedrock_on_moto.url,
+    )
+    assert pipeline.job(en_id).webhook_url == receiver.url and pipeline.job(sv_id).webhook_url == ""
     s3 = pipeline.s3()
     for job_id, path in ((en_id, EN), (sv_id, SV)):
         head = s3.head_object(Bucket=pipeline.config.resources.bucket, Key=f"incoming/{job_id}/{path.name}")
@@ -223,9 +270,28 @@ def test_submit_worker_jobs_fetch_end_to_end(pipeline: PipelineBed, imds: FakeIm
     out = tmp_path / "out"
     fetched = _cli("jobs", "fetch", en_id, sv_id, "-o", str(out))
     assert fetched.exit_code == 0, fetched.output
-    assert sorted(Path(p).name for p in fetched.stdout.split()) == sorted(
+    corrections = {job_id: pipeline.job(job_id).correction for job_id in (en_id, sv_id)}
+    statuses = sorted(c["status"] for c in corrections.values())
+    assert statuses == ["corrected", "failed"], corrections
+    (good_id,) = [j for j, c in corrections.items() if c["status"] == "corrected"]
+    (out_id,) = [j for j, c in corrections.items() if c["status"] == "failed"]
+    assert "AccessDenied" in corrections[out_id]["reason"] and corrections[out_id]["outputs"] == {}
+    good_stem = (EN if good_id == en_id else SV).stem
+    good_keys = {f"results/{good_id}/{good_stem}.corrected.{fmt}" for fmt in ("txt", "json")}
+    assert set(corrections[good_id]["outputs"].values()) == good_keys, corrections[good_id]
+    assert good_keys <= set(pipeline.job(good_id).result_keys)
+    assert not any(".corrected." in key for key in pipeline.job(out_id).result_keys)
+    bucket = pipeline.config.resources.bucket
+    raw = pipeline.s3().get_object(Bucket=bucket, Key=f"results/{good_id}/{good_stem}.txt")["Body"].read()
+    corrected = pipeline.s3().get_object(Bucket=bucket, Key=f"results/{good_id}/{good_stem}.corrected.txt")
+    assert corrected["Body"].read().decode() == raw.decode().upper()
+    names = [Path(p).name for p in fetched.stdout.split()]
+    assert sorted(n for n in names if ".corrected." not in n) == sorted(
         [f"{EN.stem}.txt", f"{EN.stem}.json", f"{SV.stem}.txt", f"{SV.stem}.json"]
     )
+    assert sorted(n for n in names if ".corrected." in n) == [
+        f"{good_stem}.corrected.{f}" for f in ("json", "txt")
+    ]
     again = _cli("jobs", "fetch", en_id, "-o", str(out))
     assert again.exit_code == 1 and "--overwrite" in again.output, "fetch must not overwrite by default"
     assert _cli("jobs", "fetch", en_id, "-o", str(out), "--overwrite").exit_code == 0
@@ -239,6 +305,39 @@ def test_submit_worker_jobs_fetch_end_to_end(pipeline: PipelineBed, imds: FakeIm
         got = (out / f"{path.stem}.txt").read_text()
         assert _words(got) == _words(expected), f"{path.name}: {got!r} != {expected!r}"
     assert pipeline.queue_counts() == (0, 0), "every message, the duplicate too, deleted"
+
+    resources = pipeline.config.resources
+    events = job_events(pipeline.sqs(), resources.results_queue_url)
+    assert len(events) == 2, events
+    for job_id, path in ((en_id, EN), (sv_id, SV)):
+        event = _one_event(events, job_id)
+        assert event["type"] == "job.succeeded" and event["data"]["status"] == SUCCEEDED, event
+        bucket = resources.bucket
+        assert event["data"]["outputs"] == [
+            f"s3://{bucket}/{key}" for key in pipeline.job(job_id).result_keys
+        ]
+        assert event["data"]["outputs"][:2] == [
+            f"s3://{bucket}/results/{job_id}/{path.stem}.txt",
+            f"s3://{bucket}/results/{job_id}/{path.stem}.json",
+        ]
+        assert event["data"]["duration_s"] == pytest.approx(rows[job_id]["duration_s"], abs=0.01)
+        assert event["data"]["timings"]["transcribe_s"] > 0 and event["data"]["error"] is None
+        assert "webhook_url" not in event, "the job's URL (it may hold a token) stays off the results queue"
+    peeked = pipeline.sqs().receive_message(
+        QueueUrl=resources.webhooks_queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0
+    )["Messages"]
+    (hook,) = [json.loads(m["Body"]) for m in peeked]
+    assert hook["webhook_url"] == receiver.url and hook["data"]["job_id"] == en_id
+    try:
+        answers = run_notifier(aws, resources.webhooks_queue_url, notifier_env(resources.webhooks_queue_url))
+    finally:
+        receiver.close()
+    assert answers == [{"batchItemFailures": []}], answers
+    (delivered,) = receiver.received
+    assert delivered.verified_with == [0], "signed with the pipeline's secret (standardwebhooks verifies)"
+    assert delivered.headers["webhook-id"] == hook["id"]
+    body = json.loads(delivered.body)
+    assert body == {k: _one_event(events, en_id)[k] for k in ("type", "timestamp", "data")}
 
 
 def test_end_to_end_through_the_deployed_stack_found_by_name(
@@ -286,6 +385,16 @@ def test_end_to_end_through_the_deployed_stack_found_by_name(
     words = _words((out / f"{EN.stem}.txt").read_text())
     assert {"ask", "not", "what", "your", "country"} <= set(words), words
 
+    from gpu_transcribe.pipeline.jobs import find_pipeline
+
+    found = find_pipeline(_ctx(aws), name)
+    assert (found.pipeline_webhook, found.allow_private_webhooks) == (False, False), "the notifier's env"
+    events = job_events(aws.client("sqs"), found.resources.results_queue_url)
+    assert [(e["type"], e["data"]["job_id"]) for e in events] == [("job.succeeded", job_id)]
+    refused = _cli("submit", "--pipeline", name, "--webhook-url", "http://127.0.0.1:9/hook", str(EN))
+    assert refused.exit_code == 2 and "--webhook-url" in refused.output, refused.output
+    assert "private" in refused.output, "the stack's pipeline refuses private webhook URLs"
+
 
 def test_bad_audio_fails_at_once_and_a_plain_upload_becomes_a_job(
     pipeline: PipelineBed, imds: FakeImds, tmp_path: Path
@@ -307,6 +416,10 @@ def test_bad_audio_fails_at_once_and_a_plain_upload_becomes_a_job(
     assert failed.status == FAILED and failed.attempts == 1 and failed.engine_failures == 0
     assert "broken.wav" in failed.error and "\n" not in failed.error
     assert "/tmp" not in failed.error, "the reason names the object, not the worker's temporary file"
+    events = job_events(pipeline.sqs(), pipeline.config.resources.results_queue_url)
+    bad_event = _one_event(events, bad_id)
+    assert bad_event["type"] == "job.failed" and bad_event["data"]["error"] == failed.error
+    assert bad_event["data"]["outputs"] == [] and bad_event["timestamp"] == failed.updated_at
 
     others = [r for r in pipeline.jobs() if r.job_id != bad_id]
     assert len(others) == 1, others
@@ -421,6 +534,9 @@ def test_engine_that_keeps_crashing_dead_letters_then_retry_brings_it_back(
         assert "IndexError" in dead.error and "\n" not in dead.error
         assert pipeline.queue_counts() == (0, 0)
         assert pipeline.queue_counts(pipeline.config.resources.dead_letter_queue_url)[0] == 1
+        events = job_events(pipeline.sqs(), pipeline.config.resources.results_queue_url)
+        assert [(e["type"], e["data"]["job_id"]) for e in events] == [("job.dead_lettered", job_id)]
+        assert events[0]["data"]["error"] == dead.error
         shown = _cli("jobs", "--status", DEAD_LETTERED)
         assert job_id in shown.stdout
 

@@ -24,6 +24,7 @@ expected outcome, not an error); other AWS errors become :class:`~gpu_transcribe
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,11 +59,14 @@ class JobOptions:
         language: a Whisper language code or ``auto``; ``None``: the worker's default.
         formats: output formats (``txt``, ``json``, ``srt``, ``vtt``); empty: the worker's default.
         model: the model asked for; ``None``: whatever the workers run.
+        correct: correct the transcript with Bedrock after transcription (``submit --correct``; stored as
+            ``correct`` BOOL, absent when false).
     """
 
     language: str | None = None
     formats: tuple[str, ...] = ()
     model: str | None = None
+    correct: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class JobRecord:
         created_at: ISO 8601 UTC.
         updated_at: ISO 8601 UTC, the last change.
         expires_at: when DynamoDB deletes the row (TTL), Unix epoch seconds; ``None``: never.
+        webhook_url: the job's own webhook (``submit --webhook-url``; ``""``: the pipeline's, if any).
+        correction: what the Bedrock correction did (:meth:`gpu_transcribe.correct.CorrectionResult.to_dict`,
+            stored as a JSON string in the ``correction`` S attribute); ``None``: none was asked for.
     """
 
     job_id: str
@@ -104,6 +111,8 @@ class JobRecord:
     created_at: str = ""
     updated_at: str = ""
     expires_at: int | None = None
+    webhook_url: str = ""
+    correction: dict[str, Any] | None = None
 
 
 def now_iso() -> str:
@@ -134,6 +143,8 @@ def _item(record: JobRecord) -> dict[str, Any]:
         options["language"] = _s(record.options.language)
     if record.options.model is not None:
         options["model"] = _s(record.options.model)
+    if record.options.correct:
+        options["correct"] = {"BOOL": True}
     item: dict[str, Any] = {
         "job_id": _s(record.job_id),
         "status": _s(record.status),
@@ -157,6 +168,8 @@ def _item(record: JobRecord) -> dict[str, Any]:
         item["duration_s"] = _n(record.duration_s)
     if record.expires_at is not None:
         item["expires_at"] = _n(record.expires_at)
+    if record.webhook_url:
+        item["webhook_url"] = _s(record.webhook_url)
     return item
 
 
@@ -184,6 +197,7 @@ def record_from_item(item: Mapping[str, Any]) -> JobRecord:
             language=_str(options, "language") or None,
             formats=tuple(str(v["S"]) for v in options.get("formats", {}).get("L", [])),
             model=_str(options, "model") or None,
+            correct=bool(options.get("correct", {}).get("BOOL", False)),
         ),
         attempts=int(_num(item, "attempts") or 0),
         engine_failures=int(_num(item, "engine_failures") or 0),
@@ -196,6 +210,8 @@ def record_from_item(item: Mapping[str, Any]) -> JobRecord:
         created_at=_str(item, "created_at"),
         updated_at=_str(item, "updated_at"),
         expires_at=None if expires is None else int(expires),
+        webhook_url=_str(item, "webhook_url"),
+        correction=json.loads(_str(item, "correction")) if item.get("correction") else None,
     )
 
 
@@ -369,6 +385,7 @@ def finish_job(
     duration_s: float | None = None,
     expires_at: int | None = None,
     engine_failure: bool = False,
+    correction: Mapping[str, Any] | None = None,
 ) -> JobRecord | None:
     """End the job as ``status`` (``succeeded``, ``failed`` or ``dead_lettered``), only if ``owner`` holds it
     (it runs, and is ``owner``'s); the lease is removed, the owner kept as the worker that ended it.
@@ -379,6 +396,7 @@ def finish_job(
         duration_s: seconds of audio.
         expires_at: when DynamoDB may delete the row (TTL), Unix epoch seconds.
         engine_failure: count this end as one more engine failure.
+        correction: what the correction did (``CorrectionResult.to_dict()``), kept as JSON in ``correction``.
 
     Returns:
         The new row, or ``None`` if ``owner`` no longer held the job (nothing written).
@@ -405,6 +423,9 @@ def finish_job(
     if expires_at is not None:
         sets.append("expires_at = :expires")
         values[":expires"] = _n(expires_at)
+    if correction is not None:
+        sets.append("correction = :correction")
+        values[":correction"] = _s(json.dumps(dict(correction), default=str))
     expression = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
     if engine_failure:
         expression += " ADD engine_failures :one"

@@ -27,7 +27,7 @@ from gpu_transcribe.aws.models import (
     pipeline_stack_name,
 )
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
-from gpu_transcribe.errors import PipelineNotFoundError, SettingsError, StackError
+from gpu_transcribe.errors import GpuTranscribeError, PipelineNotFoundError, SettingsError, StackError
 from gpu_transcribe.pipeline.template import (
     INCOMING_PREFIX,
     TTL_ATTRIBUTE,
@@ -74,6 +74,8 @@ class DeployRequest:
         jobs_per_worker: visible jobs per worker the scaler aims at.
         webhook_url: the pipeline's webhook for every job event (``""``: none; jobs may bring their own).
         allow_private_webhooks: allow webhook URLs at private, loopback and link-local addresses.
+        correct: correct transcripts with Bedrock by default (files uploaded without ``submit``) and let the
+            workers call the ``correct_model_id`` setting's model; the model is checked first.
     """
 
     name: str | None = None
@@ -84,6 +86,7 @@ class DeployRequest:
     jobs_per_worker: int = 10
     webhook_url: str = ""
     allow_private_webhooks: bool = False
+    correct: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,10 @@ def build_spec(
         from gpu_transcribe.aws.pipeline import check_own_bucket
 
         check_own_bucket(ctx, request.bucket, identity.account_id)
+    correct_region = ""
+    if request.correct:
+        correct_region = settings.correct_region or ctx.region
+        _check_correct_model(settings, correct_region, on_progress)
     image_id = _image_id(ctx, settings, request)
     image = describe_image(ctx, image_id)
     vpc_id, subnets = subnets_by_zone(ctx, subnet_id=settings.subnet_id, vpc_id=settings.vpc_id)
@@ -194,7 +201,36 @@ def build_spec(
         tags=settings.tags,
         webhook_url=webhook_url,
         allow_private_webhooks=request.allow_private_webhooks,
+        correct=request.correct,
+        correct_model_id=settings.correct_model_id if request.correct else "",
+        correct_region=correct_region,
     )
+
+
+def _check_correct_model(settings: Settings, region: str, on_progress: ProgressCallback) -> None:
+    """``--correct``: ask Bedrock's control plane (:func:`gpu_transcribe.aws.bedrock.check_model`) whether
+    the ``correct_model_id`` setting's model can be called in ``region``. A check that cannot be made (no
+    permission, no connection) is noted and skipped, as :mod:`gpu_transcribe.correct` does.
+
+    Raises:
+        SettingsError: the region does not offer the model (the message says why).
+    """
+    from gpu_transcribe.aws.bedrock import check_model
+    from gpu_transcribe.aws.clients import AwsContext
+
+    model_id = settings.correct_model_id
+    try:
+        availability = check_model(AwsContext(region=region, profile=settings.aws_profile), model_id)
+    except GpuTranscribeError as exc:
+        on_progress(ProgressEvent("note", f"--correct: model check skipped: {exc}"))
+        return
+    if not availability.available:
+        raise SettingsError(
+            "correct_model_id",
+            "--correct",
+            f"--correct: {availability.reason}; set correct_model_id (or correct_region) to one it offers",
+        )
+    on_progress(ProgressEvent("plan", f"correction: {model_id} in {region} ({availability.status})"))
 
 
 def finish_deploy(

@@ -3,7 +3,8 @@
 A pipeline is located by :class:`PipelineConfig`, read from a JSON document in the form the stack's user
 data writes for the workers (``/etc/gpu-transcribe/pipeline.json``: ``bucket``, ``queue_url``,
 ``dead_letter_queue_url``, ``table``, ``group``, ``max_attempts``, ``visibility_timeout_s``,
-``job_retention_days``, ``defaults``). :func:`load_config` looks in ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``, then
+``job_retention_days``, ``defaults``, ``results_queue_url``, ``webhooks_queue_url``, ``pipeline_webhook``,
+``allow_private_webhooks``). :func:`load_config` looks in ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``, then
 that path; :func:`find_pipeline` falls back to the outputs of the pipeline's CloudFormation stack (off the
 fleet, with nothing but credentials), read by :mod:`gpu_transcribe.aws.stack`. No printing here: the CLI
 renders what these functions return.
@@ -110,6 +111,8 @@ class PipelineResources:
         group: the worker Auto Scaling group's name (``""`` if none).
         scaler_function: the scaler Lambda's name (``""`` if unknown: a description file has none), whose
             settings ``submit`` reads to wake the fleet at once.
+        results_queue_url: the results queue the worker puts job events on (``""``: none, an older stack).
+        webhooks_queue_url: the notifier's queue (``""``: none).
     """
 
     bucket: str
@@ -118,6 +121,8 @@ class PipelineResources:
     table: str
     group: str = ""
     scaler_function: str = ""
+    results_queue_url: str = ""
+    webhooks_queue_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,14 @@ class PipelineConfig:
         default_language: language of jobs that name none (files from other uploaders).
         default_formats: output formats of jobs that name none.
         default_model: the workers' model when ``worker --model`` is not given (``""``: the settings').
+        default_correct: correct the transcripts of files uploaded without ``submit`` with Bedrock
+            (``pipeline deploy --correct``; the description's ``defaults.correct``).
+        correct_model_id: the Bedrock model the deploy granted the workers (``""``: the settings').
+        correct_region: the region of the Bedrock calls (``""``: the settings').
+        pipeline_webhook: the pipeline was deployed with ``--webhook-url`` (every job event goes to the
+            webhooks queue, not only those of jobs with their own ``webhook_url``).
+        allow_private_webhooks: webhook URLs at private, loopback and link-local addresses are allowed (the
+            notifier's ``ALLOW_PRIVATE``); ``submit --webhook-url`` checks against it.
     """
 
     name: str
@@ -146,6 +159,11 @@ class PipelineConfig:
     default_language: str = "sv"
     default_formats: tuple[str, ...] = ("txt", "json")
     default_model: str = ""
+    default_correct: bool = False
+    correct_model_id: str = ""
+    correct_region: str = ""
+    pipeline_webhook: bool = False
+    allow_private_webhooks: bool = False
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> PipelineConfig:
@@ -165,6 +183,8 @@ class PipelineConfig:
                 table=str(document["table"]),
                 group=str(document.get("group", "")),
                 scaler_function=str(document.get("scaler_function", "")),
+                results_queue_url=str(document.get("results_queue_url") or ""),
+                webhooks_queue_url=str(document.get("webhooks_queue_url") or ""),
             ),
             max_attempts=int(document.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
             visibility_timeout_s=int(document.get("visibility_timeout_s", DEFAULT_VISIBILITY_TIMEOUT_S)),
@@ -172,6 +192,11 @@ class PipelineConfig:
             default_language=str(defaults.get("language", "sv")),
             default_formats=tuple(defaults.get("formats", ("txt", "json"))),
             default_model=str(defaults.get("model", "")),
+            default_correct=bool(defaults.get("correct", False)),
+            correct_model_id=str(document.get("correct_model_id") or ""),
+            correct_region=str(document.get("correct_region") or ""),
+            pipeline_webhook=bool(document.get("pipeline_webhook", False)),
+            allow_private_webhooks=bool(document.get("allow_private_webhooks", False)),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -193,7 +218,14 @@ class PipelineConfig:
                 "language": self.default_language,
                 "formats": list(self.default_formats),
                 "model": self.default_model,
+                "correct": self.default_correct,
             },
+            "correct_model_id": self.correct_model_id,
+            "correct_region": self.correct_region,
+            "results_queue_url": r.results_queue_url,
+            "webhooks_queue_url": r.webhooks_queue_url,
+            "pipeline_webhook": self.pipeline_webhook,
+            "allow_private_webhooks": self.allow_private_webhooks,
         }
 
 
@@ -228,7 +260,8 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
     ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``), else the outputs of its stack ``gpu-transcribe-pipeline-<name>``
     (default name: ``pipeline deploy``'s) in ``ctx``'s region, read by :mod:`gpu_transcribe.aws.stack` as
     :class:`~gpu_transcribe.aws.models.PipelineOutputs`, with the queue's visibility timeout read from SQS
-    and the other settings at their defaults.
+    the webhook settings from the notifier Lambda's environment (:func:`notifier_settings`), and the other
+    settings at their defaults.
 
     Raises:
         PipelineNotFoundError: no description and no such stack.
@@ -255,6 +288,8 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
         table=outputs.table,
         group=outputs.group,
         scaler_function=outputs.scaler_function,
+        results_queue_url=outputs.results_queue_url,
+        webhooks_queue_url=outputs.webhooks_queue_url,
     )
     missing = [
         what
@@ -265,13 +300,33 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
         raise PipelineConfigError(
             f"stack {stack.name} ({stack.status}) lacks the outputs for {', '.join(missing)}"
         )
+    pipeline_webhook, allow_private = notifier_settings(ctx, outputs.notifier_function)
     return PipelineConfig(
         name=pipeline,
         region=ctx.region,
         resources=resources,
         visibility_timeout_s=visibility_timeout_s(ctx, resources.queue_url),
         default_language=default_language,
+        pipeline_webhook=pipeline_webhook,
+        allow_private_webhooks=allow_private,
     )
+
+
+def notifier_settings(ctx: AwsContext, function: str) -> tuple[bool, bool]:
+    """``(pipeline_webhook, allow_private_webhooks)`` as the notifier Lambda ``function`` has them (its
+    ``WEBHOOK_URL`` and ``ALLOW_PRIVATE``), read with ``GetFunctionConfiguration``; ``(False, False)``
+    when there is no notifier or it cannot be read (the stricter choice: private URLs refused)."""
+    if not function:
+        return False, False
+    from gpu_transcribe.aws.clients import aws_errors, lambda_client
+
+    try:
+        with aws_errors(ctx, f"reading the notifier {function}"):
+            found = lambda_client(ctx).get_function_configuration(FunctionName=function)
+    except GpuTranscribeError:
+        return False, False
+    env = (found.get("Environment") or {}).get("Variables") or {}
+    return bool(env.get("WEBHOOK_URL")), env.get("ALLOW_PRIVATE") == "1"
 
 
 def new_job_id(now: datetime | None = None) -> str:

@@ -58,6 +58,7 @@ def submit_files(
     paths: Sequence[Path],
     options: JobOptions,
     on_submitted: Callable[[SubmittedJob], None] | None = None,
+    webhook_url: str = "",
 ) -> tuple[SubmittedJob, ...]:
     """For each file: create its job row (``queued``), then upload it to ``incoming/<job-id>/<name>``
     (SSE-S3). The bucket's notification turns each upload into a queue message.
@@ -65,15 +66,25 @@ def submit_files(
     Args:
         options: the jobs' options (language, formats, model).
         on_submitted: called after each file's upload (progress).
+        webhook_url: the jobs' own webhook (``--webhook-url``), stored in each row's ``webhook_url``; it is
+            checked here with :func:`~gpu_transcribe.pipeline.results.check_webhook_url` against the
+            pipeline's ``allow_private_webhooks`` (``""``: none; the pipeline's, if it has one).
 
     Raises:
-        PipelineInputError: a path is not a non-empty file (checked before anything is written).
+        PipelineInputError: a path is not a non-empty file, or the webhook URL is refused (both checked
+            before anything is written).
         CloudError, CredentialsError: a call failed; the files before it are submitted (a failed upload's
             row is marked ``failed`` first).
     """
     from gpu_transcribe.aws import job_objects, jobs_table
+    from gpu_transcribe.pipeline.results import WebhookUrlError, check_webhook_url
 
     files = check_files(paths)
+    if webhook_url:
+        try:
+            webhook_url = check_webhook_url(webhook_url, config.allow_private_webhooks)
+        except WebhookUrlError as exc:
+            raise PipelineInputError(f"--webhook-url: {exc}") from None
     submitted = []
     for path in files:
         job_id = new_job_id()
@@ -88,6 +99,7 @@ def submit_files(
             created_at=now,
             updated_at=now,
             expires_at=int(time.time()) + config.job_retention_days * 86400 * 2,
+            webhook_url=webhook_url,
         )
         while not jobs_table.create_job(ctx, config.resources.table, record):  # an id taken: draw again
             job_id = new_job_id()

@@ -156,6 +156,11 @@ class PipelineSpec:
         webhook_url: the pipeline's webhook (``pipeline deploy --webhook-url``; ``""``: none, only jobs'
             own ``webhook_url``), checked by the deploy (``results.check_webhook_url``).
         allow_private_webhooks: let the notifier send to private, loopback and link-local addresses.
+        correct: ``pipeline deploy --correct``: files uploaded without ``submit`` are corrected with Bedrock
+            (the worker config's ``defaults.correct``), and the worker role may call the model.
+        correct_model_id: the Bedrock model id (or ``eu.``/``us.``... inference profile id) of the
+            correction; the worker role's ``bedrock:InvokeModel`` and ``GetFoundationModel`` name it.
+        correct_region: the region of the Bedrock calls (``""``: the stack's).
         webhook_max_attempts: delivery attempts of one event before SQS moves it to the webhooks
             dead-letter queue (the webhooks queue's ``maxReceiveCount``). With the backoff below (half fixed,
             half random, doubling from ``webhook_backoff_base_s`` up to ``webhook_backoff_cap_s``) 12
@@ -188,6 +193,9 @@ class PipelineSpec:
     tags: tuple[tuple[str, str], ...] = ()
     webhook_url: str = ""
     allow_private_webhooks: bool = False
+    correct: bool = False
+    correct_model_id: str = ""
+    correct_region: str = ""
     webhook_max_attempts: int = 12
     webhook_timeout_s: int = 10
     webhook_backoff_base_s: int = 30
@@ -482,10 +490,18 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
         "job_retention_days": spec.job_retention_days,
         "incoming_prefix": INCOMING_PREFIX,
         "results_prefix": RESULTS_PREFIX,
-        "defaults": {"language": spec.language, "model": spec.model, "formats": list(spec.formats)},
+        "defaults": {
+            "language": spec.language,
+            "model": spec.model,
+            "formats": list(spec.formats),
+            "correct": spec.correct,
+        },
+        "correct_model_id": spec.correct_model_id,
+        "correct_region": spec.correct_region or "${AWS::Region}",
         "results_queue_url": "${ResultsQueue}",
         "webhooks_queue_url": "${WebhooksQueue}",
         "pipeline_webhook": bool(spec.webhook_url),
+        "allow_private_webhooks": spec.allow_private_webhooks,
     }
 
 
@@ -705,6 +721,34 @@ def worker_policy_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
             [_group_arn(spec)],
             _this_group(spec),
         ),
+        *_bedrock_statements(spec),
+    ]
+
+
+def _bedrock_statements(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """With ``correct``: ``bedrock:InvokeModel`` (Converse is authorised by it) on the model's
+    foundation-model ARN in the Bedrock region and, for an inference profile id, on the profile's ARN and the
+    foundation model in every region the profile may route to (``*``: Bedrock's documented policy for
+    cross-region inference); ``bedrock:GetFoundationModel`` for the model check. Without: nothing."""
+    if not spec.correct or not spec.correct_model_id:
+        return []
+    from gpu_transcribe.aws.bedrock import foundation_model_id
+
+    region = spec.correct_region or "${AWS::Region}"
+    foundation = foundation_model_id(spec.correct_model_id)
+    model_arn = {"Fn::Sub": f"arn:${{AWS::Partition}}:bedrock:{region}::foundation-model/{foundation}"}
+    invoke: list[Any] = [model_arn]
+    if foundation != spec.correct_model_id:
+        invoke = [
+            {
+                "Fn::Sub": f"arn:${{AWS::Partition}}:bedrock:{region}:${{AWS::AccountId}}:inference-profile/"
+                f"{spec.correct_model_id}"
+            },
+            {"Fn::Sub": f"arn:${{AWS::Partition}}:bedrock:*::foundation-model/{foundation}"},
+        ]
+    return [
+        _statement(["bedrock:InvokeModel"], invoke),
+        _statement(["bedrock:GetFoundationModel"], [model_arn]),
     ]
 
 

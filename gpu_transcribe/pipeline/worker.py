@@ -11,8 +11,15 @@ One round of the loop:
 3. download the audio, decode it (bad audio: the job fails at once with the engine's one-line reason, and its
    message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
 4. for each transcript: upload the outputs to ``results/<job-id>/<stem>.<fmt>``, mark the job succeeded only
-   if this worker still holds it, and delete the message last, so a crash at any step means redelivery,
-   never a lost or half-written job.
+   if this worker still holds it, publish the job event, and delete the message last, so a crash at any
+   step means redelivery, never a lost or half-written job.
+
+Every end of a job this worker wrote (``job.succeeded``, ``job.failed``, ``job.dead_lettered``) is published
+with :func:`gpu_transcribe.pipeline.results.publish_job_event` right after the table's conditional write and
+before the message is deleted: on the results queue, and on the webhooks queue when the pipeline or the job
+has a webhook URL. A failed publish is logged and dropped (the table holds the truth); a crash between the
+write and the delete publishes the same event again on redelivery, with the same id (the row's
+``updated_at``), so receivers dedupe it.
 
 Meanwhile a heartbeat thread extends the messages' visibility and the jobs' leases every third of the
 visibility timeout, and a watcher thread reads the spot interruption notice (IMDSv2, every 5 s, AWS's advice:
@@ -55,6 +62,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.jobs_table import JobRecord
     from gpu_transcribe.aws.queue import QueueMessage
+    from gpu_transcribe.correct import CorrectionConfig
     from remote.engine import WhisperEngine
 
 #: Seconds between reads of the spot interruption notice (AWS recommends every 5 s, see above).
@@ -99,6 +107,8 @@ class WorkerOptions:
         worker_id: this worker's name in the table's ``owner``; ``""``: host name and process id.
         notice_check_s: seconds between spot notice reads.
         wait_s: long-poll seconds per receive (at most 20).
+        correction: model, region and rails of the Bedrock correction of jobs that ask for it
+            (``correct`` in their options); ``None``: such jobs succeed uncorrected, with that reason.
     """
 
     model: str
@@ -109,6 +119,7 @@ class WorkerOptions:
     worker_id: str = ""
     notice_check_s: float = NOTICE_CHECK_S
     wait_s: int = 20
+    correction: CorrectionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,7 @@ class _Job:
     state: str = "working"  # working -> finishing | released | lost | done
     path: Path | None = None
     samples: Any = None
+    transcribe_s: float | None = None  # seconds the engine spent on the job's batch
 
 
 class Worker:
@@ -361,7 +373,7 @@ class Worker:
             status=jobs_table.QUEUED,
             file_name=key.rsplit("/", 1)[-1],
             input_key=key,
-            options=jobs_table.JobOptions(),
+            options=jobs_table.JobOptions(correct=self.config.default_correct),
             created_at=now,
             updated_at=now,
         )
@@ -455,8 +467,10 @@ class Worker:
             return  # the watcher handed the jobs back
         except Exception as exc:  # the engine broke on the batch: each job counts one engine failure
             results = [exc] * len(ready)
-        self._say("transcribed", f"{len(ready)} file(s) in {time.perf_counter() - started:.1f} s")
+        batch_s = time.perf_counter() - started
+        self._say("transcribed", f"{len(ready)} file(s) in {batch_s:.1f} s")
         for job, result in zip(ready, results, strict=True):
+            job.transcribe_s = round(batch_s, 3)
             try:
                 if isinstance(result, ValueError | BadOptionError):
                     self._fail(job, f"{job.record.file_name}: {result}")
@@ -515,7 +529,9 @@ class Worker:
         from remote.writers import write_outputs
 
         record = job.record
-        formats = record.options.formats or self.config.default_formats
+        formats = tuple(record.options.formats or self.config.default_formats)
+        if record.options.correct and "json" not in formats:  # the correction reads the raw JSON
+            formats = (*formats, "json")
         out = tmp / record.job_id / "out"
         out.mkdir(exist_ok=True)
         try:
@@ -528,13 +544,24 @@ class Worker:
             return
         if not self._take(job):
             return
+        paths = list(written.values())
+        correction = None
+        if record.options.correct:
+            correction = self._correct(job, written["json"], formats)
+            paths += [Path(p) for p in correction.get("outputs", {}).values()]
         keys = []
-        for path in written.values():
+        for path in paths:
             key = job_objects.result_key(record.job_id, path.name)
             job_objects.upload(
                 self.ctx, self.config.resources.bucket, key, path, metadata={"job-id": record.job_id}
             )
             keys.append(key)
+        if correction is not None:  # the row names the objects, not this worker's temporary files
+            corrected = correction.get("outputs", {}).items()
+            correction["outputs"] = {
+                f: job_objects.result_key(record.job_id, Path(p).name) for f, p in corrected
+            }
+            correction["source"] = job_objects.result_key(record.job_id, written["json"].name)
         done = jobs_table.finish_job(
             self.ctx,
             self.config.resources.table,
@@ -544,15 +571,35 @@ class Worker:
             result_keys=keys,
             duration_s=float(transcript.duration_s),
             expires_at=self._expires_at(),
+            correction=correction,
         )
         if done is None:  # another worker took it over (our lease ran out): its message is its business
             self._say("lost", f"job {record.job_id}: no longer ours; leaving its message")
             job.state = "lost"
             return
+        self._publish(job, "job.succeeded", done, result_keys=keys, duration_s=float(transcript.duration_s))
         self._delete_messages(job)
         job.state = "done"
         self._succeeded.append(record.job_id)
         self._say("succeeded", f"job {record.job_id} ({record.file_name}): {', '.join(keys)}")
+
+    def _correct(self, job: _Job, raw_json: Path, formats: tuple[str, ...]) -> dict[str, Any]:
+        """Correct the job's transcript with Bedrock (:func:`gpu_transcribe.correct.correct_file`), writing
+        ``<stem>.corrected.<fmt>`` beside the raw files; what it did (``CorrectionResult.to_dict()``). Never
+        raises: a Bedrock failure is a ``failed`` status with the reason, and the job still succeeds."""
+        from gpu_transcribe.correct import correct_file
+
+        config = self.options.correction
+        if config is None:
+            return {"status": "skipped", "reason": "this worker has no correction configured", "outputs": {}}
+        try:
+            result = correct_file(raw_json, formats, config)
+        except Exception as exc:  # correct_file never raises; a bug there must not lose the transcript
+            return {"status": "failed", "reason": f"correction crashed: {exc!r}", "outputs": {}}
+        summary: dict[str, Any] = result.to_dict()
+        line = f"job {job.record.job_id}: correction {result.status}"
+        self._say("corrected", f"{line} ({result.reason})" if result.reason else line)
+        return summary
 
     def _fail(self, job: _Job, reason: str) -> None:
         """Bad input: the job fails at once (not retried), its message is deleted."""
@@ -570,6 +617,7 @@ class Worker:
             expires_at=self._expires_at(),
         )
         if done is not None:
+            self._publish(job, "job.failed", done, error=done.error or reason)
             self._delete_messages(job)
             self._failed.append(job.record.job_id)
         job.state = "done"
@@ -600,10 +648,54 @@ class Worker:
         )
         if done is not None:
             queue.send(self.ctx, self.config.resources.dead_letter_queue_url, job.message.body)
+            self._publish(job, "job.dead_lettered", done, error=done.error or reason)
             self._delete_messages(job)
             self._failed.append(job.record.job_id)
         job.state = "done"
         self._say("dead-lettered", f"job {job.record.job_id}: {reason} (engine failure {failures})")
+
+    def _publish(
+        self,
+        job: _Job,
+        event_type: str,
+        done: JobRecord,
+        *,
+        result_keys: tuple[str, ...] | list[str] = (),
+        duration_s: float | None = None,
+        error: str = "",
+    ) -> None:
+        """Publish the end of ``job`` (``done``: its row after the final write) on the results queue and,
+        if a webhook applies, the webhooks queue. Never raises: a notification must not fail a job."""
+        from gpu_transcribe.aws.clients import sqs_client
+        from gpu_transcribe.pipeline.results import ResultsChannel, publish_job_event
+
+        resources = self.config.resources
+        channel = ResultsChannel(
+            resources.results_queue_url, resources.webhooks_queue_url, self.config.pipeline_webhook
+        )
+        if not channel.results_queue_url and not channel.webhooks_queue_url:
+            return
+        record = job.record
+        try:
+            sent = publish_job_event(
+                sqs_client(self.ctx),
+                channel,
+                event_type,
+                job_id=record.job_id,
+                file_name=record.file_name,
+                bucket=resources.bucket,
+                result_keys=result_keys,
+                duration_s=duration_s,
+                timings={} if job.transcribe_s is None else {"transcribe_s": job.transcribe_s},
+                error=error,
+                webhook_url=record.webhook_url,
+                occurred_at=done.updated_at,
+            )
+        except Exception as exc:  # a client that cannot be made, or anything else: the job is done anyway
+            sent = None
+            self._say("note", f"job {record.job_id}: {event_type} not published: {exc!r}")
+        if sent is not None:
+            self._say("event", f"job {record.job_id}: {event_type} published ({sent['id']})")
 
     def _release(self, job: _Job, *, interrupted: bool, error: str = "") -> None:
         """Hand the job back: the row first (so a claim succeeds), then the message visible at once."""
