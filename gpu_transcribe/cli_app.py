@@ -1,0 +1,139 @@
+"""The command line's root: the Typer application, its command groups, the consoles, the settings of a
+command, and the one place errors become exit codes. The commands themselves are in :mod:`gpu_transcribe.cli`
+(run, build-ami, images, zones, config, cleanup), :mod:`gpu_transcribe.cli_serve` (serve, server) and
+:mod:`gpu_transcribe.cli_pipeline` (pipeline, submit, jobs, worker, webhook).
+
+Results go to stdout, progress and errors to stderr; how they look is :mod:`gpu_transcribe.render` and
+:mod:`gpu_transcribe.progress`. A :class:`~gpu_transcribe.errors.GpuTranscribeError` raised by any command
+becomes ``error: <message>`` on stderr and the error's exit code in one place, :class:`_ErrorsToExitCodes`.
+Heavy modules (boto3, paramiko, torch) are imported inside the commands, so ``gpu-transcribe --help`` stays
+fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from gpu_transcribe import __version__
+from gpu_transcribe.errors import GpuTranscribeError
+
+if TYPE_CHECKING:
+    from gpu_transcribe.settings import Settings
+
+# No emoji codes, no highlighting: paths, names and messages are printed as they are (markup is off or escaped
+# wherever they are printed, see render.py).
+stdout = Console(emoji=False, highlight=False)
+stderr = Console(stderr=True, emoji=False, highlight=False)
+
+#: ``run`` exit statuses beyond the errors' own (README, "Exit status").
+EXIT_UPLOAD_FAILED = 4
+EXIT_LEFT_BEHIND = 5
+
+#: Where the root command keeps ``--debug`` in the click context's ``meta`` (shared by every subcommand).
+_DEBUG_KEY = "gpu_transcribe.debug"
+
+
+class _ErrorsToExitCodes(TyperGroup):
+    """The root command group. Every command runs inside its :meth:`invoke`, which turns a
+    :class:`GpuTranscribeError` into one ``error:`` line on stderr and ``typer.Exit(error.exit_code)``, and
+    any other exception (a bug) into one ``error: unexpected ...`` line and exit status 1, or its traceback
+    with ``--debug``."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context's base: the click Context vendored in typer
+        try:
+            return super().invoke(ctx)
+        except GpuTranscribeError as error:
+            from gpu_transcribe.render import print_error
+
+            print_error(error, stderr)
+            raise typer.Exit(error.exit_code) from None
+        except (typer.Exit, typer.Abort, TyperException):  # usage errors, exits: typer's own handling
+            raise
+        except Exception as error:
+            if ctx.meta.get(_DEBUG_KEY):
+                raise
+            from gpu_transcribe.render import print_unexpected_error
+
+            print_unexpected_error(error, stderr)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="gpu-transcribe",
+    cls=_ErrorsToExitCodes,
+    help="Transcribe audio on a short-lived AWS GPU spot instance, or on this machine with --local.",
+    no_args_is_help=True,
+    # --install-completion / --show-completion: typer imports its shell code only when they are used.
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    # Plain help text: typer's Rich help imports markdown-it and costs ~0.1 s on every --help (measured).
+    rich_markup_mode=None,
+)
+config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+images_app = typer.Typer(
+    help="List gpu-transcribe's images (AMIs); `images prune` removes old ones.", invoke_without_command=True
+)
+app.add_typer(images_app, name="images")
+server_app = typer.Typer(
+    help="A warm GPU server of your own: `server up` starts `serve` on an instance that stays until it has "
+    "been idle (or lived) long enough, or `server down`.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+pipeline_app = typer.Typer(
+    help="A queue of transcription jobs on spot GPU workers that scale from zero: one CloudFormation stack "
+    "(deploy, status, destroy).",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
+webhook_app = typer.Typer(help="Help for receivers of the pipeline's webhooks.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        stdout.print(f"gpu-transcribe {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    typer_ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the traceback of an unexpected error (a bug) instead of one line."
+        ),
+    ] = False,
+) -> None:
+    """Transcribe audio on a short-lived AWS GPU spot instance, or on this machine with --local."""
+    typer_ctx.meta[_DEBUG_KEY] = debug
+
+
+def cli_settings(*, warn_ssh_cidr: bool = False, **flags: object) -> Settings:
+    """The effective settings for the flags given (``None`` for a flag not given), after a warning on stderr
+    for each ``GPU_TRANSCRIBE_*`` variable that is not a setting, and with ``warn_ssh_cidr`` (commands that
+    launch, and ``config show``) for an ``ssh_cidr`` wider than one address.
+
+    Raises:
+        SettingsError: a value is bad; the message names the setting and its source.
+    """
+    from gpu_transcribe.render import print_warning
+    from gpu_transcribe.settings import load_settings, ssh_cidr_warning, unknown_env_vars
+
+    for warning in unknown_env_vars():
+        print_warning(warning, stderr)
+    settings = load_settings(flags)
+    wide = ssh_cidr_warning(settings) if warn_ssh_cidr else None
+    if wide is not None:
+        print_warning(wide, stderr)
+    return settings

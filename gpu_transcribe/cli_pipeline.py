@@ -1,0 +1,449 @@
+"""The commands of the pipeline: ``pipeline deploy|status|destroy|webhook-secret``, ``submit``, ``jobs``
+(list, fetch, retry, watch), ``worker`` and ``webhook verify``. Parsing and printing only; see
+:mod:`gpu_transcribe.cli_app`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from gpu_transcribe import cli_options as opt
+from gpu_transcribe.cli_app import (
+    app,
+    cli_settings,
+    pipeline_app,
+    stderr,
+    stdout,
+    webhook_app,
+)
+from gpu_transcribe.errors import GpuTranscribeError
+from remote.options import TranscribeOptions
+
+if TYPE_CHECKING:
+    from gpu_transcribe.settings import Settings
+
+
+# --- the pipeline's jobs: submit, jobs, worker --------------------------------------------------------------
+
+
+def _pipeline(name: str | None, region: str | None, aws_profile: str | None) -> tuple[Any, Any, Settings]:
+    """``(AwsContext, PipelineConfig, Settings)`` for ``--pipeline NAME`` (the pipeline's own region wins).
+
+    Raises:
+        PipelineNotFoundError: no description file and no stack of the pipeline.
+        PipelineConfigError: a description file or stack that cannot be used.
+        CloudError, CredentialsError: reading the stack failed.
+    """
+    from dataclasses import replace
+
+    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.pipeline.jobs import find_pipeline
+
+    settings = cli_settings(region=region, aws_profile=aws_profile)
+    ctx = AwsContext.from_settings(settings)
+    config = find_pipeline(ctx, name, default_language=settings.language)
+    if config.region and config.region != ctx.region:
+        ctx = replace(ctx, region=config.region)
+    return ctx, config, settings
+
+
+@app.command()
+def submit(
+    paths: opt.AudioFiles,
+    language: opt.Language = None,
+    formats: opt.JobFormat = None,
+    model: opt.JobModel = None,
+    webhook_url: opt.JobWebhookUrl = None,
+    correct: opt.JobCorrect = False,
+    pipeline: opt.PipelineOption = None,
+    wait: opt.Wait = False,
+    output_dir: opt.OutputDir = None,
+    overwrite: opt.Overwrite = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Submit audio files to the pipeline: one job each. Job ids go to stdout, one per line; with --wait,
+    progress on stderr and the outputs downloaded (-o DIR, default: here)."""
+    from gpu_transcribe.aws.jobs_table import JobOptions
+    from gpu_transcribe.pipeline.jobs import PipelineInputError
+    from gpu_transcribe.pipeline.submit import check_files, submit_files, wake_fleet
+    from gpu_transcribe.render import print_lines
+    from remote.options import parse_formats
+
+    if output_dir is not None and not wait:
+        raise PipelineInputError("-o/--output-dir applies only with --wait; drop it or add --wait")
+    try:
+        format_names = parse_formats(formats) if formats else ()
+        if language is not None:
+            language = TranscribeOptions(language=language).validated().language
+    except ValueError as exc:
+        raise PipelineInputError(str(exc)) from None
+    check_files(paths)
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    if correct and format_names and "json" not in format_names:  # the correction reads the raw JSON
+        format_names = (*format_names, "json")
+    options = JobOptions(language=language, formats=format_names, model=model, correct=correct)
+    jobs = submit_files(
+        ctx,
+        config,
+        paths,
+        options,
+        on_submitted=lambda job: print_lines([job.job_id], stdout),
+        webhook_url=webhook_url or "",
+    )
+    try:
+        scaled = wake_fleet(ctx, config)
+    except GpuTranscribeError as exc:  # the jobs are queued; the scheduled scaler runs within a minute
+        print_lines([f"note: could not wake the workers now ({exc}); the scaler's schedule will"], stderr)
+    else:
+        if scaled is not None and scaled["raised"]:
+            print_lines([f"workers: desired {scaled['desired_before']} -> {scaled['desired']}"], stderr)
+    if wait:
+        _wait_and_fetch(ctx, config, [job.job_id for job in jobs], output_dir, overwrite)
+
+
+def _wait_and_fetch(ctx: Any, config: Any, job_ids: list[str], output_dir: Any, overwrite: bool) -> None:
+    from pathlib import Path
+
+    from gpu_transcribe.pipeline.jobs import fetch_outputs, wait_for_jobs
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_jobs import job_status_lines
+
+    records = wait_for_jobs(
+        ctx, config, job_ids, on_change=lambda rs: print_lines(job_status_lines(rs), stderr)
+    )
+    result = fetch_outputs(ctx, config, job_ids, output_dir or Path("."), overwrite=overwrite)
+    print_lines((f"wrote {path}" for path in result.written), stderr)
+    failed = [r for r in records if r.status != "succeeded"]
+    if failed:
+        from gpu_transcribe.errors import GpuTranscribeError as _Error
+
+        raise _Error(
+            f"{len(failed)} of {len(records)} job(s) did not succeed: " + ", ".join(r.job_id for r in failed)
+        )
+
+
+class _JobsGroup(TyperGroup):
+    """``jobs ID...`` and ``jobs --status S`` mean ``jobs list ...``: anything that is not a subcommand."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+jobs_app = typer.Typer(
+    cls=_JobsGroup,
+    help="The pipeline's jobs: `jobs [JOB_ID...]` lists them, `jobs fetch` downloads outputs, `jobs retry` "
+    "resubmits failed ones, `jobs watch` follows job events.",
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    job_ids: opt.JobIds = None,
+    status: opt.JobStatus = None,
+    since: opt.Since = None,
+    json: opt.Json = False,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """List jobs (all, or those named): status, file, duration, attempts, worker, times, error."""
+    from gpu_transcribe.pipeline.jobs import list_jobs
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_jobs import jobs_json, print_jobs
+
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    records = list_jobs(ctx, config, job_ids or (), status=status, since=since)
+    if json:
+        print_lines([jobs_json(records)], stdout)
+    else:
+        print_jobs(records, stdout)
+
+
+@jobs_app.command("fetch")
+def jobs_fetch(
+    job_ids: opt.JobIdsRequired,
+    output_dir: opt.FetchDir,
+    overwrite: opt.Overwrite = False,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Download the outputs of succeeded jobs into DIR (paths on stdout); jobs not done are named on stderr
+    and the exit status is 1."""
+    from gpu_transcribe.errors import GpuTranscribeError as _Error
+    from gpu_transcribe.pipeline.jobs import fetch_outputs
+    from gpu_transcribe.render import print_output_paths
+
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    result = fetch_outputs(ctx, config, job_ids, output_dir, overwrite=overwrite)
+    print_output_paths(result.written, stdout)
+    if result.not_ready:
+        named = ", ".join(f"{job_id} ({status})" for job_id, status in result.not_ready)
+        raise _Error(f"no outputs for {named}: only succeeded jobs have them")
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_ids: opt.JobIdsRequired,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Resubmit failed or dead-lettered jobs (engine failures reset); their ids go to stdout."""
+    from gpu_transcribe.errors import GpuTranscribeError as _Error
+    from gpu_transcribe.pipeline.jobs import retry_jobs
+    from gpu_transcribe.render import print_lines
+
+    ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    result = retry_jobs(ctx, config, job_ids)
+    print_lines(result.requeued, stdout)
+    if result.refused:
+        named = ", ".join(f"{job_id} ({status})" for job_id, status in result.refused)
+        raise _Error(f"not resubmitted: {named}; only failed or dead-lettered jobs are")
+
+
+@app.command()
+def worker(
+    model: opt.Model = None,
+    device: opt.WorkerDevice = "auto",
+    exit_when_idle: opt.ExitWhenIdle = None,
+    max_lifetime_h: opt.WorkerMaxLifetimeH = None,
+    pipeline: opt.PipelineOption = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Take jobs from the pipeline's queue and transcribe them here (what the fleet's instances run). Progress
+    on stderr; exits 0 when idle for --exit-when-idle seconds, at --max-lifetime-h hours or after a spot
+    interruption notice, 130/143 on SIGINT/SIGTERM after handing its jobs back."""
+    import signal
+
+    from gpu_transcribe.correct import CorrectionConfig
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+    from gpu_transcribe.render_jobs import worker_event_printer
+
+    ctx, config, settings = _pipeline(pipeline, region, aws_profile)
+    chosen = model or config.default_model or settings.model
+    loop = Worker(
+        ctx,
+        config,
+        WorkerOptions(
+            model=chosen,
+            device=device,
+            exit_when_idle_s=exit_when_idle,
+            max_lifetime_s=None if max_lifetime_h is None else max_lifetime_h * 3600.0,
+            correction=CorrectionConfig.from_settings(settings).for_pipeline(
+                config.correct_model_id, config.correct_region
+            ),
+        ),
+        on_event=worker_event_printer(stderr),
+    )
+    codes = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    for signum in codes:
+        signal.signal(signum, lambda number, _frame: loop.request_stop(signal.Signals(number).name))
+    report = loop.run()
+    stderr.print(
+        f"worker {report.worker_id}: {len(report.succeeded)} succeeded, {len(report.failed)} failed, "
+        f"{len(report.released)} handed back; stopped: {report.reason}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    by_name = {s.name: code for s, code in codes.items()}
+    if report.reason in by_name:
+        raise typer.Exit(by_name[report.reason])
+
+
+# --- pipeline: deploy, status, destroy -------------------------------------------------------------------
+
+
+@pipeline_app.command("deploy")
+def pipeline_deploy(
+    name: opt.PipelineName = None,
+    max_workers: opt.MaxWorkers = None,
+    instance_types: opt.InstanceTypes = None,
+    s3_bucket: opt.PipelineBucket = None,
+    image: opt.Image = None,
+    webhook_url: opt.WebhookUrl = None,
+    allow_private_webhooks: opt.AllowPrivateWebhooks = False,
+    correct: opt.PipelineCorrect = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Create or update the pipeline's stack (through a change set, its events shown as progress) and print
+    what it holds."""
+    from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_pipeline import deployment_lines
+
+    settings = cli_settings(
+        region=region,
+        aws_profile=aws_profile,
+        instance_types=instance_types,
+        s3_bucket=s3_bucket,
+        image_id=image,
+    )
+    request = DeployRequest(
+        name=name,
+        max_workers=max_workers,
+        bucket=settings.s3_bucket if s3_bucket else None,  # the flag only: s3_bucket is run's upload bucket
+        image_id=settings.image_id,
+        webhook_url=webhook_url or "",
+        allow_private_webhooks=allow_private_webhooks,
+        correct=correct,
+    )
+    result = deploy_pipeline(settings, request, on_progress=event_printer(stderr))
+    print_lines(deployment_lines(result), stdout)
+
+
+@pipeline_app.command("status")
+def pipeline_status_command(
+    name: opt.PipelineName = None,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+    json: opt.Json = False,
+) -> None:
+    """The stack, jobs waiting, in flight and dead-lettered, the workers and their cost per hour now."""
+    from gpu_transcribe.pipeline.deploy import pipeline_status
+    from gpu_transcribe.render import print_json, print_lines
+    from gpu_transcribe.render_pipeline import status_lines
+
+    settings = cli_settings(region=region, aws_profile=aws_profile)
+    with stderr.status(escape(f"reading pipeline {name or 'default'} in {settings.region}")):
+        report = pipeline_status(settings, name)
+    if json:
+        print_json(report, stdout)
+    else:
+        print_lines(status_lines(report), stdout)
+
+
+@pipeline_app.command("destroy")
+def pipeline_destroy(
+    name: opt.PipelineName = None,
+    delete_data: opt.DeleteData = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Delete the pipeline's stack: workers, queues (with any jobs in them), table, roles, scaler. The bucket
+    is kept unless --delete-data."""
+    from gpu_transcribe.pipeline.deploy import destroy_pipeline
+    from gpu_transcribe.progress import event_printer
+    from gpu_transcribe.render import print_lines
+    from gpu_transcribe.render_pipeline import destroyed_lines
+
+    settings = cli_settings(region=region, aws_profile=aws_profile)
+    result = destroy_pipeline(settings, name, delete_data=delete_data, on_progress=event_printer(stderr))
+    print_lines(destroyed_lines(result), stdout)
+
+
+# --- job events: the webhook secret, verifying a request, watching the results queue ---------------------
+
+
+@pipeline_app.command("webhook-secret")
+def pipeline_webhook_secret_command(
+    name: opt.PipelineName = None,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Start a rotation: a new secret; the old one keeps signing.")
+    ] = False,
+    keep_previous_hours: Annotated[
+        float,
+        typer.Option(
+            "--keep-previous-hours",
+            min=0.0,
+            help="With --rotate: hours the old secret keeps signing (0: until --finish-rotation).",
+        ),
+    ] = 24.0,
+    finish_rotation: Annotated[
+        bool, typer.Option("--finish-rotation", help="End a rotation: only the new secret signs.")
+    ] = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Print the pipeline's webhook signing secret (stdout; whsec_...), or rotate it. During a rotation
+    every webhook carries both signatures, so receivers can switch at their own pace."""
+    from datetime import UTC, datetime
+
+    from gpu_transcribe.pipeline.results import pipeline_webhook_secret
+
+    settings = cli_settings(region=region, aws_profile=aws_profile)
+    secret = pipeline_webhook_secret(
+        settings,
+        name,
+        rotate=rotate,
+        keep_previous_hours=keep_previous_hours or None,
+        finish=finish_rotation,
+    )
+    stdout.print(secret.current, markup=False, highlight=False, soft_wrap=True)
+    if secret.previous:
+        until = secret.previous_until
+        when = (
+            "until --finish-rotation"
+            if until is None
+            else "until " + datetime.fromtimestamp(until, tz=UTC).isoformat(timespec="seconds")
+        )
+        stderr.print(f"rotating: the previous secret also signs {when}", markup=False, highlight=False)
+
+
+@webhook_app.command("verify")
+def webhook_verify_command(
+    secret_file: opt.SecretFile,
+    headers_file: opt.HeadersFile = None,
+    body_file: opt.BodyFile = None,
+) -> None:
+    """Say whether a webhook request's signature is valid (exit 0) or not (exit 1), with the
+    standardwebhooks library (its 5-minute timestamp tolerance included)."""
+    import sys
+
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    from gpu_transcribe.pipeline.results import parse_saved_request, verify_request
+
+    secrets = [line.strip() for line in secret_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = body_file.read_bytes() if body_file is not None else sys.stdin.buffer.read()
+    if headers_file is not None:
+        headers, _ = parse_saved_request(headers_file.read_text(encoding="utf-8"))
+        body = raw
+    else:
+        headers, body = parse_saved_request(raw.decode("utf-8"))
+    try:
+        payload = verify_request(secrets, headers, body)
+    except (WebhookVerificationError, ValueError) as exc:
+        stdout.print(f"invalid: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    kind = payload.get("type", "?") if isinstance(payload, dict) else "?"
+    stdout.print(f"valid: {headers.get('webhook-id')} {kind}", markup=False, highlight=False)
+
+
+@jobs_app.command("watch")
+def jobs_watch(
+    pipeline: opt.PipelineOption = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the events on the queue (for another reader).")
+    ] = False,
+    once: Annotated[bool, typer.Option("--once", help="Stop when the queue is empty.")] = False,
+    region: opt.Region = None,
+    aws_profile: opt.Profile = None,
+) -> None:
+    """Follow the pipeline's results queue: one JSON job event per line on stdout (deleted once printed,
+    unless --keep). A pull channel for systems that cannot receive webhooks (docs/pipeline.md)."""
+    import json as json_module
+
+    from gpu_transcribe.aws.clients import AwsContext, aws_errors, sqs_client
+    from gpu_transcribe.pipeline.results import results_queue_url, watch_results
+
+    settings = cli_settings(region=region, aws_profile=aws_profile)
+    queue_url = results_queue_url(settings, pipeline)
+    ctx = AwsContext.from_settings(settings)
+    with aws_errors(ctx, "reading the results queue"):
+        for event in watch_results(
+            sqs_client(ctx), queue_url, delete=not keep, wait_s=0 if once else 20, stop_when_empty=once
+        ):
+            stdout.print(json_module.dumps(event), markup=False, highlight=False, soft_wrap=True)
