@@ -28,7 +28,7 @@ from remote.device import (
     resolve_device,
 )
 from remote.errors import GenerationError, ModelLoadError
-from remote.options import DEFAULT_MODEL, TranscribeOptions
+from remote.options import DEFAULT_MODEL, TranscribeOptions, looks_like_path
 from remote.transcript import Segment, Timings, Transcript
 
 if TYPE_CHECKING:
@@ -189,11 +189,6 @@ def quiet_library_output() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def _looks_like_path(model: str) -> bool:
-    """True for ``./x``, ``/x``, ``~/x``, ``x/y/z``: a directory, not a ``owner/name`` hub id."""
-    return model.startswith((".", "/", "~", os.sep)) or model.count("/") > 1 or "\\" in model
-
-
 class WhisperEngine:
     """A loaded Whisper model that transcribes files one after another.
 
@@ -273,7 +268,7 @@ class WhisperEngine:
             say_stock_path_once(transformers.__version__)
         rev = f" (revision {revision})" if revision else ""
         source: str = model
-        if _looks_like_path(model) or Path(model).expanduser().exists():
+        if looks_like_path(model) or Path(model).expanduser().exists():
             local = Path(model).expanduser()
             if not local.is_dir():
                 raise ModelLoadError(

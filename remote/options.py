@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -84,3 +85,8 @@ def parse_formats(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if not out:
         raise ValueError(f"--format: give at least one of {', '.join(FORMATS)}")
     return tuple(out)
+
+
+def looks_like_path(model: str) -> bool:
+    """True for ``./x``, ``/x``, ``~/x``, ``x/y/z``: a model directory, not a ``owner/name`` hub id."""
+    return model.startswith((".", "/", "~", os.sep)) or model.count("/") > 1 or "\\" in model

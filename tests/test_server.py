@@ -429,6 +429,17 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     assert "--api-key-file" in lines[0]
 
 
+def test_serve_refuses_a_model_directory_that_does_not_exist(tmp_path: Path) -> None:
+    """`serve --model ./missing`: one error line naming it, exit status 2, before any server starts."""
+    from gpu_transcribe.cli import app
+
+    missing = tmp_path / "missing"
+    result = CliRunner().invoke(app, ["serve", "--model", str(missing)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --model {missing}: no such directory"), lines
+
+
 def test_serve_refuses_a_webhook_secret_file_without_a_usable_secret(tmp_path: Path) -> None:
     """A secret file holding something else: one error line naming the file, exit status 2; the file kept."""
     from gpu_transcribe.cli import app

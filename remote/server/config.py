@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from remote.errors import BadOptionError
-from remote.options import DEFAULT_MODEL, DEVICES
+from remote.options import DEFAULT_MODEL, DEVICES, looks_like_path
 
 MIB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 200 * MIB
@@ -109,8 +109,8 @@ class ServerConfig:
         Raises:
             ServerConfigError: a non-loopback ``bind`` without ``api_key``; an empty key; a port outside
                 0..65535; a non-positive size, queue, batch or time; an unknown device; an empty
-                power-off command; a webhook secret file that holds no usable secret. The message names
-                the option and what to do.
+                power-off command; a ``--model`` path that is not a directory; a webhook secret file that
+                holds no usable secret. The message names the option and what to do.
         """
         if self.api_key is not None and not self.api_key.strip():
             raise ServerConfigError("the API key is empty; put the key in --api-key-file or $" + API_KEY_ENV)
@@ -121,6 +121,11 @@ class ServerConfig:
             )
         if not 0 <= self.port <= 65535:
             raise ServerConfigError(f"--port: {self.port} is outside 0..65535")
+        if looks_like_path(self.model) and not Path(self.model).expanduser().is_dir():
+            raise ServerConfigError(
+                f"--model {self.model}: no such directory; pass a directory holding a Whisper checkpoint, "
+                "or a Hugging Face model id such as KBLab/kb-whisper-small"
+            )
         if self.device not in DEVICES:
             raise ServerConfigError(f"--device: {self.device!r} is not one of {', '.join(DEVICES)}")
         positive = {
