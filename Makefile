@@ -21,8 +21,7 @@ PIP_VERSION := 26.3
 # project's machines and CI have glibc 2.36 and torch's CPU wheel is manylinux_2_28.
 LOCK_FLAGS = --quiet --generate-hashes --python-version 3.11 --custom-compile-command "make lock" $(LOCK_UPGRADE)
 MODEL_DIR ?= models/whisper-base
-SHARED ?= ../shared
-AUDIO ?= $(SHARED)/audio/sv_nst_se10x016_u0016004.wav
+AUDIO ?= recordings/sv_nst_se10x016_u0016004.wav
 DEMO_OUT ?= demo-output
 PYTEST_ARGS ?=
 

@@ -14,7 +14,7 @@ Engines (each loaded once, warmed up on one short clip, then timed on every audi
 Audio (both built by :func:`bench.fixtures.build_long_audio`, the builder the tests use), plus any
 ``--audio`` files:
 
-- ``long_sv.wav``: about 3 minutes of the Swedish NST clips in ``../shared/audio`` with 1-3 s pauses
+- ``long_sv.wav``: about 3 minutes of the Swedish NST clips in ``recordings/`` with 1-3 s pauses
   (no long Swedish recording with a transcript could be found in public repositories);
 - ``dense_en.wav``: at least 5 minutes of dense read English speech: the 170 s Spoken Wikipedia reading,
   the 51 s sonnet, JFK and LibriSpeech, joined with 1 s pauses, repeated until 300 s.

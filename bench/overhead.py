@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.fixtures import clip_path
 from tests.fixtures.cloud import REPO, make_bed
 from tests.fixtures.moto_aws import ACCOUNT_ID, FAKE_AWS_ENV, reset_moto, running_moto_server
 
-CLIP = REPO.parent / "shared" / "audio" / "sv_nst_se10x016_u0016004.wav"
+CLIP = clip_path("sv_nst_se10x016_u0016004.wav")
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ start) instead of letting every worker's torch use every core: the same CPU budg
 the fleet has a GPU of its own, rather than W workers fighting over the same cores.
 
 Clips: ``--clip-s`` seconds each, cut one after another from the long English recordings of
-``../shared/audio`` (the 170 s Spoken Wikipedia reading, then the 51 s sonnet), written as 16 kHz WAV.
+``recordings/`` (the 170 s Spoken Wikipedia reading, then the 51 s sonnet), written as 16 kHz WAV.
 
     python bench/pipeline.py --model models/whisper-base --clips 20 --workers 1,2 [--split-cores]
 

@@ -15,7 +15,7 @@ level, so that load from other processes on a shared machine drifts over both al
 
 For each concurrency level, that many client threads each hold their own official ``openai`` client
 (``max_retries=0``) and send ``response_format=json`` transcriptions of distinct 10 s clips cut from the
-English speech in ``../shared/audio`` (the 170 s Spoken Wikipedia reading, the 51 s sonnet, JFK), as fast
+English speech in ``recordings/`` (the 170 s Spoken Wikipedia reading, the 51 s sonnet, JFK), as fast
 as their previous answer comes back. Each level sends ``max(clients x requests-per-client, min-requests)``
 requests, spread over its clients; each server answers one untimed request first (warm-up).
 

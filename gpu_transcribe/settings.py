@@ -446,7 +446,6 @@ OTHER_ENV_VARS: frozenset[str] = frozenset(
         "GPU_TRANSCRIBE_STATE_DIR",  # server/state.py: where server state files are kept
         "GPU_TRANSCRIBE_TEST_MODEL",  # tests: the offline Whisper model
         "GPU_TRANSCRIBE_TEST_PREFIX",  # tests/fixtures/provision.py: a provisioned prefix to reuse
-        "GPU_TRANSCRIBE_SHARED_AUDIO",  # bench/fixtures.py: the recordings' directory
         "GPU_TRANSCRIBE_API_KEY",  # remote/server/config.py: serve's bearer key
         "GPU_TRANSCRIBE_POWEROFF_COMMAND",  # remote/server/config.py: serve's power-off command (tests)
     }

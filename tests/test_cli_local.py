@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.fixtures import recordings_dir
+
 REPO = Path(__file__).resolve().parent.parent
-AUDIO = REPO.parent / "shared" / "audio"
+AUDIO = recordings_dir()
 SV_CLIP = AUDIO / "sv_nst_se10x016_u0016004.wav"
 SV_CLIP_2 = AUDIO / "sv_nst_se10x016_u0016002.wav"
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.fixtures import clip_path
 from gpu_transcribe.correct import (
     AnswerError,
     CorrectionConfig,
@@ -46,7 +47,7 @@ from remote.writers import write_outputs
 from tests.fixtures.bedrock import LoopbackBedrock
 
 REPO = Path(__file__).resolve().parent.parent
-SV_CLIP = REPO.parent / "shared" / "audio" / "sv_nst_se10x016_u0016004.wav"
+SV_CLIP = clip_path("sv_nst_se10x016_u0016004.wav")
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 
 RAW = (

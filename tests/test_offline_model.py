@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from bench.fixtures import recordings_dir
 from tools import offline_model
 
-AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+AUDIO_DIR = recordings_dir()
 SAMPLING_RATE_HZ = 16_000
 # (clip, language, words that a correct transcript contains)
 CLIPS = [

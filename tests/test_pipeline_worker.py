@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from bench.fixtures import recordings_dir
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.jobs_table import (
     DEAD_LETTERED,
@@ -56,7 +57,7 @@ from tests.fixtures.pipeline import (
 from tests.fixtures.webhooks import Receiver, notifier_env, run_notifier
 
 REPO = Path(__file__).resolve().parents[1]
-AUDIO = Path(os.environ.get("GPU_TRANSCRIBE_SHARED_AUDIO", "/work/shared/audio"))
+AUDIO = recordings_dir()
 EN = AUDIO / "en_jfk.flac"
 SV = AUDIO / "sv_nst_se10x016_u0016004.wav"
 WORKER_TIMEOUT_S = 240

@@ -28,13 +28,13 @@ from typing import Any
 
 import pytest
 
-from bench.fixtures import word_error_rate
+from bench.fixtures import recordings_dir, word_error_rate
 from gpu_transcribe import __version__
 from tests.fixtures.cloud import BUCKET, REPO, CloudBed, make_bed, write_engine_prefix
 from tests.fixtures.moto_aws import MotoAws
 from tests.fixtures.sshd import SshdServer, find_sshd, generate_ed25519_keypair
 
-AUDIO = REPO.parent / "shared" / "audio"
+AUDIO = recordings_dir()
 SV_CLIP = AUDIO / "sv_nst_se10x016_u0016004.wav"
 SV_CLIP_2 = AUDIO / "sv_nst_se10x016_u0016002.wav"
 
