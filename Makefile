@@ -7,19 +7,29 @@ BIN := $(VENV)/bin
 # requirements/cuda.lock for the GPU image (client and engine, torch with CUDA; ami/provision.py installs it).
 CPU_LOCK := requirements/cpu.lock
 CUDA_LOCK := requirements/cuda.lock
-# Where torch's CPU build lies (a folder or an URL of wheel links). This project's machines and CI have it in
-# /opt/wheels; PyPI's torch is the CUDA build. Passed to uv (and recorded in cpu.lock) only if it is there.
-TORCH_FIND_LINKS ?= /opt/wheels
-FIND_LINKS := $(if $(filter http://% https://%,$(TORCH_FIND_LINKS))$(wildcard $(TORCH_FIND_LINKS)),--find-links $(TORCH_FIND_LINKS))
-# The lock tool, pinned, in a venv of its own (so `make lock` works even when the locks cannot be installed).
+# torch's CPU build comes from PyTorch's CPU wheel index, used for torch alone (PyPI's torch is the CUDA build,
+# with several GB of nvidia-* libraries). TORCH_INDEX_URL names another index of the same layout (PEP 503),
+# TORCH_FIND_LINKS a local folder of wheels; either way the file must have the hash the lock records.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+TORCH_FIND_LINKS ?=
+TORCH_SOURCES = --index-url $(TORCH_INDEX_URL) $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS))
+export TORCH_INDEX_URL TORCH_FIND_LINKS
+# The Python of the venv and of both locks: the image's (ami/provision.py's --python). uv finds it here or
+# installs a managed one.
+PYTHON_VERSION := 3.11
+# uv, pinned with its hashes in requirements/tools.lock, in a venv of its own: it makes .venv (with the Python
+# it finds or installs) and the locks (so `make lock` works even when the locks cannot be installed).
 UV_VERSION := 0.13.9
 TOOLS ?= .tools
 UV := $(TOOLS)/bin/uv
+TOOLS_LOCK := requirements/tools.lock
+# uv trusts the system's certificate store, as pip does (so a company proxy with its own CA works for both).
+export UV_SYSTEM_CERTS := 1
 # pip itself, pinned: the venv's bundled pip depends on the Python patch release.
 PIP_VERSION := 26.3
 # The image's venv is Python 3.11 (ami/provision.py's --python) on Ubuntu 22.04 (glibc 2.35); this
 # project's machines and CI have glibc 2.36 and torch's CPU wheel is manylinux_2_28.
-LOCK_FLAGS = --quiet --generate-hashes --python-version 3.11 --custom-compile-command "make lock" $(LOCK_UPGRADE)
+LOCK_FLAGS = --quiet --generate-hashes --python-version $(PYTHON_VERSION) --custom-compile-command "make lock" $(LOCK_UPGRADE)
 MODEL_DIR ?= models/whisper-base
 AUDIO ?= recordings/sv_nst_se10x016_u0016004.wav
 DEMO_OUT ?= demo-output
@@ -29,11 +39,18 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-# A changed lock makes the venv anew (--clear), so that it holds exactly what the lock says.
-$(VENV)/.locked: $(CPU_LOCK)
-	$(PYTHON) -m venv --clear $(VENV)
+# A changed lock makes the venv anew (--clear), so that it holds exactly what the lock says. torch first, from
+# its own index and nothing else (its lines of the lock, with their hash); then the rest of the lock from PyPI,
+# where torch is already satisfied.
+$(VENV)/.locked: $(CPU_LOCK) $(TOOLS)/.uv-$(UV_VERSION)
+	@$(UV) venv --quiet --clear --python $(PYTHON_VERSION) $(VENV) || { echo "error: no Python \
+	$(PYTHON_VERSION) found and uv could not install one: install Python $(PYTHON_VERSION) (python.org, your \
+	package manager, or 'uv python install $(PYTHON_VERSION)'), then run make again" >&2; exit 1; }
+	$(BIN)/python -m ensurepip --default-pip >/dev/null
 	$(BIN)/python -m pip install --quiet "pip==$(PIP_VERSION)"
-	$(BIN)/python -m pip install --quiet --require-hashes $(FIND_LINKS) -r $(CPU_LOCK)
+	awk '/^torch==/ {keep=1} keep && /^[^ #]/ && !/^torch==/ {keep=0} keep' $(CPU_LOCK) > $(VENV)/torch.lock
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps $(TORCH_SOURCES) -r $(VENV)/torch.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(CPU_LOCK)
 	touch $@
 
 # The checkout itself, without dependencies (the lock has them); pip check fails if pyproject.toml asks for
@@ -43,10 +60,11 @@ $(VENV)/.installed: $(VENV)/.locked pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
-$(TOOLS)/.uv-$(UV_VERSION):
+$(TOOLS)/.uv-$(UV_VERSION): $(TOOLS_LOCK)
 	rm -rf $(TOOLS)
-	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(PYTHON) -m venv $(TOOLS) || { echo "error: '$(PYTHON) -m venv' failed: install Python 3 with its venv \
+	module (Debian and Ubuntu: apt install python3-venv), or name one with make PYTHON=..." >&2; exit 1; }
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r $(TOOLS_LOCK)
 	touch $@
 
 # $(call compile-lock,LOCK,UV ARGUMENTS): compile into LOCK.new (a copy of LOCK, whose pins uv keeps where
@@ -60,9 +78,14 @@ endef
 # Regenerate both locks from pyproject.toml, keeping the versions they pin where pyproject.toml still allows
 # them; `make upgrade-lock` takes the newest releases instead. Then run `make test`.
 lock: $(TOOLS)/.uv-$(UV_VERSION)
-	$(call compile-lock,$(CPU_LOCK),--extra engine --extra server --extra dev -c requirements/cpu-torch.txt $(FIND_LINKS) \
-		--emit-find-links --python-platform x86_64-manylinux_2_28)
+	$(call compile-lock,$(CPU_LOCK),--extra engine --extra server --extra dev -c requirements/cpu-torch.txt \
+		--extra-index-url $(TORCH_INDEX_URL) --index-strategy unsafe-best-match \
+		$(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) --python-platform x86_64-manylinux_2_28)
 	$(call compile-lock,$(CUDA_LOCK),--extra engine --extra server --python-platform x86_64-manylinux_2_35)
+	@{ echo "# uv for the Makefile (it makes .venv and the locks), every platform's file with its hash: make lock"; \
+	  echo "uv==$(UV_VERSION)" | $(UV) pip compile - --universal --generate-hashes --quiet --no-header; } > $(TOOLS_LOCK).new
+	@if cmp -s $(TOOLS_LOCK).new $(TOOLS_LOCK); then rm $(TOOLS_LOCK).new; echo "$(TOOLS_LOCK): unchanged"; \
+	else mv $(TOOLS_LOCK).new $(TOOLS_LOCK); echo "$(TOOLS_LOCK): updated (run make again to install it)"; fi
 
 upgrade-lock:
 	$(MAKE) lock LOCK_UPGRADE=--upgrade
