@@ -68,6 +68,8 @@ follows it. Decoded once, a window filled to 29.8 s lost its last words ("...beh
 its input. 28 s windows fixed that but cut the dense English file more often inside sentences (word error
 rate 0.096 against 0.063 with 30 s); 29 s gave 0.064 there and kept the long test file within 2 points
 of clip by clip (0.079 vs 0.086). Measured with whisper-base, beam 5, bfloat16, 2 CPU cores."""
+HOP_LENGTH = 160
+"""Audio samples per log-mel frame (10 ms at 16 kHz)."""
 FRAMES_PER_WINDOW = 3000
 """Log-mel frames (10 ms each) in one Whisper input of 30 s."""
 SECONDS_PER_FRAME = 0.01
@@ -327,6 +329,15 @@ class WhisperEngine:
         """
         opts = options.validated()
         algorithm = resolve_algorithm(opts.algorithm, self.info.device)
+        if opts.word_timestamps:
+            if not getattr(self.model.generation_config, "alignment_heads", None):
+                raise ValueError(
+                    f"--word-timestamps: model {self.info.model!r} has no alignment_heads in its "
+                    "generation_config.json, so its words cannot be timed; use a model that has them "
+                    "(OpenAI's Whisper checkpoints do) or leave word timestamps off"
+                )
+            if algorithm == "sequential":
+                raise ValueError("--word-timestamps: use --algorithm batched (or auto); sequential has none")
         if algorithm == "sequential":
             batch_size = 1
         else:
@@ -600,9 +611,10 @@ class WhisperEngine:
             item.samples[w.start_sample : w.end_sample] for (item, _), w in zip(batch, windows, strict=True)
         ]
         opts = batch[0][0].options
+        frames = [piece.shape[0] // HOP_LENGTH for piece in pieces]
         try:
             features = self._features(pieces, full_windows=True)["input_features"]
-            decoded, fell_back = self._decode_windows(features, language, opts)
+            decoded, fell_back, alignments = self._decode_windows(features, language, opts, frames)
         except _MODEL_FAILURES as exc:
             for item in {id(item): item for item, _ in batch}.values():
                 item.failed = True
@@ -611,8 +623,12 @@ class WhisperEngine:
         if on_batch is not None:
             on_batch(BatchInfo(windows=len(batch), requests=len({id(item) for item, _ in batch})))
         touched: dict[int, _Pending] = {}
-        for (item, index), window, result, fallback in zip(batch, windows, decoded, fell_back, strict=True):
-            item.by_window[index] = self._window_segments(result, window.start_s, window.end_s)
+        rows = zip(batch, windows, decoded, fell_back, alignments, strict=True)
+        for (item, index), window, result, fallback, alignment in rows:
+            previous_end_s = item.windows[index - 1].end_s if index > 0 else 0.0
+            item.by_window[index] = self._window_segments(
+                result, window.start_s, window.end_s, alignment, language, previous_end_s
+            )
             item.done_speech_s += window.end_s - window.start_s
             item.fallback_windows += int(fallback)
             touched[id(item)] = item
@@ -636,8 +652,8 @@ class WhisperEngine:
         results[item.slot] = self._transcript(item.request, item.options, segments, language, started, extra)
 
     def _decode_windows(
-        self, features: torch.Tensor, language: str, opts: TranscribeOptions
-    ) -> tuple[list[Any], list[bool]]:
+        self, features: torch.Tensor, language: str, opts: TranscribeOptions, frames: Sequence[int]
+    ) -> tuple[list[Any], list[bool], list[Any]]:
         """Decode a batch of windows with OpenAI's temperature fallback, per window.
 
         Each window is decoded with beam search at temperature 0. A window whose text is too repetitive
@@ -648,9 +664,18 @@ class WhisperEngine:
         gives no text. When every temperature fails, the attempt with the highest average log-probability
         among those under the compression threshold is kept (faster-whisper's rule; OpenAI keeps the last).
 
+        With ``opts.word_timestamps`` the kept texts are then aligned to the audio in one more batched
+        decoder pass over the same encoder output (:meth:`remote.whisper_model.WindowDecoder.align`).
+
+        Args:
+            features: ``(windows, n_mels, 3000)`` log-mel inputs.
+            language: language code to decode with.
+            opts: the resolved options.
+            frames: per window, the log-mel frames holding its audio (the rest is padding).
+
         Returns:
-            Per window, the kept :class:`remote.whisper_model.Decoded` (or ``None`` for silence), and whether
-            it needed a temperature fallback.
+            Per window, the kept :class:`remote.whisper_model.Decoded` (or ``None`` for silence), whether
+            it needed a temperature fallback, and its alignment (``None`` without word timestamps).
         """
         decoder = self.decoder
         encoder_output = decoder.encode(features)
@@ -687,24 +712,54 @@ class WhisperEngine:
         for window in pending:
             passing = [a for a in attempts[window] if a.compression_ratio <= COMPRESSION_RATIO_THRESHOLD]
             kept[window] = max(passing or attempts[window], key=lambda a: a.avg_logprob)
-        return kept, [len(a) > 1 for a in attempts]
+        alignments: list[Any] = [None] * features.shape[0]
+        if opts.word_timestamps:
+            texts = [[t for t in d.tokens if t < decoder.eos_id] if d is not None else [] for d in kept]
+            sot = decoder.prompt(language, opts.task)
+            alignments = decoder.align(encoder_output, cross, sot, texts, frames)
+        return kept, [len(a) > 1 for a in attempts], alignments
 
-    def _window_segments(self, decoded: Any, start_s: float, end_s: float) -> list[Segment]:
-        """Segments of one decoded window, times offset by its start and kept inside it."""
+    def _window_segments(
+        self,
+        decoded: Any,
+        start_s: float,
+        end_s: float,
+        alignment: Any = None,
+        language: str = "",
+        previous_end_s: float = 0.0,
+    ) -> list[Segment]:
+        """Segments of one decoded window, times offset by its start and kept inside it.
+
+        With an ``alignment`` (:meth:`remote.whisper_model.WindowDecoder.align`) each segment gets its words
+        (:func:`remote.words.add_words_to_segments`); ``previous_end_s`` is where the previous window's
+        audio ended (for OpenAI's rule on the first word after a pause).
+        """
         from remote.whisper_model import split_segments
 
         if decoded is None:
             return []
         tokenizer = self.processor.tokenizer
+        eos_id = self.decoder.eos_id
         out: list[Segment] = []
+        token_lists: list[list[int]] = []
         for rel_start, rel_end, tokens in split_segments(decoded.tokens, self._timestamp_begin):
             text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            if not text:
-                continue
             seg_start = min(start_s + rel_start, end_s)
             seg_end = end_s if rel_end is None else min(start_s + rel_end, end_s)
             out.append(Segment(start_s=seg_start, end_s=max(seg_start, seg_end), text=text))
-        return out
+            token_lists.append([t for t in tokens if t < eos_id])
+        if alignment is not None:
+            from remote.words import add_words_to_segments, word_timings
+
+            matrix, probs = alignment
+            texts = [t for tokens in token_lists for t in tokens]
+            timings = word_timings(matrix, texts, probs, language, self._decode_raw, eos_id)
+            out = add_words_to_segments(out, token_lists, timings, start_s, previous_end_s)
+        return [segment for segment in out if segment.text]
+
+    def _decode_raw(self, ids: list[int]) -> str:
+        """The tokenizer's text of ``ids``, special tokens kept (for splitting words)."""
+        return str(self.processor.tokenizer.decode(ids, skip_special_tokens=False))
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -809,6 +864,14 @@ def _clean_segments(segments: Sequence[Segment], duration_s: float) -> list[Segm
     for seg in segments:
         start = min(max(seg.start_s, last_start, 0.0), duration_s)
         end = min(max(seg.end_s, start), duration_s)
-        out.append(Segment(start_s=round(start, 3), end_s=round(end, 3), text=seg.text))
+        words = tuple(
+            replace(
+                word,
+                start_s=round(min(max(word.start_s, 0.0), duration_s), 3),
+                end_s=round(min(max(word.end_s, word.start_s, 0.0), duration_s), 3),
+            )
+            for word in seg.words
+        )
+        out.append(replace(seg, start_s=round(start, 3), end_s=round(end, 3), words=words))
         last_start = start
     return out

@@ -18,6 +18,9 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 DEFAULT_FORMATS: tuple[str, ...] = ("txt", "json")
 DEFAULT_MODEL = "KBLab/kb-whisper-small"
 DEFAULT_LANGUAGE = "sv"
+MAX_PROMPT_CHARS = 2000
+"""Longest prompt accepted, in characters. Whisper keeps at most the last 223 of its tokens (half its text
+context, as OpenAI's decoder does), so a longer text would be mostly dropped."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class TranscribeOptions:
             previous text, with temperature fallback), ``batched`` (silence-cut windows of at most 29 s
             decoded in batches, each once), or ``auto`` (``batched``, faster and more accurate in the README's
             measurements).
+        word_timestamps: time every word too (:mod:`remote.words`); each segment then has ``words``.
+        prompt: text that conditions the decoding (names, jargon, spelling), given to Whisper as the previous
+            text of the first window (``sequential``) or of every window (``batched``); ``None`` for none.
     """
 
     language: str = DEFAULT_LANGUAGE
@@ -40,6 +46,8 @@ class TranscribeOptions:
     beam_size: int = 5
     batch_size: int | None = None
     algorithm: Algorithm = "auto"
+    word_timestamps: bool = False
+    prompt: str | None = None
 
     def validated(self) -> TranscribeOptions:
         """Return a copy with the language normalised to its code.
@@ -59,7 +67,10 @@ class TranscribeOptions:
             raise ValueError(f"--beam-size: {self.beam_size} is outside 1..16")
         if self.batch_size is not None and not 1 <= self.batch_size <= 256:
             raise ValueError(f"--batch-size: {self.batch_size} is outside 1..256")
-        return replace(self, language=language)
+        prompt = " ".join(self.prompt.split()) if self.prompt else None
+        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"--prompt: {len(prompt)} characters; give at most {MAX_PROMPT_CHARS}")
+        return replace(self, language=language, prompt=prompt or None)
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict (field name -> value)."""

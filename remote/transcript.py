@@ -9,6 +9,23 @@ from remote.options import TranscribeOptions
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word of a segment, timed by the decoder's cross-attention (:mod:`remote.words`).
+
+    Attributes:
+        word: the word as decoded, with its leading space and attached punctuation (`` Hello,``).
+        start_s: start time in seconds from the beginning of the audio.
+        end_s: end time in seconds (>= ``start_s``).
+        probability: mean probability of its tokens under the decoder, 0..1.
+    """
+
+    word: str
+    start_s: float
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class Segment:
     """A stretch of speech and its text.
 
@@ -16,11 +33,13 @@ class Segment:
         start_s: start time in seconds from the beginning of the audio (>= 0).
         end_s: end time in seconds (>= ``start_s``, <= the audio's duration).
         text: the words, stripped of surrounding white space.
+        words: its words with times when word timestamps were asked for (``word_timestamps``), else empty.
     """
 
     start_s: float
     end_s: float
     text: str
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,9 +97,16 @@ class Transcript:
         return self.timings.transcribe_s / self.duration_s if self.duration_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: every field, segments as ``{"start_s", "end_s", "text"}``, and ``text``."""
+        """A JSON-ready dict: every field, segments as ``{"start_s", "end_s", "text"}``, and ``text``.
+
+        With ``options.word_timestamps`` each segment also has ``words``: ``{"word", "start_s", "end_s",
+        "probability"}`` per word.
+        """
         data = asdict(self)
         data["segments"] = [asdict(s) for s in self.segments]
+        if not self.options.word_timestamps:
+            for segment in data["segments"]:
+                segment.pop("words", None)
         data["text"] = self.text
         data["real_time_factor"] = self.real_time_factor
         return data

@@ -360,6 +360,100 @@ class WindowDecoder:
             for w in range(rows)
         ]
 
+    def align(
+        self,
+        encoder_output: torch.Tensor,
+        cross: DynamicCache | None,
+        sot: list[int],
+        texts: Sequence[Sequence[int]],
+        num_frames: Sequence[int],
+    ) -> list[tuple[Any, list[float]] | None]:
+        """Cross-attention alignment of each window's decoded text, for word timestamps (:mod:`remote.words`).
+
+        The decoder reads ``sot + <|notimestamps|> + text + <|endoftext|>`` of every window in one batched,
+        teacher-forced forward pass over the encoder output (and, on the fast path, the cross-attention
+        cache) the decoding already computed, OpenAI's ``find_alignment``. Hooks on the alignment heads'
+        layers keep the cross-attention's input; the heads' weights are recomputed from it, so any
+        attention implementation works.
+
+        Args:
+            encoder_output: ``(windows, 1500, d_model)``.
+            cross: :meth:`cross_cache` of ``encoder_output``, or ``None`` (stock path).
+            sot: the start sequence (:meth:`prompt`).
+            texts: per window, its text token ids (no timestamps); empty for a window without text.
+            num_frames: per window, log-mel frames holding its audio (100 per second, at most 3000).
+
+        Returns:
+            Per window ``(matrix, token_probs)``: :func:`remote.words.alignment_matrix` and the decoder's
+            probability of each text token; ``None`` for a window without text.
+
+        Raises:
+            ValueError: the model's generation config has no ``alignment_heads``.
+        """
+        from remote.words import alignment_matrix
+
+        given = getattr(self.generation_config, "alignment_heads", None) or ()
+        heads = [(int(layer), int(head)) for layer, head in given]
+        if not heads:
+            raise ValueError("word timestamps: the model's generation_config.json has no alignment_heads")
+        wanted = [row for row, text in enumerate(texts) if text]
+        results: list[tuple[Any, list[float]] | None] = [None] * len(texts)
+        if not wanted:
+            return results
+        sequences = [[*sot, self.no_timestamps_id, *texts[row], self.eos_id] for row in wanted]
+        longest = max(len(seq) for seq in sequences)
+        device = encoder_output.device
+        ids = torch.tensor([seq + [self.eos_id] * (longest - len(seq)) for seq in sequences], device=device)
+        rows_output = encoder_output if len(wanted) == encoder_output.shape[0] else encoder_output[wanted]
+        rows_cross = cross if len(wanted) == encoder_output.shape[0] else self.select(cross, wanted)
+        decoder: Any = self.model.model.decoder
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int) -> Callable[..., None]:
+            def hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                captured[layer] = args[0] if args else kwargs["hidden_states"]
+
+            return hook
+
+        handles = [
+            decoder.layers[layer].encoder_attn.register_forward_pre_hook(keep(layer), with_kwargs=True)
+            for layer in sorted({layer for layer, _ in heads})
+        ]
+        try:
+            cache_kwargs = {} if rows_cross is None else {"cache": self._cache(rows_cross), "use_cache": True}
+            hidden = self.model.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=rows_output),
+                decoder_input_ids=ids,
+                **cache_kwargs,
+            ).last_hidden_state
+        finally:
+            for handle in handles:
+                handle.remove()
+        scores = []
+        for layer, head in heads:
+            attn = decoder.layers[layer].encoder_attn
+            query = attn.q_proj(captured[layer]) * attn.scaling
+            query = query.view(len(wanted), longest, attn.num_heads, attn.head_dim)[:, :, head]
+            if rows_cross is not None:
+                cached: list[Any] = list(rows_cross.layers)
+                key = cached[layer].keys[:, head]
+            else:
+                shape = (len(wanted), -1, attn.num_heads, attn.head_dim)
+                key = attn.k_proj(rows_output).view(shape)[:, :, head]
+            scores.append(query.float() @ key.float().transpose(-1, -2))
+        qk = torch.stack(scores, dim=1)  # (rows, heads, positions, 1500)
+        weight = self.model.proj_out.weight[: self.eos_id].float()
+        start = len(sot)
+        for index, (row, seq) in enumerate(zip(wanted, sequences, strict=True)):
+            frames = max(1, min(int(num_frames[row]), 2 * qk.shape[-1]) // 2)
+            weights = qk[index, :, : len(seq), :frames].softmax(dim=-1)
+            text = list(texts[row])
+            logits = hidden[index, start : start + len(text)].float() @ weight.T
+            picked = torch.tensor(text, device=device)
+            probs = logits.softmax(dim=-1).gather(-1, picked[:, None])[:, 0]
+            results[row] = (alignment_matrix(weights, start), [float(p) for p in probs])
+        return results
+
 
 TIME_PRECISION_S = 0.02
 """Seconds per timestamp token step (``<|0.00|>``, ``<|0.02|>``, ...), Whisper's timestamp resolution."""

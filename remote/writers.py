@@ -23,7 +23,7 @@ from pathlib import Path
 
 from remote.errors import BadOptionError, OutputWriteError
 from remote.options import FORMATS
-from remote.transcript import Segment, Transcript
+from remote.transcript import Segment, Transcript, Word
 
 # SubRip and WebVTT times have millisecond precision; Whisper's timestamp tokens are 20 ms apart (Radford et
 # al. 2022, section 2.3), so quantizing every format to 1 ms loses nothing and keeps them in agreement.
@@ -84,9 +84,28 @@ def sanitize(transcript: Transcript) -> Transcript:
                 end_ms += 1
             elif start_ms > 0:
                 start_ms -= 1
-        segments.append(Segment(start_s=start_ms / 1000, end_s=end_ms / 1000, text=text))
+        segments.append(
+            dataclasses.replace(
+                segment, start_s=start_ms / 1000, end_s=end_ms / 1000, text=text, words=_clean_words(segment)
+            )
+        )
     segments.sort(key=lambda s: s.start_s)
     return dataclasses.replace(transcript, segments=tuple(segments), duration_s=duration_s)
+
+
+def _clean_words(segment: Segment) -> tuple[Word, ...]:
+    """A segment's words with finite times rounded to milliseconds, ends not before starts, text trimmed
+    of white space runs (its leading space kept); words without text are dropped."""
+    out: list[Word] = []
+    for word in segment.words:
+        text = " ".join(word.word.split())
+        if not text:
+            continue
+        lead = " " if word.word[:1].isspace() else ""
+        start_ms = max(_to_ms(word.start_s, 0), 0)
+        end_ms = max(_to_ms(word.end_s, start_ms), start_ms)
+        out.append(dataclasses.replace(word, word=lead + text, start_s=start_ms / 1000, end_s=end_ms / 1000))
+    return tuple(out)
 
 
 def _render_txt(transcript: Transcript) -> str:
