@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
@@ -39,6 +40,11 @@ class TranscribeOptions:
         word_timestamps: time every word too (:mod:`remote.words`); each segment then has ``words``.
         prompt: text that conditions the decoding (names, jargon, spelling), given to Whisper as the previous
             text of the first window (``sequential``) or of every window (``batched``); ``None`` for none.
+        max_line_width: subtitle lines (SubRip, WebVTT) of at most this many characters; with
+            ``max_line_count`` or ``max_cue_s``, cues are laid out by :func:`remote.writers.subtitle_cues`
+            (the unset ones take their defaults: 42, 2, 7 s). All ``None``: one cue per segment.
+        max_line_count: lines per subtitle cue at most.
+        max_cue_s: seconds per subtitle cue at most.
     """
 
     language: str = DEFAULT_LANGUAGE
@@ -48,6 +54,9 @@ class TranscribeOptions:
     algorithm: Algorithm = "auto"
     word_timestamps: bool = False
     prompt: str | None = None
+    max_line_width: int | None = None
+    max_line_count: int | None = None
+    max_cue_s: float | None = None
 
     def validated(self) -> TranscribeOptions:
         """Return a copy with the language normalised to its code.
@@ -67,10 +76,23 @@ class TranscribeOptions:
             raise ValueError(f"--beam-size: {self.beam_size} is outside 1..16")
         if self.batch_size is not None and not 1 <= self.batch_size <= 256:
             raise ValueError(f"--batch-size: {self.batch_size} is outside 1..256")
+        if self.max_line_width is not None and not 1 <= self.max_line_width <= 1000:
+            raise ValueError(f"--max-line-width: {self.max_line_width} is outside 1..1000")
+        if self.max_line_count is not None and not 1 <= self.max_line_count <= 20:
+            raise ValueError(f"--max-line-count: {self.max_line_count} is outside 1..20")
+        if self.max_cue_s is not None and not (
+            math.isfinite(self.max_cue_s) and 0.5 <= self.max_cue_s <= 600
+        ):
+            raise ValueError(f"--max-cue-duration: {self.max_cue_s} s is outside 0.5..600")
         prompt = " ".join(self.prompt.split()) if self.prompt else None
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"--prompt: {len(prompt)} characters; give at most {MAX_PROMPT_CHARS}")
         return replace(self, language=language, prompt=prompt or None)
+
+    @property
+    def subtitle_layout(self) -> bool:
+        """True when subtitle cues are laid out by line width, line count and duration (any limit set)."""
+        return any(v is not None for v in (self.max_line_width, self.max_line_count, self.max_cue_s))
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON-ready dict (field name -> value)."""

@@ -19,15 +19,52 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from remote.errors import BadOptionError, OutputWriteError
-from remote.options import FORMATS
+from remote.options import FORMATS, TranscribeOptions
 from remote.transcript import Segment, Transcript, Word
 
 # SubRip and WebVTT times have millisecond precision; Whisper's timestamp tokens are 20 ms apart (Radford et
 # al. 2022, section 2.3), so quantizing every format to 1 ms loses nothing and keeps them in agreement.
 TIME_RESOLUTION_S = 0.001
+DEFAULT_MAX_LINE_WIDTH = 42
+"""Characters per subtitle line by default: the common broadcast rule (the BBC's and Netflix's 42 for Latin
+scripts)."""
+DEFAULT_MAX_LINE_COUNT = 2
+"""Lines per cue by default (the same rules)."""
+DEFAULT_MAX_CUE_S = 7.0
+"""Longest cue by default, in seconds (Netflix's timed-text style guide: at most 7 s per subtitle)."""
+
+
+@dataclass(frozen=True)
+class SubtitleLayout:
+    """How SubRip and WebVTT cues are laid out (:func:`subtitle_cues`).
+
+    Attributes:
+        max_line_width: characters per line at most (a single longer word stays whole on its line).
+        max_line_count: lines per cue at most.
+        max_cue_s: seconds per cue at most (a single longer word keeps its own time).
+    """
+
+    max_line_width: int = DEFAULT_MAX_LINE_WIDTH
+    max_line_count: int = DEFAULT_MAX_LINE_COUNT
+    max_cue_s: float = DEFAULT_MAX_CUE_S
+
+    @classmethod
+    def of(cls, options: TranscribeOptions) -> SubtitleLayout | None:
+        """The layout ``options`` ask for (unset limits at their defaults), or ``None`` for one cue per
+        segment (no limit set)."""
+        if not options.subtitle_layout:
+            return None
+        return cls(
+            max_line_width=options.max_line_width or DEFAULT_MAX_LINE_WIDTH,
+            max_line_count=options.max_line_count or DEFAULT_MAX_LINE_COUNT,
+            max_cue_s=options.max_cue_s or DEFAULT_MAX_CUE_S,
+        )
+
+
 # Mode of written files (rw-r--r--): mkstemp creates 0600, which would hide the output from other users.
 OUTPUT_FILE_MODE = 0o644
 
@@ -127,28 +164,91 @@ def _escape_vtt(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _render_subtitles(transcript: Transcript, fmt: str) -> str:
-    """SubRip or WebVTT through pysubs2: one cue per segment, times in milliseconds.
+def _segment_words(segment: Segment) -> list[tuple[str, float, float]]:
+    """``(text, start_s, end_s)`` of each word of ``segment``: its timed words, or, for a segment without
+    them, its text split at spaces with the segment's time shared out in proportion to word length."""
+    if segment.words:
+        return [(w.word.strip(), w.start_s, w.end_s) for w in segment.words if w.word.strip()]
+    texts = segment.text.split()
+    total = sum(len(t) + 1 for t in texts) or 1
+    span = segment.end_s - segment.start_s
+    out: list[tuple[str, float, float]] = []
+    done = 0
+    for text in texts:
+        start = segment.start_s + span * done / total
+        done += len(text) + 1
+        out.append((text, start, segment.start_s + span * done / total))
+    return out
+
+
+def subtitle_cues(
+    segments: Sequence[Segment], layout: SubtitleLayout
+) -> list[tuple[float, float, list[str]]]:
+    """Lay segments out as cues of at most ``max_line_count`` lines of ``max_line_width`` characters.
+
+    Words fill a line until the next would make it too wide, then the next line; a cue ends when it has
+    no line left, when the next word would end more than ``max_cue_s`` after the cue's first word starts,
+    and at every segment's end (a cue never joins two segments). A cue runs from its first word's start
+    to its last word's end (at least 1 ms).
+
+    Args:
+        segments: sanitized segments (:func:`sanitize`), words timed or not (:func:`_segment_words`).
+        layout: the limits.
+
+    Returns:
+        ``(start_s, end_s, lines)`` per cue, in order.
+    """
+    cues: list[tuple[float, float, list[str]]] = []
+    for segment in segments:
+        lines: list[str] = []
+        cue_start = cue_end = 0.0
+        for text, start, end in _segment_words(segment):
+            if lines:
+                wider = len(lines[-1]) + 1 + len(text) > layout.max_line_width
+                longer = end - cue_start > layout.max_cue_s
+                if not longer and not wider:
+                    lines[-1] += " " + text
+                    cue_end = max(cue_end, end)
+                    continue
+                if not longer and len(lines) < layout.max_line_count:
+                    lines.append(text)
+                    cue_end = max(cue_end, end)
+                    continue
+                cues.append((cue_start, cue_end, lines))
+            lines, cue_start, cue_end = [text], start, end
+        if lines:
+            cues.append((cue_start, cue_end, lines))
+    return [(start, max(end, start + TIME_RESOLUTION_S), lines) for start, end, lines in cues]
+
+
+def _render_subtitles(transcript: Transcript, fmt: str, layout: SubtitleLayout | None = None) -> str:
+    """SubRip or WebVTT through pysubs2, times in milliseconds: one cue per segment, or the cues of
+    :func:`subtitle_cues` with a ``layout``.
 
     ``keep_ssa_tags=True`` makes pysubs2 write the text as given instead of reading ``{...}`` in it as
-    SubStation override tags (which it would strip).
+    SubStation override tags (which it would strip); ``\\N`` is its line break.
     """
     import pysubs2
 
+    if layout is None:
+        cues = [(s.start_s, s.end_s, [s.text]) for s in transcript.segments]
+    else:
+        cues = subtitle_cues(transcript.segments, layout)
     subs = pysubs2.SSAFile()
-    for segment in transcript.segments:
-        text = _escape_vtt(segment.text) if fmt == "vtt" else segment.text
-        start_ms, end_ms = round(segment.start_s * 1000), round(segment.end_s * 1000)
-        subs.append(pysubs2.SSAEvent(start=start_ms, end=end_ms, text=text))
+    for start_s, end_s, lines in cues:
+        text = "\\N".join(_escape_vtt(line) if fmt == "vtt" else line for line in lines)
+        subs.append(pysubs2.SSAEvent(start=round(start_s * 1000), end=round(end_s * 1000), text=text))
     return str(subs.to_string(fmt, keep_ssa_tags=True))
 
 
-def render(transcript: Transcript, fmt: str) -> str:
+def render(transcript: Transcript, fmt: str, layout: SubtitleLayout | None = None) -> str:
     """Render the transcript, sanitized by :func:`sanitize`, in one format.
 
     Args:
         transcript: the transcript to render.
         fmt: one of :data:`remote.options.FORMATS`: ``txt``, ``json``, ``srt`` or ``vtt``.
+        layout: for ``srt`` and ``vtt``, cues of limited lines (:func:`subtitle_cues`); ``None`` for what
+            the transcript's options ask for (:meth:`SubtitleLayout.of`: one cue per segment by default).
 
     Returns:
         The file's content as text (to be written as UTF-8). An empty transcript gives an empty ``txt``,
@@ -164,7 +264,7 @@ def render(transcript: Transcript, fmt: str) -> str:
         return _render_txt(clean)
     if fmt == "json":
         return _render_json(clean)
-    return _render_subtitles(clean, fmt)
+    return _render_subtitles(clean, fmt, layout or SubtitleLayout.of(transcript.options))
 
 
 def write_atomic(path: Path, content: str) -> None:
@@ -202,7 +302,9 @@ def write_atomic(path: Path, content: str) -> None:
             os.close(dir_fd)
 
 
-def write_outputs(transcript: Transcript, stem: Path, formats: Sequence[str]) -> dict[str, Path]:
+def write_outputs(
+    transcript: Transcript, stem: Path, formats: Sequence[str], layout: SubtitleLayout | None = None
+) -> dict[str, Path]:
     """Write the transcript to ``f"{stem}.{fmt}"`` for each format, each file atomically.
 
     Every format is rendered before the first file is written, so a rendering error writes nothing. The
@@ -213,6 +315,7 @@ def write_outputs(transcript: Transcript, stem: Path, formats: Sequence[str]) ->
         stem: output path without the extension, e.g. ``out/interview`` for ``out/interview.srt``; a dot in
             the stem is kept (``out/talk.v2`` gives ``out/talk.v2.txt``).
         formats: format names from :data:`remote.options.FORMATS`; repeats are written once.
+        layout: subtitle layout for ``srt`` and ``vtt`` (see :func:`render`).
 
     Returns:
         ``{fmt: path}`` of the files written, in the order given.
@@ -223,7 +326,7 @@ def write_outputs(transcript: Transcript, stem: Path, formats: Sequence[str]) ->
             before it are complete; the failed one is left as it was (its old version, or absent).
     """
     clean = sanitize(transcript)
-    contents = {fmt: render(clean, fmt) for fmt in dict.fromkeys(formats)}
+    contents = {fmt: render(clean, fmt, layout) for fmt in dict.fromkeys(formats)}
     written: dict[str, Path] = {}
     for fmt, content in contents.items():
         path = Path(f"{stem}.{fmt}")
