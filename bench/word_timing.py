@@ -229,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for clip in clips:
         language = clip_language(clip)
         clip_pairs = match_words(
-            faster_whisper_words(peer, clip_path(clip), language), our_words(engine, clip_path(clip), language)
+            faster_whisper_words(peer, clip_path(clip), language),
+            our_words(engine, clip_path(clip), language),
         )
         per_clip[clip] = start_errors(clip_pairs)
         pairs += clip_pairs

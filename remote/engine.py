@@ -647,6 +647,15 @@ class WhisperEngine:
         if item.request.progress is not None:
             item.request.progress(item.duration_s, item.duration_s)
         segments = [segment for index in range(len(item.windows)) for segment in item.by_window[index]]
+        if item.options.word_timestamps and segments:
+            from remote.vad import WORD_VAD, speech_timestamps
+            from remote.words import snap_starts_to_speech
+
+            speech = [
+                (start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ)
+                for start, end in speech_timestamps(item.samples, WORD_VAD)
+            ]
+            segments = snap_starts_to_speech(segments, speech)
         extra = {"windows": len(item.windows), "fallback_windows": item.fallback_windows}
         language = item.language or self._fixed_language(item.options)
         results[item.slot] = self._transcript(item.request, item.options, segments, language, started, extra)
@@ -681,7 +690,7 @@ class WhisperEngine:
         encoder_output = decoder.encode(features)
         cross = decoder.cross_cache(encoder_output)
         no_speech = decoder.no_speech_probs(encoder_output, cross)
-        prompt = decoder.prompt(language, opts.task)
+        prompt = decoder.prompt(language, opts.task, self._prompt_tokens(opts))
         attempts: list[list[Any]] = [[] for _ in range(features.shape[0])]
         pending = list(range(features.shape[0]))
         kept: list[Any] = [None] * features.shape[0]
@@ -757,6 +766,13 @@ class WhisperEngine:
             out = add_words_to_segments(out, token_lists, timings, start_s, previous_end_s)
         return [segment for segment in out if segment.text]
 
+    def _prompt_tokens(self, opts: TranscribeOptions) -> list[int]:
+        """The text tokens of ``opts.prompt``, after a space as OpenAI encodes a prompt; empty for none."""
+        if not opts.prompt:
+            return []
+        ids = self.processor.tokenizer.encode(" " + opts.prompt.strip(), add_special_tokens=False)
+        return [int(t) for t in ids]
+
     def _decode_raw(self, ids: list[int]) -> str:
         """The tokenizer's text of ``ids``, special tokens kept (for splitting words)."""
         return str(self.processor.tokenizer.decode(ids, skip_special_tokens=False))
@@ -791,8 +807,22 @@ class WhisperEngine:
         return inputs
 
     def _generate_kwargs(self, language: str, opts: TranscribeOptions) -> dict[str, Any]:
-        """``generate`` arguments for OpenAI's long-form rules with temperature fallback."""
+        """``generate`` arguments for OpenAI's long-form rules with temperature fallback; a prompt
+        conditions the first window (OpenAI's ``initial_prompt``), later ones follow the previous text."""
+        extra: dict[str, Any] = {}
+        if opts.prompt:
+            import torch
+
+            from remote.whisper_model import MAX_PREVIOUS_TOKENS
+
+            prev = int(self.model.generation_config.prev_sot_token_id)
+            ids = [prev, *self._prompt_tokens(opts)[-MAX_PREVIOUS_TOKENS:]]
+            extra = {
+                "prompt_ids": torch.tensor(ids, device=self.info.device),
+                "prompt_condition_type": "first-segment",
+            }
         return {
+            **extra,
             "language": language,
             "task": opts.task,
             "return_timestamps": True,

@@ -32,6 +32,10 @@ stock path on real speech). It relies on how ``WhisperAttention`` reads a prefil
 GROUPED_ATTENTION = "gpu_transcribe_grouped_sdpa"
 """Name under which :func:`grouped_sdpa_attention` is registered in transformers' ``AttentionInterface``."""
 
+MAX_PREVIOUS_TOKENS = 223
+"""Previous-text (prompt) tokens kept at most: OpenAI's decoder keeps ``n_text_ctx // 2 - 1`` of them, so
+with the start tokens and the generated ones the sequence stays within Whisper's 448 positions."""
+
 _said_stock: set[str] = set()
 
 
@@ -215,10 +219,17 @@ class WindowDecoder:
         self.eos_id = int(gen.eos_token_id)
         self.sot_id = int(gen.decoder_start_token_id)
 
-    def prompt(self, language: str, task: str) -> list[int]:
-        """``<|startoftranscript|><|lang|><|task|>`` (timestamps on), OpenAI's decoder prompt."""
+    def prompt(self, language: str, task: str, previous: Sequence[int] = ()) -> list[int]:
+        """``<|startoftranscript|><|lang|><|task|>`` (timestamps on), OpenAI's decoder prompt.
+
+        With ``previous`` text tokens (a user's prompt), OpenAI's form for previous text comes first:
+        ``<|startofprev|>`` and the last :data:`MAX_PREVIOUS_TOKENS` of them.
+        """
         gen = self.generation_config
-        return [self.sot_id, int(gen.lang_to_id[f"<|{language}|>"]), int(gen.task_to_id[task])]
+        start = [self.sot_id, int(gen.lang_to_id[f"<|{language}|>"]), int(gen.task_to_id[task])]
+        if not previous:
+            return start
+        return [int(gen.prev_sot_token_id), *list(previous)[-MAX_PREVIOUS_TOKENS:], *start]
 
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder output ``(batch, 1500, d_model)`` of log-mel ``features`` ``(batch, n_mels, 3000)``."""

@@ -5,9 +5,10 @@ The decoder reads the window's text tokens once more, teacher-forced, in the bat
 and median-filtered, are matched to the audio frames by dynamic time warping (:func:`dtw`), and each word's
 start and end are the times where the path first reaches its first token and the token after its last
 (:func:`word_timings`). :func:`add_words_to_segments` then applies OpenAI's corrections (over-long words
-at sentence and segment boundaries) and hands the words to their segments. The rules and constants are
+at sentence and segment boundaries) and hands the words to their segments; the rules and constants are
 those of OpenAI's ``whisper/timing.py`` (``find_alignment``, ``merge_punctuations``,
-``add_word_timestamps``), which faster-whisper follows too.
+``add_word_timestamps``), which faster-whisper follows too. Last, :func:`snap_starts_to_speech` moves each
+word's start out of the silence before it.
 
 This module imports numpy only; torch is imported by the functions that take tensors.
 """
@@ -35,6 +36,14 @@ PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 """Punctuation that joins the preceding word (OpenAI's default)."""
 SENTENCE_END_MARKS = ".。!！?？"
+MIN_WORD_S = 0.02
+"""A word moved by :func:`snap_starts_to_speech` keeps at least this long (one timestamp step)."""
+MAX_TAIL_S = 0.25
+"""Speech between a word's start and the pause inside it that :func:`snap_starts_to_speech` counts as the
+previous word's end; with more, the pause is inside the word and its start stays."""
+MIN_PAUSE_S = 0.04
+"""Shortest pause (between Silero's padded stretches) that :func:`snap_starts_to_speech` moves a start
+over."""
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 """Languages written without spaces between words: their words are split at Unicode characters."""
 
@@ -380,4 +389,48 @@ def add_words_to_segments(
                 ),
             )
         )
+    return out
+
+
+def snap_starts_to_speech(
+    segments: Sequence[Segment], speech: Sequence[tuple[float, float]]
+) -> list[Segment]:
+    """Move each word's start that lies in silence to where speech resumes, if that is inside the word.
+
+    The attention path starts a word where the previous one ends, so a pause before a word counts as
+    part of it: on speech built from single words with known pauses (``bench/word_timing.py``) the word
+    starts were late by the pause's length (median 0.32 s, the same with faster-whisper). Silero VAD
+    finds the pauses (:data:`remote.vad.WORD_VAD`); a word in which speech resumes after a pause of at
+    least :data:`MIN_PAUSE_S`, with at most :data:`MAX_TAIL_S` of speech (the previous word's end, which
+    the path often cuts early) between its start and the pause, starts where speech resumes instead.
+    Measured on that built speech: median start error 0.32 s before, 0.02 s after. The same correction as
+    stable-ts's silence suppression. A segment's start follows its first word's when that moved later.
+
+    Args:
+        segments: segments with ``words``, times absolute in seconds.
+        speech: ``(start_s, end_s)`` stretches of speech, in time order, not overlapping.
+
+    Returns:
+        The segments with the words' starts moved; segments without words unchanged.
+    """
+    import bisect
+
+    starts = [start for start, _ in speech]
+    out: list[Segment] = []
+    for segment in segments:
+        if not segment.words:
+            out.append(segment)
+            continue
+        words = []
+        for word in segment.words:
+            index = bisect.bisect_right(starts, word.start_s)
+            if index < len(speech) and speech[index][0] < word.end_s - MIN_WORD_S:
+                onset = speech[index][0]
+                pause_start = speech[index - 1][1] if index > 0 else 0.0
+                before = max(0.0, min(onset, pause_start) - word.start_s)
+                if before <= MAX_TAIL_S and onset - pause_start >= MIN_PAUSE_S:
+                    word = replace(word, start_s=round(onset, 3))
+            words.append(word)
+        start_s = max(segment.start_s, words[0].start_s)
+        out.append(replace(segment, words=tuple(words), start_s=min(start_s, segment.end_s)))
     return out
