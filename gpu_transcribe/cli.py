@@ -55,6 +55,11 @@ def run(
     algorithm: opt.Algorithm = "auto",
     beam_size: opt.BeamSize = TranscribeOptions.beam_size,
     task: opt.Task = "transcribe",
+    word_timestamps: opt.WordTimestamps = False,
+    prompt: opt.Prompt = None,
+    max_line_width: opt.MaxLineWidth = None,
+    max_line_count: opt.MaxLineCount = None,
+    max_cue_duration: opt.MaxCueDuration = None,
     device: opt.Device = None,
     overwrite: opt.Overwrite = False,
     skip_existing: opt.SkipExisting = False,
@@ -90,6 +95,11 @@ def run(
         beam_size=beam_size,
         batch_size=batch_size,
         algorithm=algorithm,  # type: ignore[arg-type]
+        word_timestamps=word_timestamps,
+        prompt=prompt,
+        max_line_width=max_line_width,
+        max_line_count=max_line_count,
+        max_cue_s=max_cue_duration,
     )
     _check_run_flags(
         local=local,

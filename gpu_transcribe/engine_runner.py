@@ -65,6 +65,14 @@ class EngineRequest:
         argv += ["--beam-size", str(self.options.beam_size), "--algorithm", self.options.algorithm]
         if self.options.batch_size is not None:
             argv += ["--batch-size", str(self.options.batch_size)]
+        argv += ["--word-timestamps"] if self.options.word_timestamps else []
+        argv += ["--prompt", self.options.prompt] if self.options.prompt else []
+        for flag, value in (
+            ("--max-line-width", self.options.max_line_width),
+            ("--max-line-count", self.options.max_line_count),
+            ("--max-cue-duration", self.options.max_cue_s),
+        ):
+            argv += [flag, str(value)] if value is not None else []
         argv += ["--model", self.model, "--device", self.device]
         if self.revision:
             argv += ["--revision", self.revision]

@@ -3,6 +3,8 @@
     python -m remote transcribe AUDIO... (--out DIR | --beside-input) [--format txt,json,srt,vtt]
         [--language sv] [--task transcribe] [--model ID_OR_DIR] [--revision REV] [--beam-size N]
         [--batch-size N] [--algorithm auto|sequential|batched] [--device auto|cpu|cuda]
+        [--word-timestamps] [--prompt TEXT] [--max-line-width N] [--max-line-count M]
+        [--max-cue-duration S]
 
 Loads the model once, transcribes the files in order and writes ``<stem>.<fmt>`` per file and format:
 into ``DIR`` with ``--out``, or next to each input with ``--beside-input``. Stdout carries exactly the
@@ -14,10 +16,11 @@ Checks before the model is loaded (each a ``fatal`` event and exit 3, nothing tr
 options (``bad_option``: unknown language, task, algorithm or format, beam/batch size out of range, an
 unusable ``--device``, two inputs that would write the same output file) and ``--out`` (``output_error``:
 the directory cannot be created or written). Then a model that cannot be loaded is ``fatal``
-``model_not_found``. After that, a file that cannot be decoded (``decode_error``), whose outputs cannot be
-written (``output_error``; with ``--beside-input`` each input's own directory) or that fails otherwise
-(``engine_error``) is a ``file_failed`` event; the other files are still transcribed, and the exit code is
-1. Nothing follows a ``fatal`` event; ``all_done`` ends every run that got past the model load.
+``model_not_found``, and word timestamps asked of a model without alignment heads ``bad_option``. After
+that, a file that cannot be decoded (``decode_error``), whose outputs cannot be written (``output_error``;
+with ``--beside-input`` each input's own directory) or that fails otherwise (``engine_error``) is a
+``file_failed`` event; the other files are still transcribed, and the exit code is 1. Nothing follows a
+``fatal`` event; ``all_done`` ends every run that got past the model load.
 
 ``python -m remote --help`` imports no torch: the heavy modules load inside the command.
 """
@@ -73,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: per device)")
     run.add_argument("--algorithm", default="auto", choices=ALGORITHMS)
     run.add_argument("--device", default="auto", choices=DEVICES)
+    run.add_argument("--word-timestamps", action="store_true", help="time every word (JSON: words)")
+    run.add_argument("--prompt", default=None, help="text that conditions the decoding (names, jargon)")
+    run.add_argument("--max-line-width", type=int, default=None, help="subtitle characters per line")
+    run.add_argument("--max-line-count", type=int, default=None, help="subtitle lines per cue")
+    run.add_argument("--max-cue-duration", type=float, default=None, help="subtitle seconds per cue")
     return parser
 
 
@@ -95,7 +103,16 @@ def _transcribe(args: argparse.Namespace, events: IO[str]) -> int:
     started = time.perf_counter()
     try:
         formats = parse_formats(args.format)
-        fields: dict[str, Any] = {"language": args.language, "task": args.task, "algorithm": args.algorithm}
+        fields: dict[str, Any] = {
+            "language": args.language,
+            "task": args.task,
+            "algorithm": args.algorithm,
+            "word_timestamps": args.word_timestamps,
+            "prompt": args.prompt,
+            "max_line_width": args.max_line_width,
+            "max_line_count": args.max_line_count,
+            "max_cue_s": args.max_cue_duration,
+        }
         if args.beam_size is not None:
             fields["beam_size"] = args.beam_size
         if args.batch_size is not None:
@@ -125,7 +142,11 @@ def _transcribe(args: argparse.Namespace, events: IO[str]) -> int:
     except EngineFailure as exc:
         emit("fatal", events, code=exc.code, message=str(exc))
         return EXIT_FATAL
-    resolved = engine.resolve_options(options)
+    try:
+        resolved = engine.resolve_options(options)
+    except ValueError as exc:
+        emit("fatal", events, code=BadOptionError.code, message=str(exc))
+        return EXIT_FATAL
     info = engine.info
     emit(
         "model_loaded",

@@ -319,18 +319,26 @@ class WhisperEngine:
         )
         return cls(whisper, processor, info)
 
+    @property
+    def can_time_words(self) -> bool:
+        """True when the model's generation config names the alignment heads word timestamps need."""
+        return bool(getattr(self.model.generation_config, "alignment_heads", None))
+
     def resolve_options(self, options: TranscribeOptions) -> TranscribeOptions:
         """Validate ``options`` and resolve ``algorithm`` and ``batch_size`` for this engine's device.
 
-        ``sequential`` decodes one window at a time, so its batch size resolves to 1.
+        ``sequential`` decodes one window at a time, so its batch size resolves to 1. A subtitle layout
+        (``max_line_width``...) turns word timestamps on with ``batched`` when the model has alignment heads
+        (else the lines are split in proportion to the text, :func:`remote.writers.subtitle_cues`).
 
         Raises:
-            ValueError: an option is out of range; the message names it.
+            ValueError: an option is out of range, or word timestamps are asked of a model without
+                alignment heads or with ``sequential``; the message names the option.
         """
         opts = options.validated()
         algorithm = resolve_algorithm(opts.algorithm, self.info.device)
         if opts.word_timestamps:
-            if not getattr(self.model.generation_config, "alignment_heads", None):
+            if not self.can_time_words:
                 raise ValueError(
                     f"--word-timestamps: model {self.info.model!r} has no alignment_heads in its "
                     "generation_config.json, so its words cannot be timed; use a model that has them "
@@ -338,6 +346,9 @@ class WhisperEngine:
                 )
             if algorithm == "sequential":
                 raise ValueError("--word-timestamps: use --algorithm batched (or auto); sequential has none")
+        elif opts.subtitle_layout and algorithm != "sequential" and self.can_time_words:
+            # subtitle lines are split at word times when the model can give them
+            opts = replace(opts, word_timestamps=True)
         if algorithm == "sequential":
             batch_size = 1
         else:
