@@ -6,8 +6,11 @@ standard library. The times checked are the parsed ones, not our own numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import html
+import io
+import itertools
 import json
 import math
 import os
@@ -22,7 +25,7 @@ import webvtt
 from remote import writers
 from remote.errors import BadOptionError, OutputWriteError
 from remote.options import FORMATS, TranscribeOptions
-from remote.transcript import Segment, Timings, Transcript
+from remote.transcript import Segment, Timings, Transcript, Word
 
 
 def make_transcript(segments: list[Segment], duration_s: float = 12.0) -> Transcript:
@@ -237,3 +240,106 @@ def test_render_matches_what_is_written(tmp_path: Path) -> None:
     for fmt, path in paths.items():
         assert path.read_text("utf-8") == writers.render(transcript, fmt)
     assert not math.isnan(writers.sanitize(transcript).segments[0].start_s)
+
+
+# --- readable subtitles ------------------------------------------------------------------------------------
+
+LONG_TEXT = (
+    "Här är en ganska lång mening som fortsätter och fortsätter en bra stund, längre än två rader om "
+    "fyrtiotvå tecken tillåter, och den slutar först här."
+)
+
+
+def timed(text: str, start_s: float, step_s: float) -> Segment:
+    """A segment whose words are timed ``step_s`` apart from ``start_s``, each ``step_s * 0.8`` long."""
+    words = tuple(
+        Word(
+            word=" " + w,
+            start_s=start_s + i * step_s,
+            end_s=start_s + i * step_s + step_s * 0.8,
+            probability=0.9,
+        )
+        for i, w in enumerate(text.split())
+    )
+    return Segment(words[0].start_s, words[-1].end_s, text, words=words)
+
+
+def parsed_srt(transcript: Transcript) -> list[srt.Subtitle]:
+    """The SubRip file of ``transcript``, parsed back by ``srt``."""
+    return list(srt.parse(writers.render(transcript, "srt")))
+
+
+@pytest.mark.parametrize(("width", "lines"), [(42, 2), (20, 1), (32, 3)])
+def test_subtitle_cues_keep_the_line_limits_and_every_word_in_order(width: int, lines: int) -> None:
+    segment = timed(LONG_TEXT, 1.0, 0.3)
+    options = TranscribeOptions(max_line_width=width, max_line_count=lines)
+    transcript = dataclasses.replace(make_transcript([segment], duration_s=40.0), options=options)
+    cues = parsed_srt(transcript)
+    assert len(cues) > 1
+    for cue in cues:
+        cue_lines = cue.content.split("\n")
+        assert 1 <= len(cue_lines) <= lines
+        assert all(len(line) <= width for line in cue_lines), cue_lines
+        assert (cue.end - cue.start).total_seconds() <= 7.0
+    assert " ".join(c.content.replace("\n", " ") for c in cues) == LONG_TEXT
+    # cues start at their first word's time and end at their last word's
+    starts = {round(w.start_s, 3) for w in segment.words}
+    ends = {round(w.end_s, 3) for w in segment.words}
+    assert all(round(c.start.total_seconds(), 3) in starts for c in cues)
+    assert all(round(c.end.total_seconds(), 3) in ends for c in cues)
+
+
+def test_subtitle_cues_never_last_longer_than_the_set_duration() -> None:
+    segment = timed(LONG_TEXT, 0.0, 0.9)  # slow speech: 42 characters take far more than 3 s
+    options = TranscribeOptions(max_cue_s=3.0)
+    transcript = dataclasses.replace(make_transcript([segment], duration_s=40.0), options=options)
+    cues = parsed_srt(transcript)
+    assert all((c.end - c.start).total_seconds() <= 3.0 for c in cues)
+    assert all(len(line) <= 42 for c in cues for line in c.content.split("\n"))
+
+
+def test_vtt_cues_follow_the_same_layout_and_are_escaped() -> None:
+    segment = timed("räksmörgås & blåbärssoppa <nu> " + LONG_TEXT, 0.0, 0.3)
+    options = TranscribeOptions(max_line_width=30, max_line_count=2)
+    transcript = dataclasses.replace(make_transcript([segment], duration_s=40.0), options=options)
+    cues = webvtt.from_buffer(io.StringIO(writers.render(transcript, "vtt")))
+    assert len(cues) > 1
+    assert all(len(html.unescape(line)) <= 30 for c in cues for line in c.lines)
+    assert html.unescape(" ".join(c.text.replace("\n", " ") for c in cues)) == segment.text
+
+
+def test_without_limits_every_segment_is_one_cue() -> None:
+    segment = timed(LONG_TEXT, 1.0, 0.3)
+    cues = parsed_srt(make_transcript([segment], duration_s=40.0))
+    assert [c.content for c in cues] == [LONG_TEXT]
+
+
+def test_untimed_segments_are_split_in_proportion_to_their_text() -> None:
+    segment = Segment(2.0, 14.0, LONG_TEXT)
+    options = TranscribeOptions(max_line_width=42, max_line_count=2)
+    transcript = dataclasses.replace(make_transcript([segment], duration_s=40.0), options=options)
+    cues = parsed_srt(transcript)
+    assert len(cues) > 1
+    assert cues[0].start.total_seconds() == 2.0 and cues[-1].end.total_seconds() == 14.0
+    assert all(a.end <= b.start for a, b in itertools.pairwise(cues))
+
+
+def test_json_has_words_only_when_asked_for() -> None:
+    segment = timed("hej på dig", 0.0, 0.5)
+    plain = json.loads(writers.render(make_transcript([segment]), "json"))
+    assert "words" not in plain["segments"][0]
+    asked = dataclasses.replace(make_transcript([segment]), options=TranscribeOptions(word_timestamps=True))
+    words = json.loads(writers.render(asked, "json"))["segments"][0]["words"]
+    assert [w["word"] for w in words] == [" hej", " på", " dig"]
+    assert [(w["start_s"], w["end_s"]) for w in words] == [(0.0, 0.4), (0.5, 0.9), (1.0, 1.4)]
+    assert all(w["probability"] == 0.9 for w in words)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [("max_line_width", 0, "--max-line-width"), ("max_line_count", 21, "--max-line-count"),
+     ("max_cue_s", 0.1, "--max-cue-duration"), ("max_cue_s", math.nan, "--max-cue-duration")],
+)  # fmt: skip
+def test_subtitle_limits_out_of_range_name_their_option(field: str, value: float, flag: str) -> None:
+    with pytest.raises(ValueError, match=flag):
+        TranscribeOptions(**{field: value}).validated()  # type: ignore[arg-type]
