@@ -6,8 +6,11 @@ official ``openai`` client (``tests/fixtures/server.py`` runs the server).
 - ``/transcribe``, ``/v1/audio/translations``, ``/health`` (503 while the model loads, then 200) and
   ``/metrics``.
 - A full queue answers 429 with ``Retry-After``; a client that leaves while its request waits drops it.
-- The key (401), the upload limit (413), a text file named ``.mp3`` (400), ``word`` timestamps (400); no
-  upload is left on disk; each error is one log line.
+- The key (401), the upload limit (413), a text file named ``.mp3`` (400), an unknown timestamp
+  granularity (400); no upload is left on disk; each error is one log line.
+- ``verbose_json`` with word timestamps and a prompt through the openai client equals the engine's
+  transcript with the same options (what ``run --local --word-timestamps --prompt`` writes); readable
+  subtitles and ``/transcribe``'s words likewise.
 - The idle and lifetime power-off run their command; a non-loopback bind without a key is refused; the
   ``serve`` command end to end in a process; ``--help`` imports no server library.
 
@@ -295,7 +298,7 @@ def test_key_upload_limit_and_bad_requests(
     engine: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """401 without or with a wrong key (AuthenticationError), /health open; 413 over the upload limit;
-    400 for a text file named .mp3 (naming it) and for word timestamps; every error one log line, every
+    400 for a text file named .mp3 (naming it) and for an unknown granularity; every error one log line, every
     upload removed."""
     uploads = tmp_path / "uploads"
     uploads.mkdir()
@@ -325,7 +328,7 @@ def test_key_upload_limit_and_bad_requests(
                 model="whisper-1",
                 file=not_audio,
                 response_format="verbose_json",
-                timestamp_granularities=["word"],
+                timestamp_granularities=["character"],  # type: ignore[list-item]
             )
         no_file = httpx.post(
             f"{server.url}/v1/audio/transcriptions",
@@ -343,7 +346,7 @@ def test_key_upload_limit_and_bad_requests(
     assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "upload_too_large"
     assert "notes.mp3" in bad_audio.value.message and "not an audio file" in bad_audio.value.message
     assert bad_audio.value.param == "file"
-    assert "word" in words.value.message
+    assert "'character' is not one of segment, word" in words.value.message
     assert no_file.status_code == 400
     assert no_file.json()["error"] == {
         "message": "file: this field is required",
@@ -485,3 +488,54 @@ def _no_stray_threads() -> Iterator[None]:
     yield
     names = [t.name for t in threading.enumerate() if t.name == "uvicorn"]
     assert not names, f"servers still running: {names}"
+
+
+@pytest.mark.slow
+def test_words_prompt_and_subtitle_layout_match_the_engine(engine: Any, tmp_path: Path) -> None:
+    """verbose_json with timestamp_granularities[]=word and a prompt (official client), srt with line limits
+    and /transcribe with word_timestamps: each equals what the engine gives for the same clip and options
+    (the files ``run --local`` writes are rendered from the same transcript)."""
+    prompt = "A wizard behind the curtain."
+    options = TranscribeOptions(language="en", word_timestamps=True, prompt=prompt)
+    reference = sanitize(engine.transcribe_file(clip_path(CLIP), options))
+    assert reference.segments and all(s.words for s in reference.segments)
+    layout = TranscribeOptions(language="en", max_line_width=20, max_line_count=1)
+    subtitles = engine.transcribe_file(clip_path(CLIP), layout)
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    with live_server(ServerConfig(api_key=KEY, upload_dir=uploads), reuse_engine(engine)) as server:
+        api = client(server.port)
+        with clip_path(CLIP).open("rb") as audio:
+            verbose = api.audio.transcriptions.create(
+                model="whisper-1",
+                file=audio,
+                language="en",
+                prompt=prompt,
+                response_format="verbose_json",
+                timestamp_granularities=["word", "segment"],
+            )
+        with clip_path(CLIP).open("rb") as audio:
+            srt_body = api.audio.transcriptions.create(
+                model="whisper-1",
+                file=audio,
+                language="en",
+                response_format="srt",
+                extra_body={"max_line_width": 20, "max_line_count": 1},
+            )
+        with clip_path(CLIP).open("rb") as audio:
+            simple = httpx.post(
+                f"{server.url}/transcribe",
+                files={"audio": (CLIP, audio)},
+                data={"language": "en", "prompt": prompt, "word_timestamps": "true"},
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=120,
+            )
+    expected = [(w.word.strip(), w.start_s, w.end_s) for s in reference.segments for w in s.words]
+    assert verbose.words is not None
+    assert [(w.word, w.start, w.end) for w in verbose.words] == expected
+    assert verbose.text == reference.text
+    assert srt_body == render(subtitles, "srt")
+    assert all(len(line) <= 20 for line in str(srt_body).splitlines() if line and "-->" not in line)
+    assert simple.status_code == 200, simple.text
+    words = [(w["word"], w["start"], w["end"]) for s in simple.json()["segments"] for w in s["words"]]
+    assert words == expected

@@ -62,10 +62,13 @@ from remote.server.uploads import (
     FormatField,
     GranularitiesField,
     LanguageField,
+    MaxLineCountField,
+    MaxLineWidthField,
     ModelField,
     PromptField,
     StreamField,
     TemperatureField,
+    WordTimestampsField,
     checked_options,
     transcribe_upload,
 )
@@ -173,6 +176,9 @@ def _add_routes(app: FastAPI) -> None:
         response_format: str,
         granularities: list[str] | None,
         stream: bool,
+        prompt: str | None = None,
+        max_line_width: int | None = None,
+        max_line_count: int | None = None,
     ) -> Response:
         if response_format not in RESPONSE_FORMATS:
             raise ApiError(
@@ -181,14 +187,7 @@ def _add_routes(app: FastAPI) -> None:
                 param="response_format",
             )
         for granularity in granularities or ():
-            if granularity == "word":
-                raise ApiError(
-                    400,
-                    "timestamp_granularities[]: word timestamps are not supported by this server; "
-                    "ask for segment (the default)",
-                    param="timestamp_granularities[]",
-                )
-            if granularity != "segment":
+            if granularity not in ("segment", "word"):
                 raise ApiError(
                     400,
                     f"timestamp_granularities[]: {granularity!r} is not one of segment, word",
@@ -198,7 +197,8 @@ def _add_routes(app: FastAPI) -> None:
             raise ApiError(
                 400, "stream: streaming is not supported by this server; send stream=false", "stream"
             )
-        options = checked_options(language, task)
+        words = "word" in (granularities or ())
+        options = checked_options(language, task, prompt, words, max_line_width, max_line_count)
         transcript, _elapsed_s = await transcribe_upload(request, file, "file", options)
         if transcript is None:
             return Response(status_code=CLIENT_CLOSED_STATUS)
@@ -218,11 +218,22 @@ def _add_routes(app: FastAPI) -> None:
         temperature: TemperatureField = 0.0,
         timestamp_granularities: GranularitiesField = None,
         stream: StreamField = False,
+        max_line_width: MaxLineWidthField = None,
+        max_line_count: MaxLineCountField = None,
     ) -> Response:
         """OpenAI's transcription: the speech in its own language."""
-        del model, prompt, temperature
+        del model, temperature
         return await openai_route(
-            request, "transcribe", file, language, response_format, timestamp_granularities, stream
+            request,
+            "transcribe",
+            file,
+            language,
+            response_format,
+            timestamp_granularities,
+            stream,
+            prompt,
+            max_line_width,
+            max_line_count,
         )
 
     @app.post("/v1/audio/translations")
@@ -236,11 +247,22 @@ def _add_routes(app: FastAPI) -> None:
         temperature: TemperatureField = 0.0,
         timestamp_granularities: GranularitiesField = None,
         stream: StreamField = False,
+        max_line_width: MaxLineWidthField = None,
+        max_line_count: MaxLineCountField = None,
     ) -> Response:
         """OpenAI's translation: the speech translated into English."""
-        del model, prompt, temperature
+        del model, temperature
         return await openai_route(
-            request, "translate", file, language, response_format, timestamp_granularities, stream
+            request,
+            "translate",
+            file,
+            language,
+            response_format,
+            timestamp_granularities,
+            stream,
+            prompt,
+            max_line_width,
+            max_line_count,
         )
 
     @app.post("/transcribe")
@@ -248,12 +270,13 @@ def _add_routes(app: FastAPI) -> None:
         request: Request,
         audio: Annotated[UploadFile, File(description="The audio file (any format FFmpeg reads).")],
         language: LanguageField = None,
+        prompt: PromptField = None,
+        word_timestamps: WordTimestampsField = False,
     ) -> Response:
-        """The simple API: text, duration, language, model, timings and segments."""
+        """The simple API: text, duration, language, model, timings and segments (with words if asked)."""
         state = server_state(request)
-        transcript, elapsed_s = await transcribe_upload(
-            request, audio, "audio", checked_options(language, "transcribe")
-        )
+        options = checked_options(language, "transcribe", prompt, word_timestamps)
+        transcript, elapsed_s = await transcribe_upload(request, audio, "audio", options)
         if transcript is None:
             return Response(status_code=CLIENT_CLOSED_STATUS)
         return JSONResponse(

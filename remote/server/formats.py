@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from remote.languages import LANGUAGES
-from remote.transcript import Transcript
+from remote.transcript import Segment, Transcript
 from remote.writers import render, sanitize
 
 RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
@@ -32,7 +32,8 @@ def openai_body(transcript: Transcript, response_format: str, task: str) -> str 
       "duration" (s), "text", "segments"}``; each segment ``{"id", "seek" (10 ms frame where it starts),
       "start", "end" (s), "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
       "no_speech_prob"}``. The engine keeps no per-segment tokens or decoding statistics, so ``tokens`` is
-      ``[]`` and the four numbers are ``null`` rather than invented values.
+      ``[]`` and the four numbers are ``null`` rather than invented values. With word timestamps
+      (``timestamp_granularities[]=word``) also ``"words": [{"word", "start", "end"}]``, OpenAI's shape.
 
     Args:
         transcript: the engine's result.
@@ -53,7 +54,7 @@ def openai_body(transcript: Transcript, response_format: str, task: str) -> str 
     if response_format in ("srt", "vtt"):
         return render(clean, response_format)
     if response_format == "verbose_json":
-        return {
+        body: dict[str, Any] = {
             "task": task,
             "language": LANGUAGES.get(clean.language, clean.language),
             "duration": round(clean.duration_s, 3),
@@ -74,6 +75,13 @@ def openai_body(transcript: Transcript, response_format: str, task: str) -> str 
                 for index, segment in enumerate(clean.segments)
             ],
         }
+        if clean.options.word_timestamps:
+            body["words"] = [
+                {"word": w.word.strip(), "start": w.start_s, "end": w.end_s}
+                for segment in clean.segments
+                for w in segment.words
+            ]
+        return body
     raise ValueError(f"response_format: {response_format!r} is not one of {', '.join(RESPONSE_FORMATS)}")
 
 
@@ -92,7 +100,8 @@ def transcribe_body(
     Returns:
         ``{"transcription": text, "duration": audio seconds, "language": code, "model", "processing_time":
         seconds, "gpu_memory_used": bytes or null, "segments": [{"start", "end", "text"}]}`` (times in
-        seconds, milliseconds precision).
+        seconds, milliseconds precision); with word timestamps each segment also has ``words``:
+        ``[{"word", "start", "end", "probability"}]``.
     """
     clean = sanitize(transcript)
     return {
@@ -102,5 +111,16 @@ def transcribe_body(
         "model": model,
         "processing_time": round(processing_time_s, 3),
         "gpu_memory_used": gpu_memory_used_bytes,
-        "segments": [{"start": s.start_s, "end": s.end_s, "text": s.text} for s in clean.segments],
+        "segments": [_simple_segment(s, clean.options.word_timestamps) for s in clean.segments],
     }
+
+
+def _simple_segment(segment: Segment, words: bool) -> dict[str, Any]:
+    """One ``/transcribe`` segment, with its words when they were asked for."""
+    body: dict[str, Any] = {"start": segment.start_s, "end": segment.end_s, "text": segment.text}
+    if words:
+        body["words"] = [
+            {"word": w.word.strip(), "start": w.start_s, "end": w.end_s, "probability": w.probability}
+            for w in segment.words
+        ]
+    return body

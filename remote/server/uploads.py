@@ -39,14 +39,24 @@ DISCONNECT_POLL_S = 0.25
 FileField = Annotated[UploadFile, File(description="The audio file (any format FFmpeg reads).")]
 ModelField = Annotated[str, Form(description="Any name (whisper-1); the loaded model answers.")]
 LanguageField = Annotated[str | None, Form(description="ISO-639-1 code; omitted: detected.")]
-PromptField = Annotated[str | None, Form(description="Accepted; this engine does not condition on it.")]
+PromptField = Annotated[
+    str | None, Form(description="Text that conditions the decoding (names, jargon, spelling); optional.")
+]
 FormatField = Annotated[str, Form(description="json, text, srt, vtt or verbose_json.")]
 TemperatureField = Annotated[
     float, Form(ge=0.0, le=1.0, description="Accepted (0..1); the engine uses OpenAI's fallback schedule.")
 ]
 GranularitiesField = Annotated[
-    list[str] | None, Form(alias="timestamp_granularities[]", description="segment (word is not supported).")
+    list[str] | None,
+    Form(alias="timestamp_granularities[]", description="segment and/or word (verbose_json gains words)."),
 ]
+MaxLineWidthField = Annotated[
+    int | None, Form(description="srt/vtt: characters per subtitle line (default 42 when a limit is set).")
+]
+MaxLineCountField = Annotated[
+    int | None, Form(description="srt/vtt: lines per subtitle cue (default 2 when a limit is set).")
+]
+WordTimestampsField = Annotated[bool, Form(description="Time every word: segments gain words.")]
 StreamField = Annotated[bool, Form(description="Streaming is not supported; false only.")]
 
 
@@ -145,16 +155,32 @@ async def wait_for(request: Request, ticket: Ticket) -> Transcript | None:
     raise ApiError(500, f"the transcription failed: {error}", code=getattr(error, "code", "engine_error"))
 
 
-def checked_options(language: str | None, task: str) -> TranscribeOptions:
+def checked_options(
+    language: str | None,
+    task: str,
+    prompt: str | None = None,
+    word_timestamps: bool = False,
+    max_line_width: int | None = None,
+    max_line_count: int | None = None,
+) -> TranscribeOptions:
     """Validated options: ``language`` ``None`` or empty means detect (OpenAI's default).
 
     Raises:
-        ApiError: 400 for an unknown language.
+        ApiError: 400 for an unknown language, a prompt too long or a subtitle limit out of range; ``param``
+            names the form field.
     """
     try:
-        return TranscribeOptions(language=language or "auto", task=task).validated()  # type: ignore[arg-type]
+        return TranscribeOptions(
+            language=language or "auto",
+            task=task,  # type: ignore[arg-type]
+            prompt=prompt or None,
+            word_timestamps=word_timestamps,
+            max_line_width=max_line_width,
+            max_line_count=max_line_count,
+        ).validated()
     except ValueError as exc:
-        raise ApiError(400, str(exc).removeprefix("--language: "), param="language") from None
+        flag, _, reason = str(exc).partition(": ")
+        raise ApiError(400, reason, param=flag.removeprefix("--").replace("-", "_")) from None
 
 
 async def transcribe_upload(
