@@ -688,3 +688,43 @@ def test_shutdown_fails_a_running_job_and_sends_its_callback(
     assert record is not None and record.status == "failed"
     assert record.error == payload["data"]["error"] and "stopped" in str(record.error)
     assert not list((jobs_dir / job_id).glob("audio*"))
+
+
+@pytest.mark.slow
+def test_a_job_keeps_words_prompt_and_subtitle_layout(engine: Any, tmp_path: Path) -> None:
+    """A job with timestamp_granularities[]=word, a prompt and line limits: its verbose_json has the engine's
+    words for the same options, and its srt the laid-out cues (both rebuilt from the stored result)."""
+    from remote.options import TranscribeOptions
+    from remote.writers import render, sanitize
+
+    prompt = "A wizard behind the curtain."
+    options = TranscribeOptions(
+        language="en", word_timestamps=True, prompt=prompt, max_line_width=20, max_line_count=1
+    )
+    reference = sanitize(engine.transcribe_file(clip_path(SHORT), options))
+    assert any(s.words for s in reference.segments)
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs")
+    with serving(config, engine) as (url, _app):
+        fields = {"language": "en", "prompt": prompt, "max_line_width": "20", "max_line_count": "1"}
+        response = httpx.post(
+            f"{url}/v1/jobs",
+            headers=AUTH,
+            files={"file": (SHORT, clip_path(SHORT).read_bytes())},
+            data={**fields, "response_format": "verbose_json", "timestamp_granularities[]": "word"},
+            timeout=60,
+        )
+        assert response.status_code == 202, response.text
+        job_id = str(response.json()["id"])
+        done = poll(url, job_id)
+        assert done["status"] == "succeeded", done
+        verbose: Any = done["result"]
+        srt = httpx.get(f"{url}/v1/jobs/{job_id}?response_format=srt", headers=AUTH).json()["result"]
+        too_long = submit(url, clip_path(SHORT), language="en", max_line_width="0")
+    expected = [
+        {"word": w.word.strip(), "start": w.start_s, "end": w.end_s}
+        for s in reference.segments
+        for w in s.words
+    ]
+    assert verbose["words"] == expected
+    assert srt == render(reference, "srt")
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_line_width"

@@ -42,7 +42,7 @@ from typing import Any, BinaryIO, Literal
 
 from remote.options import TranscribeOptions
 from remote.server.config import DEFAULT_JOB_TTL_S
-from remote.transcript import Segment, Timings, Transcript
+from remote.transcript import Segment, Timings, Transcript, Word
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,12 @@ def transcript_from_dict(data: Mapping[str, Any]) -> Transcript:
     try:
         return Transcript(
             segments=tuple(
-                Segment(start_s=float(s["start_s"]), end_s=float(s["end_s"]), text=str(s["text"]))
+                Segment(
+                    start_s=float(s["start_s"]),
+                    end_s=float(s["end_s"]),
+                    text=str(s["text"]),
+                    words=tuple(Word(**w) for w in s.get("words", ())),
+                )
                 for s in data["segments"]
             ),
             language=str(data["language"]),

@@ -57,10 +57,14 @@ from remote.server.state import ServerState, server_state
 from remote.server.uploads import (
     FileField,
     FormatField,
+    GranularitiesField,
     LanguageField,
+    MaxLineCountField,
+    MaxLineWidthField,
     ModelField,
     PromptField,
     TemperatureField,
+    checked_options,
 )
 from remote.server.webhooks import (
     WebhookSender,
@@ -233,7 +237,13 @@ class JobService:
             return
         decode_s = time.perf_counter() - started
         self.store.mark_running(job_id, duration_s=round(samples.shape[0] / SAMPLE_RATE_HZ, 3))
-        transcribe_options = TranscribeOptions(language=options.get("language") or "auto").validated()
+        transcribe_options = TranscribeOptions(
+            language=options.get("language") or "auto",
+            prompt=options.get("prompt") or None,
+            word_timestamps=bool(options.get("word_timestamps")),
+            max_line_width=options.get("max_line_width"),
+            max_line_count=options.get("max_line_count"),
+        ).validated()
         while True:
             try:
                 ticket = self.state.submit(samples, transcribe_options, audio=name, decode_s=decode_s)
@@ -383,16 +393,17 @@ def jobs_router(config: ServerConfig) -> APIRouter:
         response_format: FormatField = "json",
         temperature: TemperatureField = 0.0,
         callback_url: CallbackField = None,
+        timestamp_granularities: GranularitiesField = None,
+        max_line_width: MaxLineWidthField = None,
+        max_line_count: MaxLineCountField = None,
     ) -> Response:
         """Accept a transcription to run in the background: 202 ``{"id", "status"}``."""
         del model
         service = _service(request)
         state = server_state(request)
         _check_format(response_format)
-        try:
-            TranscribeOptions(language=language or "auto").validated()
-        except ValueError as exc:
-            raise ApiError(400, str(exc).removeprefix("--language: "), param="language") from None
+        word_timestamps = "word" in (timestamp_granularities or ())
+        checked_options(language, "transcribe", prompt, word_timestamps, max_line_width, max_line_count)
         if callback_url:
             try:
                 callback_url = check_callback_url(callback_url)
@@ -412,6 +423,9 @@ def jobs_router(config: ServerConfig) -> APIRouter:
         options: dict[str, Any] = {
             "language": language or None,
             "prompt": prompt,
+            "word_timestamps": word_timestamps,
+            "max_line_width": max_line_width,
+            "max_line_count": max_line_count,
             "response_format": response_format,
             "temperature": temperature,
         }
