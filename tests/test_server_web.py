@@ -8,7 +8,8 @@ test transcribes for real (``slow``).
 - ``test_page_is_self_contained_and_never_inserts_html``: ``GET /`` without a key; no outside URL, no HTML
   parsing of server text, a Content-Security-Policy.
 - ``test_page_transcribes_a_file_and_offers_every_download``: key (sessionStorage only), JFK through
-  ``/v1/jobs`` (queued/running shown), the engine's words, txt/srt/vtt/json saved by the browser.
+  ``/v1/jobs`` (queued/running shown), the engine's words, txt/srt/vtt/json saved by the browser, the
+  subtitles readable (42 characters a line, 2 lines a cue: the page's default).
 - ``test_page_shows_server_errors_as_text``: a wrong key's 401 message; a failed job whose message holds
   ``<b>`` is shown literally.
 - ``test_page_retries_a_full_queue_then_falls_back_when_jobs_answer_404``: 429 then 404 from ``/v1/jobs``;
@@ -246,6 +247,9 @@ def test_page_transcribes_a_file_and_offers_every_download(
     assert word_error_rate(expected, bodies["txt"], "en") <= 0.05, bodies["txt"]
     assert bodies["srt"].startswith("1\n00:00:00,"), bodies["srt"]
     assert " --> " in bodies["srt"]
+    # readable subtitles are the page's default: at most 42 characters a line, 2 lines a cue
+    assert all(len(line) <= 42 for line in bodies["srt"].splitlines()), bodies["srt"]
+    assert all(len(cue.splitlines()) <= 4 for cue in bodies["srt"].strip().split("\n\n")), bodies["srt"]
     assert bodies["vtt"].startswith("WEBVTT"), bodies["vtt"]
     verbose = json.loads(bodies["json"])
     assert verbose["language"] == "english" and verbose["segments"], verbose  # OpenAI names the language
