@@ -456,3 +456,38 @@ def test_a_signal_prints_the_finished_outputs_and_what_was_not_done(
     assert str(long_clip) in errors[0] and str(third) in errors[0] and str(SV_CLIP_2) not in errors[0]
     assert "Traceback" not in stderr
     assert sorted(p.name for p in out.iterdir()) == [first.name]  # no partial or temporary file
+
+
+def test_word_timestamps_prompt_and_readable_subtitles(tmp_path: Path, model_dir: Path) -> None:
+    """``run --local --word-timestamps --prompt ... --max-line-width 30 --max-line-count 1``: the JSON has
+    words per segment that spell it, the options are echoed, and every subtitle line keeps the width."""
+    out = tmp_path / "out"
+    clip = AUDIO / "en_jfk.flac"
+    proc = run_cli(
+        "run", "--local", "--model", model_dir, "-o", out, "--format", "json,srt,vtt", "--language", "en",
+        "--word-timestamps", "--prompt", "Americans, country", "--max-line-width", "30",
+        "--max-line-count", "1", clip,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "en_jfk.json").read_text(encoding="utf-8"))
+    assert data["options"]["word_timestamps"] is True
+    assert data["options"]["prompt"] == "Americans, country"
+    assert data["options"]["max_line_width"] == 30
+    for segment in data["segments"]:
+        assert segment["words"], segment
+        assert "".join(w["word"] for w in segment["words"]).strip() == segment["text"]
+        assert set(segment["words"][0]) == {"word", "start_s", "end_s", "probability"}
+    for fmt in ("srt", "vtt"):
+        lines = (out / f"en_jfk.{fmt}").read_text(encoding="utf-8").splitlines()
+        texts = [line for line in lines if line and "-->" not in line and not line.isdigit()]
+        assert all(len(line) <= 30 for line in texts if line != "WEBVTT"), lines
+    assert len([line for line in lines if "-->" in line]) > len(data["segments"])
+
+
+def test_word_timestamps_with_sequential_is_one_line(tmp_path: Path, model_dir: Path) -> None:
+    proc = run_cli(
+        "run", "--local", "--model", model_dir, "-o", tmp_path, "--algorithm", "sequential",
+        "--word-timestamps", SV_CLIP,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--word-timestamps: use --algorithm batched" in proc.stderr, proc.stderr
