@@ -459,29 +459,36 @@ def test_a_signal_prints_the_finished_outputs_and_what_was_not_done(
 
 
 def test_word_timestamps_prompt_and_readable_subtitles(tmp_path: Path, model_dir: Path) -> None:
-    """``run --local --word-timestamps --prompt ... --max-line-width 30 --max-line-count 1``: the JSON has
-    words per segment that spell it, the options are echoed, and every subtitle line keeps the width."""
-    out = tmp_path / "out"
+    """``run --local --word-timestamps --prompt ...``: the JSON has words per segment that spell it and
+    echoes the options; ``--max-line-width 30 --max-line-count 1``: every subtitle line keeps the width,
+    in more cues than segments (the words are timed for it)."""
     clip = AUDIO / "en_jfk.flac"
+    words_out = tmp_path / "words"
     proc = run_cli(
-        "run", "--local", "--model", model_dir, "-o", out, "--format", "json,srt,vtt", "--language", "en",
-        "--word-timestamps", "--prompt", "Americans, country", "--max-line-width", "30",
-        "--max-line-count", "1", clip,
+        "run", "--local", "--model", model_dir, "-o", words_out, "--format", "json", "--language", "en",
+        "--word-timestamps", "--prompt", "Americans, country", clip,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    data = json.loads((out / "en_jfk.json").read_text(encoding="utf-8"))
+    data = json.loads((words_out / "en_jfk.json").read_text(encoding="utf-8"))
     assert data["options"]["word_timestamps"] is True
     assert data["options"]["prompt"] == "Americans, country"
-    assert data["options"]["max_line_width"] == 30
     for segment in data["segments"]:
         assert segment["words"], segment
         assert "".join(w["word"] for w in segment["words"]).strip() == segment["text"]
         assert set(segment["words"][0]) == {"word", "start_s", "end_s", "probability"}
+    out = tmp_path / "subtitles"
+    proc = run_cli(
+        "run", "--local", "--model", model_dir, "-o", out, "--format", "json,srt,vtt", "--language", "en",
+        "--max-line-width", "30", "--max-line-count", "1", clip,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "en_jfk.json").read_text(encoding="utf-8"))
+    assert data["options"]["max_line_width"] == 30 and data["options"]["word_timestamps"] is True
     for fmt in ("srt", "vtt"):
         lines = (out / f"en_jfk.{fmt}").read_text(encoding="utf-8").splitlines()
         texts = [line for line in lines if line and "-->" not in line and not line.isdigit()]
         assert all(len(line) <= 30 for line in texts if line != "WEBVTT"), lines
-    assert len([line for line in lines if "-->" in line]) > len(data["segments"])
+        assert len([line for line in lines if "-->" in line]) > len(data["segments"])
 
 
 def test_word_timestamps_with_sequential_is_one_line(tmp_path: Path, model_dir: Path) -> None:

@@ -104,14 +104,17 @@ def test_sequential_has_no_word_timestamps(engine: Any) -> None:
         engine.resolve_options(TranscribeOptions(word_timestamps=True, algorithm="sequential"))
 
 
-def test_a_prompt_spells_a_name_right(engine: Any) -> None:
+@pytest.mark.parametrize("algorithm", ["batched", "sequential"])
+def test_a_prompt_spells_a_name_right(engine: Any, algorithm: str) -> None:
     from remote.audio import decode_audio
 
     # "...who bore him three children, Susanna and twins Hamnet and Judith." (40-52 s)
     samples = decode_audio(clip_path("en_swc_william-shakespeare-part1.ogg"))[40 * 16000 : 52 * 16000]
-    plain = engine.transcribe_audio(samples, TranscribeOptions(language="en")).text
+    plain_options = TranscribeOptions(language="en", algorithm=algorithm)  # type: ignore[arg-type]
+    plain = engine.transcribe_audio(samples, plain_options).text
     assert "Hamlet and Judith" in plain  # whisper-base's mistake, the premise of the test
     prompt = "Shakespeare's children: Susanna, Hamnet and Judith."
-    prompted = engine.transcribe_audio(samples, TranscribeOptions(language="en", prompt=prompt)).text
+    options = TranscribeOptions(language="en", prompt=prompt, algorithm=algorithm)  # type: ignore[arg-type]
+    prompted = engine.transcribe_audio(samples, options).text
     assert "Hamnet and Judith" in prompted, prompted
     assert prompt not in prompted  # the prompt conditions the text, it is not part of it
