@@ -141,8 +141,8 @@ class PinnedTransport(httpx.BaseTransport):
     host is replaced by the address, the ``Host`` header keeps the name (httpx set it when the request was
     built) and TLS gets the name as SNI and for the certificate check (httpcore's ``sni_hostname`` request
     extension). Connections are not kept alive, so a connection made for one name is never reused for
-    another name at the same address. Proxies from the environment are not used (a proxy would resolve the
-    name itself).
+    another name at the same address. Proxies from the environment are not used (a client given a transport
+    mounts none; a proxy would resolve the name itself); ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are.
 
     Args:
         allow_private: let requests go to non-public addresses (loopback, private, link-local...).
@@ -155,9 +155,7 @@ class PinnedTransport(httpx.BaseTransport):
 
     def __init__(self, allow_private: bool = False, verify: ssl.SSLContext | bool = True) -> None:
         self.allow_private = allow_private
-        self._inner = httpx.HTTPTransport(
-            verify=verify, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
-        )
+        self._inner = httpx.HTTPTransport(verify=verify, limits=httpx.Limits(max_keepalive_connections=0))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Check the host's addresses and send ``request`` to the first one."""
