@@ -425,10 +425,34 @@ def _used(nodes: list[ast.stmt]) -> set[str]:
     return {name.id for node in nodes for name in ast.walk(node) if isinstance(name, ast.Name)}
 
 
+def _shorten_locals(nodes: list[ast.stmt]) -> None:
+    """Rename the variables each top-level function assigns (not its parameters, which callers may pass by
+    keyword) to the shortest names no part of ``nodes`` uses; comprehension and ``except ... as`` names
+    included. The program does the same; its local names are most of what is left to cut."""
+    used = {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
+    used |= {n.arg for node in nodes for n in ast.walk(node) if isinstance(n, ast.arg)}
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    short = [name for name in [*letters, *(a + b for a in letters for b in letters)] if name not in used]
+    for function in (node for node in nodes if isinstance(node, ast.FunctionDef)):
+        inner = list(ast.walk(function))
+        handlers = [n for n in inner if isinstance(n, ast.ExceptHandler) and n.name]
+        assigned = {n.id for n in inner if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        assigned |= {str(handler.name) for handler in handlers}
+        assigned -= {n.arg for n in inner if isinstance(n, ast.arg)}
+        assigned -= {name for n in inner if isinstance(n, ast.Global | ast.Nonlocal) for name in n.names}
+        mapping = dict(zip(sorted(name for name in assigned if len(name) > 1), short, strict=False))
+        for n in inner:
+            if isinstance(n, ast.Name) and n.id in mapping:
+                n.id = mapping[n.id]
+        for handler in handlers:
+            handler.name = mapping.get(str(handler.name), handler.name)
+
+
 def notifier_source() -> str:
     """The notifier Lambda's inline code: what :mod:`gpu_transcribe.pipeline.notifier` uses of
     :mod:`remote.webhook_common`, then the notifier, without docstrings, annotations and unused
-    definitions or imports, indented by one space (the same program, smaller; the tests run this text).
+    definitions or imports, with short local names (:func:`_shorten_locals`), indented by one space (the
+    same program, smaller; the tests run this text).
 
     Raises:
         ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
@@ -460,6 +484,7 @@ def notifier_source() -> str:
             node.names = [alias for alias in node.names if (alias.asname or alias.name) in needed]
             if node.names and ast.unparse(node) not in {ast.unparse(seen) for seen in body}:
                 body.append(node)
+    _shorten_locals(program)
     body = [ast.Import(names=[ast.alias(name) for name in modules]), *body, *program]
     text = ast.unparse(ast.Module(body=body, type_ignores=[]))
     lines = [
