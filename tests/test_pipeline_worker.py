@@ -644,6 +644,37 @@ def test_at_its_maximum_lifetime_the_worker_stops_receiving_and_leaves_the_group
     assert 1.8 <= elapsed_s < 15, elapsed_s
 
 
+def test_a_worker_that_cannot_leave_the_group_exits_1_for_systemd_to_restart_it(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``worker --exit-when-idle 1`` through the CLI, in process, as the only instance of a moto group whose
+    Auto Scaling endpoint cannot be reached (a closed loopback port, botocore's service endpoint variable):
+    it goes idle, cannot leave, says so and exits 1, so that the unit's ``Restart=on-failure`` starts it
+    again; exit 0 would leave a billed instance that nothing restarts. The group is unchanged."""
+    import signal
+    import socket
+
+    group = _group_of_one(pipeline.aws)
+    instance_id = group()["Instances"][0]["InstanceId"]
+    pipeline.config_path.write_text(json.dumps(pipeline.config.to_document() | {"group": "workers"}))
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    monkeypatch.setenv("GPU_TRANSCRIBE_WORKER_INSTANCE_ID", instance_id)
+    with socket.socket() as closed:  # a port nothing listens on once the socket is closed
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_AUTO_SCALING", f"http://127.0.0.1:{port}")
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = _cli("worker", "--model", "unused", "--device", "cpu", "--exit-when-idle", "1")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert result.exit_code == 1, result.output
+    assert "could not leave the Auto Scaling group" in result.stderr, result.stderr
+    assert "stopped: idle" in result.stderr and "exiting 1 so that systemd" in result.stderr, result.stderr
+    assert group()["DesiredCapacity"] == 1 and group()["Instances"][0]["InstanceId"] == instance_id
+
+
 def test_a_batch_still_running_past_the_lifetimes_grace_is_handed_back(
     pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
 ) -> None:

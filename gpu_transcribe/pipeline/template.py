@@ -27,8 +27,10 @@ queue policy can name it).
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -80,6 +82,17 @@ WORKER_MAX_LIFETIME_H = 12
 WORKER_IDLE_EXIT_S = 300
 #: The systemd unit that runs the worker on each instance.
 WORKER_UNIT = "gpu-transcribe-worker.service"
+#: Seconds after boot at which the fleet's dead-man switch powers an instance off whatever it is doing: the
+#: worker's own lifetime plus its grace for the batch in hand (``worker.LIFETIME_GRACE_S``, 15 minutes) and
+#: 15 minutes for boot, model load and leaving the group. A worker that works stops long before; this fires
+#: for a hung engine or a worker that could not leave.
+FLEET_MAX_LIFETIME_S = WORKER_MAX_LIFETIME_H * 3600 + 30 * 60
+#: Seconds the fleet's switch waits with the worker's unit not active (failed for good, or exited after it
+#: could not leave the group and not restarted) before powering off; systemd restarts a failed worker within
+#: 10 s, and the switch's own start counts as the first sign of life, so boot has as long to start it.
+FLEET_WORKER_GONE_S = 600
+#: The command the fleet's switch runs at each check: success is a sign of life (``deadman.sh``'s ALIVE_CMD).
+FLEET_ALIVE_CMD = f"systemctl is-active --quiet {WORKER_UNIT}"
 
 #: SQS's maximum retention, 14 days in seconds (SQS Developer Guide, "Quotas").
 QUEUE_RETENTION_S = 1_209_600
@@ -505,17 +518,73 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def fleet_deadman_script() -> str:
+    """``deadman.sh`` without its comment lines and blank lines (the shebang kept), as the fleet's user data
+    carries it: the template must fit CloudFormation's 51,200-byte inline limit."""
+    from gpu_transcribe.aws.userdata import deadman_script
+
+    lines = deadman_script().splitlines()
+    kept = [lines[0], *(line for line in lines[1:] if line.strip() and not line.lstrip().startswith("#"))]
+    return "\n".join(kept) + "\n"
+
+
+def fleet_deadman_commands() -> list[str]:
+    """The user data lines that write and start the dead-man switch (``gpu_transcribe/data/deadman.sh``, the
+    one ``run`` uses) on a fleet instance: power-off :data:`FLEET_MAX_LIFETIME_S` after boot, and
+    :data:`FLEET_WORKER_GONE_S` after the worker's unit was last active; ``shutdown -P`` two minutes after
+    the lifetime as a second, independent timer. The script travels base64-encoded, so neither the heredoc nor
+    ``Fn::Sub`` (which reads ``${...}``) can change it. An instance that powers off leaves the group's
+    running instances; the group's EC2 health check replaces it, and the replacement works on the backlog
+    or, idle, leaves with the desired capacity decremented."""
+    from gpu_transcribe.aws.userdata import (
+        DEADMAN_CHECK_INTERVAL_S,
+        DEADMAN_PATH,
+        DEADMAN_UNIT,
+        HARD_STOP_MARGIN_MINUTES,
+        HEARTBEAT_PATH,
+    )
+
+    encoded = base64.b64encode(fleet_deadman_script().encode("utf-8")).decode("ascii")
+    env = {
+        "MAX_LIFETIME_S": str(FLEET_MAX_LIFETIME_S),
+        "HEARTBEAT_FILE": HEARTBEAT_PATH,
+        "HEARTBEAT_TIMEOUT_S": str(FLEET_WORKER_GONE_S),
+        "CHECK_INTERVAL_S": str(DEADMAN_CHECK_INTERVAL_S),
+        "ALIVE_CMD": FLEET_ALIVE_CMD,
+    }
+    start = [
+        "systemd-run",
+        f"--unit={DEADMAN_UNIT}",
+        "--description=gpu-transcribe dead-man switch",
+        *(f"--setenv={k}={v}" for k, v in env.items()),
+        "/bin/sh",
+        DEADMAN_PATH,
+    ]
+    hard_stop_minutes = FLEET_MAX_LIFETIME_S // 60 + HARD_STOP_MARGIN_MINUTES
+    return [
+        f"install -d -m 0755 {shlex.quote(DEADMAN_PATH.rsplit('/', 1)[0])}",
+        f"base64 -d > {shlex.quote(DEADMAN_PATH)} <<'DEADMAN'",
+        *(encoded[i : i + 76] for i in range(0, len(encoded), 76)),
+        "DEADMAN",
+        f"chmod 0755 {shlex.quote(DEADMAN_PATH)}",
+        shlex.join(start),
+        f"shutdown -P +{hard_stop_minutes}",
+    ]
+
+
 def user_data(spec: PipelineSpec) -> str:
-    """The workers' boot script (``Fn::Sub`` text): writes the pipeline's names, then runs
+    """The workers' boot script (``Fn::Sub`` text): starts the dead-man switch first
+    (:func:`fleet_deadman_commands`), writes the pipeline's names, then runs
     ``gpu-transcribe worker --pipeline NAME --exit-when-idle 300 --max-lifetime-h 12`` under systemd as the
     image's user, restarted if it fails (an exit when idle or at the lifetime is not a failure: the instance
-    has left the group and is being terminated)."""
+    has left the group and is being terminated; a worker that could not leave exits 1 and is restarted)."""
     config = json.dumps(worker_config(spec), indent=2)
     binary = f"{spec.remote_prefix}/venv/bin/gpu-transcribe"
     return "\n".join(
         [
             "#!/bin/bash",
             "set -euo pipefail",
+            *fleet_deadman_commands(),
             "install -d -m 0755 /etc/gpu-transcribe",
             f"cat > {WORKER_CONFIG_PATH} <<'JSON'",
             config,
