@@ -647,22 +647,24 @@ def test_at_its_maximum_lifetime_the_worker_stops_receiving_and_leaves_the_group
 def test_a_worker_that_cannot_leave_the_group_exits_1_for_systemd_to_restart_it(
     pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``worker --exit-when-idle 1`` through the CLI, in process, as the only instance of a moto group whose
-    Auto Scaling endpoint cannot be reached (a closed loopback port, botocore's service endpoint variable):
-    it goes idle, cannot leave, says so and exits 1, so that the unit's ``Restart=on-failure`` starts it
+    """``worker --exit-when-idle 1`` through the CLI, in process, as the only instance of a moto group that
+    refuses ``TerminateInstanceInAutoScalingGroup`` (AWS's ValidationError, as at the group's minimum): it
+    goes idle, cannot leave, says so and exits 1, so that the unit's ``Restart=on-failure`` starts it
     again; exit 0 would leave a billed instance that nothing restarts. The group is unchanged."""
     import signal
-    import socket
 
     group = _group_of_one(pipeline.aws)
     instance_id = group()["Instances"][0]["InstanceId"]
     pipeline.config_path.write_text(json.dumps(pipeline.config.to_document() | {"group": "workers"}))
     monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
     monkeypatch.setenv("GPU_TRANSCRIBE_WORKER_INSTANCE_ID", instance_id)
-    with socket.socket() as closed:  # a port nothing listens on once the socket is closed
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL_AUTO_SCALING", f"http://127.0.0.1:{port}")
+    pipeline.aws.fail(
+        "TerminateInstanceInAutoScalingGroup",
+        "ValidationError",
+        message="Currently, desiredSize equals minSize (1). Terminating instance without replacement will "
+        "violate group's min size constraint. Either set shouldDecrementDesiredCapacity flag to false or "
+        "lower group's min size.",
+    )
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = _cli("worker", "--model", "unused", "--device", "cpu", "--exit-when-idle", "1")
