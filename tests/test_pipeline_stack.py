@@ -140,10 +140,56 @@ def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: M
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
 
-    function = aws.client("lambda").get_function_configuration(FunctionName=out.scaler_function)
+    awslambda = aws.client("lambda")
+    function = awslambda.get_function_configuration(FunctionName=out.scaler_function)
     assert function["Environment"]["Variables"]["GROUP_NAME"] == out.group
+    # Concurrency caps: one scaler at a time; at most two notifiers, by reservation and by the event source.
+    assert (
+        awslambda.get_function_concurrency(FunctionName=out.scaler_function)["ReservedConcurrentExecutions"]
+        == 1
+    )
+    notifier = awslambda.get_function_concurrency(FunctionName=out.notifier_function)
+    assert notifier["ReservedConcurrentExecutions"] == 2
+    (mapping,) = awslambda.list_event_source_mappings(FunctionName=out.notifier_function)[
+        "EventSourceMappings"
+    ]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
     stack = describe_stack(AwsContext(REGION), STACK)
     assert stack is not None and dict(stack.tags)["gpu-transcribe:owner"] == CALLER_ARN
+
+
+def test_an_account_without_room_to_reserve_lambda_concurrency_deploys_unreserved_with_a_note(
+    cli: CliRunner, aws: MotoAws
+) -> None:
+    """A new account's Lambda quota (10, all unreserved) has no room for a reservation above Lambda's
+    minimum of 100 unreserved, which would roll the stack back: the deploy reads ``GetAccountSettings``,
+    deploys the notifier and the scaler unreserved, and says so; the notifier's event source is capped
+    either way."""
+    aws.respond(
+        "GetAccountSettings",
+        json.dumps(
+            {
+                "AccountLimit": {
+                    "TotalCodeSize": 80530636800,
+                    "CodeSizeUnzipped": 262144000,
+                    "CodeSizeZipped": 52428800,
+                    "ConcurrentExecutions": 10,
+                    "UnreservedConcurrentExecutions": 10,
+                },
+                "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": 0},
+            }
+        ),
+    )
+    result = deploy(cli, aws)
+    assert "unreserved Lambda concurrency in eu-north-1 is 10: too little to reserve 3" in result.stderr
+    out = outputs()
+    awslambda = aws.client("lambda")
+    for function in (out.scaler_function, out.notifier_function):
+        assert "ReservedConcurrentExecutions" not in awslambda.get_function_concurrency(FunctionName=function)
+    (mapping,) = awslambda.list_event_source_mappings(FunctionName=out.notifier_function)[
+        "EventSourceMappings"
+    ]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
 
 
 def test_a_file_put_into_incoming_becomes_a_job_message(cli: CliRunner, aws: MotoAws) -> None:

@@ -59,7 +59,11 @@ def spec(**changes: Any) -> PipelineSpec:
 
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
-SPECS = {"created bucket": spec(), "own bucket": spec(bucket="my-recordings")}
+SPECS = {
+    "created bucket": spec(),
+    "own bucket": spec(bucket="my-recordings"),
+    "unreserved": spec(reserve_concurrency=False),
+}
 #: ``pipeline deploy --correct`` with a model id, and with a cross-region inference profile id.
 CORRECT_SPECS = {
     "correct": spec(correct=True, correct_model_id=HAIKU),
@@ -375,6 +379,21 @@ def test_the_fleets_user_data_starts_the_dead_man_switch_before_anything_else(tm
     assert check(FLEET_WORKER_GONE_S)[0].startswith("stale-heartbeat")  # the worker is gone
     active.touch()
     assert check(FLEET_MAX_LIFETIME_S)[-1].startswith("max-lifetime")  # running, but for too long
+
+
+def test_the_notifier_and_the_scaler_have_concurrency_caps() -> None:
+    """A burst of finished jobs reaches a webhook receiver through at most two notifier invocations (the
+    event source's MaximumConcurrency and the function's reservation); the scaler runs one at a time. An
+    account without room to reserve (``reserve_concurrency=False``) keeps the event source's cap."""
+    for reserve in (True, False):
+        template = build_template(spec(reserve_concurrency=reserve))
+        functions = resources(template, "AWS::Lambda::Function")
+        reserved = {k: f["Properties"].get("ReservedConcurrentExecutions") for k, f in functions.items()}
+        expected = {"NotifierFunction": 2, "ScalerFunction": 1} if reserve else {}
+        assert {k: v for k, v in reserved.items() if v is not None} == expected
+        mapping = only(template, "AWS::Lambda::EventSourceMapping")
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+        assert mapping["BatchSize"] == 5
 
 
 def test_scaler_arithmetic() -> None:

@@ -39,6 +39,23 @@ OBJECT_CREATED = "s3:ObjectCreated:*"
 DELETE_BATCH = 1000
 
 
+def unreserved_lambda_concurrency(ctx: AwsContext) -> int | None:
+    """The account's unreserved Lambda concurrency in the region (``GetAccountSettings``), or ``None`` if it
+    cannot be read (a caller without ``lambda:GetAccountSettings``, an endpoint without the call): the deploy
+    then reserves as usual, and CloudFormation names the function if the account has no room.
+
+    Raises:
+        CredentialsError: credentials missing or rejected.
+    """
+    try:
+        with aws_errors(ctx, "reading the account's Lambda concurrency"):
+            reply = lambda_client(ctx).get_account_settings()
+    except CloudError:
+        return None
+    value = reply.get("AccountLimit", {}).get("UnreservedConcurrentExecutions")
+    return int(value) if value is not None else None
+
+
 def check_own_bucket(ctx: AwsContext, bucket: str, account_id: str) -> None:
     """Before a pipeline takes ``bucket`` (``--s3-bucket``): it exists, account ``account_id`` owns it
     (``HeadBucket`` with ``ExpectedBucketOwner``: another account's bucket answers 403) and it is in the

@@ -109,6 +109,15 @@ SCALER_RUNTIME = "python3.12"
 NOTIFIER_TIMEOUT_S = 180
 #: Messages per notifier invocation (delivered one after another).
 NOTIFIER_BATCH_SIZE = 5
+#: The most notifier invocations at once: the event source's ``ScalingConfig.MaximumConcurrency`` (2 is SQS
+#: event sources' smallest) and the function's reserved concurrency, so a burst of finished jobs reaches a
+#: receiver as at most 2 x NOTIFIER_BATCH_SIZE deliveries in flight, one after another per invocation.
+NOTIFIER_MAX_CONCURRENCY = 2
+#: The scaler's reserved concurrency: one run at a time (it runs every minute and within seconds).
+SCALER_MAX_CONCURRENCY = 1
+#: Lambda keeps at least this much of an account's concurrency unreserved (Lambda Developer Guide,
+#: "Configuring reserved concurrency"): the deploy reserves only if the account has room above it.
+LAMBDA_MIN_UNRESERVED = 100
 #: Days CloudWatch Logs keeps the scaler's and the notifier's logs.
 SCALER_LOG_RETENTION_DAYS = 14
 
@@ -174,6 +183,10 @@ class PipelineSpec:
         correct_model_id: the Bedrock model id (or ``eu.``/``us.``... inference profile id) of the
             correction; the worker role's ``bedrock:InvokeModel`` and ``GetFoundationModel`` name it.
         correct_region: the region of the Bedrock calls (``""``: the stack's).
+        reserve_concurrency: give the notifier and the scaler reserved concurrency
+            (:data:`NOTIFIER_MAX_CONCURRENCY`, :data:`SCALER_MAX_CONCURRENCY`); the deploy turns it off for an
+            account whose Lambda quota has no room for it (new accounts: 10). The notifier's event source
+            caps its concurrency either way.
         webhook_max_attempts: delivery attempts of one event before SQS moves it to the webhooks
             dead-letter queue (the webhooks queue's ``maxReceiveCount``). With the backoff below (half fixed,
             half random, doubling from ``webhook_backoff_base_s`` up to ``webhook_backoff_cap_s``) 12
@@ -209,6 +222,7 @@ class PipelineSpec:
     correct: bool = False
     correct_model_id: str = ""
     correct_region: str = ""
+    reserve_concurrency: bool = True
     webhook_max_attempts: int = 12
     webhook_timeout_s: int = 10
     webhook_backoff_base_s: int = 30
@@ -872,6 +886,11 @@ def _queue(spec: PipelineSpec, name: str, **properties: Any) -> dict[str, Any]:
     }
 
 
+def _reserved(spec: PipelineSpec, executions: int) -> dict[str, Any]:
+    """A function's ``ReservedConcurrentExecutions`` property, unless the spec reserves none."""
+    return {"ReservedConcurrentExecutions": executions} if spec.reserve_concurrency else {}
+
+
 def _notifications(spec: PipelineSpec) -> dict[str, Any]:
     """The results queue, the webhooks queue and its dead-letter queue, the secret and the notifier."""
     return {
@@ -933,6 +952,7 @@ def _notifications(spec: PipelineSpec) -> dict[str, Any]:
                 "Role": {"Fn::GetAtt": ["NotifierRole", "Arn"]},
                 "Timeout": NOTIFIER_TIMEOUT_S,
                 "MemorySize": 128,
+                **_reserved(spec, NOTIFIER_MAX_CONCURRENCY),
                 "Environment": {
                     "Variables": {
                         "QUEUE_URL": {"Ref": "WebhooksQueue"},
@@ -953,6 +973,7 @@ def _notifications(spec: PipelineSpec) -> dict[str, Any]:
                 "EventSourceArn": {"Fn::GetAtt": ["WebhooksQueue", "Arn"]},
                 "FunctionName": {"Ref": "NotifierFunction"},
                 "BatchSize": NOTIFIER_BATCH_SIZE,
+                "ScalingConfig": {"MaximumConcurrency": NOTIFIER_MAX_CONCURRENCY},
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],
                 "Tags": _tags(spec, spec.notifier_name),
             },
@@ -1090,6 +1111,7 @@ def _scaler(spec: PipelineSpec) -> dict[str, Any]:
                 "Role": {"Fn::GetAtt": ["ScalerRole", "Arn"]},
                 "Timeout": 30,
                 "MemorySize": 128,
+                **_reserved(spec, SCALER_MAX_CONCURRENCY),
                 "Environment": {
                     "Variables": {
                         "QUEUE_URL": {"Ref": "JobsQueue"},
