@@ -291,7 +291,11 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
 
 
 def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAws) -> None:
+    before = len(aws.s3_requests(BUCKET))
     deploy(cli, aws)
+    # The deploy's own S3 requests (protection, notification) name the bucket's owner (moto ignores it).
+    deployed = aws.s3_requests(BUCKET)[before:]
+    assert deployed and {p["expected_owner"] for _, p in deployed} == {ACCOUNT_ID}, deployed
     out = outputs()
     s3 = aws.client("s3")
     s3.put_object(Bucket=out.bucket, Key="results/job-1/a.txt", Body=b"kept")
@@ -318,9 +322,12 @@ def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAw
     s3.delete_bucket(Bucket=out.bucket)
     deploy(cli, aws)
     s3.put_object(Bucket=out.bucket, Key="results/job-2/b.txt", Body=b"gone")
+    before = len(aws.s3_requests(BUCKET))
     result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME, "--delete-data"])
     assert result.exit_code == 0, result.output
     assert f"bucket {BUCKET}: emptied (1 object(s)) and deleted" in result.stdout
+    emptied = aws.s3_requests(BUCKET)[before:]
+    assert emptied and {p["expected_owner"] for _, p in emptied} == {ACCOUNT_ID}, emptied
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 

@@ -26,6 +26,7 @@ from gpu_transcribe.aws.clients import (
     ec2_client,
     error_code,
     lambda_client,
+    owned_s3_client,
     s3_client,
     secretsmanager_client,
     sqs_client,
@@ -122,7 +123,7 @@ def ensure_bucket_notification(
             when the configuration is written), or did not keep it.
         CredentialsError: credentials missing or rejected.
     """
-    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    s3: Any = owned_s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
     with aws_errors(ctx, f"setting the notification of bucket {bucket}"):
         config = _notification(s3, bucket)
         queues = config.get("QueueConfigurations", [])
@@ -186,7 +187,7 @@ def ensure_bucket_protection(
     Raises:
         CloudError, CredentialsError: a call failed.
     """
-    s3: Any = s3_client(ctx)
+    s3: Any = owned_s3_client(ctx)
     fixed = []
     with aws_errors(ctx, f"checking the protection of bucket {bucket}"):
         block = _read(s3.get_public_access_block, "PublicAccessBlockConfiguration", Bucket=bucket) or {}
@@ -228,7 +229,7 @@ def remove_bucket_notification(ctx: AwsContext, bucket: str, queue_arn: str) -> 
     Raises:
         CloudError, CredentialsError: a call failed.
     """
-    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    s3: Any = owned_s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
     with aws_errors(ctx, f"removing the notification of bucket {bucket}"):
         try:
             config = _notification(s3, bucket)
@@ -407,7 +408,7 @@ def empty_bucket(ctx: AwsContext, bucket: str) -> int:
         CloudError: a call failed, or S3 refused to delete some keys (named).
         CredentialsError: credentials missing or rejected.
     """
-    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    s3: Any = owned_s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
     deleted = 0
     with aws_errors(ctx, f"emptying bucket {bucket}"):
         try:
@@ -442,7 +443,7 @@ def delete_bucket(ctx: AwsContext, bucket: str) -> bool:
     """
     with aws_errors(ctx, f"deleting bucket {bucket}"):
         try:
-            s3_client(ctx).delete_bucket(Bucket=bucket)
+            owned_s3_client(ctx).delete_bucket(Bucket=bucket)
         except Exception as exc:
             if error_code(exc) == "NoSuchBucket":
                 return False
