@@ -71,7 +71,9 @@ def drain(aws: MotoAws, queue_url: str) -> list[Any]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: MotoAws) -> None:
+def test_deploy_creates_the_stack_and_prints_what_it_made(
+    cli: CliRunner, aws: MotoAws, tmp_path: Path
+) -> None:
     result = deploy(cli, aws, "--max-workers", "3", "--instance-types", "g4dn.xlarge,g5.xlarge")
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"pipeline {NAME} created in {REGION}: stack {STACK} CREATE_COMPLETE (")
@@ -122,6 +124,25 @@ def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: M
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     lifecycle = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
     assert lifecycle["expire-incoming-audio"]["Expiration"] == {"Days": 30}
+    assert lifecycle["expire-incoming-audio"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    old_results = lifecycle["expire-old-result-versions"]
+    assert old_results["Filter"] == {"Prefix": "results/"}
+    assert old_results["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert old_results["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+    assert any("versioning" in line for line in applied)  # moto's CloudFormation skips it
+    # Versioned: a transcript written again by a worker (job_objects.upload) keeps the first one.
+    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
+    from gpu_transcribe.aws import job_objects
+
+    key = job_objects.result_key("job-1", "a.txt")
+    for text in ("first", "second"):
+        path = tmp_path / f"{text}.txt"
+        path.write_text(text)
+        job_objects.upload(AwsContext(REGION), BUCKET, key, path)
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+    assert len(versions) == 2
+    (older,) = [v for v in versions if not v["IsLatest"]]
+    assert s3.get_object(Bucket=BUCKET, Key=key, VersionId=older["VersionId"])["Body"].read() == b"first"
 
     (group,) = aws.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[out.group])[
         "AutoScalingGroups"
@@ -317,8 +338,10 @@ def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAw
         in (missing.stderr)
     )
 
-    # Deployed again, the same bucket name: CloudFormation cannot create a bucket that exists; delete it.
-    s3.delete_object(Bucket=out.bucket, Key="results/job-1/a.txt")
+    # Deployed again, the same bucket name: CloudFormation cannot create a bucket that exists; delete it
+    # (versioned: every version).
+    for version in s3.list_object_versions(Bucket=out.bucket)["Versions"]:
+        s3.delete_object(Bucket=out.bucket, Key=version["Key"], VersionId=version["VersionId"])
     s3.delete_bucket(Bucket=out.bucket)
     deploy(cli, aws)
     s3.put_object(Bucket=out.bucket, Key="results/job-2/b.txt", Body=b"gone")

@@ -31,6 +31,7 @@ from gpu_transcribe.pipeline.template import (
     PipelineSpec,
     build_template,
     fleet_deadman_script,
+    lifecycle_rules_api,
     scaler_source,
     template_json,
     user_data,
@@ -136,6 +137,20 @@ def test_every_store_is_encrypted_and_the_bucket_is_private() -> None:
     assert table["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     (tls,) = only(template, "AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"]
     assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_bucket_is_versioned_and_old_versions_expire() -> None:
+    """A transcript a worker writes again stays as a noncurrent version for 30 days; old audio versions go
+    after a day; the API-shaped rules the deploy applies where CloudFormation did not are the same."""
+    bucket = only(build_template(spec()), "AWS::S3::Bucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-old-result-versions"]["Prefix"] == RESULTS_PREFIX
+    assert rules["expire-old-result-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    assert rules["expire-incoming-audio"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    api = {r["ID"]: r for r in lifecycle_rules_api(spec())}
+    assert set(api) == set(rules)
+    assert api["expire-old-result-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
 
 
 def test_incoming_goes_to_the_jobs_queue_with_a_dead_letter_queue() -> None:

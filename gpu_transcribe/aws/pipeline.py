@@ -175,8 +175,8 @@ def ensure_bucket_protection(
     ctx: AwsContext, bucket: str, lifecycle_rules: Sequence[Mapping[str, Any]]
 ) -> tuple[str, ...]:
     """Make sure a bucket the pipeline created has what its template asks for: Block Public Access (all
-    four), default encryption, ``BucketOwnerEnforced`` (no ACLs) and the lifecycle rules (matched by
-    ``ID``; other rules are kept). Reads each first and writes only what is missing.
+    four), default encryption, ``BucketOwnerEnforced`` (no ACLs), versioning and the lifecycle rules
+    (matched by ``ID``; other rules are kept). Reads each first and writes only what is missing.
 
     Args:
         lifecycle_rules: rules in the S3 API's shape (``ID``, ``Status``, ``Filter``, ...).
@@ -209,6 +209,9 @@ def ensure_bucket_protection(
                 Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
             )
             fixed.append("object ownership BucketOwnerEnforced")
+        if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+            fixed.append("versioning")
         rules = list(_read(s3.get_bucket_lifecycle_configuration, "Rules", Bucket=bucket) or [])
         have = {r.get("ID") for r in rules}
         missing = [dict(r) for r in lifecycle_rules if r["ID"] not in have]

@@ -269,8 +269,8 @@ def finish_deploy(
 ) -> tuple[str, ...]:
     """Make sure of what CloudFormation may not have done, through the services' own APIs: the bucket's
     ``incoming/`` notification to the jobs queue, a created bucket's protection (public access block,
-    encryption, ownership, lifecycle), the jobs table's TTL and point-in-time recovery, and the webhook
-    secret. On AWS all are there already and nothing is written (the secret once: CloudFormation
+    encryption, ownership, versioning, lifecycle), the jobs table's TTL and point-in-time recovery, and the
+    webhook secret. On AWS all are there already and nothing is written (the secret once: CloudFormation
     generates one that is not ``whsec_``); moto skips them; a bucket the user brought gets its notification
     only here (its other settings stay the user's).
 

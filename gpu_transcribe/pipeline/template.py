@@ -375,18 +375,34 @@ def _this_group(spec: PipelineSpec) -> dict[str, Any]:
 #: The created bucket's lifecycle rule ids (the template's, and :func:`lifecycle_rules_api`'s).
 EXPIRE_INCOMING_RULE = "expire-incoming-audio"
 ABORT_UPLOADS_RULE = "abort-incomplete-uploads"
+RESULT_VERSIONS_RULE = "expire-old-result-versions"
+#: The created bucket is versioned: an overwritten or deleted transcript stays as a noncurrent version for
+#: this many days (``aws s3api list-object-versions`` / ``get-object --version-id`` bring it back).
+NONCURRENT_RESULT_DAYS = 30
+#: Days a noncurrent version of audio under ``incoming/`` is kept: the audio's expiry is meant to delete it.
+NONCURRENT_INCOMING_DAYS = 1
 
 
 def lifecycle_rules_api(spec: PipelineSpec) -> list[dict[str, Any]]:
     """The created bucket's lifecycle rules in the S3 API's shape (``PutBucketLifecycleConfiguration``), the
-    same as the template's: audio under ``incoming/`` expires after ``incoming_expiry_days``; unfinished
-    multipart uploads are aborted after 1 day."""
+    same as the template's: audio under ``incoming/`` expires after ``incoming_expiry_days`` (its noncurrent
+    versions after :data:`NONCURRENT_INCOMING_DAYS`); noncurrent versions of ``results/`` expire after
+    :data:`NONCURRENT_RESULT_DAYS`, and their delete markers once alone; unfinished multipart uploads are
+    aborted after 1 day."""
     return [
         {
             "ID": EXPIRE_INCOMING_RULE,
             "Status": "Enabled",
             "Filter": {"Prefix": INCOMING_PREFIX},
             "Expiration": {"Days": spec.incoming_expiry_days},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_INCOMING_DAYS},
+        },
+        {
+            "ID": RESULT_VERSIONS_RULE,
+            "Status": "Enabled",
+            "Filter": {"Prefix": RESULTS_PREFIX},
+            "Expiration": {"ExpiredObjectDeleteMarker": True},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_RESULT_DAYS},
         },
         {
             "ID": ABORT_UPLOADS_RULE,
@@ -649,6 +665,8 @@ def _storage(spec: PipelineSpec) -> dict[str, Any]:
                     "RestrictPublicBuckets": True,
                 },
                 "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                # A worker's PutObject over a transcript leaves the old one as a noncurrent version.
+                "VersioningConfiguration": {"Status": "Enabled"},
                 "LifecycleConfiguration": {
                     "Rules": [
                         {
@@ -656,6 +674,14 @@ def _storage(spec: PipelineSpec) -> dict[str, Any]:
                             "Status": "Enabled",
                             "Prefix": INCOMING_PREFIX,
                             "ExpirationInDays": spec.incoming_expiry_days,
+                            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_INCOMING_DAYS},
+                        },
+                        {
+                            "Id": RESULT_VERSIONS_RULE,
+                            "Status": "Enabled",
+                            "Prefix": RESULTS_PREFIX,
+                            "ExpiredObjectDeleteMarker": True,
+                            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_RESULT_DAYS},
                         },
                         {
                             "Id": ABORT_UPLOADS_RULE,
