@@ -369,6 +369,39 @@ WebhookSecretFile = Annotated[
         "missing. Default: a new secret in the jobs directory.",
     ),
 ]
+AllowPrivateCallbacks = Annotated[
+    bool,
+    typer.Option(
+        "--allow-private-callbacks",
+        help="Let job callbacks go to loopback, private and link-local addresses (a receiver on this machine "
+        "or its network); off, a callback_url whose host resolves to any such address is refused.",
+    ),
+]
+MaxPendingJobs = Annotated[
+    int,
+    typer.Option(
+        "--max-pending-jobs",
+        min=1,
+        help="Async jobs accepted and not finished at most; one more is refused (429, Retry-After).",
+    ),
+]
+MaxPendingGb = Annotated[
+    float,
+    typer.Option(
+        "--max-pending-gb",
+        min=0.001,
+        help="Their uploads on disk at most, GiB; a job that would go over is refused (429, Retry-After).",
+    ),
+]
+MinFreeDiskGb = Annotated[
+    float,
+    typer.Option(
+        "--min-free-disk-gb",
+        min=0,
+        help="Refuse a job (507) when storing it would leave less free disk than this (GiB) in the jobs "
+        "directory; 0: no floor.",
+    ),
+]
 
 # --- server ----------------------------------------------------------------------------------------------
 

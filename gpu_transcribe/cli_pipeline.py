@@ -222,7 +222,8 @@ def worker(
 ) -> None:
     """Take jobs from the pipeline's queue and transcribe them here (what the fleet's instances run). Progress
     on stderr; exits 0 when idle for --exit-when-idle seconds, at --max-lifetime-h hours or after a spot
-    interruption notice, 130/143 on SIGINT/SIGTERM after handing its jobs back."""
+    interruption notice, 1 when it should have left its Auto Scaling group and could not (so that systemd
+    restarts it), 130/143 on SIGINT/SIGTERM after handing its jobs back."""
     import signal
 
     from gpu_transcribe.correct import CorrectionConfig
@@ -259,6 +260,15 @@ def worker(
     by_name = {s.name: code for s, code in codes.items()}
     if report.reason in by_name:
         raise typer.Exit(by_name[report.reason])
+    if report.leave_failed:
+        stderr.print(
+            f"error: worker {report.worker_id} could not leave its Auto Scaling group; exiting 1 so that "
+            "systemd starts it again (the dead-man switch powers the instance off if it never leaves)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 # --- pipeline: deploy, status, destroy -------------------------------------------------------------------

@@ -43,12 +43,16 @@ def serve(
     jobs_dir: opt.JobsDir = None,
     job_ttl_h: opt.JobTtlH = 24.0,
     webhook_secret_file: opt.WebhookSecretFile = None,
+    allow_private_callbacks: opt.AllowPrivateCallbacks = False,
+    max_pending_jobs: opt.MaxPendingJobs = 256,
+    max_pending_gb: opt.MaxPendingGb = 10.0,
+    min_free_disk_gb: opt.MinFreeDiskGb = 2.0,
 ) -> None:
     """Serve OpenAI's audio API (/v1/audio/transcriptions) and /transcribe with one loaded model, on this
     machine, until Ctrl-C. Logs go to stderr."""
     from gpu_transcribe.errors import EngineError, SettingsError
     from remote.errors import ModelLoadError
-    from remote.server.config import MIB, ServerConfig, ServerConfigError, read_api_key
+    from remote.server.config import GIB, MIB, ServerConfig, ServerConfigError, read_api_key
 
     try:
         config = (
@@ -66,6 +70,10 @@ def serve(
                 jobs_dir=jobs_dir,
                 job_ttl_s=job_ttl_h * 3600,
                 webhook_secret_file=webhook_secret_file,
+                allow_private_callbacks=allow_private_callbacks,
+                max_pending_jobs=max_pending_jobs,
+                max_pending_bytes=int(max_pending_gb * GIB),
+                min_free_disk_bytes=int(min_free_disk_gb * GIB),
             )
             .with_env()
             .checked()

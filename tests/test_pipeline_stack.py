@@ -71,7 +71,9 @@ def drain(aws: MotoAws, queue_url: str) -> list[Any]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: MotoAws) -> None:
+def test_deploy_creates_the_stack_and_prints_what_it_made(
+    cli: CliRunner, aws: MotoAws, tmp_path: Path
+) -> None:
     result = deploy(cli, aws, "--max-workers", "3", "--instance-types", "g4dn.xlarge,g5.xlarge")
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"pipeline {NAME} created in {REGION}: stack {STACK} CREATE_COMPLETE (")
@@ -122,6 +124,25 @@ def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: M
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     lifecycle = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
     assert lifecycle["expire-incoming-audio"]["Expiration"] == {"Days": 30}
+    assert lifecycle["expire-incoming-audio"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    old_results = lifecycle["expire-old-result-versions"]
+    assert old_results["Filter"] == {"Prefix": "results/"}
+    assert old_results["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert old_results["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+    assert any("versioning" in line for line in applied)  # moto's CloudFormation skips it
+    # Versioned: a transcript written again by a worker (job_objects.upload) keeps the first one.
+    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
+    from gpu_transcribe.aws import job_objects
+
+    key = job_objects.result_key("job-1", "a.txt")
+    for text in ("first", "second"):
+        path = tmp_path / f"{text}.txt"
+        path.write_text(text)
+        job_objects.upload(AwsContext(REGION), BUCKET, key, path)
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+    assert len(versions) == 2
+    (older,) = [v for v in versions if not v["IsLatest"]]
+    assert s3.get_object(Bucket=BUCKET, Key=key, VersionId=older["VersionId"])["Body"].read() == b"first"
 
     (group,) = aws.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[out.group])[
         "AutoScalingGroups"
@@ -140,10 +161,56 @@ def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: M
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
 
-    function = aws.client("lambda").get_function_configuration(FunctionName=out.scaler_function)
+    awslambda = aws.client("lambda")
+    function = awslambda.get_function_configuration(FunctionName=out.scaler_function)
     assert function["Environment"]["Variables"]["GROUP_NAME"] == out.group
+    # Concurrency caps: one scaler at a time; at most two notifiers, by reservation and by the event source.
+    assert (
+        awslambda.get_function_concurrency(FunctionName=out.scaler_function)["ReservedConcurrentExecutions"]
+        == 1
+    )
+    notifier = awslambda.get_function_concurrency(FunctionName=out.notifier_function)
+    assert notifier["ReservedConcurrentExecutions"] == 2
+    (mapping,) = awslambda.list_event_source_mappings(FunctionName=out.notifier_function)[
+        "EventSourceMappings"
+    ]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
     stack = describe_stack(AwsContext(REGION), STACK)
     assert stack is not None and dict(stack.tags)["gpu-transcribe:owner"] == CALLER_ARN
+
+
+def test_an_account_without_room_to_reserve_lambda_concurrency_deploys_unreserved_with_a_note(
+    cli: CliRunner, aws: MotoAws
+) -> None:
+    """A new account's Lambda quota (10, all unreserved) has no room for a reservation above Lambda's
+    minimum of 100 unreserved, which would roll the stack back: the deploy reads ``GetAccountSettings``,
+    deploys the notifier and the scaler unreserved, and says so; the notifier's event source is capped
+    either way."""
+    aws.respond(
+        "GetAccountSettings",
+        json.dumps(
+            {
+                "AccountLimit": {
+                    "TotalCodeSize": 80530636800,
+                    "CodeSizeUnzipped": 262144000,
+                    "CodeSizeZipped": 52428800,
+                    "ConcurrentExecutions": 10,
+                    "UnreservedConcurrentExecutions": 10,
+                },
+                "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": 0},
+            }
+        ),
+    )
+    result = deploy(cli, aws)
+    assert "unreserved Lambda concurrency in eu-north-1 is 10: too little to reserve 3" in result.stderr
+    out = outputs()
+    awslambda = aws.client("lambda")
+    for function in (out.scaler_function, out.notifier_function):
+        assert "ReservedConcurrentExecutions" not in awslambda.get_function_concurrency(FunctionName=function)
+    (mapping,) = awslambda.list_event_source_mappings(FunctionName=out.notifier_function)[
+        "EventSourceMappings"
+    ]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
 
 
 def test_a_file_put_into_incoming_becomes_a_job_message(cli: CliRunner, aws: MotoAws) -> None:
@@ -245,7 +312,11 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
 
 
 def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAws) -> None:
+    before = len(aws.s3_requests(BUCKET))
     deploy(cli, aws)
+    # The deploy's own S3 requests (protection, notification) name the bucket's owner (moto ignores it).
+    deployed = aws.s3_requests(BUCKET)[before:]
+    assert deployed and {p["expected_owner"] for _, p in deployed} == {ACCOUNT_ID}, deployed
     out = outputs()
     s3 = aws.client("s3")
     s3.put_object(Bucket=out.bucket, Key="results/job-1/a.txt", Body=b"kept")
@@ -267,14 +338,19 @@ def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAw
         in (missing.stderr)
     )
 
-    # Deployed again, the same bucket name: CloudFormation cannot create a bucket that exists; delete it.
-    s3.delete_object(Bucket=out.bucket, Key="results/job-1/a.txt")
+    # Deployed again, the same bucket name: CloudFormation cannot create a bucket that exists; delete it
+    # (versioned: every version).
+    for version in s3.list_object_versions(Bucket=out.bucket)["Versions"]:
+        s3.delete_object(Bucket=out.bucket, Key=version["Key"], VersionId=version["VersionId"])
     s3.delete_bucket(Bucket=out.bucket)
     deploy(cli, aws)
     s3.put_object(Bucket=out.bucket, Key="results/job-2/b.txt", Body=b"gone")
+    before = len(aws.s3_requests(BUCKET))
     result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME, "--delete-data"])
     assert result.exit_code == 0, result.output
     assert f"bucket {BUCKET}: emptied (1 object(s)) and deleted" in result.stdout
+    emptied = aws.s3_requests(BUCKET)[before:]
+    assert emptied and {p["expected_owner"] for _, p in emptied} == {ACCOUNT_ID}, emptied
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 

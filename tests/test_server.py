@@ -460,6 +460,17 @@ def test_serve_refuses_a_webhook_secret_file_without_a_usable_secret(tmp_path: P
     assert not (tmp_path / "jobs").exists()
 
 
+def test_serve_refuses_a_pending_limit_under_the_upload_limit(tmp_path: Path) -> None:
+    """`--max-pending-gb` below `--max-upload-mb`: no upload that size could ever be accepted as a job; one
+    error line naming both, exit status 2, nothing started."""
+    from gpu_transcribe.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--max-pending-gb", "0.1", "--max-upload-mb", "200"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --max-pending-gb 0.1 is less than --max-upload-mb")
+
+
 def test_help_imports_no_server_libraries() -> None:
     """`gpu-transcribe --help` and `serve --help` stay fast: no FastAPI, uvicorn, Prometheus or torch."""
     code = (
