@@ -10,6 +10,7 @@ stdout, progress and errors to stderr; how they look is :mod:`gpu_transcribe.ren
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import typer
@@ -23,6 +24,7 @@ from gpu_transcribe.cli_app import (
     cli_settings,
     config_app,
     images_app,
+    silence_stdout,
     stderr,
     stdout,
 )
@@ -35,8 +37,17 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A reader that closes stdout early (``gpu-transcribe config show --json |
+    head -1``) ends the command quietly with exit status 0: what was buffered for it is dropped."""
+    try:
+        app()
+    except SystemExit as done:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
+            raise SystemExit(0) from None
+        raise
 
 
 # --- run -------------------------------------------------------------------------------------------------

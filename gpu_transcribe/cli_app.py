@@ -12,6 +12,7 @@ fast.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,7 +28,17 @@ if TYPE_CHECKING:
 
 # No emoji codes, no highlighting: paths, names and messages are printed as they are (markup is off or escaped
 # wherever they are printed, see render.py).
-stdout = Console(emoji=False, highlight=False)
+class _ResultConsole(Console):
+    """The stdout console: a reader that closes the pipe early ends the command quietly with exit status 0
+    (Rich's own reaction is exit status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        silence_stdout()
+        raise typer.Exit(0)
+
+
+stdout = _ResultConsole(emoji=False, highlight=False)
 stderr = Console(stderr=True, emoji=False, highlight=False)
 
 #: ``run`` exit statuses beyond the errors' own (README, "Exit status").
@@ -54,6 +65,9 @@ class _ErrorsToExitCodes(TyperGroup):
             raise typer.Exit(error.exit_code) from None
         except (typer.Exit, typer.Abort, TyperException):  # usage errors, exits: typer's own handling
             raise
+        except BrokenPipeError:  # the reader of stdout has gone (`... | head -1`): nothing more to say
+            silence_stdout()
+            raise typer.Exit(0) from None
         except Exception as error:
             if ctx.meta.get(_DEBUG_KEY):
                 raise
@@ -117,6 +131,19 @@ def _root(
 ) -> None:
     """Transcribe audio on a short-lived AWS GPU spot instance, or on this machine with --local."""
     typer_ctx.meta[_DEBUG_KEY] = debug
+
+
+def silence_stdout() -> None:
+    """Point the process's stdout at the null device, so that what is still buffered for a reader that has
+    closed the pipe (``gpu-transcribe ... | head -1``) is dropped instead of raising ``BrokenPipeError``
+    again when Python flushes it at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def cli_settings(*, warn_ssh_cidr: bool = False, **flags: object) -> Settings:

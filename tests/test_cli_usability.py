@@ -1,0 +1,59 @@
+"""What a new user meets in the first hour, through the real CLI (a subprocess, as a shell runs it): pipes
+closed early, 80-column help, one name for one thing, exit statuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The user's environment without GPU_TRANSCRIBE_* settings, an empty config directory, no colour."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_TRANSCRIBE_")}
+    env.update(PYTHONPATH=str(REPO), XDG_CONFIG_HOME=str(tmp_path / "xdg"), NO_COLOR="1", COLUMNS="80")
+    env.update(extra)
+    return env
+
+
+def gpu_transcribe(tmp_path: Path, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m gpu_transcribe ARGS`` in ``tmp_path``, 80 columns, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_transcribe", *map(str, args)],
+        cwd=tmp_path,
+        env=_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# --- a reader that closes the pipe -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["config", "show", "--json"], ["config", "show"]])
+@pytest.mark.parametrize("read_first_line", [False, True])
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path, args: list[str], read_first_line: bool) -> None:
+    # Closing the only read end before the command writes makes every write fail (EPIPE): the case that
+    # `| head -1` hits when head is quicker. Reading one line first is head's other timing.
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpu_transcribe", *args],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        if read_first_line:
+            assert proc.stdout.readline().strip()
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=60) == 0, stderr
+        assert stderr == "", stderr
