@@ -57,3 +57,13 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path, args: list[str],
         stderr = proc.stderr.read()
         assert proc.wait(timeout=60) == 0, stderr
         assert stderr == "", stderr
+
+
+# --- server down with no server ----------------------------------------------------------------------------
+
+
+def test_server_down_without_a_server_says_so_once(tmp_path: Path) -> None:
+    proc = gpu_transcribe(tmp_path, "server", "down", GPU_TRANSCRIBE_STATE_DIR=str(tmp_path / "state"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["no server named default here; nothing to do"]
+    assert proc.stderr == ""
