@@ -96,11 +96,14 @@ class EngineError(GpuTranscribeError):
     Attributes:
         code: the engine's error code (``model_not_found``, ``crashed``...; see ``remote.protocol``).
         stderr_tail: the last lines the engine wrote to stderr, for the user to read.
+        exit_code: 2 when the engine refused an option (code ``bad_option``: ``--device cuda`` on a machine
+            without a CUDA GPU...), as for any bad option; else 1.
     """
 
     def __init__(self, code: str, message: str, stderr_tail: str = "") -> None:
         self.code = code
         self.stderr_tail = stderr_tail
+        self.exit_code = 2 if code == "bad_option" else 1
         super().__init__(message)
 
 

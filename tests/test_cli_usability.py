@@ -38,7 +38,9 @@ def gpu_transcribe(tmp_path: Path, *args: str | Path, **env: str) -> subprocess.
 
 @pytest.mark.parametrize("args", [["config", "show", "--json"], ["config", "show"]])
 @pytest.mark.parametrize("read_first_line", [False, True])
-def test_a_closed_pipe_ends_the_command_quietly(tmp_path: Path, args: list[str], read_first_line: bool) -> None:
+def test_a_closed_pipe_ends_the_command_quietly(
+    tmp_path: Path, args: list[str], read_first_line: bool
+) -> None:
     # Closing the only read end before the command writes makes every write fail (EPIPE): the case that
     # `| head -1` hits when head is quicker. Reading one line first is head's other timing.
     for _ in range(3):
@@ -67,3 +69,32 @@ def test_server_down_without_a_server_says_so_once(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["no server named default here; nothing to do"]
     assert proc.stderr == ""
+
+
+# --- --device cuda on a machine without a GPU --------------------------------------------------------------
+
+
+def test_device_cuda_without_a_gpu_is_a_bad_option(tmp_path: Path) -> None:
+    model = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (model / "config.json").exists():
+        pytest.skip(f"no offline model at {model}: run `make offline-model`")
+    clip = REPO / "recordings" / "en_jfk.flac"
+    # CUDA_VISIBLE_DEVICES="" hides any GPU from torch: this machine has none, as far as the engine knows.
+    proc = gpu_transcribe(
+        tmp_path,
+        "run",
+        "--local",
+        "--device",
+        "cuda",
+        "-m",
+        model,
+        "-o",
+        tmp_path / "o",
+        clip,
+        CUDA_VISIBLE_DEVICES="",
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--device cuda: no CUDA GPU is available" in errors[0], proc.stderr
+    assert "--device cpu" in errors[0]
+    assert proc.stdout == "" and not list((tmp_path / "o").glob("*.txt"))
