@@ -41,7 +41,7 @@ def main() -> None:
     head -1``) ends the command quietly with exit status 0: what was buffered for it is dropped."""
     try:
         app()
-    except SystemExit as done:
+    except SystemExit:
         try:
             sys.stdout.flush()
         except BrokenPipeError:
@@ -280,7 +280,7 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
     print_output_paths((p for f in result.files for p in f.outputs.values()), stdout)
     if result.teardown_error is not None:
         raise typer.Exit(EXIT_LEFT_BEHIND)
-    if problems_fail_run(result.input_problems, len(result.files)) or result.failed_files:
+    if problems_fail_run(result.input_problems) or result.failed_files:
         raise typer.Exit(1)
     if result.upload_error is not None:
         raise typer.Exit(EXIT_UPLOAD_FAILED)

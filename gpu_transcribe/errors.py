@@ -42,7 +42,8 @@ class InputError(GpuTranscribeError):
 
 class OutputExistsError(InputError):
     """An input was passed over because one of its outputs already exists (neither ``--overwrite`` nor
-    ``--skip-existing`` given). Reported like an unusable path; the other inputs go on.
+    ``--skip-existing`` given). Not a failure: reported as ``skipped:`` (the message says which flag
+    replaces the output) and the run's exit status does not change; the other inputs go on.
 
     Attributes:
         path: the input, as found.
@@ -54,7 +55,7 @@ class OutputExistsError(InputError):
     def __init__(self, path: Path | str, existing: Path | str) -> None:
         self.existing = Path(existing)
         super().__init__(
-            path, f"{existing} exists; use --overwrite to replace it or --skip-existing to pass over it"
+            path, f"{existing} exists (--overwrite replaces it; --skip-existing passes over it quietly)"
         )
 
 

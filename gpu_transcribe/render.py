@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gpu_transcribe.errors import GpuTranscribeError, ProvisionError
+from gpu_transcribe.errors import GpuTranscribeError, OutputExistsError, ProvisionError
 
 if TYPE_CHECKING:
     from gpu_transcribe.build_ami import BuildPlan, BuildResult
@@ -413,9 +413,11 @@ def print_corrections(results: Iterable[CorrectionResult], console: Console) -> 
 
 
 def print_problems(problems: Iterable[object], console: Console) -> None:
-    """One ``error:`` line per problem (an input that could not be used...)."""
+    """One line per problem: ``skipped:`` for an input passed over because its output exists (not a
+    failure), ``error:`` for anything else (an input that could not be used...)."""
     for problem in problems:
-        console.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+        label = "[yellow]skipped:[/]" if isinstance(problem, OutputExistsError) else "[bold red]error:[/]"
+        console.print(f"{label} {escape(str(problem))}", highlight=False, soft_wrap=True)
 
 
 def print_cloud_summary(result: CloudRunResult, console: Console) -> None:

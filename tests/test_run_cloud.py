@@ -721,14 +721,14 @@ def test_existing_outputs_are_checked_before_connecting_or_launching(
     shutil.copyfile(SV_CLIP, clip)
     earlier = tmp_path / "a.txt"
     earlier.write_text("earlier\n", encoding="utf-8")
-    refused = f"error: {earlier} exists; use --overwrite to replace it or --skip-existing to pass over it"
+    refused = f"skipped: {earlier} exists (--overwrite replaces it; --skip-existing passes over it quietly)"
     # Connecting would fail (no host key known), and so would any AWS call (a closed port).
     empty_known_hosts = tmp_path / "known_hosts"
     empty_known_hosts.write_text("")
 
     host = _run_host(tmp_path, sshd_server, clip, empty_known_hosts)
     assert host.returncode == 0, host.stderr
-    assert [line for line in host.stderr.splitlines() if line.startswith("error:")] == [refused]
+    assert [line for line in host.stderr.splitlines() if line.startswith(("error:", "skipped:"))] == [refused]
     assert host.stdout == ""
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GPU_TRANSCRIBE_"))}

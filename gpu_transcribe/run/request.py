@@ -137,7 +137,7 @@ class CloudRunResult:
         from gpu_transcribe.outputs import problems_fail_run
 
         return (
-            not problems_fail_run(self.input_problems, len(self.files))
+            not problems_fail_run(self.input_problems)
             and not self.failed_files
             and self.upload_error is None
             and self.teardown_error is None
