@@ -26,6 +26,7 @@ from gpu_transcribe.errors import GpuTranscribeError
 if TYPE_CHECKING:
     from gpu_transcribe.settings import Settings
 
+
 # No emoji codes, no highlighting: paths, names and messages are printed as they are (markup is off or escaped
 # wherever they are printed, see render.py).
 class _ResultConsole(Console):
