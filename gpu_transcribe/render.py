@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.catalog import ImageList, PruneReport, ZonePrices
     from gpu_transcribe.cleanup import CleanupReport
     from gpu_transcribe.correct import CorrectionResult
-    from gpu_transcribe.engine_runner import EngineRun
+    from gpu_transcribe.engine_runner import EngineRun, FileOutcome
     from gpu_transcribe.run import CloudRunResult, DryRunPlan
     from gpu_transcribe.settings import Settings
 
@@ -355,32 +356,53 @@ def build_result_lines(result: BuildResult, region: str) -> list[str]:
 # --- run -------------------------------------------------------------------------------------------------
 
 
-def engine_summary_table(run: EngineRun) -> Table:
-    """One row per file: audio seconds, transcription seconds, real-time factor, outputs or the error."""
+def _files_table(title: str) -> Table:
+    """The per-file table of a run's summary, made to read at 80 columns: no borders, two-line headers, the
+    numbers never wrapped, so that the file name keeps every other column (38 characters at 80 columns) and
+    folds only beyond that. Output paths are not in it: they go to stdout, one a line."""
     table = Table(
-        title=plain(
-            f"{run.model} on {run.device} {run.dtype}, {run.algorithm}, model load {run.load_s:.1f} s"
-        )
+        title=plain(title),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    table.add_column("file")
-    table.add_column("audio s", justify="right")
-    table.add_column("transcribe s", justify="right")
-    table.add_column("real-time factor", justify="right")
-    table.add_column("outputs / error", overflow="fold")
+    table.add_column("file", overflow="fold")
+    table.add_column("language", no_wrap=True)
+    table.add_column("audio\ns", justify="right", no_wrap=True)
+    table.add_column("transcribe\ns", justify="right", no_wrap=True)
+    table.add_column("real-time\nfactor", justify="right", no_wrap=True)
+    return table
+
+
+def _add_file_row(table: Table, name: str, outcome: FileOutcome | None, ok: bool) -> None:
+    """A row of :func:`_files_table`: the file's numbers and language, or the name marked failed (the
+    reason follows the table as an ``error:`` line)."""
+    if not ok or outcome is None:
+        _add_row(table, Text(f"{name} (failed)", style="red"), "-", "-", "-", "-")
+        return
+    rtf = outcome.real_time_factor
+    _add_row(
+        table,
+        name,
+        outcome.language or "-",
+        f"{outcome.duration_s:.1f}" if outcome.duration_s is not None else "-",
+        f"{outcome.transcribe_s:.2f}" if outcome.transcribe_s is not None else "-",
+        f"{rtf:.3f}" if rtf is not None else "-",
+    )
+
+
+def engine_summary_table(run: EngineRun) -> Table:
+    """One row per file: its language (given or detected), audio seconds, transcription seconds and
+    real-time factor, or that it failed; the title names the model, device, algorithm and formats."""
+    formats = next((", ".join(f.outputs) for f in run.files if f.outputs), "")
+    table = _files_table(
+        f"{run.model} on {run.device} {run.dtype}, {run.algorithm}, model load {run.load_s:.1f} s"
+        + (f"; outputs: {formats}" if formats else "")
+    )
     for f in run.files:
-        name = f.audio.rsplit("/", 1)[-1]
-        if f.ok:
-            rtf = f.real_time_factor
-            _add_row(
-                table,
-                name,
-                f"{f.duration_s:.1f}",
-                f"{f.transcribe_s:.2f}",
-                f"{rtf:.3f}" if rtf is not None else "-",
-                "\n".join(f.outputs.values()),
-            )
-        else:
-            _add_row(table, name, "-", "-", "-", Text(f.message, style="red"))
+        _add_file_row(table, f.audio.rsplit("/", 1)[-1], f, f.ok)
     return table
 
 
@@ -421,30 +443,24 @@ def print_problems(problems: Iterable[object], console: Console) -> None:
 
 
 def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
-    """The end of ``run``: a row per file (duration, transcription seconds, real-time factor, outputs,
-    S3), a row per instance (type, zone, market, price, billed seconds, cost), each phase's seconds, then one
-    ``error:`` line per problem."""
-    files = Table(title=plain(f"run {result.run_id}" + (f" on {result.host}" if result.host else "")))
-    for header in ("file", "audio s", "transcribe s", "real-time factor", "outputs", "s3"):
-        numeric = header.endswith((" s", "factor"))
-        files.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    """The end of ``run``: a row per file (language, duration, transcription seconds, real-time factor; see
+    :func:`_files_table`), the S3 folders written, a row per instance (type, zone, market, price, billed
+    seconds, cost), each phase's seconds, then one ``error:`` line per problem."""
+    formats = next((", ".join(f.outputs) for f in result.files if f.outputs), "")
+    files = _files_table(
+        f"run {result.run_id}"
+        + (f" on {result.host}" if result.host else "")
+        + (f"; outputs: {formats}" if formats else "")
+    )
     for f in result.files:
-        o = f.outcome
-        if f.ok and o is not None:
-            rtf = o.real_time_factor
-            _add_row(
-                files,
-                f.audio.path.name,
-                f"{o.duration_s:.1f}" if o.duration_s is not None else "-",
-                f"{o.transcribe_s:.2f}" if o.transcribe_s is not None else "-",
-                f"{rtf:.3f}" if rtf is not None else "-",
-                "\n".join(str(p) for p in f.outputs.values()),
-                "\n".join(u.url for u in f.uploads) or "-",
-            )
-        else:
-            why = o.message if o is not None else "not transcribed"
-            _add_row(files, f.audio.path.name, "-", "-", "-", Text(why, style="red"), "-")
+        _add_file_row(files, f.audio.path.name, f.outcome, f.ok)
     console.print(files)
+    uploaded: dict[str, int] = {}
+    for upload in (u for f in result.files for u in f.uploads):
+        folder = upload.url.rsplit("/", 1)[0] + "/"
+        uploaded[folder] = uploaded.get(folder, 0) + 1
+    for folder, count in uploaded.items():
+        console.print(f"s3: {folder} ({count} objects)", markup=False, highlight=False, soft_wrap=True)
     if result.instances:
         machines = Table(title="instances")
         for header in ("instance", "type", "zone", "market", "$/hour", "billed s", "cost"):

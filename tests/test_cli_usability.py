@@ -98,3 +98,25 @@ def test_device_cuda_without_a_gpu_is_a_bad_option(tmp_path: Path) -> None:
     assert len(errors) == 1 and "--device cuda: no CUDA GPU is available" in errors[0], proc.stderr
     assert "--device cpu" in errors[0]
     assert proc.stdout == "" and not list((tmp_path / "o").glob("*.txt"))
+
+
+# --- the run summary at 80 columns -------------------------------------------------------------------------
+
+
+def test_the_run_summary_reads_at_80_columns_and_shows_the_language(tmp_path: Path) -> None:
+    model = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (model / "config.json").exists():
+        pytest.skip(f"no offline model at {model}: run `make offline-model`")
+    clip = tmp_path / "intervju-kommunstyrelsen-2024-03-12.flac"  # a name as long as users give them
+    clip.write_bytes((REPO / "recordings" / "en_jfk.flac").read_bytes())
+    out = tmp_path / "transcripts-from-the-interviews"
+
+    proc = gpu_transcribe(tmp_path, "run", "--local", "-m", model, "-l", "auto", "-o", out, clip)
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(out / f"{clip.stem}.txt"), str(out / f"{clip.stem}.json")]
+    lines = proc.stderr.splitlines()
+    assert all(len(line) <= 80 for line in lines), proc.stderr
+    # The file's row: its whole name, then the detected language; no output path anywhere in the summary.
+    assert [clip.name, "en"] in [line.split()[:2] for line in lines], proc.stderr
+    assert str(out) not in proc.stderr and "language" in proc.stderr
