@@ -260,7 +260,8 @@ class PipelineNotFoundError(CloudError):
         self.name = name
         self.region = region
         super().__init__(
-            f"no pipeline {name!r} in {region}; create it with `gpu-transcribe pipeline deploy --name {name}`"
+            f"no pipeline {name!r} in {region}; create it with "
+            f"`gpu-transcribe pipeline deploy --pipeline {name}`"
         )
 
 

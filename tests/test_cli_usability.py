@@ -4,11 +4,14 @@ closed early, 80-column help, one name for one thing, exit statuses."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,3 +123,127 @@ def test_the_run_summary_reads_at_80_columns_and_shows_the_language(tmp_path: Pa
     # The file's row: its whole name, then the detected language; no output path anywhere in the summary.
     assert [clip.name, "en"] in [line.split()[:2] for line in lines], proc.stderr
     assert str(out) not in proc.stderr and "language" in proc.stderr
+
+
+# --- --help at 80 columns ----------------------------------------------------------------------------------
+
+#: What Typer prints when a parameter has no metavar: a type name (<str>, <int range>, <list[Path]>,
+#: <path>...) or a parameter name in braces ({paths}).
+_LEAKED_TYPE = re.compile(r"<[\w\[\]|, ]+>|\{\w+\}")
+
+
+def _command_paths() -> list[list[str]]:
+    """Every command and group of the CLI, as argument lists (``[]`` is the root)."""
+    import typer.main
+
+    from gpu_transcribe.cli import app
+
+    paths: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            if not sub.hidden:
+                walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_help_reads_at_80_columns(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpu_transcribe.cli import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    paths = _command_paths()
+    assert ["run"] in paths and ["jobs", "fetch"] in paths and ["pipeline", "deploy"] in paths
+    for path in paths:
+        result = cli.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        text = result.stdout
+        assert not _LEAKED_TYPE.findall(text), (path, _LEAKED_TYPE.findall(text), text)
+        # A group's list of commands: each summary whole (a sentence that ends), never cut with "...".
+        if "\nCommands:\n" in text:
+            for line in text.split("\nCommands:\n", 1)[1].splitlines():
+                if line.startswith("  ") and not line.startswith("   "):
+                    assert not line.rstrip().endswith("..."), (path, line)
+
+
+def test_run_help_names_its_arguments_and_local(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpu_transcribe.cli import app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    root = cli.invoke(app, ["--help"]).stdout
+    assert "Transcribe audio files on a GPU instance, --local or --host." in root
+    run = cli.invoke(app, ["run", "--help"]).stdout
+    assert "Usage: gpu-transcribe run [OPTIONS] AUDIO..." in run
+    for shown in (
+        "-o, --output-dir DIR",
+        "-f, --format LIST",
+        "-l, --language CODE",
+        "-m, --model ID_OR_DIR",
+    ):
+        assert shown in run, run
+
+
+@pytest.mark.parametrize("command", [["build-ami"], ["server", "up"], ["worker"], ["run"]])
+def test_model_help_speaks_of_the_command_it_is_in(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    from gpu_transcribe.cli import app
+
+    text = cli.invoke(app, [*command, "--help"]).stdout
+    entries: list[str] = []  # one per option: its first line starts with "  -", the others are indented more
+    for line in text.split("\nOptions:\n", 1)[1].splitlines():
+        if line.startswith("  -"):
+            entries.append(line.strip())
+        elif entries:
+            entries[-1] += " " + line.strip()
+    model = next(e for e in entries if e.startswith("-m, --model"))
+    assert "run --local" not in model, model
+    if command in (["build-ami"], ["server", "up"]):  # the model must be on the hub: the instance loads it
+        assert "a Hugging Face id." in model and "directory" not in model, model
+
+
+def test_submit_help_says_once_where_outputs_go(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpu_transcribe.cli import app
+
+    text = " ".join(cli.invoke(app, ["submit", "--help"]).stdout.split())
+    assert "beside each input" not in text and "default: here" not in text
+    assert "into --output-dir (default: the current directory)" in text
+    assert "--output-dir DIR With --wait: write the outputs here. Default: the current directory." in text
+
+
+def test_one_option_names_the_pipeline_in_every_command(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpu_transcribe.cli import app
+
+    commands = [
+        ["submit"],
+        ["worker"],
+        ["jobs", "list"],
+        ["jobs", "fetch"],
+        ["jobs", "retry"],
+        ["jobs", "watch"],
+        ["pipeline", "deploy"],
+        ["pipeline", "status"],
+        ["pipeline", "destroy"],
+        ["pipeline", "webhook-secret"],
+    ]
+    for command in commands:
+        text = cli.invoke(app, [*command, "--help"]).stdout
+        assert "--pipeline NAME" in text and "--name" not in text, (command, text)
+
+
+def test_the_old_pipeline_flag_still_works_and_says_so(cli: CliRunner) -> None:
+    from gpu_transcribe.cli import app
+
+    # Two different names: refused before any AWS call, naming the one flag to use.
+    both = cli.invoke(app, ["pipeline", "status", "--pipeline", "a", "--name", "b"])
+    assert both.exit_code == 2, both.output
+    assert "--name is the old spelling of --pipeline; give only --pipeline" in both.stderr
+    # The old spelling alone: a bad name is still refused as the pipeline's name, after the warning.
+    old = cli.invoke(app, ["pipeline", "deploy", "--name", "Team_A"])
+    assert old.exit_code == 2, old.output
+    assert "warning: --name is now --pipeline" in old.stderr
+    assert "--pipeline: 'Team_A' is not a pipeline name" in old.stderr
