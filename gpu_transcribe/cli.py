@@ -273,7 +273,12 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
         if dry_run:
             plan = plan_run(request, settings, callbacks)
             progress.stop()
-            print_dry_run(plan, stdout)
+            print_dry_run(plan, stdout, stderr)
+            codes = [error.exit_code for error in plan.missing]
+            if problems_fail_run(plan.input_problems):
+                codes.append(1)
+            if codes:
+                raise typer.Exit(max(codes))
             return
         result = (run_on_host if request.host else run_cloud)(request, settings, callbacks)
     print_cloud_summary(result, stderr)

@@ -22,6 +22,7 @@ from rich.text import Text
 from gpu_transcribe.errors import GpuTranscribeError, OutputExistsError, ProvisionError
 
 if TYPE_CHECKING:
+    from gpu_transcribe.aws.launch_plan import LaunchPlan
     from gpu_transcribe.build_ami import BuildPlan, BuildResult
     from gpu_transcribe.catalog import ImageList, PruneReport, ZonePrices
     from gpu_transcribe.cleanup import CleanupReport
@@ -502,12 +503,32 @@ def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
         print_problems([result.teardown_error], console)
 
 
-def print_dry_run(plan: DryRunPlan, console: Console) -> None:
-    """``run --dry-run``: what would be launched, where, in what order, with which tags, at what cost."""
+def print_dry_run(plan: DryRunPlan, console: Console, errors: Console) -> None:
+    """``run --dry-run``: first the input files that cannot be used (on ``errors``), then what would be
+    launched, where, in what order, with which tags, at what cost, as far as it could be planned (on
+    ``console``); then one ``error:`` line (on ``errors``) for each thing a real run would stop at
+    (:attr:`DryRunPlan.missing`)."""
+    print_problems(plan.input_problems, errors)
     launch = plan.plan
+    size_mb = sum(f.size_bytes for f in plan.files) / 1e6
+    if launch is None:
+        console.print(
+            f"would transcribe {len(plan.files)} file(s) ({size_mb:.1f} MB); the launch could not be planned "
+            "(below)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        _print_launch_plan(plan, launch, size_mb, console)
+    for missing in plan.missing:
+        print_error(missing, errors)
+
+
+def _print_launch_plan(plan: DryRunPlan, launch: LaunchPlan, size_mb: float, console: Console) -> None:
+    """The launch part of :func:`print_dry_run`."""
     spec = launch.spec
     image = plan.image
-    size_mb = sum(f.size_bytes for f in plan.files) / 1e6
     about = ""
     if image and image.created_at:
         about = f" (gpu-transcribe {image.version}, {image.model}, created {image.created_at:%Y-%m-%d})"
@@ -547,7 +568,7 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
     )
     for line in (
         f"ssh: port 22 open to {spec.ssh_cidr} only (setting ssh_cidr)",
-        f"outputs: {plan.s3_url}" if plan.s3_url else "outputs: not uploaded (--no-s3)",
+        f"outputs: {plan.s3_url}" if plan.s3_url else "outputs: not uploaded (--no-s3, or no bucket set)",
     ):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(
@@ -557,5 +578,4 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"outputs to: {plan.s3_url or 'local files only (--no-s3)'}", markup=False, highlight=False)
-    print_problems(plan.input_problems, console)
+    console.print(f"outputs to: {plan.s3_url or 'local files only'}", markup=False, highlight=False)

@@ -247,3 +247,29 @@ def test_the_old_pipeline_flag_still_works_and_says_so(cli: CliRunner) -> None:
     assert old.exit_code == 2, old.output
     assert "warning: --name is now --pipeline" in old.stderr
     assert "--pipeline: 'Team_A' is not a pipeline name" in old.stderr
+
+
+# --- run --dry-run with a file that is not there -----------------------------------------------------------
+
+
+def test_a_dry_run_names_the_missing_file_first_and_then_what_else_is_missing(tmp_path: Path) -> None:
+    # No bucket set, and AWS at a closed port (one attempt): the plan stops at the cloud, but says so after
+    # the input problem, and names the missing bucket too.
+    proc = gpu_transcribe(
+        tmp_path,
+        "run",
+        "--dry-run",
+        "missing.wav",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        AWS_MAX_ATTEMPTS="1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+    )
+    assert proc.returncode == 2, proc.stderr  # the missing bucket setting: a bad setting
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0] == "error: missing.wav: no such file or directory; check the path", proc.stderr
+    assert any(line.startswith("error: s3_bucket: no S3 bucket is set") for line in errors[1:]), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.startswith("would transcribe 0 file(s)"), proc.stdout
