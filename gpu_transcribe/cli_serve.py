@@ -73,9 +73,12 @@ def serve(
         )
     except ServerConfigError as error:
         raise SettingsError("serve", "command line", str(error)) from None
+    from remote.hub import check_hub_model, is_hub_id
     from remote.server.run import serve as run_server
 
     try:
+        if is_hub_id(config.model):  # before uvicorn starts: one line in seconds when the hub is out of reach
+            check_hub_model(config.model, config.revision)
         run_server(config)
     except ModelLoadError as error:
         raise EngineError(error.code, str(error)) from None

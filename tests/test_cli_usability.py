@@ -14,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
+#: A Hugging Face endpoint nothing listens on (port 9, discard, is closed on loopback): the hub out of reach.
+CLOSED_HUB = "http://127.0.0.1:9"
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -114,7 +116,10 @@ def test_the_run_summary_reads_at_80_columns_and_shows_the_language(tmp_path: Pa
     clip.write_bytes((REPO / "recordings" / "en_jfk.flac").read_bytes())
     out = tmp_path / "transcripts-from-the-interviews"
 
-    proc = gpu_transcribe(tmp_path, "run", "--local", "-m", model, "-l", "auto", "-o", out, clip)
+    # The hub out of reach (a closed port) does not matter for a model directory: it is never asked.
+    proc = gpu_transcribe(
+        tmp_path, "run", "--local", "-m", model, "-l", "auto", "-o", out, clip, HF_ENDPOINT=CLOSED_HUB
+    )
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [str(out / f"{clip.stem}.txt"), str(out / f"{clip.stem}.json")]
@@ -273,3 +278,98 @@ def test_a_dry_run_names_the_missing_file_first_and_then_what_else_is_missing(tm
     assert any(line.startswith("error: s3_bucket: no S3 bucket is set") for line in errors[1:]), proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout.startswith("would transcribe 0 file(s)"), proc.stdout
+
+
+# --- the default model without network ----------------------------------------------------------------------
+
+
+def _one_hub_error(proc: subprocess.CompletedProcess[str]) -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "cannot reach the Hugging Face hub at http://127.0.0.1:9" in errors[0], proc.stderr
+    assert "pass --model DIR" in errors[0] and "make offline-model" in errors[0], proc.stderr
+    return errors[0]
+
+
+def test_run_local_says_at_once_that_the_hub_is_out_of_reach(tmp_path: Path) -> None:
+    clip = REPO / "recordings" / "en_jfk.flac"
+    proc = gpu_transcribe(
+        tmp_path,
+        "run",
+        "--local",
+        "-o",
+        tmp_path / "o",
+        clip,
+        HF_ENDPOINT=CLOSED_HUB,
+        HF_HOME=str(tmp_path / "hf"),
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "'KBLab/kb-whisper-small'" in _one_hub_error(proc)  # the default model, named
+    assert proc.stdout == ""
+
+
+def test_serve_says_at_once_that_the_hub_is_out_of_reach(tmp_path: Path) -> None:
+    proc = gpu_transcribe(
+        tmp_path, "serve", "--port", "0", HF_ENDPOINT=CLOSED_HUB, HF_HOME=str(tmp_path / "hf")
+    )
+    assert proc.returncode == 1, proc.stderr
+    _one_hub_error(proc)
+    assert "Uvicorn running" not in proc.stderr  # refused before the server starts
+
+
+def _cached_model(cache: Path, repo_id: str) -> None:
+    """``repo_id`` in a Hugging Face cache at ``cache``, as a download leaves it (refs/main, a snapshot),
+    its files those of the offline test model."""
+    model = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    if not (model / "config.json").exists():
+        pytest.skip(f"no offline model at {model}: run `make offline-model`")
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for file in model.iterdir():
+        (snapshot / file.name).symlink_to(file)
+
+
+def test_a_model_in_the_local_cache_needs_no_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from remote.errors import HubUnreachableError
+    from remote.hub import check_hub_model
+
+    monkeypatch.setattr(constants, "ENDPOINT", CLOSED_HUB)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _cached_model(tmp_path / "hub", "test-org/whisper-base")
+    check_hub_model("test-org/whisper-base", None)  # cached: the closed hub is not asked
+    with pytest.raises(HubUnreachableError, match=r"'test-org/other-model'.*pass --model DIR"):
+        check_hub_model("test-org/other-model", None)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    check_hub_model("test-org/whisper-base", None)
+    with pytest.raises(HubUnreachableError, match=r"HF_HUB_OFFLINE is set; pass --model DIR"):
+        check_hub_model("test-org/other-model", None)
+
+
+def test_run_local_loads_a_cached_hub_model_offline(tmp_path: Path) -> None:
+    _cached_model(tmp_path / "hf" / "hub", "test-org/whisper-base")
+    clip = REPO / "recordings" / "en_jfk.flac"
+    proc = gpu_transcribe(
+        tmp_path,
+        "run",
+        "--local",
+        "-m",
+        "test-org/whisper-base",
+        "-l",
+        "en",
+        "-f",
+        "txt",
+        "-o",
+        tmp_path / "o",
+        clip,
+        HF_ENDPOINT=CLOSED_HUB,
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_OFFLINE="1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(tmp_path / "o" / "en_jfk.txt")]
