@@ -73,9 +73,14 @@ def serve(
         )
     except ServerConfigError as error:
         raise SettingsError("serve", "command line", str(error)) from None
+    from remote.device import resolve_device
     from remote.hub import check_hub_model, is_hub_id
     from remote.server.run import serve as run_server
 
+    try:  # before uvicorn starts: --device cuda on a machine without a GPU is a bad option (exit status 2)
+        resolve_device(config.device)
+    except ValueError as error:
+        raise SettingsError("device", "--device", str(error)) from None
     try:
         if is_hub_id(config.model):  # before uvicorn starts: one line in seconds when the hub is out of reach
             check_hub_model(config.model, config.revision)

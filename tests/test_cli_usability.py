@@ -373,3 +373,15 @@ def test_run_local_loads_a_cached_hub_model_offline(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [str(tmp_path / "o" / "en_jfk.txt")]
+
+
+def test_serve_device_cuda_without_a_gpu_is_a_bad_option(tmp_path: Path) -> None:
+    model = Path(os.environ.get("GPU_TRANSCRIBE_TEST_MODEL", REPO / "models" / "whisper-base"))
+    proc = gpu_transcribe(
+        tmp_path, "serve", "--port", "0", "--device", "cuda", "--model", model, CUDA_VISIBLE_DEVICES=""
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --device cuda: no CUDA GPU is available"), (
+        proc.stderr
+    )
