@@ -50,11 +50,19 @@ EXIT_LEFT_BEHIND = 5
 _DEBUG_KEY = "gpu_transcribe.debug"
 
 
+#: Typer releases whose internal ``type_descriptor`` (on each parameter) :func:`_plain_metavars` reads; under
+#: any other release the help keeps Typer's own metavars rather than guess at its internals.
+_TYPER_TESTED = ("0.29.",)
+
+
 def _plain_metavars(params: list[Any]) -> None:
     """Give each parameter that takes a value a metavar in the usual command-line style, where the command
     did not set one: ``N`` for numbers, ``FILE``/``DIR``/``PATH`` for paths, else the option's name in
     capitals (``--region REGION``); an argument's is its name in capitals, with ``...`` when it takes
-    several. Typer would print Python type names instead (``<str>``, ``<int range>``, ``<list[Path]>``)."""
+    several. Typer would print Python type names instead (``<str>``, ``<int range>``, ``<list[Path]>``).
+    Reads Typer's internal ``type_descriptor``, so only under the releases in ``_TYPER_TESTED``."""
+    if not typer.__version__.startswith(_TYPER_TESTED):
+        return
     for param in params:
         if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
             continue

@@ -385,3 +385,21 @@ def test_serve_device_cuda_without_a_gpu_is_a_bad_option(tmp_path: Path) -> None
     assert len(lines) == 1 and lines[0].startswith("error: --device cuda: no CUDA GPU is available"), (
         proc.stderr
     )
+
+
+def test_an_untested_typer_release_keeps_typers_own_metavars(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_plain_metavars`` reads Typer internals only under the releases it was tested with; under another
+    it leaves every parameter as Typer made it, and the help still renders."""
+    import typer
+
+    from gpu_transcribe import cli_app
+    from gpu_transcribe.cli import app
+
+    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    tested = {p.name: p.metavar for p in command.params}
+    assert tested["beam_size"] == "N"
+    monkeypatch.setattr(cli_app, "_TYPER_TESTED", ("999.",))
+    untested = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    assert {p.name: p.metavar for p in untested.params}["beam_size"] is None
+    result = CliRunner().invoke(app, ["run", "--help"])
+    assert result.exit_code == 0 and "--region" in result.output
