@@ -41,3 +41,10 @@ class GenerationError(EngineFailure):
     """Whisper's decoding failed inside the model or transformers (one line naming the file and cause)."""
 
     code = "engine_error"
+
+
+class HubUnreachableError(ModelLoadError):
+    """A model named by its Hugging Face id is not in the local cache, and the hub cannot be reached (no
+    network, a firewall, ``HF_HUB_OFFLINE``); the message says to pass a local model directory instead."""
+
+    code = "hub_unreachable"

@@ -347,7 +347,7 @@ def test_deploy_with_webhook_url_end_to_end(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     cli = CliRunner()
-    base = ["pipeline", "deploy", "--name", "team-w", "--image", aws.image_id]
+    base = ["pipeline", "deploy", "--pipeline", "team-w", "--image", aws.image_id]
     refused = cli.invoke(app, [*base, "--webhook-url", "http://127.0.0.1:9/hook"])
     assert refused.exit_code == 2 and "--allow-private-webhooks" in refused.output
     assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []  # refused before the stack
@@ -402,16 +402,16 @@ def test_deploy_with_webhook_url_end_to_end(
     assert [json.loads(line) for line in watched.stdout.splitlines()] == [event]
     assert depth(aws, urls["results"]) == 0
 
-    shown = cli.invoke(app, ["pipeline", "webhook-secret", "--name", "team-w"])
+    shown = cli.invoke(app, ["pipeline", "webhook-secret", "--pipeline", "team-w"])
     assert shown.exit_code == 0 and shown.stdout.strip() == secret.current
-    rotated = cli.invoke(app, ["pipeline", "webhook-secret", "--name", "team-w", "--rotate"])
+    rotated = cli.invoke(app, ["pipeline", "webhook-secret", "--pipeline", "team-w", "--rotate"])
     assert rotated.exit_code == 0 and rotated.stdout.strip() != secret.current
     assert "the previous secret also signs until 20" in rotated.stderr
 
-    status = cli.invoke(app, ["pipeline", "status", "--name", "team-w"])
+    status = cli.invoke(app, ["pipeline", "status", "--pipeline", "team-w"])
     assert status.exit_code == 0 and "webhooks: 0 to deliver or retry, 0 undelivered" in status.stdout
 
-    destroyed = cli.invoke(app, ["pipeline", "destroy", "--name", "team-w"])
+    destroyed = cli.invoke(app, ["pipeline", "destroy", "--pipeline", "team-w"])
     assert destroyed.exit_code == 0, destroyed.output
     assert read_webhook_secret(aws.client("secretsmanager"), f"{prefix}-webhook") is None  # name free again
 

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def deploy(cli: CliRunner, aws: MotoAws, *args: str, name: str = NAME) -> Any:
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", name, "--image", aws.image_id, *args])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", name, "--image", aws.image_id, *args])
     assert result.exit_code == 0, result.output
     return result
 
@@ -288,7 +288,7 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     zone = group["Instances"][0]["AvailabilityZone"]
     aws.set_spot_prices({("g4dn.xlarge", z): 0.2 for z in ("eu-north-1a", "eu-north-1b", "eu-north-1c")})
 
-    result = cli.invoke(app, ["pipeline", "status", "--name", NAME, "--json"])
+    result = cli.invoke(app, ["pipeline", "status", "--pipeline", NAME, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["stack"]["status"] == "CREATE_COMPLETE"
@@ -299,7 +299,7 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     assert report["cost_usd_per_hour"] == pytest.approx(0.4)
     assert sum(c["count"] for c in report["costs"]) == 2
 
-    text = cli.invoke(app, ["pipeline", "status", "--name", NAME])
+    text = cli.invoke(app, ["pipeline", "status", "--pipeline", NAME])
     assert text.exit_code == 0, text.output
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"pipeline {NAME} in {REGION}: stack CREATE_COMPLETE since ")
@@ -320,7 +320,7 @@ def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAw
     out = outputs()
     s3 = aws.client("s3")
     s3.put_object(Bucket=out.bucket, Key="results/job-1/a.txt", Body=b"kept")
-    result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME])
+    result = cli.invoke(app, ["pipeline", "destroy", "--pipeline", NAME])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         f"pipeline {NAME} destroyed in {REGION}: stack {STACK} deleted",
@@ -331,10 +331,10 @@ def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAw
     assert s3.get_object(Bucket=out.bucket, Key="results/job-1/a.txt")["Body"].read() == b"kept"
     queues = aws.client("sqs").list_queues().get("QueueUrls", [])
     assert not [q for q in queues if f"gpu-transcribe-{NAME}-" in q]
-    missing = cli.invoke(app, ["pipeline", "status", "--name", NAME])
+    missing = cli.invoke(app, ["pipeline", "status", "--pipeline", NAME])
     assert missing.exit_code == 1
     assert (
-        f"no pipeline '{NAME}' in {REGION}; create it with `gpu-transcribe pipeline deploy --name {NAME}`"
+        f"no pipeline '{NAME}' in {REGION}; create it with `gpu-transcribe pipeline deploy --pipeline {NAME}`"
         in (missing.stderr)
     )
 
@@ -346,7 +346,7 @@ def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAw
     deploy(cli, aws)
     s3.put_object(Bucket=out.bucket, Key="results/job-2/b.txt", Body=b"gone")
     before = len(aws.s3_requests(BUCKET))
-    result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME, "--delete-data"])
+    result = cli.invoke(app, ["pipeline", "destroy", "--pipeline", NAME, "--delete-data"])
     assert result.exit_code == 0, result.output
     assert f"bucket {BUCKET}: emptied (1 object(s)) and deleted" in result.stdout
     emptied = aws.s3_requests(BUCKET)[before:]
@@ -386,7 +386,7 @@ def test_a_bucket_of_your_own_gets_the_notification_and_is_never_deleted(
     (body,) = drain(aws, out.queue_url)
     assert unquote_plus(body["Records"][0]["s3"]["object"]["key"]) == "incoming/x.wav"
 
-    result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME, "--delete-data"])
+    result = cli.invoke(app, ["pipeline", "destroy", "--pipeline", NAME, "--delete-data"])
     assert result.exit_code == 0, result.output
     assert "bucket my-recordings: yours, kept; the pipeline's notification on it was removed" in result.stdout
     kept = s3.get_bucket_notification_configuration(Bucket="my-recordings")["QueueConfigurations"]
@@ -479,7 +479,7 @@ def test_a_rollback_is_an_error_naming_the_resource_and_its_reason(cli: CliRunne
 
     # A first create that rolled back can only be deleted: deploy says so instead of failing obscurely.
     moto_stack.status = "ROLLBACK_COMPLETE"
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id])
     assert result.exit_code == 1
     assert (
         "can only be deleted; delete it (gpu-transcribe pipeline destroy) and deploy again" in result.stderr
@@ -510,16 +510,16 @@ def test_cleanup_lists_a_pipeline_and_leaves_it_and_its_workers(cli: CliRunner, 
 
 
 def test_deploy_without_an_image_of_ours_says_how_to_make_one(cli: CliRunner, aws: MotoAws) -> None:
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", NAME])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", NAME])
     assert result.exit_code == 1
     assert "gpu-transcribe build-ami" in result.stderr
     assert aws.calls("CreateChangeSet") == []
 
 
 def test_a_bad_name_is_refused_before_any_call(cli: CliRunner, aws: MotoAws) -> None:
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", "Team_A", "--image", aws.image_id])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", "Team_A", "--image", aws.image_id])
     assert result.exit_code == 2
-    assert "--name: 'Team_A' is not a pipeline name" in result.stderr
+    assert "--pipeline: 'Team_A' is not a pipeline name" in result.stderr
     assert aws.calls("GetCallerIdentity") == []
 
 
@@ -527,7 +527,7 @@ def test_a_bucket_that_cannot_be_the_pipelines_is_refused_before_the_stack(
     cli: CliRunner, aws: MotoAws
 ) -> None:
     missing = cli.invoke(
-        app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--s3-bucket", "nope"]
+        app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id, "--s3-bucket", "nope"]
     )
     assert missing.exit_code == 1
     assert "bucket nope does not exist; create it, or leave out --s3-bucket" in missing.stderr
@@ -535,7 +535,7 @@ def test_a_bucket_that_cannot_be_the_pipelines_is_refused_before_the_stack(
         Bucket="far-away", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
     far = cli.invoke(
-        app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--s3-bucket", "far-away"]
+        app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id, "--s3-bucket", "far-away"]
     )
     assert far.exit_code == 1
     assert "bucket far-away is in eu-west-1, the pipeline in eu-north-1" in far.stderr
@@ -558,11 +558,11 @@ def test_deploy_and_status_as_subprocesses_through_aws_endpoint_url(aws: MotoAws
             timeout=120,
         )
 
-    deployed = run("deploy", "--name", NAME, "--image", aws.image_id)
+    deployed = run("deploy", "--pipeline", NAME, "--image", aws.image_id)
     assert deployed.returncode == 0, deployed.stderr
     assert deployed.stdout.startswith(f"pipeline {NAME} created in {REGION}: stack {STACK} CREATE_COMPLETE")
     assert "CREATE_COMPLETE" in deployed.stderr
-    status = run("status", "--name", NAME, "--json")
+    status = run("status", "--pipeline", NAME, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["outputs"]["bucket"] == BUCKET
 
@@ -603,7 +603,9 @@ def test_deploy_correct_checks_the_model_and_grants_the_workers_only_it(
     worker role's Bedrock statements and ``defaults.correct`` in the workers' description."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.url)  # loopback_bedrock clears it; Bedrock keeps its own
     loopback_bedrock.model_status = None
-    refused = cli.invoke(app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--correct"])
+    refused = cli.invoke(
+        app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id, "--correct"]
+    )
     assert refused.exit_code == 2 and "--correct" in refused.output, refused.output
     assert describe_stack(AwsContext(REGION), STACK) is None, "refused before the stack"
 

@@ -354,7 +354,7 @@ def test_end_to_end_through_the_deployed_stack_found_by_name(
             monkeypatch.delenv(variable)
     monkeypatch.chdir(tmp_path)
     name = "e2e"
-    deployed = _cli("pipeline", "deploy", "--name", name, "--image", aws.image_id)
+    deployed = _cli("pipeline", "deploy", "--pipeline", name, "--image", aws.image_id)
     assert deployed.exit_code == 0, deployed.output
 
     submitted = _cli("submit", "--pipeline", name, "--language", "en", str(EN))
@@ -765,7 +765,7 @@ def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
     assert (found.resources.bucket, found.resources.table, found.resources.group) == ("b", "t", "g")
     assert found.resources.queue_url.endswith("/JobsQueue") or "sqs" in found.resources.queue_url
     assert found.visibility_timeout_s == 77
-    with pytest.raises(PipelineNotFoundError, match="pipeline deploy --name other"):
+    with pytest.raises(PipelineNotFoundError, match="pipeline deploy --pipeline other"):
         find_pipeline(ctx, "other")
 
 

@@ -198,6 +198,32 @@ def test_transcribe_and_translation_routes_health_and_metrics(engine: Any, speec
 
 
 @pytest.mark.slow
+def test_transcribe_takes_the_audio_as_file_too(engine: Any, speech: Path) -> None:
+    """/transcribe takes OpenAI's field name ``file`` as well as ``audio``; neither, or both, is a 400 naming
+    the field."""
+    with live_server(ServerConfig(), reuse_engine(engine)) as server:
+        with speech.open("rb") as audio:
+            as_file = httpx.post(
+                f"{server.url}/transcribe",
+                files={"file": ("clip.flac", audio)},
+                data={"language": "en"},
+                timeout=120,
+            )
+        neither = httpx.post(f"{server.url}/transcribe", data={"language": "en"}, timeout=30)
+        both = httpx.post(
+            f"{server.url}/transcribe",
+            files={"audio": ("a.flac", b"x"), "file": ("b.flac", b"x")},
+            timeout=30,
+        )
+    assert as_file.status_code == 200, as_file.text
+    assert "confused" in as_file.json()["transcription"].lower()
+    assert neither.status_code == 400, neither.text
+    assert neither.json()["error"]["param"] == "audio"
+    assert neither.json()["error"]["message"].startswith("audio: this field is required")
+    assert both.status_code == 400 and both.json()["error"]["param"] == "file", both.text
+
+
+@pytest.mark.slow
 def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> None:
     """While the loader runs, /health and the API answer 503 (the API with Retry-After); then 200."""
     release = threading.Event()

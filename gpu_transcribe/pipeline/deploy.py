@@ -61,7 +61,7 @@ def pipeline_name(name: str | None) -> str:
     try:
         return check_pipeline_name(name or DEFAULT_PIPELINE)
     except ValueError as exc:
-        raise SettingsError("name", "--name", f"--name: {exc}") from None
+        raise SettingsError("pipeline", "--pipeline", f"--pipeline: {exc}") from None
 
 
 @dataclass(frozen=True)
