@@ -41,3 +41,9 @@ class GenerationError(EngineFailure):
     """Whisper's decoding failed inside the model or transformers (one line naming the file and cause)."""
 
     code = "engine_error"
+
+
+class TranscriptionCancelledError(EngineFailure):
+    """The request was cancelled (its client went away) before all of its audio was transcribed."""
+
+    code = "cancelled"
