@@ -84,7 +84,7 @@ def sanitize(transcript: Transcript) -> Transcript:
                 end_ms += 1
             elif start_ms > 0:
                 start_ms -= 1
-        segments.append(Segment(start_s=start_ms / 1000, end_s=end_ms / 1000, text=text))
+        segments.append(dataclasses.replace(segment, start_s=start_ms / 1000, end_s=end_ms / 1000, text=text))
     segments.sort(key=lambda s: s.start_s)
     return dataclasses.replace(transcript, segments=tuple(segments), duration_s=duration_s)
 
