@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,10 +28,10 @@ from remote.device import (
     resolve_algorithm,
     resolve_device,
 )
-from remote.errors import GenerationError, ModelLoadError
+from remote.errors import GenerationError, ModelLoadError, TranscriptionCancelledError
 from remote.hub import check_hub_model, is_hub_id
 from remote.options import DEFAULT_MODEL, TranscribeOptions
-from remote.transcript import Segment, Timings, Transcript
+from remote.transcript import Decoding, Segment, Timings, Transcript
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float], None]
 """Called as ``progress(done_s, duration_s)``: seconds of audio transcribed so far, of the total."""
+SegmentsCallback = Callable[[list[Segment]], None]
+"""Called as ``on_segments(segments)`` with the segments of one decoded window (``batched``), window after
+window in time order, as soon as every earlier window of the request is decoded too; windows without text
+are skipped. Times are seconds as decoded (the transcript's are then rounded and clamped)."""
 
 TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """Temperature fallback schedule of OpenAI's ``transcribe()`` (Radford et al. 2022, section 4.5)."""
@@ -110,6 +115,10 @@ class AudioRequest:
             error messages.
         decode_s: seconds already spent decoding it, recorded in the timings.
         progress: optional callback, see :data:`ProgressCallback`.
+        on_segments: optional callback, see :data:`SegmentsCallback` (the ``sequential`` algorithm does not
+            call it: its transcript comes whole).
+        cancel: when given and set, the request's windows not yet decoded are dropped and its result is
+            :class:`~remote.errors.TranscriptionCancelledError`; the other requests of the call go on.
     """
 
     samples: np.ndarray
@@ -117,6 +126,8 @@ class AudioRequest:
     audio: str = ""
     decode_s: float = 0.0
     progress: ProgressCallback | None = None
+    on_segments: SegmentsCallback | None = None
+    cancel: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,8 @@ class _Pending:
     done_speech_s: float = 0.0
     fallback_windows: int = 0
     failed: bool = False
+    delivered: int = 0
+    """Windows handed to ``request.on_segments`` so far (a prefix, in time order)."""
 
     @property
     def duration_s(self) -> float:
@@ -475,6 +488,9 @@ class WhisperEngine:
         # untouched) makes the same audio and options give the same transcript on every run.
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             for slot, request, opts, samples in sequential:
+                if _cancelled(request):
+                    results[slot] = _cancelled_error(request)
+                    continue
                 torch.manual_seed(SAMPLING_SEED)
                 one_started = time.perf_counter()
                 try:
@@ -578,12 +594,13 @@ class WhisperEngine:
         groups: dict[tuple[str, str, int], list[_Pending]] = {}
         for item in pending:
             request = item.request
+            if self._stop_cancelled(item, results):
+                continue
             try:
                 item.windows = merge_into_windows(
                     speech_timestamps(item.samples), max_window_s=MAX_SPEECH_PER_WINDOW_S
                 )
-                if item.windows:
-                    item.language = self._window_language(item)
+                item.language = self._window_language(item)
             except _MODEL_FAILURES as exc:
                 results[item.slot] = self._generation_error(exc, request.audio, item.options)
                 continue
@@ -601,14 +618,28 @@ class WhisperEngine:
             while rows:
                 batch, rows = rows[:batch_size], rows[batch_size:]
                 self._decode_batch(batch, language, results, started, on_batch)
-                rows = [row for row in rows if not row[0].failed]
+                rows = [row for row in rows if not self._stop_cancelled(row[0], results)]
+
+    def _stop_cancelled(self, item: _Pending, results: _Results) -> bool:
+        """True when ``item`` failed or was cancelled; a newly cancelled one gets its error now, once."""
+        if not item.failed and _cancelled(item.request):
+            item.failed = True
+            results[item.slot] = _cancelled_error(item.request)
+        return item.failed
 
     def _window_language(self, item: _Pending) -> str:
-        """The language to decode ``item`` with: asked for, or detected from its longest window."""
+        """The language to decode ``item`` with: asked for, or detected from its longest window (from its
+        first 30 s when VAD found no speech, as OpenAI's ``transcribe()`` detects it on the first window;
+        ``""`` for audio under one 10 ms frame)."""
         if item.options.language != "auto":
             return item.options.language
-        longest = max(item.windows, key=lambda w: w.end_s - w.start_s)
-        piece = item.samples[longest.start_sample : longest.end_sample]
+        if item.windows:
+            longest = max(item.windows, key=lambda w: w.end_s - w.start_s)
+            piece = item.samples[longest.start_sample : longest.end_sample]
+        else:
+            piece = item.samples[: FRAMES_PER_WINDOW * SAMPLE_RATE_HZ // 100]
+            if piece.shape[0] < SAMPLE_RATE_HZ // 100:
+                return ""
         return self._language(self._features([piece], full_windows=True)["input_features"], item.options)
 
     def _decode_batch(
@@ -631,7 +662,7 @@ class WhisperEngine:
         frames = [piece.shape[0] // HOP_LENGTH for piece in pieces]
         try:
             features = self._features(pieces, full_windows=True)["input_features"]
-            decoded, fell_back, alignments = self._decode_windows(features, language, opts, frames)
+            decoded, fell_back, no_speech, alignments = self._decode_windows(features, language, opts, frames)
         except _MODEL_FAILURES as exc:
             for item in {id(item): item for item, _ in batch}.values():
                 item.failed = True
@@ -640,16 +671,17 @@ class WhisperEngine:
         if on_batch is not None:
             on_batch(BatchInfo(windows=len(batch), requests=len({id(item) for item, _ in batch})))
         touched: dict[int, _Pending] = {}
-        rows = zip(batch, windows, decoded, fell_back, alignments, strict=True)
-        for (item, index), window, result, fallback, alignment in rows:
+        finished = zip(batch, windows, decoded, fell_back, no_speech, alignments, strict=True)
+        for (item, index), window, result, fallback, no_speech_prob, alignment in finished:
             previous_end_s = item.windows[index - 1].end_s if index > 0 else 0.0
             item.by_window[index] = self._window_segments(
-                result, window.start_s, window.end_s, alignment, language, previous_end_s
+                result, window.start_s, window.end_s, no_speech_prob, alignment, language, previous_end_s
             )
             item.done_speech_s += window.end_s - window.start_s
             item.fallback_windows += int(fallback)
             touched[id(item)] = item
         for item in touched.values():
+            self._deliver(item)
             progress = item.request.progress
             if len(item.by_window) == len(item.windows):
                 self._finish(item, results, started)
@@ -658,6 +690,19 @@ class WhisperEngine:
                     min(item.duration_s, item.duration_s * item.done_speech_s / item.speech_s),
                     item.duration_s,
                 )
+
+    def _deliver(self, item: _Pending) -> None:
+        """Hand ``item``'s decoded windows that follow the ones already handed, in time order, to its
+        ``on_segments`` callback (see :data:`SegmentsCallback`)."""
+        callback = item.request.on_segments
+        while callback is not None and item.delivered in item.by_window:
+            segments = item.by_window[item.delivered]
+            item.delivered += 1
+            if segments:
+                try:
+                    callback(list(segments))
+                except Exception:  # a listener's failure must not fail the other requests of the call
+                    logger.exception("%s: the on_segments callback failed", item.request.audio or "audio")
 
     def _finish(self, item: _Pending, results: _Results, started: float) -> None:
         """Put ``item``'s transcript (segments in time order) in its slot and report it complete."""
@@ -679,7 +724,7 @@ class WhisperEngine:
 
     def _decode_windows(
         self, features: torch.Tensor, language: str, opts: TranscribeOptions, frames: Sequence[int]
-    ) -> tuple[list[Any], list[bool], list[Any]]:
+    ) -> tuple[list[Any], list[bool], list[float], list[Any]]:
         """Decode a batch of windows with OpenAI's temperature fallback, per window.
 
         Each window is decoded with beam search at temperature 0. A window whose text is too repetitive
@@ -701,7 +746,8 @@ class WhisperEngine:
 
         Returns:
             Per window, the kept :class:`remote.whisper_model.Decoded` (or ``None`` for silence), whether
-            it needed a temperature fallback, and its alignment (``None`` without word timestamps).
+            it needed a temperature fallback, its ``<|nospeech|>`` probability, and its alignment (``None``
+            without word timestamps).
         """
         decoder = self.decoder
         encoder_output = decoder.encode(features)
@@ -743,18 +789,20 @@ class WhisperEngine:
             texts = [[t for t in d.tokens if t < decoder.eos_id] if d is not None else [] for d in kept]
             sot = decoder.prompt(language, opts.task)
             alignments = decoder.align(encoder_output, cross, sot, texts, frames)
-        return kept, [len(a) > 1 for a in attempts], alignments
+        return kept, [len(a) > 1 for a in attempts], [float(p) for p in no_speech], alignments
 
     def _window_segments(
         self,
         decoded: Any,
         start_s: float,
         end_s: float,
+        no_speech_prob: float,
         alignment: Any = None,
         language: str = "",
         previous_end_s: float = 0.0,
     ) -> list[Segment]:
-        """Segments of one decoded window, times offset by its start and kept inside it.
+        """Segments of one decoded window, times offset by its start and kept inside it; each carries the
+        window's decode statistics and its own tokens (:class:`~remote.transcript.Decoding`).
 
         With an ``alignment`` (:meth:`remote.whisper_model.WindowDecoder.align`) each segment gets its words
         (:func:`remote.words.add_words_to_segments`); ``previous_end_s`` is where the previous window's
@@ -772,7 +820,14 @@ class WhisperEngine:
             text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
             seg_start = min(start_s + rel_start, end_s)
             seg_end = end_s if rel_end is None else min(start_s + rel_end, end_s)
-            out.append(Segment(start_s=seg_start, end_s=max(seg_start, seg_end), text=text))
+            decoding = Decoding(
+                tokens=tuple(int(t) for t in tokens),
+                temperature=float(decoded.temperature),
+                avg_logprob=float(decoded.avg_logprob),
+                compression_ratio=float(decoded.compression_ratio),
+                no_speech_prob=float(no_speech_prob),
+            )
+            out.append(Segment(seg_start, max(seg_start, seg_end), text, decoding=decoding))
             token_lists.append([t for t in tokens if t < eos_id])
         if alignment is not None:
             from remote.words import add_words_to_segments, word_timings
@@ -878,7 +933,8 @@ class WhisperEngine:
                 continue
             start_s = float(item["start"]) + offset_s
             end_s = float(item["end"]) + offset_s
-            out.append(Segment(start_s=start_s, end_s=max(start_s, end_s), text=text))
+            decoding = Decoding(tokens=tuple(tokens))
+            out.append(Segment(start_s=start_s, end_s=max(start_s, end_s), text=text, decoding=decoding))
         return out
 
 
@@ -890,6 +946,16 @@ def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters), or its type's name."""
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _cancelled(request: AudioRequest) -> bool:
+    """True when ``request``'s cancel event is set."""
+    return request.cancel is not None and request.cancel.is_set()
+
+
+def _cancelled_error(request: AudioRequest) -> TranscriptionCancelledError:
+    """The error a cancelled request ends with."""
+    return TranscriptionCancelledError(f"{request.audio or 'audio'}: the transcription was cancelled")
 
 
 def _other(algorithm: str) -> str:

@@ -48,3 +48,9 @@ class HubUnreachableError(ModelLoadError):
     network, a firewall, ``HF_HUB_OFFLINE``); the message says to pass a local model directory instead."""
 
     code = "hub_unreachable"
+
+
+class TranscriptionCancelledError(EngineFailure):
+    """The request was cancelled (its client went away) before all of its audio was transcribed."""
+
+    code = "cancelled"

@@ -9,6 +9,28 @@ from remote.options import TranscribeOptions
 
 
 @dataclass(frozen=True)
+class Decoding:
+    """How the window holding a segment was decoded: the numbers OpenAI's ``verbose_json`` gives per segment.
+
+    Every segment of a window carries that window's ``temperature``, ``avg_logprob``, ``compression_ratio``
+    and ``no_speech_prob``; ``tokens`` are the segment's own text tokens.
+
+    Attributes:
+        tokens: the segment's text token ids (no timestamp or special tokens).
+        temperature: 0.0 for beam search, else the fallback's sampling temperature.
+        avg_logprob: the window's average token log-probability (natural log; OpenAI's rule).
+        compression_ratio: UTF-8 bytes of the window's text over their zlib-compressed size (OpenAI's rule).
+        no_speech_prob: the window's ``<|nospeech|>`` probability (0..1).
+    """
+
+    tokens: tuple[int, ...] = ()
+    temperature: float | None = None
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+
+
+@dataclass(frozen=True)
 class Word:
     """One word of a segment, timed by the decoder's cross-attention (:mod:`remote.words`).
 
@@ -34,12 +56,15 @@ class Segment:
         end_s: end time in seconds (>= ``start_s``, <= the audio's duration).
         text: the words, stripped of surrounding white space.
         words: its words with times when word timestamps were asked for (``word_timestamps``), else empty.
+        decoding: the decode's statistics, or ``None`` where the algorithm gives none; not written by
+            :meth:`Transcript.to_dict`.
     """
 
     start_s: float
     end_s: float
     text: str
     words: tuple[Word, ...] = ()
+    decoding: Decoding | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -103,7 +128,7 @@ class Transcript:
         "probability"}`` per word.
         """
         data = asdict(self)
-        data["segments"] = [asdict(s) for s in self.segments]
+        data["segments"] = [{k: v for k, v in asdict(s).items() if k != "decoding"} for s in self.segments]
         if not self.options.word_timestamps:
             for segment in data["segments"]:
                 segment.pop("words", None)

@@ -4,7 +4,10 @@ One process, one model: the lifespan starts a thread that loads the engine (``/h
 is loaded, then 200), then a :class:`~remote.server.scheduler.BatchScheduler` whose one consumer thread
 feeds it. Routes (the contract is ``docs/server.md``):
 
-- ``POST /v1/audio/transcriptions``, ``POST /v1/audio/translations``: OpenAI's API (``formats.py``).
+- ``POST /v1/audio/transcriptions``, ``POST /v1/audio/translations``: OpenAI's API (``formats.py``;
+  ``stream=true``: ``streaming.py``).
+- ``GET /v1/models``, ``GET /v1/models/{id}``: the loaded model and its alias ``whisper-1``
+  (``models_api.py``).
 - ``POST /transcribe``: multipart ``audio`` (or ``file``, OpenAI's name), a JSON body with timings.
 - ``GET /health`` (readiness, 503 until loaded), ``GET /livez`` (liveness), ``GET /metrics`` (Prometheus,
   one registry per application), ``GET /`` (``static/index.html`` when it exists).
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,9 +50,17 @@ from starlette.concurrency import run_in_threadpool
 
 from remote.server.api_errors import CLIENT_CLOSED_STATUS, ApiError, add_error_handlers
 from remote.server.config import ServerConfig
-from remote.server.formats import RESPONSE_FORMATS, TEXT_FORMATS, openai_body, transcribe_body
+from remote.server.formats import (
+    MEDIA_TYPES,
+    RESPONSE_FORMATS,
+    STREAM_FORMATS,
+    TEXT_FORMATS,
+    openai_body,
+    transcribe_body,
+)
 from remote.server.guard import Guard
 from remote.server.jobs_api import jobs_router
+from remote.server.models_api import models_router
 from remote.server.state import (
     EngineLoader,
     ServerState,
@@ -57,10 +69,12 @@ from remote.server.state import (
     rss_bytes,
     server_state,
 )
+from remote.server.streaming import stream_transcription
 from remote.server.uploads import (
     FileField,
     FormatField,
     GranularitiesField,
+    GranularitiesPlainField,
     LanguageField,
     MaxLineCountField,
     MaxLineWidthField,
@@ -70,6 +84,7 @@ from remote.server.uploads import (
     TemperatureField,
     WordTimestampsField,
     checked_options,
+    ready_and_decoded,
     transcribe_upload,
 )
 
@@ -128,6 +143,7 @@ def create_app(config: ServerConfig, load_engine: EngineLoader | None = None) ->
     add_error_handlers(app)
     _add_routes(app)
     app.include_router(jobs_router(config))
+    app.include_router(models_router(config))
     return app
 
 
@@ -186,6 +202,7 @@ def _add_routes(app: FastAPI) -> None:
                 f"response_format: {response_format!r} is not one of {', '.join(RESPONSE_FORMATS)}",
                 param="response_format",
             )
+        # Timestamp granularities shape verbose_json only (OpenAI's documentation); other formats ignore them.
         for granularity in granularities or ():
             if granularity not in ("segment", "word"):
                 raise ApiError(
@@ -193,18 +210,27 @@ def _add_routes(app: FastAPI) -> None:
                     f"timestamp_granularities[]: {granularity!r} is not one of segment, word",
                     param="timestamp_granularities[]",
                 )
-        if stream:
+        if stream and response_format not in STREAM_FORMATS:
             raise ApiError(
-                400, "stream: streaming is not supported by this server; send stream=false", "stream"
+                400,
+                f"stream: response_format {response_format!r} cannot be streamed; send stream=false, or "
+                f"response_format {' or '.join(STREAM_FORMATS)}",
+                param="stream",
             )
-        words = "word" in (granularities or ())
+        words = "word" in (granularities or ()) and response_format == "verbose_json"
         options = checked_options(language, task, prompt, words, max_line_width, max_line_count)
+        if stream:
+            started = time.perf_counter()
+            samples, decode_s = await ready_and_decoded(request, file, "file")
+            return await stream_transcription(
+                request, samples, options, file.filename or "upload", decode_s, started
+            )
         transcript, _elapsed_s = await transcribe_upload(request, file, "file", options)
         if transcript is None:
             return Response(status_code=CLIENT_CLOSED_STATUS)
         body = openai_body(transcript, response_format, task)
         if response_format in TEXT_FORMATS:
-            return PlainTextResponse(str(body))
+            return PlainTextResponse(str(body), media_type=MEDIA_TYPES[response_format])
         return JSONResponse(body)
 
     @app.post("/v1/audio/transcriptions")
@@ -217,19 +243,21 @@ def _add_routes(app: FastAPI) -> None:
         response_format: FormatField = "json",
         temperature: TemperatureField = 0.0,
         timestamp_granularities: GranularitiesField = None,
+        timestamp_granularities_plain: GranularitiesPlainField = None,
         stream: StreamField = False,
         max_line_width: MaxLineWidthField = None,
         max_line_count: MaxLineCountField = None,
     ) -> Response:
         """OpenAI's transcription: the speech in its own language."""
         del model, temperature
+        granularities = [*(timestamp_granularities or ()), *(timestamp_granularities_plain or ())]
         return await openai_route(
             request,
             "transcribe",
             file,
             language,
             response_format,
-            timestamp_granularities,
+            granularities,
             stream,
             prompt,
             max_line_width,
@@ -246,19 +274,21 @@ def _add_routes(app: FastAPI) -> None:
         response_format: FormatField = "json",
         temperature: TemperatureField = 0.0,
         timestamp_granularities: GranularitiesField = None,
+        timestamp_granularities_plain: GranularitiesPlainField = None,
         stream: StreamField = False,
         max_line_width: MaxLineWidthField = None,
         max_line_count: MaxLineCountField = None,
     ) -> Response:
         """OpenAI's translation: the speech translated into English."""
         del model, temperature
+        granularities = [*(timestamp_granularities or ()), *(timestamp_granularities_plain or ())]
         return await openai_route(
             request,
             "translate",
             file,
             language,
             response_format,
-            timestamp_granularities,
+            granularities,
             stream,
             prompt,
             max_line_width,

@@ -11,13 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from remote.languages import LANGUAGES
-from remote.transcript import Segment, Transcript
+from remote.transcript import Decoding, Segment, Transcript
 from remote.writers import render, sanitize
 
 RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
 """OpenAI's ``response_format`` values; ``json`` is the default."""
 TEXT_FORMATS: frozenset[str] = frozenset({"text", "srt", "vtt"})
-"""Formats answered as ``text/plain`` bodies (as OpenAI does); the others are JSON."""
+"""Formats answered as text bodies (:data:`MEDIA_TYPES`); the others are JSON."""
+MEDIA_TYPES: dict[str, str] = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
+"""Content type of each text format (``; charset=utf-8`` is added): OpenAI answers ``text/plain`` for
+``text`` and ``srt``; WebVTT has its own registered type, which players and peer servers use."""
+STREAM_FORMATS: tuple[str, ...] = ("json", "text")
+"""Formats that ``stream=true`` answers as server-sent events (the text arrives in pieces; subtitles and
+``verbose_json`` need the whole transcript, as OpenAI's streamed models accept only these)."""
 FRAMES_PER_SECOND = 100
 """Whisper's log-mel frames per second; OpenAI's ``seek`` counts them."""
 
@@ -25,14 +31,17 @@ FRAMES_PER_SECOND = 100
 def openai_body(transcript: Transcript, response_format: str, task: str) -> str | dict[str, Any]:
     """The body OpenAI's ``/v1/audio/transcriptions`` (or ``translations``) gives in ``response_format``.
 
-    - ``json``: ``{"text"}``, the segment texts joined by single spaces.
+    - ``json``: ``{"text", "usage"}``: the segment texts joined by single spaces, and (transcriptions)
+      OpenAI's ``{"type": "duration", "seconds"}`` with the audio's duration.
     - ``text``: that text and a new line.
     - ``srt``, ``vtt``: SubRip and WebVTT, byte for byte what ``run --local --format srt,vtt`` writes.
-    - ``verbose_json``: ``{"task", "language" (its English name, as OpenAI gives it: ``english``),
-      "duration" (s), "text", "segments"}``; each segment ``{"id", "seek" (10 ms frame where it starts),
-      "start", "end" (s), "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
-      "no_speech_prob"}``. The engine keeps no per-segment tokens or decoding statistics, so ``tokens`` is
-      ``[]`` and the four numbers are ``null`` rather than invented values. With word timestamps
+    - ``verbose_json``: ``{"task", "language" (its English name, as OpenAI gives it: ``english``; the
+      language asked for, else the detected one, also for silence), "duration" (s), "text", "segments",
+      "usage" (transcriptions, as for ``json``)}``; each segment ``{"id", "seek" (10 ms frame where it
+      starts), "start", "end" (s), "text", "tokens", "temperature", "avg_logprob", "compression_ratio",
+      "no_speech_prob"}``: its own text tokens and its window's decode statistics
+      (:class:`~remote.transcript.Decoding`). Where the algorithm gives none (``sequential``, which the
+      server does not run) the four numbers are ``null`` rather than invented values. With word timestamps
       (``timestamp_granularities[]=word``) also ``"words": [{"word", "start", "end"}]``, OpenAI's shape.
 
     Args:
@@ -47,8 +56,11 @@ def openai_body(transcript: Transcript, response_format: str, task: str) -> str 
         ValueError: an unknown ``response_format``.
     """
     clean = sanitize(transcript)
+    usage = (
+        {"usage": {"type": "duration", "seconds": round(clean.duration_s, 3)}} if task == "transcribe" else {}
+    )
     if response_format == "json":
-        return {"text": clean.text}
+        return {"text": clean.text, **usage}
     if response_format == "text":
         return clean.text + "\n"
     if response_format in ("srt", "vtt"):
@@ -59,21 +71,8 @@ def openai_body(transcript: Transcript, response_format: str, task: str) -> str 
             "language": LANGUAGES.get(clean.language, clean.language),
             "duration": round(clean.duration_s, 3),
             "text": clean.text,
-            "segments": [
-                {
-                    "id": index,
-                    "seek": int(segment.start_s * FRAMES_PER_SECOND),
-                    "start": segment.start_s,
-                    "end": segment.end_s,
-                    "text": segment.text,
-                    "tokens": [],
-                    "temperature": None,
-                    "avg_logprob": None,
-                    "compression_ratio": None,
-                    "no_speech_prob": None,
-                }
-                for index, segment in enumerate(clean.segments)
-            ],
+            "segments": [_verbose_segment(index, segment) for index, segment in enumerate(clean.segments)],
+            **usage,
         }
         if clean.options.word_timestamps:
             body["words"] = [
@@ -83,6 +82,28 @@ def openai_body(transcript: Transcript, response_format: str, task: str) -> str 
             ]
         return body
     raise ValueError(f"response_format: {response_format!r} is not one of {', '.join(RESPONSE_FORMATS)}")
+
+
+def _verbose_segment(index: int, segment: Segment) -> dict[str, Any]:
+    """One ``verbose_json`` segment (see :func:`openai_body`)."""
+    decoding = segment.decoding or Decoding()
+    return {
+        "id": index,
+        "seek": int(segment.start_s * FRAMES_PER_SECOND),
+        "start": segment.start_s,
+        "end": segment.end_s,
+        "text": segment.text,
+        "tokens": list(decoding.tokens),
+        "temperature": decoding.temperature,
+        "avg_logprob": _rounded(decoding.avg_logprob),
+        "compression_ratio": _rounded(decoding.compression_ratio),
+        "no_speech_prob": _rounded(decoding.no_speech_prob),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    """``value`` to 6 decimals (float32 noise beyond that), ``None`` stays ``None``."""
+    return None if value is None else round(value, 6)
 
 
 def transcribe_body(

@@ -8,9 +8,11 @@ several requests in the same batches. While it runs, new requests queue up and f
 load, calls grow by themselves; an idle server answers a lone request at once (``batch_wait_s`` 0).
 
 A full queue raises :class:`QueueFullError` (the HTTP layer answers 429 with ``Retry-After``). A request
-whose client went away is cancelled with :meth:`Ticket.cancel`: it leaves the queue, and the consumer skips
-it if it was already taken but not started. Results travel in :class:`concurrent.futures.Future` objects,
-so both the event loop (``asyncio.wrap_future``) and plain threads (async jobs) can wait on them.
+whose client went away is cancelled with :meth:`Ticket.cancel`: it leaves the queue, the consumer skips
+it if it was already taken but not started, and a running one's remaining windows are dropped by the
+engine (``AudioRequest.cancel``) while the other requests of the call go on. Results travel in
+:class:`concurrent.futures.Future` objects, so both the event loop (``asyncio.wrap_future``) and plain
+threads (async jobs) can wait on them.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from remote.audio import SAMPLE_RATE_HZ
-from remote.engine import AudioRequest, BatchCallback, DoneCallback
+from remote.engine import AudioRequest, BatchCallback, DoneCallback, SegmentsCallback
 from remote.options import TranscribeOptions
 from remote.transcript import Transcript
 
@@ -81,6 +83,8 @@ class _Item:
     audio: str
     decode_s: float
     future: Future[Transcript]
+    on_segments: SegmentsCallback | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class Ticket:
@@ -93,8 +97,14 @@ class Ticket:
         self.future: Future[Transcript] = item.future
 
     def cancel(self) -> bool:
-        """Drop the request if it has not started: True if it was dropped (it leaves the queue and is never
-        transcribed), False if it is being transcribed or is done (a running engine call is not cut)."""
+        """Nobody waits for this request any more: drop it, or stop its transcription.
+
+        Returns:
+            True if it had not started (it leaves the queue and is never transcribed); False if it is being
+            transcribed (the engine drops its windows not yet decoded, after the batch decoding now; the
+            other requests of the call go on) or is done.
+        """
+        self._item.cancel.set()
         return self._scheduler._cancel(self._item)
 
 
@@ -182,7 +192,12 @@ class BatchScheduler:
         return max(1, math.ceil(calls * call_s))
 
     def submit(
-        self, samples: np.ndarray, options: TranscribeOptions, audio: str = "", decode_s: float = 0.0
+        self,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        audio: str = "",
+        decode_s: float = 0.0,
+        on_segments: SegmentsCallback | None = None,
     ) -> Ticket:
         """Queue one decoded file.
 
@@ -191,6 +206,8 @@ class BatchScheduler:
             options: how to transcribe it.
             audio: a name for the transcript and errors (the upload's file name).
             decode_s: seconds spent decoding it, recorded in the transcript's timings.
+            on_segments: called on the consumer thread with each decoded window's segments, in time order
+                (:data:`remote.engine.SegmentsCallback`); for streamed answers.
 
         Returns:
             A :class:`Ticket`; its future gets the :class:`Transcript`, or the exception the engine gave
@@ -201,7 +218,7 @@ class BatchScheduler:
             QueueFullError: ``max_queue`` requests are waiting already.
             SchedulerStoppedError: the scheduler is stopping.
         """
-        item = _Item(samples, options, audio, decode_s, Future())
+        item = _Item(samples, options, audio, decode_s, Future(), on_segments)
         with self._cond:
             if self._stopping:
                 raise SchedulerStoppedError("the server is shutting down")
@@ -258,7 +275,12 @@ class BatchScheduler:
                 continue
             requests = [
                 AudioRequest(
-                    samples=item.samples, options=item.options, audio=item.audio, decode_s=item.decode_s
+                    samples=item.samples,
+                    options=item.options,
+                    audio=item.audio,
+                    decode_s=item.decode_s,
+                    on_segments=item.on_segments,
+                    cancel=item.cancel,
                 )
                 for item in items
             ]

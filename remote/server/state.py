@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from remote.engine import SegmentsCallback
 from remote.errors import EngineFailure
 from remote.options import TranscribeOptions
 from remote.server.api_errors import ApiError, queue_full
@@ -209,8 +210,15 @@ class ServerState:
             headers={"Retry-After": str(LOADING_RETRY_AFTER_S)},
         )
 
-    def submit(self, samples: np.ndarray, options: TranscribeOptions, audio: str, decode_s: float) -> Ticket:
-        """Queue decoded audio with the scheduler.
+    def submit(
+        self,
+        samples: np.ndarray,
+        options: TranscribeOptions,
+        audio: str,
+        decode_s: float,
+        on_segments: SegmentsCallback | None = None,
+    ) -> Ticket:
+        """Queue decoded audio with the scheduler (``on_segments``: see :meth:`BatchScheduler.submit`).
 
         Raises:
             ApiError: 503 while the model loads or is stopping; 429 with ``Retry-After`` when the queue
@@ -218,7 +226,7 @@ class ServerState:
         """
         scheduler = self.require_ready()
         try:
-            return scheduler.submit(samples, options, audio=audio, decode_s=decode_s)
+            return scheduler.submit(samples, options, audio=audio, decode_s=decode_s, on_segments=on_segments)
         except QueueFullError as exc:
             raise queue_full(exc) from None
         except SchedulerStoppedError as exc:

@@ -57,7 +57,12 @@ MaxLineCountField = Annotated[
     int | None, Form(description="srt/vtt: lines per subtitle cue (default 2 when a limit is set).")
 ]
 WordTimestampsField = Annotated[bool, Form(description="Time every word: segments gain words.")]
-StreamField = Annotated[bool, Form(description="Streaming is not supported; false only.")]
+GranularitiesPlainField = Annotated[
+    list[str] | None, Form(alias="timestamp_granularities", description="The same, spelled without [].")
+]
+StreamField = Annotated[
+    bool, Form(description="true: server-sent events (response_format json or text; docs/server.md).")
+]
 
 
 def _spool_and_decode(source: Any, filename: str, upload_dir: Path | None) -> tuple[np.ndarray, float]:
@@ -114,8 +119,8 @@ async def wait_for(request: Request, ticket: Ticket) -> Transcript | None:
     """Wait for a ticket's transcript, checking every :data:`DISCONNECT_POLL_S` whether the client left.
 
     Returns:
-        The transcript, or ``None`` when the client disconnected while the request waited in the queue (the
-        request is then dropped and never transcribed; a running one is finished and its answer dropped).
+        The transcript, or ``None`` when the client disconnected (a request still queued is dropped and
+        never transcribed; a running one stops after the batch decoding now, its other windows dropped).
 
     Raises:
         ApiError: the engine's error for this request: 400 for a bad option, 503 when shutting down, 500
@@ -141,18 +146,29 @@ async def wait_for(request: Request, ticket: Ticket) -> Transcript | None:
                     request.url.path,
                 )
                 return None
-            dropped = True  # already running: let it finish, nobody reads the answer
-    if future.cancelled():
+            dropped = True  # running: the engine stops it after its current batch; nobody reads the answer
+            logger.warning(
+                "%s %s: the client disconnected during its transcription; its remaining windows are dropped",
+                request.method,
+                request.url.path,
+            )
+    if future.cancelled() or dropped:
         return None
     error = future.exception()
     if error is None:
         return future.result()
-    if isinstance(error, ValueError):  # an option the engine refused (they are checked before, so rare)
-        raise ApiError(400, str(error))
+    raise engine_error(error)
+
+
+def engine_error(error: BaseException) -> ApiError:
+    """The :class:`ApiError` for the error the engine (or scheduler) gave a request: 400 for a bad option
+    (they are checked before, so rare), 503 when shutting down, 500 for a model failure (logged)."""
+    if isinstance(error, ValueError):
+        return ApiError(400, str(error))
     if isinstance(error, SchedulerStoppedError):
-        raise ApiError(503, str(error), code="shutting_down")
+        return ApiError(503, str(error), code="shutting_down")
     logger.error("transcription failed: %s: %s", type(error).__name__, error)
-    raise ApiError(500, f"the transcription failed: {error}", code=getattr(error, "code", "engine_error"))
+    return ApiError(500, f"the transcription failed: {error}", code=getattr(error, "code", "engine_error"))
 
 
 def checked_options(
@@ -183,12 +199,17 @@ def checked_options(
         raise ApiError(400, reason, param=flag.removeprefix("--").replace("-", "_")) from None
 
 
-async def transcribe_upload(
-    request: Request, upload: UploadFile, param: str, options: TranscribeOptions
-) -> tuple[Transcript | None, float]:
-    """Decode, queue and wait: ``(transcript or None if the client left, seconds since arrival)``."""
+async def ready_and_decoded(request: Request, upload: UploadFile, param: str) -> tuple[np.ndarray, float]:
+    """Check that the server can take the request (model loaded, queue not full), then decode the upload.
+
+    Returns:
+        ``(samples, decode_s)`` as :func:`decode_upload`.
+
+    Raises:
+        ApiError: 503 while the model loads, 429 when the queue is full (before any decoding), 400 for an
+            upload that is not audio.
+    """
     state = server_state(request)
-    started = time.perf_counter()
     scheduler = state.require_ready()
     if scheduler.queue_depth >= scheduler.max_queue:  # refuse before spending a thread on decoding
         retry_s = scheduler.retry_after_s()
@@ -196,7 +217,16 @@ async def transcribe_upload(
             f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s"
         )
         raise queue_full(QueueFullError(message, retry_s))
-    samples, decode_s = await decode_upload(state, upload, param)
+    return await decode_upload(state, upload, param)
+
+
+async def transcribe_upload(
+    request: Request, upload: UploadFile, param: str, options: TranscribeOptions
+) -> tuple[Transcript | None, float]:
+    """Decode, queue and wait: ``(transcript or None if the client left, seconds since arrival)``."""
+    state = server_state(request)
+    started = time.perf_counter()
+    samples, decode_s = await ready_and_decoded(request, upload, param)
     ticket = state.submit(samples, options, audio=upload.filename or "upload", decode_s=decode_s)
     del samples
     transcript = await wait_for(request, ticket)
