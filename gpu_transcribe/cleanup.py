@@ -30,8 +30,9 @@ A server whose state file is here and whose lifetime is not over is kept (``serv
 here and so counts as orphaned: run ``cleanup --dry-run`` first where several machines share an identity.
 
 Pipelines (``gpu-transcribe pipeline``) are CloudFormation stacks: ``cleanup`` lists them (name, status,
-owner) but never deletes one; ``gpu-transcribe pipeline destroy --name NAME`` does. Their instances carry no
-run id, so ``cleanup`` never terminates a pipeline's workers (the group would replace them at once anyway).
+owner) but never deletes one; ``gpu-transcribe pipeline destroy --pipeline NAME`` does. Their instances
+carry no run id, so ``cleanup`` never terminates a pipeline's workers (the group would replace them at once
+anyway).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def _server_skip_reason(
         return ""  # what a server whose instance is gone left behind
     name = live_servers.get(res.run_id)
     if name is not None:
-        flag = "" if name == "default" else f" --name {name}"
+        flag = "" if name == "default" else f" --pipeline {name}"
         return f"server {name} is up (its state file is here); `gpu-transcribe server down{flag}` removes it"
     if age is None:
         return "a server of unknown age without a state file here; --run-id includes it"

@@ -10,6 +10,7 @@ stdout, progress and errors to stderr; how they look is :mod:`gpu_transcribe.ren
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import typer
@@ -23,6 +24,7 @@ from gpu_transcribe.cli_app import (
     cli_settings,
     config_app,
     images_app,
+    silence_stdout,
     stderr,
     stdout,
 )
@@ -35,8 +37,17 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A reader that closes stdout early (``gpu-transcribe config show --json |
+    head -1``) ends the command quietly with exit status 0: what was buffered for it is dropped."""
+    try:
+        app()
+    except SystemExit:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
+            raise SystemExit(0) from None
+        raise
 
 
 # --- run -------------------------------------------------------------------------------------------------
@@ -72,8 +83,9 @@ def run(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Transcribe audio files on a new GPU instance (or --local, or --host). Transcript paths go to stdout;
-    progress and the summary to stderr."""
+    """Transcribe audio files on a GPU instance, --local or --host.
+
+    Transcript paths go to stdout, one a line; progress and the summary to stderr."""
     settings = cli_settings(
         warn_ssh_cidr=not local,
         region=region,
@@ -261,7 +273,12 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
         if dry_run:
             plan = plan_run(request, settings, callbacks)
             progress.stop()
-            print_dry_run(plan, stdout)
+            print_dry_run(plan, stdout, stderr)
+            codes = [error.exit_code for error in plan.missing]
+            if problems_fail_run(plan.input_problems):
+                codes.append(1)
+            if codes:
+                raise typer.Exit(max(codes))
             return
         result = (run_on_host if request.host else run_cloud)(request, settings, callbacks)
     print_cloud_summary(result, stderr)
@@ -269,7 +286,7 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
     print_output_paths((p for f in result.files for p in f.outputs.values()), stdout)
     if result.teardown_error is not None:
         raise typer.Exit(EXIT_LEFT_BEHIND)
-    if problems_fail_run(result.input_problems, len(result.files)) or result.failed_files:
+    if problems_fail_run(result.input_problems) or result.failed_files:
         raise typer.Exit(1)
     if result.upload_error is not None:
         raise typer.Exit(EXIT_UPLOAD_FAILED)
@@ -282,7 +299,9 @@ def _run_remote(request: CloudRunRequest, settings: Settings, *, dry_run: bool) 
 def config_show(
     region: opt.Region = None, aws_profile: opt.Profile = None, as_json: opt.SettingsJson = False
 ) -> None:
-    """Print the effective settings and where each value came from (flag, environment, file, default)."""
+    """Print the effective settings and where each one came from.
+
+    Its source: a flag, the environment, a file, or the default."""
     from gpu_transcribe.render import print_settings, settings_json
     from gpu_transcribe.settings import default_config_files
 
@@ -302,7 +321,9 @@ def zones(
     aws_profile: opt.Profile = None,
     json: opt.Json = False,
 ) -> None:
-    """List the zones for each instance type, cheapest spot price first, with on-demand price and saving."""
+    """List each instance type's zones, cheapest spot price first.
+
+    With the on-demand price and the saving."""
     from gpu_transcribe.catalog import zone_prices
     from gpu_transcribe.render import print_json, print_zones
 
@@ -326,7 +347,9 @@ def cleanup_command(
     aws_profile: opt.Profile = None,
     json: opt.Json = False,
 ) -> None:
-    """Find gpu-transcribe's instances, volumes, key pairs and security groups by tag and remove them."""
+    """Remove what gpu-transcribe left in AWS, found by its tags.
+
+    Instances, volumes, key pairs and security groups."""
     from gpu_transcribe.cleanup import cleanup
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render import print_cleanup, print_json
@@ -351,7 +374,7 @@ def cleanup_command(
 
 @app.command("build-ami")
 def build_ami(
-    model: opt.Model = None,
+    model: opt.ImageModel = None,
     revision: opt.Revision = None,
     base_ami: opt.BaseAmi = None,
     spot: opt.Spot = False,
@@ -363,7 +386,9 @@ def build_ami(
     aws_profile: opt.Profile = None,
     provision_arg: opt.ProvisionArg = None,
 ) -> None:
-    """Build the GPU image runs boot from: engine installed, model cached, both checked on the GPU."""
+    """Build the GPU image (AMI) that runs boot from.
+
+    The engine installed, the model cached, both checked on the GPU."""
     from gpu_transcribe.aws.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.build_ami import BuildRequest, plan_build, run_build
@@ -422,8 +447,10 @@ def images_prune(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Deregister images older than the newest N of each model and delete their snapshots. Images in use by a
-    live instance, and images still being created, are kept."""
+    """Remove images beyond the newest N of each model.
+
+    Deregisters them and deletes their snapshots. Images in use by a live instance, and images still being
+    created, are kept."""
     from gpu_transcribe.catalog import prune_images
     from gpu_transcribe.render import print_prune
 

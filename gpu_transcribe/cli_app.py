@@ -12,11 +12,12 @@ fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import sys
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from gpu_transcribe import __version__
@@ -25,9 +26,20 @@ from gpu_transcribe.errors import GpuTranscribeError
 if TYPE_CHECKING:
     from gpu_transcribe.settings import Settings
 
+
 # No emoji codes, no highlighting: paths, names and messages are printed as they are (markup is off or escaped
 # wherever they are printed, see render.py).
-stdout = Console(emoji=False, highlight=False)
+class _ResultConsole(Console):
+    """The stdout console: a reader that closes the pipe early ends the command quietly with exit status 0
+    (Rich's own reaction is exit status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        silence_stdout()
+        raise typer.Exit(0)
+
+
+stdout = _ResultConsole(emoji=False, highlight=False)
 stderr = Console(stderr=True, emoji=False, highlight=False)
 
 #: ``run`` exit statuses beyond the errors' own (README, "Exit status").
@@ -38,7 +50,92 @@ EXIT_LEFT_BEHIND = 5
 _DEBUG_KEY = "gpu_transcribe.debug"
 
 
-class _ErrorsToExitCodes(TyperGroup):
+#: Typer releases whose internal ``type_descriptor`` (on each parameter) :func:`_plain_metavars` reads; under
+#: any other release the help keeps Typer's own metavars rather than guess at its internals.
+_TYPER_TESTED = ("0.29.",)
+
+
+def _plain_metavars(params: list[Any]) -> None:
+    """Give each parameter that takes a value a metavar in the usual command-line style, where the command
+    did not set one: ``N`` for numbers, ``FILE``/``DIR``/``PATH`` for paths, else the option's name in
+    capitals (``--region REGION``); an argument's is its name in capitals, with ``...`` when it takes
+    several. Typer would print Python type names instead (``<str>``, ``<int range>``, ``<list[Path]>``).
+    Reads Typer's internal ``type_descriptor``, so only under the releases in ``_TYPER_TESTED``."""
+    if not typer.__version__.startswith(_TYPER_TESTED):
+        return
+    for param in params:
+        if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
+            continue
+        described = param.type_descriptor  # typer's view of the annotation
+        element = get_args(described.annotation)[0] if described.is_list else described.annotation
+        if element in (int, float):
+            param.metavar = "N"
+        elif described.is_path:
+            info = described.parameter_info
+            param.metavar = "FILE" if not info.dir_okay else "DIR" if not info.file_okay else "PATH"
+        else:
+            longest = max(param.opts, key=len)
+            param.metavar = longest.lstrip("-").replace("-", "_").upper()
+
+
+class Command(TyperCommand):
+    """Every command's class: plain metavars (:func:`_plain_metavars`), and arguments shown by their
+    metavar alone, in the usage line (``run [OPTIONS] PATHS...``) and the Arguments section."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_metavars(self.params)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((param.metavar or param.name.upper(), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+class Group(TyperGroup):
+    """Every command group's class: its own options get plain metavars (:func:`_plain_metavars`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_metavars(self.params)
+
+
+class Typer(typer.Typer):
+    """``typer.Typer`` whose commands are :class:`Command` and whose groups are :class:`Group` unless
+    told otherwise."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", Group)
+        kwargs.setdefault("rich_markup_mode", None)
+        super().__init__(*args, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", Command)
+        return super().command(*args, **kwargs)
+
+
+class _ErrorsToExitCodes(Group):
     """The root command group. Every command runs inside its :meth:`invoke`, which turns a
     :class:`GpuTranscribeError` into one ``error:`` line on stderr and ``typer.Exit(error.exit_code)``, and
     any other exception (a bug) into one ``error: unexpected ...`` line and exit status 1, or its traceback
@@ -54,6 +151,9 @@ class _ErrorsToExitCodes(TyperGroup):
             raise typer.Exit(error.exit_code) from None
         except (typer.Exit, typer.Abort, TyperException):  # usage errors, exits: typer's own handling
             raise
+        except BrokenPipeError:  # the reader of stdout has gone (`... | head -1`): nothing more to say
+            silence_stdout()
+            raise typer.Exit(0) from None
         except Exception as error:
             if ctx.meta.get(_DEBUG_KEY):
                 raise
@@ -63,7 +163,7 @@ class _ErrorsToExitCodes(TyperGroup):
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(
+app = Typer(
     name="gpu-transcribe",
     cls=_ErrorsToExitCodes,
     help="Transcribe audio on a short-lived AWS GPU spot instance, or on this machine with --local.",
@@ -74,25 +174,25 @@ app = typer.Typer(
     # Plain help text: typer's Rich help imports markdown-it and costs ~0.1 s on every --help (measured).
     rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Inspect the settings.", no_args_is_help=True)
+config_app = Typer(help="Inspect the settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-images_app = typer.Typer(
-    help="List gpu-transcribe's images (AMIs); `images prune` removes old ones.", invoke_without_command=True
+images_app = Typer(
+    help="List gpu-transcribe's images (AMIs), or prune old ones.", invoke_without_command=True
 )
 app.add_typer(images_app, name="images")
-server_app = typer.Typer(
-    help="A warm GPU server of your own: `server up` starts `serve` on an instance that stays until it has "
-    "been idle (or lived) long enough, or `server down`.",
+server_app = Typer(
+    help="A warm GPU server of your own: up, status, tunnel, logs, down.\n\n`server up` starts `serve` on "
+    "an instance that stays until it has been idle (or lived) long enough, or `server down`.",
     no_args_is_help=True,
 )
 app.add_typer(server_app, name="server")
-pipeline_app = typer.Typer(
-    help="A queue of transcription jobs on spot GPU workers that scale from zero: one CloudFormation stack "
-    "(deploy, status, destroy).",
+pipeline_app = Typer(
+    help="A job queue on spot GPU workers that scale from zero.\n\nOne CloudFormation stack (deploy, "
+    "status, destroy).",
     no_args_is_help=True,
 )
 app.add_typer(pipeline_app, name="pipeline")
-webhook_app = typer.Typer(help="Help for receivers of the pipeline's webhooks.", no_args_is_help=True)
+webhook_app = Typer(help="Help for receivers of the pipeline's webhooks.", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
 
 
@@ -117,6 +217,19 @@ def _root(
 ) -> None:
     """Transcribe audio on a short-lived AWS GPU spot instance, or on this machine with --local."""
     typer_ctx.meta[_DEBUG_KEY] = debug
+
+
+def silence_stdout() -> None:
+    """Point the process's stdout at the null device, so that what is still buffered for a reader that has
+    closed the pipe (``gpu-transcribe ... | head -1``) is dropped instead of raising ``BrokenPipeError``
+    again when Python flushes it at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def cli_settings(*, warn_ssh_cidr: bool = False, **flags: object) -> Settings:

@@ -20,10 +20,16 @@ DEFAULT_FORMATS_ARG = ",".join(DEFAULT_FORMATS)
 
 # --- options used by several commands --------------------------------------------------------------------
 
-Region = Annotated[str | None, typer.Option("--region", help="AWS region (setting: region).")]
+Region = Annotated[
+    str | None, typer.Option("--region", metavar="REGION", help="AWS region (setting: region).")
+]
 Profile = Annotated[
     str | None,
-    typer.Option("--aws-profile", help="Named AWS profile from ~/.aws/config (setting: aws_profile)."),
+    typer.Option(
+        "--aws-profile",
+        metavar="PROFILE",
+        help="Named AWS profile from ~/.aws/config (setting: aws_profile).",
+    ),
 ]
 DryRun = Annotated[
     bool,
@@ -38,6 +44,7 @@ InstanceType = Annotated[
     typer.Option(
         "--instance-type",
         "-t",
+        metavar="TYPE",
         help="Instance type, repeatable, in order of preference; default: the instance_types setting.",
     ),
 ]
@@ -46,11 +53,44 @@ Model = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help=f"Whisper model: a Hugging Face id (run --local also takes a local model directory). "
+        metavar="ID_OR_DIR",
+        help=f"Whisper model: a Hugging Face id, or with --local a model directory. "
         f"Default: setting model ({DEFAULT_MODEL}).",
     ),
 ]
-Revision = Annotated[str | None, typer.Option("--revision", help="Model revision (branch, tag or commit).")]
+ImageModel = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="ID",
+        help="Whisper model to cache in the image: a Hugging Face id. "
+        f"Default: setting model ({DEFAULT_MODEL}).",
+    ),
+]
+ServerModel = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="ID",
+        help=f"Whisper model the server loads: a Hugging Face id. Default: setting model ({DEFAULT_MODEL}).",
+    ),
+]
+WorkerModel = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="ID_OR_DIR",
+        help="Whisper model: a Hugging Face id or a model directory on this machine. Default: the "
+        f"pipeline's model, else setting model ({DEFAULT_MODEL}).",
+    ),
+]
+Revision = Annotated[
+    str | None,
+    typer.Option("--revision", metavar="REV", help="Model revision (branch, tag or commit)."),
+]
 
 Json = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts) instead of a table.")
@@ -61,22 +101,29 @@ Json = Annotated[
 Paths = Annotated[
     list[Path],
     typer.Argument(
+        metavar="AUDIO...",
         help="Audio files, or directories searched for audio (wav, flac, mp3, ogg, opus, m4a...).",
         show_default=False,
     ),
 ]
 OutputDir = Annotated[
     Path | None,
-    typer.Option("--output-dir", "-o", help="Write every output here. Default: beside each input file."),
+    typer.Option(
+        "--output-dir", "-o", metavar="DIR", help="Write every output here. Default: beside each input file."
+    ),
 ]
 Format = Annotated[
-    str, typer.Option("--format", "-f", help="Output formats, comma-separated, any of: txt,json,srt,vtt.")
+    str,
+    typer.Option(
+        "--format", "-f", metavar="LIST", help="Output formats, comma-separated, any of: txt,json,srt,vtt."
+    ),
 ]
 Language = Annotated[
     str | None,
     typer.Option(
         "--language",
         "-l",
+        metavar="CODE",
         help=f"Language code (sv, en...) or 'auto' to detect. Default: setting language, {DEFAULT_LANGUAGE}.",
     ),
 ]
@@ -123,7 +170,7 @@ Correct = Annotated[
     typer.Option(
         "--correct",
         help="Also correct each transcript with a language model on Amazon Bedrock (correct_* settings) and "
-        "write it beside the raw one as <stem>.corrected.<format>; adds json to --format.",
+        "write it beside the raw one as STEM.corrected.FORMAT; adds json to --format.",
     ),
 ]
 UploadAudio = Annotated[
@@ -137,10 +184,15 @@ UpdateEngine = Annotated[
 ]
 Host = Annotated[
     str | None,
-    typer.Option("--host", help="Run on an existing machine, user@address[:port]; no EC2 at all."),
+    typer.Option(
+        "--host",
+        metavar="USER@HOST[:PORT]",
+        help="Run on an existing machine, user@address[:port]; no EC2 at all.",
+    ),
 ]
 Identity = Annotated[
-    Path | None, typer.Option("--identity", "-i", help="With --host: the private key to log in with.")
+    Path | None,
+    typer.Option("--identity", "-i", metavar="KEY_FILE", help="With --host: the private key to log in with."),
 ]
 KnownHosts = Annotated[
     Path | None,
@@ -149,7 +201,7 @@ KnownHosts = Annotated[
     ),
 ]
 Market = Annotated[str | None, typer.Option("--market", help="spot-then-on-demand, spot or on-demand.")]
-Bucket = Annotated[str | None, typer.Option("--s3-bucket", help="Bucket for the outputs.")]
+Bucket = Annotated[str | None, typer.Option("--s3-bucket", metavar="BUCKET", help="Bucket for the outputs.")]
 
 # --- config show -----------------------------------------------------------------------------------------
 
@@ -165,10 +217,13 @@ OlderThan = Annotated[
     str | None,
     typer.Option(
         "--older-than",
+        metavar="AGE",
         help="Only resources at least this old (2h, 90m, 0); default: max lifetime + 10 minutes.",
     ),
 ]
-RunId = Annotated[str | None, typer.Option("--run-id", help="Only this run (any age unless --older-than).")]
+RunId = Annotated[
+    str | None, typer.Option("--run-id", metavar="RUN", help="Only this run (any age unless --older-than).")
+]
 
 # --- build-ami, images prune -----------------------------------------------------------------------------
 
@@ -176,6 +231,7 @@ BaseAmi = Annotated[
     str | None,
     typer.Option(
         "--base-ami",
+        metavar="AMI",
         help="AMI to build on; default: the newest AWS Deep Learning Base OSS Nvidia Driver GPU AMI "
         "(Ubuntu 22.04), from its SSM public parameter.",
     ),
@@ -185,9 +241,11 @@ Spot = Annotated[
 ]
 Wheel = Annotated[
     Path | None,
-    typer.Option("--wheel", help="A built gpu-transcribe wheel; default: build one from this checkout."),
+    typer.Option(
+        "--wheel", metavar="FILE", help="A built gpu-transcribe wheel; default: build one from this checkout."
+    ),
 ]
-LoginUser = Annotated[str, typer.Option("--login-user", help="The base AMI's SSH user.")]
+LoginUser = Annotated[str, typer.Option("--login-user", metavar="USER", help="The base AMI's SSH user.")]
 ProvisionArg = Annotated[
     list[str] | None,
     typer.Option(
@@ -207,27 +265,46 @@ PipelineOption = Annotated[
     str | None,
     typer.Option(
         "--pipeline",
+        metavar="NAME",
         help="The pipeline's name (default: 'default'). Found from $GPU_TRANSCRIBE_PIPELINE_CONFIG or "
         "/etc/gpu-transcribe/pipeline.json (on a worker) if present, else from its stack's outputs.",
     ),
 ]
-AudioFiles = Annotated[list[Path], typer.Argument(help="Audio files, one job each.", show_default=False)]
+AudioFiles = Annotated[
+    list[Path], typer.Argument(metavar="AUDIO...", help="Audio files, one job each.", show_default=False)
+]
+SubmitOutputDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--output-dir",
+        "-o",
+        metavar="DIR",
+        help="With --wait: write the outputs here. Default: the current directory.",
+    ),
+]
 JobFormat = Annotated[
     str | None,
     typer.Option(
-        "--format", "-f", help="Output formats, comma-separated (txt,json,srt,vtt); default: the pipeline's."
+        "--format",
+        "-f",
+        metavar="LIST",
+        help="Output formats, comma-separated (txt,json,srt,vtt); default: the pipeline's.",
     ),
 ]
 JobModel = Annotated[
     str | None,
     typer.Option(
-        "--model", "-m", help="The model the job needs; default: whatever the pipeline's workers run."
+        "--model",
+        "-m",
+        metavar="ID",
+        help="The model the job needs; default: whatever the pipeline's workers run.",
     ),
 ]
 JobWebhookUrl = Annotated[
     str | None,
     typer.Option(
         "--webhook-url",
+        metavar="URL",
         help="POST the jobs' events (succeeded, failed, dead-lettered) here, signed (Standard Webhooks).",
     ),
 ]
@@ -236,15 +313,20 @@ JobCorrect = Annotated[
     typer.Option(
         "--correct",
         help="Also correct the transcripts with Bedrock (the workers' correct_* settings): "
-        "<stem>.corrected.<format> beside the raw outputs; adds json to --format.",
+        "STEM.corrected.FORMAT beside the raw outputs; adds json to --format.",
     ),
 ]
 Wait = Annotated[
     bool,
     typer.Option("--wait", help="Follow the jobs to the end (progress on stderr) and download the outputs."),
 ]
-JobIds = Annotated[list[str] | None, typer.Argument(help="Job ids; default: every job.", show_default=False)]
-JobIdsRequired = Annotated[list[str], typer.Argument(help="Job ids.", show_default=False)]
+JobIds = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="JOB_ID...", help="Job ids; default: every job.", show_default=False),
+]
+JobIdsRequired = Annotated[
+    list[str], typer.Argument(metavar="JOB_ID...", help="Job ids.", show_default=False)
+]
 JobStatus = Annotated[
     str | None,
     typer.Option(
@@ -256,7 +338,9 @@ Since = Annotated[
     str | None,
     typer.Option("--since", help="Only jobs created since: an age (90m, 2h, 3d) or an ISO 8601 time."),
 ]
-FetchDir = Annotated[Path, typer.Option("--output-dir", "-o", help="Where to write the outputs.")]
+FetchDir = Annotated[
+    Path, typer.Option("--output-dir", "-o", metavar="DIR", help="Where to write the outputs.")
+]
 WorkerDevice = Annotated[str, typer.Option("--device", help="auto (cuda if torch sees a GPU), cpu or cuda.")]
 ExitWhenIdle = Annotated[
     float | None,
@@ -280,19 +364,27 @@ WorkerMaxLifetimeH = Annotated[
 Bind = Annotated[
     str,
     typer.Option(
-        "--bind", help="Address to listen on. Anything but loopback (127.0.0.1, ::1) needs an API key."
+        "--bind",
+        metavar="ADDRESS",
+        help="Address to listen on. Anything but loopback (127.0.0.1, ::1) needs an API key.",
     ),
 ]
 Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port to listen on.")]
 ServeModel = Annotated[
     str,
-    typer.Option("--model", "-m", help="Whisper model: a Hugging Face id or a local model directory."),
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="ID_OR_DIR",
+        help="Whisper model: a Hugging Face id or a local model directory.",
+    ),
 ]
 ServeDevice = Annotated[str, typer.Option("--device", help="auto (cuda if torch sees a GPU), cpu or cuda.")]
 ApiKeyFile = Annotated[
     Path | None,
     typer.Option(
         "--api-key-file",
+        metavar="FILE",
         help="File whose first line is the bearer key every API call must send. "
         "Default: $GPU_TRANSCRIBE_API_KEY; neither: no key (loopback only).",
     ),
@@ -324,6 +416,7 @@ JobsDir = Annotated[
     Path | None,
     typer.Option(
         "--jobs-dir",
+        metavar="DIR",
         help="Where async jobs (/v1/jobs) keep their audio and results (mode 0700); default: a new "
         "temporary directory.",
     ),
@@ -335,8 +428,42 @@ WebhookSecretFile = Annotated[
     Path | None,
     typer.Option(
         "--webhook-secret-file",
+        metavar="FILE",
         help="The Standard Webhooks secret (whsec_...) that signs job callbacks; created (mode 0600) if "
         "missing. Default: a new secret in the jobs directory.",
+    ),
+]
+AllowPrivateCallbacks = Annotated[
+    bool,
+    typer.Option(
+        "--allow-private-callbacks",
+        help="Let job callbacks go to loopback, private and link-local addresses (a receiver on this machine "
+        "or its network); off, a callback_url whose host resolves to any such address is refused.",
+    ),
+]
+MaxPendingJobs = Annotated[
+    int,
+    typer.Option(
+        "--max-pending-jobs",
+        min=1,
+        help="Async jobs accepted and not finished at most; one more is refused (429, Retry-After).",
+    ),
+]
+MaxPendingGb = Annotated[
+    float,
+    typer.Option(
+        "--max-pending-gb",
+        min=0.001,
+        help="Their uploads on disk at most, GiB; a job that would go over is refused (429, Retry-After).",
+    ),
+]
+MinFreeDiskGb = Annotated[
+    float,
+    typer.Option(
+        "--min-free-disk-gb",
+        min=0,
+        help="Refuse a job (507) when storing it would leave less free disk than this (GiB) in the jobs "
+        "directory; 0: no floor.",
     ),
 ]
 
@@ -377,9 +504,14 @@ LogLines = Annotated[int, typer.Option("--lines", "-n", min=1, help="How many of
 PipelineName = Annotated[
     str | None,
     typer.Option(
-        "--name", help="The pipeline's name (1-20 lowercase letters, digits, hyphens). Default: default."
+        "--pipeline",
+        metavar="NAME",
+        help="The pipeline's name (1-20 lowercase letters, digits, hyphens). Default: default.",
     ),
 ]
+#: ``pipeline deploy|status|destroy|webhook-secret --name``: the old spelling of ``--pipeline``, hidden and
+#: kept working (with a warning).
+PipelineNameOld = Annotated[str | None, typer.Option("--name", metavar="NAME", hidden=True)]
 MaxWorkers = Annotated[
     int | None,
     typer.Option(
@@ -390,6 +522,7 @@ InstanceTypes = Annotated[
     str | None,
     typer.Option(
         "--instance-types",
+        metavar="TYPES",
         help="GPU instance types the workers may use, comma-separated (spot, price-capacity-optimized). "
         "Default: the instance_types setting.",
     ),
@@ -398,13 +531,16 @@ PipelineBucket = Annotated[
     str | None,
     typer.Option(
         "--s3-bucket",
+        metavar="BUCKET",
         help="Use this existing bucket (its incoming/ prefix) instead of creating one; it is never deleted.",
     ),
 ]
 Image = Annotated[
     str | None,
     typer.Option(
-        "--image", help="The workers' AMI. Default: image_id, else the newest image of ours (build-ami)."
+        "--image",
+        metavar="AMI",
+        help="The workers' AMI. Default: image_id, else the newest image of ours (build-ami).",
     ),
 ]
 DeleteData = Annotated[
@@ -418,6 +554,7 @@ WebhookUrl = Annotated[
     str | None,
     typer.Option(
         "--webhook-url",
+        metavar="URL",
         help="POST a signed event (Standard Webhooks) here when a job succeeds, fails or is dead-lettered. "
         "http(s); private, loopback and link-local addresses are refused.",
     ),
@@ -450,6 +587,7 @@ HeadersFile = Annotated[
     Path | None,
     typer.Option(
         "--headers-file",
+        metavar="FILE",
         exists=True,
         dir_okay=False,
         help="The request's headers (Name: value lines); without it BODY_FILE is a whole saved request.",

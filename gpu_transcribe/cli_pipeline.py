@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from gpu_transcribe import cli_options as opt
 from gpu_transcribe.cli_app import (
+    Group,
+    Typer,
     app,
     cli_settings,
     pipeline_app,
@@ -61,13 +62,15 @@ def submit(
     correct: opt.JobCorrect = False,
     pipeline: opt.PipelineOption = None,
     wait: opt.Wait = False,
-    output_dir: opt.OutputDir = None,
+    output_dir: opt.SubmitOutputDir = None,
     overwrite: opt.Overwrite = False,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Submit audio files to the pipeline: one job each. Job ids go to stdout, one per line; with --wait,
-    progress on stderr and the outputs downloaded (-o DIR, default: here)."""
+    """Submit audio files to the pipeline: one job each.
+
+    Job ids go to stdout, one per line. With --wait, progress goes to stderr and the outputs are downloaded
+    into --output-dir (default: the current directory)."""
     from gpu_transcribe.aws.jobs_table import JobOptions
     from gpu_transcribe.pipeline.jobs import PipelineInputError
     from gpu_transcribe.pipeline.submit import check_files, submit_files, wake_fleet
@@ -127,7 +130,7 @@ def _wait_and_fetch(ctx: Any, config: Any, job_ids: list[str], output_dir: Any, 
         )
 
 
-class _JobsGroup(TyperGroup):
+class _JobsGroup(Group):
     """``jobs ID...`` and ``jobs --status S`` mean ``jobs list ...``: anything that is not a subcommand."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -136,10 +139,10 @@ class _JobsGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-jobs_app = typer.Typer(
+jobs_app = Typer(
     cls=_JobsGroup,
-    help="The pipeline's jobs: `jobs [JOB_ID...]` lists them, `jobs fetch` downloads outputs, `jobs retry` "
-    "resubmits failed ones, `jobs watch` follows job events.",
+    help="The pipeline's jobs: list, fetch, retry, watch.\n\n`jobs [JOB_ID...]` lists them, `jobs fetch` "
+    "downloads outputs, `jobs retry` resubmits failed ones, `jobs watch` follows job events.",
 )
 app.add_typer(jobs_app, name="jobs")
 
@@ -154,7 +157,9 @@ def jobs_list(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """List jobs (all, or those named): status, file, duration, attempts, worker, times, error."""
+    """List jobs (all, or those named).
+
+    Each with its status, file, duration, attempts, worker, times and error."""
     from gpu_transcribe.pipeline.jobs import list_jobs
     from gpu_transcribe.render import print_lines
     from gpu_transcribe.render_jobs import jobs_json, print_jobs
@@ -176,8 +181,9 @@ def jobs_fetch(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Download the outputs of succeeded jobs into DIR (paths on stdout); jobs not done are named on stderr
-    and the exit status is 1."""
+    """Download the outputs of succeeded jobs into DIR.
+
+    Their paths go to stdout; jobs not done are named on stderr and the exit status is 1."""
     from gpu_transcribe.errors import GpuTranscribeError as _Error
     from gpu_transcribe.pipeline.jobs import fetch_outputs
     from gpu_transcribe.render import print_output_paths
@@ -197,7 +203,9 @@ def jobs_retry(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Resubmit failed or dead-lettered jobs (engine failures reset); their ids go to stdout."""
+    """Resubmit failed or dead-lettered jobs.
+
+    Their engine failures are reset; their ids go to stdout."""
     from gpu_transcribe.errors import GpuTranscribeError as _Error
     from gpu_transcribe.pipeline.jobs import retry_jobs
     from gpu_transcribe.render import print_lines
@@ -212,7 +220,7 @@ def jobs_retry(
 
 @app.command()
 def worker(
-    model: opt.Model = None,
+    model: opt.WorkerModel = None,
     device: opt.WorkerDevice = "auto",
     exit_when_idle: opt.ExitWhenIdle = None,
     max_lifetime_h: opt.WorkerMaxLifetimeH = None,
@@ -220,9 +228,12 @@ def worker(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Take jobs from the pipeline's queue and transcribe them here (what the fleet's instances run). Progress
-    on stderr; exits 0 when idle for --exit-when-idle seconds, at --max-lifetime-h hours or after a spot
-    interruption notice, 130/143 on SIGINT/SIGTERM after handing its jobs back."""
+    """Take jobs from the pipeline's queue and transcribe them here.
+
+    What the fleet's instances run. Progress on stderr; exits 0 when idle for --exit-when-idle seconds, at
+    --max-lifetime-h hours or after a spot interruption notice, 1 when it should have left its Auto Scaling
+    group and could not (so that systemd restarts it), 130/143 on SIGINT/SIGTERM after handing its jobs
+    back."""
     import signal
 
     from gpu_transcribe.correct import CorrectionConfig
@@ -259,14 +270,43 @@ def worker(
     by_name = {s.name: code for s, code in codes.items()}
     if report.reason in by_name:
         raise typer.Exit(by_name[report.reason])
+    if report.leave_failed:
+        stderr.print(
+            f"error: worker {report.worker_id} could not leave its Auto Scaling group; exiting 1 so that "
+            "systemd starts it again (the dead-man switch powers the instance off if it never leaves)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
 
 
 # --- pipeline: deploy, status, destroy -------------------------------------------------------------------
 
 
+def _pipeline_name(pipeline: str | None, old_name: str | None) -> str | None:
+    """The pipeline's name from ``--pipeline``, or from ``--name`` (its old spelling, with a warning).
+
+    Raises:
+        SettingsError: both were given with different names.
+    """
+    if old_name is None:
+        return pipeline
+    from gpu_transcribe.errors import SettingsError
+    from gpu_transcribe.render import print_warning
+
+    if pipeline is not None and pipeline != old_name:
+        raise SettingsError(
+            "pipeline", "command line", "--name is the old spelling of --pipeline; give only --pipeline"
+        )
+    print_warning("--name is now --pipeline (the same in every command); --name will go", stderr)
+    return old_name
+
+
 @pipeline_app.command("deploy")
 def pipeline_deploy(
-    name: opt.PipelineName = None,
+    pipeline: opt.PipelineName = None,
+    old_name: opt.PipelineNameOld = None,
     max_workers: opt.MaxWorkers = None,
     instance_types: opt.InstanceTypes = None,
     s3_bucket: opt.PipelineBucket = None,
@@ -277,8 +317,9 @@ def pipeline_deploy(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Create or update the pipeline's stack (through a change set, its events shown as progress) and print
-    what it holds."""
+    """Create or update the pipeline's stack.
+
+    Through a change set, its events shown as progress; then prints what it holds."""
     from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render import print_lines
@@ -292,7 +333,7 @@ def pipeline_deploy(
         image_id=image,
     )
     request = DeployRequest(
-        name=name,
+        name=_pipeline_name(pipeline, old_name),
         max_workers=max_workers,
         bucket=settings.s3_bucket if s3_bucket else None,  # the flag only: s3_bucket is run's upload bucket
         image_id=settings.image_id,
@@ -306,17 +347,21 @@ def pipeline_deploy(
 
 @pipeline_app.command("status")
 def pipeline_status_command(
-    name: opt.PipelineName = None,
+    pipeline: opt.PipelineName = None,
+    old_name: opt.PipelineNameOld = None,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
     json: opt.Json = False,
 ) -> None:
-    """The stack, jobs waiting, in flight and dead-lettered, the workers and their cost per hour now."""
+    """The pipeline's stack, jobs, workers and cost per hour.
+
+    The stack, jobs waiting, in flight and dead-lettered, the workers and their cost per hour now."""
     from gpu_transcribe.pipeline.deploy import pipeline_status
     from gpu_transcribe.render import print_json, print_lines
     from gpu_transcribe.render_pipeline import status_lines
 
     settings = cli_settings(region=region, aws_profile=aws_profile)
+    name = _pipeline_name(pipeline, old_name)
     with stderr.status(escape(f"reading pipeline {name or 'default'} in {settings.region}")):
         report = pipeline_status(settings, name)
     if json:
@@ -327,19 +372,23 @@ def pipeline_status_command(
 
 @pipeline_app.command("destroy")
 def pipeline_destroy(
-    name: opt.PipelineName = None,
+    pipeline: opt.PipelineName = None,
+    old_name: opt.PipelineNameOld = None,
     delete_data: opt.DeleteData = False,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Delete the pipeline's stack: workers, queues (with any jobs in them), table, roles, scaler. The bucket
-    is kept unless --delete-data."""
+    """Delete the pipeline's stack; its bucket stays.
+
+    Its workers, queues (with any jobs in them), table, roles, scaler. The bucket is kept unless
+    --delete-data."""
     from gpu_transcribe.pipeline.deploy import destroy_pipeline
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render import print_lines
     from gpu_transcribe.render_pipeline import destroyed_lines
 
     settings = cli_settings(region=region, aws_profile=aws_profile)
+    name = _pipeline_name(pipeline, old_name)
     result = destroy_pipeline(settings, name, delete_data=delete_data, on_progress=event_printer(stderr))
     print_lines(destroyed_lines(result), stdout)
 
@@ -349,7 +398,8 @@ def pipeline_destroy(
 
 @pipeline_app.command("webhook-secret")
 def pipeline_webhook_secret_command(
-    name: opt.PipelineName = None,
+    pipeline: opt.PipelineName = None,
+    old_name: opt.PipelineNameOld = None,
     rotate: Annotated[
         bool, typer.Option("--rotate", help="Start a rotation: a new secret; the old one keeps signing.")
     ] = False,
@@ -367,8 +417,10 @@ def pipeline_webhook_secret_command(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Print the pipeline's webhook signing secret (stdout; whsec_...), or rotate it. During a rotation
-    every webhook carries both signatures, so receivers can switch at their own pace."""
+    """Print the pipeline's webhook signing secret, or rotate it.
+
+    The secret (whsec_...) goes to stdout. During a rotation every webhook carries both signatures, so
+    receivers can switch at their own pace."""
     from datetime import UTC, datetime
 
     from gpu_transcribe.pipeline.results import pipeline_webhook_secret
@@ -376,7 +428,7 @@ def pipeline_webhook_secret_command(
     settings = cli_settings(region=region, aws_profile=aws_profile)
     secret = pipeline_webhook_secret(
         settings,
-        name,
+        _pipeline_name(pipeline, old_name),
         rotate=rotate,
         keep_previous_hours=keep_previous_hours or None,
         finish=finish_rotation,
@@ -398,8 +450,9 @@ def webhook_verify_command(
     headers_file: opt.HeadersFile = None,
     body_file: opt.BodyFile = None,
 ) -> None:
-    """Say whether a webhook request's signature is valid (exit 0) or not (exit 1), with the
-    standardwebhooks library (its 5-minute timestamp tolerance included)."""
+    """Check a webhook request's signature: valid (exit 0) or not (1).
+
+    With the standardwebhooks library (its 5-minute timestamp tolerance included)."""
     import sys
 
     from standardwebhooks.webhooks import WebhookVerificationError
@@ -432,8 +485,10 @@ def jobs_watch(
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Follow the pipeline's results queue: one JSON job event per line on stdout (deleted once printed,
-    unless --keep). A pull channel for systems that cannot receive webhooks (docs/pipeline.md)."""
+    """Follow the pipeline's results queue: job events as JSON lines.
+
+    One JSON job event per line on stdout (deleted once printed, unless --keep). A pull channel for systems
+    that cannot receive webhooks (docs/pipeline.md)."""
     import json as json_module
 
     from gpu_transcribe.aws.clients import AwsContext, aws_errors, sqs_client

@@ -43,12 +43,17 @@ def serve(
     jobs_dir: opt.JobsDir = None,
     job_ttl_h: opt.JobTtlH = 24.0,
     webhook_secret_file: opt.WebhookSecretFile = None,
+    allow_private_callbacks: opt.AllowPrivateCallbacks = False,
+    max_pending_jobs: opt.MaxPendingJobs = 256,
+    max_pending_gb: opt.MaxPendingGb = 10.0,
+    min_free_disk_gb: opt.MinFreeDiskGb = 2.0,
 ) -> None:
-    """Serve OpenAI's audio API (/v1/audio/transcriptions) and /transcribe with one loaded model, on this
-    machine, until Ctrl-C. Logs go to stderr."""
+    """Serve OpenAI's audio API here, with one loaded model.
+
+    /v1/audio/transcriptions and /transcribe, on this machine, until Ctrl-C. Logs go to stderr."""
     from gpu_transcribe.errors import EngineError, SettingsError
     from remote.errors import ModelLoadError
-    from remote.server.config import MIB, ServerConfig, ServerConfigError, read_api_key
+    from remote.server.config import GIB, MIB, ServerConfig, ServerConfigError, read_api_key
 
     try:
         config = (
@@ -66,15 +71,27 @@ def serve(
                 jobs_dir=jobs_dir,
                 job_ttl_s=job_ttl_h * 3600,
                 webhook_secret_file=webhook_secret_file,
+                allow_private_callbacks=allow_private_callbacks,
+                max_pending_jobs=max_pending_jobs,
+                max_pending_bytes=int(max_pending_gb * GIB),
+                min_free_disk_bytes=int(min_free_disk_gb * GIB),
             )
             .with_env()
             .checked()
         )
     except ServerConfigError as error:
         raise SettingsError("serve", "command line", str(error)) from None
+    from remote.device import resolve_device
+    from remote.hub import check_hub_model, is_hub_id
     from remote.server.run import serve as run_server
 
+    try:  # before uvicorn starts: --device cuda on a machine without a GPU is a bad option (exit status 2)
+        resolve_device(config.device)
+    except ValueError as error:
+        raise SettingsError("device", "--device", str(error)) from None
     try:
+        if is_hub_id(config.model):  # before uvicorn starts: one line in seconds when the hub is out of reach
+            check_hub_model(config.model, config.revision)
         run_server(config)
     except ModelLoadError as error:
         raise EngineError(error.code, str(error)) from None
@@ -91,11 +108,13 @@ def server_up_command(
     idle_stop_min: opt.ServerIdleStopMin = 30,
     max_lifetime_h: opt.ServerMaxLifetimeH = 12.0,
     port: opt.ServerPort = 8000,
-    model: opt.Model = None,
+    model: opt.ServerModel = None,
     region: opt.Region = None,
     aws_profile: opt.Profile = None,
 ) -> None:
-    """Launch an instance running `gpu-transcribe serve` and leave it running; prints how to reach it."""
+    """Launch an instance running `gpu-transcribe serve`.
+
+    It stays running (until idle or too old, or `server down`); prints how to reach it."""
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render_server import print_server_lines, server_signal_printer, up_lines
     from gpu_transcribe.server import ServerUpRequest, server_up
@@ -139,7 +158,9 @@ def _left_behind_exits_5() -> Iterator[None]:
 def server_status_command(
     name: opt.ServerName = "default", aws_profile: opt.Profile = None, json: opt.Json = False
 ) -> None:
-    """The server's instance state, age, price and cost so far, requests served and idle time."""
+    """The server's state, age, cost so far, requests and idle time.
+
+    Its instance's state, age, price and cost so far, the requests served and the idle time."""
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render import print_json
     from gpu_transcribe.render_server import print_server_lines, status_lines
@@ -156,7 +177,9 @@ def server_status_command(
 def server_tunnel_command(
     name: opt.ServerName = "default", local_port: opt.LocalPort = 8000, aws_profile: opt.Profile = None
 ) -> None:
-    """Forward 127.0.0.1:PORT here to the server over SSH (pinned host key) until Ctrl-C."""
+    """Forward 127.0.0.1:PORT here to the server, until Ctrl-C.
+
+    Over SSH, with the instance's host key pinned."""
     from gpu_transcribe.common import ProgressEvent
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render_server import print_server_lines, tunnel_lines
@@ -179,7 +202,9 @@ def server_tunnel_command(
 def server_logs_command(
     name: opt.ServerName = "default", lines: opt.LogLines = 100, aws_profile: opt.Profile = None
 ) -> None:
-    """The server's last log lines (its systemd journal, or its log file)."""
+    """The server's last log lines.
+
+    From its systemd journal, or its log file."""
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.server import server_logs
 
@@ -191,7 +216,9 @@ def server_logs_command(
 
 @server_app.command("down")
 def server_down_command(name: opt.ServerName = "default", aws_profile: opt.Profile = None) -> None:
-    """Stop the server: terminate its instance, delete its key pair, security group and state file."""
+    """Stop the server and remove its resources.
+
+    Terminates its instance, deletes its key pair, security group and state file."""
     from gpu_transcribe.progress import event_printer
     from gpu_transcribe.render_server import down_lines, print_server_lines
     from gpu_transcribe.server import server_down

@@ -42,7 +42,8 @@ class InputError(GpuTranscribeError):
 
 class OutputExistsError(InputError):
     """An input was passed over because one of its outputs already exists (neither ``--overwrite`` nor
-    ``--skip-existing`` given). Reported like an unusable path; the other inputs go on.
+    ``--skip-existing`` given). Not a failure: reported as ``skipped:`` (the message says which flag
+    replaces the output) and the run's exit status does not change; the other inputs go on.
 
     Attributes:
         path: the input, as found.
@@ -54,7 +55,7 @@ class OutputExistsError(InputError):
     def __init__(self, path: Path | str, existing: Path | str) -> None:
         self.existing = Path(existing)
         super().__init__(
-            path, f"{existing} exists; use --overwrite to replace it or --skip-existing to pass over it"
+            path, f"{existing} exists (--overwrite replaces it; --skip-existing passes over it quietly)"
         )
 
 
@@ -96,11 +97,14 @@ class EngineError(GpuTranscribeError):
     Attributes:
         code: the engine's error code (``model_not_found``, ``crashed``...; see ``remote.protocol``).
         stderr_tail: the last lines the engine wrote to stderr, for the user to read.
+        exit_code: 2 when the engine refused an option (code ``bad_option``: ``--device cuda`` on a machine
+            without a CUDA GPU...), as for any bad option; else 1.
     """
 
     def __init__(self, code: str, message: str, stderr_tail: str = "") -> None:
         self.code = code
         self.stderr_tail = stderr_tail
+        self.exit_code = 2 if code == "bad_option" else 1
         super().__init__(message)
 
 
@@ -256,7 +260,8 @@ class PipelineNotFoundError(CloudError):
         self.name = name
         self.region = region
         super().__init__(
-            f"no pipeline {name!r} in {region}; create it with `gpu-transcribe pipeline deploy --name {name}`"
+            f"no pipeline {name!r} in {region}; create it with "
+            f"`gpu-transcribe pipeline deploy --pipeline {name}`"
         )
 
 

@@ -79,7 +79,7 @@ class LocalRunResult:
     def ok(self) -> bool:
         """``True`` if every file given to the engine was transcribed and no problem fails the run (see
         :func:`~gpu_transcribe.outputs.problems_fail_run`)."""
-        if problems_fail_run(self.input_problems, len(self.inputs)):
+        if problems_fail_run(self.input_problems):
             return False
         return self.engine is None or not self.engine.failed
 

@@ -72,15 +72,10 @@ def check_existing(
     return ExistingOutputs(tuple(todo), tuple(refused), tuple(skipped))
 
 
-def problems_fail_run(problems: Sequence[InputError], files_run: int) -> bool:
-    """Whether a run's input problems make it fail (exit status 1).
-
-    Any unusable path does; inputs passed over because their outputs exist do too, unless that is every
-    input's reason and nothing was run at all (running the same command again is not an error).
-    """
-    if not problems:
-        return False
-    return files_run > 0 or not all(isinstance(p, OutputExistsError) for p in problems)
+def problems_fail_run(problems: Sequence[InputError]) -> bool:
+    """Whether a run's input problems make it fail (exit status 1): any unusable path does; an input passed
+    over because its outputs exist (:class:`OutputExistsError`, reported as skipped) does not."""
+    return any(not isinstance(p, OutputExistsError) for p in problems)
 
 
 def prepare_output_dir(output_dir: Path) -> Path:

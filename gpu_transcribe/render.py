@@ -13,19 +13,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gpu_transcribe.errors import GpuTranscribeError, ProvisionError
+from gpu_transcribe.errors import GpuTranscribeError, OutputExistsError, ProvisionError
 
 if TYPE_CHECKING:
+    from gpu_transcribe.aws.launch_plan import LaunchPlan
     from gpu_transcribe.build_ami import BuildPlan, BuildResult
     from gpu_transcribe.catalog import ImageList, PruneReport, ZonePrices
     from gpu_transcribe.cleanup import CleanupReport
     from gpu_transcribe.correct import CorrectionResult
-    from gpu_transcribe.engine_runner import EngineRun
+    from gpu_transcribe.engine_runner import EngineRun, FileOutcome
     from gpu_transcribe.run import CloudRunResult, DryRunPlan
     from gpu_transcribe.settings import Settings
 
@@ -355,32 +357,53 @@ def build_result_lines(result: BuildResult, region: str) -> list[str]:
 # --- run -------------------------------------------------------------------------------------------------
 
 
-def engine_summary_table(run: EngineRun) -> Table:
-    """One row per file: audio seconds, transcription seconds, real-time factor, outputs or the error."""
+def _files_table(title: str) -> Table:
+    """The per-file table of a run's summary, made to read at 80 columns: no borders, two-line headers, the
+    numbers never wrapped, so that the file name keeps every other column (38 characters at 80 columns) and
+    folds only beyond that. Output paths are not in it: they go to stdout, one a line."""
     table = Table(
-        title=plain(
-            f"{run.model} on {run.device} {run.dtype}, {run.algorithm}, model load {run.load_s:.1f} s"
-        )
+        title=plain(title),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    table.add_column("file")
-    table.add_column("audio s", justify="right")
-    table.add_column("transcribe s", justify="right")
-    table.add_column("real-time factor", justify="right")
-    table.add_column("outputs / error", overflow="fold")
+    table.add_column("file", overflow="fold")
+    table.add_column("language", no_wrap=True)
+    table.add_column("audio\ns", justify="right", no_wrap=True)
+    table.add_column("transcribe\ns", justify="right", no_wrap=True)
+    table.add_column("real-time\nfactor", justify="right", no_wrap=True)
+    return table
+
+
+def _add_file_row(table: Table, name: str, outcome: FileOutcome | None, ok: bool) -> None:
+    """A row of :func:`_files_table`: the file's numbers and language, or the name marked failed (the
+    reason follows the table as an ``error:`` line)."""
+    if not ok or outcome is None:
+        _add_row(table, Text(f"{name} (failed)", style="red"), "-", "-", "-", "-")
+        return
+    rtf = outcome.real_time_factor
+    _add_row(
+        table,
+        name,
+        outcome.language or "-",
+        f"{outcome.duration_s:.1f}" if outcome.duration_s is not None else "-",
+        f"{outcome.transcribe_s:.2f}" if outcome.transcribe_s is not None else "-",
+        f"{rtf:.3f}" if rtf is not None else "-",
+    )
+
+
+def engine_summary_table(run: EngineRun) -> Table:
+    """One row per file: its language (given or detected), audio seconds, transcription seconds and
+    real-time factor, or that it failed; the title names the model, device, algorithm and formats."""
+    formats = next((", ".join(f.outputs) for f in run.files if f.outputs), "")
+    table = _files_table(
+        f"{run.model} on {run.device} {run.dtype}, {run.algorithm}, model load {run.load_s:.1f} s"
+        + (f"; outputs: {formats}" if formats else "")
+    )
     for f in run.files:
-        name = f.audio.rsplit("/", 1)[-1]
-        if f.ok:
-            rtf = f.real_time_factor
-            _add_row(
-                table,
-                name,
-                f"{f.duration_s:.1f}",
-                f"{f.transcribe_s:.2f}",
-                f"{rtf:.3f}" if rtf is not None else "-",
-                "\n".join(f.outputs.values()),
-            )
-        else:
-            _add_row(table, name, "-", "-", "-", Text(f.message, style="red"))
+        _add_file_row(table, f.audio.rsplit("/", 1)[-1], f, f.ok)
     return table
 
 
@@ -413,36 +436,32 @@ def print_corrections(results: Iterable[CorrectionResult], console: Console) -> 
 
 
 def print_problems(problems: Iterable[object], console: Console) -> None:
-    """One ``error:`` line per problem (an input that could not be used...)."""
+    """One line per problem: ``skipped:`` for an input passed over because its output exists (not a
+    failure), ``error:`` for anything else (an input that could not be used...)."""
     for problem in problems:
-        console.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+        label = "[yellow]skipped:[/]" if isinstance(problem, OutputExistsError) else "[bold red]error:[/]"
+        console.print(f"{label} {escape(str(problem))}", highlight=False, soft_wrap=True)
 
 
 def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
-    """The end of ``run``: a row per file (duration, transcription seconds, real-time factor, outputs,
-    S3), a row per instance (type, zone, market, price, billed seconds, cost), each phase's seconds, then one
-    ``error:`` line per problem."""
-    files = Table(title=plain(f"run {result.run_id}" + (f" on {result.host}" if result.host else "")))
-    for header in ("file", "audio s", "transcribe s", "real-time factor", "outputs", "s3"):
-        numeric = header.endswith((" s", "factor"))
-        files.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    """The end of ``run``: a row per file (language, duration, transcription seconds, real-time factor; see
+    :func:`_files_table`), the S3 folders written, a row per instance (type, zone, market, price, billed
+    seconds, cost), each phase's seconds, then one ``error:`` line per problem."""
+    formats = next((", ".join(f.outputs) for f in result.files if f.outputs), "")
+    files = _files_table(
+        f"run {result.run_id}"
+        + (f" on {result.host}" if result.host else "")
+        + (f"; outputs: {formats}" if formats else "")
+    )
     for f in result.files:
-        o = f.outcome
-        if f.ok and o is not None:
-            rtf = o.real_time_factor
-            _add_row(
-                files,
-                f.audio.path.name,
-                f"{o.duration_s:.1f}" if o.duration_s is not None else "-",
-                f"{o.transcribe_s:.2f}" if o.transcribe_s is not None else "-",
-                f"{rtf:.3f}" if rtf is not None else "-",
-                "\n".join(str(p) for p in f.outputs.values()),
-                "\n".join(u.url for u in f.uploads) or "-",
-            )
-        else:
-            why = o.message if o is not None else "not transcribed"
-            _add_row(files, f.audio.path.name, "-", "-", "-", Text(why, style="red"), "-")
+        _add_file_row(files, f.audio.path.name, f.outcome, f.ok)
     console.print(files)
+    uploaded: dict[str, int] = {}
+    for upload in (u for f in result.files for u in f.uploads):
+        folder = upload.url.rsplit("/", 1)[0] + "/"
+        uploaded[folder] = uploaded.get(folder, 0) + 1
+    for folder, count in uploaded.items():
+        console.print(f"s3: {folder} ({count} objects)", markup=False, highlight=False, soft_wrap=True)
     if result.instances:
         machines = Table(title="instances")
         for header in ("instance", "type", "zone", "market", "$/hour", "billed s", "cost"):
@@ -484,12 +503,32 @@ def print_cloud_summary(result: CloudRunResult, console: Console) -> None:
         print_problems([result.teardown_error], console)
 
 
-def print_dry_run(plan: DryRunPlan, console: Console) -> None:
-    """``run --dry-run``: what would be launched, where, in what order, with which tags, at what cost."""
+def print_dry_run(plan: DryRunPlan, console: Console, errors: Console) -> None:
+    """``run --dry-run``: first the input files that cannot be used (on ``errors``), then what would be
+    launched, where, in what order, with which tags, at what cost, as far as it could be planned (on
+    ``console``); then one ``error:`` line (on ``errors``) for each thing a real run would stop at
+    (:attr:`DryRunPlan.missing`)."""
+    print_problems(plan.input_problems, errors)
     launch = plan.plan
+    size_mb = sum(f.size_bytes for f in plan.files) / 1e6
+    if launch is None:
+        console.print(
+            f"would transcribe {len(plan.files)} file(s) ({size_mb:.1f} MB); the launch could not be planned "
+            "(below)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        _print_launch_plan(plan, launch, size_mb, console)
+    for missing in plan.missing:
+        print_error(missing, errors)
+
+
+def _print_launch_plan(plan: DryRunPlan, launch: LaunchPlan, size_mb: float, console: Console) -> None:
+    """The launch part of :func:`print_dry_run`."""
     spec = launch.spec
     image = plan.image
-    size_mb = sum(f.size_bytes for f in plan.files) / 1e6
     about = ""
     if image and image.created_at:
         about = f" (gpu-transcribe {image.version}, {image.model}, created {image.created_at:%Y-%m-%d})"
@@ -529,7 +568,7 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
     )
     for line in (
         f"ssh: port 22 open to {spec.ssh_cidr} only (setting ssh_cidr)",
-        f"outputs: {plan.s3_url}" if plan.s3_url else "outputs: not uploaded (--no-s3)",
+        f"outputs: {plan.s3_url}" if plan.s3_url else "outputs: not uploaded (--no-s3, or no bucket set)",
     ):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(
@@ -539,5 +578,4 @@ def print_dry_run(plan: DryRunPlan, console: Console) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"outputs to: {plan.s3_url or 'local files only (--no-s3)'}", markup=False, highlight=False)
-    print_problems(plan.input_problems, console)
+    console.print(f"outputs to: {plan.s3_url or 'local files only'}", markup=False, highlight=False)

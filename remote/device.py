@@ -28,7 +28,10 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("--device: cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+            raise ValueError(
+                "--device cuda: no CUDA GPU is available on this machine (torch sees none); "
+                "use --device cpu, or --device auto to take a GPU when there is one"
+            )
         return "cuda"
     if device == "cpu":
         return "cpu"

@@ -29,7 +29,8 @@ from remote.device import (
     resolve_device,
 )
 from remote.errors import GenerationError, ModelLoadError, TranscriptionCancelledError
-from remote.options import DEFAULT_MODEL, TranscribeOptions, looks_like_path
+from remote.hub import check_hub_model, is_hub_id
+from remote.options import DEFAULT_MODEL, TranscribeOptions
 from remote.transcript import Decoding, Segment, Timings, Transcript
 
 if TYPE_CHECKING:
@@ -259,9 +260,14 @@ class WhisperEngine:
 
         Raises:
             ModelLoadError: the model cannot be found or is not a Whisper checkpoint; one line naming it.
+            HubUnreachableError: a hub id that is not in the local cache while the hub cannot be reached
+                (found in a few seconds, :func:`remote.hub.check_hub_model`).
             ValueError: ``device`` is unknown, or ``cuda`` is asked for without a GPU.
         """
         started = time.perf_counter()
+        is_directory = not is_hub_id(model)
+        if not is_directory:  # a hub id: cached, or the hub reachable (said in seconds, not minutes)
+            check_hub_model(model, revision)
         resolved_device = resolve_device(device)
         import torch
         import transformers
@@ -281,7 +287,7 @@ class WhisperEngine:
             say_stock_path_once(transformers.__version__)
         rev = f" (revision {revision})" if revision else ""
         source: str = model
-        if looks_like_path(model) or Path(model).expanduser().exists():
+        if is_directory:
             local = Path(model).expanduser()
             if not local.is_dir():
                 raise ModelLoadError(

@@ -43,6 +43,13 @@ class GenerationError(EngineFailure):
     code = "engine_error"
 
 
+class HubUnreachableError(ModelLoadError):
+    """A model named by its Hugging Face id is not in the local cache, and the hub cannot be reached (no
+    network, a firewall, ``HF_HUB_OFFLINE``); the message says to pass a local model directory instead."""
+
+    code = "hub_unreachable"
+
+
 class TranscriptionCancelledError(EngineFailure):
     """The request was cancelled (its client went away) before all of its audio was transcribed."""
 

@@ -88,25 +88,33 @@ def retry_after_s(value: str | None, now_s: float) -> float | None:
     return max(0.0, when.timestamp() - now_s)
 
 
-def url_refusal(url: str, allow_private: bool) -> str | None:
-    """Why a webhook may not be sent to ``url``, or ``None`` if it may.
+def url_address(url: str, allow_private: bool) -> tuple[str | None, str]:
+    """Resolve ``url``'s host once and check every address it has: ``(None, address)`` with the address to
+    connect to (the first one; connect to it, not to the name, so a second DNS answer cannot differ), or
+    ``(why not, "")``.
 
-    Refused: a scheme other than ``http``/``https``, no host, a host that does not resolve (DNS, now), and,
-    unless ``allow_private``, a host any of whose addresses is private, loopback, link-local, reserved,
-    multicast or unspecified (``ipaddress``'s classification; on EC2 ``169.254.169.254`` is the instance
-    metadata service). Checked at deploy time and again before each delivery, since DNS answers change.
+    Refused: a scheme other than ``http``/``https``, no host, a host that does not resolve (DNS, now; the
+    reason then holds :data:`UNRESOLVED`), and, unless ``allow_private``, a host any of whose addresses is
+    not public: private, loopback, link-local, reserved, unspecified, multicast, or an IPv4-mapped form of
+    those (``ipaddress``'s ``is_global``, which counts ``::ffff:0:0/96`` as private; on EC2
+    ``169.254.169.254`` is the instance metadata service). Decimal, hexadecimal and octal IPv4 forms
+    (``http://2852039166/``) resolve to the address they mean, so they are checked as that address.
     """
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "not an http(s) URL with a host"
+        return "not an http(s) URL with a host", ""
     try:
-        infos = socket.getaddrinfo(parts.hostname, None)
+        infos = socket.getaddrinfo(parts.hostname, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        return f"{parts.hostname} {UNRESOLVED} ({exc})"
-    if allow_private:
-        return None
+        return f"{parts.hostname} {UNRESOLVED} ({exc})", ""
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-        if not address.is_global or address.is_multicast:
-            return f"{parts.hostname} is {address}, not a public address"
-    return None
+        if not (allow_private or (address.is_global and not address.is_multicast)):
+            return f"{parts.hostname} is {address}, not a public address", ""
+    return None, str(infos[0][4][0])
+
+
+def url_refusal(url: str, allow_private: bool) -> str | None:
+    """Why a webhook may not be sent to ``url`` (see :func:`url_address`), or ``None`` if it may.
+    Checked at deploy time and again before each delivery, since DNS answers change."""
+    return url_address(url, allow_private)[0]

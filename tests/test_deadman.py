@@ -213,3 +213,62 @@ def test_default_poweroff_command_is_shutdown_power_off_now(instance: Instance, 
     lines = calls.read_text().splitlines()
     assert lines[0] == "-P now"
     assert lines[1].startswith("max-lifetime")
+
+
+def _alive_cmd(tmp_path: Path) -> tuple[str, Path]:
+    """A command that succeeds while the returned flag file exists (the watched process is "alive")."""
+    flag = tmp_path / "alive"
+    check = tmp_path / "is-alive"
+    check.write_text(f'#!/bin/sh\ntest -e "{flag}"\n')
+    check.chmod(0o755)
+    return str(check), flag
+
+
+def test_with_alive_cmd_a_live_process_counts_as_a_heartbeat(instance: Instance, tmp_path: Path) -> None:
+    """The fleet's use: no client touches the heartbeat file, the worker's unit being active keeps the
+    instance; once the command fails the last success ages like a heartbeat, then the switch powers off."""
+    alive_cmd, flag = _alive_cmd(tmp_path)
+    flag.touch()
+    now = START + 100
+    instance.set_time(now)
+    proc = subprocess.Popen(
+        ["/bin/sh", str(instance.script)],
+        env=instance.env(ALIVE_CMD=alive_cmd),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(20):  # 20 x 60 s of fake time with no heartbeat file: alive is enough
+            now += 60
+            instance.set_time(now)
+            time.sleep(0.05)
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert instance.reasons() == []
+        flag.unlink()  # the process is gone
+        time.sleep(0.1)  # several checks see it gone at the same fake time: not yet the timeout
+        assert proc.poll() is None and instance.reasons() == []
+        instance.set_time(now + 300)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert instance.reasons() == ["stale-heartbeat: none for 300 s, limit 300 s"]
+
+
+def test_with_alive_cmd_failing_from_the_start_the_switch_start_is_the_last_sign(
+    instance: Instance, tmp_path: Path
+) -> None:
+    alive_cmd, _flag = _alive_cmd(tmp_path)  # the flag never exists
+    instance.set_time(START + 299)
+    assert instance.check_once(ALIVE_CMD=alive_cmd) == []
+    instance.set_time(START + 300)
+    assert instance.check_once(ALIVE_CMD=alive_cmd)[0].startswith("stale-heartbeat: none for 300 s")
+
+
+def test_with_alive_cmd_the_maximum_lifetime_still_powers_off(instance: Instance, tmp_path: Path) -> None:
+    """A live but hung process (an engine that never returns) ends at the maximum lifetime."""
+    alive_cmd, flag = _alive_cmd(tmp_path)
+    flag.touch()
+    instance.set_time(START + 3600)
+    assert instance.check_once(ALIVE_CMD=alive_cmd)[0].startswith("max-lifetime: up 3600 s")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,14 @@ from gpu_transcribe.pipeline.results import (
 )
 from remote.webhook_common import generate_secret, sign_v1
 from tests.fixtures.moto_aws import ACCOUNT_ID, REGION, MotoAws
-from tests.fixtures.webhooks import SECRET_NAME, Receiver, notifier_env, run_notifier
+from tests.fixtures.webhooks import (
+    SECRET_NAME,
+    Receiver,
+    ScriptedResolver,
+    TlsReceiver,
+    notifier_env,
+    run_notifier,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -181,13 +189,75 @@ def test_private_address_refused_unless_allowed(aws: MotoAws, receivers: list[Re
     run_notifier(aws, queue, notifier_env(queue, ALLOW_PRIVATE="1"))
     assert len(receiver.received) == 1
     # The deploy's check: loopback, private, link-local (EC2's metadata service) refused; schemes too.
-    for url in ("http://127.0.0.1/x", "http://10.1.2.3/x", "http://169.254.169.254/latest", "http://[::1]/"):
+    for url in (
+        "http://127.0.0.1/x",
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest",
+        "http://2852039166/latest",  # the same in decimal
+        "http://0xa9fea9fe/latest",  # in hexadecimal
+        "http://[::ffff:169.254.169.254]/latest",  # IPv4-mapped
+        "http://[::1]/",
+        "http://localhost/x",
+        "http://0.0.0.0/x",
+        "http://224.0.0.1/x",  # multicast
+    ):
         with pytest.raises(WebhookUrlError, match="allow-private-webhooks"):
             check_webhook_url(url, allow_private=False)
     assert check_webhook_url(" http://127.0.0.1:8/x ", allow_private=True) == "http://127.0.0.1:8/x"
     with pytest.raises(WebhookUrlError, match="not an http"):
         check_webhook_url("ftp://example.com/x", allow_private=True)
     assert check_webhook_url("https://93.184.215.14/hook", allow_private=False)  # a public address
+
+
+def test_delivery_connects_to_the_address_it_checked(
+    aws: MotoAws, receivers: list[Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notifier resolves the webhook's host once per attempt and connects to that answer: a second
+    answer (127.0.0.2, where nothing listens) is never asked for; the Host header is the URL's."""
+    secret = new_secret(aws)
+    receiver = Receiver([secret.current])
+    receivers.append(receiver)
+    port = receiver.server.server_address[1]
+    resolver = ScriptedResolver(monkeypatch, "hooks.test", "127.0.0.1", "127.0.0.2")
+    queue, _ = make_webhooks_queue(aws)
+    publish(aws, queue, f"http://hooks.test:{port}/hooks/transcripts?token=abc")
+    run_notifier(aws, queue, notifier_env(queue))
+    (got,) = receiver.received
+    assert got.verified_with == [0] and got.headers["host"] == f"hooks.test:{port}"
+    assert got.raw.startswith(b"POST /hooks/transcripts?token=abc HTTP/1.1\r\n")
+    assert resolver.calls == 1 and depth(aws, queue) == 0
+
+
+def test_https_delivery_keeps_the_name_for_tls(
+    aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Over https the notifier connects to the checked address and gives TLS the URL's name, as SNI and
+    for the certificate check (the certificate names only ``hooks.test``); Host keeps it too."""
+    new_secret(aws)
+    ScriptedResolver(monkeypatch, "hooks.test", "127.0.0.1")
+    queue, _ = make_webhooks_queue(aws)
+    with TlsReceiver(tmp_path, "hooks.test") as receiver:
+        trust = receiver.client_context()
+        monkeypatch.setattr(ssl, "create_default_context", lambda *args, **kwargs: trust)
+        publish(aws, queue, f"https://hooks.test:{receiver.port}/hooks")
+        run_notifier(aws, queue, notifier_env(queue))
+    assert receiver.sni == ["hooks.test"] and receiver.hosts == [f"hooks.test:{receiver.port}"]
+    assert depth(aws, queue) == 0
+
+
+def test_redirect_is_not_followed(aws: MotoAws, receivers: list[Receiver]) -> None:
+    """A 302 is a failed attempt, retried at the same URL, never followed to its Location."""
+    secret = new_secret(aws)
+    receiver = Receiver([secret.current], [(302, {"Location": "/elsewhere"})])
+    receivers.append(receiver)
+    queue, _ = make_webhooks_queue(aws)
+    publish(aws, queue, receiver.url)
+    answers = run_notifier(aws, queue, notifier_env(queue))
+    assert len(answers[0]["batchItemFailures"]) == 1  # the 302: to be retried
+    time.sleep(1.1)  # the backoff (BASE_S 1)
+    run_notifier(aws, queue, notifier_env(queue))
+    assert [got.raw.split(b" ")[1] for got in receiver.received] == [b"/hooks/transcripts?token=abc"] * 2
+    assert depth(aws, queue) == 0
 
 
 def test_attempts_run_out_into_the_dead_letter_queue(aws: MotoAws, receivers: list[Receiver]) -> None:
@@ -277,7 +347,7 @@ def test_deploy_with_webhook_url_end_to_end(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     cli = CliRunner()
-    base = ["pipeline", "deploy", "--name", "team-w", "--image", aws.image_id]
+    base = ["pipeline", "deploy", "--pipeline", "team-w", "--image", aws.image_id]
     refused = cli.invoke(app, [*base, "--webhook-url", "http://127.0.0.1:9/hook"])
     assert refused.exit_code == 2 and "--allow-private-webhooks" in refused.output
     assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []  # refused before the stack
@@ -332,16 +402,16 @@ def test_deploy_with_webhook_url_end_to_end(
     assert [json.loads(line) for line in watched.stdout.splitlines()] == [event]
     assert depth(aws, urls["results"]) == 0
 
-    shown = cli.invoke(app, ["pipeline", "webhook-secret", "--name", "team-w"])
+    shown = cli.invoke(app, ["pipeline", "webhook-secret", "--pipeline", "team-w"])
     assert shown.exit_code == 0 and shown.stdout.strip() == secret.current
-    rotated = cli.invoke(app, ["pipeline", "webhook-secret", "--name", "team-w", "--rotate"])
+    rotated = cli.invoke(app, ["pipeline", "webhook-secret", "--pipeline", "team-w", "--rotate"])
     assert rotated.exit_code == 0 and rotated.stdout.strip() != secret.current
     assert "the previous secret also signs until 20" in rotated.stderr
 
-    status = cli.invoke(app, ["pipeline", "status", "--name", "team-w"])
+    status = cli.invoke(app, ["pipeline", "status", "--pipeline", "team-w"])
     assert status.exit_code == 0 and "webhooks: 0 to deliver or retry, 0 undelivered" in status.stdout
 
-    destroyed = cli.invoke(app, ["pipeline", "destroy", "--name", "team-w"])
+    destroyed = cli.invoke(app, ["pipeline", "destroy", "--pipeline", "team-w"])
     assert destroyed.exit_code == 0, destroyed.output
     assert read_webhook_secret(aws.client("secretsmanager"), f"{prefix}-webhook") is None  # name free again
 

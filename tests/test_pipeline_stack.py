@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def deploy(cli: CliRunner, aws: MotoAws, *args: str, name: str = NAME) -> Any:
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", name, "--image", aws.image_id, *args])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", name, "--image", aws.image_id, *args])
     assert result.exit_code == 0, result.output
     return result
 
@@ -71,7 +71,9 @@ def drain(aws: MotoAws, queue_url: str) -> list[Any]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: MotoAws) -> None:
+def test_deploy_creates_the_stack_and_prints_what_it_made(
+    cli: CliRunner, aws: MotoAws, tmp_path: Path
+) -> None:
     result = deploy(cli, aws, "--max-workers", "3", "--instance-types", "g4dn.xlarge,g5.xlarge")
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"pipeline {NAME} created in {REGION}: stack {STACK} CREATE_COMPLETE (")
@@ -122,6 +124,25 @@ def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: M
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     lifecycle = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
     assert lifecycle["expire-incoming-audio"]["Expiration"] == {"Days": 30}
+    assert lifecycle["expire-incoming-audio"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    old_results = lifecycle["expire-old-result-versions"]
+    assert old_results["Filter"] == {"Prefix": "results/"}
+    assert old_results["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert old_results["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+    assert any("versioning" in line for line in applied)  # moto's CloudFormation skips it
+    # Versioned: a transcript written again by a worker (job_objects.upload) keeps the first one.
+    assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
+    from gpu_transcribe.aws import job_objects
+
+    key = job_objects.result_key("job-1", "a.txt")
+    for text in ("first", "second"):
+        path = tmp_path / f"{text}.txt"
+        path.write_text(text)
+        job_objects.upload(AwsContext(REGION), BUCKET, key, path)
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+    assert len(versions) == 2
+    (older,) = [v for v in versions if not v["IsLatest"]]
+    assert s3.get_object(Bucket=BUCKET, Key=key, VersionId=older["VersionId"])["Body"].read() == b"first"
 
     (group,) = aws.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[out.group])[
         "AutoScalingGroups"
@@ -140,10 +161,56 @@ def test_deploy_creates_the_stack_and_prints_what_it_made(cli: CliRunner, aws: M
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
 
-    function = aws.client("lambda").get_function_configuration(FunctionName=out.scaler_function)
+    awslambda = aws.client("lambda")
+    function = awslambda.get_function_configuration(FunctionName=out.scaler_function)
     assert function["Environment"]["Variables"]["GROUP_NAME"] == out.group
+    # Concurrency caps: one scaler at a time; at most two notifiers, by reservation and by the event source.
+    assert (
+        awslambda.get_function_concurrency(FunctionName=out.scaler_function)["ReservedConcurrentExecutions"]
+        == 1
+    )
+    notifier = awslambda.get_function_concurrency(FunctionName=out.notifier_function)
+    assert notifier["ReservedConcurrentExecutions"] == 2
+    (mapping,) = awslambda.list_event_source_mappings(FunctionName=out.notifier_function)[
+        "EventSourceMappings"
+    ]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
     stack = describe_stack(AwsContext(REGION), STACK)
     assert stack is not None and dict(stack.tags)["gpu-transcribe:owner"] == CALLER_ARN
+
+
+def test_an_account_without_room_to_reserve_lambda_concurrency_deploys_unreserved_with_a_note(
+    cli: CliRunner, aws: MotoAws
+) -> None:
+    """A new account's Lambda quota (10, all unreserved) has no room for a reservation above Lambda's
+    minimum of 100 unreserved, which would roll the stack back: the deploy reads ``GetAccountSettings``,
+    deploys the notifier and the scaler unreserved, and says so; the notifier's event source is capped
+    either way."""
+    aws.respond(
+        "GetAccountSettings",
+        json.dumps(
+            {
+                "AccountLimit": {
+                    "TotalCodeSize": 80530636800,
+                    "CodeSizeUnzipped": 262144000,
+                    "CodeSizeZipped": 52428800,
+                    "ConcurrentExecutions": 10,
+                    "UnreservedConcurrentExecutions": 10,
+                },
+                "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": 0},
+            }
+        ),
+    )
+    result = deploy(cli, aws)
+    assert "unreserved Lambda concurrency in eu-north-1 is 10: too little to reserve 3" in result.stderr
+    out = outputs()
+    awslambda = aws.client("lambda")
+    for function in (out.scaler_function, out.notifier_function):
+        assert "ReservedConcurrentExecutions" not in awslambda.get_function_concurrency(FunctionName=function)
+    (mapping,) = awslambda.list_event_source_mappings(FunctionName=out.notifier_function)[
+        "EventSourceMappings"
+    ]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
 
 
 def test_a_file_put_into_incoming_becomes_a_job_message(cli: CliRunner, aws: MotoAws) -> None:
@@ -221,7 +288,7 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     zone = group["Instances"][0]["AvailabilityZone"]
     aws.set_spot_prices({("g4dn.xlarge", z): 0.2 for z in ("eu-north-1a", "eu-north-1b", "eu-north-1c")})
 
-    result = cli.invoke(app, ["pipeline", "status", "--name", NAME, "--json"])
+    result = cli.invoke(app, ["pipeline", "status", "--pipeline", NAME, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["stack"]["status"] == "CREATE_COMPLETE"
@@ -232,7 +299,7 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     assert report["cost_usd_per_hour"] == pytest.approx(0.4)
     assert sum(c["count"] for c in report["costs"]) == 2
 
-    text = cli.invoke(app, ["pipeline", "status", "--name", NAME])
+    text = cli.invoke(app, ["pipeline", "status", "--pipeline", NAME])
     assert text.exit_code == 0, text.output
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"pipeline {NAME} in {REGION}: stack CREATE_COMPLETE since ")
@@ -245,11 +312,15 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
 
 
 def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAws) -> None:
+    before = len(aws.s3_requests(BUCKET))
     deploy(cli, aws)
+    # The deploy's own S3 requests (protection, notification) name the bucket's owner (moto ignores it).
+    deployed = aws.s3_requests(BUCKET)[before:]
+    assert deployed and {p["expected_owner"] for _, p in deployed} == {ACCOUNT_ID}, deployed
     out = outputs()
     s3 = aws.client("s3")
     s3.put_object(Bucket=out.bucket, Key="results/job-1/a.txt", Body=b"kept")
-    result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME])
+    result = cli.invoke(app, ["pipeline", "destroy", "--pipeline", NAME])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         f"pipeline {NAME} destroyed in {REGION}: stack {STACK} deleted",
@@ -260,21 +331,26 @@ def test_destroy_keeps_the_bucket_unless_delete_data(cli: CliRunner, aws: MotoAw
     assert s3.get_object(Bucket=out.bucket, Key="results/job-1/a.txt")["Body"].read() == b"kept"
     queues = aws.client("sqs").list_queues().get("QueueUrls", [])
     assert not [q for q in queues if f"gpu-transcribe-{NAME}-" in q]
-    missing = cli.invoke(app, ["pipeline", "status", "--name", NAME])
+    missing = cli.invoke(app, ["pipeline", "status", "--pipeline", NAME])
     assert missing.exit_code == 1
     assert (
-        f"no pipeline '{NAME}' in {REGION}; create it with `gpu-transcribe pipeline deploy --name {NAME}`"
+        f"no pipeline '{NAME}' in {REGION}; create it with `gpu-transcribe pipeline deploy --pipeline {NAME}`"
         in (missing.stderr)
     )
 
-    # Deployed again, the same bucket name: CloudFormation cannot create a bucket that exists; delete it.
-    s3.delete_object(Bucket=out.bucket, Key="results/job-1/a.txt")
+    # Deployed again, the same bucket name: CloudFormation cannot create a bucket that exists; delete it
+    # (versioned: every version).
+    for version in s3.list_object_versions(Bucket=out.bucket)["Versions"]:
+        s3.delete_object(Bucket=out.bucket, Key=version["Key"], VersionId=version["VersionId"])
     s3.delete_bucket(Bucket=out.bucket)
     deploy(cli, aws)
     s3.put_object(Bucket=out.bucket, Key="results/job-2/b.txt", Body=b"gone")
-    result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME, "--delete-data"])
+    before = len(aws.s3_requests(BUCKET))
+    result = cli.invoke(app, ["pipeline", "destroy", "--pipeline", NAME, "--delete-data"])
     assert result.exit_code == 0, result.output
     assert f"bucket {BUCKET}: emptied (1 object(s)) and deleted" in result.stdout
+    emptied = aws.s3_requests(BUCKET)[before:]
+    assert emptied and {p["expected_owner"] for _, p in emptied} == {ACCOUNT_ID}, emptied
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 
@@ -310,7 +386,7 @@ def test_a_bucket_of_your_own_gets_the_notification_and_is_never_deleted(
     (body,) = drain(aws, out.queue_url)
     assert unquote_plus(body["Records"][0]["s3"]["object"]["key"]) == "incoming/x.wav"
 
-    result = cli.invoke(app, ["pipeline", "destroy", "--name", NAME, "--delete-data"])
+    result = cli.invoke(app, ["pipeline", "destroy", "--pipeline", NAME, "--delete-data"])
     assert result.exit_code == 0, result.output
     assert "bucket my-recordings: yours, kept; the pipeline's notification on it was removed" in result.stdout
     kept = s3.get_bucket_notification_configuration(Bucket="my-recordings")["QueueConfigurations"]
@@ -403,7 +479,7 @@ def test_a_rollback_is_an_error_naming_the_resource_and_its_reason(cli: CliRunne
 
     # A first create that rolled back can only be deleted: deploy says so instead of failing obscurely.
     moto_stack.status = "ROLLBACK_COMPLETE"
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id])
     assert result.exit_code == 1
     assert (
         "can only be deleted; delete it (gpu-transcribe pipeline destroy) and deploy again" in result.stderr
@@ -434,16 +510,16 @@ def test_cleanup_lists_a_pipeline_and_leaves_it_and_its_workers(cli: CliRunner, 
 
 
 def test_deploy_without_an_image_of_ours_says_how_to_make_one(cli: CliRunner, aws: MotoAws) -> None:
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", NAME])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", NAME])
     assert result.exit_code == 1
     assert "gpu-transcribe build-ami" in result.stderr
     assert aws.calls("CreateChangeSet") == []
 
 
 def test_a_bad_name_is_refused_before_any_call(cli: CliRunner, aws: MotoAws) -> None:
-    result = cli.invoke(app, ["pipeline", "deploy", "--name", "Team_A", "--image", aws.image_id])
+    result = cli.invoke(app, ["pipeline", "deploy", "--pipeline", "Team_A", "--image", aws.image_id])
     assert result.exit_code == 2
-    assert "--name: 'Team_A' is not a pipeline name" in result.stderr
+    assert "--pipeline: 'Team_A' is not a pipeline name" in result.stderr
     assert aws.calls("GetCallerIdentity") == []
 
 
@@ -451,7 +527,7 @@ def test_a_bucket_that_cannot_be_the_pipelines_is_refused_before_the_stack(
     cli: CliRunner, aws: MotoAws
 ) -> None:
     missing = cli.invoke(
-        app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--s3-bucket", "nope"]
+        app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id, "--s3-bucket", "nope"]
     )
     assert missing.exit_code == 1
     assert "bucket nope does not exist; create it, or leave out --s3-bucket" in missing.stderr
@@ -459,7 +535,7 @@ def test_a_bucket_that_cannot_be_the_pipelines_is_refused_before_the_stack(
         Bucket="far-away", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
     far = cli.invoke(
-        app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--s3-bucket", "far-away"]
+        app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id, "--s3-bucket", "far-away"]
     )
     assert far.exit_code == 1
     assert "bucket far-away is in eu-west-1, the pipeline in eu-north-1" in far.stderr
@@ -482,11 +558,11 @@ def test_deploy_and_status_as_subprocesses_through_aws_endpoint_url(aws: MotoAws
             timeout=120,
         )
 
-    deployed = run("deploy", "--name", NAME, "--image", aws.image_id)
+    deployed = run("deploy", "--pipeline", NAME, "--image", aws.image_id)
     assert deployed.returncode == 0, deployed.stderr
     assert deployed.stdout.startswith(f"pipeline {NAME} created in {REGION}: stack {STACK} CREATE_COMPLETE")
     assert "CREATE_COMPLETE" in deployed.stderr
-    status = run("status", "--name", NAME, "--json")
+    status = run("status", "--pipeline", NAME, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["outputs"]["bucket"] == BUCKET
 
@@ -527,7 +603,9 @@ def test_deploy_correct_checks_the_model_and_grants_the_workers_only_it(
     worker role's Bedrock statements and ``defaults.correct`` in the workers' description."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.url)  # loopback_bedrock clears it; Bedrock keeps its own
     loopback_bedrock.model_status = None
-    refused = cli.invoke(app, ["pipeline", "deploy", "--name", NAME, "--image", aws.image_id, "--correct"])
+    refused = cli.invoke(
+        app, ["pipeline", "deploy", "--pipeline", NAME, "--image", aws.image_id, "--correct"]
+    )
     assert refused.exit_code == 2 and "--correct" in refused.output, refused.output
     assert describe_stack(AwsContext(REGION), STACK) is None, "refused before the stack"
 

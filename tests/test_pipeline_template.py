@@ -4,22 +4,34 @@ own resources, no wildcard actions), the scaler's arithmetic and its inline size
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import shlex
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gpu_transcribe.aws.models import TAG_PIPELINE
 from gpu_transcribe.aws.scaler_lambda import desired_workers
+from gpu_transcribe.aws.userdata import DEADMAN_PATH, DEADMAN_UNIT
 from gpu_transcribe.pipeline.template import (
+    FLEET_MAX_LIFETIME_S,
+    FLEET_WORKER_GONE_S,
     INCOMING_PREFIX,
     INLINE_CODE_LIMIT_BYTES,
     RESULTS_PREFIX,
     TTL_ATTRIBUTE,
     UNSCOPABLE_ACTIONS,
+    WORKER_MAX_LIFETIME_H,
+    WORKER_UNIT,
     PipelineSpec,
     build_template,
+    fleet_deadman_script,
+    lifecycle_rules_api,
     scaler_source,
     template_json,
     user_data,
@@ -48,7 +60,11 @@ def spec(**changes: Any) -> PipelineSpec:
 
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
-SPECS = {"created bucket": spec(), "own bucket": spec(bucket="my-recordings")}
+SPECS = {
+    "created bucket": spec(),
+    "own bucket": spec(bucket="my-recordings"),
+    "unreserved": spec(reserve_concurrency=False),
+}
 #: ``pipeline deploy --correct`` with a model id, and with a cross-region inference profile id.
 CORRECT_SPECS = {
     "correct": spec(correct=True, correct_model_id=HAIKU),
@@ -121,6 +137,20 @@ def test_every_store_is_encrypted_and_the_bucket_is_private() -> None:
     assert table["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     (tls,) = only(template, "AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"]
     assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_bucket_is_versioned_and_old_versions_expire() -> None:
+    """A transcript a worker writes again stays as a noncurrent version for 30 days; old audio versions go
+    after a day; the API-shaped rules the deploy applies where CloudFormation did not are the same."""
+    bucket = only(build_template(spec()), "AWS::S3::Bucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-old-result-versions"]["Prefix"] == RESULTS_PREFIX
+    assert rules["expire-old-result-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    assert rules["expire-incoming-audio"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    api = {r["ID"]: r for r in lifecycle_rules_api(spec())}
+    assert set(api) == set(rules)
+    assert api["expire-old-result-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
 
 
 def test_incoming_goes_to_the_jobs_queue_with_a_dead_letter_queue() -> None:
@@ -300,6 +330,85 @@ def test_user_data_starts_the_worker_under_systemd() -> None:
     assert "User=ubuntu" in text and "Restart=on-failure" in text
     assert "systemctl enable --now gpu-transcribe-worker.service" in text
     assert '"queue_url": "${JobsQueue}"' in text and '"group": "gpu-transcribe-team-a-workers"' in text
+
+
+def test_the_fleets_user_data_starts_the_dead_man_switch_before_anything_else(tmp_path: Path) -> None:
+    """The fleet runs the same switch as ``run``: the user data decodes it (base64, so ``Fn::Sub`` and the
+    heredoc cannot change it) and starts it as its first step, with the maximum lifetime past the worker's
+    and "the worker's unit is active" as the sign of life. The decoded script, run with the user data's
+    settings, a fake clock, a fake ``systemctl`` and a fake power-off, keeps an instance whose worker runs,
+    powers off FLEET_WORKER_GONE_S after the worker is gone, and at FLEET_MAX_LIFETIME_S whatever the
+    worker does; ``shutdown -P`` is the second timer."""
+    text = user_data(spec())
+    lines = text.splitlines()
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    start = lines.index(f"base64 -d > {DEADMAN_PATH} <<'DEADMAN'")
+    end = lines.index("DEADMAN", start)
+    script = base64.b64decode("".join(lines[start + 1 : end])).decode()
+    assert script == fleet_deadman_script()
+    assert script.startswith("#!/bin/sh\n") and "ALIVE_CMD" in script
+    (run_line,) = [line for line in lines if line.startswith("systemd-run ")]
+    assert lines.index(run_line) < lines.index("install -d -m 0755 /etc/gpu-transcribe")
+    argv = shlex.split(run_line)
+    assert argv[1] == f"--unit={DEADMAN_UNIT}" and argv[-2:] == ["/bin/sh", DEADMAN_PATH]
+    env = dict(a.removeprefix("--setenv=").split("=", 1) for a in argv if a.startswith("--setenv="))
+    assert env["ALIVE_CMD"] == f"systemctl is-active --quiet {WORKER_UNIT}"
+    assert int(env["MAX_LIFETIME_S"]) == FLEET_MAX_LIFETIME_S > WORKER_MAX_LIFETIME_H * 3600
+    assert int(env["HEARTBEAT_TIMEOUT_S"]) == FLEET_WORKER_GONE_S
+    assert f"shutdown -P +{FLEET_MAX_LIFETIME_S // 60 + 2}" in lines
+
+    switch = tmp_path / "deadman.sh"
+    switch.write_text(script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    active = tmp_path / "worker-active"
+    (bin_dir / "systemctl").write_text(
+        f'#!/bin/sh\n[ "$*" = "is-active --quiet {WORKER_UNIT}" ] && test -e {active}\n'
+    )
+    (bin_dir / "poweroff").write_text(f'#!/bin/sh\necho "$DEADMAN_REASON" >> {tmp_path / "off"}\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    boot = 1_800_000_000
+    clock = tmp_path / "now"
+
+    def check(at_s: int) -> list[str]:
+        clock.write_text(f"{boot + at_s}\n")
+        run_env = {
+            **env,
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HEARTBEAT_FILE": str(tmp_path / "no-heartbeat-file"),
+            "POWEROFF_CMD": str(bin_dir / "poweroff"),
+            "CLOCK_CMD": f"cat {clock}",
+            "START_EPOCH_S": str(boot),
+            "SWITCH_START_S": str(boot),
+            "DEADMAN_ONESHOT": "1",
+        }
+        subprocess.run(["/bin/sh", str(switch)], env=run_env, check=True, capture_output=True, timeout=10)
+        off = tmp_path / "off"
+        return off.read_text().splitlines() if off.exists() else []
+
+    active.touch()
+    assert check(FLEET_WORKER_GONE_S + 3600) == []  # the worker runs: no heartbeat file needed
+    active.unlink()
+    assert check(FLEET_WORKER_GONE_S - 1) == []
+    assert check(FLEET_WORKER_GONE_S)[0].startswith("stale-heartbeat")  # the worker is gone
+    active.touch()
+    assert check(FLEET_MAX_LIFETIME_S)[-1].startswith("max-lifetime")  # running, but for too long
+
+
+def test_the_notifier_and_the_scaler_have_concurrency_caps() -> None:
+    """A burst of finished jobs reaches a webhook receiver through at most two notifier invocations (the
+    event source's MaximumConcurrency and the function's reservation); the scaler runs one at a time. An
+    account without room to reserve (``reserve_concurrency=False``) keeps the event source's cap."""
+    for reserve in (True, False):
+        template = build_template(spec(reserve_concurrency=reserve))
+        functions = resources(template, "AWS::Lambda::Function")
+        reserved = {k: f["Properties"].get("ReservedConcurrentExecutions") for k, f in functions.items()}
+        expected = {"NotifierFunction": 2, "ScalerFunction": 1} if reserve else {}
+        assert {k: v for k, v in reserved.items() if v is not None} == expected
+        mapping = only(template, "AWS::Lambda::EventSourceMapping")
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+        assert mapping["BatchSize"] == 5
 
 
 def test_scaler_arithmetic() -> None:

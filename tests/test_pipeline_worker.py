@@ -354,7 +354,7 @@ def test_end_to_end_through_the_deployed_stack_found_by_name(
             monkeypatch.delenv(variable)
     monkeypatch.chdir(tmp_path)
     name = "e2e"
-    deployed = _cli("pipeline", "deploy", "--name", name, "--image", aws.image_id)
+    deployed = _cli("pipeline", "deploy", "--pipeline", name, "--image", aws.image_id)
     assert deployed.exit_code == 0, deployed.output
 
     submitted = _cli("submit", "--pipeline", name, "--language", "en", str(EN))
@@ -644,6 +644,75 @@ def test_at_its_maximum_lifetime_the_worker_stops_receiving_and_leaves_the_group
     assert 1.8 <= elapsed_s < 15, elapsed_s
 
 
+def test_every_s3_request_of_submit_the_worker_and_fetch_names_the_buckets_owner(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``submit`` (upload), the worker (download of the audio; bad audio, so no model is loaded) and the
+    results' upload and download (``job_objects``, what the worker and ``jobs fetch`` call) send
+    ``ExpectedBucketOwner`` = the caller's account on every request, so S3 refuses a bucket of the
+    pipeline's name that another account owns. moto ignores the header: the fixture's request log reads it."""
+    from gpu_transcribe.aws import job_objects
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+    from tests.fixtures.moto_aws import ACCOUNT_ID
+
+    aws = pipeline.aws
+    bucket = pipeline.config.resources.bucket
+    before = len(aws.s3_requests(bucket))
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"not audio" * 50)
+    (bad_id,) = _submit(bad)
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    report = Worker(
+        _ctx(aws), pipeline.config, WorkerOptions(model="unused", exit_when_idle_s=2, wait_s=1)
+    ).run()
+    assert report.failed == (bad_id,), report
+    result = tmp_path / "a.txt"
+    result.write_text("hej")
+    key = job_objects.result_key(bad_id, "a.txt")
+    job_objects.upload(_ctx(aws), bucket, key, result)
+    assert job_objects.download(_ctx(aws), bucket, key, tmp_path / "back.txt")
+    assert (tmp_path / "back.txt").read_text() == "hej"
+
+    requests = aws.s3_requests(bucket)[before:]
+    actions = {action for action, _ in requests}
+    assert {"PutObject", "GetObject"} <= actions, actions
+    unowned = [(a, p["key"], p["query"]) for a, p in requests if p["expected_owner"] != ACCOUNT_ID]
+    assert unowned == []
+
+
+def test_a_worker_that_cannot_leave_the_group_exits_1_for_systemd_to_restart_it(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``worker --exit-when-idle 1`` through the CLI, in process, as the only instance of a moto group that
+    refuses ``TerminateInstanceInAutoScalingGroup`` (AWS's ValidationError, as at the group's minimum): it
+    goes idle, cannot leave, says so and exits 1, so that the unit's ``Restart=on-failure`` starts it
+    again; exit 0 would leave a billed instance that nothing restarts. The group is unchanged."""
+    import signal
+
+    group = _group_of_one(pipeline.aws)
+    instance_id = group()["Instances"][0]["InstanceId"]
+    pipeline.config_path.write_text(json.dumps(pipeline.config.to_document() | {"group": "workers"}))
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    monkeypatch.setenv("GPU_TRANSCRIBE_WORKER_INSTANCE_ID", instance_id)
+    pipeline.aws.fail(
+        "TerminateInstanceInAutoScalingGroup",
+        "ValidationError",
+        message="Currently, desiredSize equals minSize (1). Terminating instance without replacement will "
+        "violate group's min size constraint. Either set shouldDecrementDesiredCapacity flag to false or "
+        "lower group's min size.",
+    )
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = _cli("worker", "--model", "unused", "--device", "cpu", "--exit-when-idle", "1")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert result.exit_code == 1, result.output
+    assert "could not leave the Auto Scaling group" in result.stderr, result.stderr
+    assert "stopped: idle" in result.stderr and "exiting 1 so that systemd" in result.stderr, result.stderr
+    assert group()["DesiredCapacity"] == 1 and group()["Instances"][0]["InstanceId"] == instance_id
+
+
 def test_a_batch_still_running_past_the_lifetimes_grace_is_handed_back(
     pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -696,7 +765,7 @@ def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
     assert (found.resources.bucket, found.resources.table, found.resources.group) == ("b", "t", "g")
     assert found.resources.queue_url.endswith("/JobsQueue") or "sqs" in found.resources.queue_url
     assert found.visibility_timeout_s == 77
-    with pytest.raises(PipelineNotFoundError, match="pipeline deploy --name other"):
+    with pytest.raises(PipelineNotFoundError, match="pipeline deploy --pipeline other"):
         find_pipeline(ctx, "other")
 
 

@@ -195,6 +195,32 @@ def test_transcribe_and_translation_routes_health_and_metrics(engine: Any, speec
 
 
 @pytest.mark.slow
+def test_transcribe_takes_the_audio_as_file_too(engine: Any, speech: Path) -> None:
+    """/transcribe takes OpenAI's field name ``file`` as well as ``audio``; neither, or both, is a 400 naming
+    the field."""
+    with live_server(ServerConfig(), reuse_engine(engine)) as server:
+        with speech.open("rb") as audio:
+            as_file = httpx.post(
+                f"{server.url}/transcribe",
+                files={"file": ("clip.flac", audio)},
+                data={"language": "en"},
+                timeout=120,
+            )
+        neither = httpx.post(f"{server.url}/transcribe", data={"language": "en"}, timeout=30)
+        both = httpx.post(
+            f"{server.url}/transcribe",
+            files={"audio": ("a.flac", b"x"), "file": ("b.flac", b"x")},
+            timeout=30,
+        )
+    assert as_file.status_code == 200, as_file.text
+    assert "confused" in as_file.json()["transcription"].lower()
+    assert neither.status_code == 400, neither.text
+    assert neither.json()["error"]["param"] == "audio"
+    assert neither.json()["error"]["message"].startswith("audio: this field is required")
+    assert both.status_code == 400 and both.json()["error"]["param"] == "file", both.text
+
+
+@pytest.mark.slow
 def test_health_is_503_until_the_model_is_loaded(engine: Any, speech: Path) -> None:
     """While the loader runs, /health and the API answer 503 (the API with Retry-After); then 200."""
     release = threading.Event()
@@ -455,6 +481,17 @@ def test_serve_refuses_a_webhook_secret_file_without_a_usable_secret(tmp_path: P
     assert "whsec_" in lines[0] and "hunter2" not in lines[0]
     assert secret_file.read_text(encoding="utf-8") == "hunter2\n"
     assert not (tmp_path / "jobs").exists()
+
+
+def test_serve_refuses_a_pending_limit_under_the_upload_limit(tmp_path: Path) -> None:
+    """`--max-pending-gb` below `--max-upload-mb`: no upload that size could ever be accepted as a job; one
+    error line naming both, exit status 2, nothing started."""
+    from gpu_transcribe.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--max-pending-gb", "0.1", "--max-upload-mb", "200"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --max-pending-gb 0.1 is less than --max-upload-mb")
 
 
 def test_help_imports_no_server_libraries() -> None:

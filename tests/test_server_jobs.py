@@ -13,6 +13,8 @@ import io
 import json
 import logging
 import re
+import shutil
+import socket
 import stat
 import threading
 import time
@@ -32,6 +34,7 @@ from remote.server.config import ServerConfig
 from remote.server.formats import openai_body
 from remote.server.jobs import RESTART_ERROR, JobStore, transcript_from_dict
 from remote.server.webhooks import (
+    PinnedTransport,
     WebhookSender,
     check_callback_url,
     check_secret,
@@ -41,6 +44,7 @@ from remote.server.webhooks import (
 )
 from remote.transcript import Segment, Timings, Transcript
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
+from tests.fixtures.webhooks import ScriptedResolver, TlsReceiver
 
 # -- helpers -------------------------------------------------------------------------------------------
 
@@ -69,6 +73,7 @@ class Hit:
     at_s: float
     headers: dict[str, str]
     body: bytes
+    path: str = ""
 
 
 @dataclass
@@ -98,7 +103,8 @@ def receiver() -> Iterator[Receiver]:
             rec = state[0]
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             with rec.got:
-                rec.hits.append(Hit(time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                rec.hits.append(Hit(time.monotonic(), headers, body, self.path))
                 status, headers = rec.script.pop(0) if rec.script else (rec.default, {})
                 rec.got.notify_all()
             self.send_response(status)
@@ -126,8 +132,11 @@ def secret() -> str:
 
 @pytest.fixture
 def sender(secret: str) -> Iterator[WebhookSender]:
-    """A started sender with a fast schedule (waits of at most 0.05, 0.1, ... s) and 2 s per attempt."""
-    s = WebhookSender(secret, timeout_s=2.0, max_attempts=4, backoff_base_s=0.05, backoff_cap_s=0.2)
+    """A started sender with a fast schedule (waits of at most 0.05, 0.1, ... s) and 2 s per attempt; it may
+    send to private addresses (the receivers are on loopback)."""
+    s = WebhookSender(
+        secret, timeout_s=2.0, max_attempts=4, backoff_base_s=0.05, backoff_cap_s=0.2, allow_private=True
+    )
     s.start()
     yield s
     s.close()
@@ -318,13 +327,40 @@ def test_webhook_secret_comes_from_config_file_or_jobs_dir(tmp_path: Path) -> No
 
 
 def test_callback_url_must_be_http_with_a_host() -> None:
-    assert check_callback_url(" https://example.org/hook ") == "https://example.org/hook"
-    assert check_callback_url("http://127.0.0.1:8080/x?y=1") == "http://127.0.0.1:8080/x?y=1"
+    assert check_callback_url(" https://93.184.215.14/hook ") == "https://93.184.215.14/hook"  # public
+    assert (
+        check_callback_url("http://127.0.0.1:8080/x?y=1", allow_private=True) == "http://127.0.0.1:8080/x?y=1"
+    )
     for bad in ("ftp://example.org/x", "file:///etc/passwd", "example.org/hook", "http:///x", ""):
-        with pytest.raises(ValueError, match="callback_url"):
-            check_callback_url(bad)
-    with pytest.raises(ValueError, match="link-local"):
-        check_callback_url("http://169.254.169.254/latest/meta-data/")
+        with pytest.raises(ValueError, match="callback_url: not an http"):
+            check_callback_url(bad, allow_private=True)
+    with pytest.raises(ValueError, match="does not resolve"):
+        check_callback_url("http://no-such-host.invalid/hook", allow_private=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",  # EC2's instance metadata service
+        "http://2852039166/latest/meta-data/",  # the same address in decimal
+        "http://0xa9fea9fe/latest/meta-data/",  # in hexadecimal
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",  # IPv4-mapped IPv6
+        "http://localhost:8080/hook",  # a name that resolves to loopback
+        "http://017700000001/hook",  # 127.0.0.1 in octal
+        "http://127.0.0.1:8080/hook",
+        "http://[::1]/hook",
+        "http://10.1.2.3/hook",
+        "http://0.0.0.0/hook",  # unspecified
+        "http://224.0.0.1/hook",  # multicast
+        "http://[ff02::1]/hook",
+    ],
+)
+def test_callback_url_to_a_non_public_address_is_refused(url: str) -> None:
+    """Every non-public address is refused, whatever form the URL gives it, unless private targets are
+    allowed (``serve --allow-private-callbacks``)."""
+    with pytest.raises(ValueError, match=r"callback_url: .* not a public address .*allow-private-callbacks"):
+        check_callback_url(url)
+    assert check_callback_url(url, allow_private=True) == url
 
 
 def test_retry_after_seconds_and_dates() -> None:
@@ -410,12 +446,12 @@ def test_webhook_honours_retry_after(receiver: Receiver, sender: WebhookSender) 
 
 def test_webhook_to_a_closed_port_is_retried(secret: str, receiver: Receiver) -> None:
     """No answer at all (connection refused) counts as a failure; other callbacks are not held up."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}/gone"
-    sender = WebhookSender(secret, timeout_s=1.0, max_attempts=3, backoff_base_s=0.5, backoff_cap_s=1.0)
+    sender = WebhookSender(
+        secret, timeout_s=1.0, max_attempts=3, backoff_base_s=0.5, backoff_cap_s=1.0, allow_private=True
+    )
     sender.start()
     try:
         sender.submit(dead, "job.failed", {"id": "a"})
@@ -426,6 +462,69 @@ def test_webhook_to_a_closed_port_is_retried(secret: str, receiver: Receiver) ->
         assert sender.failed == 1 and sender.delivered == 1
     finally:
         sender.close()
+
+
+def test_webhook_to_a_private_address_is_refused_at_delivery(
+    secret: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without ``allow_private`` the delivery itself refuses a loopback receiver: nothing sent, no retry."""
+    sender = WebhookSender(secret, timeout_s=1.0, max_attempts=3, backoff_base_s=0.05, backoff_cap_s=0.1)
+    sender.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="remote.server.webhooks"):
+            sender.submit(receiver.url, "job.succeeded", {"id": "j"})
+            assert sender.join(5)
+    finally:
+        sender.close()
+    assert receiver.hits == [] and sender.failed == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "not a public address" in lines[0] and "not retried" in lines[0], lines
+
+
+def test_webhook_connects_to_the_address_it_checked(
+    secret: str, sender: WebhookSender, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is resolved once per attempt and the request goes to that answer: a second answer
+    (127.0.0.2, where nothing listens) is never asked for. The Host header keeps the name."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    resolver = ScriptedResolver(monkeypatch, "callback.test", "127.0.0.1", "127.0.0.2")
+    sender.submit(f"http://callback.test:{port}/hooks/jobs", "job.succeeded", {"id": "j"})
+    (hit,) = receiver.wait_for(1)
+    assert sender.join(5) and sender.delivered == 1
+    assert resolver.calls == 1
+    assert hit.headers["host"] == f"callback.test:{port}"
+    assert verify(secret, hit)["data"] == {"id": "j"}
+
+
+def test_webhook_to_a_name_that_rebinds_to_loopback_is_refused(
+    secret: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked public when the job was submitted, the name answers loopback at delivery: refused then,
+    nothing reaches the loopback receiver."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    url = f"http://callback.test:{port}/hooks/jobs"
+    resolver = ScriptedResolver(monkeypatch, "callback.test", "93.184.215.14", "127.0.0.1")
+    assert check_callback_url(url) == url  # the submission's check sees a public address
+    sender = WebhookSender(secret, timeout_s=1.0, max_attempts=3, backoff_base_s=0.05, backoff_cap_s=0.1)
+    sender.start()
+    try:
+        sender.submit(url, "job.succeeded", {"id": "j"})
+        assert sender.join(5)
+    finally:
+        sender.close()
+    assert receiver.hits == [] and sender.failed == 1
+    assert resolver.calls == 2
+
+
+def test_webhook_redirect_is_not_followed(receiver: Receiver, sender: WebhookSender) -> None:
+    """A 307 counts as a failed attempt (a redirect could lead to a private address): the next attempt goes
+    to the same URL, never to the Location."""
+    receiver.script = [(307, {"Location": "/elsewhere"})]
+    sender.submit(receiver.url, "job.succeeded", {"id": "j"})
+    first, second = receiver.wait_for(2)
+    assert sender.join(5) and sender.delivered == 1
+    assert first.path == second.path == "/hooks/jobs?token=t0ps3cret"
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
 
 
 def test_webhook_submit_never_blocks(secret: str, receiver: Receiver) -> None:
@@ -504,7 +603,13 @@ def test_job_succeeds_with_a_signed_callback_retried_after_500(
     """A job runs to ``succeeded``; its result renders as json and srt; the receiver's first answer (500) is
     retried with the same webhook-id; the callback verifies; the upload is gone."""
     receiver.script = [(500, {})]
-    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=tmp_path / "jobs", webhook_secret=secret)
+    config = ServerConfig(
+        api_key=KEY,
+        device="cpu",
+        jobs_dir=tmp_path / "jobs",
+        webhook_secret=secret,
+        allow_private_callbacks=True,  # the receiver is on loopback
+    )
     with serving(config, engine) as (url, app):
         response = submit(
             url, clip_path(JFK), language="en", response_format="srt", callback_url=receiver.url
@@ -562,7 +667,12 @@ def test_failed_job_callback_to_410_once_and_expiry(
     secret_file = tmp_path / "conf" / "webhook-secret"
     jobs_dir = tmp_path / "jobs"
     config = ServerConfig(
-        api_key=KEY, device="cpu", jobs_dir=jobs_dir, job_ttl_s=4, webhook_secret_file=secret_file
+        api_key=KEY,
+        device="cpu",
+        jobs_dir=jobs_dir,
+        job_ttl_s=4,
+        webhook_secret_file=secret_file,
+        allow_private_callbacks=True,
     )
     with serving(config, engine) as (url, app):
         response = submit(url, b"this is not audio\n", name="notes.mp3", callback_url=receiver.url)
@@ -605,6 +715,7 @@ def test_unknown_job_bad_fields_and_the_key(engine: object, tmp_path: Path) -> N
         for fields, param in (
             ({"callback_url": "ftp://example.org/x"}, "callback_url"),
             ({"callback_url": "http://169.254.169.254/latest"}, "callback_url"),
+            ({"callback_url": "http://2852039166/latest"}, "callback_url"),  # the same, in decimal
             ({"response_format": "docx"}, "response_format"),
             ({"language": "klingon"}, "language"),
         ):
@@ -672,7 +783,9 @@ def test_shutdown_fails_a_running_job_and_sends_its_callback(
     its ``job.failed`` callback is delivered before the server exits."""
     gated = GatedEngine(engine)
     jobs_dir = tmp_path / "jobs"
-    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=jobs_dir, webhook_secret=secret)
+    config = ServerConfig(
+        api_key=KEY, device="cpu", jobs_dir=jobs_dir, webhook_secret=secret, allow_private_callbacks=True
+    )
     try:
         with serving(config, gated) as (url, app):
             scheduler = app.state.server.scheduler
@@ -688,3 +801,74 @@ def test_shutdown_fails_a_running_job_and_sends_its_callback(
     assert record is not None and record.status == "failed"
     assert record.error == payload["data"]["error"] and "stopped" in str(record.error)
     assert not list((jobs_dir / job_id).glob("audio*"))
+
+
+@pytest.mark.slow
+def test_jobs_waiting_are_bounded_by_count_and_bytes(engine: object, tmp_path: Path) -> None:
+    """With ``max_pending_jobs`` 2 and ``max_pending_bytes`` 2.5 uploads: while the first job holds the
+    engine, an upload of two more clips' size is refused (bytes), a second job accepted and a third refused
+    (count), each 429 in OpenAI's shape with ``Retry-After``, nothing stored for them; once the two finish,
+    a job is accepted again."""
+    gated = GatedEngine(engine)
+    clip = clip_path(SHORT).read_bytes()
+    jobs_dir = tmp_path / "jobs"
+    config = ServerConfig(
+        api_key=KEY,
+        device="cpu",
+        jobs_dir=jobs_dir,
+        max_upload_bytes=5 * len(clip) // 2,
+        max_pending_jobs=2,
+        max_pending_bytes=5 * len(clip) // 2,
+        min_free_disk_bytes=0,
+    )
+    with serving(config, gated) as (url, _app):
+        first = submit(url, clip, name="job-1.flac", language="en")
+        assert first.status_code == 202, first.text
+        wait_until(gated.entered.is_set, 30, "the first job to reach the engine")
+        too_big = submit(url, clip + clip, name="twice.flac", language="en")
+        second = submit(url, clip, name="job-2.flac", language="en")
+        assert second.status_code == 202, second.text
+        too_many = submit(url, clip, name="job-3.flac", language="en")
+        for refused, what in ((too_big, "--max-pending-gb"), (too_many, "--max-pending-jobs")):
+            assert refused.status_code == 429, refused.text
+            assert int(refused.headers["retry-after"]) >= 1
+            error = refused.json()["error"]
+            assert error["code"] == "rate_limit_exceeded" and error["type"] == "rate_limit_error"
+            assert what in error["message"], error
+        assert len([p for p in jobs_dir.iterdir() if p.is_dir()]) == 2, "nothing stored for the refused"
+        gated.gate.set()
+        for job in (first, second):
+            assert poll(url, str(job.json()["id"]))["status"] == "succeeded"
+        again = submit(url, clip, name="job-4.flac", language="en")
+        assert again.status_code == 202, again.text
+        assert poll(url, str(again.json()["id"]))["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_job_that_would_fill_the_disk_is_refused(engine: object, tmp_path: Path) -> None:
+    """When storing the upload would leave less free space than ``min_free_disk_bytes`` in the jobs
+    directory, the job is refused with 507 in OpenAI's shape and nothing is stored."""
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    floor = shutil.disk_usage(jobs_dir).free  # any upload would take the free space under it
+    config = ServerConfig(api_key=KEY, device="cpu", jobs_dir=jobs_dir, min_free_disk_bytes=floor)
+    with serving(config, engine) as (url, _app):
+        refused = submit(url, clip_path(SHORT), language="en")
+        assert refused.status_code == 507, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "insufficient_storage" and error["type"] == "server_error"
+        assert "disk" in error["message"]
+        assert [p for p in jobs_dir.iterdir() if p.is_dir()] == []
+
+
+def test_pinned_transport_keeps_the_name_for_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over https the request goes to the checked address while TLS gets the URL's name: as SNI, and for
+    the certificate check (the certificate names ``callback.test`` only, not 127.0.0.1); Host keeps it."""
+    resolver = ScriptedResolver(monkeypatch, "callback.test", "127.0.0.1")
+    with TlsReceiver(tmp_path, "callback.test") as receiver:
+        transport = PinnedTransport(allow_private=True, verify=receiver.client_context())
+        with httpx.Client(transport=transport) as client:
+            response = client.post(f"https://callback.test:{receiver.port}/hook", content=b"{}")
+    assert response.status_code == 204
+    assert receiver.sni == ["callback.test"] and receiver.hosts == [f"callback.test:{receiver.port}"]
+    assert resolver.calls == 1

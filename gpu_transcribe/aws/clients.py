@@ -156,6 +156,17 @@ class AwsContext:
         )
 
     @functools.cached_property
+    def account_id(self) -> str:
+        """The caller's 12-digit account id (``sts get-caller-identity``, once per context).
+
+        Raises:
+            CredentialsError: no credentials, or rejected ones.
+            CloudError: STS could not be reached.
+        """
+        with aws_errors(self, "reading the caller's account (sts get-caller-identity)"):
+            return str(sts_client(self).get_caller_identity()["Account"])
+
+    @functools.cached_property
     def session(self) -> boto3.Session:
         """The boto3 session (made on first use), sharing the process's service-model loader.
 
@@ -206,9 +217,35 @@ def ec2_client(ctx: AwsContext, *, fail_fast: bool = False) -> EC2Client:
     return ctx.session.client("ec2", endpoint_url=ctx.endpoint_url, config=_config(fail_fast, 10, 60))
 
 
-def s3_client(ctx: AwsContext) -> S3Client:
-    """An S3 client for the region (botocore's standard retries)."""
-    return ctx.session.client("s3", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))
+def s3_client(ctx: AwsContext, *, expected_owner: str | None = None) -> S3Client:
+    """An S3 client for the region (botocore's standard retries).
+
+    Args:
+        expected_owner: an account id that every request whose operation takes ``ExpectedBucketOwner``
+            carries unless the call names one itself (the transfer manager's own ``HeadObject``,
+            ``UploadPart``... included), so S3 answers 403 instead of reading or writing a bucket of that
+            name that another account owns (S3 User Guide, "Verifying bucket ownership").
+    """
+    client = ctx.session.client("s3", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))
+    if expected_owner:
+
+        def add_owner(params: dict[str, Any], model: Any, **_: Any) -> None:
+            if "ExpectedBucketOwner" in model.input_shape.members:
+                params.setdefault("ExpectedBucketOwner", expected_owner)
+
+        client.meta.events.register("before-parameter-build.s3", add_owner)
+    return client
+
+
+def owned_s3_client(ctx: AwsContext) -> S3Client:
+    """:func:`s3_client` whose every request names the caller's account (:attr:`AwsContext.account_id`) as
+    the bucket's expected owner: the pipeline's buckets are its account's (created by the stack, or a
+    ``--s3-bucket`` checked at deploy to be the account's).
+
+    Raises:
+        CredentialsError, CloudError: the caller's account cannot be read.
+    """
+    return s3_client(ctx, expected_owner=ctx.account_id)
 
 
 def sts_client(ctx: AwsContext) -> STSClient:

@@ -1,12 +1,15 @@
 """The pipeline's S3 objects: audio under ``incoming/<job-id>/<name>``, outputs under
 ``results/<job-id>/<stem>.<fmt>``; every upload encrypted (SSE-S3, ``AES256``, unless the bucket's default
-is KMS: S3 then applies it, S3 User Guide, "Setting default server-side encryption behavior")."""
+is KMS: S3 then applies it, S3 User Guide, "Setting default server-side encryption behavior"). Every request
+names the caller's account as the bucket's expected owner (``ExpectedBucketOwner``,
+:func:`~gpu_transcribe.aws.clients.owned_s3_client`): a bucket of that name that another account owns
+answers 403."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gpu_transcribe.aws.clients import AwsContext, aws_errors, cloud_error, error_code, s3_client
+from gpu_transcribe.aws.clients import AwsContext, aws_errors, cloud_error, error_code, owned_s3_client
 from gpu_transcribe.errors import CloudError
 
 #: Where audio to transcribe goes.
@@ -39,7 +42,7 @@ def upload(
     doing = f"uploading {path.name} to s3://{bucket}/{key}"
     with aws_errors(ctx, doing):
         try:
-            s3_client(ctx).upload_file(str(path), bucket, key, ExtraArgs=extra)
+            owned_s3_client(ctx).upload_file(str(path), bucket, key, ExtraArgs=extra)
         except S3UploadFailedError as exc:  # the transfer manager's wrapper of the ClientError
             cause = exc.__cause__ or exc.__context__
             raise (
@@ -60,7 +63,7 @@ def download(ctx: AwsContext, bucket: str, key: str, path: Path) -> bool:
     """
     with aws_errors(ctx, f"downloading s3://{bucket}/{key}"):
         try:
-            s3_client(ctx).download_file(bucket, key, str(path))
+            owned_s3_client(ctx).download_file(bucket, key, str(path))
         except Exception as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
                 return False

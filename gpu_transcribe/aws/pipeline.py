@@ -26,6 +26,7 @@ from gpu_transcribe.aws.clients import (
     ec2_client,
     error_code,
     lambda_client,
+    owned_s3_client,
     s3_client,
     secretsmanager_client,
     sqs_client,
@@ -37,6 +38,23 @@ from gpu_transcribe.errors import CloudError
 OBJECT_CREATED = "s3:ObjectCreated:*"
 #: ``DeleteObjects`` takes at most 1,000 keys per call (S3 API Reference).
 DELETE_BATCH = 1000
+
+
+def unreserved_lambda_concurrency(ctx: AwsContext) -> int | None:
+    """The account's unreserved Lambda concurrency in the region (``GetAccountSettings``), or ``None`` if it
+    cannot be read (a caller without ``lambda:GetAccountSettings``, an endpoint without the call): the deploy
+    then reserves as usual, and CloudFormation names the function if the account has no room.
+
+    Raises:
+        CredentialsError: credentials missing or rejected.
+    """
+    try:
+        with aws_errors(ctx, "reading the account's Lambda concurrency"):
+            reply = lambda_client(ctx).get_account_settings()
+    except CloudError:
+        return None
+    value = reply.get("AccountLimit", {}).get("UnreservedConcurrentExecutions")
+    return int(value) if value is not None else None
 
 
 def check_own_bucket(ctx: AwsContext, bucket: str, account_id: str) -> None:
@@ -105,7 +123,7 @@ def ensure_bucket_notification(
             when the configuration is written), or did not keep it.
         CredentialsError: credentials missing or rejected.
     """
-    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    s3: Any = owned_s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
     with aws_errors(ctx, f"setting the notification of bucket {bucket}"):
         config = _notification(s3, bucket)
         queues = config.get("QueueConfigurations", [])
@@ -157,8 +175,8 @@ def ensure_bucket_protection(
     ctx: AwsContext, bucket: str, lifecycle_rules: Sequence[Mapping[str, Any]]
 ) -> tuple[str, ...]:
     """Make sure a bucket the pipeline created has what its template asks for: Block Public Access (all
-    four), default encryption, ``BucketOwnerEnforced`` (no ACLs) and the lifecycle rules (matched by
-    ``ID``; other rules are kept). Reads each first and writes only what is missing.
+    four), default encryption, ``BucketOwnerEnforced`` (no ACLs), versioning and the lifecycle rules
+    (matched by ``ID``; other rules are kept). Reads each first and writes only what is missing.
 
     Args:
         lifecycle_rules: rules in the S3 API's shape (``ID``, ``Status``, ``Filter``, ...).
@@ -169,7 +187,7 @@ def ensure_bucket_protection(
     Raises:
         CloudError, CredentialsError: a call failed.
     """
-    s3: Any = s3_client(ctx)
+    s3: Any = owned_s3_client(ctx)
     fixed = []
     with aws_errors(ctx, f"checking the protection of bucket {bucket}"):
         block = _read(s3.get_public_access_block, "PublicAccessBlockConfiguration", Bucket=bucket) or {}
@@ -191,6 +209,9 @@ def ensure_bucket_protection(
                 Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
             )
             fixed.append("object ownership BucketOwnerEnforced")
+        if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+            fixed.append("versioning")
         rules = list(_read(s3.get_bucket_lifecycle_configuration, "Rules", Bucket=bucket) or [])
         have = {r.get("ID") for r in rules}
         missing = [dict(r) for r in lifecycle_rules if r["ID"] not in have]
@@ -211,7 +232,7 @@ def remove_bucket_notification(ctx: AwsContext, bucket: str, queue_arn: str) -> 
     Raises:
         CloudError, CredentialsError: a call failed.
     """
-    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    s3: Any = owned_s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
     with aws_errors(ctx, f"removing the notification of bucket {bucket}"):
         try:
             config = _notification(s3, bucket)
@@ -390,7 +411,7 @@ def empty_bucket(ctx: AwsContext, bucket: str) -> int:
         CloudError: a call failed, or S3 refused to delete some keys (named).
         CredentialsError: credentials missing or rejected.
     """
-    s3: Any = s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
+    s3: Any = owned_s3_client(ctx)  # the stubs type these dicts strictly; they are built from S3 replies
     deleted = 0
     with aws_errors(ctx, f"emptying bucket {bucket}"):
         try:
@@ -425,7 +446,7 @@ def delete_bucket(ctx: AwsContext, bucket: str) -> bool:
     """
     with aws_errors(ctx, f"deleting bucket {bucket}"):
         try:
-            s3_client(ctx).delete_bucket(Bucket=bucket)
+            owned_s3_client(ctx).delete_bucket(Bucket=bucket)
         except Exception as exc:
             if error_code(exc) == "NoSuchBucket":
                 return False

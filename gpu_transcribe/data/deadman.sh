@@ -4,6 +4,9 @@
 #   1. the instance has been up for MAX_LIFETIME_S seconds (counted from boot), or
 #   2. the client's heartbeat file (touched over SSH by the client every 30 s) is older than
 #      HEARTBEAT_TIMEOUT_S seconds. Until the first touch the switch's own start counts as a heartbeat.
+#      With ALIVE_CMD set, every check at which that command succeeds counts as a heartbeat too (the
+#      pipeline's fleet: "the worker's systemd unit is active"), so the instance powers off HEARTBEAT_TIMEOUT_S
+#      seconds after the watched process is gone.
 # So a client killed with SIGKILL, a sleeping laptop or a lost network still ends in a terminated instance.
 #
 # Every input is an environment variable, so that a test can run this script with a fake clock, short limits
@@ -17,6 +20,7 @@
 #   START_EPOCH_S        epoch seconds the lifetime counts from (default: boot time, from /proc/uptime)
 #   SWITCH_START_S       epoch seconds that count as the first heartbeat (default: when this script starts)
 #   DEADMAN_ONESHOT      1: check once and exit (0: nothing to do, or power-off issued)
+#   ALIVE_CMD            command whose success at a check counts as a heartbeat (default: none)
 set -u
 
 MAX_LIFETIME_S="${MAX_LIFETIME_S:-3600}"
@@ -28,6 +32,7 @@ CLOCK_CMD="${CLOCK_CMD:-date +%s}"
 START_EPOCH_S="${START_EPOCH_S:-}"
 SWITCH_START_S="${SWITCH_START_S:-}"
 DEADMAN_ONESHOT="${DEADMAN_ONESHOT:-0}"
+ALIVE_CMD="${ALIVE_CMD:-}"
 
 log() {
     echo "gpu-transcribe-deadman: $*" >&2
@@ -49,7 +54,7 @@ if [ -z "$START_EPOCH_S" ]; then
     START_EPOCH_S=$(( $(now) - uptime_s ))
 fi
 [ -n "$SWITCH_START_S" ] || SWITCH_START_S=$(now)
-log "armed: lifetime ${MAX_LIFETIME_S} s from ${START_EPOCH_S}, heartbeat ${HEARTBEAT_FILE} within ${HEARTBEAT_TIMEOUT_S} s"
+log "armed: lifetime ${MAX_LIFETIME_S} s from ${START_EPOCH_S}, heartbeat ${HEARTBEAT_FILE}${ALIVE_CMD:+ or '$ALIVE_CMD'} within ${HEARTBEAT_TIMEOUT_S} s"
 
 power_off() {
     DEADMAN_REASON="$1"
@@ -71,6 +76,14 @@ check() {
     beat=$(mtime "$HEARTBEAT_FILE")
     if [ -z "$beat" ] || [ "$beat" -lt "$SWITCH_START_S" ]; then
         beat=$SWITCH_START_S
+    fi
+    if [ -n "$ALIVE_CMD" ]; then
+        if $ALIVE_CMD >/dev/null 2>&1; then
+            last_alive_s=$t
+        fi
+        if [ -n "${last_alive_s:-}" ] && [ "$last_alive_s" -gt "$beat" ]; then
+            beat=$last_alive_s
+        fi
     fi
     silent_s=$(( t - beat ))
     if [ "$silent_s" -ge "$HEARTBEAT_TIMEOUT_S" ]; then

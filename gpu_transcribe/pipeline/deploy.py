@@ -30,6 +30,9 @@ from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import GpuTranscribeError, PipelineNotFoundError, SettingsError, StackError
 from gpu_transcribe.pipeline.template import (
     INCOMING_PREFIX,
+    LAMBDA_MIN_UNRESERVED,
+    NOTIFIER_MAX_CONCURRENCY,
+    SCALER_MAX_CONCURRENCY,
     TTL_ATTRIBUTE,
     PipelineSpec,
     check_pipeline_name,
@@ -58,7 +61,7 @@ def pipeline_name(name: str | None) -> str:
     try:
         return check_pipeline_name(name or DEFAULT_PIPELINE)
     except ValueError as exc:
-        raise SettingsError("name", "--name", f"--name: {exc}") from None
+        raise SettingsError("pipeline", "--pipeline", f"--pipeline: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ def build_spec(
     if request.correct:
         correct_region = settings.correct_region or ctx.region
         _check_correct_model(settings, correct_region, on_progress)
+    reserve_concurrency = _room_to_reserve(ctx, on_progress)
     image_id = _image_id(ctx, settings, request)
     image = describe_image(ctx, image_id)
     vpc_id, subnets = subnets_by_zone(ctx, subnet_id=settings.subnet_id, vpc_id=settings.vpc_id)
@@ -204,7 +208,31 @@ def build_spec(
         correct=request.correct,
         correct_model_id=settings.correct_model_id if request.correct else "",
         correct_region=correct_region,
+        reserve_concurrency=reserve_concurrency,
     )
+
+
+def _room_to_reserve(ctx: AwsContext, on_progress: ProgressCallback) -> bool:
+    """Whether the account can give the notifier and the scaler reserved concurrency: Lambda refuses a
+    reservation that leaves less than :data:`LAMBDA_MIN_UNRESERVED` unreserved (new accounts have a quota of
+    10), which would roll the stack back. Without room the functions are deployed unreserved, with a note;
+    the notifier's event source still caps it at :data:`NOTIFIER_MAX_CONCURRENCY`."""
+    from gpu_transcribe.aws.pipeline import unreserved_lambda_concurrency
+
+    unreserved = unreserved_lambda_concurrency(ctx)
+    wanted = NOTIFIER_MAX_CONCURRENCY + SCALER_MAX_CONCURRENCY
+    if unreserved is None or unreserved - wanted >= LAMBDA_MIN_UNRESERVED:
+        return True
+    on_progress(
+        ProgressEvent(
+            "note",
+            f"the account's unreserved Lambda concurrency in {ctx.region} is {unreserved}: too little to "
+            f"reserve {wanted} (Lambda keeps {LAMBDA_MIN_UNRESERVED} unreserved); the notifier and the "
+            f"scaler are deployed without reserved concurrency (the notifier's queue still runs at most "
+            f"{NOTIFIER_MAX_CONCURRENCY} at once). Ask for a higher quota and deploy again to reserve it.",
+        )
+    )
+    return False
 
 
 def _check_correct_model(settings: Settings, region: str, on_progress: ProgressCallback) -> None:
@@ -241,8 +269,8 @@ def finish_deploy(
 ) -> tuple[str, ...]:
     """Make sure of what CloudFormation may not have done, through the services' own APIs: the bucket's
     ``incoming/`` notification to the jobs queue, a created bucket's protection (public access block,
-    encryption, ownership, lifecycle), the jobs table's TTL and point-in-time recovery, and the webhook
-    secret. On AWS all are there already and nothing is written (the secret once: CloudFormation
+    encryption, ownership, versioning, lifecycle), the jobs table's TTL and point-in-time recovery, and the
+    webhook secret. On AWS all are there already and nothing is written (the secret once: CloudFormation
     generates one that is not ``whsec_``); moto skips them; a bucket the user brought gets its notification
     only here (its other settings stay the user's).
 

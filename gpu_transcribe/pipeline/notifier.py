@@ -9,12 +9,15 @@ signature is a dozen lines of the spec, checked against the library's ``verify``
 One SQS message = one event (format: ``gpu_transcribe.pipeline.results``). Per message:
 
 - the URL is the job's ``webhook_url`` or else the pipeline's (``WEBHOOK_URL``); none: nothing to do;
-- the URL is checked now (``url_refusal``): a refused address (private, loopback, link-local unless
-  ``ALLOW_PRIVATE`` = ``1``, or not http(s)) stops, logged; a host that does not resolve is retried;
+- the URL is checked now (``url_address``: its host resolved once, every address checked): a refused
+  address (private, loopback, link-local, multicast unless ``ALLOW_PRIVATE`` = ``1``, or not http(s))
+  stops, logged; a host that does not resolve is retried;
 - the body ``{"type", "timestamp", "data"}`` is POSTed once with ``webhook-id`` = the event's ``id`` (the same
   on every attempt), ``webhook-timestamp`` = now, ``webhook-signature`` = ``v1,...`` for the current secret
-  and, during a rotation, also for the previous one (space-separated, as the spec allows); no redirects are
-  followed (one could lead to a private address); ``TIMEOUT_S`` seconds per attempt;
+  and, during a rotation, also for the previous one (space-separated, as the spec allows), over a connection
+  to the address that was checked (no second DNS lookup that could answer differently; the ``Host``
+  header, TLS SNI and the certificate check use the URL's host); ``http.client`` follows no redirects (one
+  could lead to a private address); ``TIMEOUT_S`` seconds per attempt;
 - a message that is not an event (not JSON, no ``id``...) is logged and dropped, not retried; the others of
   the batch go on. Logs name the event, the host and the attempt, never the URL's path or query (tokens);
 - 2xx: done. 410: done (the receiver said stop), logged. Anything else, or no answer: the message is made
@@ -30,29 +33,22 @@ or null, "previous_until": Unix seconds or null}``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
+import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
 
-from remote.webhook_common import UNRESOLVED, retry_after_s, sign_v1, url_refusal
+from remote.webhook_common import UNRESOLVED, retry_after_s, sign_v1, url_address
 
 MAX_RETRY_AFTER_S = 21_600
 """The longest ``Retry-After`` honoured, seconds (6 h; SQS allows a message 12 h of invisibility)."""
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuses redirects: a 3xx becomes an ``HTTPError`` (an attempt that failed)."""
-
-    def redirect_request(self, *args: Any) -> None:
-        """Never follow (a redirect could point at a private address)."""
-        return None
 
 
 def signing_secrets(secret: dict[str, Any], now_s: float) -> list[str]:
@@ -76,7 +72,7 @@ def deliver(event: dict[str, Any], attempt: int, keys: list[str], env: Any) -> i
     if not url:
         return None
     where = f"{event['id']} {event['type']} to {urlsplit(url).hostname} attempt {attempt}:"
-    reason = url_refusal(url, env.get("ALLOW_PRIVATE") == "1")
+    reason, address = url_address(url, env.get("ALLOW_PRIVATE") == "1")
     retry_after = None
     if reason and UNRESOLVED not in reason:
         print(where, "refused:", reason)
@@ -90,19 +86,31 @@ def deliver(event: dict[str, Any], attempt: int, keys: list[str], env: Any) -> i
             "webhook-timestamp": f"{now}",
         }
         headers["webhook-signature"] = " ".join(sign_v1(key, event["id"], now, body) for key in keys)
-        request = urllib.request.Request(url, body.encode(), headers)  # a POST: it has data
+        parts = urlsplit(url)
+        timeout_s = float(env["TIMEOUT_S"])
+        https = parts.scheme == "https"
+        # "[::1]:8080" or "host": http.client reads the port from it and strips the brackets
+        c = (http.client.HTTPSConnection if https else http.client.HTTPConnection)(
+            parts.netloc.rpartition("@")[2], timeout=timeout_s
+        )
         try:
-            urllib.request.build_opener(_NoRedirect).open(request, timeout=float(env["TIMEOUT_S"])).close()
-            print(where, "delivered")
-            return None
-        except urllib.error.HTTPError as exc:
-            if exc.code == 410:
+            c.sock = socket.create_connection((address, c.port), timeout_s)  # the checked address
+            if https:
+                c.sock = ssl.create_default_context().wrap_socket(c.sock, server_hostname=c.host)
+            target = (parts.path or "/") + (parts.query and "?" + parts.query)
+            c.request("POST", target, body.encode(), headers)
+            response = c.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            reason = repr(exc)
+        else:
+            if response.status // 100 == 2:
+                print(where, "delivered")
+                return None
+            if response.status == 410:
                 print(where, "410 Gone: stop")
                 return None
-            reason = f"HTTP {exc.code}"
-            retry_after = retry_after_s(exc.headers.get("retry-after"), time.time())
-        except OSError as exc:
-            reason = repr(exc)
+            reason = f"HTTP {response.status}"
+            retry_after = retry_after_s(response.getheader("retry-after"), time.time())
     wait = backoff_s(attempt, float(env["BASE_S"]), float(env["CAP_S"]), retry_after)
     print(where, "failed:", reason, "; retry in", wait)
     return wait

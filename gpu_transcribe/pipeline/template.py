@@ -27,8 +27,10 @@ queue policy can name it).
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -80,6 +82,17 @@ WORKER_MAX_LIFETIME_H = 12
 WORKER_IDLE_EXIT_S = 300
 #: The systemd unit that runs the worker on each instance.
 WORKER_UNIT = "gpu-transcribe-worker.service"
+#: Seconds after boot at which the fleet's dead-man switch powers an instance off whatever it is doing: the
+#: worker's own lifetime plus its grace for the batch in hand (``worker.LIFETIME_GRACE_S``, 15 minutes) and
+#: 15 minutes for boot, model load and leaving the group. A worker that works stops long before; this fires
+#: for a hung engine or a worker that could not leave.
+FLEET_MAX_LIFETIME_S = WORKER_MAX_LIFETIME_H * 3600 + 30 * 60
+#: Seconds the fleet's switch waits with the worker's unit not active (failed for good, or exited after it
+#: could not leave the group and not restarted) before powering off; systemd restarts a failed worker within
+#: 10 s, and the switch's own start counts as the first sign of life, so boot has as long to start it.
+FLEET_WORKER_GONE_S = 600
+#: The command the fleet's switch runs at each check: success is a sign of life (``deadman.sh``'s ALIVE_CMD).
+FLEET_ALIVE_CMD = f"systemctl is-active --quiet {WORKER_UNIT}"
 
 #: SQS's maximum retention, 14 days in seconds (SQS Developer Guide, "Quotas").
 QUEUE_RETENTION_S = 1_209_600
@@ -96,6 +109,15 @@ SCALER_RUNTIME = "python3.12"
 NOTIFIER_TIMEOUT_S = 180
 #: Messages per notifier invocation (delivered one after another).
 NOTIFIER_BATCH_SIZE = 5
+#: The most notifier invocations at once: the event source's ``ScalingConfig.MaximumConcurrency`` (2 is SQS
+#: event sources' smallest) and the function's reserved concurrency, so a burst of finished jobs reaches a
+#: receiver as at most 2 x NOTIFIER_BATCH_SIZE deliveries in flight, one after another per invocation.
+NOTIFIER_MAX_CONCURRENCY = 2
+#: The scaler's reserved concurrency: one run at a time (it runs every minute and within seconds).
+SCALER_MAX_CONCURRENCY = 1
+#: Lambda keeps at least this much of an account's concurrency unreserved (Lambda Developer Guide,
+#: "Configuring reserved concurrency"): the deploy reserves only if the account has room above it.
+LAMBDA_MIN_UNRESERVED = 100
 #: Days CloudWatch Logs keeps the scaler's and the notifier's logs.
 SCALER_LOG_RETENTION_DAYS = 14
 
@@ -161,6 +183,10 @@ class PipelineSpec:
         correct_model_id: the Bedrock model id (or ``eu.``/``us.``... inference profile id) of the
             correction; the worker role's ``bedrock:InvokeModel`` and ``GetFoundationModel`` name it.
         correct_region: the region of the Bedrock calls (``""``: the stack's).
+        reserve_concurrency: give the notifier and the scaler reserved concurrency
+            (:data:`NOTIFIER_MAX_CONCURRENCY`, :data:`SCALER_MAX_CONCURRENCY`); the deploy turns it off for an
+            account whose Lambda quota has no room for it (new accounts: 10). The notifier's event source
+            caps its concurrency either way.
         webhook_max_attempts: delivery attempts of one event before SQS moves it to the webhooks
             dead-letter queue (the webhooks queue's ``maxReceiveCount``). With the backoff below (half fixed,
             half random, doubling from ``webhook_backoff_base_s`` up to ``webhook_backoff_cap_s``) 12
@@ -196,6 +222,7 @@ class PipelineSpec:
     correct: bool = False
     correct_model_id: str = ""
     correct_region: str = ""
+    reserve_concurrency: bool = True
     webhook_max_attempts: int = 12
     webhook_timeout_s: int = 10
     webhook_backoff_base_s: int = 30
@@ -348,18 +375,34 @@ def _this_group(spec: PipelineSpec) -> dict[str, Any]:
 #: The created bucket's lifecycle rule ids (the template's, and :func:`lifecycle_rules_api`'s).
 EXPIRE_INCOMING_RULE = "expire-incoming-audio"
 ABORT_UPLOADS_RULE = "abort-incomplete-uploads"
+RESULT_VERSIONS_RULE = "expire-old-result-versions"
+#: The created bucket is versioned: an overwritten or deleted transcript stays as a noncurrent version for
+#: this many days (``aws s3api list-object-versions`` / ``get-object --version-id`` bring it back).
+NONCURRENT_RESULT_DAYS = 30
+#: Days a noncurrent version of audio under ``incoming/`` is kept: the audio's expiry is meant to delete it.
+NONCURRENT_INCOMING_DAYS = 1
 
 
 def lifecycle_rules_api(spec: PipelineSpec) -> list[dict[str, Any]]:
     """The created bucket's lifecycle rules in the S3 API's shape (``PutBucketLifecycleConfiguration``), the
-    same as the template's: audio under ``incoming/`` expires after ``incoming_expiry_days``; unfinished
-    multipart uploads are aborted after 1 day."""
+    same as the template's: audio under ``incoming/`` expires after ``incoming_expiry_days`` (its noncurrent
+    versions after :data:`NONCURRENT_INCOMING_DAYS`); noncurrent versions of ``results/`` expire after
+    :data:`NONCURRENT_RESULT_DAYS`, and their delete markers once alone; unfinished multipart uploads are
+    aborted after 1 day."""
     return [
         {
             "ID": EXPIRE_INCOMING_RULE,
             "Status": "Enabled",
             "Filter": {"Prefix": INCOMING_PREFIX},
             "Expiration": {"Days": spec.incoming_expiry_days},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_INCOMING_DAYS},
+        },
+        {
+            "ID": RESULT_VERSIONS_RULE,
+            "Status": "Enabled",
+            "Filter": {"Prefix": RESULTS_PREFIX},
+            "Expiration": {"ExpiredObjectDeleteMarker": True},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_RESULT_DAYS},
         },
         {
             "ID": ABORT_UPLOADS_RULE,
@@ -425,10 +468,34 @@ def _used(nodes: list[ast.stmt]) -> set[str]:
     return {name.id for node in nodes for name in ast.walk(node) if isinstance(name, ast.Name)}
 
 
+def _shorten_locals(nodes: list[ast.stmt]) -> None:
+    """Rename the variables each top-level function assigns (not its parameters, which callers may pass by
+    keyword) to the shortest names no part of ``nodes`` uses; comprehension and ``except ... as`` names
+    included. The program does the same; its local names are most of what is left to cut."""
+    used = {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name)}
+    used |= {n.arg for node in nodes for n in ast.walk(node) if isinstance(n, ast.arg)}
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    short = [name for name in [*letters, *(a + b for a in letters for b in letters)] if name not in used]
+    for function in (node for node in nodes if isinstance(node, ast.FunctionDef)):
+        inner = list(ast.walk(function))
+        handlers = [n for n in inner if isinstance(n, ast.ExceptHandler) and n.name]
+        assigned = {n.id for n in inner if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        assigned |= {str(handler.name) for handler in handlers}
+        assigned -= {n.arg for n in inner if isinstance(n, ast.arg)}
+        assigned -= {name for n in inner if isinstance(n, ast.Global | ast.Nonlocal) for name in n.names}
+        mapping = dict(zip(sorted(name for name in assigned if len(name) > 1), short, strict=False))
+        for n in inner:
+            if isinstance(n, ast.Name) and n.id in mapping:
+                n.id = mapping[n.id]
+        for handler in handlers:
+            handler.name = mapping.get(str(handler.name), handler.name)
+
+
 def notifier_source() -> str:
     """The notifier Lambda's inline code: what :mod:`gpu_transcribe.pipeline.notifier` uses of
     :mod:`remote.webhook_common`, then the notifier, without docstrings, annotations and unused
-    definitions or imports, indented by one space (the same program, smaller; the tests run this text).
+    definitions or imports, with short local names (:func:`_shorten_locals`), indented by one space (the
+    same program, smaller; the tests run this text).
 
     Raises:
         ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
@@ -460,6 +527,7 @@ def notifier_source() -> str:
             node.names = [alias for alias in node.names if (alias.asname or alias.name) in needed]
             if node.names and ast.unparse(node) not in {ast.unparse(seen) for seen in body}:
                 body.append(node)
+    _shorten_locals(program)
     body = [ast.Import(names=[ast.alias(name) for name in modules]), *body, *program]
     text = ast.unparse(ast.Module(body=body, type_ignores=[]))
     lines = [
@@ -505,17 +573,73 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def fleet_deadman_script() -> str:
+    """``deadman.sh`` without its comment lines and blank lines (the shebang kept), as the fleet's user data
+    carries it: the template must fit CloudFormation's 51,200-byte inline limit."""
+    from gpu_transcribe.aws.userdata import deadman_script
+
+    lines = deadman_script().splitlines()
+    kept = [lines[0], *(line for line in lines[1:] if line.strip() and not line.lstrip().startswith("#"))]
+    return "\n".join(kept) + "\n"
+
+
+def fleet_deadman_commands() -> list[str]:
+    """The user data lines that write and start the dead-man switch (``gpu_transcribe/data/deadman.sh``, the
+    one ``run`` uses) on a fleet instance: power-off :data:`FLEET_MAX_LIFETIME_S` after boot, and
+    :data:`FLEET_WORKER_GONE_S` after the worker's unit was last active; ``shutdown -P`` two minutes after
+    the lifetime as a second, independent timer. The script travels base64-encoded, so neither the heredoc nor
+    ``Fn::Sub`` (which reads ``${...}``) can change it. An instance that powers off leaves the group's
+    running instances; the group's EC2 health check replaces it, and the replacement works on the backlog
+    or, idle, leaves with the desired capacity decremented."""
+    from gpu_transcribe.aws.userdata import (
+        DEADMAN_CHECK_INTERVAL_S,
+        DEADMAN_PATH,
+        DEADMAN_UNIT,
+        HARD_STOP_MARGIN_MINUTES,
+        HEARTBEAT_PATH,
+    )
+
+    encoded = base64.b64encode(fleet_deadman_script().encode("utf-8")).decode("ascii")
+    env = {
+        "MAX_LIFETIME_S": str(FLEET_MAX_LIFETIME_S),
+        "HEARTBEAT_FILE": HEARTBEAT_PATH,
+        "HEARTBEAT_TIMEOUT_S": str(FLEET_WORKER_GONE_S),
+        "CHECK_INTERVAL_S": str(DEADMAN_CHECK_INTERVAL_S),
+        "ALIVE_CMD": FLEET_ALIVE_CMD,
+    }
+    start = [
+        "systemd-run",
+        f"--unit={DEADMAN_UNIT}",
+        "--description=gpu-transcribe dead-man switch",
+        *(f"--setenv={k}={v}" for k, v in env.items()),
+        "/bin/sh",
+        DEADMAN_PATH,
+    ]
+    hard_stop_minutes = FLEET_MAX_LIFETIME_S // 60 + HARD_STOP_MARGIN_MINUTES
+    return [
+        f"install -d -m 0755 {shlex.quote(DEADMAN_PATH.rsplit('/', 1)[0])}",
+        f"base64 -d > {shlex.quote(DEADMAN_PATH)} <<'DEADMAN'",
+        *(encoded[i : i + 76] for i in range(0, len(encoded), 76)),
+        "DEADMAN",
+        f"chmod 0755 {shlex.quote(DEADMAN_PATH)}",
+        shlex.join(start),
+        f"shutdown -P +{hard_stop_minutes}",
+    ]
+
+
 def user_data(spec: PipelineSpec) -> str:
-    """The workers' boot script (``Fn::Sub`` text): writes the pipeline's names, then runs
+    """The workers' boot script (``Fn::Sub`` text): starts the dead-man switch first
+    (:func:`fleet_deadman_commands`), writes the pipeline's names, then runs
     ``gpu-transcribe worker --pipeline NAME --exit-when-idle 300 --max-lifetime-h 12`` under systemd as the
     image's user, restarted if it fails (an exit when idle or at the lifetime is not a failure: the instance
-    has left the group and is being terminated)."""
+    has left the group and is being terminated; a worker that could not leave exits 1 and is restarted)."""
     config = json.dumps(worker_config(spec), indent=2)
     binary = f"{spec.remote_prefix}/venv/bin/gpu-transcribe"
     return "\n".join(
         [
             "#!/bin/bash",
             "set -euo pipefail",
+            *fleet_deadman_commands(),
             "install -d -m 0755 /etc/gpu-transcribe",
             f"cat > {WORKER_CONFIG_PATH} <<'JSON'",
             config,
@@ -566,6 +690,8 @@ def _storage(spec: PipelineSpec) -> dict[str, Any]:
                     "RestrictPublicBuckets": True,
                 },
                 "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                # A worker's PutObject over a transcript leaves the old one as a noncurrent version.
+                "VersioningConfiguration": {"Status": "Enabled"},
                 "LifecycleConfiguration": {
                     "Rules": [
                         {
@@ -573,6 +699,14 @@ def _storage(spec: PipelineSpec) -> dict[str, Any]:
                             "Status": "Enabled",
                             "Prefix": INCOMING_PREFIX,
                             "ExpirationInDays": spec.incoming_expiry_days,
+                            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_INCOMING_DAYS},
+                        },
+                        {
+                            "Id": RESULT_VERSIONS_RULE,
+                            "Status": "Enabled",
+                            "Prefix": RESULTS_PREFIX,
+                            "ExpiredObjectDeleteMarker": True,
+                            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_RESULT_DAYS},
                         },
                         {
                             "Id": ABORT_UPLOADS_RULE,
@@ -803,6 +937,11 @@ def _queue(spec: PipelineSpec, name: str, **properties: Any) -> dict[str, Any]:
     }
 
 
+def _reserved(spec: PipelineSpec, executions: int) -> dict[str, Any]:
+    """A function's ``ReservedConcurrentExecutions`` property, unless the spec reserves none."""
+    return {"ReservedConcurrentExecutions": executions} if spec.reserve_concurrency else {}
+
+
 def _notifications(spec: PipelineSpec) -> dict[str, Any]:
     """The results queue, the webhooks queue and its dead-letter queue, the secret and the notifier."""
     return {
@@ -864,6 +1003,7 @@ def _notifications(spec: PipelineSpec) -> dict[str, Any]:
                 "Role": {"Fn::GetAtt": ["NotifierRole", "Arn"]},
                 "Timeout": NOTIFIER_TIMEOUT_S,
                 "MemorySize": 128,
+                **_reserved(spec, NOTIFIER_MAX_CONCURRENCY),
                 "Environment": {
                     "Variables": {
                         "QUEUE_URL": {"Ref": "WebhooksQueue"},
@@ -884,6 +1024,7 @@ def _notifications(spec: PipelineSpec) -> dict[str, Any]:
                 "EventSourceArn": {"Fn::GetAtt": ["WebhooksQueue", "Arn"]},
                 "FunctionName": {"Ref": "NotifierFunction"},
                 "BatchSize": NOTIFIER_BATCH_SIZE,
+                "ScalingConfig": {"MaximumConcurrency": NOTIFIER_MAX_CONCURRENCY},
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],
                 "Tags": _tags(spec, spec.notifier_name),
             },
@@ -1021,6 +1162,7 @@ def _scaler(spec: PipelineSpec) -> dict[str, Any]:
                 "Role": {"Fn::GetAtt": ["ScalerRole", "Arn"]},
                 "Timeout": 30,
                 "MemorySize": 128,
+                **_reserved(spec, SCALER_MAX_CONCURRENCY),
                 "Environment": {
                     "Variables": {
                         "QUEUE_URL": {"Ref": "JobsQueue"},

@@ -133,6 +133,9 @@ class WorkerReport:
         failed: job ids it failed (bad audio, options) or dead-lettered.
         released: job ids it handed back (interruptions, engine failures below the limit).
         left_group: it left its Auto Scaling group.
+        leave_failed: it should have left its group (idle or at the maximum lifetime) and could not: the
+            ``worker`` command exits 1 so that systemd restarts it, and the fleet's dead-man switch powers
+            the instance off if it never leaves.
     """
 
     worker_id: str
@@ -141,6 +144,7 @@ class WorkerReport:
     failed: tuple[str, ...] = ()
     released: tuple[str, ...] = ()
     left_group: bool = False
+    leave_failed: bool = False
 
 
 @dataclass
@@ -272,9 +276,10 @@ class Worker:
         finally:
             self._stop.set()
             watcher.join(timeout=10)
-        left = False
+        left = leave_failed = False
         if self._stop_reason in ("idle", MAX_LIFETIME) and self.in_group:
             left = self._leave_group()
+            leave_failed = not left
         return WorkerReport(
             self.worker_id,
             self._stop_reason or "stopped",
@@ -282,6 +287,7 @@ class Worker:
             tuple(self._failed),
             tuple(self._released),
             left,
+            leave_failed,
         )
 
     # --- one batch -----------------------------------------------------------------------------------------

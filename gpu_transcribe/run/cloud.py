@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from gpu_transcribe import __version__
 from gpu_transcribe.common import billed_seconds, cost_usd, new_run_id, utc_now
-from gpu_transcribe.errors import GpuTranscribeError, InstanceLostError, TeardownError
+from gpu_transcribe.errors import GpuTranscribeError, InstanceLostError, SettingsError, TeardownError
 from gpu_transcribe.instance_session import ALIVE_CHECK_S, InstanceSession, InstanceUsage
 from gpu_transcribe.run.host import HostWork, Job, RunState, build_engine_wheel, correct_finished
 from gpu_transcribe.run.request import CloudRunRequest, CloudRunResult, DryRunPlan, Phases, RunCallbacks
@@ -109,16 +109,27 @@ def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCall
 def plan_run(
     request: CloudRunRequest, settings: Settings, callbacks: RunCallbacks | None = None
 ) -> DryRunPlan:
-    """Everything ``run`` decides before launching; creates nothing (``--dry-run``).
+    """Everything ``run`` decides before launching; creates nothing (``--dry-run``). The input files are
+    checked first; then as much of the cloud plan as can be made: a missing bucket setting, and an error of
+    the cloud layer, are named in :attr:`DryRunPlan.missing` instead of ending the plan.
 
     Raises:
         SettingsError, InputError, OutputError: a bad option, colliding outputs, an unwritable directory.
-        UploadError: the bucket does not exist.
-        CredentialsError, QuotaError, ImageNotFoundError, CapacityError, CloudError: from the cloud layer.
     """
     job = Job.prepare(request)
-    cloud = _plan_cloud(request, settings, callbacks or RunCallbacks())
-    first = cloud.plan.options[0] if cloud.plan.options else None
+    missing: list[GpuTranscribeError] = []
+    if request.upload and not settings.s3_bucket:
+        try:
+            settings.require_s3_bucket()
+        except SettingsError as exc:
+            missing.append(exc)
+        request = replace(request, upload=False)  # plan the rest as if without the upload
+    try:
+        cloud: _CloudPlan | None = _plan_cloud(request, settings, callbacks or RunCallbacks())
+    except GpuTranscribeError as exc:
+        missing.append(exc)
+        cloud = None
+    first = cloud.plan.options[0] if cloud is not None and cloud.plan.options else None
     price = None
     if first is not None:
         price = first.zone.spot_price_usd_per_hour if first.market == "spot" else None
@@ -127,11 +138,12 @@ def plan_run(
     return DryRunPlan(
         files=job.files,
         input_problems=job.problems,
-        plan=cloud.plan,
-        image=cloud.image,
+        plan=cloud.plan if cloud is not None else None,
+        image=cloud.image if cloud is not None else None,
         estimate_s=ESTIMATE_RUN_S,
         estimated_cost_usd=cost_usd(price, billed_seconds(ESTIMATE_RUN_S)),
-        s3_url=f"s3://{cloud.bucket}/{settings.s3_prefix}/" if cloud.bucket else None,
+        s3_url=f"s3://{cloud.bucket}/{settings.s3_prefix}/" if cloud is not None and cloud.bucket else None,
+        missing=tuple(missing),
     )
 
 

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.common import ProgressEvent, no_progress
 from gpu_transcribe.engine_runner import EngineRun, FileOutcome
-from gpu_transcribe.errors import InputError, InstanceLostError, TeardownError, UploadError
+from gpu_transcribe.errors import (
+    GpuTranscribeError,
+    InputError,
+    InstanceLostError,
+    TeardownError,
+    UploadError,
+)
 from gpu_transcribe.inputs import AudioInput
 from gpu_transcribe.instance_session import InstanceUsage
 from remote.options import TranscribeOptions
@@ -137,7 +143,7 @@ class CloudRunResult:
         from gpu_transcribe.outputs import problems_fail_run
 
         return (
-            not problems_fail_run(self.input_problems, len(self.files))
+            not problems_fail_run(self.input_problems)
             and not self.failed_files
             and self.upload_error is None
             and self.teardown_error is None
@@ -161,16 +167,19 @@ class DryRunPlan:
         image: the chosen image of ours, or ``None`` when ``image_id`` was set explicitly.
         estimate_s: the run length the estimate assumes.
         estimated_cost_usd: the first option's price for ``estimate_s`` (60 s minimum), ``None`` if no price.
-        s3_url: where the outputs would go, or ``None`` with ``--no-s3``.
+        s3_url: where the outputs would go, or ``None`` with ``--no-s3`` (or no bucket set).
+        missing: what a real run would stop at, each naming the setting or cloud problem: no bucket set, no
+            credentials, no image... (``plan`` is ``None`` when the launch could not be planned).
     """
 
     files: tuple[AudioInput, ...]
     input_problems: tuple[InputError, ...]
-    plan: LaunchPlan
+    plan: LaunchPlan | None
     image: OurImage | None
     estimate_s: float
     estimated_cost_usd: float | None
     s3_url: str | None
+    missing: tuple[GpuTranscribeError, ...] = ()
 
 
 @dataclass

@@ -463,8 +463,7 @@ def server_down(
     from gpu_transcribe.aws.resources import teardown
 
     state = load_state(name)
-    if state is None:
-        on_progress(ProgressEvent("note", f"no server named {name} here; nothing to do"))
+    if state is None:  # the caller says so (DownReport.found); no progress line to repeat it
         return DownReport(name=name, found=False, instance_id="", outcomes=(), stopped_server=False)
     ctx = _ctx(state, settings)
     stopped = False

@@ -14,7 +14,16 @@ from pathlib import Path
 
 from remote.errors import BadOptionError, EngineFailure
 from remote.options import DEFAULT_MODEL, DEVICES
-from remote.server.config import DEFAULT_JOB_TTL_S, MIB, ServerConfig, read_api_key
+from remote.server.config import (
+    DEFAULT_JOB_TTL_S,
+    DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_MAX_PENDING_JOBS,
+    DEFAULT_MIN_FREE_DISK_BYTES,
+    GIB,
+    MIB,
+    ServerConfig,
+    read_api_key,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--job-ttl-h", type=float, default=DEFAULT_JOB_TTL_S / 3600, help="keep job results H hours"
     )
     parser.add_argument("--webhook-secret-file", type=Path, default=None, help="the secret signing callbacks")
+    parser.add_argument(
+        "--allow-private-callbacks", action="store_true", help="callbacks may go to private addresses"
+    )
+    parser.add_argument(
+        "--max-pending-jobs", type=int, default=DEFAULT_MAX_PENDING_JOBS, help="unfinished jobs at most"
+    )
+    parser.add_argument(
+        "--max-pending-gb", type=float, default=DEFAULT_MAX_PENDING_BYTES / GIB, help="their uploads, GiB"
+    )
+    parser.add_argument(
+        "--min-free-disk-gb",
+        type=float,
+        default=DEFAULT_MIN_FREE_DISK_BYTES / GIB,
+        help="refuse a job that would leave less free disk (GiB)",
+    )
     return parser
 
 
@@ -61,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 jobs_dir=args.jobs_dir,
                 job_ttl_s=args.job_ttl_h * 3600,
                 webhook_secret_file=args.webhook_secret_file,
+                allow_private_callbacks=args.allow_private_callbacks,
+                max_pending_jobs=args.max_pending_jobs,
+                max_pending_bytes=int(args.max_pending_gb * GIB),
+                min_free_disk_bytes=int(args.min_free_disk_gb * GIB),
             )
             .with_env()
             .checked()

@@ -8,7 +8,7 @@ feeds it. Routes (the contract is ``docs/server.md``):
   ``stream=true``: ``streaming.py``).
 - ``GET /v1/models``, ``GET /v1/models/{id}``: the loaded model and its alias ``whisper-1``
   (``models_api.py``).
-- ``POST /transcribe``: multipart ``audio``, a JSON body with timings.
+- ``POST /transcribe``: multipart ``audio`` (or ``file``, OpenAI's name), a JSON body with timings.
 - ``GET /health`` (readiness, 503 until loaded), ``GET /livez`` (liveness), ``GET /metrics`` (Prometheus,
   one registry per application), ``GET /`` (``static/index.html`` when it exists).
 
@@ -276,13 +276,29 @@ def _add_routes(app: FastAPI) -> None:
     @app.post("/transcribe")
     async def transcribe(
         request: Request,
-        audio: Annotated[UploadFile, File(description="The audio file (any format FFmpeg reads).")],
+        audio: Annotated[
+            UploadFile | None,
+            File(description="The audio file (any format FFmpeg reads); or send it as `file`."),
+        ] = None,
+        file: Annotated[
+            UploadFile | None,
+            File(description="The audio file under OpenAI's field name (instead of `audio`)."),
+        ] = None,
         language: LanguageField = None,
     ) -> Response:
-        """The simple API: text, duration, language, model, timings and segments."""
+        """The simple API: text, duration, language, model, timings and segments. The audio comes as the
+        multipart field ``audio``, or ``file`` as in OpenAI's API (one of them)."""
         state = server_state(request)
+        if audio is None and file is None:
+            raise ApiError(
+                400, "audio: this field is required (the audio file; `file` also works)", param="audio"
+            )
+        if audio is not None and file is not None:
+            raise ApiError(400, "audio and file: send the audio file once, as one of them", param="file")
+        upload, param = (audio, "audio") if audio is not None else (file, "file")
+        assert upload is not None  # one of the two, checked above
         transcript, elapsed_s = await transcribe_upload(
-            request, audio, "audio", checked_options(language, "transcribe")
+            request, upload, param, checked_options(language, "transcribe")
         )
         if transcript is None:
             return Response(status_code=CLIENT_CLOSED_STATUS)

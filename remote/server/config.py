@@ -17,6 +17,7 @@ from remote.errors import BadOptionError
 from remote.options import DEFAULT_MODEL, DEVICES, looks_like_path
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 DEFAULT_MAX_UPLOAD_BYTES = 200 * MIB
 """``--max-upload-mb`` 200: about 3.5 hours of 128 kbit/s mp3, or 1.7 hours of 16 kHz 16-bit wav."""
 DEFAULT_MAX_QUEUE = 64
@@ -27,6 +28,14 @@ DEFAULT_MAX_CALL_AUDIO_S = 1800.0
 (``remote.device.CUDA_MAX_BATCH_SIZE`` 64), so a short request arriving during a call waits about one
 batch, not an hour of someone else's audio."""
 DEFAULT_JOB_TTL_S = 24 * 3600.0
+DEFAULT_MAX_PENDING_JOBS = 256
+"""Async jobs accepted and not finished at most (``--max-pending-jobs``): four times ``--max-queue``'s 64,
+so a burst of jobs can wait for the queue without one more upload each filling the disk."""
+DEFAULT_MAX_PENDING_BYTES = 10 * GIB
+"""Their uploads on disk at most (``--max-pending-gb`` 10): 50 uploads of the 200 MB limit."""
+DEFAULT_MIN_FREE_DISK_BYTES = 2 * GIB
+"""A job is refused when storing it would leave less free space than this on the jobs directory's file
+system (``--min-free-disk-gb`` 2): room for the results, the logs and the model's cache."""
 DEFAULT_POWEROFF_COMMAND = "shutdown -P now"
 POWEROFF_COMMAND_ENV = "GPU_TRANSCRIBE_POWEROFF_COMMAND"
 """Replaces the power-off command (a test seam, as ``POWEROFF_CMD`` is for ``deadman.sh``)."""
@@ -81,6 +90,13 @@ class ServerConfig:
             ``repr``. ``None``: read from ``webhook_secret_file`` (``remote.server.jobs_api``).
         webhook_secret_file: the file holding that secret (``--webhook-secret-file``), created (mode 0600)
             with a new secret if missing; ``None``: a new secret in ``<jobs_dir>/webhook-secret``.
+        allow_private_callbacks: job callbacks may go to loopback, private, link-local and other non-public
+            addresses (``--allow-private-callbacks``); off: refused (``remote.server.webhooks``).
+        max_pending_jobs: async jobs accepted and not finished at most; one more is refused with 429.
+        max_pending_bytes: their uploads' bytes at most; a job that would go over is refused with 429
+            (at least ``max_upload_bytes``, or a large upload could never be accepted).
+        min_free_disk_bytes: a job is refused (507) when storing its upload would leave less free space
+            than this on the jobs directory's file system; 0: no floor.
     """
 
     bind: str = "127.0.0.1"
@@ -102,13 +118,18 @@ class ServerConfig:
     upload_dir: Path | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_secret_file: Path | None = None
+    allow_private_callbacks: bool = False
+    max_pending_jobs: int = DEFAULT_MAX_PENDING_JOBS
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    min_free_disk_bytes: int = DEFAULT_MIN_FREE_DISK_BYTES
 
     def checked(self) -> ServerConfig:
         """Return this config, or raise for a value the server cannot start with.
 
         Raises:
             ServerConfigError: a non-loopback ``bind`` without ``api_key``; an empty key; a port outside
-                0..65535; a non-positive size, queue, batch or time; an unknown device; an empty
+                0..65535; a non-positive size, queue, batch or time; ``max_pending_bytes`` under
+                ``max_upload_bytes``; a negative disk floor; an unknown device; an empty
                 power-off command; a ``--model`` path that is not a directory; a webhook secret file that
                 holds no usable secret. The message names the option and what to do.
         """
@@ -134,6 +155,7 @@ class ServerConfig:
             "max_batch_requests": self.max_batch_requests,
             "max_call_audio_s": self.max_call_audio_s,
             "job_ttl_s": self.job_ttl_s,
+            "--max-pending-jobs": self.max_pending_jobs,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -152,6 +174,14 @@ class ServerConfig:
                     "`python -c 'import remote.server.webhooks as w; print(w.generate_secret())'` there, "
                     "or remove the file for a new one"
                 ) from None
+        if self.max_pending_bytes < self.max_upload_bytes:
+            raise ServerConfigError(
+                f"--max-pending-gb {self.max_pending_bytes / GIB:g} is less than --max-upload-mb "
+                f"{self.max_upload_bytes / MIB:g}: no upload that size could be accepted; raise it"
+            )
+        if self.min_free_disk_bytes < 0:
+            floor_gib = self.min_free_disk_bytes / GIB
+            raise ServerConfigError(f"--min-free-disk-gb {floor_gib:g} must be 0 or more")
         if self.batch_wait_s < 0:
             raise ServerConfigError(f"batch_wait_s: {self.batch_wait_s} must be 0 or more")
         if not self.poweroff_command:

@@ -8,9 +8,13 @@ after the scheduler has stopped.
 
 A job's life:
 
-1. ``POST /v1/jobs``: the options are checked (400), a full queue answers 429 with ``Retry-After`` and a model
-   still loading 503, exactly as the synchronous routes do; the upload is stored in the job's directory and
-   the answer is 202 ``{"id", "status": "queued"}`` with ``Location: /v1/jobs/{id}``.
+1. ``POST /v1/jobs``: the options are checked (400; a ``callback_url`` whose host resolves to a non-public
+   address without ``--allow-private-callbacks`` too), a full queue answers 429 with ``Retry-After`` and a
+   model still loading 503, exactly as the synchronous routes do. Jobs accepted and not finished are
+   bounded (:meth:`JobService.reserve`): beyond ``max_pending_jobs`` of them or ``max_pending_bytes`` of
+   their uploads, 429 with ``Retry-After``; when storing the upload would leave less than
+   ``min_free_disk_bytes`` free in the jobs directory, 507. Then the upload is stored in the job's
+   directory and the answer is 202 ``{"id", "status": "queued"}`` with ``Location: /v1/jobs/{id}``.
 2. A worker thread (:data:`DECODE_WORKERS` of them) decodes the upload, marks the job ``running`` with the
    audio's duration and submits it to the same :class:`~remote.server.scheduler.BatchScheduler` as the
    synchronous requests, so jobs share the engine's batches. If the queue has filled up meanwhile, the
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -50,7 +55,7 @@ from starlette.concurrency import run_in_threadpool
 from remote.errors import AudioDecodeError
 from remote.options import TranscribeOptions
 from remote.server.api_errors import ApiError
-from remote.server.config import ServerConfig
+from remote.server.config import MIB, ServerConfig
 from remote.server.formats import RESPONSE_FORMATS, openai_body
 from remote.server.jobs import JobRecord, JobStore, JobStoreError, one_line
 from remote.server.state import ServerState, server_state
@@ -127,6 +132,8 @@ class JobService:
         self._lock = threading.Lock()
         self._active: set[str] = set()
         """Jobs accepted and not finished; each holds the server busy (idle timer)."""
+        self._held: dict[str, int] = {}
+        """Upload bytes per job accepted and not finished, and per reservation of one being stored."""
         self._jobs_finished: Counter | None = None
         self._callbacks: Counter | None = None
 
@@ -145,7 +152,7 @@ class JobService:
             jobs_dir = self._own_dir = Path(tempfile.mkdtemp(prefix="gpu-transcribe-jobs-"))  # mode 0700
         self.store = JobStore(jobs_dir, ttl_s=self.config.job_ttl_s)
         secret, self.secret_file = resolve_webhook_secret(self.config, jobs_dir)
-        self.sender = WebhookSender(secret)
+        self.sender = WebhookSender(secret, allow_private=self.config.allow_private_callbacks)
         self.sender.start()
         self.store.start_sweeper(interval_s=min(60.0, max(0.05, self.config.job_ttl_s / 10)))
         self._executor = ThreadPoolExecutor(max_workers=DECODE_WORKERS, thread_name_prefix="job-decode")
@@ -193,13 +200,79 @@ class JobService:
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
 
+    # -- admitting a job ----------------------------------------------------------------------------
+
+    def reserve(self, size_bytes: int, retry_after_s: int) -> str:
+        """Hold room for one more job whose upload is ``size_bytes`` long; return the reservation's key,
+        for :meth:`accept` (the job was stored) or :meth:`release` (it was not).
+
+        Args:
+            size_bytes: the upload's size in bytes.
+            retry_after_s: the ``Retry-After`` of a 429, whole seconds (the scheduler's estimate).
+
+        Raises:
+            ApiError: 429 when ``max_pending_jobs`` jobs are accepted and not finished, or their uploads
+                and this one would be over ``max_pending_bytes``; 507 when storing this upload would leave
+                less than ``min_free_disk_bytes`` free on the jobs directory's file system.
+        """
+        assert self.store is not None
+        config = self.config
+        with self._lock:
+            held_bytes = sum(self._held.values())
+            if len(self._held) >= config.max_pending_jobs:
+                why = f"{len(self._held)} jobs are accepted and not finished (--max-pending-jobs)"
+            elif held_bytes + size_bytes > config.max_pending_bytes:
+                why = (
+                    f"the unfinished jobs' uploads ({held_bytes / MIB:.1f} MiB) and this one "
+                    f"({size_bytes / MIB:.1f} MiB) would be over {config.max_pending_bytes / MIB:.1f} MiB "
+                    "(--max-pending-gb)"
+                )
+            else:
+                why = ""
+                key = "reservation-" + secrets.token_hex(8)
+                self._held[key] = size_bytes
+        if why:
+            raise ApiError(
+                429,
+                f"too many async jobs waiting: {why}; retry in {retry_after_s} s",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry_after_s)},
+            )
+        try:
+            free_bytes = shutil.disk_usage(self.store.root).free
+        except OSError as exc:
+            self.release(key)
+            raise ApiError(500, f"the server cannot read its free disk space ({exc})") from None
+        if free_bytes - size_bytes < config.min_free_disk_bytes:
+            self.release(key)
+            logger.warning(
+                "job refused: %.1f MiB free in %s, the upload is %.1f MiB, the floor %.1f MiB",
+                free_bytes / MIB,
+                self.store.root,
+                size_bytes / MIB,
+                config.min_free_disk_bytes / MIB,
+            )
+            raise ApiError(
+                507,
+                "the server's disk is too full to store this job; retry later, once finished jobs expire",
+                code="insufficient_storage",
+            )
+        return key
+
+    def release(self, key: str) -> None:
+        """Give back a reservation whose job was not stored."""
+        with self._lock:
+            self._held.pop(key, None)
+
     # -- running a job (worker threads) -------------------------------------------------------------
 
-    def accept(self, record: JobRecord) -> None:
-        """Count the new job as activity and hand it to a decode thread."""
+    def accept(self, record: JobRecord, key: str) -> None:
+        """Count the new job (stored under the reservation ``key``) as activity and hand it to a decode
+        thread."""
         assert self.state is not None and self._executor is not None
         with self._lock:
             self._active.add(record.id)
+            self._held[record.id] = self._held.pop(key, 0)
         self.state.request_started()
         try:
             self._executor.submit(self._run, record.id)
@@ -299,6 +372,7 @@ class JobService:
             if job_id not in self._active:
                 return
             self._active.discard(job_id)
+            self._held.pop(job_id, None)
         state = self.state
         if record is not None and record.finished and record.callback_url and self.sender is not None:
             if state is not None:
@@ -394,8 +468,10 @@ def jobs_router(config: ServerConfig) -> APIRouter:
         except ValueError as exc:
             raise ApiError(400, str(exc).removeprefix("--language: "), param="language") from None
         if callback_url:
-            try:
-                callback_url = check_callback_url(callback_url)
+            try:  # resolves the host: not on the event loop
+                callback_url = await run_in_threadpool(
+                    check_callback_url, callback_url, config.allow_private_callbacks
+                )
             except ValueError as exc:
                 raise ApiError(400, str(exc), param="callback_url") from None
         scheduler = state.require_ready()
@@ -415,7 +491,9 @@ def jobs_router(config: ServerConfig) -> APIRouter:
             "response_format": response_format,
             "temperature": temperature,
         }
+        size_bytes = file.size if file.size is not None else file.file.seek(0, 2)  # the spooled upload's
         await file.seek(0)
+        key = await run_in_threadpool(service.reserve, size_bytes, scheduler.retry_after_s())
         try:
             record = await run_in_threadpool(
                 service.store.create,
@@ -425,11 +503,15 @@ def jobs_router(config: ServerConfig) -> APIRouter:
                 callback_url=callback_url or None,
             )
         except JobStoreError as exc:
+            service.release(key)
             logger.error("%s", exc)
             raise ApiError(
                 500, "the server cannot store the job; see its log", code="job_store_error"
             ) from None
-        service.accept(record)
+        except BaseException:
+            service.release(key)
+            raise
+        service.accept(record, key)
         return JSONResponse(
             {"id": record.id, "status": record.status},
             status_code=202,

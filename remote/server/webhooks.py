@@ -18,6 +18,14 @@ the receiver's ``Retry-After`` if that is longer (capped at ``max_retry_after_s`
 once (the receiver says the endpoint is gone, as in the spec). After ``max_attempts`` the delivery is
 dropped. Every failed attempt logs one line (the URL without its query, which may hold a token).
 
+Where callbacks may go: :func:`check_callback_url` when the job is submitted, and :class:`PinnedTransport`
+again at every attempt, resolve the host once and check every address it has
+(:func:`remote.webhook_common.url_address`): loopback, private, link-local (on EC2 the instance metadata
+service), multicast, unspecified and IPv4-mapped forms of those are refused unless the operator allows
+private targets (``serve --allow-private-callbacks``); decimal or hexadecimal IPv4 hosts are checked as
+the address they mean. The attempt then connects to the address that was checked, not to the name (no second
+DNS answer can differ). Redirects are not followed (one could lead to a private address).
+
 Why not ``tenacity.Retrying``'s loop: it sleeps in the calling thread, so one dead receiver would hold back
 every other job's callback for minutes. The thread instead keeps a heap of attempts ordered by due time and
 sleeps only until the next one is due; tenacity supplies the wait schedule. Only one attempt runs at a time,
@@ -32,13 +40,13 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import ipaddress
 import itertools
 import json
 import logging
 import os
 import queue
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -46,13 +54,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import standardwebhooks
 import tenacity
 
-from remote.webhook_common import check_secret, generate_secret, retry_after_s
+from remote.webhook_common import UNRESOLVED, check_secret, generate_secret, retry_after_s, url_address
 from remote.webhook_common import safe_url as _safe_url
 
 logger = logging.getLogger(__name__)
@@ -102,25 +109,68 @@ def load_or_create_secret(path: Path) -> str:
     return secret
 
 
-def check_callback_url(url: str) -> str:
-    """Return ``url`` if a callback may be sent there: ``http`` or ``https`` with a host.
+def check_callback_url(url: str, allow_private: bool = False) -> str:
+    """Return ``url`` stripped if a callback may be sent there now (blocks for a DNS lookup).
 
-    Literal link-local addresses (``169.254.0.0/16``, ``fe80::/10``) are refused: on EC2 they reach the
-    instance metadata service, which a callback must never be pointed at.
+    Refused: not ``http``/``https`` with a host, a host that does not resolve, and, unless
+    ``allow_private``, a host any of whose addresses is not public (loopback, private, link-local,
+    multicast, unspecified, reserved, IPv4-mapped forms of those; see
+    :func:`remote.webhook_common.url_address`).
 
     Raises:
-        ValueError: another scheme, no host, or a link-local address; the message names ``callback_url``.
+        ValueError: why, in one line naming ``callback_url`` (and ``--allow-private-callbacks`` where it
+            would help).
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"callback_url: {url!r} is not an http(s) URL with a host")
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(parts.hostname)
-    except ValueError:  # a name, not an address
-        address = None
-    if address is not None and address.is_link_local:
-        raise ValueError(f"callback_url: {parts.hostname} is a link-local address")
+    reason, _ = url_address(url, allow_private)
+    if reason is not None:
+        private = not allow_private and "not a public address" in reason
+        hint = " (the server's --allow-private-callbacks allows private addresses)" if private else ""
+        raise ValueError(f"callback_url: {reason}{hint}")
     return url.strip()
+
+
+class CallbackRefusedError(httpx.TransportError):
+    """The callback's host resolves to an address callbacks may not go to; not worth retrying."""
+
+
+class PinnedTransport(httpx.BaseTransport):
+    """An httpx transport that connects to the address it checked.
+
+    For each request it resolves the URL's host once and checks every address
+    (:func:`remote.webhook_common.url_address`), then sends the request to the first address: the URL's
+    host is replaced by the address, the ``Host`` header keeps the name (httpx set it when the request was
+    built) and TLS gets the name as SNI and for the certificate check (httpcore's ``sni_hostname`` request
+    extension). Connections are not kept alive, so a connection made for one name is never reused for
+    another name at the same address. Proxies from the environment are not used (a client given a transport
+    mounts none; a proxy would resolve the name itself); ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are.
+
+    Args:
+        allow_private: let requests go to non-public addresses (loopback, private, link-local...).
+        verify: as httpx's ``verify`` (``True``: the system's CA certificates; or an ``ssl.SSLContext``).
+
+    Raises (from :meth:`handle_request`):
+        CallbackRefusedError: the host resolves to an address that is refused.
+        httpx.ConnectError: the host does not resolve (worth retrying), or the connection failed.
+    """
+
+    def __init__(self, allow_private: bool = False, verify: ssl.SSLContext | bool = True) -> None:
+        self.allow_private = allow_private
+        self._inner = httpx.HTTPTransport(verify=verify, limits=httpx.Limits(max_keepalive_connections=0))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Check the host's addresses and send ``request`` to the first one."""
+        reason, address = url_address(str(request.url), self.allow_private)
+        if reason is not None:
+            error = httpx.ConnectError if UNRESOLVED in reason else CallbackRefusedError
+            raise error(reason, request=request)
+        name = request.url.raw_host.decode("ascii")
+        request.url = request.url.copy_with(host=address.split("%")[0])
+        request.extensions = {**request.extensions, "sni_hostname": name}
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._inner.close()
 
 
 @dataclass
@@ -147,6 +197,7 @@ class WebhookSender:
         backoff_base_s, backoff_cap_s: the jittered exponential schedule, seconds.
         max_retry_after_s: the longest ``Retry-After`` honoured, seconds.
         queue_size: callbacks waiting for their first attempt at most.
+        allow_private: let callbacks go to non-public addresses (``serve --allow-private-callbacks``).
 
     Raises:
         ValueError: an unusable secret or ``max_attempts`` below 1.
@@ -162,6 +213,7 @@ class WebhookSender:
         backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
         max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        allow_private: bool = False,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts: {max_attempts} is below 1")
@@ -169,6 +221,7 @@ class WebhookSender:
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.max_retry_after_s = max_retry_after_s
+        self.allow_private = allow_private
         self._wait = tenacity.wait_random_exponential(multiplier=backoff_base_s, max=backoff_cap_s)
         self._queue: queue.Queue[_Delivery | None] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -198,7 +251,7 @@ class WebhookSender:
         """Queue a callback without blocking; it is signed and sent by the delivery thread.
 
         Args:
-            url: the receiver, already checked by :func:`check_callback_url`.
+            url: the receiver, already checked by :func:`check_callback_url` (checked again at each attempt).
             event_type: ``job.succeeded`` or ``job.failed``.
             data: the event's ``data`` object (JSON values only).
             on_done: called once with True (delivered) or False (given up on, or dropped), on the delivery
@@ -290,7 +343,10 @@ class WebhookSender:
         heap: list[tuple[float, int, _Delivery]] = []
         order = itertools.count()  # ties in due time go first come, first served
         with httpx.Client(
-            timeout=self.timeout_s, follow_redirects=False, headers={"user-agent": USER_AGENT}
+            transport=PinnedTransport(allow_private=self.allow_private),
+            timeout=self.timeout_s,
+            follow_redirects=False,
+            headers={"user-agent": USER_AGENT},
         ) as client:
             while not self._stop.is_set():
                 wait_s = max(0.0, heap[0][0] - time.monotonic()) if heap else None
@@ -329,6 +385,17 @@ class WebhookSender:
         retry_after: float | None = None
         try:
             response = client.post(delivery.url, content=delivery.body.encode("utf-8"), headers=headers)
+        except CallbackRefusedError as exc:
+            logger.warning(
+                "webhook %s (%s) to %s: refused (%s), attempt %d; not retried",
+                delivery.msg_id,
+                delivery.event_type,
+                _safe_url(delivery.url),
+                exc,
+                delivery.attempts,
+            )
+            self._done(delivered=False, on_done=delivery.on_done)
+            return None
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {str(exc) or 'no answer'}"
         else:
