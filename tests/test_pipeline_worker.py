@@ -846,3 +846,79 @@ def test_a_failed_upload_marks_its_job_failed_not_queued_forever(pipeline: Pipel
     assert job.status == FAILED and job.attempts == 0 and "upload failed" in job.error
     assert result.stdout.strip() == "", "no id is printed for a file that was not submitted"
     assert "not permitted" in result.stderr and "uploading" in result.stderr, result.stderr
+
+
+def test_local_file_name_keeps_only_the_base_name() -> None:
+    from gpu_transcribe.pipeline.jobs import UnsafeFileNameError, local_file_name
+
+    assert local_file_name("a b.wav") == "a b.wav"
+    assert local_file_name("../../x.wav") == "x.wav"
+    assert local_file_name("..\\..\\x.wav") == "x.wav"
+    assert local_file_name("/etc/passwd") == "passwd"
+    assert local_file_name("results/j/a.txt") == "a.txt"
+    for bad in ("", ".", "..", "a/..", "x/../..", "/", "a\x00b.wav", "a\nb.wav"):
+        with pytest.raises(UnsafeFileNameError, match="is not a file name"):
+            local_file_name(bad, "the test's name")
+
+
+def test_a_file_name_from_the_table_never_leads_the_worker_out_of_its_folder(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Rows whose ``file_name`` climbs out (``../../escape.wav``) or has no base name (``..``): the first is
+    downloaded into its job's folder as ``escape.wav`` (and then fails on its model, so no model loads), the
+    second fails at once naming the file name; nothing is written outside the worker's temporary folder."""
+    import tempfile
+
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+
+    ctx, bucket, url = (
+        _ctx(pipeline.aws),
+        pipeline.config.resources.bucket,
+        pipeline.config.resources.queue_url,
+    )
+    temp_root = tmp_path / "temp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    climbing, dotted = "20261202T000000Z-0000000c", "20261202T000000Z-0000000d"
+    for job_id, name in ((climbing, "../../escape.wav"), (dotted, "..")):
+        key = f"incoming/{job_id}/a.wav"
+        pipeline.s3().put_object(Bucket=bucket, Key=key, Body=b"RIFF not really audio")
+        record = JobRecord(
+            **{
+                **_record(job_id).__dict__,
+                "file_name": name,
+                "input_key": key,
+                "options": JobOptions(model="another-model"),
+            }
+        )
+        assert create_job(ctx, TABLE, record)
+    drain(pipeline.sqs(), url)  # the uploads' own notifications: one message per job, sent below
+    for job_id in (climbing, dotted):
+        pipeline.sqs().send_message(QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/a.wav"))
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    report = Worker(
+        ctx, pipeline.config, WorkerOptions(model="never-loaded", exit_when_idle_s=2, wait_s=1)
+    ).run()
+    assert list(temp_root.iterdir()) == [], "nothing outside the worker's folder (which it removed)"
+    assert sorted(report.failed) == [climbing, dotted], report
+    assert "another-model" in pipeline.job(climbing).error, pipeline.job(climbing)
+    assert pipeline.job(dotted).error.startswith(f"job {dotted}'s file name: '..' is not a file name")
+
+
+def test_jobs_fetch_refuses_a_result_key_without_a_base_name(pipeline: PipelineBed, tmp_path: Path) -> None:
+    from gpu_transcribe.pipeline.jobs import UnsafeFileNameError, fetch_outputs
+
+    ctx, bucket = _ctx(pipeline.aws), pipeline.config.resources.bucket
+    job_id = "20261202T000000Z-0000000e"
+    keys = [f"results/{job_id}/a.txt", f"results/{job_id}/.."]
+    for key in keys:
+        pipeline.s3().put_object(Bucket=bucket, Key=key, Body=b"words")
+    assert create_job(ctx, TABLE, _record(job_id))
+    assert claim_job(ctx, TABLE, job_id, "w", 60) is not None
+    assert finish_job(ctx, TABLE, job_id, "w", status=SUCCEEDED, result_keys=keys) is not None
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(UnsafeFileNameError, match=f"job {job_id}'s result key"):
+        fetch_outputs(ctx, pipeline.config, [job_id], out, overwrite=True)
+    assert list(out.iterdir()) == [] and [p.name for p in out.parent.iterdir()] == ["out"], "nothing written"
+    shown = _cli("jobs", "fetch", job_id, "--output-dir", str(out), "--overwrite")
+    assert shown.exit_code == 1 and "is not a file name" in shown.stderr, shown.output

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import secrets
 import tempfile
@@ -95,6 +96,41 @@ class JobNotFoundError(PipelineInputError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"no job {job_id!r} in the pipeline's table; `gpu-transcribe jobs` lists them")
+
+
+class UnsafeFileNameError(GpuTranscribeError):
+    """A file name from the jobs table (a job's ``file_name``, the last part of a result key) that has no
+    usable base name, so it cannot name a local file.
+
+    Attributes:
+        name: the name as the table has it.
+    """
+
+    def __init__(self, name: str, what: str) -> None:
+        self.name = name
+        super().__init__(f"{what}: {name!r} is not a file name (no base name to write to)")
+
+
+def local_file_name(name: str, what: str = "file name") -> str:
+    """The base name of ``name`` to use as a local file name: ``\\`` read as ``/``, then the last part;
+    ``../../x.wav`` gives ``x.wav``, and ``a/..``, ``x/`` or ``..`` have none. The worker and
+    ``jobs fetch`` join only this to their folders, so a name written into the jobs table can never reach
+    outside them.
+
+    Args:
+        name: a job's ``file_name`` or a result key.
+        what: how the error names the value (``job 20261202T061940Z-3f9a1c0b's file name``).
+
+    Raises:
+        UnsafeFileNameError: the base name is empty, ``.`` or ``..``, or the name holds a NUL or another
+            control character.
+    """
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise UnsafeFileNameError(name, what)
+    base = posixpath.basename(name.replace("\\", "/"))
+    if base in ("", ".", ".."):
+        raise UnsafeFileNameError(name, what)
+    return base
 
 
 @dataclass(frozen=True)
@@ -427,6 +463,8 @@ def fetch_outputs(
     Raises:
         JobNotFoundError: an id has no row.
         FetchExistsError: an output exists and ``overwrite`` is off (nothing downloaded).
+        UnsafeFileNameError: a result key has no usable base name (:func:`local_file_name`; nothing
+            downloaded).
         GpuTranscribeError: an output named by a job is not in the bucket (those before it are written).
         CloudError, CredentialsError: a call failed.
     """
@@ -440,7 +478,8 @@ def fetch_outputs(
         if record.status != "succeeded":
             not_ready.append((record.job_id, record.status))
             continue
-        plan.extend((key, output_dir / key.rsplit("/", 1)[-1]) for key in record.result_keys)
+        what = f"job {record.job_id}'s result key"
+        plan.extend((key, output_dir / local_file_name(key, what)) for key in record.result_keys)
     existing = [path for _, path in plan if path.exists()]
     if existing and not overwrite:
         raise FetchExistsError(existing)

@@ -8,8 +8,9 @@ One round of the loop:
    duplicate delivery stops there (its message is deleted if the job is finished, or hidden until the
    holder's lease ends if another worker holds it, so it can rescue the job if that worker dies); a file put
    into ``incoming/`` by anything else gets its row here, with the pipeline's default options;
-3. download the audio, decode it (bad audio: the job fails at once with the engine's one-line reason, and its
-   message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
+3. download the audio to its job's folder under the base name of its ``file_name`` (a name with none, such
+   as ``..``, fails the job), decode it (bad audio: the job fails at once with the engine's one-line reason,
+   and its message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
 4. for each transcript: upload the outputs to ``results/<job-id>/<stem>.<fmt>``, mark the job succeeded only
    if this worker still holds it, publish the job event, and delete the message last, so a crash at any
    step means redelivery, never a lost or half-written job.
@@ -56,7 +57,13 @@ from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import GpuTranscribeError
-from gpu_transcribe.pipeline.jobs import JOB_ID_RE, PipelineConfig, external_job_id
+from gpu_transcribe.pipeline.jobs import (
+    JOB_ID_RE,
+    PipelineConfig,
+    UnsafeFileNameError,
+    external_job_id,
+    local_file_name,
+)
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -418,9 +425,14 @@ class Worker:
             if self._stop.is_set():
                 break
             record = job.record
+            try:
+                name = local_file_name(record.file_name, f"job {record.job_id}'s file name")
+            except UnsafeFileNameError as exc:
+                self._fail(job, str(exc))
+                continue
             folder = tmp / record.job_id
             folder.mkdir()
-            path = folder / (record.file_name if record.file_name not in ("", ".", "..") else "audio")
+            path = folder / name
             source = f"s3://{self.config.resources.bucket}/{record.input_key}"
             if not job_objects.download(self.ctx, self.config.resources.bucket, record.input_key, path):
                 self._fail(job, f"{source}: the audio is not in the bucket (or not readable)")
@@ -541,7 +553,8 @@ class Worker:
         out = tmp / record.job_id / "out"
         out.mkdir(exist_ok=True)
         try:
-            written = write_outputs(transcript, out / Path(record.file_name).stem, formats)
+            stem = Path(local_file_name(record.file_name)).stem  # checked in _prepare
+            written = write_outputs(transcript, out / stem, formats)
         except BadOptionError as exc:  # a format no writer knows: the job's options are wrong
             self._fail(job, f"{record.file_name}: {exc}")
             return
