@@ -491,7 +491,9 @@ def test_spot_notice_releases_the_job_at_once_and_it_completes_elsewhere(
         release_s = time.monotonic() - noticed_at
         assert release_s < 5 + 3, f"released {release_s:.1f} s after the notice (read every 5 s)"
         assert released.interruptions == 1 and released.engine_failures == 0 and released.owner == ""
-        assert pipeline.queue_counts()[0] == 1, "the message is visible again at once, not after 120 s"
+        # The row changes first, the message's visibility after it: wait for the message itself, with a
+        # deadline far below the 120-s visibility that would bring it back without the hand-back.
+        wait_until(lambda: pipeline.queue_counts()[0] == 1, 10, "the message visible again, not after 120 s")
         assert first.wait(60) == 0, first.stderr
         assert "spot-notice" in first.stderr
 
@@ -787,7 +789,9 @@ def test_sigterm_hands_the_job_back_at_once_and_exits_143(
             "the hand-back",
         )
         assert released.engine_failures == 0 and released.owner == ""
-        assert pipeline.queue_counts()[0] == 1, "the message is visible again at once"
+        # The row changes first, the message's visibility after it: wait for the message itself, with a
+        # deadline far below the 120-s visibility that would bring it back without the hand-back.
+        wait_until(lambda: pipeline.queue_counts()[0] == 1, 10, "the message visible again, not after 120 s")
         assert worker.wait(60) == 143, worker.stderr
     finally:
         pipeline.stop_workers()
