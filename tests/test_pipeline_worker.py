@@ -926,3 +926,50 @@ def test_jobs_fetch_refuses_a_result_key_without_a_base_name(pipeline: PipelineB
     assert list(out.iterdir()) == [] and [p.name for p in out.parent.iterdir()] == ["out"], "nothing written"
     shown = _cli("jobs", "fetch", job_id, "--output-dir", str(out), "--overwrite")
     assert shown.exit_code == 1 and "is not a file name" in shown.stderr, shown.output
+
+
+def test_a_worker_killed_between_the_final_write_and_the_event_has_it_published_on_redelivery(
+    aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imds: FakeImds
+) -> None:
+    """A worker subprocess fails a job (bad audio: no model needed) and is SIGKILLed while its publish of
+    ``job.failed`` is held in moto: the row is final, no event, the message still in the queue. The next
+    worker, given the redelivery, publishes the event with the id the first would have used (derived from
+    the row) and deletes the message."""
+    from gpu_transcribe.pipeline.results import build_job_event
+
+    pipeline = create_test_pipeline(aws, tmp_path, monkeypatch, visibility_timeout_s=4)
+    results_url = pipeline.config.resources.results_queue_url
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"this is not audio at all" * 100)
+    release = aws.hold("SendMessage", QueueUrl=results_url)
+    try:
+        submitted = _cli("submit", str(bad))
+        assert submitted.exit_code == 0, submitted.output
+        job_id = submitted.stdout.split()[0]
+        first = pipeline.worker(imds_url=imds.url, model="never-loaded")
+        wait_until(
+            lambda: any(c.get("QueueUrl") == results_url for c in aws.calls("SendMessage")),
+            60,
+            "the first worker's publish, held",
+        )
+        assert pipeline.job(job_id).status == FAILED, "the row is final before the publish"
+        first.kill()
+        assert first.proc.wait(10) == -9
+        release.set()  # the held call is answered with an error to a dead process: nothing is published
+        assert job_events(pipeline.sqs(), results_url) == [], "the first worker died before publishing"
+        assert sum(pipeline.queue_counts()) == 1, "its message was not deleted"
+
+        second = pipeline.worker("--exit-when-idle", "8", imds_url=imds.url, model="never-loaded")
+        assert second.wait(60) == 0, second.stderr
+        row = pipeline.job(job_id)
+        events = job_events(pipeline.sqs(), results_url)
+        expected = build_job_event(
+            "job.failed", job_id=job_id, file_name="broken.wav", bucket="b", occurred_at=row.updated_at
+        )
+        assert [(e["type"], e["id"]) for e in events] == [("job.failed", expected["id"])], events
+        assert events[0]["data"]["error"] == row.error and events[0]["timestamp"] == row.updated_at
+        assert f"job {job_id} is failed" in second.stderr and "loading" not in second.stderr
+        assert pipeline.queue_counts() == (0, 0)
+    finally:
+        release.set()
+        pipeline.stop_workers()

@@ -5,9 +5,10 @@ One round of the loop:
 
 1. receive up to 10 messages (long polling, :mod:`gpu_transcribe.aws.queue`);
 2. claim each message's job by a conditional update (:func:`~gpu_transcribe.aws.jobs_table.claim_job`): a
-   duplicate delivery stops there (its message is deleted if the job is finished, or hidden until the
-   holder's lease ends if another worker holds it, so it can rescue the job if that worker dies); a file put
-   into ``incoming/`` by anything else gets its row here, with the pipeline's default options;
+   duplicate delivery stops there (if the job is finished, its end is published again, with the same event
+   id, and its message deleted; if another worker holds it, its message is hidden until the holder's lease
+   ends, so it can rescue the job if that worker dies); a file put into ``incoming/`` by anything else gets
+   its row here, with the pipeline's default options;
 3. download the audio to its job's folder under the base name of its ``file_name`` (a name with none, such
    as ``..``, fails the job), decode it (bad audio: the job fails at once with the engine's one-line reason,
    and its message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
@@ -16,11 +17,12 @@ One round of the loop:
    step means redelivery, never a lost or half-written job.
 
 Every end of a job this worker wrote (``job.succeeded``, ``job.failed``, ``job.dead_lettered``) is published
-with :func:`gpu_transcribe.pipeline.results.publish_job_event` right after the table's conditional write and
-before the message is deleted: on the results queue, and on the webhooks queue when the pipeline or the job
-has a webhook URL. A failed publish is logged and dropped (the table holds the truth); a crash between the
-write and the delete publishes the same event again on redelivery, with the same id (the row's
-``updated_at``), so receivers dedupe it.
+with :func:`gpu_transcribe.pipeline.results.publish_final_job` (from the row) right after the table's
+conditional write and before the message is deleted: on the results queue, and on the webhooks queue when
+the pipeline or the job has a webhook URL. A failed publish is logged and dropped (the table holds the
+truth); a crash between the write and the publish (or the delete) publishes the same event again on
+redelivery, with the same id (the row's ``updated_at``): the next worker finds the row final, publishes,
+then deletes the message. Receivers dedupe by id.
 
 Meanwhile a heartbeat thread extends the messages' visibility and the jobs' leases every third of the
 visibility timeout, and a watcher thread reads the spot interruption notice (IMDSv2, every 5 s, AWS's advice:
@@ -396,8 +398,10 @@ class Worker:
             )
 
     def _not_claimed(self, job_id: str, message: QueueMessage) -> None:
-        """A claim refused: a duplicate of a finished job is deleted; one of a job another worker holds is
-        hidden until that worker's lease ends (then it rescues the job if the holder died)."""
+        """A claim refused: a redelivery of a finished job has its end published again (the same event id:
+        the worker that ended it may have died between the final write and the publish) and is deleted; one
+        of a job another worker holds is hidden until that worker's lease ends (then it rescues the job if
+        the holder died)."""
         from gpu_transcribe.aws import jobs_table, queue
 
         url = self.config.resources.queue_url
@@ -405,6 +409,8 @@ class Worker:
         if current is None or current.status in jobs_table.FINAL_STATUSES:
             status = current.status if current else "gone"
             self._say("duplicate", f"job {job_id} is {status}: deleting a duplicate delivery")
+            if current is not None:
+                self._publish(current)  # before the delete, as for the first end: a crash here redelivers
             queue.delete(self.ctx, url, message.receipt_handle)
             return
         lease_left_s = (current.lease_expires_at or 0) - time.time()
@@ -596,7 +602,7 @@ class Worker:
             self._say("lost", f"job {record.job_id}: no longer ours; leaving its message")
             job.state = "lost"
             return
-        self._publish(job, "job.succeeded", done, result_keys=keys, duration_s=float(transcript.duration_s))
+        self._publish(done, transcribe_s=job.transcribe_s)
         self._delete_messages(job)
         job.state = "done"
         self._succeeded.append(record.job_id)
@@ -636,7 +642,7 @@ class Worker:
             expires_at=self._expires_at(),
         )
         if done is not None:
-            self._publish(job, "job.failed", done, error=done.error or reason)
+            self._publish(done, transcribe_s=job.transcribe_s)
             self._delete_messages(job)
             self._failed.append(job.record.job_id)
         job.state = "done"
@@ -667,26 +673,19 @@ class Worker:
         )
         if done is not None:
             queue.send(self.ctx, self.config.resources.dead_letter_queue_url, job.message.body)
-            self._publish(job, "job.dead_lettered", done, error=done.error or reason)
+            self._publish(done, transcribe_s=job.transcribe_s)
             self._delete_messages(job)
             self._failed.append(job.record.job_id)
         job.state = "done"
         self._say("dead-lettered", f"job {job.record.job_id}: {reason} (engine failure {failures})")
 
-    def _publish(
-        self,
-        job: _Job,
-        event_type: str,
-        done: JobRecord,
-        *,
-        result_keys: tuple[str, ...] | list[str] = (),
-        duration_s: float | None = None,
-        error: str = "",
-    ) -> None:
-        """Publish the end of ``job`` (``done``: its row after the final write) on the results queue and,
-        if a webhook applies, the webhooks queue. Never raises: a notification must not fail a job."""
+    def _publish(self, record: JobRecord, *, transcribe_s: float | None = None) -> None:
+        """Publish the end of a job (``record``: its row after the final write) on the results queue and,
+        if a webhook applies, the webhooks queue (:func:`~gpu_transcribe.pipeline.results.publish_final_job`:
+        the event id comes from the row, so a republished event has the same id). Never raises: a
+        notification must not fail a job."""
         from gpu_transcribe.aws.clients import sqs_client
-        from gpu_transcribe.pipeline.results import ResultsChannel, publish_job_event
+        from gpu_transcribe.pipeline.results import ResultsChannel, publish_final_job
 
         resources = self.config.resources
         channel = ResultsChannel(
@@ -694,27 +693,14 @@ class Worker:
         )
         if not channel.results_queue_url and not channel.webhooks_queue_url:
             return
-        record = job.record
+        timings = {} if transcribe_s is None else {"transcribe_s": transcribe_s}
         try:
-            sent = publish_job_event(
-                sqs_client(self.ctx),
-                channel,
-                event_type,
-                job_id=record.job_id,
-                file_name=record.file_name,
-                bucket=resources.bucket,
-                result_keys=result_keys,
-                duration_s=duration_s,
-                timings={} if job.transcribe_s is None else {"transcribe_s": job.transcribe_s},
-                error=error,
-                webhook_url=record.webhook_url,
-                occurred_at=done.updated_at,
-            )
+            sent = publish_final_job(sqs_client(self.ctx), channel, resources.bucket, record, timings=timings)
         except Exception as exc:  # a client that cannot be made, or anything else: the job is done anyway
             sent = None
-            self._say("note", f"job {record.job_id}: {event_type} not published: {exc!r}")
+            self._say("note", f"job {record.job_id}: the {record.status} event not published: {exc!r}")
         if sent is not None:
-            self._say("event", f"job {record.job_id}: {event_type} published ({sent['id']})")
+            self._say("event", f"job {record.job_id}: {sent['type']} published ({sent['id']})")
 
     def _release(self, job: _Job, *, interrupted: bool, error: str = "") -> None:
         """Hand the job back: the row first (so a claim succeeds), then the message visible at once."""
