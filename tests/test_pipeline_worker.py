@@ -973,3 +973,112 @@ def test_a_worker_killed_between_the_final_write_and_the_event_has_it_published_
     finally:
         release.set()
         pipeline.stop_workers()
+
+
+def _exhaust_receives(pipeline: PipelineBed, count: int) -> None:
+    """Receive every message of the jobs queue (visibility 0) until SQS's redrive has moved ``count`` to the
+    dead-letter queue: what workers killed on every receive amount to."""
+    from tests.fixtures.pipeline import MAX_RECEIVE_COUNT
+
+    sqs, url = pipeline.sqs(), pipeline.config.resources.queue_url
+    for _ in range(MAX_RECEIVE_COUNT + 2):
+        sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0)
+    assert pipeline.queue_counts(pipeline.config.resources.dead_letter_queue_url)[0] == count
+
+
+def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retried(
+    pipeline: PipelineBed, tmp_path: Path
+) -> None:
+    """Four jobs whose messages SQS's redrive moved to the dead-letter queue (received maxReceiveCount times,
+    as by workers killed each time): one ``running`` whose worker's lease is over, one ``interrupted``, one
+    ``running`` held by a live worker, one already ``succeeded``. ``jobs`` marks the first two
+    ``dead_lettered`` with the reason and publishes their events, leaves the live one's message, deletes the
+    succeeded one's; a second reconciliation changes nothing; a reconciliation that died before its publish
+    is completed by the next; ``jobs retry`` requeues a reconciled job."""
+    from gpu_transcribe.aws.jobs_table import dead_letter_stuck_job
+    from gpu_transcribe.pipeline.jobs import reconcile_dead_letters
+    from gpu_transcribe.pipeline.results import build_job_event
+
+    ctx, config = _ctx(pipeline.aws), pipeline.config
+    bucket, url = config.resources.bucket, config.resources.queue_url
+    dlq_url, results_url = config.resources.dead_letter_queue_url, config.resources.results_queue_url
+    killed, interrupted, held, done = (f"20261202T000000Z-0000001{n}" for n in range(4))
+    for job_id in (killed, interrupted, held, done):
+        assert create_job(ctx, TABLE, _record(job_id))
+        pipeline.sqs().send_message(QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/a.wav"))
+    assert claim_job(ctx, TABLE, killed, "killed-worker", 0) is not None  # its lease is over at once
+    assert claim_job(ctx, TABLE, interrupted, "spot-worker", 60) is not None
+    assert release_job(ctx, TABLE, interrupted, "spot-worker", interrupted=True) is not None
+    assert claim_job(ctx, TABLE, held, "live-worker", 600) is not None
+    assert claim_job(ctx, TABLE, done, "good-worker", 60) is not None
+    assert finish_job(ctx, TABLE, done, "good-worker", status=SUCCEEDED) is not None
+    _exhaust_receives(pipeline, 4)
+    time.sleep(1.1)  # the killed worker's lease (0 s) is in the past by a whole second
+
+    listed = _cli("jobs")
+    assert listed.exit_code == 0, listed.output
+    assert "marked dead_lettered" in listed.stderr and killed in listed.stderr, listed.stderr
+    for job_id in (killed, interrupted):
+        row = pipeline.job(job_id)
+        assert row.status == DEAD_LETTERED and row.owner == "" and row.lease_expires_at is None, row
+        assert "maxReceiveCount" in row.error and f"jobs retry {job_id}" in row.error, row.error
+    assert pipeline.job(held).status == RUNNING and pipeline.job(held).owner == "live-worker"
+    assert pipeline.job(done).status == SUCCEEDED
+    assert pipeline.queue_counts(dlq_url) == (0, 1), "only the live worker's job's message is left"
+    events = job_events(pipeline.sqs(), results_url)
+    expected = {
+        build_job_event(
+            "job.dead_lettered",
+            job_id=j,
+            file_name="a.wav",
+            bucket=bucket,
+            occurred_at=pipeline.job(j).updated_at,
+        )["id"]
+        for j in (killed, interrupted)
+    }
+    assert {e["id"] for e in events} == expected and {e["type"] for e in events} == {"job.dead_lettered"}
+    assert {e["data"]["error"] for e in events} == {
+        pipeline.job(killed).error,
+        pipeline.job(interrupted).error,
+    }
+
+    again = reconcile_dead_letters(ctx, config)
+    assert again.dead_lettered == () and again.removed == () and job_events(pipeline.sqs(), results_url) == []
+    assert dead_letter_stuck_job(ctx, TABLE, killed, "twice") is None, "a final row is never rewritten"
+
+    # A reconciliation that died after its write, before its publish and delete: the message is still there.
+    pipeline.sqs().send_message(QueueUrl=dlq_url, MessageBody=event_body(bucket, f"incoming/{killed}/a.wav"))
+    finished = reconcile_dead_letters(ctx, config)
+    assert finished.removed == (killed,) and finished.dead_lettered == ()
+    (republished,) = job_events(pipeline.sqs(), results_url)
+    assert republished["id"] in expected and republished["data"]["job_id"] == killed
+
+    retried = _cli("jobs", "retry", killed)
+    assert retried.exit_code == 0 and retried.stdout.split() == [killed], retried.output
+    assert pipeline.job(killed).status == QUEUED and pipeline.queue_counts()[0] == 1
+
+
+def test_submit_wait_ends_on_a_dead_lettered_message_and_has_a_timeout(pipeline: PipelineBed) -> None:
+    """``submit --wait`` with no worker: ``--timeout`` ends it (exit 1, the job named with its status). Its
+    message then dead-lettered by SQS: ``jobs retry`` takes the job (it reconciles first); dead-lettered
+    again, ``wait_for_jobs`` ends with it ``dead_lettered``."""
+    from gpu_transcribe.pipeline.jobs import wait_for_jobs
+
+    if not SV.is_file():
+        pytest.skip(f"no {SV}")
+    started = time.monotonic()
+    waited = _cli("submit", "--wait", "--timeout", "3", str(SV))
+    assert waited.exit_code == 1, waited.output
+    (job_id,) = waited.stdout.split()
+    assert f"not finished after --timeout 3 s: {job_id} (queued)" in waited.stderr, waited.stderr
+    assert time.monotonic() - started < 60, "it stopped waiting"
+    refused = _cli("submit", "--timeout", "3", str(SV))
+    assert refused.exit_code == 2 and "--timeout applies only with --wait" in refused.output
+
+    _exhaust_receives(pipeline, 1)
+    retried = _cli("jobs", "retry", job_id)  # reconciles first: the stuck job is dead_lettered, so retried
+    assert retried.exit_code == 0 and retried.stdout.split() == [job_id], retried.output
+    assert pipeline.job(job_id).status == QUEUED and pipeline.job(job_id).engine_failures == 0
+    _exhaust_receives(pipeline, 1)
+    (record,) = wait_for_jobs(_ctx(pipeline.aws), pipeline.config, [job_id], poll_s=0.2, timeout_s=30)
+    assert record.status == DEAD_LETTERED and "maxReceiveCount" in record.error, record

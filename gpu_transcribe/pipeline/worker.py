@@ -60,10 +60,10 @@ from typing import TYPE_CHECKING, Any
 from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import GpuTranscribeError
 from gpu_transcribe.pipeline.jobs import (
-    JOB_ID_RE,
     PipelineConfig,
     UnsafeFileNameError,
     external_job_id,
+    job_id_for_key,
     local_file_name,
 )
 
@@ -329,13 +329,6 @@ class Worker:
                 self._batch = []
             self._protect(False)
 
-    def _job_id_for(self, key: str, etag: str) -> tuple[str, bool]:
-        """``(job id, made by submit)`` for an ``incoming/`` key."""
-        parts = key.split("/")
-        if len(parts) == 3 and JOB_ID_RE.match(parts[1]):
-            return parts[1], True
-        return external_job_id(key, etag), False
-
     def _claim_all(self, messages: tuple[QueueMessage, ...]) -> list[_Job]:
         from gpu_transcribe.aws import jobs_table, queue
 
@@ -359,7 +352,7 @@ class Worker:
                 self._say("skip", f"deleting a message for s3://{obj.bucket}/{obj.key}: not this pipeline's")
                 queue.delete(self.ctx, url, message.receipt_handle)
                 continue
-            job_id, submitted = self._job_id_for(obj.key, obj.etag)
+            job_id, submitted = job_id_for_key(obj.key, obj.etag)
             if job_id in batch:  # the same job twice in one receive: transcribed once, both deleted
                 batch[job_id].duplicates.append(message)
                 self._say("duplicate", f"job {job_id}: a duplicate delivery in this batch")
