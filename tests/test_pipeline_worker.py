@@ -1082,3 +1082,52 @@ def test_submit_wait_ends_on_a_dead_lettered_message_and_has_a_timeout(pipeline:
     _exhaust_receives(pipeline, 1)
     (record,) = wait_for_jobs(_ctx(pipeline.aws), pipeline.config, [job_id], poll_s=0.2, timeout_s=30)
     assert record.status == DEAD_LETTERED and "maxReceiveCount" in record.error, record
+
+
+def test_a_job_a_worker_was_lost_on_is_transcribed_alone_after_the_others(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process, real whisper-base: a job whose earlier worker vanished holding it (claimed, never handed
+    back: a suspect) and a fresh job, received together. The fresh one is transcribed and finished first, in
+    a batch of its own, then the suspect alone, so a suspect that kills the worker again costs the fresh job
+    no receive."""
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions, lost_attempts
+
+    model = _model_dir()
+    ctx, bucket, url = (
+        _ctx(pipeline.aws),
+        pipeline.config.resources.bucket,
+        pipeline.config.resources.queue_url,
+    )
+    suspect, fresh = "20261202T000000Z-00000030", "20261202T000000Z-00000031"
+    for job_id, audio in ((suspect, SV), (fresh, EN)):
+        key = f"incoming/{job_id}/{audio.name}"
+        record = JobRecord(**{**_record(job_id).__dict__, "file_name": audio.name, "input_key": key})
+        assert create_job(
+            ctx, TABLE, JobRecord(**{**record.__dict__, "options": JobOptions(formats=("txt",))})
+        )
+        pipeline.s3().put_object(Bucket=bucket, Key=key, Body=audio.read_bytes())
+    drain(pipeline.sqs(), url)
+    assert claim_job(ctx, TABLE, suspect, "vanished-worker", 0) is not None  # never handed back
+    time.sleep(1.1)  # its lease is over
+    for job_id, audio in ((suspect, SV), (fresh, EN)):
+        pipeline.sqs().send_message(
+            QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/{audio.name}")
+        )
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    events: list[str] = []
+    worker = Worker(
+        ctx,
+        pipeline.config,
+        WorkerOptions(model=str(model), device="cpu", exit_when_idle_s=3, wait_s=1),
+        on_event=lambda event: events.append(f"{event.stage}: {event.message}"),
+    )
+    report = worker.run()
+    assert report.succeeded == (fresh, suspect), (report, events)
+    assert lost_attempts(pipeline.job(suspect)) == 1 and lost_attempts(pipeline.job(fresh)) == 0
+    claims = [e for e in events if e.startswith("claim:")]
+    assert len(claims) == 2, "both were received, and claimed, together"
+    transcribed = [e for e in events if e.startswith("transcribed:")]
+    assert transcribed and all(e.startswith("transcribed: 1 file(s)") for e in transcribed), events
+    order = [e for e in events if e.startswith(("transcribed:", "succeeded:"))]
+    assert [e.split()[1] for e in order] == ["1", "job", "1", "job"] and fresh in order[1], order

@@ -9,7 +9,11 @@ One round of the loop:
    id, and its message deleted; if another worker holds it, its message is hidden until the holder's lease
    ends, so it can rescue the job if that worker dies); a file put into ``incoming/`` by anything else gets
    its row here, with the pipeline's default options;
-3. download the audio to its job's folder under the base name of its ``file_name`` (a name with none, such
+3. jobs that an earlier worker lost (it vanished holding them: :func:`lost_attempts`) are suspects: the
+   others are worked as one batch first, then each suspect alone (:func:`_isolate_suspects`), so a job that
+   kills its worker again dies alone, after the rest of the batch is done, and costs it no receives; for
+   each batch:
+   download the audio to its job's folder under the base name of its ``file_name`` (a name with none, such
    as ``..``, fails the job), decode it (bad audio: the job fails at once with the engine's one-line reason,
    and its message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
 4. for each transcript: upload the outputs to ``results/<job-id>/<stem>.<fmt>``, mark the job succeeded only
@@ -169,6 +173,26 @@ class _Job:
     transcribe_s: float | None = None  # seconds the engine spent on the job's batch
 
 
+def lost_attempts(record: JobRecord) -> int:
+    """Attempts on the job before the current one that ended without a hand-back or an engine failure: its
+    worker vanished while holding it (killed, out of memory, the instance gone). ``attempts`` counts the
+    current claim too."""
+    return max(0, record.attempts - 1 - record.interruptions - record.engine_failures)
+
+
+def _isolate_suspects(batch: list[_Job]) -> list[list[_Job]]:
+    """The order a claimed batch is worked in: the jobs no worker lost before, transcribed together, then
+    each suspect (a job with :func:`lost_attempts`: it may be what killed its worker) alone, fewest lost
+    attempts first. A job that kills its worker every time then dies last and alone, with the rest of the
+    batch finished and deleted, so its neighbours spend no more receives on it (SQS dead-letters a message
+    after ``maxReceiveCount`` receives, however they ended)."""
+    fresh = [job for job in batch if lost_attempts(job.record) == 0]
+    suspects = sorted(
+        (job for job in batch if lost_attempts(job.record) > 0), key=lambda j: lost_attempts(j.record)
+    )
+    return ([fresh] if fresh else []) + [[job] for job in suspects]
+
+
 class Worker:
     """The worker loop; :meth:`run` until idle or stopped, :meth:`request_stop` from a signal handler.
 
@@ -313,9 +337,12 @@ class Worker:
         self._protect(True)
         try:
             with tempfile.TemporaryDirectory(prefix="gpu-transcribe-worker-") as tmp:
-                ready = self._prepare(batch, Path(tmp))
-                if ready:
-                    self._transcribe(ready, Path(tmp))
+                for group in _isolate_suspects(batch):
+                    if self._stop.is_set():
+                        break
+                    ready = self._prepare(group, Path(tmp))
+                    if ready:
+                        self._transcribe(ready, Path(tmp))
         finally:
             if self._stop.is_set():  # a stop that came between the watcher's hand-back and this batch
                 for job in batch:
@@ -512,8 +539,10 @@ class Worker:
 
                 self._engine = WhisperEngine.load(self.options.model, device=self.options.device)
         except Exception as exc:
-            for job in ready:
-                self._release(job, interrupted=True)
+            with self._lock:
+                held = list(self._batch)  # the later groups' jobs too (_isolate_suspects)
+            for job in held:
+                self._release(job, interrupted=True)  # a no-op for a job already ended
             raise WorkerError(f"cannot load model {self.options.model!r}: {exc}") from exc
         self._say(
             "model",
