@@ -186,6 +186,8 @@ def jobs_list(
 
     ctx, config, _ = _pipeline(pipeline, region, aws_profile)
     reconciled = reconcile_dead_letters(ctx, config)
+    if reconciled.error:
+        print_lines([f"note: the dead-letter queue was not reconciled: {reconciled.error}"], stderr)
     if reconciled.dead_lettered:
         named = ", ".join(reconciled.dead_lettered)
         print_lines([f"marked dead_lettered (SQS had dead-lettered their messages): {named}"], stderr)

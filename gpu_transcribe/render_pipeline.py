@@ -68,6 +68,8 @@ def status_lines(report: PipelineStatus) -> list[str]:
     if report.dead_letter is not None:
         # in flight: hidden by a reconciliation that left them (gpu_transcribe.pipeline.jobs)
         lines.append(f"dead-lettered: {report.dead_letter.visible + report.dead_letter.in_flight}")
+    if report.reconciled is not None and report.reconciled.error:
+        lines.append(f"note: the dead-letter queue was not reconciled: {report.reconciled.error}")
     if report.reconciled is not None and report.reconciled.dead_lettered:
         lines.append(
             "marked dead_lettered now (SQS had dead-lettered their messages; `jobs retry` queues them "

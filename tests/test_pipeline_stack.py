@@ -303,7 +303,7 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     assert report["stack"]["status"] == "CREATE_COMPLETE"
     assert report["jobs"] == {"visible": 3, "in_flight": 2, "delayed": 0}
     assert report["dead_letter"]["visible"] == 2, "counted before the reconciliation"
-    assert report["reconciled"] == {"dead_lettered": [stuck], "removed": [], "left": 1}
+    assert report["reconciled"] == {"dead_lettered": [stuck], "removed": [], "left": 1, "error": ""}
     assert get_job(ctx, out.table, stuck).status == "dead_lettered"
     assert report["group"]["desired"] == 2 and len(report["group"]["instances"]) == 2
     assert {i["instance_type"] for i in report["group"]["instances"]} == {"g4dn.xlarge"}

@@ -1057,6 +1057,14 @@ def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retr
     assert retried.exit_code == 0 and retried.stdout.split() == [killed], retried.output
     assert pipeline.job(killed).status == QUEUED and pipeline.queue_counts()[0] == 1
 
+    # A caller who may not read the dead-letter queue still gets the list, with a note.
+    pipeline.aws.fail(
+        "ReceiveMessage", "AccessDenied", status=403, message="no sqs:ReceiveMessage", QueueUrl=dlq_url
+    )
+    listed = _cli("jobs")
+    assert listed.exit_code == 0 and killed in listed.stdout, listed.output
+    assert "dead-letter queue was not reconciled" in listed.stderr and "AccessDenied" in listed.stderr
+
 
 def test_submit_wait_ends_on_a_dead_lettered_message_and_has_a_timeout(pipeline: PipelineBed) -> None:
     """``submit --wait`` with no worker: ``--timeout`` ends it (exit 1, the job named with its status). Its

@@ -463,7 +463,7 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline import queue_counts, worker_group
     from gpu_transcribe.aws.stack import describe_stack
-    from gpu_transcribe.pipeline.jobs import config_from_stack, reconcile_dead_letters
+    from gpu_transcribe.pipeline.jobs import DeadLetterResult, config_from_stack, reconcile_dead_letters
 
     name = pipeline_name(name)
     ctx = AwsContext.from_settings(settings)
@@ -480,7 +480,12 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
     hooks_dead = queue_counts(ctx, undelivered) if undelivered else None
     reconciled = None
     if outputs.dead_letter_queue_url and outputs.table and outputs.bucket and outputs.queue_url:
-        reconciled = reconcile_dead_letters(ctx, config_from_stack(ctx, name, stack, outputs))
+        try:
+            config = config_from_stack(ctx, name, stack, outputs)
+        except GpuTranscribeError as exc:  # the status reads on; the reconciliation says why it did not run
+            reconciled = DeadLetterResult(error=str(exc))
+        else:
+            reconciled = reconcile_dead_letters(ctx, config)
     return PipelineStatus(
         name, ctx.region, stack, outputs, jobs, dead, group, costs, total, hooks, hooks_dead, reconciled
     )

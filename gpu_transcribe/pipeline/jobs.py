@@ -586,11 +586,14 @@ class DeadLetterResult:
         removed: ids of jobs already final whose dead-letter message it deleted.
         left: messages it left in the dead-letter queue (a job a live worker holds, or a message that
             names no job of this pipeline).
+        error: why it stopped early (an AWS call failed, e.g. a caller without permission on the dead-letter
+            queue); ``""``: it read the queue to the end (or :data:`DEAD_LETTER_BATCH_MAX`).
     """
 
     dead_lettered: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     left: int = 0
+    error: str = ""
 
 
 def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLetterResult:
@@ -610,12 +613,9 @@ def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLette
 
     Safe to run from several places at once (``pipeline status``, ``jobs``, ``jobs retry``, ``submit
     --wait``): a received message is hidden from the others, the row's writes are conditional, and events
-    carry ids.
-
-    Raises:
-        CloudError, CredentialsError: a call failed.
+    carry ids. Never raises for AWS trouble: the commands that run it read the jobs whatever happens here,
+    so a failed call ends it with the reason in :attr:`DeadLetterResult.error`.
     """
-    from gpu_transcribe.aws import jobs_table, queue
     from gpu_transcribe.aws.clients import sqs_client
     from gpu_transcribe.pipeline.results import ResultsChannel, publish_final_job
 
@@ -630,7 +630,28 @@ def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLette
         if channel.results_queue_url or channel.webhooks_queue_url:
             publish_final_job(sqs_client(ctx), channel, resources.bucket, record)
 
-    dead, removed, left = [], [], 0
+    dead: list[str] = []
+    removed: list[str] = []
+    left = [0]
+    try:
+        _reconcile(ctx, config, publish, dead, removed, left)
+    except GpuTranscribeError as exc:
+        return DeadLetterResult(tuple(dead), tuple(removed), left[0], str(exc))
+    return DeadLetterResult(tuple(dead), tuple(removed), left[0])
+
+
+def _reconcile(
+    ctx: AwsContext,
+    config: PipelineConfig,
+    publish: Any,
+    dead: list[str],
+    removed: list[str],
+    left: list[int],
+) -> None:
+    """The loop of :func:`reconcile_dead_letters`, appending to ``dead``, ``removed`` and ``left[0]``."""
+    from gpu_transcribe.aws import jobs_table, queue
+
+    resources = config.resources
     seen = 0
     while seen < DEAD_LETTER_BATCH_MAX:
         messages = queue.receive(
@@ -642,7 +663,7 @@ def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLette
         for message in messages:
             record = _dead_letter_job(ctx, config, message)
             if record is None:
-                left += 1
+                left[0] += 1
                 continue
             if record.status not in jobs_table.FINAL_STATUSES:
                 reason = DEAD_LETTERED_BY_SQS.format(attempts=record.attempts, job_id=record.job_id)
@@ -657,13 +678,12 @@ def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLette
                     continue
                 record = jobs_table.get_job(ctx, resources.table, record.job_id)
                 if record is None or record.status not in jobs_table.FINAL_STATUSES:
-                    left += 1  # a live worker holds it: its own message decides
+                    left[0] += 1  # a live worker holds it: its own message decides
                     continue
             if record.status == jobs_table.DEAD_LETTERED:
                 publish(record)
             queue.delete(ctx, resources.dead_letter_queue_url, message.receipt_handle)
             removed.append(record.job_id)
-    return DeadLetterResult(tuple(dead), tuple(removed), left)
 
 
 def _dead_letter_job(ctx: AwsContext, config: PipelineConfig, message: Any) -> JobRecord | None:
