@@ -996,6 +996,7 @@ def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retr
     succeeded one's; a second reconciliation changes nothing; a reconciliation that died before its publish
     is completed by the next; ``jobs retry`` requeues a reconciled job."""
     from gpu_transcribe.aws.jobs_table import dead_letter_stuck_job
+    from gpu_transcribe.aws.queue import DEAD_LETTERED_BY, send
     from gpu_transcribe.pipeline.jobs import reconcile_dead_letters
     from gpu_transcribe.pipeline.results import build_job_event
 
@@ -1014,6 +1015,15 @@ def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retr
     assert finish_job(ctx, TABLE, done, "good-worker", status=SUCCEEDED) is not None
     _exhaust_receives(pipeline, 4)
     time.sleep(1.1)  # the killed worker's lease (0 s) is in the past by a whole second
+    # A job a worker dead-lettered itself (its copy on the dead-letter queue), then queued again by a retry
+    # that ran no reconciliation: the copy is removed and the queued job left alone.
+    requeued = "20261202T000000Z-00000015"
+    assert create_job(ctx, TABLE, _record(requeued))
+    assert claim_job(ctx, TABLE, requeued, "w", 60) is not None
+    assert finish_job(ctx, TABLE, requeued, "w", status=DEAD_LETTERED) is not None
+    body = event_body(bucket, f"incoming/{requeued}/a.wav")
+    send(ctx, dlq_url, body, attributes={DEAD_LETTERED_BY: "worker"})
+    assert requeue_job(ctx, TABLE, requeued) is not None
 
     listed = _cli("jobs")
     assert listed.exit_code == 0, listed.output
@@ -1023,6 +1033,7 @@ def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retr
         assert row.status == DEAD_LETTERED and row.owner == "" and row.lease_expires_at is None, row
         assert "maxReceiveCount" in row.error and f"jobs retry {job_id}" in row.error, row.error
     assert pipeline.job(held).status == RUNNING and pipeline.job(held).owner == "live-worker"
+    assert pipeline.job(requeued).status == QUEUED, "a worker's copy never marks a row"
     assert pipeline.job(done).status == SUCCEEDED
     assert pipeline.queue_counts(dlq_url) == (0, 1), "only the live worker's job's message is left"
     events = job_events(pipeline.sqs(), results_url)

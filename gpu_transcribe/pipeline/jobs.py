@@ -606,9 +606,11 @@ def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLette
       conditional write (:func:`~gpu_transcribe.aws.jobs_table.dead_letter_stuck_job`: never a job a live
       worker holds), its ``job.dead_lettered`` event is published (as the worker publishes one:
       :func:`~gpu_transcribe.pipeline.results.publish_final_job`) and the message deleted;
-    - a job already ``dead_lettered`` (by a worker, or by another reconciliation) has its event published
-      again, with the same id (the reconciliation that wrote it may have died before publishing), and the
-      message is deleted; a job ``succeeded`` or ``failed`` has its message deleted;
+    - the copy a worker sends when it dead-letters a job itself (message attribute
+      :data:`~gpu_transcribe.aws.queue.DEAD_LETTERED_BY` ``worker``) is deleted, whatever the row says;
+    - a job already ``dead_lettered`` by another reconciliation has its event published again, with the
+      same id (that reconciliation may have died before publishing), and the message is deleted; a job
+      ``succeeded`` or ``failed`` has its message deleted;
     - anything else is left for later (hidden :data:`DEAD_LETTER_RECHECK_S`).
 
     Safe to run from several places at once (``pipeline status``, ``jobs``, ``jobs retry``, ``submit
@@ -664,6 +666,13 @@ def _reconcile(
             record = _dead_letter_job(ctx, config, message)
             if record is None:
                 left[0] += 1
+                continue
+            if message.attributes.get(queue.DEAD_LETTERED_BY) == "worker":
+                # The copy a worker sent after its own final write and before its publish (a crash between
+                # is redelivered to a worker, which publishes): nothing to do but remove it, whatever the
+                # row says now (`jobs retry` may have queued the job again since).
+                queue.delete(ctx, resources.dead_letter_queue_url, message.receipt_handle)
+                removed.append(record.job_id)
                 continue
             if record.status not in jobs_table.FINAL_STATUSES:
                 reason = DEAD_LETTERED_BY_SQS.format(attempts=record.attempts, job_id=record.job_id)

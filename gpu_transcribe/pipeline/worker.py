@@ -694,7 +694,12 @@ class Worker:
             expires_at=self._expires_at(),
         )
         if done is not None:
-            queue.send(self.ctx, self.config.resources.dead_letter_queue_url, job.message.body)
+            queue.send(
+                self.ctx,
+                self.config.resources.dead_letter_queue_url,
+                job.message.body,
+                attributes={queue.DEAD_LETTERED_BY: "worker"},
+            )
             self._publish(done, transcribe_s=job.transcribe_s)
             self._delete_messages(job)
             self._failed.append(job.record.job_id)
