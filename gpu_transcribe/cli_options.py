@@ -350,6 +350,16 @@ Wait = Annotated[
     bool,
     typer.Option("--wait", help="Follow the jobs to the end (progress on stderr) and download the outputs."),
 ]
+WaitTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        min=1,
+        help="With --wait: stop waiting after SECONDS, download what succeeded and exit 1 naming the jobs "
+        "not finished (default: wait until every job ends).",
+    ),
+]
 JobIds = Annotated[
     list[str] | None,
     typer.Argument(metavar="JOB_ID...", help="Job ids; default: every job.", show_default=False),

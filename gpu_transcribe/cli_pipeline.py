@@ -62,6 +62,7 @@ def submit(
     correct: opt.JobCorrect = False,
     pipeline: opt.PipelineOption = None,
     wait: opt.Wait = False,
+    timeout: opt.WaitTimeout = None,
     output_dir: opt.SubmitOutputDir = None,
     overwrite: opt.Overwrite = False,
     region: opt.Region = None,
@@ -79,6 +80,8 @@ def submit(
 
     if output_dir is not None and not wait:
         raise PipelineInputError("-o/--output-dir applies only with --wait; drop it or add --wait")
+    if timeout is not None and not wait:
+        raise PipelineInputError("--timeout applies only with --wait; drop it or add --wait")
     try:
         format_names = parse_formats(formats) if formats else ()
         if language is not None:
@@ -106,28 +109,44 @@ def submit(
         if scaled is not None and scaled["raised"]:
             print_lines([f"workers: desired {scaled['desired_before']} -> {scaled['desired']}"], stderr)
     if wait:
-        _wait_and_fetch(ctx, config, [job.job_id for job in jobs], output_dir, overwrite)
+        _wait_and_fetch(ctx, config, [job.job_id for job in jobs], output_dir, overwrite, timeout)
 
 
-def _wait_and_fetch(ctx: Any, config: Any, job_ids: list[str], output_dir: Any, overwrite: bool) -> None:
+def _wait_and_fetch(
+    ctx: Any, config: Any, job_ids: list[str], output_dir: Any, overwrite: bool, timeout_s: float | None
+) -> None:
     from pathlib import Path
 
+    from gpu_transcribe.aws.jobs_table import FINAL_STATUSES
+    from gpu_transcribe.errors import GpuTranscribeError as _Error
     from gpu_transcribe.pipeline.jobs import fetch_outputs, wait_for_jobs
     from gpu_transcribe.render import print_lines
     from gpu_transcribe.render_jobs import job_status_lines
 
     records = wait_for_jobs(
-        ctx, config, job_ids, on_change=lambda rs: print_lines(job_status_lines(rs), stderr)
+        ctx,
+        config,
+        job_ids,
+        on_change=lambda rs: print_lines(job_status_lines(rs), stderr),
+        timeout_s=timeout_s,
     )
     result = fetch_outputs(ctx, config, job_ids, output_dir or Path("."), overwrite=overwrite)
     print_lines((f"wrote {path}" for path in result.written), stderr)
-    failed = [r for r in records if r.status != "succeeded"]
+    waiting = [r for r in records if r.status not in FINAL_STATUSES]
+    failed = [r for r in records if r.status in FINAL_STATUSES and r.status != "succeeded"]
+    problems = []
     if failed:
-        from gpu_transcribe.errors import GpuTranscribeError as _Error
-
-        raise _Error(
+        problems.append(
             f"{len(failed)} of {len(records)} job(s) did not succeed: " + ", ".join(r.job_id for r in failed)
         )
+    if waiting:
+        named = ", ".join(f"{r.job_id} ({r.status})" for r in waiting)
+        problems.append(
+            f"{len(waiting)} of {len(records)} job(s) not finished after --timeout {timeout_s:g} s: {named}; "
+            "`gpu-transcribe jobs` follows them"
+        )
+    if problems:
+        raise _Error("; ".join(problems))
 
 
 class _JobsGroup(Group):
@@ -159,12 +178,19 @@ def jobs_list(
 ) -> None:
     """List jobs (all, or those named).
 
-    Each with its status, file, duration, attempts, worker, times and error."""
-    from gpu_transcribe.pipeline.jobs import list_jobs
+    Each with its status, file, duration, attempts, worker, times and error. Jobs whose messages SQS moved to
+    the dead-letter queue are marked dead_lettered first."""
+    from gpu_transcribe.pipeline.jobs import list_jobs, reconcile_dead_letters
     from gpu_transcribe.render import print_lines
     from gpu_transcribe.render_jobs import jobs_json, print_jobs
 
     ctx, config, _ = _pipeline(pipeline, region, aws_profile)
+    reconciled = reconcile_dead_letters(ctx, config)
+    if reconciled.error:
+        print_lines([f"note: the dead-letter queue was not reconciled: {reconciled.error}"], stderr)
+    if reconciled.dead_lettered:
+        named = ", ".join(reconciled.dead_lettered)
+        print_lines([f"marked dead_lettered (SQS had dead-lettered their messages): {named}"], stderr)
     records = list_jobs(ctx, config, job_ids or (), status=status, since=since)
     if json:
         print_lines([jobs_json(records)], stdout)

@@ -66,7 +66,15 @@ def status_lines(report: PipelineStatus) -> list[str]:
             + (f", {report.jobs.delayed} delayed" if report.jobs.delayed else "")
         )
     if report.dead_letter is not None:
-        lines.append(f"dead-lettered: {report.dead_letter.visible}")
+        # in flight: hidden by a reconciliation that left them (gpu_transcribe.pipeline.jobs)
+        lines.append(f"dead-lettered: {report.dead_letter.visible + report.dead_letter.in_flight}")
+    if report.reconciled is not None and report.reconciled.error:
+        lines.append(f"note: the dead-letter queue was not reconciled: {report.reconciled.error}")
+    if report.reconciled is not None and report.reconciled.dead_lettered:
+        lines.append(
+            "marked dead_lettered now (SQS had dead-lettered their messages; `jobs retry` queues them "
+            f"again): {', '.join(report.reconciled.dead_lettered)}"
+        )
     if report.webhooks is not None and report.webhooks_dead_letter is not None:
         pending = report.webhooks.visible + report.webhooks.in_flight + report.webhooks.delayed
         lines.append(

@@ -53,6 +53,7 @@ from gpu_transcribe.pipeline.results import (
 )
 from remote.webhook_common import generate_secret, sign_v1
 from tests.fixtures.moto_aws import ACCOUNT_ID, REGION, MotoAws
+from tests.fixtures.pipeline import wait_until
 from tests.fixtures.webhooks import (
     SECRET_NAME,
     Receiver,
@@ -105,6 +106,14 @@ def publish(aws: MotoAws, queue_url: str, webhook_url: str, job_id: str = "job-1
     return event
 
 
+def visible(aws: MotoAws, queue_url: str) -> int:
+    """Messages on the queue that a receive would get now."""
+    attributes = aws.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
 def depth(aws: MotoAws, queue_url: str) -> int:
     attributes = aws.client("sqs").get_queue_attributes(
         QueueUrl=queue_url,
@@ -150,8 +159,8 @@ def test_fails_twice_then_delivered_once_with_one_id(aws: MotoAws, receivers: li
     env = notifier_env(queue)
     run_notifier(aws, queue, env)  # attempt 1 (500), attempt 2 (503, Retry-After: 2 s)
     assert len(receiver.received) == 2
-    assert depth(aws, queue) == 1  # hidden for the Retry-After, not lost
-    time.sleep(2.2)
+    assert depth(aws, queue) == 1 and visible(aws, queue) == 0  # hidden for the Retry-After, not lost
+    wait_until(lambda: visible(aws, queue) == 1, 10, "the message back after its Retry-After")
     run_notifier(aws, queue, env)
     assert len(receiver.received) == 3
     assert depth(aws, queue) == 0

@@ -277,7 +277,16 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
         sqs.send_message(QueueUrl=out.queue_url, MessageBody=json.dumps({"n": n}))
     received = sqs.receive_message(QueueUrl=out.queue_url, MaxNumberOfMessages=2, VisibilityTimeout=600)
     assert len(received["Messages"]) == 2
-    sqs.send_message(QueueUrl=out.dead_letter_queue_url, MessageBody="{}")
+    sqs.send_message(QueueUrl=out.dead_letter_queue_url, MessageBody="{}")  # names no job: left there
+    # A job SQS dead-lettered by itself (its row still queued): the status reconciles it.
+    from gpu_transcribe.aws.jobs_table import JobRecord, create_job, get_job, now_iso
+    from gpu_transcribe.aws.queue import event_body
+
+    stuck, ctx = "20261202T000000Z-00000020", AwsContext(REGION)
+    key = f"incoming/{stuck}/a.wav"
+    record = JobRecord(stuck, "queued", "a.wav", key, created_at=now_iso(), updated_at=now_iso())
+    assert create_job(ctx, out.table, record)
+    sqs.send_message(QueueUrl=out.dead_letter_queue_url, MessageBody=event_body(out.bucket, key))
     autoscaling = aws.client("autoscaling")
     autoscaling.set_desired_capacity(AutoScalingGroupName=out.group, DesiredCapacity=2)
     (group,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[out.group])[
@@ -293,7 +302,9 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     report = json.loads(result.stdout)
     assert report["stack"]["status"] == "CREATE_COMPLETE"
     assert report["jobs"] == {"visible": 3, "in_flight": 2, "delayed": 0}
-    assert report["dead_letter"]["visible"] == 1
+    assert report["dead_letter"]["visible"] == 2, "counted before the reconciliation"
+    assert report["reconciled"] == {"dead_lettered": [stuck], "removed": [], "left": 1, "error": ""}
+    assert get_job(ctx, out.table, stuck).status == "dead_lettered"
     assert report["group"]["desired"] == 2 and len(report["group"]["instances"]) == 2
     assert {i["instance_type"] for i in report["group"]["instances"]} == {"g4dn.xlarge"}
     assert report["cost_usd_per_hour"] == pytest.approx(0.4)
@@ -304,7 +315,7 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"pipeline {NAME} in {REGION}: stack CREATE_COMPLETE since ")
     assert "jobs: 3 waiting, 2 in flight" in lines
-    assert "dead-lettered: 1" in lines
+    assert "dead-lettered: 1" in lines, "the message left, hidden by the last reconciliation, still counts"
     assert "workers: 2 in service of 2 (desired 2, max 4)" in lines
     assert any(line.startswith("  2 x spot g4dn.xlarge in ") and "$0.2000/h each" in line for line in lines)
     assert zone in text.stdout

@@ -491,7 +491,9 @@ def test_spot_notice_releases_the_job_at_once_and_it_completes_elsewhere(
         release_s = time.monotonic() - noticed_at
         assert release_s < 5 + 3, f"released {release_s:.1f} s after the notice (read every 5 s)"
         assert released.interruptions == 1 and released.engine_failures == 0 and released.owner == ""
-        assert pipeline.queue_counts()[0] == 1, "the message is visible again at once, not after 120 s"
+        # The row changes first, the message's visibility after it: wait for the message itself, with a
+        # deadline far below the 120-s visibility that would bring it back without the hand-back.
+        wait_until(lambda: pipeline.queue_counts()[0] == 1, 10, "the message visible again, not after 120 s")
         assert first.wait(60) == 0, first.stderr
         assert "spot-notice" in first.stderr
 
@@ -787,7 +789,9 @@ def test_sigterm_hands_the_job_back_at_once_and_exits_143(
             "the hand-back",
         )
         assert released.engine_failures == 0 and released.owner == ""
-        assert pipeline.queue_counts()[0] == 1, "the message is visible again at once"
+        # The row changes first, the message's visibility after it: wait for the message itself, with a
+        # deadline far below the 120-s visibility that would bring it back without the hand-back.
+        wait_until(lambda: pipeline.queue_counts()[0] == 1, 10, "the message visible again, not after 120 s")
         assert worker.wait(60) == 143, worker.stderr
     finally:
         pipeline.stop_workers()
@@ -846,3 +850,303 @@ def test_a_failed_upload_marks_its_job_failed_not_queued_forever(pipeline: Pipel
     assert job.status == FAILED and job.attempts == 0 and "upload failed" in job.error
     assert result.stdout.strip() == "", "no id is printed for a file that was not submitted"
     assert "not permitted" in result.stderr and "uploading" in result.stderr, result.stderr
+
+
+def test_local_file_name_keeps_only_the_base_name() -> None:
+    from gpu_transcribe.pipeline.jobs import UnsafeFileNameError, local_file_name
+
+    assert local_file_name("a b.wav") == "a b.wav"
+    assert local_file_name("../../x.wav") == "x.wav"
+    assert local_file_name("..\\..\\x.wav") == "x.wav"
+    assert local_file_name("/etc/passwd") == "passwd"
+    assert local_file_name("results/j/a.txt") == "a.txt"
+    for bad in ("", ".", "..", "a/..", "x/../..", "/", "a\x00b.wav", "a\nb.wav"):
+        with pytest.raises(UnsafeFileNameError, match="is not a file name"):
+            local_file_name(bad, "the test's name")
+
+
+def test_a_file_name_from_the_table_never_leads_the_worker_out_of_its_folder(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Rows whose ``file_name`` climbs out (``../../escape.wav``) or has no base name (``..``): the first is
+    downloaded into its job's folder as ``escape.wav`` (and then fails on its model, so no model loads), the
+    second fails at once naming the file name; nothing is written outside the worker's temporary folder."""
+    import tempfile
+
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
+
+    ctx, bucket, url = (
+        _ctx(pipeline.aws),
+        pipeline.config.resources.bucket,
+        pipeline.config.resources.queue_url,
+    )
+    temp_root = tmp_path / "temp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    climbing, dotted = "20261202T000000Z-0000000c", "20261202T000000Z-0000000d"
+    for job_id, name in ((climbing, "../../escape.wav"), (dotted, "..")):
+        key = f"incoming/{job_id}/a.wav"
+        pipeline.s3().put_object(Bucket=bucket, Key=key, Body=b"RIFF not really audio")
+        record = JobRecord(
+            **{
+                **_record(job_id).__dict__,
+                "file_name": name,
+                "input_key": key,
+                "options": JobOptions(model="another-model"),
+            }
+        )
+        assert create_job(ctx, TABLE, record)
+    drain(pipeline.sqs(), url)  # the uploads' own notifications: one message per job, sent below
+    for job_id in (climbing, dotted):
+        pipeline.sqs().send_message(QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/a.wav"))
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    report = Worker(
+        ctx, pipeline.config, WorkerOptions(model="never-loaded", exit_when_idle_s=2, wait_s=1)
+    ).run()
+    assert list(temp_root.iterdir()) == [], "nothing outside the worker's folder (which it removed)"
+    assert sorted(report.failed) == [climbing, dotted], report
+    assert "another-model" in pipeline.job(climbing).error, pipeline.job(climbing)
+    assert pipeline.job(dotted).error.startswith(f"job {dotted}'s file name: '..' is not a file name")
+
+
+def test_jobs_fetch_refuses_a_result_key_without_a_base_name(pipeline: PipelineBed, tmp_path: Path) -> None:
+    from gpu_transcribe.pipeline.jobs import UnsafeFileNameError, fetch_outputs
+
+    ctx, bucket = _ctx(pipeline.aws), pipeline.config.resources.bucket
+    job_id = "20261202T000000Z-0000000e"
+    keys = [f"results/{job_id}/a.txt", f"results/{job_id}/.."]
+    for key in keys:
+        pipeline.s3().put_object(Bucket=bucket, Key=key, Body=b"words")
+    assert create_job(ctx, TABLE, _record(job_id))
+    assert claim_job(ctx, TABLE, job_id, "w", 60) is not None
+    assert finish_job(ctx, TABLE, job_id, "w", status=SUCCEEDED, result_keys=keys) is not None
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(UnsafeFileNameError, match=f"job {job_id}'s result key"):
+        fetch_outputs(ctx, pipeline.config, [job_id], out, overwrite=True)
+    assert list(out.iterdir()) == [] and [p.name for p in out.parent.iterdir()] == ["out"], "nothing written"
+    shown = _cli("jobs", "fetch", job_id, "--output-dir", str(out), "--overwrite")
+    assert shown.exit_code == 1 and "is not a file name" in shown.stderr, shown.output
+
+
+def test_a_worker_killed_between_the_final_write_and_the_event_has_it_published_on_redelivery(
+    aws: MotoAws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imds: FakeImds
+) -> None:
+    """A worker subprocess fails a job (bad audio: no model needed) and is SIGKILLed while its publish of
+    ``job.failed`` is held in moto: the row is final, no event, the message still in the queue. The next
+    worker, given the redelivery, publishes the event with the id the first would have used (derived from
+    the row) and deletes the message."""
+    from gpu_transcribe.pipeline.results import build_job_event
+
+    pipeline = create_test_pipeline(aws, tmp_path, monkeypatch, visibility_timeout_s=4)
+    results_url = pipeline.config.resources.results_queue_url
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"this is not audio at all" * 100)
+    release = aws.hold("SendMessage", QueueUrl=results_url)
+    try:
+        submitted = _cli("submit", str(bad))
+        assert submitted.exit_code == 0, submitted.output
+        job_id = submitted.stdout.split()[0]
+        first = pipeline.worker(imds_url=imds.url, model="never-loaded")
+        wait_until(
+            lambda: any(c.get("QueueUrl") == results_url for c in aws.calls("SendMessage")),
+            60,
+            "the first worker's publish, held",
+        )
+        assert pipeline.job(job_id).status == FAILED, "the row is final before the publish"
+        first.kill()
+        assert first.proc.wait(10) == -9
+        release.set()  # the held call is answered with an error to a dead process: nothing is published
+        assert job_events(pipeline.sqs(), results_url) == [], "the first worker died before publishing"
+        assert sum(pipeline.queue_counts()) == 1, "its message was not deleted"
+
+        second = pipeline.worker("--exit-when-idle", "8", imds_url=imds.url, model="never-loaded")
+        assert second.wait(60) == 0, second.stderr
+        row = pipeline.job(job_id)
+        events = job_events(pipeline.sqs(), results_url)
+        expected = build_job_event(
+            "job.failed", job_id=job_id, file_name="broken.wav", bucket="b", occurred_at=row.updated_at
+        )
+        assert [(e["type"], e["id"]) for e in events] == [("job.failed", expected["id"])], events
+        assert events[0]["data"]["error"] == row.error and events[0]["timestamp"] == row.updated_at
+        assert f"job {job_id} is failed" in second.stderr and "loading" not in second.stderr
+        assert pipeline.queue_counts() == (0, 0)
+    finally:
+        release.set()
+        pipeline.stop_workers()
+
+
+def _exhaust_receives(pipeline: PipelineBed, count: int) -> None:
+    """Receive every message of the jobs queue (visibility 0) until SQS's redrive has moved ``count`` to the
+    dead-letter queue: what workers killed on every receive amount to."""
+    from tests.fixtures.pipeline import MAX_RECEIVE_COUNT
+
+    sqs, url = pipeline.sqs(), pipeline.config.resources.queue_url
+    for _ in range(MAX_RECEIVE_COUNT + 2):
+        sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0)
+    assert pipeline.queue_counts(pipeline.config.resources.dead_letter_queue_url)[0] == count
+
+
+def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retried(
+    pipeline: PipelineBed, tmp_path: Path
+) -> None:
+    """Four jobs whose messages SQS's redrive moved to the dead-letter queue (received maxReceiveCount times,
+    as by workers killed each time): one ``running`` whose worker's lease is over, one ``interrupted``, one
+    ``running`` held by a live worker, one already ``succeeded``. ``jobs`` marks the first two
+    ``dead_lettered`` with the reason and publishes their events, leaves the live one's message, deletes the
+    succeeded one's; a second reconciliation changes nothing; a reconciliation that died before its publish
+    is completed by the next; ``jobs retry`` requeues a reconciled job."""
+    from gpu_transcribe.aws.jobs_table import dead_letter_stuck_job
+    from gpu_transcribe.aws.queue import DEAD_LETTERED_BY, send
+    from gpu_transcribe.pipeline.jobs import reconcile_dead_letters
+    from gpu_transcribe.pipeline.results import build_job_event
+
+    ctx, config = _ctx(pipeline.aws), pipeline.config
+    bucket, url = config.resources.bucket, config.resources.queue_url
+    dlq_url, results_url = config.resources.dead_letter_queue_url, config.resources.results_queue_url
+    killed, interrupted, held, done = (f"20261202T000000Z-0000001{n}" for n in range(4))
+    for job_id in (killed, interrupted, held, done):
+        assert create_job(ctx, TABLE, _record(job_id))
+        pipeline.sqs().send_message(QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/a.wav"))
+    assert claim_job(ctx, TABLE, killed, "killed-worker", 0) is not None  # its lease is over at once
+    assert claim_job(ctx, TABLE, interrupted, "spot-worker", 60) is not None
+    assert release_job(ctx, TABLE, interrupted, "spot-worker", interrupted=True) is not None
+    assert claim_job(ctx, TABLE, held, "live-worker", 600) is not None
+    assert claim_job(ctx, TABLE, done, "good-worker", 60) is not None
+    assert finish_job(ctx, TABLE, done, "good-worker", status=SUCCEEDED) is not None
+    _exhaust_receives(pipeline, 4)
+    time.sleep(1.1)  # the killed worker's lease (0 s) is in the past by a whole second
+    # A job a worker dead-lettered itself (its copy on the dead-letter queue), then queued again by a retry
+    # that ran no reconciliation: the copy is removed and the queued job left alone.
+    requeued = "20261202T000000Z-00000015"
+    assert create_job(ctx, TABLE, _record(requeued))
+    assert claim_job(ctx, TABLE, requeued, "w", 60) is not None
+    assert finish_job(ctx, TABLE, requeued, "w", status=DEAD_LETTERED) is not None
+    body = event_body(bucket, f"incoming/{requeued}/a.wav")
+    send(ctx, dlq_url, body, attributes={DEAD_LETTERED_BY: "worker"})
+    assert requeue_job(ctx, TABLE, requeued) is not None
+
+    listed = _cli("jobs")
+    assert listed.exit_code == 0, listed.output
+    assert "marked dead_lettered" in listed.stderr and killed in listed.stderr, listed.stderr
+    for job_id in (killed, interrupted):
+        row = pipeline.job(job_id)
+        assert row.status == DEAD_LETTERED and row.owner == "" and row.lease_expires_at is None, row
+        assert "maxReceiveCount" in row.error and f"jobs retry {job_id}" in row.error, row.error
+    assert pipeline.job(held).status == RUNNING and pipeline.job(held).owner == "live-worker"
+    assert pipeline.job(requeued).status == QUEUED, "a worker's copy never marks a row"
+    assert pipeline.job(done).status == SUCCEEDED
+    assert pipeline.queue_counts(dlq_url) == (0, 1), "only the live worker's job's message is left"
+    events = job_events(pipeline.sqs(), results_url)
+    expected = {
+        build_job_event(
+            "job.dead_lettered",
+            job_id=j,
+            file_name="a.wav",
+            bucket=bucket,
+            occurred_at=pipeline.job(j).updated_at,
+        )["id"]
+        for j in (killed, interrupted)
+    }
+    assert {e["id"] for e in events} == expected and {e["type"] for e in events} == {"job.dead_lettered"}
+    assert {e["data"]["error"] for e in events} == {
+        pipeline.job(killed).error,
+        pipeline.job(interrupted).error,
+    }
+
+    again = reconcile_dead_letters(ctx, config)
+    assert again.dead_lettered == () and again.removed == () and job_events(pipeline.sqs(), results_url) == []
+    assert dead_letter_stuck_job(ctx, TABLE, killed, "twice") is None, "a final row is never rewritten"
+
+    # A reconciliation that died after its write, before its publish and delete: the message is still there.
+    pipeline.sqs().send_message(QueueUrl=dlq_url, MessageBody=event_body(bucket, f"incoming/{killed}/a.wav"))
+    finished = reconcile_dead_letters(ctx, config)
+    assert finished.removed == (killed,) and finished.dead_lettered == ()
+    (republished,) = job_events(pipeline.sqs(), results_url)
+    assert republished["id"] in expected and republished["data"]["job_id"] == killed
+
+    retried = _cli("jobs", "retry", killed)
+    assert retried.exit_code == 0 and retried.stdout.split() == [killed], retried.output
+    assert pipeline.job(killed).status == QUEUED and pipeline.queue_counts()[0] == 1
+
+    # A caller who may not read the dead-letter queue still gets the list, with a note.
+    pipeline.aws.fail(
+        "ReceiveMessage", "AccessDenied", status=403, message="no sqs:ReceiveMessage", QueueUrl=dlq_url
+    )
+    listed = _cli("jobs")
+    assert listed.exit_code == 0 and killed in listed.stdout, listed.output
+    assert "dead-letter queue was not reconciled" in listed.stderr and "AccessDenied" in listed.stderr
+
+
+def test_submit_wait_ends_on_a_dead_lettered_message_and_has_a_timeout(pipeline: PipelineBed) -> None:
+    """``submit --wait`` with no worker: ``--timeout`` ends it (exit 1, the job named with its status). Its
+    message then dead-lettered by SQS: ``jobs retry`` takes the job (it reconciles first); dead-lettered
+    again, ``wait_for_jobs`` ends with it ``dead_lettered``."""
+    from gpu_transcribe.pipeline.jobs import wait_for_jobs
+
+    if not SV.is_file():
+        pytest.skip(f"no {SV}")
+    started = time.monotonic()
+    waited = _cli("submit", "--wait", "--timeout", "3", str(SV))
+    assert waited.exit_code == 1, waited.output
+    (job_id,) = waited.stdout.split()
+    assert f"not finished after --timeout 3 s: {job_id} (queued)" in waited.stderr, waited.stderr
+    assert time.monotonic() - started < 60, "it stopped waiting"
+    refused = _cli("submit", "--timeout", "3", str(SV))
+    assert refused.exit_code == 2 and "--timeout applies only with --wait" in refused.output
+
+    _exhaust_receives(pipeline, 1)
+    retried = _cli("jobs", "retry", job_id)  # reconciles first: the stuck job is dead_lettered, so retried
+    assert retried.exit_code == 0 and retried.stdout.split() == [job_id], retried.output
+    assert pipeline.job(job_id).status == QUEUED and pipeline.job(job_id).engine_failures == 0
+    _exhaust_receives(pipeline, 1)
+    (record,) = wait_for_jobs(_ctx(pipeline.aws), pipeline.config, [job_id], poll_s=0.2, timeout_s=30)
+    assert record.status == DEAD_LETTERED and "maxReceiveCount" in record.error, record
+
+
+def test_a_job_a_worker_was_lost_on_is_transcribed_alone_after_the_others(
+    pipeline: PipelineBed, imds: FakeImds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process, real whisper-base: a job whose earlier worker vanished holding it (claimed, never handed
+    back: a suspect) and a fresh job, received together. The fresh one is transcribed and finished first, in
+    a batch of its own, then the suspect alone, so a suspect that kills the worker again costs the fresh job
+    no receive."""
+    from gpu_transcribe.pipeline.worker import Worker, WorkerOptions, lost_attempts
+
+    model = _model_dir()
+    ctx, bucket, url = (
+        _ctx(pipeline.aws),
+        pipeline.config.resources.bucket,
+        pipeline.config.resources.queue_url,
+    )
+    suspect, fresh = "20261202T000000Z-00000030", "20261202T000000Z-00000031"
+    for job_id, audio in ((suspect, SV), (fresh, EN)):
+        key = f"incoming/{job_id}/{audio.name}"
+        record = JobRecord(**{**_record(job_id).__dict__, "file_name": audio.name, "input_key": key})
+        assert create_job(
+            ctx, TABLE, JobRecord(**{**record.__dict__, "options": JobOptions(formats=("txt",))})
+        )
+        pipeline.s3().put_object(Bucket=bucket, Key=key, Body=audio.read_bytes())
+    drain(pipeline.sqs(), url)
+    assert claim_job(ctx, TABLE, suspect, "vanished-worker", 0) is not None  # never handed back
+    time.sleep(1.1)  # its lease is over
+    for job_id, audio in ((suspect, SV), (fresh, EN)):
+        pipeline.sqs().send_message(
+            QueueUrl=url, MessageBody=event_body(bucket, f"incoming/{job_id}/{audio.name}")
+        )
+    monkeypatch.setenv("GPU_TRANSCRIBE_IMDS_ENDPOINT", imds.url)
+    events: list[str] = []
+    worker = Worker(
+        ctx,
+        pipeline.config,
+        WorkerOptions(model=str(model), device="cpu", exit_when_idle_s=3, wait_s=1),
+        on_event=lambda event: events.append(f"{event.stage}: {event.message}"),
+    )
+    report = worker.run()
+    assert report.succeeded == (fresh, suspect), (report, events)
+    assert lost_attempts(pipeline.job(suspect)) == 1 and lost_attempts(pipeline.job(fresh)) == 0
+    claims = [e for e in events if e.startswith("claim:")]
+    assert len(claims) == 2, "both were received, and claimed, together"
+    transcribed = [e for e in events if e.startswith("transcribed:")]
+    assert transcribed and all(e.startswith("transcribed: 1 file(s)") for e in transcribed), events
+    order = [e for e in events if e.startswith(("transcribed:", "succeeded:"))]
+    assert [e.split()[1] for e in order] == ["1", "job", "1", "job"] and fresh in order[1], order

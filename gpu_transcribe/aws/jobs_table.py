@@ -16,7 +16,9 @@ copies of one message, or a worker that lost its lease, can never both move a jo
 - :func:`finish_job` (``succeeded``/``failed``/``dead_lettered``; the owner is kept, as the worker that
   ended it) and :func:`release_job` (back to ``queued`` after an engine failure, or ``interrupted``; the owner
   is removed): only while the job runs and ``owner`` is the caller;
-- :func:`requeue_job` (``jobs retry``): ``failed``/``dead_lettered`` -> ``queued``.
+- :func:`requeue_job` (``jobs retry``): ``failed``/``dead_lettered`` -> ``queued``;
+- :func:`dead_letter_stuck_job` (the dead-letter reconciliation): ``queued``/``interrupted``, or ``running``
+  whose lease has expired -> ``dead_lettered``.
 
 A write whose condition fails answers ``None``/``False`` here (``ConditionalCheckFailedException`` is an
 expected outcome, not an error); other AWS errors become :class:`~gpu_transcribe.errors.CloudError`.
@@ -504,6 +506,50 @@ def requeue_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
             ":zero": _n(0),
             ":now_iso": _s(now_iso()),
         },
+    )
+
+
+def dead_letter_stuck_job(
+    ctx: AwsContext, table: str, job_id: str, error: str, *, expires_at: int | None = None
+) -> JobRecord | None:
+    """Mark a job ``dead_lettered`` whose message SQS moved to the dead-letter queue by itself (after the
+    queue's ``maxReceiveCount`` receives): only while it is ``queued`` or ``interrupted``, or ``running``
+    with its lease over (its worker is gone); the owner and lease are removed. Two callers reconciling the
+    same message cannot both write: the second finds the status final.
+
+    Args:
+        error: why, one line (kept to :data:`ERROR_MAX_CHARS`).
+        expires_at: when DynamoDB may delete the row (TTL), Unix epoch seconds.
+
+    Returns:
+        The new row, or ``None`` if the job is final already or held by a live worker (nothing written).
+
+    Raises:
+        CloudError, CredentialsError: the call failed.
+    """
+    values: dict[str, Any] = {
+        ":dead": _s(DEAD_LETTERED),
+        ":queued": _s(QUEUED),
+        ":interrupted": _s(INTERRUPTED),
+        ":running": _s(RUNNING),
+        ":now": _n(int(time.time())),
+        ":error": _s(one_line(error)),
+        ":now_iso": _s(now_iso()),
+    }
+    sets = "#s = :dead, #e = :error, updated_at = :now_iso"
+    if expires_at is not None:
+        sets += ", expires_at = :expires"
+        values[":expires"] = _n(expires_at)
+    return _update(
+        ctx,
+        table,
+        job_id,
+        "dead-lettering",
+        UpdateExpression=f"SET {sets} REMOVE #o, lease_expires_at",
+        ConditionExpression="#s IN (:queued, :interrupted) OR (#s = :running AND "
+        "(attribute_not_exists(lease_expires_at) OR lease_expires_at < :now))",
+        ExpressionAttributeNames={"#s": "status", "#e": "error", "#o": "owner"},
+        ExpressionAttributeValues=values,
     )
 
 

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, error_code, sqs_client
 
 #: ``ReceiveMessage`` returns at most 10 messages.
 MAX_MESSAGES = 10
+#: The message attribute naming who put a message on the dead-letter queue: ``worker`` on the copy a worker
+#: sends when it dead-letters a job itself (the row is ``dead_lettered`` already); absent on a message SQS's
+#: redrive moved.
+DEAD_LETTERED_BY = "dead-lettered-by"
 #: The longest long poll, seconds.
 MAX_WAIT_S = 20
 #: The longest visibility timeout, 12 hours in seconds.
@@ -58,6 +63,8 @@ class QueueMessage:
         receive_count: deliveries so far, this one included (``ApproximateReceiveCount``).
         objects: the S3 objects it names (empty for ``s3:TestEvent`` or a body we do not understand).
         test_event: it is S3's ``s3:TestEvent``.
+        attributes: its string message attributes (``send(..., attributes=)``), e.g.
+            :data:`DEAD_LETTERED_BY`.
     """
 
     message_id: str
@@ -66,6 +73,7 @@ class QueueMessage:
     receive_count: int
     objects: tuple[S3Object, ...]
     test_event: bool = False
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,7 @@ def receive(
         "MaxNumberOfMessages": max(1, min(MAX_MESSAGES, max_messages)),
         "WaitTimeSeconds": max(0, min(MAX_WAIT_S, wait_s)),
         "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        "MessageAttributeNames": ["All"],
     }
     if visibility_timeout_s is not None:
         kwargs["VisibilityTimeout"] = max(0, min(MAX_VISIBILITY_S, visibility_timeout_s))
@@ -167,6 +176,10 @@ def receive(
                 receive_count=int(raw.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
                 objects=objects,
                 test_event=test_event,
+                attributes={
+                    str(name): str(value.get("StringValue", ""))
+                    for name, value in raw.get("MessageAttributes", {}).items()
+                },
             )
         )
     return tuple(messages)
@@ -206,14 +219,20 @@ def delete(ctx: AwsContext, queue_url: str, receipt_handle: str) -> None:
         sqs_client(ctx).delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle)
 
 
-def send(ctx: AwsContext, queue_url: str, body: str) -> str:
-    """Send a message; returns its id.
+def send(ctx: AwsContext, queue_url: str, body: str, attributes: Mapping[str, str] | None = None) -> str:
+    """Send a message, with string message ``attributes`` if given; returns its id.
 
     Raises:
         CloudError, CredentialsError: the call failed.
     """
+    extra: dict[str, Any] = {}
+    if attributes:
+        extra["MessageAttributes"] = {
+            name: {"DataType": "String", "StringValue": value} for name, value in attributes.items()
+        }
     with aws_errors(ctx, f"sending to queue {queue_url}"):
-        return str(sqs_client(ctx).send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"])
+        reply = sqs_client(ctx).send_message(QueueUrl=queue_url, MessageBody=body, **extra)
+    return str(reply["MessageId"])
 
 
 def depth(ctx: AwsContext, queue_url: str) -> QueueDepth:

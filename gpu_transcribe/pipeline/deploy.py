@@ -43,6 +43,7 @@ from gpu_transcribe.settings import Settings
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.pipeline.jobs import DeadLetterResult
 
 #: The pipeline a command means when ``--name`` is not given.
 DEFAULT_PIPELINE = "default"
@@ -406,6 +407,9 @@ class PipelineStatus:
             DynamoDB or Lambda), ``None`` if a price is unknown.
         webhooks: the webhooks queue's counts (events waiting for delivery or a retry), or ``None``.
         webhooks_dead_letter: events the notifier gave up on (``visible``), or ``None``.
+        reconciled: what the dead-letter reconciliation run by the status did
+            (:func:`gpu_transcribe.pipeline.jobs.reconcile_dead_letters`; ``dead_letter`` is counted before
+            it), or ``None`` if it could not run (the stack lacks outputs).
     """
 
     name: str
@@ -419,6 +423,7 @@ class PipelineStatus:
     cost_usd_per_hour: float | None
     webhooks: QueueCounts | None = None
     webhooks_dead_letter: QueueCounts | None = None
+    reconciled: DeadLetterResult | None = None
 
 
 def _costs(settings: Settings, group: WorkerGroup | None) -> tuple[tuple[WorkerTypeCost, ...], float | None]:
@@ -448,7 +453,8 @@ def _costs(settings: Settings, group: WorkerGroup | None) -> tuple[tuple[WorkerT
 
 
 def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
-    """The pipeline's stack, queue counts, workers and their cost per hour now.
+    """The pipeline's stack, queue counts, workers and their cost per hour now; on the way, the dead-letter
+    queue is reconciled with the jobs table (:func:`gpu_transcribe.pipeline.jobs.reconcile_dead_letters`).
 
     Raises:
         PipelineNotFoundError: no such pipeline in the region.
@@ -457,6 +463,7 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline import queue_counts, worker_group
     from gpu_transcribe.aws.stack import describe_stack
+    from gpu_transcribe.pipeline.jobs import DeadLetterResult, config_from_stack, reconcile_dead_letters
 
     name = pipeline_name(name)
     ctx = AwsContext.from_settings(settings)
@@ -471,8 +478,16 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
     hooks = queue_counts(ctx, outputs.webhooks_queue_url) if outputs.webhooks_queue_url else None
     undelivered = outputs.webhooks_dead_letter_queue_url
     hooks_dead = queue_counts(ctx, undelivered) if undelivered else None
+    reconciled = None
+    if outputs.dead_letter_queue_url and outputs.table and outputs.bucket and outputs.queue_url:
+        try:
+            config = config_from_stack(ctx, name, stack, outputs)
+        except GpuTranscribeError as exc:  # the status reads on; the reconciliation says why it did not run
+            reconciled = DeadLetterResult(error=str(exc))
+        else:
+            reconciled = reconcile_dead_letters(ctx, config)
     return PipelineStatus(
-        name, ctx.region, stack, outputs, jobs, dead, group, costs, total, hooks, hooks_dead
+        name, ctx.region, stack, outputs, jobs, dead, group, costs, total, hooks, hooks_dead, reconciled
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import secrets
 import tempfile
@@ -30,6 +31,7 @@ from gpu_transcribe.pipeline import template
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.jobs_table import JobRecord
+    from gpu_transcribe.aws.models import PipelineOutputs, StackInfo
 
 #: Test and off-EC2 seam: a pipeline description (JSON, the worker config's form) to use instead of
 #: :data:`WORKER_CONFIG_PATH`.
@@ -95,6 +97,41 @@ class JobNotFoundError(PipelineInputError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"no job {job_id!r} in the pipeline's table; `gpu-transcribe jobs` lists them")
+
+
+class UnsafeFileNameError(GpuTranscribeError):
+    """A file name from the jobs table (a job's ``file_name``, the last part of a result key) that has no
+    usable base name, so it cannot name a local file.
+
+    Attributes:
+        name: the name as the table has it.
+    """
+
+    def __init__(self, name: str, what: str) -> None:
+        self.name = name
+        super().__init__(f"{what}: {name!r} is not a file name (no base name to write to)")
+
+
+def local_file_name(name: str, what: str = "file name") -> str:
+    """The base name of ``name`` to use as a local file name: ``\\`` read as ``/``, then the last part;
+    ``../../x.wav`` gives ``x.wav``, and ``a/..``, ``x/`` or ``..`` have none. The worker and
+    ``jobs fetch`` join only this to their folders, so a name written into the jobs table can never reach
+    outside them.
+
+    Args:
+        name: a job's ``file_name`` or a result key.
+        what: how the error names the value (``job 20261202T061940Z-3f9a1c0b's file name``).
+
+    Raises:
+        UnsafeFileNameError: the base name is empty, ``.`` or ``..``, or the name holds a NUL or another
+            control character.
+    """
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise UnsafeFileNameError(name, what)
+    base = posixpath.basename(name.replace("\\", "/"))
+    if base in ("", ".", ".."):
+        raise UnsafeFileNameError(name, what)
+    return base
 
 
 @dataclass(frozen=True)
@@ -271,7 +308,6 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
     if os.environ.get(PIPELINE_CONFIG_ENV, "").strip() or WORKER_CONFIG_PATH.is_file():
         return load_config(name)
     from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
-    from gpu_transcribe.aws.queue import visibility_timeout_s
     from gpu_transcribe.aws.stack import describe_stack
     from gpu_transcribe.errors import PipelineNotFoundError
     from gpu_transcribe.pipeline.deploy import DEFAULT_PIPELINE
@@ -280,7 +316,20 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
     stack = describe_stack(ctx, pipeline_stack_name(pipeline))
     if stack is None:
         raise PipelineNotFoundError(pipeline, ctx.region)
-    outputs = PipelineOutputs.from_stack(stack)
+    return config_from_stack(ctx, pipeline, stack, PipelineOutputs.from_stack(stack), default_language)
+
+
+def config_from_stack(
+    ctx: AwsContext, name: str, stack: StackInfo, outputs: PipelineOutputs, default_language: str = "sv"
+) -> PipelineConfig:
+    """The pipeline ``name`` as its stack's outputs describe it (see :func:`find_pipeline`).
+
+    Raises:
+        PipelineConfigError: the stack lacks the outputs.
+        CloudError, CredentialsError: a call failed.
+    """
+    from gpu_transcribe.aws.queue import visibility_timeout_s
+
     resources = PipelineResources(
         bucket=outputs.bucket,
         queue_url=outputs.queue_url,
@@ -302,7 +351,7 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
         )
     pipeline_webhook, allow_private = notifier_settings(ctx, outputs.notifier_function)
     return PipelineConfig(
-        name=pipeline,
+        name=name,
         region=ctx.region,
         resources=resources,
         visibility_timeout_s=visibility_timeout_s(ctx, resources.queue_url),
@@ -341,6 +390,15 @@ def external_job_id(key: str, etag: str) -> str:
     import hashlib
 
     return "x-" + hashlib.sha256(f"{key}\n{etag}".encode()).hexdigest()[:20]
+
+
+def job_id_for_key(key: str, etag: str) -> tuple[str, bool]:
+    """``(job id, made by submit)`` for an ``incoming/`` key: ``incoming/<id>/<name>`` with an id of
+    :data:`JOB_ID_RE`'s form is that job; any other key is another uploader's (:func:`external_job_id`)."""
+    parts = key.split("/")
+    if len(parts) == 3 and JOB_ID_RE.match(parts[1]):
+        return parts[1], True
+    return external_job_id(key, etag), False
 
 
 def parse_since(text: str, now: datetime | None = None) -> str:
@@ -427,6 +485,8 @@ def fetch_outputs(
     Raises:
         JobNotFoundError: an id has no row.
         FetchExistsError: an output exists and ``overwrite`` is off (nothing downloaded).
+        UnsafeFileNameError: a result key has no usable base name (:func:`local_file_name`; nothing
+            downloaded).
         GpuTranscribeError: an output named by a job is not in the bucket (those before it are written).
         CloudError, CredentialsError: a call failed.
     """
@@ -440,7 +500,8 @@ def fetch_outputs(
         if record.status != "succeeded":
             not_ready.append((record.job_id, record.status))
             continue
-        plan.extend((key, output_dir / key.rsplit("/", 1)[-1]) for key in record.result_keys)
+        what = f"job {record.job_id}'s result key"
+        plan.extend((key, output_dir / local_file_name(key, what)) for key in record.result_keys)
     existing = [path for _, path in plan if path.exists()]
     if existing and not overwrite:
         raise FetchExistsError(existing)
@@ -478,7 +539,8 @@ class RetryResult:
 def retry_jobs(ctx: AwsContext, config: PipelineConfig, job_ids: Sequence[str]) -> RetryResult:
     """Put failed or dead-lettered jobs back to ``queued`` (engine failures reset) and send each a new
     message, so a worker takes it. The row is changed first: a message for a job still failed would be
-    dropped by the worker.
+    dropped by the worker. The dead-letter queue is reconciled first (:func:`reconcile_dead_letters`), so a
+    job whose message SQS dead-lettered by itself is ``dead_lettered`` and can be retried.
 
     Raises:
         JobNotFoundError: an id has no row.
@@ -486,6 +548,7 @@ def retry_jobs(ctx: AwsContext, config: PipelineConfig, job_ids: Sequence[str]) 
     """
     from gpu_transcribe.aws import jobs_table, queue
 
+    reconcile_dead_letters(ctx, config)
     requeued, refused = [], []
     for job_id in dict.fromkeys(job_ids):
         record = jobs_table.get_job(ctx, config.resources.table, job_id)
@@ -501,6 +564,154 @@ def retry_jobs(ctx: AwsContext, config: PipelineConfig, job_ids: Sequence[str]) 
     return RetryResult(tuple(requeued), tuple(refused))
 
 
+#: Seconds a dead-letter message received by :func:`reconcile_dead_letters` stays hidden: one it leaves
+#: (a job a live worker holds, a message naming no job) is back for the next reconciliation after that.
+DEAD_LETTER_RECHECK_S = 30
+#: The most dead-letter messages one reconciliation reads (10 per receive).
+DEAD_LETTER_BATCH_MAX = 100
+#: Why a job was marked dead-lettered by the reconciliation (the row's ``error``, the event's).
+DEAD_LETTERED_BY_SQS = (
+    "SQS moved its message to the dead-letter queue after the queue's maxReceiveCount receives (after "
+    "{attempts} attempt(s)): its workers were killed, ran out of memory or kept being interrupted; "
+    "`gpu-transcribe jobs retry {job_id}` queues it again"
+)
+
+
+@dataclass(frozen=True)
+class DeadLetterResult:
+    """What :func:`reconcile_dead_letters` did.
+
+    Attributes:
+        dead_lettered: ids of jobs it marked ``dead_lettered`` (their event published).
+        removed: ids of jobs already final whose dead-letter message it deleted.
+        left: messages it left in the dead-letter queue (a job a live worker holds, or a message that
+            names no job of this pipeline).
+        error: why it stopped early (an AWS call failed, e.g. a caller without permission on the dead-letter
+            queue); ``""``: it read the queue to the end (or :data:`DEAD_LETTER_BATCH_MAX`).
+    """
+
+    dead_lettered: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    left: int = 0
+    error: str = ""
+
+
+def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLetterResult:
+    """Bring the jobs table in line with the dead-letter queue. SQS moves a message there by itself after
+    the jobs queue's ``maxReceiveCount`` receives (a worker killed, out of memory or interrupted that many
+    times), leaving its row ``queued``, ``running`` or ``interrupted`` for ever. For each message on the
+    dead-letter queue (up to :data:`DEAD_LETTER_BATCH_MAX`):
+
+    - a job not final is marked ``dead_lettered`` with the reason (:data:`DEAD_LETTERED_BY_SQS`) by a
+      conditional write (:func:`~gpu_transcribe.aws.jobs_table.dead_letter_stuck_job`: never a job a live
+      worker holds), its ``job.dead_lettered`` event is published (as the worker publishes one:
+      :func:`~gpu_transcribe.pipeline.results.publish_final_job`) and the message deleted;
+    - the copy a worker sends when it dead-letters a job itself (message attribute
+      :data:`~gpu_transcribe.aws.queue.DEAD_LETTERED_BY` ``worker``) is deleted, whatever the row says;
+    - a job already ``dead_lettered`` by another reconciliation has its event published again, with the
+      same id (that reconciliation may have died before publishing), and the message is deleted; a job
+      ``succeeded`` or ``failed`` has its message deleted;
+    - anything else is left for later (hidden :data:`DEAD_LETTER_RECHECK_S`).
+
+    Safe to run from several places at once (``pipeline status``, ``jobs``, ``jobs retry``, ``submit
+    --wait``): a received message is hidden from the others, the row's writes are conditional, and events
+    carry ids. Never raises for AWS trouble: the commands that run it read the jobs whatever happens here,
+    so a failed call ends it with the reason in :attr:`DeadLetterResult.error`.
+    """
+    from gpu_transcribe.aws.clients import sqs_client
+    from gpu_transcribe.pipeline.results import ResultsChannel, publish_final_job
+
+    resources = config.resources
+    if not resources.dead_letter_queue_url:
+        return DeadLetterResult()
+    channel = ResultsChannel(
+        resources.results_queue_url, resources.webhooks_queue_url, config.pipeline_webhook
+    )
+
+    def publish(record: JobRecord) -> None:
+        if channel.results_queue_url or channel.webhooks_queue_url:
+            publish_final_job(sqs_client(ctx), channel, resources.bucket, record)
+
+    dead: list[str] = []
+    removed: list[str] = []
+    left = [0]
+    try:
+        _reconcile(ctx, config, publish, dead, removed, left)
+    except GpuTranscribeError as exc:
+        return DeadLetterResult(tuple(dead), tuple(removed), left[0], str(exc))
+    return DeadLetterResult(tuple(dead), tuple(removed), left[0])
+
+
+def _reconcile(
+    ctx: AwsContext,
+    config: PipelineConfig,
+    publish: Any,
+    dead: list[str],
+    removed: list[str],
+    left: list[int],
+) -> None:
+    """The loop of :func:`reconcile_dead_letters`, appending to ``dead``, ``removed`` and ``left[0]``."""
+    from gpu_transcribe.aws import jobs_table, queue
+
+    resources = config.resources
+    seen = 0
+    while seen < DEAD_LETTER_BATCH_MAX:
+        messages = queue.receive(
+            ctx, resources.dead_letter_queue_url, wait_s=0, visibility_timeout_s=DEAD_LETTER_RECHECK_S
+        )
+        if not messages:
+            break
+        seen += len(messages)
+        for message in messages:
+            record = _dead_letter_job(ctx, config, message)
+            if record is None:
+                left[0] += 1
+                continue
+            if message.attributes.get(queue.DEAD_LETTERED_BY) == "worker":
+                # The copy a worker sent after its own final write and before its publish (a crash between
+                # is redelivered to a worker, which publishes): nothing to do but remove it, whatever the
+                # row says now (`jobs retry` may have queued the job again since).
+                queue.delete(ctx, resources.dead_letter_queue_url, message.receipt_handle)
+                removed.append(record.job_id)
+                continue
+            if record.status not in jobs_table.FINAL_STATUSES:
+                reason = DEAD_LETTERED_BY_SQS.format(attempts=record.attempts, job_id=record.job_id)
+                expires_at = int(time.time()) + config.job_retention_days * 86400
+                written = jobs_table.dead_letter_stuck_job(
+                    ctx, resources.table, record.job_id, reason, expires_at=expires_at
+                )
+                if written is not None:
+                    publish(written)
+                    queue.delete(ctx, resources.dead_letter_queue_url, message.receipt_handle)
+                    dead.append(record.job_id)
+                    continue
+                record = jobs_table.get_job(ctx, resources.table, record.job_id)
+                if record is None or record.status not in jobs_table.FINAL_STATUSES:
+                    left[0] += 1  # a live worker holds it: its own message decides
+                    continue
+            if record.status == jobs_table.DEAD_LETTERED:
+                publish(record)
+            queue.delete(ctx, resources.dead_letter_queue_url, message.receipt_handle)
+            removed.append(record.job_id)
+
+
+def _dead_letter_job(ctx: AwsContext, config: PipelineConfig, message: Any) -> JobRecord | None:
+    """The row of the job a dead-letter message is for (the worker's mapping of keys to jobs), or
+    ``None``: the message names no object of this pipeline's ``incoming/``, or no job has it."""
+    from gpu_transcribe.aws import jobs_table
+
+    if message.test_event or not message.objects:
+        return None
+    obj = message.objects[0]
+    if obj.bucket != config.resources.bucket or not obj.key.startswith("incoming/"):
+        return None
+    job_id, submitted = job_id_for_key(obj.key, obj.etag)
+    record = jobs_table.get_job(ctx, config.resources.table, job_id)
+    if record is not None and record.input_key != obj.key and submitted:
+        record = jobs_table.get_job(ctx, config.resources.table, external_job_id(obj.key, obj.etag))
+    return record if record is not None and record.input_key == obj.key else None
+
+
 def wait_for_jobs(
     ctx: AwsContext,
     config: PipelineConfig,
@@ -509,7 +720,9 @@ def wait_for_jobs(
     poll_s: float = 2.0,
     timeout_s: float | None = None,
 ) -> tuple[JobRecord, ...]:
-    """Poll the table until every job has a final status (succeeded, failed, dead-lettered).
+    """Poll the table until every job has a final status (succeeded, failed, dead-lettered), reconciling
+    the dead-letter queue before each read (:func:`reconcile_dead_letters`), so a job whose message SQS
+    dead-lettered ends as ``dead_lettered`` instead of waiting for ever.
 
     Args:
         on_change: called with the tuple of records whenever a status changed (progress).
@@ -524,6 +737,7 @@ def wait_for_jobs(
     started = time.monotonic()
     seen: tuple[str, ...] = ()
     while True:
+        reconcile_dead_letters(ctx, config)
         records = list_jobs(ctx, config, job_ids)
         statuses = tuple(r.status for r in records)
         if statuses != seen and on_change is not None:

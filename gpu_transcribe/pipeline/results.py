@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from remote.webhook_common import check_secret, generate_secret, url_refusal
 
 if TYPE_CHECKING:
+    from gpu_transcribe.aws.jobs_table import JobRecord
     from gpu_transcribe.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,59 @@ def publish_job_event(
         logger.warning("job %s: %s not published: %s", job_id, event_type, exc)
         return None
     return event
+
+
+def event_type_for_status(status: str) -> str:
+    """The event type (:data:`EVENT_TYPES`) that reports a final job ``status``.
+
+    Raises:
+        ValueError: ``status`` is not final (``succeeded``, ``failed``, ``dead_lettered``).
+    """
+    for event_type, reported in EVENT_TYPES.items():
+        if reported == status:
+            return event_type
+    raise ValueError(f"status {status!r} ends no job: no event reports it")
+
+
+def publish_final_job(
+    sqs: Any,
+    channel: ResultsChannel,
+    bucket: str,
+    record: JobRecord,
+    *,
+    timings: Mapping[str, float] | None = None,
+) -> dict[str, Any] | None:
+    """:func:`publish_job_event` for a job row in a final status: the event its status reports, with the
+    row's outputs, duration, error and webhook URL, and ``occurred_at`` = the row's ``updated_at``, so
+    whoever publishes the end of a job (the worker that wrote it, a worker that finds it final on a
+    redelivery, the dead-letter reconciliation) publishes the same id.
+
+    Args:
+        sqs, channel, bucket: see :func:`publish_job_event`.
+        record: the row after its final write.
+        timings: named durations in seconds (the worker's ``transcribe_s``); not kept in the row, so a
+            republished event has none.
+
+    Returns:
+        The message published, or ``None`` if sending failed (logged).
+
+    Raises:
+        ValueError: the row's status is not final.
+    """
+    return publish_job_event(
+        sqs,
+        channel,
+        event_type_for_status(record.status),
+        job_id=record.job_id,
+        file_name=record.file_name,
+        bucket=bucket,
+        result_keys=record.result_keys,
+        duration_s=record.duration_s,
+        timings=timings,
+        error=record.error,
+        webhook_url=record.webhook_url,
+        occurred_at=record.updated_at,
+    )
 
 
 # --- the secret ---------------------------------------------------------------------------------------

@@ -5,21 +5,28 @@ One round of the loop:
 
 1. receive up to 10 messages (long polling, :mod:`gpu_transcribe.aws.queue`);
 2. claim each message's job by a conditional update (:func:`~gpu_transcribe.aws.jobs_table.claim_job`): a
-   duplicate delivery stops there (its message is deleted if the job is finished, or hidden until the
-   holder's lease ends if another worker holds it, so it can rescue the job if that worker dies); a file put
-   into ``incoming/`` by anything else gets its row here, with the pipeline's default options;
-3. download the audio, decode it (bad audio: the job fails at once with the engine's one-line reason, and its
-   message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
+   duplicate delivery stops there (if the job is finished, its end is published again, with the same event
+   id, and its message deleted; if another worker holds it, its message is hidden until the holder's lease
+   ends, so it can rescue the job if that worker dies); a file put into ``incoming/`` by anything else gets
+   its row here, with the pipeline's default options;
+3. jobs that an earlier worker lost (it vanished holding them: :func:`lost_attempts`) are suspects: the
+   others are worked as one batch first, then each suspect alone (:func:`_isolate_suspects`), so a job that
+   kills its worker again dies alone, after the rest of the batch is done, and costs it no receives; for
+   each batch:
+   download the audio to its job's folder under the base name of its ``file_name`` (a name with none, such
+   as ``..``, fails the job), decode it (bad audio: the job fails at once with the engine's one-line reason,
+   and its message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
 4. for each transcript: upload the outputs to ``results/<job-id>/<stem>.<fmt>``, mark the job succeeded only
    if this worker still holds it, publish the job event, and delete the message last, so a crash at any
    step means redelivery, never a lost or half-written job.
 
 Every end of a job this worker wrote (``job.succeeded``, ``job.failed``, ``job.dead_lettered``) is published
-with :func:`gpu_transcribe.pipeline.results.publish_job_event` right after the table's conditional write and
-before the message is deleted: on the results queue, and on the webhooks queue when the pipeline or the job
-has a webhook URL. A failed publish is logged and dropped (the table holds the truth); a crash between the
-write and the delete publishes the same event again on redelivery, with the same id (the row's
-``updated_at``), so receivers dedupe it.
+with :func:`gpu_transcribe.pipeline.results.publish_final_job` (from the row) right after the table's
+conditional write and before the message is deleted: on the results queue, and on the webhooks queue when
+the pipeline or the job has a webhook URL. A failed publish is logged and dropped (the table holds the
+truth); a crash between the write and the publish (or the delete) publishes the same event again on
+redelivery, with the same id (the row's ``updated_at``): the next worker finds the row final, publishes,
+then deletes the message. Receivers dedupe by id.
 
 Meanwhile a heartbeat thread extends the messages' visibility and the jobs' leases every third of the
 visibility timeout, and a watcher thread reads the spot interruption notice (IMDSv2, every 5 s, AWS's advice:
@@ -56,7 +63,13 @@ from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import GpuTranscribeError
-from gpu_transcribe.pipeline.jobs import JOB_ID_RE, PipelineConfig, external_job_id
+from gpu_transcribe.pipeline.jobs import (
+    PipelineConfig,
+    UnsafeFileNameError,
+    external_job_id,
+    job_id_for_key,
+    local_file_name,
+)
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -158,6 +171,26 @@ class _Job:
     path: Path | None = None
     samples: Any = None
     transcribe_s: float | None = None  # seconds the engine spent on the job's batch
+
+
+def lost_attempts(record: JobRecord) -> int:
+    """Attempts on the job before the current one that ended without a hand-back or an engine failure: its
+    worker vanished while holding it (killed, out of memory, the instance gone). ``attempts`` counts the
+    current claim too."""
+    return max(0, record.attempts - 1 - record.interruptions - record.engine_failures)
+
+
+def _isolate_suspects(batch: list[_Job]) -> list[list[_Job]]:
+    """The order a claimed batch is worked in: the jobs no worker lost before, transcribed together, then
+    each suspect (a job with :func:`lost_attempts`: it may be what killed its worker) alone, fewest lost
+    attempts first. A job that kills its worker every time then dies last and alone, with the rest of the
+    batch finished and deleted, so its neighbours spend no more receives on it (SQS dead-letters a message
+    after ``maxReceiveCount`` receives, however they ended)."""
+    fresh = [job for job in batch if lost_attempts(job.record) == 0]
+    suspects = sorted(
+        (job for job in batch if lost_attempts(job.record) > 0), key=lambda j: lost_attempts(j.record)
+    )
+    return ([fresh] if fresh else []) + [[job] for job in suspects]
 
 
 class Worker:
@@ -304,9 +337,12 @@ class Worker:
         self._protect(True)
         try:
             with tempfile.TemporaryDirectory(prefix="gpu-transcribe-worker-") as tmp:
-                ready = self._prepare(batch, Path(tmp))
-                if ready:
-                    self._transcribe(ready, Path(tmp))
+                for group in _isolate_suspects(batch):
+                    if self._stop.is_set():
+                        break
+                    ready = self._prepare(group, Path(tmp))
+                    if ready:
+                        self._transcribe(ready, Path(tmp))
         finally:
             if self._stop.is_set():  # a stop that came between the watcher's hand-back and this batch
                 for job in batch:
@@ -319,13 +355,6 @@ class Worker:
             with self._lock:
                 self._batch = []
             self._protect(False)
-
-    def _job_id_for(self, key: str, etag: str) -> tuple[str, bool]:
-        """``(job id, made by submit)`` for an ``incoming/`` key."""
-        parts = key.split("/")
-        if len(parts) == 3 and JOB_ID_RE.match(parts[1]):
-            return parts[1], True
-        return external_job_id(key, etag), False
 
     def _claim_all(self, messages: tuple[QueueMessage, ...]) -> list[_Job]:
         from gpu_transcribe.aws import jobs_table, queue
@@ -350,7 +379,7 @@ class Worker:
                 self._say("skip", f"deleting a message for s3://{obj.bucket}/{obj.key}: not this pipeline's")
                 queue.delete(self.ctx, url, message.receipt_handle)
                 continue
-            job_id, submitted = self._job_id_for(obj.key, obj.etag)
+            job_id, submitted = job_id_for_key(obj.key, obj.etag)
             if job_id in batch:  # the same job twice in one receive: transcribed once, both deleted
                 batch[job_id].duplicates.append(message)
                 self._say("duplicate", f"job {job_id}: a duplicate delivery in this batch")
@@ -389,8 +418,10 @@ class Worker:
             )
 
     def _not_claimed(self, job_id: str, message: QueueMessage) -> None:
-        """A claim refused: a duplicate of a finished job is deleted; one of a job another worker holds is
-        hidden until that worker's lease ends (then it rescues the job if the holder died)."""
+        """A claim refused: a redelivery of a finished job has its end published again (the same event id:
+        the worker that ended it may have died between the final write and the publish) and is deleted; one
+        of a job another worker holds is hidden until that worker's lease ends (then it rescues the job if
+        the holder died)."""
         from gpu_transcribe.aws import jobs_table, queue
 
         url = self.config.resources.queue_url
@@ -398,6 +429,8 @@ class Worker:
         if current is None or current.status in jobs_table.FINAL_STATUSES:
             status = current.status if current else "gone"
             self._say("duplicate", f"job {job_id} is {status}: deleting a duplicate delivery")
+            if current is not None:
+                self._publish(current)  # before the delete, as for the first end: a crash here redelivers
             queue.delete(self.ctx, url, message.receipt_handle)
             return
         lease_left_s = (current.lease_expires_at or 0) - time.time()
@@ -418,9 +451,14 @@ class Worker:
             if self._stop.is_set():
                 break
             record = job.record
+            try:
+                name = local_file_name(record.file_name, f"job {record.job_id}'s file name")
+            except UnsafeFileNameError as exc:
+                self._fail(job, str(exc))
+                continue
             folder = tmp / record.job_id
             folder.mkdir()
-            path = folder / (record.file_name if record.file_name not in ("", ".", "..") else "audio")
+            path = folder / name
             source = f"s3://{self.config.resources.bucket}/{record.input_key}"
             if not job_objects.download(self.ctx, self.config.resources.bucket, record.input_key, path):
                 self._fail(job, f"{source}: the audio is not in the bucket (or not readable)")
@@ -501,8 +539,10 @@ class Worker:
 
                 self._engine = WhisperEngine.load(self.options.model, device=self.options.device)
         except Exception as exc:
-            for job in ready:
-                self._release(job, interrupted=True)
+            with self._lock:
+                held = list(self._batch)  # the later groups' jobs too (_isolate_suspects)
+            for job in held:
+                self._release(job, interrupted=True)  # a no-op for a job already ended
             raise WorkerError(f"cannot load model {self.options.model!r}: {exc}") from exc
         self._say(
             "model",
@@ -541,7 +581,8 @@ class Worker:
         out = tmp / record.job_id / "out"
         out.mkdir(exist_ok=True)
         try:
-            written = write_outputs(transcript, out / Path(record.file_name).stem, formats)
+            stem = Path(local_file_name(record.file_name)).stem  # checked in _prepare
+            written = write_outputs(transcript, out / stem, formats)
         except BadOptionError as exc:  # a format no writer knows: the job's options are wrong
             self._fail(job, f"{record.file_name}: {exc}")
             return
@@ -583,7 +624,7 @@ class Worker:
             self._say("lost", f"job {record.job_id}: no longer ours; leaving its message")
             job.state = "lost"
             return
-        self._publish(job, "job.succeeded", done, result_keys=keys, duration_s=float(transcript.duration_s))
+        self._publish(done, transcribe_s=job.transcribe_s)
         self._delete_messages(job)
         job.state = "done"
         self._succeeded.append(record.job_id)
@@ -623,7 +664,7 @@ class Worker:
             expires_at=self._expires_at(),
         )
         if done is not None:
-            self._publish(job, "job.failed", done, error=done.error or reason)
+            self._publish(done, transcribe_s=job.transcribe_s)
             self._delete_messages(job)
             self._failed.append(job.record.job_id)
         job.state = "done"
@@ -653,27 +694,25 @@ class Worker:
             expires_at=self._expires_at(),
         )
         if done is not None:
-            queue.send(self.ctx, self.config.resources.dead_letter_queue_url, job.message.body)
-            self._publish(job, "job.dead_lettered", done, error=done.error or reason)
+            queue.send(
+                self.ctx,
+                self.config.resources.dead_letter_queue_url,
+                job.message.body,
+                attributes={queue.DEAD_LETTERED_BY: "worker"},
+            )
+            self._publish(done, transcribe_s=job.transcribe_s)
             self._delete_messages(job)
             self._failed.append(job.record.job_id)
         job.state = "done"
         self._say("dead-lettered", f"job {job.record.job_id}: {reason} (engine failure {failures})")
 
-    def _publish(
-        self,
-        job: _Job,
-        event_type: str,
-        done: JobRecord,
-        *,
-        result_keys: tuple[str, ...] | list[str] = (),
-        duration_s: float | None = None,
-        error: str = "",
-    ) -> None:
-        """Publish the end of ``job`` (``done``: its row after the final write) on the results queue and,
-        if a webhook applies, the webhooks queue. Never raises: a notification must not fail a job."""
+    def _publish(self, record: JobRecord, *, transcribe_s: float | None = None) -> None:
+        """Publish the end of a job (``record``: its row after the final write) on the results queue and,
+        if a webhook applies, the webhooks queue (:func:`~gpu_transcribe.pipeline.results.publish_final_job`:
+        the event id comes from the row, so a republished event has the same id). Never raises: a
+        notification must not fail a job."""
         from gpu_transcribe.aws.clients import sqs_client
-        from gpu_transcribe.pipeline.results import ResultsChannel, publish_job_event
+        from gpu_transcribe.pipeline.results import ResultsChannel, publish_final_job
 
         resources = self.config.resources
         channel = ResultsChannel(
@@ -681,27 +720,14 @@ class Worker:
         )
         if not channel.results_queue_url and not channel.webhooks_queue_url:
             return
-        record = job.record
+        timings = {} if transcribe_s is None else {"transcribe_s": transcribe_s}
         try:
-            sent = publish_job_event(
-                sqs_client(self.ctx),
-                channel,
-                event_type,
-                job_id=record.job_id,
-                file_name=record.file_name,
-                bucket=resources.bucket,
-                result_keys=result_keys,
-                duration_s=duration_s,
-                timings={} if job.transcribe_s is None else {"transcribe_s": job.transcribe_s},
-                error=error,
-                webhook_url=record.webhook_url,
-                occurred_at=done.updated_at,
-            )
+            sent = publish_final_job(sqs_client(self.ctx), channel, resources.bucket, record, timings=timings)
         except Exception as exc:  # a client that cannot be made, or anything else: the job is done anyway
             sent = None
-            self._say("note", f"job {record.job_id}: {event_type} not published: {exc!r}")
+            self._say("note", f"job {record.job_id}: the {record.status} event not published: {exc!r}")
         if sent is not None:
-            self._say("event", f"job {record.job_id}: {event_type} published ({sent['id']})")
+            self._say("event", f"job {record.job_id}: {sent['type']} published ({sent['id']})")
 
     def _release(self, job: _Job, *, interrupted: bool, error: str = "") -> None:
         """Hand the job back: the row first (so a claim succeeds), then the message visible at once."""
