@@ -19,7 +19,8 @@ Layout under the prefix (default ``/opt/gpu-transcribe``, owned by the login use
     manifest.json    versions, model, paths, the warm-up and the checks (see :func:`write_manifest`)
 
 Checks (each one can fail; a failed step ends the run and is recorded as the failed check):
-    engine_imports        the venv imports ``remote.engine`` (torch, transformers) and reports versions
+    engine_imports        the venv imports ``gpu_transcribe_engine.engine`` (torch, transformers) and reports
+    versions
     cuda_available        torch sees a CUDA GPU (with ``--require-cuda``, the default on the builder)
     model_cached          the model directory has ``config.json`` and its weights
     bytecode_compiled     ``compileall`` compiled every module of the venv (tests directories excluded)
@@ -64,7 +65,7 @@ MODEL_CONFIG_PATTERNS = ("*.json", "*.txt", "*.tiktoken")
 _VERSIONS_CODE = """\
 import json, platform, sys
 from importlib.metadata import version
-import remote.engine
+import gpu_transcribe_engine.engine
 import torch, transformers
 info = {
     "gpu_transcribe": version("gpu-transcribe"),
@@ -316,7 +317,7 @@ def warm_up(
     out = workdir / "warmup-out"
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    argv = [str(venv_python), "-m", "remote", "transcribe", str(audio), "--out", str(out)]
+    argv = [str(venv_python), "-m", "gpu_transcribe_engine", "transcribe", str(audio), "--out", str(out)]
     argv += ["--model", str(model_path), "--device", device, "--format", "json", "--language", "auto"]
     stdout = run(argv, "warmup_transcript", env=env, capture=True)
     info: dict[str, object] = {"audio": audio.name}
@@ -479,7 +480,8 @@ def write_manifest(prefix: Path, manifest: dict[str, object]) -> Path:
 
     Keys: ``format`` (1), ``created`` (UTC ISO 8601), ``prefix``, ``model`` (the Hugging Face id),
     ``revision`` (``null`` for the default branch), ``model_source`` (``hub`` or the copied directory),
-    ``model_path`` (what ``python -m remote transcribe --model`` takes), ``python``, ``gpu_transcribe``,
+    ``model_path`` (what ``python -m gpu_transcribe_engine transcribe --model`` takes), ``python``,
+    ``gpu_transcribe``,
     ``torch``, ``cuda``, ``cuda_available``, ``gpu``, ``transformers``, ``driver``, ``warmup`` (see
     :func:`warm_up`), ``checks`` (name -> ``ok`` or ``FAILED: reason``) and ``ok`` (every check passed).
     """

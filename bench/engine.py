@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from remote.engine import WhisperEngine
-    from remote.options import TranscribeOptions
+    from gpu_transcribe_engine.engine import WhisperEngine
+    from gpu_transcribe_engine.options import TranscribeOptions
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA GPU on this machine")
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             path = write_wav(Path(tmp) / "dense_en.wav", dense.samples)
             files.append((path, dense.duration_s, dense.reference, args.language or "en"))
         for extra in args.audio:
-            from remote.audio import decode_audio
+            from gpu_transcribe_engine.audio import decode_audio
 
             files.append((Path(extra), decode_audio(extra).shape[0] / 16000, None, args.language or "sv"))
         warmup = clip_path(SWEDISH_CLIPS[0])

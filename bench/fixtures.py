@@ -141,7 +141,7 @@ def build_long_audio(
     Returns:
         The samples and where each clip lies.
     """
-    from remote.audio import decode_audio
+    from gpu_transcribe_engine.audio import decode_audio
 
     rng = np.random.default_rng(seed)
     decoded = {name: decode_audio(clip_path(name)) for name in clips}

@@ -21,7 +21,8 @@ with the words the engine wrote there whenever they differ from its clip-alone t
 With ``--cut-at-pause-s S`` (default 1.0) both engines also run with one more windowing rule: a gap of at
 least ``S`` seconds between Silero's padded stretches of speech (400 ms of padding each side, so about
 ``S + 0.8`` s of silence) always starts a new window, so separate utterances are decoded without each other's
-context. Ours gets it by wrapping :func:`remote.vad.merge_into_windows` for that run only (the engine's code
+context. Ours gets it by wrapping :func:`gpu_transcribe_engine.vad.merge_into_windows` for that run only (the
+engine's code
 is left as it is); faster-whisper gets the same windows as ``clip_timestamps``.
 Every run's wall seconds are printed with its throughput relative to faster-whisper's default batched
 run (the target for ours on CPU: at least 0.5x), and the Whisper encoder's seconds per 30 s window,
@@ -183,9 +184,10 @@ def windows_cut_at_pauses(min_gap_s: float) -> Iterator[None]:
     """While inside, the engine's windows never span a gap of ``min_gap_s`` or more (``--cut-at-pause-s``).
 
     Each group of :func:`cut_at_pauses` is merged into windows by the engine's own
-    :func:`remote.vad.merge_into_windows`, which the engine's ``batched`` path imports at call time.
+    :func:`gpu_transcribe_engine.vad.merge_into_windows`, which the engine's ``batched`` path imports at call
+    time.
     """
-    import remote.vad as vad
+    import gpu_transcribe_engine.vad as vad
 
     original = vad.merge_into_windows
 
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from remote.vad import merge_into_windows, speech_timestamps
+    from gpu_transcribe_engine.vad import merge_into_windows, speech_timestamps
 
     language: str = args.language
     gap_s: float = args.cut_at_pause_s
@@ -296,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if "ours" not in args.skip:
-        from remote.engine import WhisperEngine
-        from remote.options import TranscribeOptions
+        from gpu_transcribe_engine.engine import WhisperEngine
+        from gpu_transcribe_engine.options import TranscribeOptions
 
         engine = WhisperEngine.load(args.model, device="cpu")
         print(f"ours: Whisper encoder {encoder_seconds_per_window(engine):.2f} s per 30 s window", flush=True)

@@ -5,7 +5,7 @@ that plays the instance (``tests/fixtures/cloud.py``), with the real engine on C
 wall time into:
 
 - instance wait: the ``ssh_ready`` phase (on EC2 the boot, 30-90 s; here the emulator's sshd start plus the
-  client's polling granularity, ``gpu_transcribe.aws.instances.POLL_S``);
+  client's polling granularity, ``gpu_transcribe.aws.ec2.instances.POLL_S``);
 - transfer: the ``push`` and ``pull`` phases;
 - engine: the ``transcribe`` phase (model load and decoding on the host);
 - the client's own time: the rest (planning, preflight, launch calls, teardown, upload calls, process and
@@ -47,7 +47,7 @@ def main() -> int:
     os.environ.update(FAKE_AWS_ENV)
     from gpu_transcribe.run import CloudRunRequest, run_cloud
     from gpu_transcribe.settings import load_settings
-    from remote.options import TranscribeOptions
+    from gpu_transcribe_engine.options import TranscribeOptions
 
     rows = []
     with running_moto_server() as url, tempfile.TemporaryDirectory() as tmp_text:

@@ -75,7 +75,7 @@ def cut_clips(count: int, clip_s: float, out_dir: Path) -> list[Path]:
     Raises:
         ValueError: the recordings hold fewer than ``count`` such clips.
     """
-    from remote.audio import decode_audio
+    from gpu_transcribe_engine.audio import decode_audio
 
     length = int(clip_s * SAMPLE_RATE_HZ)
     clips: list[Path] = []
@@ -195,8 +195,8 @@ def one_run(
     Raises:
         RuntimeError: a job did not succeed, or the run timed out.
     """
-    from gpu_transcribe.aws import jobs_table
-    from gpu_transcribe.aws.jobs_table import JobOptions
+    from gpu_transcribe.aws.pipeline import jobs_table
+    from gpu_transcribe.aws.pipeline.jobs_table import JobOptions
     from gpu_transcribe.pipeline.jobs import find_pipeline
     from gpu_transcribe.pipeline.submit import submit_files, wake_fleet
 

@@ -4,7 +4,7 @@
         [--requests-per-client N] [--min-requests N] [--clip-s S] [--language en] [--skip-peer] [--all-clips]
 
 Two servers run in this process, each a real uvicorn on 127.0.0.1 (a free port) serving
-``remote.server.app.create_app`` (``tests/fixtures/server.py``'s ``live_server``) in front of the same
+``gpu_transcribe_api.app.create_app`` (``tests/fixtures/server.py``'s ``live_server``) in front of the same
 engine, loaded once; each level runs against one, then the other, the order alternating from level to
 level, so that load from other processes on a shared machine drifts over both alike:
 
@@ -73,7 +73,7 @@ def cut_clips(directory: Path, clip_s: float, skip: frozenset[str] = SLOW_CLIPS)
     Returns:
         The files, in the order cut (22 of 10 s with the default ``skip``).
     """
-    from remote.audio import decode_audio
+    from gpu_transcribe_engine.audio import decode_audio
 
     length = int(clip_s * SAMPLE_RATE_HZ)
     paths: list[Path] = []
@@ -94,7 +94,7 @@ def running_server(engine: Any, max_batch_requests: int | None, queue: int) -> I
     """
     import httpx
 
-    from remote.server.config import ServerConfig
+    from gpu_transcribe_api.config import ServerConfig
     from tests.fixtures.server import live_server, reuse_engine, wait_until
 
     settings: dict[str, Any] = {"api_key": API_KEY, "max_queue": queue}
@@ -340,7 +340,7 @@ def parse_counts(value: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table; returns the process exit code."""
-    from remote.engine import quiet_library_output
+    from gpu_transcribe_engine.engine import quiet_library_output
 
     quiet_library_output()
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clips = cut_clips(Path(tmp), args.clip_s, frozenset() if args.all_clips else SLOW_CLIPS)
         print(f"{len(clips)} clips of {args.clip_s:.0f} s; model {args.model} on {device}", flush=True)
-        from remote.engine import WhisperEngine
+        from gpu_transcribe_engine.engine import WhisperEngine
 
         started = time.perf_counter()
         engine = WhisperEngine.load(args.model, device=device)

@@ -171,7 +171,7 @@ def start_errors(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
 
 def our_words(engine: Any, audio: Path | np.ndarray, language: str) -> list[tuple[str, float]]:
     """``(word, start_s)`` of every word our engine finds (``batched``, word timestamps on)."""
-    from remote.options import TranscribeOptions
+    from gpu_transcribe_engine.options import TranscribeOptions
 
     options = TranscribeOptions(language=language, word_timestamps=True, algorithm="batched")
     if isinstance(audio, Path):
@@ -207,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model_dir is None:
         print("bench.word_timing: set GPU_TRANSCRIBE_TEST_MODEL (make offline-model)", file=sys.stderr)
         return 2
-    from remote.engine import WhisperEngine
-    from remote.options import TranscribeOptions
+    from gpu_transcribe_engine.engine import WhisperEngine
+    from gpu_transcribe_engine.options import TranscribeOptions
 
     engine = WhisperEngine.load(str(model_dir), device="cpu")
     peer = load_faster_whisper()

@@ -5,7 +5,8 @@ line on stderr (``str(error)``, which names the file or setting and says what to
 ``error.exit_code``. Subclasses carry structured fields so that callers and tests can inspect what went
 wrong without parsing messages. Library code never calls ``sys.exit``.
 
-The engine (``remote``) has its own small hierarchy (``remote.errors``) because it must not import this
+The engine (``remote``) has its own small hierarchy (``gpu_transcribe_engine.errors``) because it must not
+import this
 package; its failures reach the client as JSON events and become :class:`EngineError`.
 """
 
@@ -95,7 +96,8 @@ class EngineError(GpuTranscribeError):
     """The Whisper engine failed as a whole (model not found, crashed), locally or on the instance.
 
     Attributes:
-        code: the engine's error code (``model_not_found``, ``crashed``...; see ``remote.protocol``).
+        code: the engine's error code (``model_not_found``, ``crashed``...; see
+        ``gpu_transcribe_engine.protocol``).
         stderr_tail: the last lines the engine wrote to stderr, for the user to read.
         exit_code: 2 when the engine refused an option (code ``bad_option``: ``--device cuda`` on a machine
             without a CUDA GPU...), as for any bad option; else 1.

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_transcribe.errors import SettingsError
-from remote.languages import LANGUAGE_CHOICES, normalize_language
+from gpu_transcribe_engine.languages import LANGUAGE_CHOICES, normalize_language
 
 ENV_PREFIX = "GPU_TRANSCRIBE_"
 LOCAL_CONFIG_NAME = "gpu-transcribe.toml"
@@ -89,7 +89,7 @@ class Settings:
             listed in the Bedrock user guide, "Supported foundation models").
         correct_region: the region of the Bedrock calls; ``None`` (default) means ``region``.
         correct_max_change_fraction: a corrected segment whose word edit distance from the raw one exceeds
-            this fraction of its words is kept raw (:mod:`gpu_transcribe.correct`).
+            this fraction of its words is kept raw (:mod:`gpu_transcribe.correct.correct`).
         correct_concurrency: the most Converse calls in flight at once, per file.
         sources: ``(setting name, source)`` for every field: ``--region``, ``GPU_TRANSCRIBE_REGION``,
             a TOML file path, or ``default``.
@@ -446,8 +446,8 @@ OTHER_ENV_VARS: frozenset[str] = frozenset(
         "GPU_TRANSCRIBE_STATE_DIR",  # server/state.py: where server state files are kept
         "GPU_TRANSCRIBE_TEST_MODEL",  # tests: the offline Whisper model
         "GPU_TRANSCRIBE_TEST_PREFIX",  # tests/fixtures/provision.py: a provisioned prefix to reuse
-        "GPU_TRANSCRIBE_API_KEY",  # remote/server/config.py: serve's bearer key
-        "GPU_TRANSCRIBE_POWEROFF_COMMAND",  # remote/server/config.py: serve's power-off command (tests)
+        "GPU_TRANSCRIBE_API_KEY",  # gpu_transcribe_api/config.py: serve's bearer key
+        "GPU_TRANSCRIBE_POWEROFF_COMMAND",  # gpu_transcribe_api/config.py: serve's power-off command (tests)
     }
 )
 

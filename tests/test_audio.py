@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bench.fixtures import SWEDISH_CLIPS, clip_path
-from remote.audio import SAMPLE_RATE_HZ, decode_audio
-from remote.errors import AudioDecodeError
+from gpu_transcribe_engine.audio import SAMPLE_RATE_HZ, decode_audio
+from gpu_transcribe_engine.errors import AudioDecodeError
 
 # (file name, container format, codec, codec sample rate): the formats a user's recordings come in (README).
 FORMATS = [

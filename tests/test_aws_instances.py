@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.instances import (
+from gpu_transcribe.aws.ec2.instances import (
     DIAL_ADDRESS_ENV,
     address_resolver_from_env,
     check_alive,
@@ -22,7 +22,7 @@ from gpu_transcribe.aws.instances import (
     wait_until_ready,
     wait_until_running,
 )
-from gpu_transcribe.aws.launch import launch
+from gpu_transcribe.aws.ec2.launch import launch
 from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
 from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import CloudError, InstanceLostError, SettingsError, SSHTimeoutError

@@ -16,11 +16,11 @@ import yaml
 
 from gpu_transcribe import __version__
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.launch import launch
-from gpu_transcribe.aws.launch_plan import SKIPPED_ABOVE_MAX_PRICE, plan_launch
+from gpu_transcribe.aws.ec2.launch import launch
+from gpu_transcribe.aws.ec2.launch_plan import SKIPPED_ABOVE_MAX_PRICE, plan_launch
+from gpu_transcribe.aws.ec2.resources import find_resources
+from gpu_transcribe.aws.ec2.userdata import DEADMAN_PATH, HEARTBEAT_PATH, deadman_script
 from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
-from gpu_transcribe.aws.resources import find_resources
-from gpu_transcribe.aws.userdata import DEADMAN_PATH, HEARTBEAT_PATH, deadman_script
 from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import (
     CapacityError,
@@ -29,7 +29,7 @@ from gpu_transcribe.errors import (
     ImageNotFoundError,
     QuotaError,
 )
-from gpu_transcribe.instance_session import launch_spec
+from gpu_transcribe.instance.session import launch_spec
 from gpu_transcribe.settings import load_settings
 from tests.fixtures.moto_aws import CALLER_ARN, ON_DEMAND_QUOTA, REGION, SPOT_QUOTA, TEST_CIDR, MotoAws
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.prices import (
+from gpu_transcribe.aws.ec2.prices import (
     PRICING_API_SOURCE,
     on_demand_price,
     packaged_prices,

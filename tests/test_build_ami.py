@@ -36,15 +36,15 @@ import pytest
 from typer.testing import CliRunner
 
 from gpu_transcribe import __version__
+from gpu_transcribe.account.cleanup import cleanup
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.image_create import DLAMI_BASE_PARAMETER
-from gpu_transcribe.aws.images import TAG_BASE_AMI, TAG_MODEL, TAG_REVISION, list_images, select_run_image
-from gpu_transcribe.aws.launch import launch
+from gpu_transcribe.aws.ec2.image_create import DLAMI_BASE_PARAMETER
+from gpu_transcribe.aws.ec2.images import TAG_BASE_AMI, TAG_MODEL, TAG_REVISION, list_images, select_run_image
+from gpu_transcribe.aws.ec2.launch import launch
+from gpu_transcribe.aws.ec2.resources import find_resources
 from gpu_transcribe.aws.models import TAG_CREATED, TAG_OWNER, TAG_ROLE, TAG_RUN_ID, TAG_VERSION
-from gpu_transcribe.aws.resources import find_resources
 from gpu_transcribe.build_ami import BuildRequest, builder_spec, check_manifest, image_builder
-from gpu_transcribe.cleanup import cleanup
-from gpu_transcribe.cli import app
+from gpu_transcribe.cli.main import app
 from gpu_transcribe.common import parse_iso_utc, utc_now
 from gpu_transcribe.errors import ProvisionError
 from gpu_transcribe.settings import load_settings
@@ -278,7 +278,7 @@ def test_build_ami_makes_a_tagged_image_and_terminates_the_builder(
     assert f"image: {image['ImageId']} ({image['Name']}) in {REGION}" in out
     assert re.search(rf"size: \d+ GiB in 1 snapshot\(s\): {snapshots[0]}", out)
     assert f"contents: gpu-transcribe {__version__}, {TEST_MODEL_ID}, torch 2.13.0+cpu" in out
-    from remote.device import default_dtype
+    from gpu_transcribe_engine.device import default_dtype
 
     assert f"warm-up: cpu {default_dtype('cpu')}" in out
     phases = re.search(r"phases: (.*) \(total [\d.]+ s\)", out)

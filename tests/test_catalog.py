@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gpu_transcribe import __version__
+from gpu_transcribe.account.catalog import list_images, prune_images, zone_prices
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.images import list_images as aws_list_images
-from gpu_transcribe.catalog import list_images, prune_images, zone_prices
+from gpu_transcribe.aws.ec2.images import list_images as aws_list_images
 from gpu_transcribe.settings import Settings, load_settings
 from tests.fixtures.images import add_image, existing_snapshots, snapshot_ids
 from tests.fixtures.moto_aws import REGION, MotoAws

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gpu_transcribe.aws.checkip import detect_public_ip, resolve_ssh_cidr
+from gpu_transcribe.aws.ec2.checkip import detect_public_ip, resolve_ssh_cidr
 from gpu_transcribe.errors import SettingsError
 
 

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.launch import launch
+from gpu_transcribe.aws.ec2.launch import launch
+from gpu_transcribe.aws.ec2.resources import find_resources
 from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
-from gpu_transcribe.aws.resources import find_resources
-from gpu_transcribe.cli import app
+from gpu_transcribe.cli.main import app
 from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws
 
 # A hung AWS call must fail with a traceback, not stall the suite (the default timeout is 900 s).
@@ -198,7 +198,7 @@ def test_help_does_not_import_boto3() -> None:
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from gpu_transcribe.cli import app\n"
+        "from gpu_transcribe.cli.main import app\n"
         "commands = (['--help'], ['zones', '--help'], ['cleanup', '--help'], ['config', 'show', '--help'])\n"
         "for args in commands:\n"
         "    result = CliRunner().invoke(app, args)\n"

@@ -141,7 +141,7 @@ def _command_paths() -> list[list[str]]:
     """Every command and group of the CLI, as argument lists (``[]`` is the root)."""
     import typer.main
 
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     paths: list[list[str]] = []
 
@@ -156,7 +156,7 @@ def _command_paths() -> list[list[str]]:
 
 
 def test_every_help_reads_at_80_columns(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     monkeypatch.setenv("COLUMNS", "80")
     paths = _command_paths()
@@ -174,7 +174,7 @@ def test_every_help_reads_at_80_columns(cli: CliRunner, monkeypatch: pytest.Monk
 
 
 def test_run_help_names_its_arguments_and_local(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     monkeypatch.setenv("COLUMNS", "80")
     root = cli.invoke(app, ["--help"]).stdout
@@ -194,7 +194,7 @@ def test_run_help_names_its_arguments_and_local(cli: CliRunner, monkeypatch: pyt
 def test_model_help_speaks_of_the_command_it_is_in(
     cli: CliRunner, monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     text = cli.invoke(app, [*command, "--help"]).stdout
     entries: list[str] = []  # one per option: its first line starts with "  -", the others are indented more
@@ -210,7 +210,7 @@ def test_model_help_speaks_of_the_command_it_is_in(
 
 
 def test_submit_help_says_once_where_outputs_go(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     text = " ".join(cli.invoke(app, ["submit", "--help"]).stdout.split())
     assert "beside each input" not in text and "default: here" not in text
@@ -221,7 +221,7 @@ def test_submit_help_says_once_where_outputs_go(cli: CliRunner, monkeypatch: pyt
 def test_one_option_names_the_pipeline_in_every_command(
     cli: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     commands = [
         ["submit"],
@@ -241,7 +241,7 @@ def test_one_option_names_the_pipeline_in_every_command(
 
 
 def test_the_old_pipeline_flag_still_works_and_says_so(cli: CliRunner) -> None:
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     # Two different names: refused before any AWS call, naming the one flag to use.
     both = cli.invoke(app, ["pipeline", "status", "--pipeline", "a", "--name", "b"])
@@ -335,8 +335,8 @@ def _cached_model(cache: Path, repo_id: str) -> None:
 def test_a_model_in_the_local_cache_needs_no_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
-    from remote.errors import HubUnreachableError
-    from remote.hub import check_hub_model
+    from gpu_transcribe_engine.errors import HubUnreachableError
+    from gpu_transcribe_engine.hub import check_hub_model
 
     monkeypatch.setattr(constants, "ENDPOINT", CLOSED_HUB)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -392,8 +392,8 @@ def test_an_untested_typer_release_keeps_typers_own_metavars(monkeypatch: pytest
     it leaves every parameter as Typer made it, and the help still renders."""
     import typer
 
-    from gpu_transcribe import cli_app
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli import app as cli_app
+    from gpu_transcribe.cli.main import app
 
     command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     tested = {p.name: p.metavar for p in command.params}

@@ -1,4 +1,5 @@
-"""The correction stage (``gpu_transcribe.correct``, ``gpu_transcribe.aws.bedrock``, ``run --correct``)
+"""The correction stage (``gpu_transcribe.correct.correct``, ``gpu_transcribe.aws.bedrock``, ``run
+--correct``)
 against a loopback server that speaks Bedrock's wire format (``tests/fixtures/bedrock.py``), reached by the
 real botocore client, which signs real requests. Nothing here talks to the real Bedrock service.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from bench.fixtures import clip_path
-from gpu_transcribe.correct import (
+from gpu_transcribe.correct.correct import (
     AnswerError,
     CorrectionConfig,
     correct_file,
@@ -41,9 +42,9 @@ from gpu_transcribe.correct import (
     word_edit_distance,
     words,
 )
-from remote.options import TranscribeOptions
-from remote.transcript import Segment, Timings, Transcript
-from remote.writers import write_outputs
+from gpu_transcribe_engine.options import TranscribeOptions
+from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
+from gpu_transcribe_engine.writers import write_outputs
 from tests.fixtures.bedrock import LoopbackBedrock
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_transcribe.aws.userdata import HEARTBEAT_PATH, deadman_script
+from gpu_transcribe.aws.ec2.userdata import HEARTBEAT_PATH, deadman_script
 
 START = 1_800_000_000  # fake epoch seconds at which the instance "booted"
 

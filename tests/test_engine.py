@@ -38,9 +38,9 @@ from bench.fixtures import (
     normalize_text,
     word_error_rate,
 )
-from remote.errors import ModelLoadError
-from remote.options import TranscribeOptions
-from remote.transcript import Transcript
+from gpu_transcribe_engine.errors import ModelLoadError
+from gpu_transcribe_engine.options import TranscribeOptions
+from gpu_transcribe_engine.transcript import Transcript
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def model_dir() -> Path:
 @pytest.fixture(scope="module")
 def engine(model_dir: Path) -> Any:
     """Our engine, loaded once, on the CPU with its default dtype (bfloat16 where the CPU has it)."""
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     return WhisperEngine.load(str(model_dir), device="cpu")
 
@@ -152,7 +152,7 @@ def test_transcript_echoes_resolved_options_and_facts(runs: Runs, model_dir: Pat
     assert result.options.language == "sv"
     assert runs.ours(clip, "sequential").options.batch_size == 1
     assert result.model == str(model_dir)
-    from remote.device import default_dtype
+    from gpu_transcribe_engine.device import default_dtype
 
     assert (result.device, result.dtype, result.language) == ("cpu", default_dtype("cpu"), "sv")
     assert result.extra["decoding"] == "fast" and result.extra["windows"] == 1
@@ -346,7 +346,7 @@ def test_progress_reaches_the_end(engine: Any) -> None:
 
 
 def test_missing_model_directory_is_a_model_load_error(tmp_path: Path) -> None:
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelLoadError, match="no-such-model") as info:
@@ -362,7 +362,7 @@ def test_missing_model_directory_is_a_model_load_error(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def float32_engines(model_dir: Path) -> tuple[Any, Any]:
     """Two float32 CPU engines on the same weights: the fast decoding path and transformers' stock one."""
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     fast = WhisperEngine.load(str(model_dir), device="cpu", fast=True, dtype="float32")
     stock = WhisperEngine.load(str(model_dir), device="cpu", fast=False, dtype="float32")
@@ -377,7 +377,7 @@ def test_fast_path_decodes_the_same_tokens_as_the_stock_path(
     """Beam search (and best-of sampling) on two real windows gives identical tokens on both paths."""
     import torch
 
-    from remote.audio import decode_audio
+    from gpu_transcribe_engine.audio import decode_audio
 
     fast, stock = float32_engines
     pieces = [decode_audio(clip_path(c)) for c in SWEDISH_CLIPS[:2]]
@@ -409,8 +409,8 @@ def test_an_untested_transformers_version_takes_the_stock_path_and_transcribes_c
     """Outside TESTED_TRANSFORMERS the engine says so once on stderr and still transcribes as well."""
     import transformers
 
-    from remote import whisper_model
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine import whisper_model
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     monkeypatch.setattr(transformers, "__version__", "5.99.0")
     monkeypatch.setattr(whisper_model, "_said_stock", set())
@@ -432,7 +432,7 @@ def test_an_untested_transformers_version_takes_the_stock_path_and_transcribes_c
 def test_a_failure_inside_generation_is_one_line_naming_the_file(
     engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from remote.errors import GenerationError
+    from gpu_transcribe_engine.errors import GenerationError
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise TypeError("'NoneType' object is not subscriptable")
@@ -449,7 +449,7 @@ def test_a_failure_inside_generation_is_one_line_naming_the_file(
 
 def test_windows_that_fail_the_rules_are_decoded_again_hotter(engine: Any) -> None:
     """A rule no decoding can pass sends every window through every temperature; the best is kept."""
-    import remote.engine as engine_module
+    import gpu_transcribe_engine.engine as engine_module
 
     clip = clip_path(SWEDISH_CLIPS[2])
     original = engine_module.LOGPROB_THRESHOLD
@@ -466,8 +466,8 @@ def test_requests_pooled_share_batches_and_match_their_transcripts_alone(runs: R
     """Two Swedish clips and one English clip in one call: the Swedish windows share a batch (the English
     one cannot: another language), each transcript is as good as the clip's own, and a bad request fails
     alone."""
-    from remote.audio import decode_audio
-    from remote.engine import AudioRequest, BatchInfo
+    from gpu_transcribe_engine.audio import decode_audio
+    from gpu_transcribe_engine.engine import AudioRequest, BatchInfo
 
     clips = (SWEDISH_CLIPS[0], SWEDISH_CLIPS[1], ENGLISH_CLIP)
     requests = [

@@ -13,11 +13,17 @@ from typer.testing import CliRunner
 
 from gpu_transcribe import __version__
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.image_create import DLAMI_BASE_PARAMETER, resolve_base_image
-from gpu_transcribe.aws.images import delete_image, images_in_use, list_images, plan_prune, select_run_image
-from gpu_transcribe.aws.launch import launch
+from gpu_transcribe.aws.ec2.image_create import DLAMI_BASE_PARAMETER, resolve_base_image
+from gpu_transcribe.aws.ec2.images import (
+    delete_image,
+    images_in_use,
+    list_images,
+    plan_prune,
+    select_run_image,
+)
+from gpu_transcribe.aws.ec2.launch import launch
 from gpu_transcribe.aws.models import LaunchSpec
-from gpu_transcribe.cli import app
+from gpu_transcribe.cli.main import app
 from gpu_transcribe.errors import ImageNotFoundError
 from tests.fixtures.images import add_image, existing_snapshots, seed_ssm_parameter, snapshot_ids
 from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpu_transcribe.inputs import collect_audio
+from gpu_transcribe.run.inputs import collect_audio
 
 
 def _write(path: Path, data: bytes = b"RIFF....") -> Path:

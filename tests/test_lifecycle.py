@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from gpu_transcribe.errors import InterruptedRunError
-from gpu_transcribe.lifecycle import TeardownGuard
+from gpu_transcribe.instance.lifecycle import TeardownGuard
 
 REPO = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from gpu_transcribe.lifecycle import TeardownGuard
+    from gpu_transcribe.instance.lifecycle import TeardownGuard
     from gpu_transcribe.errors import InterruptedRunError
 
     log = open(sys.argv[1], "a", buffering=1)

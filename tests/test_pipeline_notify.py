@@ -39,7 +39,7 @@ import pytest
 import standardwebhooks
 from typer.testing import CliRunner
 
-from gpu_transcribe.cli import app
+from gpu_transcribe.cli.main import app
 from gpu_transcribe.pipeline.results import (
     ResultsChannel,
     WebhookSecret,
@@ -51,7 +51,7 @@ from gpu_transcribe.pipeline.results import (
     read_webhook_secret,
     rotate_webhook_secret,
 )
-from remote.webhook_common import generate_secret, sign_v1
+from gpu_transcribe_api.webhook_common import generate_secret, sign_v1
 from tests.fixtures.moto_aws import ACCOUNT_ID, REGION, MotoAws
 from tests.fixtures.pipeline import wait_until
 from tests.fixtures.webhooks import (

@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
-from gpu_transcribe.aws.stack import describe_stack, latest_event_ids, wait_for_stack
-from gpu_transcribe.cli import app
+from gpu_transcribe.aws.pipeline.stack import describe_stack, latest_event_ids, wait_for_stack
+from gpu_transcribe.cli.main import app
 from gpu_transcribe.errors import StackError
 from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
 from gpu_transcribe.pipeline.template import TTL_ATTRIBUTE
@@ -132,7 +132,7 @@ def test_deploy_creates_the_stack_and_prints_what_it_made(
     assert any("versioning" in line for line in applied)  # moto's CloudFormation skips it
     # Versioned: a transcript written again by a worker (job_objects.upload) keeps the first one.
     assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
-    from gpu_transcribe.aws import job_objects
+    from gpu_transcribe.aws.pipeline import job_objects
 
     key = job_objects.result_key("job-1", "a.txt")
     for text in ("first", "second"):
@@ -279,8 +279,8 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     assert len(received["Messages"]) == 2
     sqs.send_message(QueueUrl=out.dead_letter_queue_url, MessageBody="{}")  # names no job: left there
     # A job SQS dead-lettered by itself (its row still queued): the status reconciles it.
-    from gpu_transcribe.aws.jobs_table import JobRecord, create_job, get_job, now_iso
-    from gpu_transcribe.aws.queue import event_body
+    from gpu_transcribe.aws.pipeline.jobs_table import JobRecord, create_job, get_job, now_iso
+    from gpu_transcribe.aws.pipeline.queue import event_body
 
     stuck, ctx = "20261202T000000Z-00000020", AwsContext(REGION)
     key = f"incoming/{stuck}/a.wav"
@@ -408,7 +408,7 @@ def test_a_bucket_of_your_own_gets_the_notification_and_is_never_deleted(
 def test_the_scaler_raises_the_group_from_zero_and_never_lowers_it(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpu_transcribe.aws import scaler_lambda
+    from gpu_transcribe.aws.pipeline import scaler_lambda
 
     settings = load_settings({"image_id": aws.image_id}, env={}, config_files=())
     deployed = deploy_pipeline(settings, DeployRequest(name=NAME, max_workers=4), sleep=lambda s: None)

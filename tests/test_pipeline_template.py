@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from gpu_transcribe.aws.ec2.userdata import DEADMAN_PATH, DEADMAN_UNIT
 from gpu_transcribe.aws.models import TAG_PIPELINE
-from gpu_transcribe.aws.scaler_lambda import desired_workers
-from gpu_transcribe.aws.userdata import DEADMAN_PATH, DEADMAN_UNIT
+from gpu_transcribe.aws.pipeline.scaler_lambda import desired_workers
 from gpu_transcribe.pipeline.template import (
     FLEET_MAX_LIFETIME_S,
     FLEET_WORKER_GONE_S,

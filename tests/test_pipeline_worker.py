@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from bench.fixtures import recordings_dir
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.jobs_table import (
+from gpu_transcribe.aws.pipeline.jobs_table import (
     DEAD_LETTERED,
     FAILED,
     INTERRUPTED,
@@ -40,8 +40,8 @@ from gpu_transcribe.aws.jobs_table import (
     release_job,
     requeue_job,
 )
-from gpu_transcribe.aws.queue import event_body, parse_event_body
-from gpu_transcribe.cli import app
+from gpu_transcribe.aws.pipeline.queue import event_body, parse_event_body
+from gpu_transcribe.cli.main import app
 from tests.fixtures.bedrock import LoopbackBedrock
 from tests.fixtures.cloud import FakeImds
 from tests.fixtures.moto_aws import MotoAws
@@ -297,8 +297,8 @@ def test_submit_worker_jobs_fetch_end_to_end(
     assert again.exit_code == 1 and "--overwrite" in again.output, "fetch must not overwrite by default"
     assert _cli("jobs", "fetch", en_id, "-o", str(out), "--overwrite").exit_code == 0
 
-    from remote.engine import WhisperEngine
-    from remote.options import TranscribeOptions
+    from gpu_transcribe_engine.engine import WhisperEngine
+    from gpu_transcribe_engine.options import TranscribeOptions
 
     engine = WhisperEngine.load(str(model), device="cpu")
     for path in (EN, SV):
@@ -583,7 +583,7 @@ def test_idle_worker_in_the_group_leaves_it_with_the_desired_capacity_decremente
 ) -> None:
     from dataclasses import replace
 
-    from gpu_transcribe.aws.fleet_member import set_scale_in_protection
+    from gpu_transcribe.aws.pipeline.fleet_member import set_scale_in_protection
     from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
 
     aws = pipeline.aws
@@ -653,7 +653,7 @@ def test_every_s3_request_of_submit_the_worker_and_fetch_names_the_buckets_owner
     results' upload and download (``job_objects``, what the worker and ``jobs fetch`` call) send
     ``ExpectedBucketOwner`` = the caller's account on every request, so S3 refuses a bucket of the
     pipeline's name that another account owns. moto ignores the header: the fixture's request log reads it."""
-    from gpu_transcribe.aws import job_objects
+    from gpu_transcribe.aws.pipeline import job_objects
     from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
     from tests.fixtures.moto_aws import ACCOUNT_ID
 
@@ -995,8 +995,8 @@ def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retr
     ``dead_lettered`` with the reason and publishes their events, leaves the live one's message, deletes the
     succeeded one's; a second reconciliation changes nothing; a reconciliation that died before its publish
     is completed by the next; ``jobs retry`` requeues a reconciled job."""
-    from gpu_transcribe.aws.jobs_table import dead_letter_stuck_job
-    from gpu_transcribe.aws.queue import DEAD_LETTERED_BY, send
+    from gpu_transcribe.aws.pipeline.jobs_table import dead_letter_stuck_job
+    from gpu_transcribe.aws.pipeline.queue import DEAD_LETTERED_BY, send
     from gpu_transcribe.pipeline.jobs import reconcile_dead_letters
     from gpu_transcribe.pipeline.results import build_job_event
 

@@ -29,8 +29,8 @@ import pytest
 
 from gpu_transcribe import __version__
 from gpu_transcribe.build_ami import PROVISION_SCRIPT
+from gpu_transcribe.build_ami.wheel import update_engine_argv
 from gpu_transcribe.ssh import SSHSession, SSHTarget, connect
-from gpu_transcribe.wheel import update_engine_argv
 from tests.fixtures.provision import (
     TEST_MODEL_ID,
     built_wheel,
@@ -145,7 +145,7 @@ def test_provisioning_installs_the_engine_and_passes_every_check(
     assert manifest["model_source"] == str(offline_model_dir().resolve())
     warmup = manifest["warmup"]
     assert isinstance(warmup, dict)
-    from remote.device import default_dtype
+    from gpu_transcribe_engine.device import default_dtype
 
     assert (warmup["device"], warmup["dtype"]) == ("cpu", default_dtype("cpu"))
     text = str(warmup["text"]).strip()
@@ -155,7 +155,7 @@ def test_provisioning_installs_the_engine_and_passes_every_check(
     assert {"gammal", "trevligt"} <= {w.strip(".,").lower() for w in text.split()}
     # What a run does with the image: the venv's interpreter runs the engine offline from the manifest's path.
     engine = subprocess.run(
-        [str(prefix / "venv" / "bin" / "python"), "-m", "remote", "transcribe", "--help"],
+        [str(prefix / "venv" / "bin" / "python"), "-m", "gpu_transcribe_engine", "transcribe", "--help"],
         capture_output=True,
         text=True,
     )

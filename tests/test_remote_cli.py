@@ -1,4 +1,5 @@
-"""``python -m remote transcribe`` as a subprocess: JSON-lines events, exit codes, outputs on disk.
+"""``python -m gpu_transcribe_engine transcribe`` as a subprocess: JSON-lines events, exit codes, outputs on
+disk.
 
 One real run (whisper-base on CPU) on two Swedish recordings and a text file named ``.mp3``; the fatal
 paths (bad option, unusable ``--out``, missing model) need no model at all.
@@ -17,15 +18,16 @@ from typing import Any
 import pytest
 
 from bench.fixtures import REPO_ROOT, SWEDISH_CLIPS, clip_path, find_test_model
-from remote.device import default_dtype
-from remote.protocol import EVENTS, EXIT_FATAL, EXIT_SOME_FAILED, parse_line
+from gpu_transcribe_engine.device import default_dtype
+from gpu_transcribe_engine.protocol import EVENTS, EXIT_FATAL, EXIT_SOME_FAILED, parse_line
 
 
 def run_engine(*args: str, timeout_s: float = 300) -> tuple[int, list[dict[str, Any]], str]:
-    """Run ``python -m remote`` from the repository root; return (exit code, events, stderr)."""
+    """Run ``python -m gpu_transcribe_engine`` from the repository root; return (exit code, events,
+    stderr)."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "remote", *args],
+        [sys.executable, "-m", "gpu_transcribe_engine", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -222,13 +224,13 @@ def test_an_unexpected_error_in_one_file_does_not_stop_the_files_after_it(
     import io
     import types
 
-    import remote.__main__ as engine_cli
-    import remote.writers
+    import gpu_transcribe_engine.__main__ as engine_cli
+    import gpu_transcribe_engine.writers
 
-    fake = types.ModuleType("remote.engine")
+    fake = types.ModuleType("gpu_transcribe_engine.engine")
     fake.WhisperEngine = _ExplodingEngine  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "remote.engine", fake)
-    monkeypatch.setattr(remote.writers, "write_outputs", lambda transcript, stem, formats: {})
+    monkeypatch.setitem(sys.modules, "gpu_transcribe_engine.engine", fake)
+    monkeypatch.setattr(gpu_transcribe_engine.writers, "write_outputs", lambda transcript, stem, formats: {})
     files = [str(tmp_path / name) for name in ("a.wav", "boom.wav", "c.wav")]
     args = engine_cli.build_parser().parse_args(
         ["transcribe", *files, "--out", str(tmp_path / "out"), "--device", "cpu"]

@@ -215,7 +215,7 @@ def test_a_second_ctrl_c_does_not_skip_the_termination(bed: CloudBed) -> None:
 
 def _request(bed: CloudBed, paths: list[Path], **kwargs: Any) -> Any:
     from gpu_transcribe.run import CloudRunRequest
-    from remote.options import TranscribeOptions
+    from gpu_transcribe_engine.options import TranscribeOptions
 
     values: dict[str, Any] = {
         "paths": tuple(str(p) for p in paths),
@@ -585,7 +585,7 @@ def test_update_engine_installs_this_version_on_an_older_image(
     """The image is one ``ami/provision.py`` really made (a venv with the engine, the model cached and named
     in the manifest), tagged with an older version: ``--update-engine`` pushes this version's wheel, installs
     it with ``--no-deps`` into the image's venv, then transcribes with the image's cached model, offline."""
-    from gpu_transcribe.aws.images import TAG_MODEL
+    from gpu_transcribe.aws.ec2.images import TAG_MODEL
     from gpu_transcribe.aws.models import TAG_VERSION
     from tests.fixtures.provision import TEST_MODEL_ID, provisioned_prefix
 
@@ -701,8 +701,8 @@ def test_an_interrupted_host_run_stops_the_engine_and_removes_the_audio(
 
 def test_two_inputs_writing_the_same_output_are_refused_before_launch(tmp_path: Path) -> None:
     from gpu_transcribe.errors import InputError
-    from gpu_transcribe.inputs import collect_audio
-    from gpu_transcribe.outputs import output_destinations
+    from gpu_transcribe.run.inputs import collect_audio
+    from gpu_transcribe.run.outputs import output_destinations
 
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()

@@ -37,10 +37,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.fixtures import clip_path, find_test_model
-from remote.options import TranscribeOptions
-from remote.server.config import ServerConfig
-from remote.server.formats import openai_body
-from remote.writers import render, sanitize
+from gpu_transcribe_api.config import ServerConfig
+from gpu_transcribe_api.formats import openai_body
+from gpu_transcribe_engine.options import TranscribeOptions
+from gpu_transcribe_engine.writers import render, sanitize
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 
 CLIP = "en_librispeech_61-70968-0000.flac"
@@ -55,7 +55,7 @@ def engine() -> Any:
     model = find_test_model()
     if model is None:
         pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     return WhisperEngine.load(str(model), device="cpu")
 
@@ -331,7 +331,7 @@ def test_key_upload_limit_and_bad_requests(
     not_audio = tmp_path / "notes.mp3"
     not_audio.write_text("these are meeting notes, not a recording\n")
     config = ServerConfig(api_key=KEY, max_upload_bytes=200_000, upload_dir=uploads)
-    caplog.set_level(logging.WARNING, logger="remote.server")
+    caplog.set_level(logging.WARNING, logger="gpu_transcribe_api")
     with live_server(config, reuse_engine(engine)) as server:
         wait_until(lambda: server.state.ready, what="the engine")
         no_key = httpx.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("a.mp3", b"x")})
@@ -381,7 +381,7 @@ def test_key_upload_limit_and_bad_requests(
         "code": None,
     }
     assert list(uploads.iterdir()) == []
-    errors = [r.getMessage() for r in caplog.records if r.name == "remote.server"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "gpu_transcribe_api"]
     assert len(errors) == 8, errors  # 401 x 3 (one /metrics), 413 x 2, 400 audio, 400 word, 400 no file
     assert all("\n" not in line for line in errors)
 
@@ -449,7 +449,7 @@ def test_the_serve_command_end_to_end(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
     """`serve --bind 0.0.0.0` without a key: one error line, exit status 2, nothing started."""
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     result = CliRunner().invoke(app, ["serve", "--bind", "0.0.0.0"], env={"GPU_TRANSCRIBE_API_KEY": None})
     assert result.exit_code == 2, result.output
@@ -460,7 +460,7 @@ def test_serve_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_model_directory_that_does_not_exist(tmp_path: Path) -> None:
     """`serve --model ./missing`: one error line naming it, exit status 2, before any server starts."""
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     missing = tmp_path / "missing"
     result = CliRunner().invoke(app, ["serve", "--model", str(missing)])
@@ -471,7 +471,7 @@ def test_serve_refuses_a_model_directory_that_does_not_exist(tmp_path: Path) -> 
 
 def test_serve_refuses_a_webhook_secret_file_without_a_usable_secret(tmp_path: Path) -> None:
     """A secret file holding something else: one error line naming the file, exit status 2; the file kept."""
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     secret_file = tmp_path / "secret"
     secret_file.write_text("hunter2\n", encoding="utf-8")
@@ -489,7 +489,7 @@ def test_serve_refuses_a_webhook_secret_file_without_a_usable_secret(tmp_path: P
 def test_serve_refuses_a_pending_limit_under_the_upload_limit(tmp_path: Path) -> None:
     """`--max-pending-gb` below `--max-upload-mb`: no upload that size could ever be accepted as a job; one
     error line naming both, exit status 2, nothing started."""
-    from gpu_transcribe.cli import app
+    from gpu_transcribe.cli.main import app
 
     result = CliRunner().invoke(app, ["serve", "--max-pending-gb", "0.1", "--max-upload-mb", "200"])
     assert result.exit_code == 2, result.output
@@ -502,7 +502,7 @@ def test_help_imports_no_server_libraries() -> None:
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from gpu_transcribe.cli import app\n"
+        "from gpu_transcribe.cli.main import app\n"
         "for args in (['--help'], ['serve', '--help']):\n"
         "    result = CliRunner().invoke(app, args)\n"
         "    assert result.exit_code == 0, result.output\n"

@@ -29,11 +29,10 @@ import pytest
 import standardwebhooks
 
 from bench.fixtures import clip_path, find_test_model
-from remote.options import TranscribeOptions
-from remote.server.config import ServerConfig
-from remote.server.formats import openai_body
-from remote.server.jobs import RESTART_ERROR, JobStore, transcript_from_dict
-from remote.server.webhooks import (
+from gpu_transcribe_api.config import ServerConfig
+from gpu_transcribe_api.formats import openai_body
+from gpu_transcribe_api.jobs import RESTART_ERROR, JobStore, transcript_from_dict
+from gpu_transcribe_api.webhooks import (
     PinnedTransport,
     WebhookSender,
     check_callback_url,
@@ -42,7 +41,8 @@ from remote.server.webhooks import (
     load_or_create_secret,
     retry_after_s,
 )
-from remote.transcript import Segment, Timings, Transcript
+from gpu_transcribe_engine.options import TranscribeOptions
+from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 from tests.fixtures.webhooks import ScriptedResolver, TlsReceiver
 
@@ -310,7 +310,7 @@ def test_secret_file_is_created_private_and_read_back(tmp_path: Path) -> None:
 
 
 def test_webhook_secret_comes_from_config_file_or_jobs_dir(tmp_path: Path) -> None:
-    from remote.server.jobs_api import resolve_webhook_secret
+    from gpu_transcribe_api.jobs_api import resolve_webhook_secret
 
     given = generate_secret()
     assert resolve_webhook_secret(ServerConfig(webhook_secret=given), tmp_path) == (given, None)
@@ -399,7 +399,7 @@ def test_webhook_retried_after_500_with_the_same_id(
     receiver: Receiver, sender: WebhookSender, secret: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver.script = [(500, {})]
-    with caplog.at_level(logging.WARNING, logger="remote.server.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="gpu_transcribe_api.webhooks"):
         msg_id = sender.submit(receiver.url, "job.failed", {"id": "j", "status": "failed", "error": "x"})
         first, second = receiver.wait_for(2)
         assert sender.join(5)
@@ -425,7 +425,7 @@ def test_webhook_gives_up_after_max_attempts(
     receiver: Receiver, sender: WebhookSender, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver.default = 503
-    with caplog.at_level(logging.WARNING, logger="remote.server.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="gpu_transcribe_api.webhooks"):
         sender.submit(receiver.url, "job.succeeded", {"id": "j"})
         assert sender.join(10)
     time.sleep(0.3)
@@ -471,7 +471,7 @@ def test_webhook_to_a_private_address_is_refused_at_delivery(
     sender = WebhookSender(secret, timeout_s=1.0, max_attempts=3, backoff_base_s=0.05, backoff_cap_s=0.1)
     sender.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="remote.server.webhooks"):
+        with caplog.at_level(logging.WARNING, logger="gpu_transcribe_api.webhooks"):
             sender.submit(receiver.url, "job.succeeded", {"id": "j"})
             assert sender.join(5)
     finally:
@@ -591,7 +591,7 @@ def engine() -> object:
     model = find_test_model()
     if model is None:
         pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     return WhisperEngine.load(str(model), device="cpu")
 
@@ -878,8 +878,8 @@ def test_pinned_transport_keeps_the_name_for_tls(tmp_path: Path, monkeypatch: py
 def test_a_job_keeps_words_prompt_and_subtitle_layout(engine: Any, tmp_path: Path) -> None:
     """A job with timestamp_granularities[]=word, a prompt and line limits: its verbose_json has the engine's
     words for the same options, and its srt the laid-out cues (both rebuilt from the stored result)."""
-    from remote.options import TranscribeOptions
-    from remote.writers import render, sanitize
+    from gpu_transcribe_engine.options import TranscribeOptions
+    from gpu_transcribe_engine.writers import render, sanitize
 
     prompt = "A wizard behind the curtain."
     options = TranscribeOptions(

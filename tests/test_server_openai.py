@@ -34,12 +34,12 @@ import openai
 import pytest
 
 from bench.fixtures import build_long_audio, clip_path, find_test_model, write_wav
-from remote.engine import MAX_SPEECH_PER_WINDOW_S, AudioRequest, BatchInfo
-from remote.errors import TranscriptionCancelledError
-from remote.languages import LANGUAGES
-from remote.options import TranscribeOptions
-from remote.server.config import ServerConfig
-from remote.transcript import Segment
+from gpu_transcribe_api.config import ServerConfig
+from gpu_transcribe_engine.engine import MAX_SPEECH_PER_WINDOW_S, AudioRequest, BatchInfo
+from gpu_transcribe_engine.errors import TranscriptionCancelledError
+from gpu_transcribe_engine.languages import LANGUAGES
+from gpu_transcribe_engine.options import TranscribeOptions
+from gpu_transcribe_engine.transcript import Segment
 from tests.fixtures.server import live_server, reuse_engine, wait_until
 
 CLIP = "en_librispeech_61-70968-0000.flac"
@@ -68,7 +68,7 @@ def model_dir() -> Path:
 @pytest.fixture(scope="module")
 def engine(model_dir: Path) -> Any:
     """whisper-base on the CPU, loaded once for the module."""
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     return WhisperEngine.load(str(model_dir), device="cpu")
 
@@ -387,8 +387,8 @@ class PausingEngine:
 def test_a_streaming_client_that_disconnects_stops_its_remaining_windows(engine: Any, long_wav: Path) -> None:
     """A client that closes its streamed request after the first of its windows was decoded: the engine
     decodes none of the others (the request ends as cancelled), and the server goes on serving."""
-    from remote.audio import decode_audio
-    from remote.vad import merge_into_windows, speech_timestamps
+    from gpu_transcribe_engine.audio import decode_audio
+    from gpu_transcribe_engine.vad import merge_into_windows, speech_timestamps
 
     windows = merge_into_windows(
         speech_timestamps(decode_audio(long_wav)), max_window_s=MAX_SPEECH_PER_WINDOW_S
@@ -429,7 +429,7 @@ def test_cancelling_one_request_of_an_engine_call_leaves_the_others(engine: Any,
     """In one ``transcribe_many`` call, a request cancelled after the first batch has none of its other
     windows decoded and ends with ``TranscriptionCancelledError``; the other request is transcribed exactly
     as alone, and its ``on_segments`` callback got its segments."""
-    from remote.audio import decode_audio
+    from gpu_transcribe_engine.audio import decode_audio
 
     long_samples = decode_audio(long_wav)
     short_samples = decode_audio(clip_path(CLIP))

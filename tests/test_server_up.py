@@ -7,7 +7,7 @@ nohup`` with a pid file in the server's directory. Every test kills what it star
 sshd goes with the instance, a setsid'd server would not) and ends with nothing of ours left in moto.
 
 The parts that need no server (the tunnel over the session-scoped sshd to a plain HTTP server, the state
-file, the cleanup rule) run everywhere; the end-to-end tests need ``remote.server`` (``serve``).
+file, the cleanup rule) run everywhere; the end-to-end tests need ``gpu_transcribe_api`` (``serve``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from gpu_transcribe.account.cleanup import SERVER_START_GRACE_MINUTES, select_resources
 from gpu_transcribe.aws.models import (
     TAG_CREATED,
     TAG_MAX_LIFETIME,
@@ -39,7 +40,6 @@ from gpu_transcribe.aws.models import (
     TAG_SERVER_NAME,
     TaggedResource,
 )
-from gpu_transcribe.cleanup import SERVER_START_GRACE_MINUTES, select_resources
 from gpu_transcribe.common import utc_now
 from tests.fixtures.cloud import REPO, CloudBed, make_bed, write_engine_prefix
 from tests.fixtures.moto_aws import CALLER_ARN, TEST_CIDR, MotoAws
@@ -51,9 +51,9 @@ pytestmark = [
     pytest.mark.timeout(600),
 ]
 
-HAS_SERVE = importlib.util.find_spec("remote.server") is not None
+HAS_SERVE = importlib.util.find_spec("gpu_transcribe_api") is not None
 needs_serve = pytest.mark.skipif(
-    not HAS_SERVE, reason="gpu-transcribe serve (remote/server/, branch srv-core) is not merged yet"
+    not HAS_SERVE, reason="gpu-transcribe serve (gpu_transcribe_api/, branch srv-core) is not merged yet"
 )
 
 
@@ -133,7 +133,7 @@ def test_local_forward_reports_a_closed_remote_port_and_a_taken_local_port(ssh_s
 def test_serve_command_and_unit() -> None:
     """The unit's ExecStart is the argv as is (systemd would expand % and $, and split on spaces: refused)."""
     from gpu_transcribe.errors import GpuTranscribeError
-    from gpu_transcribe.server.remote import serve_argv, unit_text
+    from gpu_transcribe.warm.on_instance import serve_argv, unit_text
 
     argv = serve_argv(
         python="/opt/gpu-transcribe/venv/bin/python",
@@ -168,7 +168,7 @@ def test_serve_command_and_unit() -> None:
 def test_state_file_is_private_atomic_and_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gpu_transcribe.server.state import ServerState, delete_state, list_states, load_state, save_state
+    from gpu_transcribe.warm.state import ServerState, delete_state, list_states, load_state, save_state
 
     monkeypatch.setenv("GPU_TRANSCRIBE_STATE_DIR", str(tmp_path / "state"))
     state = ServerState(
@@ -285,9 +285,9 @@ def _launched_server(aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     """A server's instance, key pair and security group in moto, and its state file (no process: the
     instance is only looked at through EC2)."""
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.launch import launch
+    from gpu_transcribe.aws.ec2.launch import launch
     from gpu_transcribe.aws.models import LaunchSpec
-    from gpu_transcribe.server.state import ServerState, save_state
+    from gpu_transcribe.warm.state import ServerState, save_state
 
     monkeypatch.setenv("GPU_TRANSCRIBE_STATE_DIR", str(tmp_path / "state"))
     spec = LaunchSpec(
@@ -333,9 +333,9 @@ def _launched_server(aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_status_says_interrupted_and_down_is_idempotent(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gpu_transcribe.render_server import status_lines
-    from gpu_transcribe.server import load_state, server_down, server_status
+    from gpu_transcribe.cli.render_warm import status_lines
     from gpu_transcribe.settings import load_settings
+    from gpu_transcribe.warm import load_state, server_down, server_status
 
     _launched_server(aws, monkeypatch, tmp_path)
     state = load_state("default")  # the launch time as kept: to the second
@@ -361,7 +361,7 @@ def test_down_that_cannot_remove_everything_exits_5_and_keeps_the_state(
     second `down` finishes the job."""
     import subprocess
 
-    from gpu_transcribe.server import load_state
+    from gpu_transcribe.warm import load_state
 
     state = _launched_server(aws, monkeypatch, tmp_path)
     # It stopped itself (its idle stop): no SSH to try, only the AWS resources to remove.
@@ -383,9 +383,9 @@ def test_the_ssh_rule_follows_the_callers_new_address(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The laptop moved to another network: port 22 is opened to the new address and closed to the old."""
-    from gpu_transcribe.server import load_state
-    from gpu_transcribe.server.manage import follow_caller
     from gpu_transcribe.settings import load_settings
+    from gpu_transcribe.warm import load_state
+    from gpu_transcribe.warm.manage import follow_caller
 
     state = _launched_server(aws, monkeypatch, tmp_path)
     new_cidr = "198.51.100.9/32"
@@ -404,8 +404,8 @@ def test_the_ssh_rule_follows_the_callers_new_address(
 def test_up_refuses_a_second_server_of_the_same_name(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gpu_transcribe.server import ServerExistsError, ServerUpRequest, server_up
     from gpu_transcribe.settings import load_settings
+    from gpu_transcribe.warm import ServerExistsError, ServerUpRequest, server_up
 
     state = _launched_server(aws, monkeypatch, tmp_path)
     settings = load_settings(env={"GPU_TRANSCRIBE_SSH_CIDR": TEST_CIDR}, config_files=[])
@@ -500,8 +500,8 @@ def _up(bed: CloudBed, port: int) -> tuple[int, str, str]:
 
 @needs_serve
 def test_up_status_tunnel_logs_down(bed: CloudBed) -> None:
-    from gpu_transcribe.server import load_state, open_tunnel, server_status
     from gpu_transcribe.settings import load_settings
+    from gpu_transcribe.warm import load_state, open_tunnel, server_status
 
     emulator = bed.emulator()
     port = free_port()
@@ -640,7 +640,7 @@ def _transcribe(base_url: str, api_key: str) -> str:
 def test_sigint_during_up_leaves_nothing(bed: CloudBed) -> None:
     """SIGINT once the server process runs (while /health is awaited): the server process is stopped, the
     instance terminated, key pair and security group deleted, no state file written."""
-    from gpu_transcribe.server import load_state
+    from gpu_transcribe.warm import load_state
 
     emulator = bed.emulator()
     try:
@@ -662,7 +662,7 @@ def test_sigint_during_up_leaves_nothing(bed: CloudBed) -> None:
 @needs_serve
 def test_a_server_that_does_not_start_fails_up_and_leaves_nothing(bed: CloudBed, tmp_path: Path) -> None:
     """A model that cannot be loaded: serve exits, up says so with the server's log, exit 1, all removed."""
-    from gpu_transcribe.server import load_state
+    from gpu_transcribe.warm import load_state
 
     missing = tmp_path / "no-such-model"  # the image's manifest names a cached copy that is not there
     manifest = bed.prefix_dir / "manifest.json"
@@ -681,9 +681,9 @@ def test_a_server_that_does_not_start_fails_up_and_leaves_nothing(bed: CloudBed,
 
 @needs_serve
 def test_cleanup_finds_a_server_whose_state_file_was_deleted(bed: CloudBed) -> None:
-    from gpu_transcribe.cleanup import cleanup
-    from gpu_transcribe.server import load_state
+    from gpu_transcribe.account.cleanup import cleanup
     from gpu_transcribe.settings import load_settings
+    from gpu_transcribe.warm import load_state
 
     emulator = bed.emulator()
     try:

@@ -110,8 +110,8 @@ def web_server() -> Iterator[WebServer]:
     model = find_test_model()
     if model is None:
         pytest.skip("no test model: run `make offline-model` (or set GPU_TRANSCRIBE_TEST_MODEL)")
-    from remote.engine import WhisperEngine
-    from remote.server.config import ServerConfig
+    from gpu_transcribe_api.config import ServerConfig
+    from gpu_transcribe_engine.engine import WhisperEngine
     from tests.fixtures.server import live_server, reuse_engine, wait_until
 
     key = "web-test-key"
@@ -227,7 +227,7 @@ def test_page_transcribes_a_file_and_offers_every_download(
     statuses = browser.execute_script("return window.__statuses")
     assert any(s.startswith(("Queued", "Running")) for s in statuses), statuses
 
-    from remote.options import TranscribeOptions
+    from gpu_transcribe_engine.options import TranscribeOptions
 
     # The server is idle now (the page has its answer), so the engine is free for the reference run.
     expected = web_server.engine.transcribe_file(audio, TranscribeOptions(language="en")).text

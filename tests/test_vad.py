@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 
 from bench.fixtures import SILENT_CLIP, SWEDISH_CLIPS, build_long_audio, clip_path
-from remote.audio import SAMPLE_RATE_HZ, decode_audio
-from remote.vad import MAX_WINDOW_S, SpeechWindow, merge_into_windows, speech_timestamps
+from gpu_transcribe_engine.audio import SAMPLE_RATE_HZ, decode_audio
+from gpu_transcribe_engine.vad import MAX_WINDOW_S, SpeechWindow, merge_into_windows, speech_timestamps
 
 S = SAMPLE_RATE_HZ
 

@@ -1,4 +1,5 @@
-"""``gpu_transcribe.wheel.build_wheel``: the project's wheel holds both packages and their data, is built
+"""``gpu_transcribe.build_ami.wheel.build_wheel``: the project's wheel holds both packages and their data, is
+built
 from a copy (the checkout gets no ``build/`` or ``*.egg-info``), and a failure is one clear error."""
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gpu_transcribe import __version__, wheel
+from gpu_transcribe import __version__
+from gpu_transcribe.build_ami import wheel
 from gpu_transcribe.errors import GpuTranscribeError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,12 +25,16 @@ def test_build_wheel_holds_both_packages_and_leaves_the_checkout_clean(tmp_path:
     assert built == tmp_path / "out" / f"gpu_transcribe-{__version__}-py3-none-any.whl"
     names = set(zipfile.ZipFile(built).namelist())
     assert {
-        "gpu_transcribe/cli.py",
+        "gpu_transcribe/cli/main.py",
         "gpu_transcribe/build_ami/run.py",
         "gpu_transcribe/data/deadman.sh",
     } <= names
-    assert {"remote/__main__.py", "remote/engine.py", "remote/py.typed"} <= names
-    assert "remote/server/static/index.html" in names  # serve's web page, GET /
+    assert {
+        "gpu_transcribe_engine/__main__.py",
+        "gpu_transcribe_engine/engine.py",
+        "gpu_transcribe_engine/py.typed",
+    } <= names
+    assert "gpu_transcribe_api/static/index.html" in names  # serve's web page, GET /
     assert not any(n.startswith(("tests/", "bench/", "ami/")) or "__pycache__" in n for n in names)
     metadata = zipfile.ZipFile(built).read(f"gpu_transcribe-{__version__}.dist-info/METADATA").decode()
     assert "Provides-Extra: engine" in metadata

@@ -26,7 +26,7 @@ from bench.word_timing import (
     our_words,
     tools_available,
 )
-from remote.options import TranscribeOptions
+from gpu_transcribe_engine.options import TranscribeOptions
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def engine(model_dir: Path) -> Any:
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     return WhisperEngine.load(str(model_dir), device="cpu")
 
@@ -62,7 +62,7 @@ def test_word_starts_of_built_speech_are_within_the_target(engine: Any, tmp_path
 
 
 def test_words_spell_their_segments_in_time_order(engine: Any, tmp_path: Path) -> None:
-    from remote.writers import write_outputs
+    from gpu_transcribe_engine.writers import write_outputs
 
     options = TranscribeOptions(language="en", word_timestamps=True)
     transcript = engine.transcribe_file(clip_path("en_jfk.flac"), options)
@@ -82,7 +82,7 @@ def test_words_spell_their_segments_in_time_order(engine: Any, tmp_path: Path) -
 
 
 def test_a_model_without_alignment_heads_gets_one_clear_error(model_dir: Path, tmp_path: Path) -> None:
-    from remote.engine import WhisperEngine
+    from gpu_transcribe_engine.engine import WhisperEngine
 
     bare = tmp_path / "no-heads"
     bare.mkdir()
@@ -106,7 +106,7 @@ def test_sequential_has_no_word_timestamps(engine: Any) -> None:
 
 @pytest.mark.parametrize("algorithm", ["batched", "sequential"])
 def test_a_prompt_spells_a_name_right(engine: Any, algorithm: str) -> None:
-    from remote.audio import decode_audio
+    from gpu_transcribe_engine.audio import decode_audio
 
     # "...who bore him three children, Susanna and twins Hamnet and Judith." (40-52 s)
     samples = decode_audio(clip_path("en_swc_william-shakespeare-part1.ogg"))[40 * 16000 : 52 * 16000]

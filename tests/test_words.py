@@ -1,6 +1,7 @@
 """The word-timing pieces without the model: DTW, punctuation merging, OpenAI's corrections, start snapping.
 
-The vectorised :func:`remote.words.dtw` must take exactly the path of the plain double loop it replaces
+The vectorised :func:`gpu_transcribe_engine.words.dtw` must take exactly the path of the plain double loop it
+replaces
 (transformers' ``_dynamic_time_warping``, OpenAI's ``dtw_cpu`` rewritten), ties included.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from remote.transcript import Segment, Word
-from remote.words import (
+from gpu_transcribe_engine.transcript import Segment, Word
+from gpu_transcribe_engine.words import (
     WordTiming,
     add_words_to_segments,
     dtw,

@@ -22,10 +22,10 @@ import pytest
 import srt
 import webvtt
 
-from remote import writers
-from remote.errors import BadOptionError, OutputWriteError
-from remote.options import FORMATS, TranscribeOptions
-from remote.transcript import Segment, Timings, Transcript, Word
+from gpu_transcribe_engine import writers
+from gpu_transcribe_engine.errors import BadOptionError, OutputWriteError
+from gpu_transcribe_engine.options import FORMATS, TranscribeOptions
+from gpu_transcribe_engine.transcript import Segment, Timings, Transcript, Word
 
 
 def make_transcript(segments: list[Segment], duration_s: float = 12.0) -> Transcript:

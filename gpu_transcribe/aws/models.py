@@ -13,7 +13,7 @@ from typing import Literal
 
 from gpu_transcribe.common import new_run_id
 from gpu_transcribe.errors import LaunchAttempt
-from gpu_transcribe.keys import SshKeyPair
+from gpu_transcribe.instance.keys import SshKeyPair
 
 # --- tags --------------------------------------------------------------------------------------------------
 TAG_RUN_ID = "gpu-transcribe:run-id"
@@ -148,7 +148,7 @@ class LaunchSpec:
         image_id: AMI id, e.g. ``ami-0123456789abcdef0``.
         instance_types: in order of preference; each is tried in every zone before the next.
         ssh_cidr: the only source allowed to port 22, a CIDR block (``auto`` already resolved, see
-            :func:`gpu_transcribe.aws.checkip.resolve_ssh_cidr`).
+            :func:`gpu_transcribe.aws.ec2.checkip.resolve_ssh_cidr`).
         run_id: tags and names every resource; make it with :func:`new_run_id` before launching so that a
             launch interrupted half-way can still be torn down by run id.
         role: ``run``, ``builder`` or ``server`` (tag ``gpu-transcribe:role``, part of the ``Name``).
@@ -198,7 +198,7 @@ class LaunchSpec:
         except ValueError:
             raise ValueError(
                 f"LaunchSpec.ssh_cidr {self.ssh_cidr!r} is not a CIDR block such as 203.0.113.7/32"
-                " (resolve 'auto' with gpu_transcribe.aws.checkip.resolve_ssh_cidr first)"
+                " (resolve 'auto' with gpu_transcribe.aws.ec2.checkip.resolve_ssh_cidr first)"
             ) from None
         if "/" not in self.ssh_cidr:
             raise ValueError(f"LaunchSpec.ssh_cidr {self.ssh_cidr!r} needs a prefix length, e.g. /32")
@@ -321,7 +321,7 @@ class LaunchResult:
 
     @property
     def resources(self) -> RunResources:
-        """What :func:`gpu_transcribe.aws.resources.teardown` must remove."""
+        """What :func:`gpu_transcribe.aws.ec2.resources.teardown` must remove."""
         return RunResources(
             run_id=self.run_id,
             instance_ids=(self.instance_id,),

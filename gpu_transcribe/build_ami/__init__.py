@@ -2,7 +2,7 @@
 
 Phases (each timed; :attr:`BuildResult.phases`), in :mod:`~gpu_transcribe.build_ami.run`:
 
-1. ``wheel``: build the project's wheel locally (:func:`gpu_transcribe.wheel.build_wheel`), or take
+1. ``wheel``: build the project's wheel locally (:func:`gpu_transcribe.build_ami.wheel.build_wheel`), or take
    ``--wheel FILE``;
 2. ``launch``: a builder instance from the base image (by default the newest AWS Deep Learning Base OSS
    Nvidia Driver GPU AMI for Ubuntu 22.04, through its SSM public parameter), on-demand unless ``--spot``,
@@ -21,7 +21,7 @@ Phases (each timed; :attr:`BuildResult.phases`), in :mod:`~gpu_transcribe.build_
 7. ``image``: ``CreateImage`` with our tags, its snapshots tagged, wait until ``available``;
 8. ``teardown``: terminate the builder, delete its key pair and security group.
 
-The builder is an :class:`~gpu_transcribe.instance_session.InstanceSession`: every exit path runs the
+The builder is an :class:`~gpu_transcribe.instance.session.InstanceSession`: every exit path runs the
 teardown exactly once (normal end, any error, SIGINT, SIGTERM, SIGHUP). If the build did not complete, the
 teardown also stops a provisioning still running on the builder and deregisters an image already started,
 deleting its snapshots: a failed build leaves no image and no instance. A client killed with SIGKILL leaves

@@ -11,11 +11,11 @@ from gpu_transcribe import __version__
 from gpu_transcribe.build_ami.plan import BuildRequest
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
 from gpu_transcribe.errors import GpuTranscribeError, TeardownError
-from gpu_transcribe.instance_session import CleanupStep, InstanceSession
+from gpu_transcribe.instance.session import CleanupStep, InstanceSession
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.images import OurImage
+    from gpu_transcribe.aws.ec2.images import OurImage
     from gpu_transcribe.aws.models import LaunchResult
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession
@@ -53,7 +53,8 @@ def image_builder(
             deregister an unfinished image).
         on_stopped: called once the builder is stopped (its billed time ends).
         phase_done: called with ``stop`` and then ``image`` as each phase ends.
-        poll_s: seconds between image polls (default :data:`gpu_transcribe.aws.image_create.IMAGE_POLL_S`).
+        poll_s: seconds between image polls (default
+        :data:`gpu_transcribe.aws.ec2.image_create.IMAGE_POLL_S`).
 
     Returns:
         The available image.
@@ -62,16 +63,16 @@ def image_builder(
         InstanceLostError: the builder terminated while stopping.
         CloudError: a call failed, the image failed, or a wait timed out.
     """
-    from gpu_transcribe.aws.image_create import (
+    from gpu_transcribe.aws.ec2.image_create import (
         IMAGE_POLL_S,
         create_image,
         image_name,
         image_tags,
         wait_image_available,
     )
-    from gpu_transcribe.aws.instances import stop_instance
+    from gpu_transcribe.aws.ec2.instances import stop_instance
+    from gpu_transcribe.aws.ec2.resources import run_tags
     from gpu_transcribe.aws.models import TAG_ROLE
-    from gpu_transcribe.aws.resources import run_tags
 
     reboot = launched.market == "spot"
     if reboot:
@@ -136,7 +137,7 @@ def delete_unfinished_image(
     Raises:
         TeardownError: something of it could not be removed (``gpu-transcribe images prune`` can retry).
     """
-    from gpu_transcribe.aws.images import delete_image
+    from gpu_transcribe.aws.ec2.images import delete_image
 
     on_progress(ProgressEvent("delete", f"the build did not finish: deregistering image {image_id}"))
     try:

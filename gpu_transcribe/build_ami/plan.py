@@ -11,19 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
-from gpu_transcribe.instance_session import InstanceUsage
+from gpu_transcribe.instance.session import InstanceUsage
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.launch_plan import LaunchPlan
+    from gpu_transcribe.aws.ec2.images import OurImage
+    from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
     from gpu_transcribe.aws.models import LaunchSpec
     from gpu_transcribe.settings import Settings
 
 
 def shipped_file(checkout_path: str, packaged_name: str) -> Path:
     """A file ``build-ami`` pushes: ``checkout_path`` in a source checkout, else the copy the wheel carries
-    as ``gpu_transcribe/data/<packaged_name>`` (see :data:`gpu_transcribe.wheel.WHEEL_EXTRAS`)."""
+    as ``gpu_transcribe/data/<packaged_name>`` (see :data:`gpu_transcribe.build_ami.wheel.WHEEL_EXTRAS`)."""
     in_checkout = Path(__file__).resolve().parents[2] / checkout_path
     if in_checkout.is_file():
         return in_checkout
@@ -168,7 +168,7 @@ def builder_spec(
 ) -> LaunchSpec:
     """The builder's :class:`~gpu_transcribe.aws.models.LaunchSpec`: role ``builder``, on-demand (or spot then
     on-demand with ``spot``), a lifetime of at least :data:`MIN_BUILDER_LIFETIME_MINUTES`."""
-    from gpu_transcribe.instance_session import launch_spec
+    from gpu_transcribe.instance.session import launch_spec
 
     return launch_spec(
         settings,
@@ -190,7 +190,7 @@ def resolve_base(ctx: AwsContext, request: BuildRequest) -> tuple[str, str]:
     Raises:
         ImageNotFoundError, CloudError: the SSM parameter cannot be read.
     """
-    from gpu_transcribe.aws.image_create import DLAMI_BASE_PARAMETER, resolve_base_image
+    from gpu_transcribe.aws.ec2.image_create import DLAMI_BASE_PARAMETER, resolve_base_image
 
     if request.base_image_id:
         return request.base_image_id, "--base-ami"
@@ -210,10 +210,11 @@ def plan_build(
 
     Raises:
         CredentialsError, QuotaError, ImageNotFoundError, CapacityError, CloudError: as
-            :func:`gpu_transcribe.aws.launch_plan.plan_launch`, and when the base image cannot be resolved.
+            :func:`gpu_transcribe.aws.ec2.launch_plan.plan_launch`, and when the base image cannot be
+            resolved.
     """
-    from gpu_transcribe.aws.image_create import image_name
-    from gpu_transcribe.aws.launch_plan import plan_launch
+    from gpu_transcribe.aws.ec2.image_create import image_name
+    from gpu_transcribe.aws.ec2.launch_plan import plan_launch
 
     base_image_id, source = resolve_base(ctx, request)
     on_progress(ProgressEvent("base-image", f"base image {base_image_id} (from {source})"))

@@ -15,7 +15,7 @@ from gpu_transcribe import __version__
 from gpu_transcribe.build_ami.plan import CUDA_LOCK, PROVISION_SCRIPT, BuildRequest, provision_argv
 from gpu_transcribe.common import ProgressCallback, ProgressEvent
 from gpu_transcribe.errors import GpuTranscribeError, ProvisionError, RemoteCommandError
-from gpu_transcribe.instance_session import CleanupStep, InstanceSession
+from gpu_transcribe.instance.session import CleanupStep, InstanceSession
 
 if TYPE_CHECKING:
     from gpu_transcribe.settings import Settings

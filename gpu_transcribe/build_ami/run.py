@@ -21,12 +21,12 @@ from gpu_transcribe.build_ami.plan import (
 from gpu_transcribe.build_ami.provision import provision_builder
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import GpuTranscribeError
-from gpu_transcribe.instance_session import InstanceSession
-from gpu_transcribe.lifecycle import SignalCallback
+from gpu_transcribe.instance.lifecycle import SignalCallback
+from gpu_transcribe.instance.session import InstanceSession
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.instances import AddressResolver
+    from gpu_transcribe.aws.ec2.instances import AddressResolver
     from gpu_transcribe.settings import Settings
 
 
@@ -139,7 +139,7 @@ def _wheel(request: BuildRequest, workdir: Path, on_progress: ProgressCallback) 
         InputError: ``--wheel`` is not a wheel file.
         GpuTranscribeError: the provisioning script or the lock file is missing.
     """
-    from gpu_transcribe.wheel import build_wheel
+    from gpu_transcribe.build_ami.wheel import build_wheel
 
     for needed in (PROVISION_SCRIPT, CUDA_LOCK):
         if not needed.is_file():

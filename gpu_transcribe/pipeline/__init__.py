@@ -3,7 +3,7 @@
 - :mod:`.template` builds the stack's template from a frozen :class:`~.template.PipelineSpec`;
 - :mod:`.deploy` creates, updates, reports on and deletes it (``pipeline deploy | status | destroy``);
 - :mod:`.jobs` finds a pipeline (a worker's description file, else by name from its stack's outputs, read by
-  :mod:`gpu_transcribe.aws.stack`) and lists, fetches and retries jobs (``jobs``);
+  :mod:`gpu_transcribe.aws.pipeline.stack`) and lists, fetches and retries jobs (``jobs``);
 - :mod:`.submit` writes job rows, uploads the audio and runs the scaler in-process (``submit``);
 - :mod:`.worker` is the worker loop (``worker``), the same code on the fleet's instances and any machine.
 

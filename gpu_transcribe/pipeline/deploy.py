@@ -3,7 +3,8 @@
 - :func:`deploy_pipeline`: resolves the image (``--image``, else the ``image_id`` setting, else the newest
   image of ours for this version and model, as ``run`` chooses it), the VPC and one subnet per zone (as
   ``run`` does: ``subnet_id``/``vpc_id`` settings or the default VPC), builds the template
-  (:mod:`.template`), creates or updates the stack through a change set (:mod:`gpu_transcribe.aws.stack`),
+  (:mod:`.template`), creates or updates the stack through a change set
+  (:mod:`gpu_transcribe.aws.pipeline.stack`),
   then makes sure of what CloudFormation may skip (:func:`finish_deploy`).
 - :func:`pipeline_status`: the stack, the queues' counts, the workers and what they cost per hour now.
 - :func:`destroy_pipeline`: deletes the stack; the bucket stays (``DeletionPolicy: Retain``) unless
@@ -129,7 +130,7 @@ class PipelineDeployment:
 def _image_id(ctx: AwsContext, settings: Settings, request: DeployRequest) -> str:
     """``--image``, else the ``image_id`` setting, else the newest image of ours for this version and model
     (as ``run`` chooses it, gpu_transcribe/run/cloud.py)."""
-    from gpu_transcribe.aws.images import list_images, select_run_image
+    from gpu_transcribe.aws.ec2.images import list_images, select_run_image
 
     if request.image_id or settings.image_id:
         return str(request.image_id or settings.image_id)
@@ -153,8 +154,8 @@ def build_spec(
         CredentialsError: credentials missing or rejected.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.launch_plan import describe_image, subnets_by_zone
-    from gpu_transcribe.aws.preflight import caller_identity
+    from gpu_transcribe.aws.ec2.launch_plan import describe_image, subnets_by_zone
+    from gpu_transcribe.aws.ec2.preflight import caller_identity
 
     name = pipeline_name(request.name)
     webhook_url = ""
@@ -171,7 +172,7 @@ def build_spec(
     ctx = AwsContext.from_settings(settings)
     identity = caller_identity(ctx)
     if request.bucket:
-        from gpu_transcribe.aws.pipeline import check_own_bucket
+        from gpu_transcribe.aws.pipeline.deployment import check_own_bucket
 
         check_own_bucket(ctx, request.bucket, identity.account_id)
     correct_region = ""
@@ -218,7 +219,7 @@ def _room_to_reserve(ctx: AwsContext, on_progress: ProgressCallback) -> bool:
     reservation that leaves less than :data:`LAMBDA_MIN_UNRESERVED` unreserved (new accounts have a quota of
     10), which would roll the stack back. Without room the functions are deployed unreserved, with a note;
     the notifier's event source still caps it at :data:`NOTIFIER_MAX_CONCURRENCY`."""
-    from gpu_transcribe.aws.pipeline import unreserved_lambda_concurrency
+    from gpu_transcribe.aws.pipeline.deployment import unreserved_lambda_concurrency
 
     unreserved = unreserved_lambda_concurrency(ctx)
     wanted = NOTIFIER_MAX_CONCURRENCY + SCALER_MAX_CONCURRENCY
@@ -239,7 +240,7 @@ def _room_to_reserve(ctx: AwsContext, on_progress: ProgressCallback) -> bool:
 def _check_correct_model(settings: Settings, region: str, on_progress: ProgressCallback) -> None:
     """``--correct``: ask Bedrock's control plane (:func:`gpu_transcribe.aws.bedrock.check_model`) whether
     the ``correct_model_id`` setting's model can be called in ``region``. A check that cannot be made (no
-    permission, no connection) is noted and skipped, as :mod:`gpu_transcribe.correct` does.
+    permission, no connection) is noted and skipped, as :mod:`gpu_transcribe.correct.correct` does.
 
     Raises:
         SettingsError: the region does not offer the model (the message says why).
@@ -283,7 +284,7 @@ def finish_deploy(
         CredentialsError: credentials missing or rejected.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline import (
+    from gpu_transcribe.aws.pipeline.deployment import (
         ensure_bucket_notification,
         ensure_bucket_protection,
         ensure_pipeline_secret,
@@ -327,7 +328,7 @@ def deploy_pipeline(
         CredentialsError, CloudError: a call failed.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.stack import deploy_stack
+    from gpu_transcribe.aws.pipeline.stack import deploy_stack
 
     started = clock()
     spec = build_spec(settings, request, on_progress)
@@ -429,7 +430,7 @@ class PipelineStatus:
 def _costs(settings: Settings, group: WorkerGroup | None) -> tuple[tuple[WorkerTypeCost, ...], float | None]:
     """The billed workers by (type, zone, market) with the price of each now, and the total per hour."""
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.prices import on_demand_price, spot_prices
+    from gpu_transcribe.aws.ec2.prices import on_demand_price, spot_prices
 
     if group is None:
         return (), 0.0
@@ -461,8 +462,8 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
         CredentialsError, CloudError: a call failed.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline import queue_counts, worker_group
-    from gpu_transcribe.aws.stack import describe_stack
+    from gpu_transcribe.aws.pipeline.deployment import queue_counts, worker_group
+    from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.pipeline.jobs import DeadLetterResult, config_from_stack, reconcile_dead_letters
 
     name = pipeline_name(name)
@@ -540,13 +541,13 @@ def destroy_pipeline(
         CredentialsError, CloudError: a call failed.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline import (
+    from gpu_transcribe.aws.pipeline.deployment import (
         delete_bucket,
         delete_pipeline_secret,
         empty_bucket,
         remove_bucket_notification,
     )
-    from gpu_transcribe.aws.stack import delete_stack, describe_stack
+    from gpu_transcribe.aws.pipeline.stack import delete_stack, describe_stack
 
     name = pipeline_name(name)
     ctx = AwsContext.from_settings(settings)
@@ -579,6 +580,6 @@ def list_pipelines(settings: Settings) -> tuple[StackInfo, ...]:
         CredentialsError, CloudError: the call failed.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.stack import list_stacks
+    from gpu_transcribe.aws.pipeline.stack import list_stacks
 
     return list_stacks(AwsContext.from_settings(settings), PIPELINE_STACK_PREFIX)

@@ -6,7 +6,8 @@ data writes for the workers (``/etc/gpu-transcribe/pipeline.json``: ``bucket``, 
 ``job_retention_days``, ``defaults``, ``results_queue_url``, ``webhooks_queue_url``, ``pipeline_webhook``,
 ``allow_private_webhooks``). :func:`load_config` looks in ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``, then
 that path; :func:`find_pipeline` falls back to the outputs of the pipeline's CloudFormation stack (off the
-fleet, with nothing but credentials), read by :mod:`gpu_transcribe.aws.stack`. No printing here: the CLI
+fleet, with nothing but credentials), read by :mod:`gpu_transcribe.aws.pipeline.stack`. No printing here: the
+CLI
 renders what these functions return.
 """
 
@@ -30,8 +31,8 @@ from gpu_transcribe.pipeline import template
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.jobs_table import JobRecord
     from gpu_transcribe.aws.models import PipelineOutputs, StackInfo
+    from gpu_transcribe.aws.pipeline.jobs_table import JobRecord
 
 #: Test and off-EC2 seam: a pipeline description (JSON, the worker config's form) to use instead of
 #: :data:`WORKER_CONFIG_PATH`.
@@ -295,7 +296,8 @@ def load_config(name: str | None = None) -> PipelineConfig:
 def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv") -> PipelineConfig:
     """The pipeline: its description file if there is one (:func:`load_config`: on a worker, or
     ``$GPU_TRANSCRIBE_PIPELINE_CONFIG``), else the outputs of its stack ``gpu-transcribe-pipeline-<name>``
-    (default name: ``pipeline deploy``'s) in ``ctx``'s region, read by :mod:`gpu_transcribe.aws.stack` as
+    (default name: ``pipeline deploy``'s) in ``ctx``'s region, read by
+    :mod:`gpu_transcribe.aws.pipeline.stack` as
     :class:`~gpu_transcribe.aws.models.PipelineOutputs`, with the queue's visibility timeout read from SQS
     the webhook settings from the notifier Lambda's environment (:func:`notifier_settings`), and the other
     settings at their defaults.
@@ -308,7 +310,7 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
     if os.environ.get(PIPELINE_CONFIG_ENV, "").strip() or WORKER_CONFIG_PATH.is_file():
         return load_config(name)
     from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
-    from gpu_transcribe.aws.stack import describe_stack
+    from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.errors import PipelineNotFoundError
     from gpu_transcribe.pipeline.deploy import DEFAULT_PIPELINE
 
@@ -328,7 +330,7 @@ def config_from_stack(
         PipelineConfigError: the stack lacks the outputs.
         CloudError, CredentialsError: a call failed.
     """
-    from gpu_transcribe.aws.queue import visibility_timeout_s
+    from gpu_transcribe.aws.pipeline.queue import visibility_timeout_s
 
     resources = PipelineResources(
         bucket=outputs.bucket,
@@ -438,7 +440,7 @@ def list_jobs(
         PipelineInputError: a bad ``--status`` or ``--since``.
         CloudError, CredentialsError: a call failed.
     """
-    from gpu_transcribe.aws import jobs_table
+    from gpu_transcribe.aws.pipeline import jobs_table
 
     if status is not None and status not in jobs_table.STATUSES:
         raise PipelineInputError(f"--status: {status!r} is not one of {', '.join(jobs_table.STATUSES)}")
@@ -490,7 +492,7 @@ def fetch_outputs(
         GpuTranscribeError: an output named by a job is not in the bucket (those before it are written).
         CloudError, CredentialsError: a call failed.
     """
-    from gpu_transcribe.aws import job_objects
+    from gpu_transcribe.aws.pipeline import job_objects
 
     records = list_jobs(ctx, config, job_ids)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -546,7 +548,7 @@ def retry_jobs(ctx: AwsContext, config: PipelineConfig, job_ids: Sequence[str]) 
         JobNotFoundError: an id has no row.
         CloudError, CredentialsError: a call failed.
     """
-    from gpu_transcribe.aws import jobs_table, queue
+    from gpu_transcribe.aws.pipeline import jobs_table, queue
 
     reconcile_dead_letters(ctx, config)
     requeued, refused = [], []
@@ -603,11 +605,13 @@ def reconcile_dead_letters(ctx: AwsContext, config: PipelineConfig) -> DeadLette
     dead-letter queue (up to :data:`DEAD_LETTER_BATCH_MAX`):
 
     - a job not final is marked ``dead_lettered`` with the reason (:data:`DEAD_LETTERED_BY_SQS`) by a
-      conditional write (:func:`~gpu_transcribe.aws.jobs_table.dead_letter_stuck_job`: never a job a live
+      conditional write (:func:`~gpu_transcribe.aws.pipeline.jobs_table.dead_letter_stuck_job`: never a job a
+      live
       worker holds), its ``job.dead_lettered`` event is published (as the worker publishes one:
       :func:`~gpu_transcribe.pipeline.results.publish_final_job`) and the message deleted;
     - the copy a worker sends when it dead-letters a job itself (message attribute
-      :data:`~gpu_transcribe.aws.queue.DEAD_LETTERED_BY` ``worker``) is deleted, whatever the row says;
+      :data:`~gpu_transcribe.aws.pipeline.queue.DEAD_LETTERED_BY` ``worker``) is deleted, whatever the row
+      says;
     - a job already ``dead_lettered`` by another reconciliation has its event published again, with the
       same id (that reconciliation may have died before publishing), and the message is deleted; a job
       ``succeeded`` or ``failed`` has its message deleted;
@@ -651,7 +655,7 @@ def _reconcile(
     left: list[int],
 ) -> None:
     """The loop of :func:`reconcile_dead_letters`, appending to ``dead``, ``removed`` and ``left[0]``."""
-    from gpu_transcribe.aws import jobs_table, queue
+    from gpu_transcribe.aws.pipeline import jobs_table, queue
 
     resources = config.resources
     seen = 0
@@ -698,7 +702,7 @@ def _reconcile(
 def _dead_letter_job(ctx: AwsContext, config: PipelineConfig, message: Any) -> JobRecord | None:
     """The row of the job a dead-letter message is for (the worker's mapping of keys to jobs), or
     ``None``: the message names no object of this pipeline's ``incoming/``, or no job has it."""
-    from gpu_transcribe.aws import jobs_table
+    from gpu_transcribe.aws.pipeline import jobs_table
 
     if message.test_event or not message.objects:
         return None
@@ -732,7 +736,7 @@ def wait_for_jobs(
     Raises:
         JobNotFoundError, CloudError, CredentialsError: as :func:`list_jobs`.
     """
-    from gpu_transcribe.aws.jobs_table import FINAL_STATUSES
+    from gpu_transcribe.aws.pipeline.jobs_table import FINAL_STATUSES
 
     started = time.monotonic()
     seen: tuple[str, ...] = ()

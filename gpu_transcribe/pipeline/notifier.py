@@ -1,6 +1,7 @@
 """The pipeline's notifier: the Lambda that delivers job events from the webhooks queue as signed POSTs.
 
-Runs as the stack's inline Lambda (stdlib and boto3 only): its code is :mod:`remote.webhook_common` followed
+Runs as the stack's inline Lambda (stdlib and boto3 only): its code is
+:mod:`gpu_transcribe_api.webhook_common` followed
 by this module, stripped of docstrings and annotations by ``gpu_transcribe.pipeline.template.notifier_source``
 to fit CloudFormation's 4,096-byte inline limit (why not the ``standardwebhooks`` library: an inline function
 cannot bring packages, and a zip built at deploy time would need a bucket before the stack that makes it; the
@@ -45,7 +46,7 @@ from urllib.parse import urlsplit
 
 import boto3
 
-from remote.webhook_common import UNRESOLVED, retry_after_s, sign_v1, url_address
+from gpu_transcribe_api.webhook_common import UNRESOLVED, retry_after_s, sign_v1, url_address
 
 MAX_RETRY_AFTER_S = 21_600
 """The longest ``Retry-After`` honoured, seconds (6 h; SQS allows a message 12 h of invisibility)."""

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from remote.webhook_common import check_secret, generate_secret, url_refusal
+from gpu_transcribe_api.webhook_common import check_secret, generate_secret, url_refusal
 
 if TYPE_CHECKING:
-    from gpu_transcribe.aws.jobs_table import JobRecord
+    from gpu_transcribe.aws.pipeline.jobs_table import JobRecord
     from gpu_transcribe.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class WebhookUrlError(ValueError):
 
 
 def check_webhook_url(url: str, allow_private: bool) -> str:
-    """``url`` stripped, if webhooks may be sent there (see :func:`remote.webhook_common.url_refusal`).
+    """``url`` stripped, if webhooks may be sent there (see
+    :func:`gpu_transcribe_api.webhook_common.url_refusal`).
 
     Raises:
         WebhookUrlError: why not; the message names the host, never the query (it may hold a token).
@@ -542,7 +543,7 @@ def results_queue_url(settings: Settings, name: str | None) -> str:
     """
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
-    from gpu_transcribe.aws.stack import describe_stack
+    from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.errors import CloudError, PipelineNotFoundError
     from gpu_transcribe.pipeline.deploy import pipeline_name
 

@@ -20,7 +20,7 @@ from gpu_transcribe.pipeline.jobs import PipelineConfig, PipelineInputError, new
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.jobs_table import JobOptions
+    from gpu_transcribe.aws.pipeline.jobs_table import JobOptions
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def submit_files(
         CloudError, CredentialsError: a call failed; the files before it are submitted (a failed upload's
             row is marked ``failed`` first).
     """
-    from gpu_transcribe.aws import job_objects, jobs_table
+    from gpu_transcribe.aws.pipeline import job_objects, jobs_table
     from gpu_transcribe.pipeline.results import WebhookUrlError, check_webhook_url
 
     files = check_files(paths)
@@ -121,7 +121,7 @@ def submit_files(
 
 def wake_fleet(ctx: AwsContext, config: PipelineConfig) -> dict[str, Any] | None:
     """Raise the worker group's desired capacity from the queue's backlog now: the scaler Lambda's own code
-    and settings, run here (:func:`gpu_transcribe.aws.pipeline.run_scaler`). Never lowers it.
+    and settings, run here (:func:`gpu_transcribe.aws.pipeline.deployment.run_scaler`). Never lowers it.
 
     Returns:
         The scaler's answer (``visible``, ``desired_before``, ``desired``, ``raised``), or ``None`` when the
@@ -134,6 +134,6 @@ def wake_fleet(ctx: AwsContext, config: PipelineConfig) -> dict[str, Any] | None
     resources = config.resources
     if not resources.group or not resources.scaler_function:
         return None
-    from gpu_transcribe.aws.pipeline import run_scaler
+    from gpu_transcribe.aws.pipeline.deployment import run_scaler
 
     return run_scaler(ctx, resources.queue_url, resources.group, resources.scaler_function)

@@ -414,7 +414,8 @@ def lifecycle_rules_api(spec: PipelineSpec) -> list[dict[str, Any]]:
 
 
 def scaler_source() -> str:
-    """The scaler's Python source (:mod:`gpu_transcribe.aws.scaler_lambda`), inlined as the Lambda's code.
+    """The scaler's Python source (:mod:`gpu_transcribe.aws.pipeline.scaler_lambda`), inlined as the Lambda's
+    code.
 
     Raises:
         ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
@@ -430,7 +431,7 @@ def scaler_source() -> str:
 
 def _statements(source: str) -> list[ast.stmt]:
     """``source``'s top-level statements without docstrings, annotations, ``__future__`` and
-    ``remote.webhook_common`` imports (the notifier's inline code defines those names itself)."""
+    ``gpu_transcribe_api.webhook_common`` imports (the notifier's inline code defines those names itself)."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Module):
@@ -448,7 +449,10 @@ def _statements(source: str) -> list[ast.stmt]:
     return [
         node
         for node in tree.body
-        if not (isinstance(node, ast.ImportFrom) and node.module in ("__future__", "remote.webhook_common"))
+        if not (
+            isinstance(node, ast.ImportFrom)
+            and node.module in ("__future__", "gpu_transcribe_api.webhook_common")
+        )
         and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
     ]
 
@@ -493,14 +497,16 @@ def _shorten_locals(nodes: list[ast.stmt]) -> None:
 
 def notifier_source() -> str:
     """The notifier Lambda's inline code: what :mod:`gpu_transcribe.pipeline.notifier` uses of
-    :mod:`remote.webhook_common`, then the notifier, without docstrings, annotations and unused
+    :mod:`gpu_transcribe_api.webhook_common`, then the notifier, without docstrings, annotations and unused
     definitions or imports, with short local names (:func:`_shorten_locals`), indented by one space (the
     same program, smaller; the tests run this text).
 
     Raises:
         ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
     """
-    common = _statements(resources.files("remote").joinpath("webhook_common.py").read_text(encoding="utf-8"))
+    common = _statements(
+        resources.files("gpu_transcribe_engine").joinpath("webhook_common.py").read_text(encoding="utf-8")
+    )
     notifier = _statements(
         resources.files("gpu_transcribe.pipeline").joinpath("notifier.py").read_text(encoding="utf-8")
     )
@@ -576,7 +582,7 @@ def worker_config(spec: PipelineSpec) -> dict[str, Any]:
 def fleet_deadman_script() -> str:
     """``deadman.sh`` without its comment lines and blank lines (the shebang kept), as the fleet's user data
     carries it: the template must fit CloudFormation's 51,200-byte inline limit."""
-    from gpu_transcribe.aws.userdata import deadman_script
+    from gpu_transcribe.aws.ec2.userdata import deadman_script
 
     lines = deadman_script().splitlines()
     kept = [lines[0], *(line for line in lines[1:] if line.strip() and not line.lstrip().startswith("#"))]
@@ -591,7 +597,7 @@ def fleet_deadman_commands() -> list[str]:
     ``Fn::Sub`` (which reads ``${...}``) can change it. An instance that powers off leaves the group's
     running instances; the group's EC2 health check replaces it, and the replacement works on the backlog
     or, idle, leaves with the desired capacity decremented."""
-    from gpu_transcribe.aws.userdata import (
+    from gpu_transcribe.aws.ec2.userdata import (
         DEADMAN_CHECK_INTERVAL_S,
         DEADMAN_PATH,
         DEADMAN_UNIT,

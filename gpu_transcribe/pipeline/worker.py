@@ -3,8 +3,9 @@ the worker's life; the same code runs under systemd on the fleet's instances and
 
 One round of the loop:
 
-1. receive up to 10 messages (long polling, :mod:`gpu_transcribe.aws.queue`);
-2. claim each message's job by a conditional update (:func:`~gpu_transcribe.aws.jobs_table.claim_job`): a
+1. receive up to 10 messages (long polling, :mod:`gpu_transcribe.aws.pipeline.queue`);
+2. claim each message's job by a conditional update
+(:func:`~gpu_transcribe.aws.pipeline.jobs_table.claim_job`): a
    duplicate delivery stops there (if the job is finished, its end is published again, with the same event
    id, and its message deleted; if another worker holds it, its message is hidden until the holder's lease
    ends, so it can rescue the job if that worker dies); a file put into ``incoming/`` by anything else gets
@@ -15,7 +16,8 @@ One round of the loop:
    each batch:
    download the audio to its job's folder under the base name of its ``file_name`` (a name with none, such
    as ``..``, fails the job), decode it (bad audio: the job fails at once with the engine's one-line reason,
-   and its message is deleted), transcribe the batch with :meth:`remote.engine.WhisperEngine.transcribe_many`;
+   and its message is deleted), transcribe the batch with
+   :meth:`gpu_transcribe_engine.engine.WhisperEngine.transcribe_many`;
 4. for each transcript: upload the outputs to ``results/<job-id>/<stem>.<fmt>``, mark the job succeeded only
    if this worker still holds it, publish the job event, and delete the message last, so a crash at any
    step means redelivery, never a lost or half-written job.
@@ -73,10 +75,10 @@ from gpu_transcribe.pipeline.jobs import (
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.jobs_table import JobRecord
-    from gpu_transcribe.aws.queue import QueueMessage
-    from gpu_transcribe.correct import CorrectionConfig
-    from remote.engine import WhisperEngine
+    from gpu_transcribe.aws.pipeline.jobs_table import JobRecord
+    from gpu_transcribe.aws.pipeline.queue import QueueMessage
+    from gpu_transcribe.correct.correct import CorrectionConfig
+    from gpu_transcribe_engine.engine import WhisperEngine
 
 #: Seconds between reads of the spot interruption notice (AWS recommends every 5 s, see above).
 NOTICE_CHECK_S = 5.0
@@ -201,7 +203,7 @@ class Worker:
         config: the pipeline (resources, attempts, visibility timeout, defaults).
         options: see :class:`WorkerOptions`.
         on_event: progress (one line per step: claims, results, releases), never required.
-        engine_loader: loads the engine (default :meth:`remote.engine.WhisperEngine.load`).
+        engine_loader: loads the engine (default :meth:`gpu_transcribe_engine.engine.WhisperEngine.load`).
     """
 
     def __init__(
@@ -268,7 +270,7 @@ class Worker:
             CloudError, CredentialsError: an AWS call of the loop failed (the jobs in hand come back to the
                 queue when their visibility ends).
         """
-        from gpu_transcribe.aws import queue
+        from gpu_transcribe.aws.pipeline import queue
 
         watcher = threading.Thread(target=self._watch, name="worker-watcher", daemon=True)
         watcher.start()
@@ -357,7 +359,7 @@ class Worker:
             self._protect(False)
 
     def _claim_all(self, messages: tuple[QueueMessage, ...]) -> list[_Job]:
-        from gpu_transcribe.aws import jobs_table, queue
+        from gpu_transcribe.aws.pipeline import jobs_table, queue
 
         table, url = self.config.resources.table, self.config.resources.queue_url
         batch: dict[str, _Job] = {}
@@ -400,7 +402,7 @@ class Worker:
         return list(batch.values())
 
     def _create_row(self, job_id: str, key: str) -> None:
-        from gpu_transcribe.aws import jobs_table
+        from gpu_transcribe.aws.pipeline import jobs_table
 
         now = jobs_table.now_iso()
         record = jobs_table.JobRecord(
@@ -422,7 +424,7 @@ class Worker:
         the worker that ended it may have died between the final write and the publish) and is deleted; one
         of a job another worker holds is hidden until that worker's lease ends (then it rescues the job if
         the holder died)."""
-        from gpu_transcribe.aws import jobs_table, queue
+        from gpu_transcribe.aws.pipeline import jobs_table, queue
 
         url = self.config.resources.queue_url
         current = jobs_table.get_job(self.ctx, self.config.resources.table, job_id)
@@ -442,9 +444,9 @@ class Worker:
 
     def _prepare(self, batch: list[_Job], tmp: Path) -> list[_Job]:
         """Download and decode each job's audio; bad audio fails its job at once."""
-        from gpu_transcribe.aws import job_objects
-        from remote.audio import decode_audio
-        from remote.errors import AudioDecodeError
+        from gpu_transcribe.aws.pipeline import job_objects
+        from gpu_transcribe_engine.audio import decode_audio
+        from gpu_transcribe_engine.errors import AudioDecodeError
 
         ready = []
         for job in batch:
@@ -480,9 +482,9 @@ class Worker:
         return ready
 
     def _transcribe(self, ready: list[_Job], tmp: Path) -> None:
-        from remote.engine import AudioRequest
-        from remote.errors import BadOptionError
-        from remote.options import TranscribeOptions
+        from gpu_transcribe_engine.engine import AudioRequest
+        from gpu_transcribe_engine.errors import BadOptionError
+        from gpu_transcribe_engine.options import TranscribeOptions
 
         if self._stop.is_set():
             return  # stopping: the watcher hands the jobs back; no model load for nothing
@@ -535,7 +537,7 @@ class Worker:
             if self._engine_loader is not None:
                 self._engine = self._engine_loader(self.options.model, self.options.device)
             else:
-                from remote.engine import WhisperEngine
+                from gpu_transcribe_engine.engine import WhisperEngine
 
                 self._engine = WhisperEngine.load(self.options.model, device=self.options.device)
         except Exception as exc:
@@ -561,7 +563,7 @@ class Worker:
             return True
 
     def _delete_messages(self, job: _Job) -> None:
-        from gpu_transcribe.aws import queue
+        from gpu_transcribe.aws.pipeline import queue
 
         for message in (job.message, *job.duplicates):
             queue.delete(self.ctx, self.config.resources.queue_url, message.receipt_handle)
@@ -570,9 +572,9 @@ class Worker:
         return int(time.time()) + self.config.job_retention_days * 86400
 
     def _succeed(self, job: _Job, transcript: Any, tmp: Path) -> None:
-        from gpu_transcribe.aws import job_objects, jobs_table
-        from remote.errors import BadOptionError, OutputWriteError
-        from remote.writers import write_outputs
+        from gpu_transcribe.aws.pipeline import job_objects, jobs_table
+        from gpu_transcribe_engine.errors import BadOptionError, OutputWriteError
+        from gpu_transcribe_engine.writers import write_outputs
 
         record = job.record
         formats = tuple(record.options.formats or self.config.default_formats)
@@ -631,10 +633,11 @@ class Worker:
         self._say("succeeded", f"job {record.job_id} ({record.file_name}): {', '.join(keys)}")
 
     def _correct(self, job: _Job, raw_json: Path, formats: tuple[str, ...]) -> dict[str, Any]:
-        """Correct the job's transcript with Bedrock (:func:`gpu_transcribe.correct.correct_file`), writing
+        """Correct the job's transcript with Bedrock (:func:`gpu_transcribe.correct.correct.correct_file`),
+        writing
         ``<stem>.corrected.<fmt>`` beside the raw files; what it did (``CorrectionResult.to_dict()``). Never
         raises: a Bedrock failure is a ``failed`` status with the reason, and the job still succeeds."""
-        from gpu_transcribe.correct import correct_file
+        from gpu_transcribe.correct.correct import correct_file
 
         config = self.options.correction
         if config is None:
@@ -650,7 +653,7 @@ class Worker:
 
     def _fail(self, job: _Job, reason: str) -> None:
         """Bad input: the job fails at once (not retried), its message is deleted."""
-        from gpu_transcribe.aws import jobs_table
+        from gpu_transcribe.aws.pipeline import jobs_table
 
         if not self._take(job):
             return
@@ -672,7 +675,7 @@ class Worker:
 
     def _engine_failure(self, job: _Job, exc: Exception) -> None:
         """Handed back for another worker below ``max_attempts`` engine failures; at it, dead-lettered."""
-        from gpu_transcribe.aws import jobs_table, queue
+        from gpu_transcribe.aws.pipeline import jobs_table, queue
 
         reason = " ".join(f"{job.record.file_name}: {exc}".split())
         failures = job.record.engine_failures + 1
@@ -731,7 +734,7 @@ class Worker:
 
     def _release(self, job: _Job, *, interrupted: bool, error: str = "") -> None:
         """Hand the job back: the row first (so a claim succeeds), then the message visible at once."""
-        from gpu_transcribe.aws import jobs_table, queue
+        from gpu_transcribe.aws.pipeline import jobs_table, queue
 
         with self._lock:
             if job.state != "working":
@@ -758,7 +761,7 @@ class Worker:
     def _watch(self) -> None:
         """Reads the spot notice every ``notice_check_s``; on a notice, a stop request, or a batch still
         running ``lifetime_grace_s`` past the maximum lifetime, hands the batch back."""
-        from gpu_transcribe.spot_watch import IMDS_ENDPOINT_ENV, read_local_spot_notice
+        from gpu_transcribe.instance.spot_watch import IMDS_ENDPOINT_ENV, read_local_spot_notice
 
         next_notice = time.monotonic()
         handed_back = False
@@ -795,7 +798,7 @@ class Worker:
     def _heartbeat(self, stop: threading.Event) -> None:
         """Every third of the visibility timeout: the messages hidden for another full timeout and the leases
         extended, for every job still in hand."""
-        from gpu_transcribe.aws import jobs_table, queue
+        from gpu_transcribe.aws.pipeline import jobs_table, queue
 
         visibility_s = self.config.visibility_timeout_s
         while not stop.wait(max(1.0, visibility_s / 3)):
@@ -829,14 +832,14 @@ class Worker:
         given = os.environ.get(INSTANCE_ID_ENV, "").strip()
         if given:
             return given
-        from gpu_transcribe.spot_watch import read_imds
+        from gpu_transcribe.instance.spot_watch import read_imds
 
         return (read_imds("meta-data/instance-id", timeout_s=1.0) or "").strip()
 
     def _protect(self, protected: bool) -> None:
         if not self.in_group:
             return
-        from gpu_transcribe.aws.fleet_member import set_scale_in_protection
+        from gpu_transcribe.aws.pipeline.fleet_member import set_scale_in_protection
 
         try:
             set_scale_in_protection(self.ctx, self.config.resources.group, self.instance_id, protected)
@@ -844,7 +847,7 @@ class Worker:
             self._say("note", f"could not set scale-in protection: {exc}")
 
     def _leave_group(self) -> bool:
-        from gpu_transcribe.aws.fleet_member import leave_group
+        from gpu_transcribe.aws.pipeline.fleet_member import leave_group
 
         try:
             leave_group(self.ctx, self.instance_id)

@@ -4,7 +4,7 @@ cloud flow with its relaunch after a spot interruption (:mod:`~gpu_transcribe.ru
 (:mod:`~gpu_transcribe.run.upload`). Orchestration only: no printing, progress through callbacks.
 """
 
-from gpu_transcribe.instance_session import InstanceUsage
+from gpu_transcribe.instance.session import InstanceUsage
 from gpu_transcribe.run.cloud import choose_image, plan_run, run_cloud
 from gpu_transcribe.run.host import parse_host, run_on_host
 from gpu_transcribe.run.request import (

@@ -3,7 +3,7 @@ after a spot interruption, then the S3 upload.
 
 1. Plan: inputs, output directories, the S3 bucket, then preflight, the image and the launch plan (nothing is
    created; ``--dry-run`` stops here).
-2. An :class:`~gpu_transcribe.instance_session.InstanceSession` launches, connects and tears down; the work on
+2. An :class:`~gpu_transcribe.instance.session.InstanceSession` launches, connects and tears down; the work on
    the host is :class:`~gpu_transcribe.run.host.HostWork`.
 3. A spot interruption (the two-minute notice, EC2's state, or the connection lost and EC2 then saying so) is
    reported, and the unfinished files run again once on a new instance, the lost zone's spot tried last. The
@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 from gpu_transcribe import __version__
 from gpu_transcribe.common import billed_seconds, cost_usd, new_run_id, utc_now
 from gpu_transcribe.errors import GpuTranscribeError, InstanceLostError, SettingsError, TeardownError
-from gpu_transcribe.instance_session import ALIVE_CHECK_S, InstanceSession, InstanceUsage
+from gpu_transcribe.instance.session import ALIVE_CHECK_S, InstanceSession, InstanceUsage
+from gpu_transcribe.instance.spot_watch import NOTICE_CHECK_S, SpotNotice
 from gpu_transcribe.run.host import HostWork, Job, RunState, build_engine_wheel, correct_finished
 from gpu_transcribe.run.request import CloudRunRequest, CloudRunResult, DryRunPlan, Phases, RunCallbacks
 from gpu_transcribe.run.upload import upload_outputs
-from gpu_transcribe.spot_watch import NOTICE_CHECK_S, SpotNotice
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.launch_plan import LaunchPlan
+    from gpu_transcribe.aws.ec2.images import OurImage
+    from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
     from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
     from gpu_transcribe.settings import Settings
 
@@ -56,7 +56,7 @@ def choose_image(
         ImageNotFoundError: no image fits; the message says to run ``gpu-transcribe build-ami``.
         CredentialsError, CloudError: listing failed.
     """
-    from gpu_transcribe.aws.images import list_images, select_run_image
+    from gpu_transcribe.aws.ec2.images import list_images, select_run_image
 
     if settings.image_id:
         return settings.image_id, None
@@ -83,12 +83,12 @@ class _CloudPlan:
 def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCallbacks) -> _CloudPlan:
     """The cloud half of planning, shared by ``run`` and ``--dry-run``: the bucket (checked), the image, the
     SSH source, the run id and the launch plan. Creates nothing."""
-    from gpu_transcribe.aws.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.clients import AwsContext, s3_client
-    from gpu_transcribe.aws.launch_plan import plan_launch
-    from gpu_transcribe.aws.preflight import caller_identity
+    from gpu_transcribe.aws.ec2.checkip import resolve_ssh_cidr
+    from gpu_transcribe.aws.ec2.launch_plan import plan_launch
+    from gpu_transcribe.aws.ec2.preflight import caller_identity
     from gpu_transcribe.aws.s3 import check_bucket
-    from gpu_transcribe.instance_session import launch_spec
+    from gpu_transcribe.instance.session import launch_spec
 
     bucket = settings.require_s3_bucket() if request.upload else None
     ctx = AwsContext.from_settings(settings)
@@ -171,7 +171,7 @@ class _Relaunch:
         self._thread.start()
 
     def _make(self) -> None:
-        from gpu_transcribe.aws.launch_plan import plan_launch
+        from gpu_transcribe.aws.ec2.launch_plan import plan_launch
 
         assert self._lost_on is not None
         zone, instance_type = self._lost_on

@@ -1,7 +1,8 @@
 """The work of a run on a connected host, shared by cloud runs and ``run --host``.
 
 On the host, in as few SSH round trips as possible: find the engine and make a private run directory, push
-the audio (SFTP), run ``python -m remote transcribe`` with every argument quoted, pass its JSON events on, and
+the audio (SFTP), run ``python -m gpu_transcribe_engine transcribe`` with every argument quoted, pass its
+JSON events on, and
 pull each file's outputs as soon as the engine reports it done (so a lost instance keeps what finished).
 ``run --host`` (:func:`run_on_host`) does this on an existing machine with no EC2 call at all.
 """
@@ -19,16 +20,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.common import new_run_id
-from gpu_transcribe.engine_runner import ENGINE_STARTED, EngineRequest, EngineRun, EventCollector, FileOutcome
 from gpu_transcribe.errors import EngineError, InputError, RemoteCommandError, SettingsError, SSHError
-from gpu_transcribe.inputs import AudioInput, collect_audio, validate_options
-from gpu_transcribe.outputs import Destinations, check_existing, check_output_dirs, output_destinations
+from gpu_transcribe.run.engine_runner import (
+    ENGINE_STARTED,
+    EngineRequest,
+    EngineRun,
+    EventCollector,
+    FileOutcome,
+)
+from gpu_transcribe.run.inputs import AudioInput, collect_audio, validate_options
+from gpu_transcribe.run.outputs import Destinations, check_existing, check_output_dirs, output_destinations
 from gpu_transcribe.run.request import CloudRunRequest, CloudRunResult, FileResult, Phases, RunCallbacks
-from remote.options import TranscribeOptions
+from gpu_transcribe_engine.options import TranscribeOptions
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.s3 import UploadedObject
-    from gpu_transcribe.correct import CorrectionConfig, CorrectionResult
+    from gpu_transcribe.correct.correct import CorrectionConfig, CorrectionResult
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession, SSHTarget
 
@@ -67,7 +74,7 @@ def parse_host(text: str, identity_file: Path | None, known_hosts_file: Path | N
     Raises:
         SettingsError: not of that form, or ``--identity`` missing.
     """
-    from gpu_transcribe.aws.instances import parse_host_port
+    from gpu_transcribe.aws.ec2.instances import parse_host_port
     from gpu_transcribe.ssh import SSHTarget
 
     user, sep, address = text.partition("@")
@@ -196,7 +203,7 @@ def correct_finished(
     Bedrock failure is recorded in ``state.corrections``, never raised. Nothing happens without ``config``."""
     if config is None:
         return
-    from gpu_transcribe.correct import correct_outputs
+    from gpu_transcribe.correct.correct import correct_outputs
 
     indices = sorted(state.outputs)
     results = correct_outputs(
@@ -213,7 +220,7 @@ def correct_finished(
 def build_engine_wheel(stack: contextlib.ExitStack, callbacks: RunCallbacks, phases: Phases) -> Path:
     """Build this version's wheel for ``--update-engine`` (about 1-4 s) in a temporary directory that
     ``stack`` removes."""
-    from gpu_transcribe.wheel import build_wheel
+    from gpu_transcribe.build_ami.wheel import build_wheel
 
     callbacks.progress("update-engine", "building this version's wheel for --update-engine")
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu-transcribe-wheel-"))
@@ -322,7 +329,7 @@ class HostWork:
         Raises:
             SSHError, EngineError: the push or the install failed (the install's stderr tail in the message).
         """
-        from gpu_transcribe.wheel import update_engine_argv
+        from gpu_transcribe.build_ami.wheel import update_engine_argv
 
         self.callbacks.progress("update-engine", f"installing {wheel.name} on {ssh.target} (--update-engine)")
         started = time.monotonic()
@@ -429,7 +436,7 @@ def run_on_host(
         InterruptedRunError: SIGINT/SIGTERM/SIGHUP (exit status 130/143/129).
     """
     from gpu_transcribe.common import utc_now
-    from gpu_transcribe.lifecycle import TeardownGuard
+    from gpu_transcribe.instance.lifecycle import TeardownGuard
     from gpu_transcribe.run.upload import upload_outputs
     from gpu_transcribe.ssh import connect
 

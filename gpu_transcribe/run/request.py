@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.common import ProgressEvent, no_progress
-from gpu_transcribe.engine_runner import EngineRun, FileOutcome
 from gpu_transcribe.errors import (
     GpuTranscribeError,
     InputError,
@@ -20,16 +19,17 @@ from gpu_transcribe.errors import (
     TeardownError,
     UploadError,
 )
-from gpu_transcribe.inputs import AudioInput
-from gpu_transcribe.instance_session import InstanceUsage
-from remote.options import TranscribeOptions
+from gpu_transcribe.instance.session import InstanceUsage
+from gpu_transcribe.run.engine_runner import EngineRun, FileOutcome
+from gpu_transcribe.run.inputs import AudioInput
+from gpu_transcribe_engine.options import TranscribeOptions
 
 if TYPE_CHECKING:
-    from gpu_transcribe.aws.images import OurImage
-    from gpu_transcribe.aws.launch_plan import LaunchPlan
+    from gpu_transcribe.aws.ec2.images import OurImage
+    from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
     from gpu_transcribe.aws.s3 import UploadedObject
-    from gpu_transcribe.correct import CorrectionConfig, CorrectionResult
-    from gpu_transcribe.outputs import ExistingPolicy
+    from gpu_transcribe.correct.correct import CorrectionConfig, CorrectionResult
+    from gpu_transcribe.run.outputs import ExistingPolicy
     from gpu_transcribe.ssh import SSHTarget
 
 #: The phases whose seconds the summary reports, in order.
@@ -53,7 +53,7 @@ class CloudRunRequest:
         host: run on this existing machine instead of launching one (``--host``; its host key must be in
             ``known_hosts_file``).
         existing: what to do with an input whose output exists (see
-            :data:`~gpu_transcribe.outputs.ExistingPolicy`); checked before anything is launched.
+            :data:`~gpu_transcribe.run.outputs.ExistingPolicy`); checked before anything is launched.
         correct: with ``--correct``, how to correct each finished transcript through Bedrock, here, after the
             outputs are pulled and before the upload (the ``.corrected.*`` files are uploaded too); ``None``
             for no correction.
@@ -138,9 +138,9 @@ class CloudRunResult:
 
     @property
     def ok(self) -> bool:
-        """No problem fails the run (:func:`~gpu_transcribe.outputs.problems_fail_run`), every file
+        """No problem fails the run (:func:`~gpu_transcribe.run.outputs.problems_fail_run`), every file
         transcribed and written, uploaded if asked, nothing left behind."""
-        from gpu_transcribe.outputs import problems_fail_run
+        from gpu_transcribe.run.outputs import problems_fail_run
 
         return (
             not problems_fail_run(self.input_problems)
@@ -188,7 +188,7 @@ class RunCallbacks:
 
     Attributes:
         on_progress: a :class:`~gpu_transcribe.common.ProgressEvent` per step (``stage`` names it).
-        on_engine_event: each engine JSON event (``remote.protocol``), plus ``engine_started``.
+        on_engine_event: each engine JSON event (``gpu_transcribe_engine.protocol``), plus ``engine_started``.
         on_push_start: ``(file count, total bytes)`` before the audio goes up.
         on_push_progress: ``(local path, bytes sent since the last call)`` while pushing.
         on_signal: ``(signal name, during teardown)`` when SIGINT/SIGTERM/SIGHUP arrives.

@@ -36,7 +36,7 @@ def upload_outputs(
     if bucket is None or not state.outputs:
         return None
     from gpu_transcribe.aws.clients import AwsContext, s3_client
-    from gpu_transcribe.aws.preflight import caller_identity
+    from gpu_transcribe.aws.ec2.preflight import caller_identity
     from gpu_transcribe.aws.s3 import upload_files
 
     ctx = AwsContext.from_settings(settings)

@@ -1,0 +1,507 @@
+"""Decode 30-second Whisper windows in batches, once each, with transformers' public generation API.
+
+:class:`WindowDecoder` runs the encoder once per batch of windows, reads each window's ``<|nospeech|>``
+probability and decodes the batch in one ``generate`` call (beam search, or sampling for the temperature
+fallback) with OpenAI's timestamp rules. On the transformers versions in :data:`TESTED_TRANSFORMERS` the beams
+of a window share its cross-attention keys and values (:class:`SharedCrossAttentionCache`,
+:func:`grouped_sdpa_attention`); on any other transformers 5 release the same decoding runs on transformers'
+own classes (:func:`fast_path_available`).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+from transformers.generation.utils import GenerationMixin
+from transformers.modeling_outputs import BaseModelOutput
+
+TESTED_TRANSFORMERS: tuple[str, ...] = ("5.24",)
+"""transformers minor releases the fast path was tested with (``tests/test_engine.py`` runs it against the
+stock path on real speech). It relies on how ``WhisperAttention`` reads a prefilled
+``EncoderDecoderCache``, so outside these releases the engine uses the stock path."""
+
+GROUPED_ATTENTION = "gpu_transcribe_grouped_sdpa"
+"""Name under which :func:`grouped_sdpa_attention` is registered in transformers' ``AttentionInterface``."""
+
+MAX_PREVIOUS_TOKENS = 223
+"""Previous-text (prompt) tokens kept at most: OpenAI's decoder keeps ``n_text_ctx // 2 - 1`` of them, so
+with the start tokens and the generated ones the sequence stays within Whisper's 448 positions."""
+
+_said_stock: set[str] = set()
+
+
+def fast_path_available(version: str | None = None) -> bool:
+    """True when transformers ``version`` (default: the installed one) is in :data:`TESTED_TRANSFORMERS`."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    parts = version.split(".")
+    return ".".join(parts[:2]) in TESTED_TRANSFORMERS
+
+
+def say_stock_path_once(version: str) -> None:
+    """Write, once per process and version, that the stock (slower) path runs, and why, to stderr."""
+    if version in _said_stock:
+        return
+    _said_stock.add(version)
+    sys.stderr.write(
+        f"gpu-transcribe: transformers {version} is not one the engine's fast decoding was tested with "
+        f"({', '.join(v + '.x' for v in TESTED_TRANSFORMERS)}); using transformers' own classes "
+        "(same transcripts, slower). Install the versions in the lock file for full speed.\n"
+    )
+
+
+def grouped_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, also for keys/values with fewer batch rows than the queries.
+
+    When ``key.shape[0] == query.shape[0]`` this is exactly the registered ``sdpa`` function. Otherwise
+    (cross-attention during beam search or best-of sampling, with the cache of
+    :meth:`WindowDecoder.decode`) the ``rows`` query rows come in groups of ``rows // inputs`` consecutive
+    rows per key/value row, as ``generate`` lays beams out, and each group attends to its input's keys
+    and values in one call.
+
+    Args:
+        module: the attention module (passed through to ``sdpa``).
+        query: ``(rows, heads, q_len, head_dim)``.
+        key: ``(inputs, heads, k_len, head_dim)``, ``inputs`` dividing ``rows``.
+        value: like ``key``.
+        attention_mask: must be ``None`` when the rows differ (Whisper's cross-attention has none).
+        kwargs: ``scaling``, ``dropout``... as transformers passes them.
+
+    Returns:
+        ``(output, None)``, output ``(rows, q_len, heads, head_dim)`` as transformers' ``sdpa`` returns it.
+
+    Raises:
+        RuntimeError: ``inputs`` does not divide ``rows``, or a mask is given for grouped rows.
+    """
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    rows, heads, q_len, head_dim = query.shape
+    inputs = key.shape[0]
+    if inputs == rows:
+        sdpa: Any = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+    if rows % inputs or attention_mask is not None:
+        raise RuntimeError(f"grouped attention: {rows} query rows for {inputs} key rows, or a mask")
+    group = rows // inputs
+    grouped = query.reshape(inputs, group, heads, q_len, head_dim).transpose(1, 2)
+    grouped = grouped.reshape(inputs, heads, group * q_len, head_dim)
+    scale = kwargs.get("scaling")
+    out = F.scaled_dot_product_attention(grouped, key, value, scale=scale)
+    out = out.reshape(inputs, heads, group, q_len, head_dim).transpose(1, 2)
+    out = out.reshape(rows, heads, q_len, head_dim).transpose(1, 2).contiguous()
+    return out, None
+
+
+def register_grouped_attention() -> None:
+    """Register :func:`grouped_sdpa_attention` as :data:`GROUPED_ATTENTION` (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
+
+
+class SharedCrossAttentionCache(EncoderDecoderCache):
+    """An ``EncoderDecoderCache`` whose cross-attention part is never reordered.
+
+    Beam search reorders the cache along the beams after every step (``reorder_cache``). Beams move only
+    within their own input, and the cross-attention keys and values depend on the input alone, so
+    reordering them copies identical data: here only the self-attention cache is reordered.
+    """
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the self-attention cache along ``beam_idx``; the cross-attention cache stays."""
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
+class SuppressTokens(LogitsProcessor):
+    """Sets the scores of fixed token ids to ``-inf``, at every step or only at the first generated one.
+
+    The rule of transformers' ``SuppressTokensLogitsProcessor`` and ``SuppressTokensAtBeginLogitsProcessor``
+    (OpenAI's ``SuppressTokens`` and ``SuppressBlank``), with the vocabulary mask built once instead of by
+    ``torch.isin`` over the vocabulary at every step: measured 55 ms per step for 35 rows on 2 CPU cores.
+
+    Args:
+        token_ids: ids to suppress.
+        vocab_size: size of the score rows.
+        device: where the scores live.
+        only_at: when given, suppress only when the sequences are this long (the prompt's length: the first
+            generated token).
+    """
+
+    def __init__(
+        self, token_ids: Sequence[int], vocab_size: int, device: torch.device, only_at: int | None = None
+    ) -> None:
+        """Build the mask once."""
+        self.mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.mask[[t for t in token_ids if 0 <= t < vocab_size]] = True
+        self.only_at = only_at
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """``scores`` ``(rows, vocab)`` with the masked ids at ``-inf`` (a new tensor)."""
+        if self.only_at is not None and input_ids.shape[1] != self.only_at:
+            return scores
+        return scores.masked_fill(self.mask[: scores.shape[-1]], -float("inf"))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One window's decoding.
+
+    Attributes:
+        tokens: the generated token ids after the prompt (text and timestamp tokens; no end token).
+        avg_logprob: sum of the tokens' log-probabilities (end token included) divided by their count,
+            OpenAI's ``avg_logprob``.
+        compression_ratio: UTF-8 bytes of the text over its zlib-compressed size (OpenAI's rule).
+        temperature: 0.0 for beam search, else the sampling temperature.
+    """
+
+    tokens: tuple[int, ...]
+    avg_logprob: float
+    compression_ratio: float
+    temperature: float
+
+
+def compression_ratio(text: str) -> float:
+    """OpenAI's compression ratio: UTF-8 bytes of ``text`` over their zlib-compressed size; 0 if empty.
+
+    Computed on the text, as OpenAI's ``transcribe()`` and faster-whisper do (threshold 2.4), not on the
+    token ids as transformers does (its threshold 1.35).
+    """
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+class WindowDecoder:
+    """Encodes and decodes batches of Whisper windows (log-mel inputs of exactly 3000 frames).
+
+    Args:
+        model: a loaded ``WhisperForConditionalGeneration``; for the fast path, loaded with
+            ``attn_implementation=GROUPED_ATTENTION`` (see :func:`register_grouped_attention`).
+        decode_text: the tokenizer's ``decode`` (skipping special tokens), for the compression ratio.
+        fast: use the shared cross-attention cache (:func:`fast_path_available`).
+    """
+
+    def __init__(self, model: Any, decode_text: Callable[[list[int]], str], fast: bool) -> None:
+        """Keep the model; read the special token ids from its generation config."""
+        self.model = model
+        self.fast = fast
+        self._decode_text = decode_text
+        gen = model.generation_config
+        self.generation_config = gen
+        # generate() would build its own (slower) suppression processors from these; ours replace them
+        self._generate_config = copy.deepcopy(gen)
+        self._generate_config.suppress_tokens = None
+        self._generate_config.begin_suppress_tokens = None
+        self._generate_config.max_length = None
+        self._suppress = list(gen.suppress_tokens or ())
+        self._suppress_at_begin = list(gen.begin_suppress_tokens or ())
+        self._vocab_size = int(model.config.vocab_size)
+        self.no_timestamps_id = int(gen.no_timestamps_token_id)
+        self.timestamp_begin = self.no_timestamps_id + 1
+        self.no_speech_id = self.no_timestamps_id - 1  # <|nocaptions|>/<|nospeech|>, as OpenAI's decoder
+        self.eos_id = int(gen.eos_token_id)
+        self.sot_id = int(gen.decoder_start_token_id)
+
+    def prompt(self, language: str, task: str, previous: Sequence[int] = ()) -> list[int]:
+        """``<|startoftranscript|><|lang|><|task|>`` (timestamps on), OpenAI's decoder prompt.
+
+        With ``previous`` text tokens (a user's prompt), OpenAI's form for previous text comes first:
+        ``<|startofprev|>`` and the last :data:`MAX_PREVIOUS_TOKENS` of them.
+        """
+        gen = self.generation_config
+        start = [self.sot_id, int(gen.lang_to_id[f"<|{language}|>"]), int(gen.task_to_id[task])]
+        if not previous:
+            return start
+        return [int(gen.prev_sot_token_id), *list(previous)[-MAX_PREVIOUS_TOKENS:], *start]
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``(batch, 1500, d_model)`` of log-mel ``features`` ``(batch, n_mels, 3000)``."""
+        encoder: Any = self.model.get_encoder()
+        return encoder(features).last_hidden_state
+
+    def cross_cache(self, encoder_output: torch.Tensor) -> DynamicCache | None:
+        """The decoder's cross-attention keys and values for ``encoder_output``, one row per window.
+
+        Each decoder layer's ``encoder_attn`` projects the encoder output as ``WhisperAttention`` does
+        (``k_proj``/``v_proj``, split into heads); a cache holding them is read instead of computed.
+        ``None`` on the stock path, where transformers computes them (once per beam).
+        """
+        if not self.fast:
+            return None
+        cache = DynamicCache()
+        rows = encoder_output.shape[0]
+        for index, layer in enumerate(self.model.model.decoder.layers):
+            attn = layer.encoder_attn
+            shape = (rows, -1, attn.num_heads, attn.head_dim)
+            key = attn.k_proj(encoder_output).view(shape).transpose(1, 2).contiguous()
+            value = attn.v_proj(encoder_output).view(shape).transpose(1, 2).contiguous()
+            cache.update(key, value, index)
+        return cache
+
+    @staticmethod
+    def select(cross: DynamicCache | None, rows: list[int]) -> DynamicCache | None:
+        """The rows ``rows`` (window indices) of a cross-attention cache from :meth:`cross_cache`."""
+        if cross is None:
+            return None
+        picked = DynamicCache()
+        layers: list[Any] = list(cross.layers)
+        index = torch.tensor(rows, dtype=torch.long, device=layers[0].keys.device)
+        for number, layer in enumerate(layers):
+            picked.update(layer.keys.index_select(0, index), layer.values.index_select(0, index), number)
+        return picked
+
+    def _cache(self, cross: DynamicCache | None) -> EncoderDecoderCache | None:
+        if cross is None:
+            return None
+        return SharedCrossAttentionCache(DynamicCache(), cross)
+
+    def no_speech_probs(self, encoder_output: torch.Tensor, cross: DynamicCache | None) -> list[float]:
+        """Per window, the probability of ``<|nospeech|>`` after ``<|startoftranscript|>`` (OpenAI's rule)."""
+        rows = encoder_output.shape[0]
+        sot = torch.full((rows, 1), self.sot_id, dtype=torch.long, device=encoder_output.device)
+        # The fast path (transformers 5.24) names the forward's cache argument ``cache``.
+        cache_kwargs = {} if cross is None else {"cache": self._cache(cross), "use_cache": True}
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_output),
+            decoder_input_ids=sot,
+            **cache_kwargs,
+        )
+        probs = out.logits[:, 0, :].float().softmax(dim=-1)[:, self.no_speech_id]
+        return [float(p) for p in probs]
+
+    def decode(
+        self,
+        encoder_output: torch.Tensor,
+        prompt: list[int],
+        num_beams: int,
+        temperature: float,
+        max_new_tokens: int,
+        best_of: int = 5,
+        cross: DynamicCache | None = None,
+    ) -> list[Decoded]:
+        """Decode every window once: beam search at temperature 0, else best-of-``best_of`` sampling.
+
+        Args:
+            encoder_output: ``(batch, 1500, d_model)`` from :meth:`encode`.
+            prompt: decoder prompt from :meth:`prompt`.
+            num_beams: beams at temperature 0 (1: greedy search).
+            temperature: 0.0 for beam search; above 0, sampling at that temperature.
+            max_new_tokens: generated tokens per window at most.
+            best_of: samples drawn per window when sampling; the one with the highest average
+                log-probability is kept (OpenAI's ``best_of``, default 5).
+            cross: :meth:`cross_cache` of ``encoder_output`` (fast path), or ``None``.
+
+        Returns:
+            One :class:`Decoded` per window, in order.
+        """
+        rows = encoder_output.shape[0]
+        ids = torch.tensor([prompt] * rows, dtype=torch.long, device=encoder_output.device)
+        device = encoder_output.device
+        processors = LogitsProcessorList(
+            [
+                SuppressTokens(self._suppress_at_begin, self._vocab_size, device, only_at=len(prompt)),
+                SuppressTokens(self._suppress, self._vocab_size, device),
+                WhisperTimeStampLogitsProcessor(self.generation_config, begin_index=len(prompt)),
+            ]
+        )
+        sampling = temperature > 0.0
+        beam = not sampling and num_beams > 1
+        per_window = max(1, best_of) if sampling else 1
+        kwargs: dict[str, Any] = {
+            "generation_config": self._generate_config,
+            "encoder_outputs": BaseModelOutput(last_hidden_state=encoder_output),
+            "decoder_input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "logits_processor": processors,
+            "max_new_tokens": max_new_tokens,
+            "return_dict_in_generate": True,
+            "output_scores": True,  # the beam score is returned only with them
+            "pad_token_id": self.eos_id,
+            "num_beams": num_beams if beam else 1,
+            "num_return_sequences": per_window,
+            "do_sample": sampling,
+        }
+        if sampling:
+            kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+        if beam:
+            kwargs["length_penalty"] = 1.0
+        cache = self._cache(cross)
+        if cache is not None:  # the fast path runs on transformers 5.24, which names the argument ``cache``
+            kwargs["cache"] = cache
+        out = GenerationMixin.generate(self.model, **kwargs)
+        if beam:
+            # transformers' beam score: sum of log-probabilities over the generated length (end token
+            # included) to the power length_penalty = 1.0, which is OpenAI's avg_logprob
+            averages = [float(s) for s in out.sequences_scores]
+        else:
+            # out.scores are the processed logits divided by the temperature; OpenAI's log-probabilities
+            # are those of the processed logits, so the temperature is taken out again
+            logits = tuple(s * temperature for s in out.scores) if sampling else out.scores
+            steps = self.model.compute_transition_scores(out.sequences, logits, normalize_logits=True)
+            averages = []
+        prompt_len = len(prompt)
+        candidates: list[Decoded] = []
+        for row, sequence in enumerate(out.sequences.tolist()):
+            generated = sequence[prompt_len:]
+            ended = self.eos_id in generated
+            length = generated.index(self.eos_id) + 1 if ended else len(generated)
+            tokens = tuple(generated[: length - 1] if ended else generated)
+            avg_logprob = averages[row] if beam else float(steps[row, :length].float().sum()) / max(1, length)
+            text = self._decode_text([t for t in tokens if t < self.eos_id])
+            candidates.append(Decoded(tokens, avg_logprob, compression_ratio(text), temperature))
+        return [
+            max(candidates[w * per_window : (w + 1) * per_window], key=lambda d: d.avg_logprob)
+            for w in range(rows)
+        ]
+
+    def align(
+        self,
+        encoder_output: torch.Tensor,
+        cross: DynamicCache | None,
+        sot: list[int],
+        texts: Sequence[Sequence[int]],
+        num_frames: Sequence[int],
+    ) -> list[tuple[Any, list[float]] | None]:
+        """Cross-attention alignment of each window's decoded text, for word timestamps
+        (:mod:`gpu_transcribe_engine.words`).
+
+        The decoder reads ``sot + <|notimestamps|> + text + <|endoftext|>`` of every window in one batched,
+        teacher-forced forward pass over the encoder output (and, on the fast path, the cross-attention
+        cache) the decoding already computed, OpenAI's ``find_alignment``. Hooks on the alignment heads'
+        layers keep the cross-attention's input; the heads' weights are recomputed from it, so any
+        attention implementation works.
+
+        Args:
+            encoder_output: ``(windows, 1500, d_model)``.
+            cross: :meth:`cross_cache` of ``encoder_output``, or ``None`` (stock path).
+            sot: the start sequence (:meth:`prompt`).
+            texts: per window, its text token ids (no timestamps); empty for a window without text.
+            num_frames: per window, log-mel frames holding its audio (100 per second, at most 3000).
+
+        Returns:
+            Per window ``(matrix, token_probs)``: :func:`gpu_transcribe_engine.words.alignment_matrix` and
+            the decoder's
+            probability of each text token; ``None`` for a window without text.
+
+        Raises:
+            ValueError: the model's generation config has no ``alignment_heads``.
+        """
+        from gpu_transcribe_engine.words import alignment_matrix
+
+        given = getattr(self.generation_config, "alignment_heads", None) or ()
+        heads = [(int(layer), int(head)) for layer, head in given]
+        if not heads:
+            raise ValueError("word timestamps: the model's generation_config.json has no alignment_heads")
+        wanted = [row for row, text in enumerate(texts) if text]
+        results: list[tuple[Any, list[float]] | None] = [None] * len(texts)
+        if not wanted:
+            return results
+        sequences = [[*sot, self.no_timestamps_id, *texts[row], self.eos_id] for row in wanted]
+        longest = max(len(seq) for seq in sequences)
+        device = encoder_output.device
+        ids = torch.tensor([seq + [self.eos_id] * (longest - len(seq)) for seq in sequences], device=device)
+        rows_output = encoder_output if len(wanted) == encoder_output.shape[0] else encoder_output[wanted]
+        rows_cross = cross if len(wanted) == encoder_output.shape[0] else self.select(cross, wanted)
+        decoder: Any = self.model.model.decoder
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int) -> Callable[..., None]:
+            def hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                captured[layer] = args[0] if args else kwargs["hidden_states"]
+
+            return hook
+
+        handles = [
+            decoder.layers[layer].encoder_attn.register_forward_pre_hook(keep(layer), with_kwargs=True)
+            for layer in sorted({layer for layer, _ in heads})
+        ]
+        try:
+            cache_kwargs = {} if rows_cross is None else {"cache": self._cache(rows_cross), "use_cache": True}
+            hidden = self.model.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=rows_output),
+                decoder_input_ids=ids,
+                **cache_kwargs,
+            ).last_hidden_state
+        finally:
+            for handle in handles:
+                handle.remove()
+        scores = []
+        for layer, head in heads:
+            attn = decoder.layers[layer].encoder_attn
+            query = attn.q_proj(captured[layer]) * attn.scaling
+            query = query.view(len(wanted), longest, attn.num_heads, attn.head_dim)[:, :, head]
+            if rows_cross is not None:
+                cached: list[Any] = list(rows_cross.layers)
+                key = cached[layer].keys[:, head]
+            else:
+                shape = (len(wanted), -1, attn.num_heads, attn.head_dim)
+                key = attn.k_proj(rows_output).view(shape)[:, :, head]
+            scores.append(query.float() @ key.float().transpose(-1, -2))
+        qk = torch.stack(scores, dim=1)  # (rows, heads, positions, 1500)
+        weight = self.model.proj_out.weight[: self.eos_id].float()
+        start = len(sot)
+        for index, (row, seq) in enumerate(zip(wanted, sequences, strict=True)):
+            frames = max(1, min(int(num_frames[row]), 2 * qk.shape[-1]) // 2)
+            weights = qk[index, :, : len(seq), :frames].softmax(dim=-1)
+            text = list(texts[row])
+            logits = hidden[index, start : start + len(text)].float() @ weight.T
+            picked = torch.tensor(text, device=device)
+            probs = logits.softmax(dim=-1).gather(-1, picked[:, None])[:, 0]
+            results[row] = (alignment_matrix(weights, start), [float(p) for p in probs])
+        return results
+
+
+TIME_PRECISION_S = 0.02
+"""Seconds per timestamp token step (``<|0.00|>``, ``<|0.02|>``, ...), Whisper's timestamp resolution."""
+
+
+def split_segments(
+    tokens: Sequence[int], timestamp_begin: int
+) -> list[tuple[float, float | None, list[int]]]:
+    """Cut a window's tokens into segments at its timestamp tokens, as OpenAI's decoder lays them out.
+
+    ``<|0.00|> text <|2.40|><|2.40|> text <|5.00|>`` gives ``(0.0, 2.4, text)`` and ``(2.4, 5.0, text)``.
+    Text after the last timestamp (a window cut mid-sentence, or ``max_new_tokens`` reached) becomes a
+    segment whose end is ``None``: the caller ends it at the window's end.
+
+    Args:
+        tokens: generated ids after the prompt; ids ``>= timestamp_begin`` are timestamps.
+        timestamp_begin: id of ``<|0.00|>``.
+
+    Returns:
+        ``(start_s, end_s or None, text token ids)`` per segment with text, in order; times relative to
+        the window's start.
+    """
+    segments: list[tuple[float, float | None, list[int]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token < timestamp_begin:
+            text.append(token)
+            continue
+        time_s = (token - timestamp_begin) * TIME_PRECISION_S
+        if text:  # a timestamp after text closes the segment (text before any timestamp starts at 0)
+            segments.append((start if start is not None else 0.0, time_s, text))
+            start, text = None, []
+        else:  # a timestamp after a timestamp (or first) opens the next segment
+            start = time_s
+    if text:
+        segments.append((start if start is not None else 0.0, None, text))
+    return segments
