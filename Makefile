@@ -103,9 +103,12 @@ demo: offline-model
 	@echo "--- transcript ---"
 	@cat "$(DEMO_OUT)/$$(basename "$(AUDIO)" | sed 's/\.[^.]*$$//').txt"
 
+# ruff; then the import contracts of pyproject.toml ([tool.importlinter]: the layers, only aws/ imports boto3,
+# only ssh/ imports paramiko, the engine imports nothing of the client, no cycles).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy

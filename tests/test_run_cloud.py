@@ -687,7 +687,7 @@ def test_an_interrupted_host_run_stops_the_engine_and_removes_the_audio(
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             with contextlib.suppress(OSError):
                 text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if clip.name in text and "remote" in text:
+                if clip.name in text and "gpu_transcribe_engine" in text:
                     alive.append(text)
         return alive
 

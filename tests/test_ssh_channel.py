@@ -50,7 +50,11 @@ def test_line_reader_bounds_long_lines() -> None:
 def test_only_the_ssh_package_imports_paramiko() -> None:
     root = Path(__file__).resolve().parents[1]
     importers = set()
-    for path in [*(root / "gpu_transcribe").rglob("*.py"), *(root / "remote").rglob("*.py")]:
+    for path in [
+        *(root / "gpu_transcribe").rglob("*.py"),
+        *(root / "gpu_transcribe_engine").rglob("*.py"),
+        *(root / "gpu_transcribe_api").rglob("*.py"),
+    ]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.level == 0:

@@ -52,7 +52,8 @@ def test_no_source_checkout_says_to_pass_a_wheel(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_failing_build_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    sources = ("README.md", "gpu_transcribe", "remote")  # no pyproject.toml
+    # every package, no pyproject.toml
+    sources = ("README.md", "gpu_transcribe", "gpu_transcribe_engine", "gpu_transcribe_api")
     monkeypatch.setattr(wheel, "WHEEL_SOURCES", sources)
     with pytest.raises(GpuTranscribeError) as caught:
         wheel.build_wheel(tmp_path / "out")

@@ -420,7 +420,11 @@ def scaler_source() -> str:
     Raises:
         ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
     """
-    source = resources.files("gpu_transcribe.aws").joinpath("scaler_lambda.py").read_text(encoding="utf-8")
+    source = (
+        resources.files("gpu_transcribe.aws.pipeline")
+        .joinpath("scaler_lambda.py")
+        .read_text(encoding="utf-8")
+    )
     size = len(source.encode())
     if size > INLINE_CODE_LIMIT_BYTES:
         raise ValueError(
@@ -505,7 +509,7 @@ def notifier_source() -> str:
         ValueError: it outgrew CloudFormation's 4,096-byte inline limit.
     """
     common = _statements(
-        resources.files("gpu_transcribe_engine").joinpath("webhook_common.py").read_text(encoding="utf-8")
+        resources.files("gpu_transcribe_api").joinpath("webhook_common.py").read_text(encoding="utf-8")
     )
     notifier = _statements(
         resources.files("gpu_transcribe.pipeline").joinpath("notifier.py").read_text(encoding="utf-8")
