@@ -197,7 +197,7 @@ def one_run(
     """
     from gpu_transcribe.aws.pipeline import jobs_table
     from gpu_transcribe.aws.pipeline.jobs_table import JobOptions
-    from gpu_transcribe.pipeline.jobs import find_pipeline
+    from gpu_transcribe.pipeline.config import find_pipeline
     from gpu_transcribe.pipeline.submit import submit_files, wake_fleet
 
     config = find_pipeline(ctx, PIPELINE)

@@ -39,16 +39,18 @@ import pytest
 import standardwebhooks
 from typer.testing import CliRunner
 
-from gpu_transcribe.cli.main import app
-from gpu_transcribe.pipeline.results import (
-    ResultsChannel,
+from gpu_transcribe.aws.clients import AwsContext
+from gpu_transcribe.aws.pipeline.webhook_secret import (
     WebhookSecret,
+    ensure_pipeline_secret,
+    read_webhook_secret,
+)
+from gpu_transcribe.cli.main import app
+from gpu_transcribe.pipeline.results import ResultsChannel, publish_job_event
+from gpu_transcribe.pipeline.webhooks import (
     WebhookUrlError,
     check_webhook_url,
-    ensure_webhook_secret,
     finish_rotation,
-    publish_job_event,
-    read_webhook_secret,
     rotate_webhook_secret,
 )
 from gpu_transcribe_api.webhook_common import generate_secret, sign_v1
@@ -91,7 +93,7 @@ def make_webhooks_queue(aws: MotoAws, max_receive_count: int = 12) -> tuple[str,
 
 def publish(aws: MotoAws, queue_url: str, webhook_url: str, job_id: str = "job-1") -> dict[str, Any]:
     event = publish_job_event(
-        aws.client("sqs"),
+        AwsContext(REGION),
         ResultsChannel(results_queue_url="", webhooks_queue_url=queue_url),
         "job.succeeded",
         job_id=job_id,
@@ -125,10 +127,10 @@ def depth(aws: MotoAws, queue_url: str) -> int:
 
 
 def new_secret(aws: MotoAws) -> WebhookSecret:
-    client = aws.client("secretsmanager")
-    assert ensure_webhook_secret(client, SECRET_NAME, [("gpu-transcribe:pipeline", "t")])
-    assert not ensure_webhook_secret(client, SECRET_NAME, [])  # already there: nothing written
-    secret = read_webhook_secret(client, SECRET_NAME)
+    ctx = AwsContext(REGION)
+    assert ensure_pipeline_secret(ctx, SECRET_NAME, [("gpu-transcribe:pipeline", "t")])
+    assert not ensure_pipeline_secret(ctx, SECRET_NAME, [])  # already there: nothing written
+    secret = read_webhook_secret(ctx, SECRET_NAME)
     assert secret is not None and secret.current.startswith("whsec_")
     return secret
 
@@ -283,9 +285,9 @@ def test_attempts_run_out_into_the_dead_letter_queue(aws: MotoAws, receivers: li
 def test_rotation_signs_with_both_and_verify_accepts_either(
     aws: MotoAws, receivers: list[Receiver], tmp_path: Path
 ) -> None:
-    client = aws.client("secretsmanager")
+    ctx = AwsContext(REGION)
     old = new_secret(aws)
-    rotated = rotate_webhook_secret(client, SECRET_NAME, keep_previous_s=3600)
+    rotated = rotate_webhook_secret(ctx, SECRET_NAME, keep_previous_s=3600)
     assert rotated.previous == old.current and rotated.current != old.current
     receiver = Receiver([old.current, rotated.current])
     receivers.append(receiver)
@@ -308,7 +310,7 @@ def test_rotation_signs_with_both_and_verify_accepts_either(
     # A rotation that has expired, then one finished: only the new secret signs.
     expired = WebhookSecret(rotated.current, old.current, previous_until=time.time() - 1)
     assert expired.signing(time.time()) == [rotated.current]
-    assert finish_rotation(client, SECRET_NAME) == WebhookSecret(rotated.current)
+    assert finish_rotation(ctx, SECRET_NAME) == WebhookSecret(rotated.current)
     publish(aws, queue, receiver.url, job_id="job-2")
     run_notifier(aws, queue, notifier_env(queue))
     assert receiver.received[-1].verified_with == [1]
@@ -376,7 +378,7 @@ def test_deploy_with_webhook_url_end_to_end(
         redrive["deadLetterTargetArn"].endswith(f"{prefix}-webhooks-dlq") and redrive["maxReceiveCount"] == 12
     )
     assert attributes["SqsManagedSseEnabled"] == "true"
-    secret = read_webhook_secret(aws.client("secretsmanager"), f"{prefix}-webhook")
+    secret = read_webhook_secret(AwsContext(REGION), f"{prefix}-webhook")
     assert secret is not None and secret.previous is None
     receiver.secrets.append(secret.current)
     lam = aws.client("lambda")
@@ -392,7 +394,7 @@ def test_deploy_with_webhook_url_end_to_end(
     channel = ResultsChannel(results_queue_url=urls["results"], webhooks_queue_url=urls["webhooks"])
     channel = ResultsChannel(channel.results_queue_url, channel.webhooks_queue_url, pipeline_webhook=True)
     event = publish_job_event(
-        sqs,
+        AwsContext(REGION),
         channel,
         "job.failed",
         job_id="j-9",
@@ -422,7 +424,7 @@ def test_deploy_with_webhook_url_end_to_end(
 
     destroyed = cli.invoke(app, ["pipeline", "destroy", "--pipeline", "team-w"])
     assert destroyed.exit_code == 0, destroyed.output
-    assert read_webhook_secret(aws.client("secretsmanager"), f"{prefix}-webhook") is None  # name free again
+    assert read_webhook_secret(AwsContext(REGION), f"{prefix}-webhook") is None  # name free again
 
 
 def test_publishing_never_raises_for_sqs_trouble(aws: MotoAws, caplog: pytest.LogCaptureFixture) -> None:
@@ -430,10 +432,11 @@ def test_publishing_never_raises_for_sqs_trouble(aws: MotoAws, caplog: pytest.Lo
     results = sqs.create_queue(QueueName="t-results")["QueueUrl"]
     gone = results.replace("t-results", "no-such-queue")
     channel = ResultsChannel(results_queue_url=gone)
-    assert publish_job_event(sqs, channel, "job.failed", job_id="j", file_name="a.wav", bucket="b") is None
+    ctx = AwsContext(REGION)
+    assert publish_job_event(ctx, channel, "job.failed", job_id="j", file_name="a.wav", bucket="b") is None
     assert "job j: job.failed not published" in caplog.text
     with pytest.raises(ValueError, match=r"job\.finished"):
-        publish_job_event(sqs, channel, "job.finished", job_id="j", file_name="a.wav", bucket="b")
+        publish_job_event(ctx, channel, "job.finished", job_id="j", file_name="a.wav", bucket="b")
     # Only the results queue without a webhook URL anywhere; the same change twice has the same id.
     channel = ResultsChannel(results_queue_url=results, webhooks_queue_url=gone, pipeline_webhook=False)
     kwargs: dict[str, Any] = {
@@ -442,7 +445,7 @@ def test_publishing_never_raises_for_sqs_trouble(aws: MotoAws, caplog: pytest.Lo
         "bucket": "b",
         "occurred_at": "2026-12-02T07:00Z",
     }
-    first = publish_job_event(sqs, channel, "job.dead_lettered", **kwargs)
-    again = publish_job_event(sqs, channel, "job.dead_lettered", **kwargs)
+    first = publish_job_event(ctx, channel, "job.dead_lettered", **kwargs)
+    again = publish_job_event(ctx, channel, "job.dead_lettered", **kwargs)
     assert first is not None and first == again and first["data"]["status"] == "dead_lettered"
     assert depth(aws, results) == 2

@@ -220,13 +220,12 @@ def test_submit_worker_jobs_fetch_end_to_end(
     with ``--correct`` against the loopback Bedrock, whose first Converse answer is an outage
     (``AccessDeniedException``): whichever job comes first keeps its raw transcript and succeeds with the
     reason recorded, the other gets its ``.corrected.*`` files under ``results/``."""
-    from gpu_transcribe.pipeline.results import ensure_webhook_secret, read_webhook_secret
+    from gpu_transcribe.aws.pipeline.webhook_secret import ensure_pipeline_secret, read_webhook_secret
     from tests.fixtures.webhooks import SECRET_NAME
 
     model = _model_dir()
-    secrets = aws.client("secretsmanager")
-    ensure_webhook_secret(secrets, SECRET_NAME, [])
-    secret = read_webhook_secret(secrets, SECRET_NAME)
+    ensure_pipeline_secret(_ctx(aws), SECRET_NAME, [])
+    secret = read_webhook_secret(_ctx(aws), SECRET_NAME)
     assert secret is not None
     receiver = Receiver([secret.current])
     (en_id,) = _submit(EN, extra=("--webhook-url", receiver.url, "--correct"))
@@ -386,7 +385,7 @@ def test_end_to_end_through_the_deployed_stack_found_by_name(
     words = _words((out / f"{EN.stem}.txt").read_text())
     assert {"ask", "not", "what", "your", "country"} <= set(words), words
 
-    from gpu_transcribe.pipeline.jobs import find_pipeline
+    from gpu_transcribe.pipeline.config import find_pipeline
 
     found = find_pipeline(_ctx(aws), name)
     assert (found.pipeline_webhook, found.allow_private_webhooks) == (False, False), "the notifier's env"
@@ -744,7 +743,7 @@ def test_a_pipeline_is_found_from_its_stack_outputs_without_a_description_file(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gpu_transcribe.errors import PipelineNotFoundError
-    from gpu_transcribe.pipeline.jobs import find_pipeline
+    from gpu_transcribe.pipeline.config import find_pipeline
 
     monkeypatch.delenv("GPU_TRANSCRIBE_PIPELINE_CONFIG", raising=False)
     outputs = {
@@ -853,7 +852,7 @@ def test_a_failed_upload_marks_its_job_failed_not_queued_forever(pipeline: Pipel
 
 
 def test_local_file_name_keeps_only_the_base_name() -> None:
-    from gpu_transcribe.pipeline.jobs import UnsafeFileNameError, local_file_name
+    from gpu_transcribe.pipeline.job_ids import UnsafeFileNameError, local_file_name
 
     assert local_file_name("a b.wav") == "a b.wav"
     assert local_file_name("../../x.wav") == "x.wav"
@@ -910,7 +909,8 @@ def test_a_file_name_from_the_table_never_leads_the_worker_out_of_its_folder(
 
 
 def test_jobs_fetch_refuses_a_result_key_without_a_base_name(pipeline: PipelineBed, tmp_path: Path) -> None:
-    from gpu_transcribe.pipeline.jobs import UnsafeFileNameError, fetch_outputs
+    from gpu_transcribe.pipeline.job_ids import UnsafeFileNameError
+    from gpu_transcribe.pipeline.jobs import fetch_outputs
 
     ctx, bucket = _ctx(pipeline.aws), pipeline.config.resources.bucket
     job_id = "20261202T000000Z-0000000e"
@@ -997,7 +997,7 @@ def test_jobs_whose_messages_sqs_dead_lettered_are_reconciled_published_and_retr
     is completed by the next; ``jobs retry`` requeues a reconciled job."""
     from gpu_transcribe.aws.pipeline.jobs_table import dead_letter_stuck_job
     from gpu_transcribe.aws.pipeline.queue import DEAD_LETTERED_BY, send
-    from gpu_transcribe.pipeline.jobs import reconcile_dead_letters
+    from gpu_transcribe.pipeline.dead_letters import reconcile_dead_letters
     from gpu_transcribe.pipeline.results import build_job_event
 
     ctx, config = _ctx(pipeline.aws), pipeline.config

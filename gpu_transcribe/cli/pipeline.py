@@ -42,7 +42,7 @@ def _pipeline(name: str | None, region: str | None, aws_profile: str | None) -> 
     from dataclasses import replace
 
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.pipeline.jobs import find_pipeline
+    from gpu_transcribe.pipeline.config import find_pipeline
 
     settings = cli_settings(region=region, aws_profile=aws_profile)
     ctx = AwsContext.from_settings(settings)
@@ -182,7 +182,8 @@ def jobs_list(
     the dead-letter queue are marked dead_lettered first."""
     from gpu_transcribe.cli.render import print_lines
     from gpu_transcribe.cli.render_jobs import jobs_json, print_jobs
-    from gpu_transcribe.pipeline.jobs import list_jobs, reconcile_dead_letters
+    from gpu_transcribe.pipeline.dead_letters import reconcile_dead_letters
+    from gpu_transcribe.pipeline.jobs import list_jobs
 
     ctx, config, _ = _pipeline(pipeline, region, aws_profile)
     reconciled = reconcile_dead_letters(ctx, config)
@@ -449,7 +450,7 @@ def pipeline_webhook_secret_command(
     receivers can switch at their own pace."""
     from datetime import UTC, datetime
 
-    from gpu_transcribe.pipeline.results import pipeline_webhook_secret
+    from gpu_transcribe.pipeline.webhooks import pipeline_webhook_secret
 
     settings = cli_settings(region=region, aws_profile=aws_profile)
     secret = pipeline_webhook_secret(
@@ -483,7 +484,7 @@ def webhook_verify_command(
 
     from standardwebhooks.webhooks import WebhookVerificationError
 
-    from gpu_transcribe.pipeline.results import parse_saved_request, verify_request
+    from gpu_transcribe.pipeline.webhooks import parse_saved_request, verify_request
 
     secrets = [line.strip() for line in secret_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     raw = body_file.read_bytes() if body_file is not None else sys.stdin.buffer.read()
@@ -517,7 +518,7 @@ def jobs_watch(
     that cannot receive webhooks (docs/pipeline.md)."""
     import json as json_module
 
-    from gpu_transcribe.aws.clients import AwsContext, aws_errors, sqs_client
+    from gpu_transcribe.aws.clients import AwsContext, aws_errors
     from gpu_transcribe.pipeline.results import results_queue_url, watch_results
 
     settings = cli_settings(region=region, aws_profile=aws_profile)
@@ -525,6 +526,6 @@ def jobs_watch(
     ctx = AwsContext.from_settings(settings)
     with aws_errors(ctx, "reading the results queue"):
         for event in watch_results(
-            sqs_client(ctx), queue_url, delete=not keep, wait_s=0 if once else 20, stop_when_empty=once
+            ctx, queue_url, delete=not keep, wait_s=0 if once else 20, stop_when_empty=once
         ):
             stdout.print(json_module.dumps(event), markup=False, highlight=False, soft_wrap=True)

@@ -2,12 +2,18 @@
 
 - :mod:`.template` builds the stack's template from a frozen :class:`~.template.PipelineSpec`;
 - :mod:`.deploy` creates, updates, reports on and deletes it (``pipeline deploy | status | destroy``);
-- :mod:`.jobs` finds a pipeline (a worker's description file, else by name from its stack's outputs, read by
-  :mod:`gpu_transcribe.aws.pipeline.stack`) and lists, fetches and retries jobs (``jobs``);
+- :mod:`.config` finds a pipeline (a worker's description file, else by name from its stack's outputs, read
+  by :mod:`gpu_transcribe.aws.pipeline.stack`);
+- :mod:`.jobs` lists, fetches and retries jobs (``jobs``), :mod:`.job_ids` names them, :mod:`.dead_letters`
+  reconciles the dead-letter queue with the jobs table;
+- :mod:`.results` publishes job events and follows the results queue (``jobs watch``), :mod:`.webhooks`
+  checks webhook URLs, rotates the signing secret and verifies requests (``webhook verify``);
 - :mod:`.submit` writes job rows, uploads the audio and runs the scaler in-process (``submit``);
-- :mod:`.worker` is the worker loop (``worker``), the same code on the fleet's instances and any machine.
+- :mod:`.worker` is the worker (``worker``: its loop, job endings and watchers), the same code on the
+  fleet's instances and any machine.
 
 Orchestration only: no printing, progress through callbacks. The AWS calls are in :mod:`gpu_transcribe.aws`
-(``stack``, ``pipeline``, ``queue``, ``jobs_table``, ``job_objects``, ``fleet_member``, ``scaler_lambda``).
+(``aws.pipeline``: ``stack``, ``deployment``, ``queue``, ``jobs_table``, ``job_objects``, ``fleet_member``,
+``webhook_secret``, ``scaler_lambda``).
 docs/pipeline.md describes the stack, then the jobs.
 """

@@ -44,7 +44,7 @@ from gpu_transcribe.settings import Settings
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.pipeline.jobs import DeadLetterResult
+    from gpu_transcribe.pipeline.dead_letters import DeadLetterResult
 
 #: The pipeline a command means when ``--name`` is not given.
 DEFAULT_PIPELINE = "default"
@@ -160,7 +160,7 @@ def build_spec(
     name = pipeline_name(request.name)
     webhook_url = ""
     if request.webhook_url:
-        from gpu_transcribe.pipeline.results import WebhookUrlError, check_webhook_url
+        from gpu_transcribe.pipeline.webhooks import WebhookUrlError, check_webhook_url
 
         try:
             webhook_url = check_webhook_url(request.webhook_url, request.allow_private_webhooks)
@@ -287,10 +287,10 @@ def finish_deploy(
     from gpu_transcribe.aws.pipeline.deployment import (
         ensure_bucket_notification,
         ensure_bucket_protection,
-        ensure_pipeline_secret,
         ensure_point_in_time_recovery,
         ensure_ttl,
     )
+    from gpu_transcribe.aws.pipeline.webhook_secret import ensure_pipeline_secret
 
     ctx = AwsContext.from_settings(settings)
     fixed: list[str] = []
@@ -464,7 +464,8 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline.deployment import queue_counts, worker_group
     from gpu_transcribe.aws.pipeline.stack import describe_stack
-    from gpu_transcribe.pipeline.jobs import DeadLetterResult, config_from_stack, reconcile_dead_letters
+    from gpu_transcribe.pipeline.config import config_from_stack
+    from gpu_transcribe.pipeline.dead_letters import DeadLetterResult, reconcile_dead_letters
 
     name = pipeline_name(name)
     ctx = AwsContext.from_settings(settings)
@@ -543,11 +544,11 @@ def destroy_pipeline(
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline.deployment import (
         delete_bucket,
-        delete_pipeline_secret,
         empty_bucket,
         remove_bucket_notification,
     )
     from gpu_transcribe.aws.pipeline.stack import delete_stack, describe_stack
+    from gpu_transcribe.aws.pipeline.webhook_secret import delete_pipeline_secret
 
     name = pipeline_name(name)
     ctx = AwsContext.from_settings(settings)

@@ -1,4 +1,4 @@
-"""Job events out of the pipeline: the results message, the webhook secret, `jobs watch`, `webhook verify`.
+"""Job events out of the pipeline: the results message, its publishing, and the results queue (`jobs watch`).
 
 When a job ends (succeeded, failed, dead-lettered) the worker calls :func:`publish_job_event`, which puts one
 message on the results queue (``P-results``: a pull channel, read by ``gpu-transcribe jobs watch`` or any SQS
@@ -20,10 +20,9 @@ the ``webhook-id`` of every delivery attempt, derived from the job, the type and
 worker that publishes the same change twice (a crash and a redelivery) produces the same id and receivers
 dedupe it. The webhook body is ``{"type", "timestamp", "data"}`` of the message.
 
-The webhook secret lives in Secrets Manager (``P-webhook``), JSON ``{"current": "whsec_...", "previous":
-"whsec_..." | null, "previous_until": Unix seconds | null}``: during a rotation the notifier signs with both
-(Standard Webhooks allows several space-separated signatures), until ``--finish-rotation`` or
-``previous_until``.
+The webhook signing secret, the URL checks and ``webhook verify`` live in
+:mod:`gpu_transcribe.pipeline.webhooks`; every SQS call goes through :mod:`gpu_transcribe.aws.pipeline.queue`,
+as the worker's do.
 """
 
 from __future__ import annotations
@@ -31,15 +30,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gpu_transcribe_api.webhook_common import check_secret, generate_secret, url_refusal
+from gpu_transcribe.aws.pipeline import queue
+from gpu_transcribe.errors import GpuTranscribeError
 
 if TYPE_CHECKING:
+    from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline.jobs_table import JobRecord
     from gpu_transcribe.settings import Settings
 
@@ -54,26 +54,6 @@ EVENT_TYPES: dict[str, str] = {
 """Event type -> the job's status it reports."""
 WEBHOOK_URL_FIELD = "webhook_url"
 """The job's field (table attribute, S) holding its own webhook URL, set by ``submit --webhook-url``."""
-DEFAULT_ROTATION_HOURS = 24.0
-"""How long ``pipeline webhook-secret --rotate`` keeps the previous secret signing, by default, hours."""
-
-
-class WebhookUrlError(ValueError):
-    """A webhook URL that may not be used (not http(s), no host, unresolvable, or a private address)."""
-
-
-def check_webhook_url(url: str, allow_private: bool) -> str:
-    """``url`` stripped, if webhooks may be sent there (see
-    :func:`gpu_transcribe_api.webhook_common.url_refusal`).
-
-    Raises:
-        WebhookUrlError: why not; the message names the host, never the query (it may hold a token).
-    """
-    refusal = url_refusal(url, allow_private)
-    if refusal:
-        hint = "" if allow_private else " (--allow-private-webhooks allows private addresses)"
-        raise WebhookUrlError(f"webhook URL refused: {refusal}{hint}")
-    return url.strip()
 
 
 # --- the message --------------------------------------------------------------------------------------
@@ -161,7 +141,7 @@ def build_job_event(
 
 
 def publish_job_event(
-    sqs: Any,
+    ctx: AwsContext,
     channel: ResultsChannel,
     event_type: str,
     *,
@@ -181,7 +161,7 @@ def publish_job_event(
     is logged (warning) and the event dropped (the job table still holds the truth).
 
     Args:
-        sqs: a boto3 SQS client.
+        ctx: where the SQS calls go.
         channel: the queues (:meth:`ResultsChannel.from_config`).
         event_type, job_id, file_name, bucket, result_keys, duration_s, timings, error, occurred_at: see
             :func:`build_job_event`.
@@ -193,8 +173,6 @@ def publish_job_event(
     Raises:
         ValueError: an unknown ``event_type``.
     """
-    import botocore.exceptions
-
     event = build_job_event(
         event_type,
         job_id=job_id,
@@ -213,8 +191,8 @@ def publish_job_event(
         sends.append((channel.webhooks_queue_url, {**event, WEBHOOK_URL_FIELD: webhook_url or None}))
     try:
         for url, message in sends:
-            sqs.send_message(QueueUrl=url, MessageBody=json.dumps(message, separators=(",", ":")))
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            queue.send(ctx, url, json.dumps(message, separators=(",", ":")))
+    except GpuTranscribeError as exc:
         logger.warning("job %s: %s not published: %s", job_id, event_type, exc)
         return None
     return event
@@ -233,7 +211,7 @@ def event_type_for_status(status: str) -> str:
 
 
 def publish_final_job(
-    sqs: Any,
+    ctx: AwsContext,
     channel: ResultsChannel,
     bucket: str,
     record: JobRecord,
@@ -246,7 +224,7 @@ def publish_final_job(
     redelivery, the dead-letter reconciliation) publishes the same id.
 
     Args:
-        sqs, channel, bucket: see :func:`publish_job_event`.
+        ctx, channel, bucket: see :func:`publish_job_event`.
         record: the row after its final write.
         timings: named durations in seconds (the worker's ``transcribe_s``); not kept in the row, so a
             republished event has none.
@@ -258,7 +236,7 @@ def publish_final_job(
         ValueError: the row's status is not final.
     """
     return publish_job_event(
-        sqs,
+        ctx,
         channel,
         event_type_for_status(record.status),
         job_id=record.job_id,
@@ -273,179 +251,11 @@ def publish_final_job(
     )
 
 
-# --- the secret ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WebhookSecret:
-    """The pipeline's signing secret(s), as kept in Secrets Manager.
-
-    Attributes:
-        current: the secret signing now (``whsec_`` + base64).
-        previous: the one before a rotation, still signing until ``previous_until`` (``None``: no rotation).
-        previous_until: Unix seconds when ``previous`` stops signing (``None`` with a ``previous``: until
-            ``--finish-rotation``).
-    """
-
-    current: str
-    previous: str | None = None
-    previous_until: float | None = None
-
-    def to_json(self) -> str:
-        """The ``SecretString`` form."""
-        return json.dumps(
-            {"current": self.current, "previous": self.previous, "previous_until": self.previous_until}
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> WebhookSecret:
-        """Parse a ``SecretString``.
-
-        Raises:
-            ValueError: not this JSON, or a secret that is not ``whsec_`` + base64 of 24+ bytes.
-        """
-        try:
-            raw = json.loads(text)
-            current = check_secret(str(raw["current"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError("the webhook secret is not the pipeline's JSON document") from None
-        previous = check_secret(raw["previous"]) if raw.get("previous") else None
-        until = raw.get("previous_until")
-        return cls(current, previous, float(until) if until is not None else None)
-
-    def signing(self, now_s: float) -> list[str]:
-        """The secrets a delivery at ``now_s`` (Unix seconds) is signed with: current, then previous."""
-        keys = [self.current]
-        if self.previous and (self.previous_until is None or now_s < self.previous_until):
-            keys.append(self.previous)
-        return keys
-
-
-def webhook_secret_name(pipeline: str) -> str:
-    """The Secrets Manager name of a pipeline's webhook secret: ``gpu-transcribe-<name>-webhook``."""
-    return f"gpu-transcribe-{pipeline}-webhook"
-
-
-def read_webhook_secret(secretsmanager: Any, name: str) -> WebhookSecret | None:
-    """The secret, or ``None`` if there is none of that name.
-
-    Raises:
-        ValueError: it exists but is not the pipeline's JSON document (see :meth:`WebhookSecret.from_json`).
-        botocore.exceptions.ClientError: anything else Secrets Manager answers.
-    """
-    try:
-        value = secretsmanager.get_secret_value(SecretId=name)
-    except secretsmanager.exceptions.ResourceNotFoundException:
-        return None
-    return WebhookSecret.from_json(value["SecretString"])
-
-
-def ensure_webhook_secret(secretsmanager: Any, name: str, tags: Sequence[tuple[str, str]]) -> bool:
-    """Make sure the secret exists and holds a usable document; True if it had to be written.
-
-    CloudFormation makes it on AWS (with a generated value that is not yet ``whsec_``: replaced here once);
-    moto skips ``AWS::SecretsManager::Secret`` in a stack, so there it is created here.
-
-    Raises:
-        botocore.exceptions.ClientError: Secrets Manager refused.
-    """
-    try:
-        found = secretsmanager.get_secret_value(SecretId=name)
-    except secretsmanager.exceptions.ResourceNotFoundException:
-        secretsmanager.create_secret(
-            Name=name,
-            Description="gpu-transcribe pipeline: Standard Webhooks signing secret(s)",
-            SecretString=WebhookSecret(generate_secret()).to_json(),
-            Tags=[{"Key": key, "Value": value} for key, value in tags],
-        )
-        return True
-    try:
-        WebhookSecret.from_json(found["SecretString"])
-    except ValueError:
-        secretsmanager.put_secret_value(
-            SecretId=name, SecretString=WebhookSecret(generate_secret()).to_json()
-        )
-        return True
-    return False
-
-
-def rotate_webhook_secret(
-    secretsmanager: Any, name: str, keep_previous_s: float | None, now_s: float | None = None
-) -> WebhookSecret:
-    """Start a rotation: a new current secret, the old one kept signing as ``previous`` for
-    ``keep_previous_s`` seconds (``None``: until :func:`finish_rotation`).
-
-    Raises:
-        LookupError: there is no such secret (deploy the pipeline first).
-        ValueError, botocore.exceptions.ClientError: as :func:`read_webhook_secret`.
-    """
-    old = read_webhook_secret(secretsmanager, name)
-    if old is None:
-        raise LookupError(f"no webhook secret {name}: deploy the pipeline first")
-    moment = time.time() if now_s is None else now_s
-    until = None if keep_previous_s is None else moment + keep_previous_s
-    new = WebhookSecret(generate_secret(), old.current, until)
-    secretsmanager.put_secret_value(SecretId=name, SecretString=new.to_json())
-    return new
-
-
-def finish_rotation(secretsmanager: Any, name: str) -> WebhookSecret:
-    """End a rotation: only the current secret signs from now on.
-
-    Raises:
-        LookupError, ValueError, botocore.exceptions.ClientError: as :func:`rotate_webhook_secret`.
-    """
-    old = read_webhook_secret(secretsmanager, name)
-    if old is None:
-        raise LookupError(f"no webhook secret {name}: deploy the pipeline first")
-    new = WebhookSecret(old.current)
-    secretsmanager.put_secret_value(SecretId=name, SecretString=new.to_json())
-    return new
-
-
-# --- receiving ----------------------------------------------------------------------------------------
-
-
-def verify_request(secrets: Sequence[str], headers: Mapping[str, str], body: bytes) -> Any:
-    """Check a webhook request with the ``standardwebhooks`` library; the parsed body if any secret
-    verifies it (a rotation: the old or the new one).
-
-    Raises:
-        standardwebhooks.webhooks.WebhookVerificationError: no secret verifies it, a header is missing, or
-            the timestamp is more than 5 min from now (the library's tolerance).
-    """
-    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-
-    error: WebhookVerificationError | None = None
-    for secret in secrets:
-        try:
-            return Webhook(secret).verify(body, dict(headers))
-        except WebhookVerificationError as exc:
-            error = exc
-    raise error or WebhookVerificationError("no secret given")
-
-
-def parse_saved_request(text: str) -> tuple[dict[str, str], bytes]:
-    """Headers and body of a saved HTTP request (``curl --trace-ascii``-free form: an optional request line,
-    ``Name: value`` lines, a blank line, the body), or headers alone when there is no blank line.
-
-    Raises:
-        ValueError: a header line without ``:``.
-    """
-    head, _, body = text.replace("\r\n", "\n").partition("\n\n")
-    headers: dict[str, str] = {}
-    for number, line in enumerate(head.splitlines()):
-        if not line.strip() or (number == 0 and " HTTP/" in line):
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise ValueError(f"header line {number + 1} has no ':': {line[:40]!r}")
-        headers[name.strip().lower()] = value.strip()
-    return headers, body.encode()
+# --- the results queue ----------------------------------------------------------------------------------
 
 
 def watch_results(
-    sqs: Any,
+    ctx: AwsContext,
     queue_url: str,
     *,
     delete: bool = True,
@@ -456,7 +266,7 @@ def watch_results(
     """Follow the results queue: yield each message (parsed) and delete it once the caller took it.
 
     Args:
-        sqs: a boto3 SQS client.
+        ctx: where the SQS calls go.
         queue_url: the results queue.
         delete: delete each message after it was yielded (False: it comes back after the visibility
             timeout, for another reader).
@@ -466,71 +276,22 @@ def watch_results(
         until: checked before each receive; True stops.
 
     Raises:
-        botocore.exceptions.ClientError: SQS refused.
+        CloudError, CredentialsError: SQS refused.
     """
     while not until():
-        reply = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s)
-        if stop_when_empty and not reply.get("Messages"):
+        messages = queue.receive(ctx, queue_url, wait_s=wait_s)
+        if stop_when_empty and not messages:
             return
-        for message in reply.get("Messages", []):
+        for message in messages:
             try:
-                event = json.loads(message["Body"])
+                event = json.loads(message.body)
             except json.JSONDecodeError:
-                logger.warning("results queue: message %s is not JSON; deleted", message["MessageId"])
+                logger.warning("results queue: message %s is not JSON; deleted", message.message_id)
                 event = None
             if event is not None:
                 yield event
             if delete or event is None:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-
-# --- the commands' side (settings -> AWS) -------------------------------------------------------------
-
-
-def pipeline_webhook_secret(
-    settings: Settings,
-    name: str | None,
-    *,
-    rotate: bool = False,
-    keep_previous_hours: float | None = DEFAULT_ROTATION_HOURS,
-    finish: bool = False,
-) -> WebhookSecret:
-    """``pipeline webhook-secret``: read the pipeline's secret, or rotate it, or finish a rotation.
-
-    Args:
-        settings: region and profile.
-        name: the pipeline (default ``default``).
-        rotate: start a rotation (a new current secret; the old one keeps signing).
-        keep_previous_hours: with ``rotate``, hours the old one keeps signing (``None``: until ``finish``).
-        finish: end a rotation (only the current secret signs).
-
-    Raises:
-        SettingsError: a bad name, or both ``rotate`` and ``finish``.
-        CloudError: no such secret (the pipeline is not deployed), or Secrets Manager refused.
-        CredentialsError: credentials missing or rejected.
-    """
-    from gpu_transcribe.aws.clients import AwsContext, aws_errors, secretsmanager_client
-    from gpu_transcribe.errors import CloudError, SettingsError
-    from gpu_transcribe.pipeline.deploy import pipeline_name
-
-    if rotate and finish:
-        raise SettingsError("rotate", "--rotate", "--rotate and --finish-rotation exclude each other")
-    secret_name = webhook_secret_name(pipeline_name(name))
-    ctx = AwsContext.from_settings(settings)
-    client = secretsmanager_client(ctx)
-    with aws_errors(ctx, f"reading the webhook secret {secret_name}"):
-        try:
-            if rotate:
-                keep_s = None if keep_previous_hours is None else keep_previous_hours * 3600.0
-                return rotate_webhook_secret(client, secret_name, keep_s)
-            if finish:
-                return finish_rotation(client, secret_name)
-            found = read_webhook_secret(client, secret_name)
-        except (LookupError, ValueError) as exc:
-            raise CloudError(f"{secret_name}: {exc}") from None
-    if found is None:
-        raise CloudError(f"no webhook secret {secret_name} in {ctx.region}: deploy the pipeline first")
-    return found
+                queue.delete(ctx, queue_url, message.receipt_handle)
 
 
 def results_queue_url(settings: Settings, name: str | None) -> str:

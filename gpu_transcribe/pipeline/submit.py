@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.errors import GpuTranscribeError
-from gpu_transcribe.pipeline.jobs import PipelineConfig, PipelineInputError, new_job_id
+from gpu_transcribe.pipeline.config import PipelineConfig
+from gpu_transcribe.pipeline.job_ids import new_job_id
+from gpu_transcribe.pipeline.jobs import PipelineInputError
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -67,7 +69,7 @@ def submit_files(
         options: the jobs' options (language, formats, model).
         on_submitted: called after each file's upload (progress).
         webhook_url: the jobs' own webhook (``--webhook-url``), stored in each row's ``webhook_url``; it is
-            checked here with :func:`~gpu_transcribe.pipeline.results.check_webhook_url` against the
+            checked here with :func:`~gpu_transcribe.pipeline.webhooks.check_webhook_url` against the
             pipeline's ``allow_private_webhooks`` (``""``: none; the pipeline's, if it has one).
 
     Raises:
@@ -77,7 +79,7 @@ def submit_files(
             row is marked ``failed`` first).
     """
     from gpu_transcribe.aws.pipeline import job_objects, jobs_table
-    from gpu_transcribe.pipeline.results import WebhookUrlError, check_webhook_url
+    from gpu_transcribe.pipeline.webhooks import WebhookUrlError, check_webhook_url
 
     files = check_files(paths)
     if webhook_url:

@@ -9,8 +9,11 @@
 - For ``pipeline status``: the queues' counts (:func:`queue_counts`) and the worker group
   (:func:`worker_group`).
 - For ``pipeline destroy --delete-data``: :func:`empty_bucket` and :func:`delete_bucket`.
-- For ``submit``: :func:`run_scaler`, the scaler Lambda's code run in-process with the Lambda's own settings,
-  so the fleet wakes the moment the jobs are queued rather than at the schedule's next minute.
+- For ``submit``: :func:`run_scaler`, the scaler Lambda's code run in-process with the Lambda's own settings
+  (:func:`function_environment`, which also reads the notifier's), so the fleet wakes the moment the jobs
+  are queued rather than at the schedule's next minute.
+
+The webhook secret is :mod:`.webhook_secret`'s.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from gpu_transcribe.aws.clients import (
     lambda_client,
     owned_s3_client,
     s3_client,
-    secretsmanager_client,
     sqs_client,
 )
 from gpu_transcribe.aws.models import GroupInstance, Market, QueueCounts, WorkerGroup
@@ -271,39 +273,6 @@ def ensure_ttl(ctx: AwsContext, table: str, attribute: str) -> bool:
     return True
 
 
-def ensure_pipeline_secret(ctx: AwsContext, name: str, tags: Sequence[tuple[str, str]]) -> bool:
-    """Make sure the pipeline's webhook secret exists and holds a ``whsec_`` document (moto skips
-    ``AWS::SecretsManager::Secret`` in a stack; see ``gpu_transcribe.pipeline.results``).
-
-    Returns:
-        True if it had to be written.
-
-    Raises:
-        CloudError: Secrets Manager refused.
-        CredentialsError: credentials missing or rejected.
-    """
-    from gpu_transcribe.pipeline.results import ensure_webhook_secret
-
-    with aws_errors(ctx, f"making sure of the webhook secret {name}"):
-        return ensure_webhook_secret(secretsmanager_client(ctx), name, tags)
-
-
-def delete_pipeline_secret(ctx: AwsContext, name: str) -> bool:
-    """Delete the webhook secret at once (no recovery window); False if there was none.
-
-    Raises:
-        CloudError: Secrets Manager refused.
-        CredentialsError: credentials missing or rejected.
-    """
-    client = secretsmanager_client(ctx)
-    with aws_errors(ctx, f"deleting the webhook secret {name}"):
-        try:
-            client.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
-        except client.exceptions.ResourceNotFoundException:
-            return False
-    return True
-
-
 def ensure_point_in_time_recovery(ctx: AwsContext, table: str) -> bool:
     """Turn on point-in-time recovery (continuous backups, restorable to any second of the last 35 days:
     DynamoDB Developer Guide) on ``table``.
@@ -469,13 +438,26 @@ def run_scaler(ctx: AwsContext, queue_url: str, group: str, scaler_function: str
     """
     from gpu_transcribe.aws.pipeline.scaler_lambda import scale
 
+    variables = function_environment(ctx, scaler_function)
+    try:
+        max_workers, jobs_per_worker = int(variables["MAX_WORKERS"]), int(variables["JOBS_PER_WORKER"])
+    except (KeyError, ValueError) as exc:
+        raise CloudError(
+            f"the scaler {scaler_function} lacks MAX_WORKERS/JOBS_PER_WORKER ({exc!r}); deploy again"
+        ) from None
     with aws_errors(ctx, f"running the scaler of group {group}"):
-        function = lambda_client(ctx).get_function_configuration(FunctionName=scaler_function)
-        variables = function.get("Environment", {}).get("Variables", {})
-        try:
-            max_workers, jobs_per_worker = int(variables["MAX_WORKERS"]), int(variables["JOBS_PER_WORKER"])
-        except (KeyError, ValueError) as exc:
-            raise CloudError(
-                f"the scaler {scaler_function} lacks MAX_WORKERS/JOBS_PER_WORKER ({exc!r}); deploy again"
-            ) from None
         return scale(sqs_client(ctx), autoscaling_client(ctx), queue_url, group, max_workers, jobs_per_worker)
+
+
+def function_environment(ctx: AwsContext, function: str) -> dict[str, str]:
+    """The environment variables of the Lambda ``function`` (``GetFunctionConfiguration``; empty if it has
+    none): the settings the stack gave the scaler and the notifier.
+
+    Raises:
+        CloudError: the call failed (e.g. no such function).
+        CredentialsError: credentials missing or rejected.
+    """
+    with aws_errors(ctx, f"reading the settings of Lambda {function}"):
+        found = lambda_client(ctx).get_function_configuration(FunctionName=function)
+    variables = (found.get("Environment") or {}).get("Variables") or {}
+    return {str(name): str(value) for name, value in variables.items()}
