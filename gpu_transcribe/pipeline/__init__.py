@@ -1,6 +1,11 @@
 """``gpu-transcribe pipeline``: a queue of transcription jobs on spot GPU workers, one CloudFormation stack.
 
-- :mod:`.template` builds the stack's template from a frozen :class:`~.template.PipelineSpec`;
+- :mod:`.contract` holds the names the stack, the worker, the command line and
+  :mod:`gpu_transcribe.aws.pipeline` share (constants only; this file imports nothing, so ``aws`` can import
+  it without loading the orchestration);
+- :mod:`.template` fills the stack's template (``stack.yaml``) and its parameters from a frozen
+  :class:`~.template.PipelineSpec`; :mod:`.lambda_code` and :mod:`.fleet_boot` give it the Lambdas' code and
+  the fleet's dead-man switch;
 - :mod:`.deploy` creates, updates, reports on and deletes it (``pipeline deploy | status | destroy``);
 - :mod:`.jobs` finds a pipeline (a worker's description file, else by name from its stack's outputs, read by
   :mod:`gpu_transcribe.aws.pipeline.stack`) and lists, fetches and retries jobs (``jobs``);

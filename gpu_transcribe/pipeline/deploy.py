@@ -2,8 +2,8 @@
 
 - :func:`deploy_pipeline`: resolves the image (``--image``, else the ``image_id`` setting, else the newest
   image of ours for this version and model, as ``run`` chooses it), the VPC and one subnet per zone (as
-  ``run`` does: ``subnet_id``/``vpc_id`` settings or the default VPC), builds the template
-  (:mod:`.template`), creates or updates the stack through a change set
+  ``run`` does: ``subnet_id``/``vpc_id`` settings or the default VPC), fills the template
+  (``stack.yaml``, :mod:`.template`) and its parameters, creates or updates the stack through a change set
   (:mod:`gpu_transcribe.aws.pipeline.stack`),
   then makes sure of what CloudFormation may skip (:func:`finish_deploy`).
 - :func:`pipeline_status`: the stack, the queues' counts, the workers and what they cost per hour now.
@@ -29,16 +29,16 @@ from gpu_transcribe.aws.models import (
 )
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import GpuTranscribeError, PipelineNotFoundError, SettingsError, StackError
+from gpu_transcribe.pipeline.contract import INCOMING_PREFIX, TTL_ATTRIBUTE
 from gpu_transcribe.pipeline.template import (
-    INCOMING_PREFIX,
     LAMBDA_MIN_UNRESERVED,
     NOTIFIER_MAX_CONCURRENCY,
     SCALER_MAX_CONCURRENCY,
-    TTL_ATTRIBUTE,
     PipelineSpec,
     check_pipeline_name,
     lifecycle_rules_api,
     template_json,
+    template_parameters,
 )
 from gpu_transcribe.settings import Settings
 
@@ -337,6 +337,7 @@ def deploy_pipeline(
         ctx,
         pipeline_stack_name(spec.name),
         template_json(spec),
+        parameters=template_parameters(spec),
         tags=spec.resource_tags(),
         description=f"gpu-transcribe pipeline {spec.name}",
         on_progress=on_progress,

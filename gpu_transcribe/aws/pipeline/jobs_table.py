@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, dynamodb_client, error_code
+from gpu_transcribe.pipeline.contract import STATUS_INDEX
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -45,8 +46,6 @@ DEAD_LETTERED = "dead_lettered"
 STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, INTERRUPTED, DEAD_LETTERED)
 #: Statuses a job does not leave by itself.
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, DEAD_LETTERED})
-#: The index for listing by status (``status`` HASH, ``created_at`` RANGE).
-STATUS_INDEX = "by-status"
 #: The longest error text kept in a row (one line; DynamoDB items are limited to 400 KB).
 ERROR_MAX_CHARS = 500
 
