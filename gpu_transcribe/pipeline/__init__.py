@@ -6,7 +6,8 @@
 - :mod:`.template` fills the stack's template (``stack.yaml``) and its parameters from a frozen
   :class:`~.template.PipelineSpec`; :mod:`.lambda_code` and :mod:`.fleet_boot` give it the Lambdas' code and
   the fleet's dead-man switch;
-- :mod:`.deploy` creates, updates, reports on and deletes it (``pipeline deploy | status | destroy``);
+- :mod:`.plan` makes the spec of ``pipeline deploy``; :mod:`.deploy` creates, updates, reports on and deletes
+  the stack (``pipeline deploy | status | destroy``);
 - :mod:`.jobs` finds a pipeline (a worker's description file, else by name from its stack's outputs, read by
   :mod:`gpu_transcribe.aws.pipeline.stack`) and lists, fetches and retries jobs (``jobs``);
 - :mod:`.submit` writes job rows, uploads the audio and runs the scaler in-process (``submit``);

@@ -14,8 +14,8 @@ calls AWS.
 
 The file uses the long form of the intrinsic functions (``Fn::If``, ``Fn::Sub``...), not the short tags
 (``!If``): plain ``yaml.safe_load`` reads it, so neither this module nor the tests need a loader that
-knows CloudFormation's tags, and cfn-lint reads it either way. Loading it imports PyYAML on first use only:
-the command line's ``--help`` path imports this module (for :mod:`.contract`'s prefixes) and stays fast.
+knows CloudFormation's tags, and cfn-lint reads it either way. PyYAML is imported when the file is loaded,
+not with this module, which the command line and the worker also import for its constants.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from gpu_transcribe.pipeline.contract import (
     RESULTS_PREFIX,
     TAG_PIPELINE,
 )
-from gpu_transcribe.pipeline.contract import TTL_ATTRIBUTE as TTL_ATTRIBUTE
-from gpu_transcribe.pipeline.contract import WORKER_CONFIG_PATH as WORKER_CONFIG_PATH
+from gpu_transcribe.pipeline.contract import WORKER_CONFIG_PATH as WORKER_CONFIG_PATH  # for pipeline.jobs
 from gpu_transcribe.pipeline.fleet_boot import (
     WORKER_IDLE_EXIT_S,
     WORKER_MAX_LIFETIME_H,
@@ -354,7 +353,7 @@ def _template_text() -> str:
 def load_template() -> dict[str, Any]:
     """``stack.yaml`` as a dict (parsed anew each call, so callers may change it): the resources with every
     parameter unfilled."""
-    import yaml  # here, not at the top: the command line's --help path imports this module
+    import yaml  # here, not at the top: only a deploy reads the file
 
     loaded: dict[str, Any] = yaml.safe_load(_template_text())
     return loaded
