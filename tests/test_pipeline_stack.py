@@ -30,8 +30,8 @@ from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
 from gpu_transcribe.aws.pipeline.stack import describe_stack, latest_event_ids, wait_for_stack
 from gpu_transcribe.cli.main import app
 from gpu_transcribe.errors import StackError
+from gpu_transcribe.pipeline.contract import TTL_ATTRIBUTE
 from gpu_transcribe.pipeline.deploy import DeployRequest, deploy_pipeline
-from gpu_transcribe.pipeline.template import TTL_ATTRIBUTE
 from gpu_transcribe.settings import load_settings
 from tests.fixtures.moto_aws import ACCOUNT_ID, CALLER_ARN, REGION, MotoAws
 
@@ -625,7 +625,11 @@ def test_deploy_correct_checks_the_model_and_grants_the_workers_only_it(
     [check, *_] = [r for r in loopback_bedrock.received if r.method == "GET"]
     model = load_settings().correct_model_id
     assert unquote_plus(check.path).endswith(f"/foundation-models/{model}")
-    template = aws.client("cloudformation").get_template(StackName=STACK)["TemplateBody"]
+    cloudformation = aws.client("cloudformation")
+    template = cloudformation.get_template(StackName=STACK)["TemplateBody"]
     body = template if isinstance(template, str) else json.dumps(template)
-    assert "bedrock:InvokeModel" in body and f"foundation-model/{model}" in body
-    assert '\\"correct\\": true' in body or '"correct": true' in body
+    assert "bedrock:InvokeModel" in body and "foundation-model/${CorrectFoundationModelId}" in body
+    assert '"correct": ${Correct}' in body or '\\"correct\\": ${Correct}' in body
+    (stack,) = cloudformation.describe_stacks(StackName=STACK)["Stacks"]
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    assert parameters["CorrectModelId"] == model and parameters["Correct"] == "true"

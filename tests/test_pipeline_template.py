@@ -1,6 +1,8 @@
-"""The pipeline's CloudFormation template, offline: cfn-lint finds nothing, and the security properties hold
-in the template itself (IMDSv2, encryption of every store, public access blocked, IAM scoped to the stack's
-own resources, no wildcard actions), the scaler's arithmetic and its inline size."""
+"""The pipeline's CloudFormation template, offline: cfn-lint finds nothing in ``stack.yaml`` as it is and in
+the template each spec deploys, and the security properties hold in the template as CloudFormation creates it
+for a spec (its parameters filled in and conditions decided, ``tests/fixtures/cfn_resolve.py``): IMDSv2,
+encryption of every store, public access blocked, IAM scoped to the stack's own resources, no wildcard
+actions; the names agree with ``contract.py``; the scaler's arithmetic and its inline size."""
 
 from __future__ import annotations
 
@@ -16,33 +18,66 @@ from typing import Any
 import pytest
 
 from gpu_transcribe.aws.ec2.userdata import DEADMAN_PATH, DEADMAN_UNIT
-from gpu_transcribe.aws.models import TAG_PIPELINE
 from gpu_transcribe.aws.pipeline.scaler_lambda import desired_workers
-from gpu_transcribe.pipeline.template import (
+from gpu_transcribe.pipeline import contract, template
+from gpu_transcribe.pipeline.contract import (
+    INCOMING_PREFIX,
+    RESULTS_PREFIX,
+    TAG_PIPELINE,
+    TTL_ATTRIBUTE,
+    WORKER_UNIT,
+)
+from gpu_transcribe.pipeline.fleet_boot import (
     FLEET_MAX_LIFETIME_S,
     FLEET_WORKER_GONE_S,
-    INCOMING_PREFIX,
-    INLINE_CODE_LIMIT_BYTES,
-    RESULTS_PREFIX,
-    TTL_ATTRIBUTE,
-    UNSCOPABLE_ACTIONS,
     WORKER_MAX_LIFETIME_H,
-    WORKER_UNIT,
-    PipelineSpec,
-    build_template,
     fleet_deadman_script,
-    lifecycle_rules_api,
-    scaler_source,
-    template_json,
-    user_data,
 )
+from gpu_transcribe.pipeline.lambda_code import INLINE_CODE_LIMIT_BYTES, scaler_source
+from gpu_transcribe.pipeline.template import (
+    UNSCOPABLE_ACTIONS,
+    PipelineSpec,
+    lifecycle_rules_api,
+    template_json,
+    template_parameters,
+)
+from tests.fixtures.cfn_resolve import resolve
 
-#: cfn-lint rules we ignore, each with the reason. Empty: the template passes every rule, informational ones
+#: cfn-lint rules we ignore, each with the reason; the template passes every other rule, informational ones
 #: included; a new finding fails the test until it is fixed or listed here with a reason.
-IGNORED_RULES: dict[str, str] = {}
+IGNORED_RULES: dict[str, str] = {
+    # ImageId stays a String: as AWS::EC2::Image::Id, CloudFormation would check the image when the change
+    # set is made, a failure path other than the one the deploy reports (the launch template's, naming it).
+    "W2506": "ImageId is a String parameter",
+}
+#: The template file as it is in the package.
+STACK_YAML = Path(template.__file__).with_name(template.TEMPLATE_FILE)
 
 #: CloudFormation's limit on a template passed inline (``TemplateBody``), bytes.
 TEMPLATE_BODY_LIMIT_BYTES = 51_200
+
+
+def resolved_template(spec: PipelineSpec) -> dict[str, Any]:
+    """The template ``spec`` deploys, as CloudFormation creates it: its parameters filled, conditions
+    decided."""
+    return resolve(template.build_template(spec), template_parameters(spec))
+
+
+def user_data(spec: PipelineSpec) -> str:
+    """The workers' boot script ``spec`` deploys (``Fn::Sub`` text: ``${...}`` left are AWS's to fill)."""
+    data = resolved_template(spec)["Resources"]["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    text: str = data["UserData"]["Fn::Base64"]["Fn::Sub"]
+    return text
+
+
+def lint_findings(body: str) -> list[str]:
+    """cfn-lint's findings in template ``body`` (JSON or YAML), informational ones included, less
+    :data:`IGNORED_RULES`."""
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint(body, config=ManualArgs(regions=["eu-north-1", "us-east-1"], include_checks=["I"]))
+    found = [f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches]
+    return [f for f in found if f.split()[0] not in IGNORED_RULES]
 
 
 def spec(**changes: Any) -> PipelineSpec:
@@ -72,16 +107,14 @@ CORRECT_SPECS = {
 }
 
 
+def test_cfn_lint_finds_nothing_in_the_template_file() -> None:
+    """``stack.yaml`` whole, as it is in the package: every resource, parameter, condition and output."""
+    assert lint_findings(STACK_YAML.read_text(encoding="utf-8")) == []
+
+
 @pytest.mark.parametrize("which", [*SPECS, *CORRECT_SPECS])
 def test_cfn_lint_finds_nothing(which: str) -> None:
-    from cfnlint.api import ManualArgs, lint
-
-    matches = lint(
-        template_json({**SPECS, **CORRECT_SPECS}[which]),
-        config=ManualArgs(regions=["eu-north-1", "us-east-1"], include_checks=["I"]),
-    )
-    found = [f"{m.rule.id} {m.message} at {'/'.join(map(str, m.path))}" for m in matches]
-    assert [f for f in found if f.split()[0] not in IGNORED_RULES] == []
+    assert lint_findings(template_json({**SPECS, **CORRECT_SPECS}[which])) == []
 
 
 def test_template_fits_inline_and_is_deterministic() -> None:
@@ -89,6 +122,36 @@ def test_template_fits_inline_and_is_deterministic() -> None:
     assert len(body.encode()) < TEMPLATE_BODY_LIMIT_BYTES
     assert body == template_json(spec())
     assert len(scaler_source().encode()) <= INLINE_CODE_LIMIT_BYTES
+    # Every parameter value fits CloudFormation's limit, the code and the dead-man switch included.
+    parameters = template_parameters(spec())
+    assert set(parameters) == set(template.load_template()["Parameters"])
+    assert max(len(value.encode()) for value in parameters.values()) <= INLINE_CODE_LIMIT_BYTES
+
+
+def test_the_template_file_spells_the_contracts_names() -> None:
+    """``stack.yaml`` cannot import :mod:`contract`: the names both hold are the same, where they are used."""
+    res = resolved_template(spec())["Resources"]
+    table = res["JobsTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": contract.TABLE_KEY, "KeyType": "HASH"}]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == contract.STATUS_INDEX
+    assert [k["AttributeName"] for k in index["KeySchema"]] == [
+        contract.STATUS_ATTRIBUTE,
+        contract.CREATED_ATTRIBUTE,
+    ]
+    text = user_data(spec())
+    assert f"cat > {contract.WORKER_CONFIG_PATH} <<'JSON'" in text
+    assert f"cat > /etc/systemd/system/{contract.WORKER_UNIT} <<'UNIT'" in text
+    config = json.loads(text.split("<<'JSON'\n", 1)[1].split("\nJSON\n", 1)[0])
+    assert (config["incoming_prefix"], config["results_prefix"]) == (INCOMING_PREFIX, RESULTS_PREFIX)
+    rules = {r["Id"]: r for r in res["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert {r.get("Prefix") for r in rules.values()} == {INCOMING_PREFIX, RESULTS_PREFIX, None}
+    assert set(resolved_template(spec())["Outputs"]) == contract.OUTPUTS
+    assert res["NotifierMapping"]["Properties"]["ScalingConfig"]["MaximumConcurrency"] == (
+        template.NOTIFIER_MAX_CONCURRENCY
+    )
+    condition = res["ScalerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][2]["Condition"]
+    assert condition == {"StringEquals": {f"autoscaling:ResourceTag/{contract.TAG_PIPELINE}": "team-a"}}
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -102,7 +165,7 @@ def only(template: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def test_launch_template_requires_imdsv2_and_encrypts_the_root_volume() -> None:
-    data = only(build_template(spec()), "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
+    data = only(resolved_template(spec()), "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     (root,) = data["BlockDeviceMappings"]
@@ -113,7 +176,7 @@ def test_launch_template_requires_imdsv2_and_encrypts_the_root_volume() -> None:
 
 
 def test_every_store_is_encrypted_and_the_bucket_is_private() -> None:
-    template = build_template(spec())
+    template = resolved_template(spec())
     bucket = only(template, "AWS::S3::Bucket")
     (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
@@ -142,7 +205,7 @@ def test_every_store_is_encrypted_and_the_bucket_is_private() -> None:
 def test_the_bucket_is_versioned_and_old_versions_expire() -> None:
     """A transcript a worker writes again stays as a noncurrent version for 30 days; old audio versions go
     after a day; the API-shaped rules the deploy applies where CloudFormation did not are the same."""
-    bucket = only(build_template(spec()), "AWS::S3::Bucket")
+    bucket = only(resolved_template(spec()), "AWS::S3::Bucket")
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-old-result-versions"]["Prefix"] == RESULTS_PREFIX
@@ -154,7 +217,7 @@ def test_the_bucket_is_versioned_and_old_versions_expire() -> None:
 
 
 def test_incoming_goes_to_the_jobs_queue_with_a_dead_letter_queue() -> None:
-    template = build_template(spec(max_receive_count=7))
+    template = resolved_template(spec(max_receive_count=7))
     (notification,) = only(template, "AWS::S3::Bucket")["NotificationConfiguration"]["QueueConfigurations"]
     assert notification["Queue"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
     assert notification["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": INCOMING_PREFIX}]
@@ -169,7 +232,9 @@ def test_incoming_goes_to_the_jobs_queue_with_a_dead_letter_queue() -> None:
 
 @pytest.mark.parametrize("which", SPECS)
 def test_only_this_bucket_may_send_to_the_queue(which: str) -> None:
-    (statement,) = only(build_template(SPECS[which]), "AWS::SQS::QueuePolicy")["PolicyDocument"]["Statement"]
+    (statement,) = only(resolved_template(SPECS[which]), "AWS::SQS::QueuePolicy")["PolicyDocument"][
+        "Statement"
+    ]
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
     assert statement["Action"] == "sqs:SendMessage"
     source = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
@@ -194,7 +259,7 @@ def as_list(value: Any) -> list[Any]:
 
 @pytest.mark.parametrize("which", [*SPECS, *CORRECT_SPECS])
 def test_iam_is_scoped_to_the_stacks_own_resources(which: str) -> None:
-    template = build_template({**SPECS, **CORRECT_SPECS}[which])
+    template = resolved_template({**SPECS, **CORRECT_SPECS}[which])
     own = set(template["Resources"])
     seen = 0
     for logical_id, statement in allow_statements(template):
@@ -223,7 +288,7 @@ def test_iam_is_scoped_to_the_stacks_own_resources(which: str) -> None:
 
 
 def test_the_worker_may_do_only_what_a_worker_does() -> None:
-    template = build_template(spec())
+    template = resolved_template(spec())
     worker = [s for role, s in allow_statements(template) if role == "WorkerRole"]
     actions = sorted(a for s in worker for a in as_list(s["Action"]))
     assert actions == [
@@ -263,13 +328,13 @@ def test_with_correct_the_worker_may_call_the_one_model_and_defaults_to_correcti
             if a.startswith("bedrock:")
         }
 
-    assert bedrock(build_template(spec())) == {}, "no Bedrock without --correct"
+    assert bedrock(resolved_template(spec())) == {}, "no Bedrock without --correct"
     model_arn = f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}::foundation-model/{HAIKU}"
-    assert bedrock(build_template(CORRECT_SPECS["correct"])) == {
+    assert bedrock(resolved_template(CORRECT_SPECS["correct"])) == {
         "bedrock:InvokeModel": [model_arn],
         "bedrock:GetFoundationModel": [model_arn],
     }
-    profile = bedrock(build_template(CORRECT_SPECS["correct via profile"]))
+    profile = bedrock(resolved_template(CORRECT_SPECS["correct via profile"]))
     assert profile["bedrock:InvokeModel"] == [
         f"arn:${{AWS::Partition}}:bedrock:eu-north-1:${{AWS::AccountId}}:inference-profile/eu.{HAIKU}",
         f"arn:${{AWS::Partition}}:bedrock:*::foundation-model/{HAIKU}",
@@ -283,7 +348,7 @@ def test_with_correct_the_worker_may_call_the_one_model_and_defaults_to_correcti
 
 
 def test_the_fleet_is_spot_only_over_several_types_and_starts_empty() -> None:
-    group = only(build_template(spec(max_workers=12)), "AWS::AutoScaling::AutoScalingGroup")
+    group = only(resolved_template(spec(max_workers=12)), "AWS::AutoScaling::AutoScalingGroup")
     assert (group["MinSize"], group["MaxSize"]) == ("0", "12")
     assert "DesiredCapacity" not in group  # an update must not reset what the scaler set
     assert group["CapacityRebalance"] is True
@@ -302,7 +367,7 @@ def test_the_fleet_is_spot_only_over_several_types_and_starts_empty() -> None:
 
 
 def test_everything_that_takes_tags_is_tagged() -> None:
-    template = build_template(spec())
+    template = resolved_template(spec())
     # No Tags property in CloudFormation (cfn-lint's resource schemas):
     untaggable = {"AWS::IAM::InstanceProfile", "AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy"}
     untaggable.add("AWS::Lambda::Permission")
@@ -401,7 +466,7 @@ def test_the_notifier_and_the_scaler_have_concurrency_caps() -> None:
     event source's MaximumConcurrency and the function's reservation); the scaler runs one at a time. An
     account without room to reserve (``reserve_concurrency=False``) keeps the event source's cap."""
     for reserve in (True, False):
-        template = build_template(spec(reserve_concurrency=reserve))
+        template = resolved_template(spec(reserve_concurrency=reserve))
         functions = resources(template, "AWS::Lambda::Function")
         reserved = {k: f["Properties"].get("ReservedConcurrentExecutions") for k, f in functions.items()}
         expected = {"NotifierFunction": 2, "ScalerFunction": 1} if reserve else {}
@@ -436,9 +501,12 @@ def test_a_bad_spec_is_refused(changes: dict[str, Any]) -> None:
 
 
 def test_the_notifier_consumes_its_queue_reads_its_secret_and_nothing_else() -> None:
-    from gpu_transcribe.pipeline.template import NOTIFIER_TIMEOUT_S, notifier_source
+    from gpu_transcribe.pipeline.lambda_code import notifier_source
+    from gpu_transcribe.pipeline.template import NOTIFIER_TIMEOUT_S
 
-    template = build_template(spec(webhook_url="https://hooks.example.com/t", allow_private_webhooks=False))
+    template = resolved_template(
+        spec(webhook_url="https://hooks.example.com/t", allow_private_webhooks=False)
+    )
     res = template["Resources"]
     notifier = [s for role, s in allow_statements(template) if role == "NotifierRole"]
     actions = sorted(a for s in notifier for a in as_list(s["Action"]))

@@ -14,6 +14,22 @@ from typing import Literal
 from gpu_transcribe.common import new_run_id
 from gpu_transcribe.errors import LaunchAttempt
 from gpu_transcribe.instance.keys import SshKeyPair
+from gpu_transcribe.pipeline.contract import (
+    OUTPUT_BUCKET,
+    OUTPUT_BUCKET_CREATED,
+    OUTPUT_DLQ_URL,
+    OUTPUT_GROUP,
+    OUTPUT_NOTIFIER,
+    OUTPUT_QUEUE_ARN,
+    OUTPUT_QUEUE_URL,
+    OUTPUT_RESULTS_QUEUE_URL,
+    OUTPUT_SCALER,
+    OUTPUT_TABLE,
+    OUTPUT_WEBHOOK_SECRET,
+    OUTPUT_WEBHOOKS_DLQ_URL,
+    OUTPUT_WEBHOOKS_QUEUE_URL,
+    PIPELINE_STACK_PREFIX,
+)
 
 # --- tags --------------------------------------------------------------------------------------------------
 TAG_RUN_ID = "gpu-transcribe:run-id"
@@ -414,25 +430,6 @@ class RemovalOutcome:
 
 
 # --- pipeline (gpu-transcribe pipeline) ---------------------------------------------------------------------
-
-TAG_PIPELINE = "gpu-transcribe:pipeline"  # the pipeline's name, on its stack and every resource in it
-PIPELINE_ROLE = "pipeline"  # tag gpu-transcribe:role of a pipeline's resources (never carries a run id)
-PIPELINE_STACK_PREFIX = "gpu-transcribe-pipeline-"
-
-# The stack's outputs (gpu_transcribe/pipeline/template.py writes them, PipelineOutputs reads them).
-OUTPUT_BUCKET = "BucketName"
-OUTPUT_QUEUE_URL = "JobsQueueUrl"
-OUTPUT_QUEUE_ARN = "JobsQueueArn"
-OUTPUT_DLQ_URL = "DeadLetterQueueUrl"
-OUTPUT_TABLE = "JobsTableName"
-OUTPUT_GROUP = "WorkerGroupName"
-OUTPUT_SCALER = "ScalerFunctionName"
-OUTPUT_BUCKET_CREATED = "BucketCreatedByStack"  # "true" or "false"
-OUTPUT_RESULTS_QUEUE_URL = "ResultsQueueUrl"
-OUTPUT_WEBHOOKS_QUEUE_URL = "WebhooksQueueUrl"
-OUTPUT_WEBHOOKS_DLQ_URL = "WebhooksDeadLetterQueueUrl"
-OUTPUT_WEBHOOK_SECRET = "WebhookSecretName"
-OUTPUT_NOTIFIER = "NotifierFunctionName"
 
 
 def pipeline_stack_name(name: str) -> str:

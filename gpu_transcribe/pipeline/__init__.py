@@ -1,7 +1,10 @@
 """``gpu-transcribe pipeline``: a queue of transcription jobs on spot GPU workers, one CloudFormation stack.
 
-- :mod:`.template` builds the stack's template from a frozen :class:`~.template.PipelineSpec`;
-- :mod:`.deploy` creates, updates, reports on and deletes it (``pipeline deploy | status | destroy``);
+- :mod:`.template` fills the stack's template (``stack.yaml``) and its parameters from a frozen
+  :class:`~.template.PipelineSpec`; :mod:`.lambda_code` and :mod:`.fleet_boot` give it the Lambdas' code and
+  the fleet's dead-man switch;
+- :mod:`.plan` makes the spec of ``pipeline deploy``; :mod:`.deploy` creates, updates, reports on and deletes
+  the stack (``pipeline deploy | status | destroy``);
 - :mod:`.config` finds a pipeline (a worker's description file, else by name from its stack's outputs, read
   by :mod:`gpu_transcribe.aws.pipeline.stack`);
 - :mod:`.jobs` lists, fetches and retries jobs (``jobs``), :mod:`.job_ids` names them, :mod:`.dead_letters`

@@ -11,11 +11,7 @@ from pathlib import Path
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, cloud_error, error_code, owned_s3_client
 from gpu_transcribe.errors import CloudError
-
-#: Where audio to transcribe goes.
-INCOMING_PREFIX = "incoming/"
-#: Where the outputs go.
-RESULTS_PREFIX = "results/"
+from gpu_transcribe.pipeline.contract import INCOMING_PREFIX, RESULTS_PREFIX
 
 
 def incoming_key(job_id: str, file_name: str) -> str:

@@ -34,6 +34,13 @@ from decimal import Decimal
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, dynamodb_client, error_code
+from gpu_transcribe.pipeline.contract import (
+    CREATED_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    STATUS_INDEX,
+    TABLE_KEY,
+    TTL_ATTRIBUTE,
+)
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -45,8 +52,6 @@ DEAD_LETTERED = "dead_lettered"
 STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, INTERRUPTED, DEAD_LETTERED)
 #: Statuses a job does not leave by itself.
 FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, DEAD_LETTERED})
-#: The index for listing by status (``status`` HASH, ``created_at`` RANGE).
-STATUS_INDEX = "by-status"
 #: The longest error text kept in a row (one line; DynamoDB items are limited to 400 KB).
 ERROR_MAX_CHARS = 500
 
@@ -149,8 +154,8 @@ def _item(record: JobRecord) -> dict[str, Any]:
     if record.options.correct:
         options["correct"] = {"BOOL": True}
     item: dict[str, Any] = {
-        "job_id": _s(record.job_id),
-        "status": _s(record.status),
+        TABLE_KEY: _s(record.job_id),
+        STATUS_ATTRIBUTE: _s(record.status),
         "file_name": _s(record.file_name),
         "input_key": _s(record.input_key),
         "options": {"M": options},
@@ -158,7 +163,7 @@ def _item(record: JobRecord) -> dict[str, Any]:
         "engine_failures": _n(record.engine_failures),
         "interruptions": _n(record.interruptions),
         "result_keys": {"L": [_s(k) for k in record.result_keys]},
-        "created_at": _s(record.created_at),
+        CREATED_ATTRIBUTE: _s(record.created_at),
         "updated_at": _s(record.updated_at),
     }
     if record.owner:
@@ -170,7 +175,7 @@ def _item(record: JobRecord) -> dict[str, Any]:
     if record.duration_s is not None:
         item["duration_s"] = _n(record.duration_s)
     if record.expires_at is not None:
-        item["expires_at"] = _n(record.expires_at)
+        item[TTL_ATTRIBUTE] = _n(record.expires_at)
     if record.webhook_url:
         item["webhook_url"] = _s(record.webhook_url)
     return item
@@ -190,10 +195,10 @@ def record_from_item(item: Mapping[str, Any]) -> JobRecord:
     """A :class:`JobRecord` from a DynamoDB item in the low-level client's form (``{"S": ...}``)."""
     options = item.get("options", {}).get("M", {})
     lease = _num(item, "lease_expires_at")
-    expires = _num(item, "expires_at")
+    expires = _num(item, TTL_ATTRIBUTE)
     return JobRecord(
-        job_id=_str(item, "job_id"),
-        status=_str(item, "status"),
+        job_id=_str(item, TABLE_KEY),
+        status=_str(item, STATUS_ATTRIBUTE),
         file_name=_str(item, "file_name"),
         input_key=_str(item, "input_key"),
         options=JobOptions(
@@ -210,7 +215,7 @@ def record_from_item(item: Mapping[str, Any]) -> JobRecord:
         result_keys=tuple(str(v["S"]) for v in item.get("result_keys", {}).get("L", [])),
         error=_str(item, "error"),
         duration_s=_num(item, "duration_s"),
-        created_at=_str(item, "created_at"),
+        created_at=_str(item, CREATED_ATTRIBUTE),
         updated_at=_str(item, "updated_at"),
         expires_at=None if expires is None else int(expires),
         webhook_url=_str(item, "webhook_url"),
@@ -229,7 +234,7 @@ def get_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
     """
     with aws_errors(ctx, f"reading job {job_id} from table {table}"):
         reply = dynamodb_client(ctx).get_item(
-            TableName=table, Key={"job_id": _s(job_id)}, ConsistentRead=True
+            TableName=table, Key={TABLE_KEY: _s(job_id)}, ConsistentRead=True
         )
     item = reply.get("Item")
     return None if item is None else record_from_item(item)
@@ -257,7 +262,7 @@ def list_jobs(
                 TableName=table,
                 IndexName=STATUS_INDEX,
                 KeyConditionExpression=condition,
-                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE},
                 ExpressionAttributeValues=values,
             )
         else:
@@ -282,7 +287,7 @@ def _update(ctx: AwsContext, table: str, job_id: str, doing: str, **kwargs: Any)
     with aws_errors(ctx, f"{doing} job {job_id} in table {table}"):
         try:
             reply = dynamodb_client(ctx).update_item(
-                TableName=table, Key={"job_id": _s(job_id)}, ReturnValues="ALL_NEW", **kwargs
+                TableName=table, Key={TABLE_KEY: _s(job_id)}, ReturnValues="ALL_NEW", **kwargs
             )
         except Exception as exc:
             if error_code(exc) == _CONDITION_FAILED:
@@ -334,7 +339,7 @@ def claim_job(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: flo
         "ADD attempts :one",
         ConditionExpression="attribute_exists(job_id) AND (#s IN (:queued, :interrupted) OR "
         "(#s = :running AND (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now)))",
-        ExpressionAttributeNames={"#s": "status", "#o": "owner"},
+        ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#o": "owner"},
         ExpressionAttributeValues={
             ":running": _s(RUNNING),
             ":queued": _s(QUEUED),
@@ -365,7 +370,7 @@ def extend_lease(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: 
         "extending the lease of",
         UpdateExpression="SET lease_expires_at = :lease, updated_at = :now_iso",
         ConditionExpression="#o = :owner AND #s = :running",
-        ExpressionAttributeNames={"#s": "status", "#o": "owner"},
+        ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#o": "owner"},
         ExpressionAttributeValues={
             ":owner": _s(owner),
             ":running": _s(RUNNING),
@@ -440,7 +445,7 @@ def finish_job(
         "finishing",
         UpdateExpression=expression,
         ConditionExpression="#o = :owner AND #s = :running",
-        ExpressionAttributeNames={"#s": "status", "#o": "owner", "#e": "error"},
+        ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#o": "owner", "#e": "error"},
         ExpressionAttributeValues={**values, ":running": _s(RUNNING)},
     )
 
@@ -477,7 +482,11 @@ def release_job(
         "releasing",
         UpdateExpression=f"{sets} REMOVE #o, lease_expires_at ADD {counter} :one",
         ConditionExpression="#o = :owner AND #s = :running",
-        ExpressionAttributeNames={"#s": "status", "#o": "owner", **({"#e": "error"} if error else {})},
+        ExpressionAttributeNames={
+            "#s": STATUS_ATTRIBUTE,
+            "#o": "owner",
+            **({"#e": "error"} if error else {}),
+        },
         ExpressionAttributeValues=values,
     )
 
@@ -499,7 +508,7 @@ def requeue_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
         "requeueing",
         UpdateExpression="SET #s = :queued, engine_failures = :zero, updated_at = :now_iso REMOVE expires_at",
         ConditionExpression="#s IN (:failed, :dead)",
-        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE},
         ExpressionAttributeValues={
             ":queued": _s(QUEUED),
             ":failed": _s(FAILED),
@@ -549,7 +558,7 @@ def dead_letter_stuck_job(
         UpdateExpression=f"SET {sets} REMOVE #o, lease_expires_at",
         ConditionExpression="#s IN (:queued, :interrupted) OR (#s = :running AND "
         "(attribute_not_exists(lease_expires_at) OR lease_expires_at < :now))",
-        ExpressionAttributeNames={"#s": "status", "#e": "error", "#o": "owner"},
+        ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#e": "error", "#o": "owner"},
         ExpressionAttributeValues=values,
     )
 
@@ -570,7 +579,7 @@ def abandon_job(ctx: AwsContext, table: str, job_id: str, error: str) -> JobReco
         "abandoning",
         UpdateExpression="SET #s = :failed, #e = :error, updated_at = :now_iso",
         ConditionExpression="#s = :queued AND attempts = :zero",
-        ExpressionAttributeNames={"#s": "status", "#e": "error"},
+        ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#e": "error"},
         ExpressionAttributeValues={
             ":failed": _s(FAILED),
             ":queued": _s(QUEUED),

@@ -1,8 +1,9 @@
 """The pipeline's scaler: desired workers = min(max, ceil(visible jobs / jobs per worker)), only raised.
 
-Runs as the stack's Lambda (inlined by gpu_transcribe/pipeline/template.py, so stdlib and boto3 only, and
-under Lambda's 4096-byte inline limit) every minute, and can be called in-process by `submit`. It never
-lowers the desired capacity: idle workers leave by themselves (TerminateInstanceInAutoScalingGroup).
+Runs as the stack's Lambda (inline code, sent as it is by gpu_transcribe/pipeline/lambda_code.py, so stdlib
+and boto3 only, and under Lambda's 4096-byte inline limit) every minute, and can be called in-process by
+`submit`. It never lowers the desired capacity: idle workers leave by themselves
+(TerminateInstanceInAutoScalingGroup).
 Environment: QUEUE_URL, GROUP_NAME, MAX_WORKERS, JOBS_PER_WORKER.
 """
 

@@ -1,6 +1,7 @@
 """CloudFormation stacks: create or update one through a change set, wait while reporting its events, delete.
 
-Generic (any template); the pipeline's template is :mod:`gpu_transcribe.pipeline.template`.
+Generic (any template); the pipeline's template is ``gpu_transcribe/pipeline/stack.yaml``
+(:mod:`gpu_transcribe.pipeline.template`).
 
 - Create or update (:func:`deploy_stack`): ``CreateChangeSet`` of type ``CREATE`` (no stack yet, or only the
   ``REVIEW_IN_PROGRESS`` shell an unexecuted change set leaves) or ``UPDATE``, wait until the change set is
@@ -301,6 +302,7 @@ def deploy_stack(
     name: str,
     template_body: str,
     *,
+    parameters: Mapping[str, str] | None = None,
     tags: Sequence[tuple[str, str]] = (),
     description: str = "",
     on_progress: ProgressCallback = no_progress,
@@ -308,7 +310,8 @@ def deploy_stack(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> DeployResult:
-    """Create stack ``name`` from ``template_body``, or update it, through a change set, and wait.
+    """Create stack ``name`` from ``template_body`` and its ``parameters``' values, or update it, through a
+    change set, and wait.
 
     The template may create IAM roles with generated names (``CAPABILITY_IAM``). ``tags`` go on the stack,
     and CloudFormation copies them onto every resource that takes tags.
@@ -352,6 +355,7 @@ def deploy_stack(
             ChangeSetName=change_set_name,
             ChangeSetType="CREATE" if creating else "UPDATE",
             TemplateBody=template_body,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in (parameters or {}).items()],
             Capabilities=["CAPABILITY_IAM"],
             Tags=[{"Key": k, "Value": v} for k, v in tags],
             Description=description[:1024],
