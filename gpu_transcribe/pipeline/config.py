@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpu_transcribe.errors import GpuTranscribeError
+from gpu_transcribe.errors import GpuTranscribeError, SettingsError
 from gpu_transcribe.pipeline import template
+from gpu_transcribe.pipeline.template import check_pipeline_name
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -32,6 +33,8 @@ PIPELINE_CONFIG_ENV = "GPU_TRANSCRIBE_PIPELINE_CONFIG"
 #: path: one definition).
 WORKER_CONFIG_PATH = Path(template.WORKER_CONFIG_PATH)
 
+#: The pipeline a command means when ``--name`` is not given.
+DEFAULT_PIPELINE = "default"
 #: Engine failures after which a job is failed and dead-lettered, when the config does not say.
 DEFAULT_MAX_ATTEMPTS = 3
 #: The jobs queue's visibility timeout when the config does not say: 5 minutes (the worker extends it
@@ -232,7 +235,6 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
     from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
     from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.errors import PipelineNotFoundError
-    from gpu_transcribe.pipeline.deploy import DEFAULT_PIPELINE
 
     pipeline = name or DEFAULT_PIPELINE
     stack = describe_stack(ctx, pipeline_stack_name(pipeline))
@@ -297,3 +299,15 @@ def notifier_settings(ctx: AwsContext, function: str) -> tuple[bool, bool]:
     except GpuTranscribeError:
         return False, False
     return bool(env.get("WEBHOOK_URL")), env.get("ALLOW_PRIVATE") == "1"
+
+
+def pipeline_name(name: str | None) -> str:
+    """``name`` (checked) or :data:`DEFAULT_PIPELINE`.
+
+    Raises:
+        SettingsError: not a valid pipeline name (exit status 2).
+    """
+    try:
+        return check_pipeline_name(name or DEFAULT_PIPELINE)
+    except ValueError as exc:
+        raise SettingsError("pipeline", "--pipeline", f"--pipeline: {exc}") from None

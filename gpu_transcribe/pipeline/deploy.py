@@ -27,12 +27,12 @@ from gpu_transcribe.aws.models import (
 )
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import GpuTranscribeError, PipelineNotFoundError, StackError
+from gpu_transcribe.pipeline.config import DEFAULT_PIPELINE as DEFAULT_PIPELINE
+from gpu_transcribe.pipeline.config import pipeline_name as pipeline_name
 from gpu_transcribe.pipeline.contract import INCOMING_PREFIX, TTL_ATTRIBUTE
 from gpu_transcribe.pipeline.plan import DEFAULT_MAX_WORKERS as DEFAULT_MAX_WORKERS
-from gpu_transcribe.pipeline.plan import DEFAULT_PIPELINE as DEFAULT_PIPELINE
 from gpu_transcribe.pipeline.plan import DeployRequest as DeployRequest
 from gpu_transcribe.pipeline.plan import build_spec as build_spec
-from gpu_transcribe.pipeline.plan import pipeline_name as pipeline_name
 from gpu_transcribe.pipeline.template import (
     PipelineSpec,
     lifecycle_rules_api,

@@ -15,34 +15,20 @@ from typing import TYPE_CHECKING
 from gpu_transcribe import __version__
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import GpuTranscribeError, SettingsError
+from gpu_transcribe.pipeline.config import pipeline_name
 from gpu_transcribe.pipeline.template import (
     LAMBDA_MIN_UNRESERVED,
     NOTIFIER_MAX_CONCURRENCY,
     SCALER_MAX_CONCURRENCY,
     PipelineSpec,
-    check_pipeline_name,
 )
 from gpu_transcribe.settings import Settings
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
 
-#: The pipeline a command means when ``--name`` is not given.
-DEFAULT_PIPELINE = "default"
 #: ``--max-workers`` when not given: a small fleet (each worker is one GPU instance).
 DEFAULT_MAX_WORKERS = 4
-
-
-def pipeline_name(name: str | None) -> str:
-    """``name`` (checked) or :data:`DEFAULT_PIPELINE`.
-
-    Raises:
-        SettingsError: not a valid pipeline name (exit status 2).
-    """
-    try:
-        return check_pipeline_name(name or DEFAULT_PIPELINE)
-    except ValueError as exc:
-        raise SettingsError("pipeline", "--pipeline", f"--pipeline: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -50,7 +36,7 @@ class DeployRequest:
     """What ``pipeline deploy`` was asked for; ``None`` means the setting or default.
 
     Attributes:
-        name: the pipeline's name (default :data:`DEFAULT_PIPELINE`).
+        name: the pipeline's name (default :data:`~gpu_transcribe.pipeline.config.DEFAULT_PIPELINE`).
         max_workers: the fleet's maximum size (default :data:`DEFAULT_MAX_WORKERS`).
         instance_types: GPU types (default: the ``instance_types`` setting).
         bucket: an existing bucket to use instead of creating one.

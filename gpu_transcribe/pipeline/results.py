@@ -306,7 +306,7 @@ def results_queue_url(settings: Settings, name: str | None) -> str:
     from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
     from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.errors import CloudError, PipelineNotFoundError
-    from gpu_transcribe.pipeline.deploy import pipeline_name
+    from gpu_transcribe.pipeline.config import pipeline_name
 
     pipeline = pipeline_name(name)
     ctx = AwsContext.from_settings(settings)

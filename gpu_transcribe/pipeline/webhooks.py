@@ -158,7 +158,7 @@ def pipeline_webhook_secret(
         CredentialsError: credentials missing or rejected.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.pipeline.deploy import pipeline_name
+    from gpu_transcribe.pipeline.config import pipeline_name
 
     if rotate and finish:
         raise SettingsError("rotate", "--rotate", "--rotate and --finish-rotation exclude each other")
