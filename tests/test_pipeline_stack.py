@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
+from gpu_transcribe.aws.pipeline.models import PipelineOutputs, pipeline_stack_name
 from gpu_transcribe.aws.pipeline.stack import describe_stack, latest_event_ids, wait_for_stack
 from gpu_transcribe.cli.main import app
 from gpu_transcribe.errors import StackError

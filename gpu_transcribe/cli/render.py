@@ -218,7 +218,8 @@ def print_cleanup(report: CleanupReport, console: Console) -> None:
 
 def _print_pipelines(report: CleanupReport, console: Console) -> None:
     """The pipeline stacks ``cleanup`` found: listed, never removed (``pipeline destroy`` does that)."""
-    from gpu_transcribe.aws.models import PIPELINE_STACK_PREFIX, TAG_OWNER
+    from gpu_transcribe.aws.models import TAG_OWNER
+    from gpu_transcribe.aws.pipeline.models import PIPELINE_STACK_PREFIX
 
     lines = []
     for stack in report.pipelines:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from gpu_transcribe import __version__
-from gpu_transcribe.aws.models import (
+from gpu_transcribe.aws.pipeline.models import (
     PIPELINE_STACK_PREFIX,
     PipelineOutputs,
     QueueCounts,

@@ -36,7 +36,8 @@ from importlib import resources
 from typing import Any
 
 from gpu_transcribe import __version__
-from gpu_transcribe.aws.models import (
+from gpu_transcribe.aws.models import PIPELINE_ROLE, TAG_OWNER, TAG_PIPELINE, TAG_ROLE, TAG_VERSION
+from gpu_transcribe.aws.pipeline.models import (
     OUTPUT_BUCKET,
     OUTPUT_BUCKET_CREATED,
     OUTPUT_DLQ_URL,
@@ -50,11 +51,6 @@ from gpu_transcribe.aws.models import (
     OUTPUT_WEBHOOK_SECRET,
     OUTPUT_WEBHOOKS_DLQ_URL,
     OUTPUT_WEBHOOKS_QUEUE_URL,
-    PIPELINE_ROLE,
-    TAG_OWNER,
-    TAG_PIPELINE,
-    TAG_ROLE,
-    TAG_VERSION,
 )
 
 # --- the job table's and bucket's layout: the contract with submit, jobs and the worker -----------------

@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, ec2_client, error_code
-from gpu_transcribe.aws.models import InstanceInfo, LaunchResult
+from gpu_transcribe.aws.ec2.models import InstanceInfo, LaunchResult
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import CloudError, InstanceLostError, SSHTimeoutError
 
