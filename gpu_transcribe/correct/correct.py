@@ -544,8 +544,7 @@ def correct_transcript(
     Raises:
         KeyError, TypeError, ValueError: ``transcript`` is a mapping without a valid ``segments`` list.
     """
-    from gpu_transcribe.aws.bedrock import bedrock_runtime_client
-    from gpu_transcribe.aws.clients import AwsContext
+    from gpu_transcribe.aws.clients import AwsContext, bedrock_runtime_client
 
     started = time.monotonic()
     if not isinstance(transcript, Transcript):
