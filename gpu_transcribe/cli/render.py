@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.account.cleanup import CleanupReport
     from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
     from gpu_transcribe.build_ami import BuildPlan, BuildResult
-    from gpu_transcribe.correct.correct import CorrectionResult
+    from gpu_transcribe.correct.config import CorrectionResult
     from gpu_transcribe.run import CloudRunResult, DryRunPlan
     from gpu_transcribe.run.engine_runner import EngineRun, FileOutcome
     from gpu_transcribe.settings import Settings

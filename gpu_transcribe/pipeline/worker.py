@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline.jobs_table import JobRecord
     from gpu_transcribe.aws.pipeline.queue import QueueMessage
-    from gpu_transcribe.correct.correct import CorrectionConfig
+    from gpu_transcribe.correct.config import CorrectionConfig
     from gpu_transcribe_engine.engine import WhisperEngine
 
 #: Seconds between reads of the spot interruption notice (AWS recommends every 5 s, see above).
