@@ -16,7 +16,7 @@ jitter, docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html):
 - :func:`ec2_client` and the other factories: standard mode, 5 attempts, for describe/create/delete calls;
 - ``ec2_client(ctx, fail_fast=True)``: one attempt (``total_max_attempts=1``), for ``RunInstances``: EC2
   answers capacity errors with HTTP 500, which botocore would retry, and the fallback must move to the next
-  zone at once. Transient errors of that call are retried by :mod:`.launch` itself (with tenacity).
+  zone at once. Transient errors of that call are retried by :mod:`.ec2.launch` itself (with tenacity).
 
 :func:`aws_errors` turns botocore's exceptions into :class:`~gpu_transcribe.errors.CloudError` and
 :class:`~gpu_transcribe.errors.CredentialsError` with one-line messages.
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
     from gpu_transcribe.settings import Settings
 
-# Error codes, from docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html and
-# ../shared/notes/aws.md. Capacity: try the next zone or market at once.
+# Error codes, from docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html. Capacity: try the
+# next zone or market at once.
 CAPACITY_CODES = frozenset(
     {
         "InsufficientInstanceCapacity",

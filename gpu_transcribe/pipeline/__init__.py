@@ -1,13 +1,5 @@
 """``gpu-transcribe pipeline``: a queue of transcription jobs on spot GPU workers, one CloudFormation stack.
 
-- :mod:`.template` builds the stack's template from a frozen :class:`~.template.PipelineSpec`;
-- :mod:`.deploy` creates, updates, reports on and deletes it (``pipeline deploy | status | destroy``);
-- :mod:`.jobs` finds a pipeline (a worker's description file, else by name from its stack's outputs, read by
-  :mod:`gpu_transcribe.aws.pipeline.stack`) and lists, fetches and retries jobs (``jobs``);
-- :mod:`.submit` writes job rows, uploads the audio and runs the scaler in-process (``submit``);
-- :mod:`.worker` is the worker loop (``worker``), the same code on the fleet's instances and any machine.
-
-Orchestration only: no printing, progress through callbacks. The AWS calls are in :mod:`gpu_transcribe.aws`
-(``stack``, ``pipeline``, ``queue``, ``jobs_table``, ``job_objects``, ``fleet_member``, ``scaler_lambda``).
-docs/pipeline.md describes the stack, then the jobs.
+Orchestration only: no printing, progress through callbacks. The AWS calls are in
+:mod:`gpu_transcribe.aws.pipeline`. docs/pipeline.md describes the stack, then the jobs.
 """

@@ -74,7 +74,7 @@ WORKER_CONFIG_PATH = "/etc/gpu-transcribe/pipeline.json"
 WORKER_MAX_LIFETIME_H = 12
 #: Seconds a worker of the fleet waits with nothing received before it leaves the group
 #: (``worker --exit-when-idle``): 5 minutes of an idle g4dn.xlarge at about $0.20/h spot is $0.017
-#: (../shared/notes/aws.md), and a burst that arrives within them finds the model loaded.
+#: (docs/aws.md, "Figures the code relies on"), and a burst that arrives within them finds the model loaded.
 WORKER_IDLE_EXIT_S = 300
 #: The systemd unit that runs the worker on each instance.
 WORKER_UNIT = "gpu-transcribe-worker.service"

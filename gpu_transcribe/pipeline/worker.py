@@ -90,8 +90,8 @@ LEASE_MARGIN_S = 2
 #: Extra seconds a duplicate's message stays hidden past the holder's lease.
 DUPLICATE_GRACE_S = 2
 #: Seconds a batch may still run after the maximum lifetime before its jobs are handed back (interrupted):
-#: long enough for a batch of ten 20-minute files on a GPU (about 2 minutes at 100x real time:
-#: ../shared/notes/engine-speed.md), short against a spot instance's hourly price.
+#: long enough for a batch of ten 20-minute files on a GPU (about 2 minutes at 100x real time), short against
+#: a spot instance's hourly price.
 LIFETIME_GRACE_S = 900.0
 #: The reason a worker stopped at its maximum lifetime (:attr:`WorkerReport.reason`).
 MAX_LIFETIME = "max-lifetime"
