@@ -163,7 +163,7 @@ def test_provisioning_installs_the_engine_and_passes_every_check(
     # Bytecode is there for the engine's heavy imports (the first run does not compile them).
     site = next((prefix / "venv" / "lib").glob("python3*/site-packages"))
     assert any((site / "transformers" / "__pycache__").glob("__init__.*.pyc"))
-    assert any((site / "remote" / "__pycache__").glob("engine.*.pyc"))
+    assert any((site / "gpu_transcribe_engine" / "__pycache__").glob("engine.*.pyc"))
 
 
 def test_a_second_run_reuses_the_prefix(

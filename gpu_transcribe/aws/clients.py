@@ -1,9 +1,10 @@
 """Where boto3 sessions and clients are made, and how AWS errors are classified and translated into ours.
 
-This is the one client factory of the AWS layer: every module of :mod:`gpu_transcribe.aws` gets its clients
-from the ``*_client`` functions here (Bedrock's included). The one exception is code that runs inside AWS
-Lambda (:func:`gpu_transcribe.aws.pipeline.scaler_lambda.handler`): it is shipped alone, with only the
-standard library and boto3, and calls ``boto3.client`` itself.
+This is the one client factory: every module of gpu-transcribe gets its clients from the ``*_client``
+functions here (Bedrock's included). The exception is code that runs inside AWS Lambda (the scaler,
+:mod:`gpu_transcribe.aws.pipeline.scaler_lambda`, and the webhook notifier): it is shipped alone, with only
+the standard library and boto3, and calls ``boto3.client`` in its ``handler``. ``tests/test_layout.py``
+checks both.
 
 Clients are created inside the functions that use them, never at import time, so that tests (and users) can
 point them elsewhere first. The endpoint seam is boto3's own: it reads ``AWS_ENDPOINT_URL`` (and
