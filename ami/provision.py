@@ -29,6 +29,15 @@ Checks (each one can fail; a failed step ends the run and is recorded as the fai
     image_clean           the last step (``provision.py clean-image /``, as root) left no cloud-init state,
                           SSH host keys, shell history, cloud-init logs or machine id for the image to carry
                           (skipped with ``--skip-image-cleanup``, which the tests use on their own machine)
+
+Why one file of more than 500 lines: the file is the unit that is shipped and run. ``build-ami`` pushes it
+as one file beside the wheel and the lock (:data:`gpu_transcribe.build_ami.plan.PROVISION_SCRIPT`; an
+installed copy carries it as ``gpu_transcribe/data/provision.py``, see
+:data:`gpu_transcribe.build_ami.wheel.WHEEL_EXTRAS`) and runs it with the builder's own ``python3`` before
+anything is installed, so it cannot import the project; the image cleanup runs the same file again as root
+(``sudo -n python3 provision.py clean-image /``). Split into modules, its steps would travel as several files
+kept in step in the wheel's data, the push and the tests, for a script whose steps run once, in order, from
+:func:`main`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from gpu_transcribe.aws.ec2.instances import (
     wait_until_running,
 )
 from gpu_transcribe.aws.ec2.launch import launch
-from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
+from gpu_transcribe.aws.ec2.models import LaunchResult, LaunchSpec
 from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import CloudError, InstanceLostError, SettingsError, SSHTimeoutError
 from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws

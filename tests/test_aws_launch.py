@@ -18,9 +18,9 @@ from gpu_transcribe import __version__
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.ec2.launch import launch
 from gpu_transcribe.aws.ec2.launch_plan import SKIPPED_ABOVE_MAX_PRICE, plan_launch
+from gpu_transcribe.aws.ec2.models import LaunchResult, LaunchSpec
 from gpu_transcribe.aws.ec2.resources import find_resources
 from gpu_transcribe.aws.ec2.userdata import DEADMAN_PATH, HEARTBEAT_PATH, deadman_script
-from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
 from gpu_transcribe.common import ProgressEvent
 from gpu_transcribe.errors import (
     CapacityError,

@@ -63,9 +63,9 @@ def test_the_newest_row_of_each_zone_counts(aws: MotoAws) -> None:
 
 
 def test_zones_that_do_not_offer_the_type_are_skipped(aws: MotoAws) -> None:
-    # moto offers g5.xlarge only in eu-north-1b and 1c (../shared/notes/moto.md); a price row for 1a
-    # (cheapest)
-    # must not make 1a a candidate.
+    # moto offers g5.xlarge only in eu-north-1b and 1c (its instance type offerings for eu-north-1,
+    # moto/ec2/resources/instance_type_offerings/availability-zone/eu-north-1.json.gz); a price row for 1a
+    # (cheapest) must not make 1a a candidate.
     aws.set_spot_prices(
         {
             ("g5.xlarge", "eu-north-1a"): 0.05,

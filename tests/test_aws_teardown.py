@@ -7,8 +7,9 @@ import pytest
 
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.ec2.launch import launch
+from gpu_transcribe.aws.ec2.models import LaunchResult, LaunchSpec, RunResources
 from gpu_transcribe.aws.ec2.resources import find_resources, teardown
-from gpu_transcribe.aws.models import TAG_RUN_ID, LaunchResult, LaunchSpec, RunResources
+from gpu_transcribe.aws.models import TAG_RUN_ID
 from gpu_transcribe.common import new_run_id
 from gpu_transcribe.errors import TeardownError
 from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws

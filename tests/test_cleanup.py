@@ -10,8 +10,9 @@ import pytest
 from gpu_transcribe.account.cleanup import cleanup, default_grace_s, format_age
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.ec2.launch import launch
+from gpu_transcribe.aws.ec2.models import LaunchResult, LaunchSpec
 from gpu_transcribe.aws.ec2.resources import find_resources
-from gpu_transcribe.aws.models import TAG_OWNER, LaunchResult, LaunchSpec
+from gpu_transcribe.aws.models import TAG_OWNER
 from gpu_transcribe.common import ProgressEvent, utc_now
 from gpu_transcribe.settings import Settings, load_settings
 from tests.fixtures.moto_aws import CALLER_ARN, REGION, TEST_CIDR, MotoAws

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from gpu_transcribe.aws.clients import AwsContext
 from gpu_transcribe.aws.ec2.launch import launch
+from gpu_transcribe.aws.ec2.models import LaunchResult, LaunchSpec
 from gpu_transcribe.aws.ec2.resources import find_resources
-from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
 from gpu_transcribe.cli.main import app
 from tests.fixtures.moto_aws import REGION, TEST_CIDR, MotoAws
 

@@ -1,4 +1,4 @@
-"""The correction stage (``gpu_transcribe.correct.correct``, ``gpu_transcribe.aws.bedrock``, ``run
+"""The correction stage (``gpu_transcribe.correct``, ``gpu_transcribe.aws.bedrock``, ``run
 --correct``)
 against a loopback server that speaks Bedrock's wire format (``tests/fixtures/bedrock.py``), reached by the
 real botocore client, which signs real requests. Nothing here talks to the real Bedrock service.
@@ -31,17 +31,10 @@ from pathlib import Path
 import pytest
 
 from bench.fixtures import clip_path
-from gpu_transcribe.correct.correct import (
-    AnswerError,
-    CorrectionConfig,
-    correct_file,
-    correct_transcript,
-    parse_answer,
-    refused_change,
-    split_pieces,
-    word_edit_distance,
-    words,
-)
+from gpu_transcribe.correct.config import CorrectionConfig
+from gpu_transcribe.correct.correct import correct_file, correct_transcript
+from gpu_transcribe.correct.prompt import AnswerError, parse_answer, split_pieces
+from gpu_transcribe.correct.rail import refused_change, word_edit_distance, words
 from gpu_transcribe_engine.options import TranscribeOptions
 from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
 from gpu_transcribe_engine.writers import write_outputs

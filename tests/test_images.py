@@ -22,7 +22,7 @@ from gpu_transcribe.aws.ec2.images import (
     select_run_image,
 )
 from gpu_transcribe.aws.ec2.launch import launch
-from gpu_transcribe.aws.models import LaunchSpec
+from gpu_transcribe.aws.ec2.models import LaunchSpec
 from gpu_transcribe.cli.main import app
 from gpu_transcribe.errors import ImageNotFoundError
 from tests.fixtures.images import add_image, existing_snapshots, seed_ssm_parameter, snapshot_ids

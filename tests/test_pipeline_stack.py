@@ -3,7 +3,7 @@ CliRunner), and what the stack made, read back through each service's own API.
 
 moto creates most of the stack but skips some of it while still reporting CREATE_COMPLETE (the queue policy,
 the bucket's notification, public access block, ownership and lifecycle, the table's TTL and point-in-time
-recovery, capacity rebalancing; ../shared/notes/pipeline.md). The deploy applies what is missing through
+recovery, capacity rebalancing; seen with the pinned moto). The deploy applies what is missing through
 the services' APIs, and these tests check the result there: an object put into ``incoming/`` by plain S3
 ``put_object`` arrives on the jobs queue. The queue policy and capacity rebalancing are checked in the
 template (tests/test_pipeline_template.py), since moto has nothing to read them back from. The scaler's
@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpu_transcribe.aws.clients import AwsContext
-from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
+from gpu_transcribe.aws.pipeline.models import PipelineOutputs, pipeline_stack_name
 from gpu_transcribe.aws.pipeline.stack import describe_stack, latest_event_ids, wait_for_stack
 from gpu_transcribe.cli.main import app
 from gpu_transcribe.errors import StackError

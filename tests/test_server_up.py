@@ -32,14 +32,8 @@ from typing import Any
 import pytest
 
 from gpu_transcribe.account.cleanup import SERVER_START_GRACE_MINUTES, select_resources
-from gpu_transcribe.aws.models import (
-    TAG_CREATED,
-    TAG_MAX_LIFETIME,
-    TAG_ROLE,
-    TAG_RUN_ID,
-    TAG_SERVER_NAME,
-    TaggedResource,
-)
+from gpu_transcribe.aws.ec2.models import TaggedResource
+from gpu_transcribe.aws.models import TAG_CREATED, TAG_MAX_LIFETIME, TAG_ROLE, TAG_RUN_ID, TAG_SERVER_NAME
 from gpu_transcribe.common import utc_now
 from tests.fixtures.cloud import REPO, CloudBed, make_bed, write_engine_prefix
 from tests.fixtures.moto_aws import CALLER_ARN, TEST_CIDR, MotoAws
@@ -286,7 +280,7 @@ def _launched_server(aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     instance is only looked at through EC2)."""
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.ec2.launch import launch
-    from gpu_transcribe.aws.models import LaunchSpec
+    from gpu_transcribe.aws.ec2.models import LaunchSpec
     from gpu_transcribe.warm.state import ServerState, save_state
 
     monkeypatch.setenv("GPU_TRANSCRIBE_STATE_DIR", str(tmp_path / "state"))

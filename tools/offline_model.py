@@ -13,8 +13,9 @@ Usage::
 
     python tools/offline_model.py --out models/whisper-base
 
-The layout, the name mapping and the pitfalls are written up in ``shared/notes/offline-whisper.md``; the test
-``tests/test_offline_model.py`` checks that the result decodes the same token ids as CTranslate2 itself.
+:func:`read_ct2_model` reads the ``model.bin`` layout, :func:`_hf_name` and :func:`ct2_to_hf_state_dict` map
+the names (with the fused attention weights split); the test ``tests/test_offline_model.py`` checks that the
+result decodes the same token ids as CTranslate2 itself.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from gpu_transcribe.errors import CloudError
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.ec2.images import ImageRemoval, OurImage, PruneDecision
-    from gpu_transcribe.aws.models import ZonePrice
+    from gpu_transcribe.aws.ec2.models import ZonePrice
     from gpu_transcribe.settings import Settings
 
 

@@ -42,7 +42,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gpu_transcribe.aws.models import RemovalOutcome, StackInfo, TaggedResource
+from gpu_transcribe.aws.ec2.models import RemovalOutcome, TaggedResource
+from gpu_transcribe.aws.pipeline.models import StackInfo
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
 from gpu_transcribe.errors import CredentialsError, GpuTranscribeError, TeardownError
 from gpu_transcribe.settings import Settings

@@ -1,5 +1,6 @@
 """Amazon Bedrock: one Converse call (``bedrock-runtime``) and a check that a model can be used in a region
-(``bedrock``, the control plane). The only Bedrock code that touches boto3.
+(``bedrock``, the control plane). Their clients come from the one client factory,
+:mod:`gpu_transcribe.aws.clients` (``bedrock_runtime_client``, ``bedrock_client``).
 
 The wire format is botocore's service models (``bedrock-runtime`` 2023-09-30:
 ``POST /model/{modelId}/converse``; ``bedrock`` 2023-04-20: ``GET /foundation-models/{modelIdentifier}``),
@@ -23,10 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.config import Config
-
-from gpu_transcribe import __version__
-from gpu_transcribe.aws.clients import AwsContext, error_code, error_message, is_aws_error
+from gpu_transcribe.aws.clients import AwsContext, bedrock_client, error_code, error_message, is_aws_error
 from gpu_transcribe.aws.retry import retrying
 from gpu_transcribe.errors import BedrockError
 
@@ -39,11 +37,6 @@ RETRYABLE_CODES = frozenset({"ThrottlingException", "ServiceUnavailableException
 CONVERSE_ATTEMPTS = 6
 CONVERSE_BASE_S = 1.0
 CONVERSE_CAP_S = 20.0
-
-#: Seconds to connect to Bedrock, and to wait for an answer (a piece of a few thousand tokens takes seconds
-#: to tens of seconds on a small model).
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 120.0
 
 #: Prefixes of cross-region inference profile ids (``eu.anthropic.claude-...``): the foundation model is the
 #: rest of the id (Bedrock user guide, "Supported Regions and models for inference profiles").
@@ -100,31 +93,6 @@ class ModelAvailability:
     status: str = ""
 
 
-def _config(attempts: int, connect_timeout_s: float, read_timeout_s: float) -> Config:
-    return Config(
-        retries={"total_max_attempts": attempts},
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
-        user_agent_extra=f"gpu-transcribe/{__version__}",
-    )
-
-
-def bedrock_runtime_client(
-    ctx: AwsContext, *, connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S
-) -> Any:
-    """A ``bedrock-runtime`` client for ``ctx.region`` with botocore's retries off (:func:`converse` retries).
-
-    Thread-safe (botocore clients are); share one across the correction's worker threads.
-    """
-    config = _config(1, connect_timeout_s, read_timeout_s)
-    return ctx.session.client("bedrock-runtime", endpoint_url=ctx.endpoint_url, config=config)
-
-
-def bedrock_client(ctx: AwsContext) -> Any:
-    """A ``bedrock`` control-plane client (two attempts, short timeouts: the check is advisory)."""
-    return ctx.session.client("bedrock", endpoint_url=ctx.endpoint_url, config=_config(2, 5.0, 15.0))
-
-
 def _bedrock_error(exc: BaseException, model_id: str, region: str, doing: str) -> BedrockError:
     code = error_code(exc)
     return BedrockError(
@@ -157,7 +125,7 @@ def converse(
     """One user turn to ``model_id`` through Converse, retried while Bedrock throttles.
 
     Args:
-        client: from :func:`bedrock_runtime_client`.
+        client: from :func:`~gpu_transcribe.aws.clients.bedrock_runtime_client`.
         model_id: a Bedrock model id or inference profile id (``anthropic.claude-3-haiku-20240307-v1:0``).
         region: the client's region, for messages.
         user_text: the user message (one text block).

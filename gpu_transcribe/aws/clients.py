@@ -1,5 +1,11 @@
 """Where boto3 sessions and clients are made, and how AWS errors are classified and translated into ours.
 
+This is the one client factory: every module of gpu-transcribe gets its clients from the ``*_client``
+functions here (Bedrock's included). The exception is code that runs inside AWS Lambda (the scaler,
+:mod:`gpu_transcribe.aws.pipeline.scaler_lambda`, and the webhook notifier): it is shipped alone, with only
+the standard library and boto3, and calls ``boto3.client`` in its ``handler``. ``tests/test_layout.py``
+checks both.
+
 Clients are created inside the functions that use them, never at import time, so that tests (and users) can
 point them elsewhere first. The endpoint seam is boto3's own: it reads ``AWS_ENDPOINT_URL`` (and
 ``AWS_ENDPOINT_URL_<SERVICE>``) from the environment, which is how the tests and a CLI subprocess reach the
@@ -11,7 +17,7 @@ jitter, docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html):
 - :func:`ec2_client` and the other factories: standard mode, 5 attempts, for describe/create/delete calls;
 - ``ec2_client(ctx, fail_fast=True)``: one attempt (``total_max_attempts=1``), for ``RunInstances``: EC2
   answers capacity errors with HTTP 500, which botocore would retry, and the fallback must move to the next
-  zone at once. Transient errors of that call are retried by :mod:`.launch` itself (with tenacity).
+  zone at once. Transient errors of that call are retried by :mod:`.ec2.launch` itself (with tenacity).
 
 :func:`aws_errors` turns botocore's exceptions into :class:`~gpu_transcribe.errors.CloudError` and
 :class:`~gpu_transcribe.errors.CredentialsError` with one-line messages.
@@ -44,8 +50,8 @@ if TYPE_CHECKING:
 
     from gpu_transcribe.settings import Settings
 
-# Error codes, from docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html and
-# ../shared/notes/aws.md. Capacity: try the next zone or market at once.
+# Error codes, from docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html. Capacity: try the
+# next zone or market at once.
 CAPACITY_CODES = frozenset(
     {
         "InsufficientInstanceCapacity",
@@ -202,8 +208,12 @@ class AwsContext:
         return "the default credential chain (no aws_profile set)"
 
 
-def _config(fail_fast: bool, connect_timeout_s: float, read_timeout_s: float) -> Config:
-    retries: Any = {"total_max_attempts": 1} if fail_fast else {"mode": "standard", "max_attempts": 5}
+def _config(connect_timeout_s: float, read_timeout_s: float, *, attempts: int | None = None) -> Config:
+    """A client configuration: botocore's standard retry mode with 5 attempts, or with ``attempts`` exactly
+    that many tries in all (1: no retry)."""
+    retries: Any = (
+        {"mode": "standard", "max_attempts": 5} if attempts is None else {"total_max_attempts": attempts}
+    )
     return Config(
         retries=retries,
         connect_timeout=connect_timeout_s,
@@ -214,7 +224,9 @@ def _config(fail_fast: bool, connect_timeout_s: float, read_timeout_s: float) ->
 
 def ec2_client(ctx: AwsContext, *, fail_fast: bool = False) -> EC2Client:
     """An EC2 client; ``fail_fast`` turns botocore's retries off (for ``RunInstances``)."""
-    return ctx.session.client("ec2", endpoint_url=ctx.endpoint_url, config=_config(fail_fast, 10, 60))
+    return ctx.session.client(
+        "ec2", endpoint_url=ctx.endpoint_url, config=_config(10, 60, attempts=1 if fail_fast else None)
+    )
 
 
 def s3_client(ctx: AwsContext, *, expected_owner: str | None = None) -> S3Client:
@@ -226,7 +238,7 @@ def s3_client(ctx: AwsContext, *, expected_owner: str | None = None) -> S3Client
             ``UploadPart``... included), so S3 answers 403 instead of reading or writing a bucket of that
             name that another account owns (S3 User Guide, "Verifying bucket ownership").
     """
-    client = ctx.session.client("s3", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))
+    client = ctx.session.client("s3", endpoint_url=ctx.endpoint_url, config=_config(10, 60))
     if expected_owner:
 
         def add_owner(params: dict[str, Any], model: Any, **_: Any) -> None:
@@ -250,19 +262,19 @@ def owned_s3_client(ctx: AwsContext) -> S3Client:
 
 def sts_client(ctx: AwsContext) -> STSClient:
     """An STS client (regional endpoint)."""
-    return ctx.session.client("sts", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+    return ctx.session.client("sts", endpoint_url=ctx.endpoint_url, config=_config(10, 30))
 
 
 def quotas_client(ctx: AwsContext) -> ServiceQuotasClient:
     """A Service Quotas client, few retries: if quotas cannot be read we say so and go on."""
-    config = _config(True, 5, 15)
+    config = _config(5, 15, attempts=1)
     return ctx.session.client("service-quotas", endpoint_url=ctx.endpoint_url, config=config)
 
 
 def pricing_client(ctx: AwsContext) -> PricingClient:
     """A Pricing API client. The API lives in us-east-1 (and eu-central-1, ap-south-1) whatever the region;
     one attempt with short timeouts, since a packaged table stands in when it cannot be reached."""
-    config = _config(True, 3, 10)
+    config = _config(3, 10, attempts=1)
     return ctx.session.client(
         "pricing", region_name="us-east-1", endpoint_url=ctx.endpoint_url, config=config
     )
@@ -270,40 +282,69 @@ def pricing_client(ctx: AwsContext) -> PricingClient:
 
 def ssm_client(ctx: AwsContext) -> SSMClient:
     """A Systems Manager client, for AWS's public parameters (``/aws/service/...``: the newest base AMIs)."""
-    return ctx.session.client("ssm", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+    return ctx.session.client("ssm", endpoint_url=ctx.endpoint_url, config=_config(10, 30))
 
 
-# No type stubs are installed for these services (requirements/cpu.lock): their clients are typed ``Any``.
+# The clients below are typed ``Any``. Secrets Manager, Lambda and Bedrock have no type stubs in
+# requirements/cpu.lock; CloudFormation, SQS, DynamoDB and Auto Scaling have (boto3-stubs' mypy_boto3_*), but
+# their request and reply types differ in the literals they accept (SQS's attribute names), which the callers
+# would first have to spell out.
 
 
 def secretsmanager_client(ctx: AwsContext) -> Any:
     """A Secrets Manager client (botocore's standard retries)."""
-    return ctx.session.client("secretsmanager", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+    return ctx.session.client("secretsmanager", endpoint_url=ctx.endpoint_url, config=_config(10, 30))
 
 
 def cloudformation_client(ctx: AwsContext) -> Any:
     """A CloudFormation client (botocore's standard retries)."""
-    return ctx.session.client("cloudformation", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 60))
+    return ctx.session.client("cloudformation", endpoint_url=ctx.endpoint_url, config=_config(10, 60))
 
 
 def sqs_client(ctx: AwsContext) -> Any:
     """An SQS client; the read timeout leaves room for 20-second long polls."""
-    return ctx.session.client("sqs", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 40))
+    return ctx.session.client("sqs", endpoint_url=ctx.endpoint_url, config=_config(10, 40))
 
 
 def dynamodb_client(ctx: AwsContext) -> Any:
     """A DynamoDB client (botocore's standard retries)."""
-    return ctx.session.client("dynamodb", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+    return ctx.session.client("dynamodb", endpoint_url=ctx.endpoint_url, config=_config(10, 30))
 
 
 def autoscaling_client(ctx: AwsContext) -> Any:
     """An EC2 Auto Scaling client (botocore's standard retries)."""
-    return ctx.session.client("autoscaling", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+    return ctx.session.client("autoscaling", endpoint_url=ctx.endpoint_url, config=_config(10, 30))
 
 
 def lambda_client(ctx: AwsContext) -> Any:
     """A Lambda client (botocore's standard retries)."""
-    return ctx.session.client("lambda", endpoint_url=ctx.endpoint_url, config=_config(False, 10, 30))
+    return ctx.session.client("lambda", endpoint_url=ctx.endpoint_url, config=_config(10, 30))
+
+
+#: Seconds to connect to Bedrock, and to wait for an answer (a piece of a few thousand tokens takes seconds
+#: to tens of seconds on a small model).
+BEDROCK_CONNECT_TIMEOUT_S = 10.0
+BEDROCK_READ_TIMEOUT_S = 120.0
+
+
+def bedrock_runtime_client(
+    ctx: AwsContext,
+    *,
+    connect_timeout_s: float = BEDROCK_CONNECT_TIMEOUT_S,
+    read_timeout_s: float = BEDROCK_READ_TIMEOUT_S,
+) -> Any:
+    """A ``bedrock-runtime`` client for ``ctx.region`` with botocore's retries off
+    (:func:`gpu_transcribe.aws.bedrock.converse` retries).
+
+    Thread-safe (botocore clients are); share one across the correction's worker threads.
+    """
+    config = _config(connect_timeout_s, read_timeout_s, attempts=1)
+    return ctx.session.client("bedrock-runtime", endpoint_url=ctx.endpoint_url, config=config)
+
+
+def bedrock_client(ctx: AwsContext) -> Any:
+    """A ``bedrock`` control-plane client (two attempts, short timeouts: the check is advisory)."""
+    return ctx.session.client("bedrock", endpoint_url=ctx.endpoint_url, config=_config(5.0, 15.0, attempts=2))
 
 
 def error_code(exc: BaseException) -> str:

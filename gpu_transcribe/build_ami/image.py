@@ -16,7 +16,7 @@ from gpu_transcribe.instance.session import CleanupStep, InstanceSession
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.ec2.images import OurImage
-    from gpu_transcribe.aws.models import LaunchResult
+    from gpu_transcribe.aws.ec2.models import LaunchResult
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession
 

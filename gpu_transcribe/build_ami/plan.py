@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.ec2.images import OurImage
     from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchSpec
+    from gpu_transcribe.aws.ec2.models import LaunchSpec
     from gpu_transcribe.settings import Settings
 
 
@@ -166,8 +166,8 @@ def provision_argv(
 def builder_spec(
     settings: Settings, request: BuildRequest, *, base_image_id: str, ssh_cidr: str, run_id: str | None = None
 ) -> LaunchSpec:
-    """The builder's :class:`~gpu_transcribe.aws.models.LaunchSpec`: role ``builder``, on-demand (or spot then
-    on-demand with ``spot``), a lifetime of at least :data:`MIN_BUILDER_LIFETIME_MINUTES`."""
+    """The builder's :class:`~gpu_transcribe.aws.ec2.models.LaunchSpec`: role ``builder``, on-demand (or spot
+    then on-demand with ``spot``), a lifetime of at least :data:`MIN_BUILDER_LIFETIME_MINUTES`."""
     from gpu_transcribe.instance.session import launch_spec
 
     return launch_spec(

@@ -134,7 +134,7 @@ def run(
     format_list = tuple(formats.split(","))
     correction = None
     if correct:  # the correction reads the raw JSON (segment times), so --correct always writes it
-        from gpu_transcribe.correct.correct import CorrectionConfig
+        from gpu_transcribe.correct.config import CorrectionConfig
 
         format_list += () if "json" in format_list else ("json",)
         correction = CorrectionConfig.from_settings(settings)

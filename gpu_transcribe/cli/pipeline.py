@@ -264,7 +264,7 @@ def worker(
     import signal
 
     from gpu_transcribe.cli.render_jobs import worker_event_printer
-    from gpu_transcribe.correct.correct import CorrectionConfig
+    from gpu_transcribe.correct.config import CorrectionConfig
     from gpu_transcribe.pipeline.worker import Worker, WorkerOptions
 
     ctx, config, settings = _pipeline(pipeline, region, aws_profile)

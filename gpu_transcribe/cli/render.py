@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.account.cleanup import CleanupReport
     from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
     from gpu_transcribe.build_ami import BuildPlan, BuildResult
-    from gpu_transcribe.correct.correct import CorrectionResult
+    from gpu_transcribe.correct.config import CorrectionResult
     from gpu_transcribe.run import CloudRunResult, DryRunPlan
     from gpu_transcribe.run.engine_runner import EngineRun, FileOutcome
     from gpu_transcribe.settings import Settings
@@ -218,7 +218,8 @@ def print_cleanup(report: CleanupReport, console: Console) -> None:
 
 def _print_pipelines(report: CleanupReport, console: Console) -> None:
     """The pipeline stacks ``cleanup`` found: listed, never removed (``pipeline destroy`` does that)."""
-    from gpu_transcribe.aws.models import PIPELINE_STACK_PREFIX, TAG_OWNER
+    from gpu_transcribe.aws.models import TAG_OWNER
+    from gpu_transcribe.aws.pipeline.models import PIPELINE_STACK_PREFIX
 
     lines = []
     for stack in report.pipelines:

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.ec2.instances import AddressResolver
     from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchResult, LaunchSpec, Role
+    from gpu_transcribe.aws.ec2.models import LaunchResult, LaunchSpec
+    from gpu_transcribe.aws.models import Role
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession
 
@@ -71,10 +72,10 @@ def launch_spec(
     run_id: str | None = None,
     **overrides: object,
 ) -> LaunchSpec:
-    """The :class:`~gpu_transcribe.aws.models.LaunchSpec` the user's settings ask for (instance types, market,
-    maximum spot price, network, lifetime, heartbeat timeout, tags, login user); ``overrides`` set other
-    fields (``root_volume_size_gib``...)."""
-    from gpu_transcribe.aws.models import LaunchSpec
+    """The :class:`~gpu_transcribe.aws.ec2.models.LaunchSpec` the user's settings ask for (instance types,
+    market, maximum spot price, network, lifetime, heartbeat timeout, tags, login user); ``overrides`` set
+    other fields (``root_volume_size_gib``...)."""
+    from gpu_transcribe.aws.ec2.models import LaunchSpec
 
     values: dict[str, object] = {
         "image_id": image_id,
@@ -459,8 +460,8 @@ class InstanceSession:
             )
 
     def _remove_resources(self, leftovers: list[tuple[str, str]]) -> None:
+        from gpu_transcribe.aws.ec2.models import RunResources
         from gpu_transcribe.aws.ec2.resources import teardown
-        from gpu_transcribe.aws.models import RunResources
 
         self._on_progress(
             ProgressEvent("teardown", f"terminating run {self.run_id}'s instance and removing its resources")

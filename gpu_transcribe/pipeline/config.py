@@ -24,7 +24,7 @@ from gpu_transcribe.pipeline.template import check_pipeline_name
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.models import PipelineOutputs, StackInfo
+    from gpu_transcribe.aws.pipeline.models import PipelineOutputs, StackInfo
 
 #: Test and off-EC2 seam: a pipeline description (JSON, the worker config's form) to use instead of
 #: :data:`WORKER_CONFIG_PATH`.
@@ -232,7 +232,7 @@ def find_pipeline(ctx: AwsContext, name: str | None, default_language: str = "sv
     """
     if os.environ.get(PIPELINE_CONFIG_ENV, "").strip() or WORKER_CONFIG_PATH.is_file():
         return load_config(name)
-    from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
+    from gpu_transcribe.aws.pipeline.models import PipelineOutputs, pipeline_stack_name
     from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.errors import PipelineNotFoundError
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from gpu_transcribe.aws.models import (
+from gpu_transcribe.aws.pipeline.models import (
     PIPELINE_STACK_PREFIX,
     PipelineOutputs,
     QueueCounts,

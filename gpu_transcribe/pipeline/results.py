@@ -303,7 +303,7 @@ def results_queue_url(settings: Settings, name: str | None) -> str:
         CredentialsError: credentials missing or rejected.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.models import PipelineOutputs, pipeline_stack_name
+    from gpu_transcribe.aws.pipeline.models import PipelineOutputs, pipeline_stack_name
     from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.errors import CloudError, PipelineNotFoundError
     from gpu_transcribe.pipeline.config import pipeline_name

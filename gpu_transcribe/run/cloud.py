@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.ec2.images import OurImage
     from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
-    from gpu_transcribe.aws.models import LaunchResult, LaunchSpec
+    from gpu_transcribe.aws.ec2.models import LaunchResult, LaunchSpec
     from gpu_transcribe.settings import Settings
 
 #: Seconds assumed for a whole run in the ``--dry-run`` cost estimate: the product's target for a 20-minute

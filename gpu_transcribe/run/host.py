@@ -35,7 +35,7 @@ from gpu_transcribe_engine.options import TranscribeOptions
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.s3 import UploadedObject
-    from gpu_transcribe.correct.correct import CorrectionConfig, CorrectionResult
+    from gpu_transcribe.correct.config import CorrectionConfig, CorrectionResult
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import SSHSession, SSHTarget
 

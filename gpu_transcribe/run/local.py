@@ -24,7 +24,7 @@ from gpu_transcribe.run.outputs import (
 from gpu_transcribe_engine.options import TranscribeOptions
 
 if TYPE_CHECKING:
-    from gpu_transcribe.correct.correct import CorrectionConfig, CorrectionResult
+    from gpu_transcribe.correct.config import CorrectionConfig, CorrectionResult
 
 
 @dataclass(frozen=True)

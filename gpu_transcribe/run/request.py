@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.ec2.images import OurImage
     from gpu_transcribe.aws.ec2.launch_plan import LaunchPlan
     from gpu_transcribe.aws.s3 import UploadedObject
-    from gpu_transcribe.correct.correct import CorrectionConfig, CorrectionResult
+    from gpu_transcribe.correct.config import CorrectionConfig, CorrectionResult
     from gpu_transcribe.run.outputs import ExistingPolicy
     from gpu_transcribe.ssh import SSHTarget
 

@@ -29,7 +29,7 @@ from gpu_transcribe.warm.state import DEFAULT_NAME, ServerState, delete_state, l
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.models import InstanceInfo, RemovalOutcome
+    from gpu_transcribe.aws.ec2.models import InstanceInfo, RemovalOutcome
     from gpu_transcribe.settings import Settings
     from gpu_transcribe.ssh import LocalForward, SSHSession
 
@@ -459,8 +459,8 @@ def server_down(
         ServerStateError: the state file is damaged (``gpu-transcribe cleanup`` removes the resources).
     """
     from gpu_transcribe.aws.ec2.instances import describe_instance
+    from gpu_transcribe.aws.ec2.models import RunResources
     from gpu_transcribe.aws.ec2.resources import teardown
-    from gpu_transcribe.aws.models import RunResources
 
     state = load_state(name)
     if state is None:  # the caller says so (DownReport.found); no progress line to repeat it

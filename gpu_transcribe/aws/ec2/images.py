@@ -331,7 +331,8 @@ def images_in_use(ctx: AwsContext) -> dict[str, tuple[str, ...]]:
     Raises:
         CredentialsError, CloudError: the describe call failed.
     """
-    from gpu_transcribe.aws.models import LIVE_STATES, TAG_RUN_ID
+    from gpu_transcribe.aws.ec2.models import LIVE_STATES
+    from gpu_transcribe.aws.models import TAG_RUN_ID
 
     used: dict[str, list[str]] = {}
     with aws_errors(ctx, "listing the instances of gpu-transcribe"):

@@ -20,13 +20,14 @@ from datetime import UTC
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, ec2_client, error_code
-from gpu_transcribe.aws.models import InstanceInfo, LaunchResult
+from gpu_transcribe.aws.ec2.models import InstanceInfo, LaunchResult
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import CloudError, InstanceLostError, SSHTimeoutError
 
 SSH_PORT = 22
-#: Seconds to wait for ``running``: pending -> running took 20-30 s in measurements (../shared/notes/aws.md);
-#: 5 minutes covers a slow GPU host without waiting forever.
+#: Seconds to wait for ``running``: pending -> running is most of the 25-30 s measured from RunInstances to an
+#: open SSH port (docs/aws.md, "Figures the code relies on"); 5 minutes covers a slow GPU host without waiting
+#: forever.
 RUNNING_TIMEOUT_S = 300.0
 #: Seconds to wait for sshd's banner once running: cloud-init installs the host key first (tens of seconds).
 SSH_TIMEOUT_S = 300.0

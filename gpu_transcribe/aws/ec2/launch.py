@@ -51,17 +51,11 @@ from gpu_transcribe.aws.ec2.launch_plan import (
     describe_attempts,
     plan_launch,
 )
+from gpu_transcribe.aws.ec2.models import InstanceInfo, LaunchResult, LaunchSpec, QuotaCheck, RunResources
 from gpu_transcribe.aws.ec2.prices import SPOT_SOURCE, on_demand_price
 from gpu_transcribe.aws.ec2.resources import tag_specifications, teardown
 from gpu_transcribe.aws.ec2.userdata import render_user_data
-from gpu_transcribe.aws.models import (
-    InstanceInfo,
-    LaunchResult,
-    LaunchSpec,
-    Market,
-    QuotaCheck,
-    RunResources,
-)
+from gpu_transcribe.aws.models import Market
 from gpu_transcribe.aws.retry import TRANSIENT_ATTEMPTS, retrying
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import (

@@ -9,10 +9,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, ec2_client, error_code
+from gpu_transcribe.aws.ec2.models import LaunchSpec, QuotaCheck, ZonePrice
 from gpu_transcribe.aws.ec2.preflight import preflight
 from gpu_transcribe.aws.ec2.prices import rank_zones
 from gpu_transcribe.aws.ec2.resources import run_tags
-from gpu_transcribe.aws.models import CallerIdentity, LaunchSpec, Market, QuotaCheck, ZonePrice
+from gpu_transcribe.aws.models import CallerIdentity, Market
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
 from gpu_transcribe.errors import CapacityError, CloudError, ImageNotFoundError, LaunchAttempt
 

@@ -24,7 +24,8 @@ from gpu_transcribe.aws.clients import (
     quotas_client,
     sts_client,
 )
-from gpu_transcribe.aws.models import CallerIdentity, Market, QuotaCheck
+from gpu_transcribe.aws.ec2.models import QuotaCheck
+from gpu_transcribe.aws.models import CallerIdentity, Market
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress
 from gpu_transcribe.errors import CloudError, QuotaError
 

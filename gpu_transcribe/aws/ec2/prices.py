@@ -25,7 +25,7 @@ from gpu_transcribe.aws.clients import (
     is_aws_error,
     pricing_client,
 )
-from gpu_transcribe.aws.models import OnDemandPrice, ZonePrice
+from gpu_transcribe.aws.ec2.models import OnDemandPrice, ZonePrice
 from gpu_transcribe.common import utc_now
 
 LINUX_PRODUCTS: tuple[str, ...] = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")

@@ -29,18 +29,20 @@ from gpu_transcribe.aws.clients import (
     error_message,
     is_aws_error,
 )
-from gpu_transcribe.aws.models import (
+from gpu_transcribe.aws.ec2.models import (
     LIVE_STATES,
+    RemovalOutcome,
+    ResourceKind,
+    RunResources,
+    TaggedResource,
+)
+from gpu_transcribe.aws.models import (
     TAG_CREATED,
     TAG_MAX_LIFETIME,
     TAG_OWNER,
     TAG_ROLE,
     TAG_RUN_ID,
     TAG_VERSION,
-    RemovalOutcome,
-    ResourceKind,
-    RunResources,
-    TaggedResource,
 )
 from gpu_transcribe.aws.retry import retrying
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, iso_utc, no_progress, parse_iso_utc

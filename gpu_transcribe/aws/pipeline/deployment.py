@@ -33,7 +33,8 @@ from gpu_transcribe.aws.clients import (
     s3_client,
     sqs_client,
 )
-from gpu_transcribe.aws.models import GroupInstance, Market, QueueCounts, WorkerGroup
+from gpu_transcribe.aws.models import Market
+from gpu_transcribe.aws.pipeline.models import GroupInstance, QueueCounts, WorkerGroup
 from gpu_transcribe.errors import CloudError
 
 #: The event type that starts a job: any object created (Put, Post, Copy, CompleteMultipartUpload).

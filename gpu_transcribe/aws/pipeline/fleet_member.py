@@ -4,8 +4,10 @@
   working instance when its desired capacity falls (EC2 Auto Scaling User Guide, "Use instance scale-in
   protection").
 - Idle, it leaves with ``TerminateInstanceInAutoScalingGroup`` and ``ShouldDecrementDesiredCapacity=True``:
-  the desired capacity falls with it, so the group is not refilled (terminating itself through EC2 would be
-  replaced at once, ``../shared/notes/pipeline.md``).
+  the desired capacity falls with it, so the group is not refilled (an instance that terminated itself through
+  EC2 would be replaced at once: the group counts an instance in any state but ``running`` as unhealthy and
+  launches a replacement, EC2 Auto Scaling User Guide, "Health checks for instances in an Auto Scaling
+  group").
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """The pipeline's DynamoDB jobs table: one row per job, every state change a conditional write.
 
-Layout (the contract with the stack's template, ``docs/pipeline.md``, "Jobs"): partition key ``job_id`` (S);
-``status`` is one of :data:`STATUSES`; the global secondary index ``by-status`` (``status`` HASH,
-``created_at`` RANGE) serves ``jobs --status``. Times are ISO 8601 UTC strings (``created_at``,
-``updated_at``), except ``lease_expires_at`` and ``expires_at`` (DynamoDB's TTL attribute), which are Unix
-epoch seconds (numbers), as TTL requires (DynamoDB Developer Guide, "Time to Live").
+The row's layout and its DynamoDB item form are in :mod:`gpu_transcribe.aws.pipeline.job_record`;
+its types and statuses are named here too (``jobs_table.JobRecord``, ``jobs_table.QUEUED``...).
 
 The state machine, each arrow a conditional ``UpdateItem`` (``ConditionExpression``), so two workers holding
 copies of one message, or a worker that lost its lease, can never both move a job:
@@ -29,198 +26,59 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, dynamodb_client, error_code
-from gpu_transcribe.pipeline.contract import (
-    CREATED_ATTRIBUTE,
-    STATUS_ATTRIBUTE,
-    STATUS_INDEX,
-    TABLE_KEY,
-    TTL_ATTRIBUTE,
+from gpu_transcribe.aws.pipeline.job_record import (
+    DEAD_LETTERED,
+    ERROR_MAX_CHARS,
+    FAILED,
+    FINAL_STATUSES,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    STATUSES,
+    SUCCEEDED,
+    JobOptions,
+    JobRecord,
+    attr_n,
+    attr_s,
+    item_from_record,
+    now_iso,
+    one_line,
+    record_from_item,
 )
+from gpu_transcribe.pipeline.contract import STATUS_ATTRIBUTE, STATUS_INDEX, TABLE_KEY
 
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-DEAD_LETTERED = "dead_lettered"
-#: Every status a job can have.
-STATUSES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, INTERRUPTED, DEAD_LETTERED)
-#: Statuses a job does not leave by itself.
-FINAL_STATUSES = frozenset({SUCCEEDED, FAILED, DEAD_LETTERED})
-#: The longest error text kept in a row (one line; DynamoDB items are limited to 400 KB).
-ERROR_MAX_CHARS = 500
+__all__ = [
+    "DEAD_LETTERED",
+    "ERROR_MAX_CHARS",
+    "FAILED",
+    "FINAL_STATUSES",
+    "INTERRUPTED",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "STATUS_INDEX",
+    "SUCCEEDED",
+    "JobOptions",
+    "JobRecord",
+    "abandon_job",
+    "claim_job",
+    "create_job",
+    "dead_letter_stuck_job",
+    "extend_lease",
+    "finish_job",
+    "get_job",
+    "list_jobs",
+    "now_iso",
+    "one_line",
+    "record_from_item",
+    "release_job",
+    "requeue_job",
+]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """How one job is to be transcribed (the row's ``options`` map).
-
-    Attributes:
-        language: a Whisper language code or ``auto``; ``None``: the worker's default.
-        formats: output formats (``txt``, ``json``, ``srt``, ``vtt``); empty: the worker's default.
-        model: the model asked for; ``None``: whatever the workers run.
-        correct: correct the transcript with Bedrock after transcription (``submit --correct``; stored as
-            ``correct`` BOOL, absent when false).
-    """
-
-    language: str | None = None
-    formats: tuple[str, ...] = ()
-    model: str | None = None
-    correct: bool = False
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """One row of the jobs table.
-
-    Attributes:
-        job_id: the partition key.
-        status: one of :data:`STATUSES`.
-        file_name: the audio file's name (the key's last part).
-        input_key: the audio's S3 key (``incoming/<job-id>/<name>`` from ``submit``).
-        options: see :class:`JobOptions`.
-        attempts: receives that started work on it (claims).
-        engine_failures: times the engine failed on it (not interruptions, not lost workers).
-        interruptions: times a spot interruption notice released it.
-        owner: the worker holding it, or the one that ended it (``""`` when released or never claimed).
-        lease_expires_at: when the owner's lease ends, Unix epoch seconds (``None`` when not held).
-        result_keys: S3 keys of the outputs, once succeeded.
-        error: one line: why it failed (or why the last attempt did).
-        duration_s: seconds of audio, once transcribed.
-        created_at: ISO 8601 UTC.
-        updated_at: ISO 8601 UTC, the last change.
-        expires_at: when DynamoDB deletes the row (TTL), Unix epoch seconds; ``None``: never.
-        webhook_url: the job's own webhook (``submit --webhook-url``; ``""``: the pipeline's, if any).
-        correction: what the Bedrock correction did
-        (:meth:`gpu_transcribe.correct.correct.CorrectionResult.to_dict`,
-            stored as a JSON string in the ``correction`` S attribute); ``None``: none was asked for.
-    """
-
-    job_id: str
-    status: str
-    file_name: str
-    input_key: str
-    options: JobOptions = field(default_factory=JobOptions)
-    attempts: int = 0
-    engine_failures: int = 0
-    interruptions: int = 0
-    owner: str = ""
-    lease_expires_at: int | None = None
-    result_keys: tuple[str, ...] = ()
-    error: str = ""
-    duration_s: float | None = None
-    created_at: str = ""
-    updated_at: str = ""
-    expires_at: int | None = None
-    webhook_url: str = ""
-    correction: dict[str, Any] | None = None
-
-
-def now_iso() -> str:
-    """The time now, ISO 8601 UTC to the millisecond (sortable as text: the index's range key)."""
-    moment = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line (white space runs become one space), at most :data:`ERROR_MAX_CHARS`."""
-    return " ".join(text.split())[:ERROR_MAX_CHARS]
-
-
-# --- DynamoDB's attribute values <-> ours -----------------------------------------------------------------
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: float) -> dict[str, str]:
-    return {"N": str(Decimal(str(value)))}
-
-
-def _item(record: JobRecord) -> dict[str, Any]:
-    options: dict[str, Any] = {"formats": {"L": [_s(f) for f in record.options.formats]}}
-    if record.options.language is not None:
-        options["language"] = _s(record.options.language)
-    if record.options.model is not None:
-        options["model"] = _s(record.options.model)
-    if record.options.correct:
-        options["correct"] = {"BOOL": True}
-    item: dict[str, Any] = {
-        TABLE_KEY: _s(record.job_id),
-        STATUS_ATTRIBUTE: _s(record.status),
-        "file_name": _s(record.file_name),
-        "input_key": _s(record.input_key),
-        "options": {"M": options},
-        "attempts": _n(record.attempts),
-        "engine_failures": _n(record.engine_failures),
-        "interruptions": _n(record.interruptions),
-        "result_keys": {"L": [_s(k) for k in record.result_keys]},
-        CREATED_ATTRIBUTE: _s(record.created_at),
-        "updated_at": _s(record.updated_at),
-    }
-    if record.owner:
-        item["owner"] = _s(record.owner)
-    if record.lease_expires_at is not None:
-        item["lease_expires_at"] = _n(record.lease_expires_at)
-    if record.error:
-        item["error"] = _s(record.error)
-    if record.duration_s is not None:
-        item["duration_s"] = _n(record.duration_s)
-    if record.expires_at is not None:
-        item[TTL_ATTRIBUTE] = _n(record.expires_at)
-    if record.webhook_url:
-        item["webhook_url"] = _s(record.webhook_url)
-    return item
-
-
-def _num(item: Mapping[str, Any], name: str) -> float | None:
-    value = item.get(name)
-    return None if value is None else float(value["N"])
-
-
-def _str(item: Mapping[str, Any], name: str) -> str:
-    value = item.get(name)
-    return "" if value is None else str(value["S"])
-
-
-def record_from_item(item: Mapping[str, Any]) -> JobRecord:
-    """A :class:`JobRecord` from a DynamoDB item in the low-level client's form (``{"S": ...}``)."""
-    options = item.get("options", {}).get("M", {})
-    lease = _num(item, "lease_expires_at")
-    expires = _num(item, TTL_ATTRIBUTE)
-    return JobRecord(
-        job_id=_str(item, TABLE_KEY),
-        status=_str(item, STATUS_ATTRIBUTE),
-        file_name=_str(item, "file_name"),
-        input_key=_str(item, "input_key"),
-        options=JobOptions(
-            language=_str(options, "language") or None,
-            formats=tuple(str(v["S"]) for v in options.get("formats", {}).get("L", [])),
-            model=_str(options, "model") or None,
-            correct=bool(options.get("correct", {}).get("BOOL", False)),
-        ),
-        attempts=int(_num(item, "attempts") or 0),
-        engine_failures=int(_num(item, "engine_failures") or 0),
-        interruptions=int(_num(item, "interruptions") or 0),
-        owner=_str(item, "owner"),
-        lease_expires_at=None if lease is None else int(lease),
-        result_keys=tuple(str(v["S"]) for v in item.get("result_keys", {}).get("L", [])),
-        error=_str(item, "error"),
-        duration_s=_num(item, "duration_s"),
-        created_at=_str(item, CREATED_ATTRIBUTE),
-        updated_at=_str(item, "updated_at"),
-        expires_at=None if expires is None else int(expires),
-        webhook_url=_str(item, "webhook_url"),
-        correction=json.loads(_str(item, "correction")) if item.get("correction") else None,
-    )
 
 
 # --- reads -------------------------------------------------------------------------------------------------
@@ -234,7 +92,7 @@ def get_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
     """
     with aws_errors(ctx, f"reading job {job_id} from table {table}"):
         reply = dynamodb_client(ctx).get_item(
-            TableName=table, Key={TABLE_KEY: _s(job_id)}, ConsistentRead=True
+            TableName=table, Key={TABLE_KEY: attr_s(job_id)}, ConsistentRead=True
         )
     item = reply.get("Item")
     return None if item is None else record_from_item(item)
@@ -254,10 +112,10 @@ def list_jobs(
     with aws_errors(ctx, f"listing jobs of table {table}"):
         if status is not None:
             condition = "#s = :s"
-            values: dict[str, Any] = {":s": _s(status)}
+            values: dict[str, Any] = {":s": attr_s(status)}
             if since_iso:
                 condition += " AND created_at >= :since"
-                values[":since"] = _s(since_iso)
+                values[":since"] = attr_s(since_iso)
             pages = ddb.get_paginator("query").paginate(
                 TableName=table,
                 IndexName=STATUS_INDEX,
@@ -270,7 +128,7 @@ def list_jobs(
             if since_iso:
                 kwargs.update(
                     FilterExpression="created_at >= :since",
-                    ExpressionAttributeValues={":since": _s(since_iso)},
+                    ExpressionAttributeValues={":since": attr_s(since_iso)},
                 )
             pages = ddb.get_paginator("scan").paginate(**kwargs)
         for page in pages:
@@ -287,7 +145,7 @@ def _update(ctx: AwsContext, table: str, job_id: str, doing: str, **kwargs: Any)
     with aws_errors(ctx, f"{doing} job {job_id} in table {table}"):
         try:
             reply = dynamodb_client(ctx).update_item(
-                TableName=table, Key={TABLE_KEY: _s(job_id)}, ReturnValues="ALL_NEW", **kwargs
+                TableName=table, Key={TABLE_KEY: attr_s(job_id)}, ReturnValues="ALL_NEW", **kwargs
             )
         except Exception as exc:
             if error_code(exc) == _CONDITION_FAILED:
@@ -308,7 +166,9 @@ def create_job(ctx: AwsContext, table: str, record: JobRecord) -> bool:
     with aws_errors(ctx, f"creating job {record.job_id} in table {table}"):
         try:
             dynamodb_client(ctx).put_item(
-                TableName=table, Item=_item(record), ConditionExpression="attribute_not_exists(job_id)"
+                TableName=table,
+                Item=item_from_record(record),
+                ConditionExpression="attribute_not_exists(job_id)",
             )
         except Exception as exc:
             if error_code(exc) == _CONDITION_FAILED:
@@ -341,14 +201,14 @@ def claim_job(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: flo
         "(#s = :running AND (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now)))",
         ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#o": "owner"},
         ExpressionAttributeValues={
-            ":running": _s(RUNNING),
-            ":queued": _s(QUEUED),
-            ":interrupted": _s(INTERRUPTED),
-            ":owner": _s(owner),
-            ":lease": _n(int(now + lease_s)),
-            ":now": _n(int(now)),
-            ":now_iso": _s(now_iso()),
-            ":one": _n(1),
+            ":running": attr_s(RUNNING),
+            ":queued": attr_s(QUEUED),
+            ":interrupted": attr_s(INTERRUPTED),
+            ":owner": attr_s(owner),
+            ":lease": attr_n(int(now + lease_s)),
+            ":now": attr_n(int(now)),
+            ":now_iso": attr_s(now_iso()),
+            ":one": attr_n(1),
         },
     )
 
@@ -372,10 +232,10 @@ def extend_lease(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: 
         ConditionExpression="#o = :owner AND #s = :running",
         ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#o": "owner"},
         ExpressionAttributeValues={
-            ":owner": _s(owner),
-            ":running": _s(RUNNING),
-            ":lease": _n(int(now + lease_s)),
-            ":now_iso": _s(now_iso()),
+            ":owner": attr_s(owner),
+            ":running": attr_s(RUNNING),
+            ":lease": attr_n(int(now + lease_s)),
+            ":now_iso": attr_s(now_iso()),
         },
     )
     return updated is not None
@@ -414,30 +274,30 @@ def finish_job(
     """
     sets = ["#s = :status", "updated_at = :now_iso", "result_keys = :keys"]
     values: dict[str, Any] = {
-        ":status": _s(status),
-        ":owner": _s(owner),
-        ":now_iso": _s(now_iso()),
-        ":keys": {"L": [_s(k) for k in result_keys]},
+        ":status": attr_s(status),
+        ":owner": attr_s(owner),
+        ":now_iso": attr_s(now_iso()),
+        ":keys": {"L": [attr_s(k) for k in result_keys]},
     }
     removes = ["lease_expires_at"]  # the owner stays: the worker that ended it (``jobs`` shows it)
     if error:
         sets.append("#e = :error")
-        values[":error"] = _s(one_line(error))
+        values[":error"] = attr_s(one_line(error))
     else:
         removes.append("#e")
     if duration_s is not None:
         sets.append("duration_s = :duration")
-        values[":duration"] = _n(round(duration_s, 3))
+        values[":duration"] = attr_n(round(duration_s, 3))
     if expires_at is not None:
         sets.append("expires_at = :expires")
-        values[":expires"] = _n(expires_at)
+        values[":expires"] = attr_n(expires_at)
     if correction is not None:
         sets.append("correction = :correction")
-        values[":correction"] = _s(json.dumps(dict(correction), default=str))
+        values[":correction"] = attr_s(json.dumps(dict(correction), default=str))
     expression = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
     if engine_failure:
         expression += " ADD engine_failures :one"
-        values[":one"] = _n(1)
+        values[":one"] = attr_n(1)
     return _update(
         ctx,
         table,
@@ -446,7 +306,7 @@ def finish_job(
         UpdateExpression=expression,
         ConditionExpression="#o = :owner AND #s = :running",
         ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#o": "owner", "#e": "error"},
-        ExpressionAttributeValues={**values, ":running": _s(RUNNING)},
+        ExpressionAttributeValues={**values, ":running": attr_s(RUNNING)},
     )
 
 
@@ -464,16 +324,16 @@ def release_job(
         CloudError, CredentialsError: the call failed.
     """
     values: dict[str, Any] = {
-        ":status": _s(INTERRUPTED if interrupted else QUEUED),
-        ":owner": _s(owner),
-        ":running": _s(RUNNING),
-        ":now_iso": _s(now_iso()),
-        ":one": _n(1),
+        ":status": attr_s(INTERRUPTED if interrupted else QUEUED),
+        ":owner": attr_s(owner),
+        ":running": attr_s(RUNNING),
+        ":now_iso": attr_s(now_iso()),
+        ":one": attr_n(1),
     }
     sets = "SET #s = :status, updated_at = :now_iso"
     if error:
         sets += ", #e = :error"
-        values[":error"] = _s(one_line(error))
+        values[":error"] = attr_s(one_line(error))
     counter = "interruptions" if interrupted else "engine_failures"
     return _update(
         ctx,
@@ -510,11 +370,11 @@ def requeue_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
         ConditionExpression="#s IN (:failed, :dead)",
         ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE},
         ExpressionAttributeValues={
-            ":queued": _s(QUEUED),
-            ":failed": _s(FAILED),
-            ":dead": _s(DEAD_LETTERED),
-            ":zero": _n(0),
-            ":now_iso": _s(now_iso()),
+            ":queued": attr_s(QUEUED),
+            ":failed": attr_s(FAILED),
+            ":dead": attr_s(DEAD_LETTERED),
+            ":zero": attr_n(0),
+            ":now_iso": attr_s(now_iso()),
         },
     )
 
@@ -538,18 +398,18 @@ def dead_letter_stuck_job(
         CloudError, CredentialsError: the call failed.
     """
     values: dict[str, Any] = {
-        ":dead": _s(DEAD_LETTERED),
-        ":queued": _s(QUEUED),
-        ":interrupted": _s(INTERRUPTED),
-        ":running": _s(RUNNING),
-        ":now": _n(int(time.time())),
-        ":error": _s(one_line(error)),
-        ":now_iso": _s(now_iso()),
+        ":dead": attr_s(DEAD_LETTERED),
+        ":queued": attr_s(QUEUED),
+        ":interrupted": attr_s(INTERRUPTED),
+        ":running": attr_s(RUNNING),
+        ":now": attr_n(int(time.time())),
+        ":error": attr_s(one_line(error)),
+        ":now_iso": attr_s(now_iso()),
     }
     sets = "#s = :dead, #e = :error, updated_at = :now_iso"
     if expires_at is not None:
         sets += ", expires_at = :expires"
-        values[":expires"] = _n(expires_at)
+        values[":expires"] = attr_n(expires_at)
     return _update(
         ctx,
         table,
@@ -581,10 +441,10 @@ def abandon_job(ctx: AwsContext, table: str, job_id: str, error: str) -> JobReco
         ConditionExpression="#s = :queued AND attempts = :zero",
         ExpressionAttributeNames={"#s": STATUS_ATTRIBUTE, "#e": "error"},
         ExpressionAttributeValues={
-            ":failed": _s(FAILED),
-            ":queued": _s(QUEUED),
-            ":zero": _n(0),
-            ":error": _s(one_line(error)),
-            ":now_iso": _s(now_iso()),
+            ":failed": attr_s(FAILED),
+            ":queued": attr_s(QUEUED),
+            ":zero": attr_n(0),
+            ":error": attr_s(one_line(error)),
+            ":now_iso": attr_s(now_iso()),
         },
     )

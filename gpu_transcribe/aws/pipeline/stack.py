@@ -34,7 +34,7 @@ from gpu_transcribe.aws.clients import (
     error_code,
     error_message,
 )
-from gpu_transcribe.aws.models import StackEvent, StackInfo
+from gpu_transcribe.aws.pipeline.models import StackEvent, StackInfo
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
 from gpu_transcribe.errors import StackError
 
