@@ -11,7 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from gpu_transcribe.instance.keys import generate_ed25519
+from gpu_transcribe.ssh.keys import generate_ed25519
 
 
 def test_pair_loads_in_paramiko_and_halves_match() -> None:

@@ -30,7 +30,7 @@ def test_build_wheel_holds_both_packages_and_leaves_the_checkout_clean(tmp_path:
         "gpu_transcribe/data/deadman.sh",
         # The pipeline's template and its Lambdas' code, read as package data at deploy time.
         "gpu_transcribe/pipeline/stack.yaml",
-        "gpu_transcribe/pipeline/notifier.py",
+        "gpu_transcribe/aws/pipeline/notifier_lambda.py",
         "gpu_transcribe/aws/pipeline/scaler_lambda.py",
         "gpu_transcribe_api/webhook_common.py",
     } <= names

@@ -1,7 +1,7 @@
 """The code of the stack's two Lambda functions: the text CloudFormation receives inline (``Code.ZipFile``).
 
 The functions' code lives in files of its own: the scaler is :mod:`gpu_transcribe.aws.pipeline.scaler_lambda`
-(sent as it is), the notifier :mod:`gpu_transcribe.pipeline.notifier` with what it uses of
+(sent as it is), the notifier :mod:`gpu_transcribe.aws.pipeline.notifier_lambda` with what it uses of
 :mod:`gpu_transcribe_api.webhook_common` (the signing it shares with the HTTP API's callbacks). Inline code is
 limited to 4,096 bytes (CloudFormation, ``AWS::Lambda::Function Code``), and so is a template parameter's
 value, which is how the template receives it (``ScalerCode``, ``NotifierCode`` in ``stack.yaml``). The two
@@ -104,7 +104,7 @@ def _shorten_locals(nodes: list[ast.stmt]) -> None:
 
 
 def notifier_source() -> str:
-    """The notifier Lambda's inline code: what :mod:`gpu_transcribe.pipeline.notifier` uses of
+    """The notifier Lambda's inline code: what :mod:`gpu_transcribe.aws.pipeline.notifier_lambda` uses of
     :mod:`gpu_transcribe_api.webhook_common`, then the notifier, without docstrings, annotations and unused
     definitions or imports, with short local names (:func:`_shorten_locals`), indented by one space (the
     same program, smaller; the tests run this text).
@@ -116,7 +116,9 @@ def notifier_source() -> str:
         resources.files("gpu_transcribe_api").joinpath("webhook_common.py").read_text(encoding="utf-8")
     )
     notifier = _statements(
-        resources.files("gpu_transcribe.pipeline").joinpath("notifier.py").read_text(encoding="utf-8")
+        resources.files("gpu_transcribe.aws.pipeline")
+        .joinpath("notifier_lambda.py")
+        .read_text(encoding="utf-8")
     )
     needed = _used(notifier)
     kept: list[ast.stmt] = []

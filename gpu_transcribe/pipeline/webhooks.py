@@ -1,7 +1,7 @@
 """Webhooks of the pipeline's job events: the URL checks, the signing secret's rotation, ``webhook verify``.
 
 The events themselves are built and published by :mod:`gpu_transcribe.pipeline.results`; the notifier Lambda
-(:mod:`gpu_transcribe.pipeline.notifier`) delivers them. The secret lives in Secrets Manager
+(:mod:`gpu_transcribe.aws.pipeline.notifier_lambda`) delivers them. The secret lives in Secrets Manager
 (``P-webhook``), read and written by :mod:`gpu_transcribe.aws.pipeline.webhook_secret`
 (:class:`~gpu_transcribe.aws.pipeline.webhook_secret.WebhookSecret` shows its document): during a rotation
 the notifier signs with both the current and the previous secret (Standard Webhooks allows several

@@ -13,6 +13,8 @@ Modules:
 * :mod:`~gpu_transcribe.ssh.transfer`: push over SFTP with a check on the host, pull with atomic writes.
 * :mod:`~gpu_transcribe.ssh.heartbeat`: :class:`Heartbeat`, the file the host's dead-man switch watches.
 * :mod:`~gpu_transcribe.ssh.tunnel`: :class:`LocalForward`, local port forwarding (``ssh -L``) over a session.
+* :mod:`~gpu_transcribe.ssh.keys`: per-run ed25519 key pairs (the client's and the host's), kept in memory;
+  made with ``cryptography``, no paramiko (the AWS layer imports it for ``ImportKeyPair`` and user data).
 * :mod:`~gpu_transcribe.ssh.channel`: :class:`~gpu_transcribe.ssh.channel.LineReader`, the one reader of
   lines from a channel.
 """

@@ -65,7 +65,7 @@ from gpu_transcribe.errors import (
     LaunchAttempt,
     QuotaError,
 )
-from gpu_transcribe.instance.keys import SshKeyPair, generate_ed25519
+from gpu_transcribe.ssh.keys import SshKeyPair, generate_ed25519
 
 
 def _run_instances_params(

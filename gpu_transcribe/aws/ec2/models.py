@@ -15,7 +15,7 @@ from typing import Literal
 from gpu_transcribe.aws.models import ROLES, Market, Role, resource_name
 from gpu_transcribe.common import new_run_id
 from gpu_transcribe.errors import LaunchAttempt
-from gpu_transcribe.instance.keys import SshKeyPair
+from gpu_transcribe.ssh.keys import SshKeyPair
 
 MARKETS_BY_SETTING: dict[str, tuple[Market, ...]] = {
     "spot-then-on-demand": ("spot", "on-demand"),

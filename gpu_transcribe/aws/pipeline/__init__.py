@@ -12,5 +12,7 @@ Modules:
 - :mod:`.job_record`: a row of that table, its statuses and its DynamoDB item form;
 - :mod:`.job_objects`: the bucket's ``incoming/`` audio and ``results/`` outputs, encrypted;
 - :mod:`.fleet_member`: a worker's scale-in protection and its leaving the group;
-- :mod:`.scaler_lambda`: the scaler Lambda's code (standard library and boto3 only).
+- :mod:`.webhook_secret`: the webhooks' signing secret in Secrets Manager: read, write, ensure, delete;
+- the Lambdas' code, shipped alone (standard library and boto3 only): :mod:`.scaler_lambda`, the
+  scaler; :mod:`.notifier_lambda`, the notifier that delivers job events as signed webhooks.
 """
