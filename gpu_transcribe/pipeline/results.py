@@ -4,7 +4,8 @@ When a job ends (succeeded, failed, dead-lettered) the worker calls :func:`publi
 message on the results queue (``P-results``: a pull channel, read by ``gpu-transcribe jobs watch`` or any SQS
 consumer) and, when a webhook applies (the pipeline was deployed with ``--webhook-url`` or the job carries
 ``webhook_url``), the same message on the webhooks queue (``P-webhooks``), which the notifier Lambda
-(:mod:`gpu_transcribe.aws.pipeline.notifier_lambda`) delivers. Two queues, not one, because an SQS message goes to one
+(:mod:`gpu_transcribe.aws.pipeline.notifier_lambda`) delivers. Two queues, not one, because an SQS message
+goes to one
 consumer: a Lambda reading the results queue would leave nothing for ``jobs watch``.
 
 The message (JSON, ``version`` 1)::
