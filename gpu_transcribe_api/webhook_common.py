@@ -3,8 +3,7 @@
 Why stdlib only: the pipeline's notifier runs as an inline Lambda (CloudFormation ``Code.ZipFile``, at most
 4,096 bytes, the Python runtime's stdlib and boto3 and nothing else), and its code is this module followed by
 ``gpu_transcribe/aws/pipeline/notifier_lambda.py`` (``gpu_transcribe.pipeline.lambda_code.notifier_source``).
-So the
-signature here is computed with ``hmac`` and ``base64`` exactly as the Standard Webhooks spec says
+So the signature here is computed with ``hmac`` and ``base64`` exactly as the Standard Webhooks spec says
 (standardwebhooks.com: ``v1,`` + base64 of HMAC-SHA256 over ``"{id}.{timestamp}.{body}"`` with the secret's
 base64-decoded bytes as key); the tests check it against the spec authors' ``standardwebhooks`` library's
 ``Webhook.verify``. Nothing here may import ``gpu_transcribe`` (it ships in the engine image with the API).
