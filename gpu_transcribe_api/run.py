@@ -35,7 +35,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def log_config() -> dict[str, Any]:
     """``logging.config.dictConfig`` for ``serve``: every line on stderr with a time stamp (uvicorn's access
-    lines too, which uvicorn sends to stdout by default), the ``gpu_transcribe_api`` and ``gpu_transcribe_engine`` loggers at INFO."""
+    lines too, which uvicorn sends to stdout by default), the ``gpu_transcribe_api`` and
+    ``gpu_transcribe_engine`` loggers at INFO."""
     stderr = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
     return {
         "version": 1,

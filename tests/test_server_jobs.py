@@ -310,7 +310,7 @@ def test_secret_file_is_created_private_and_read_back(tmp_path: Path) -> None:
 
 
 def test_webhook_secret_comes_from_config_file_or_jobs_dir(tmp_path: Path) -> None:
-    from gpu_transcribe_api.jobs_api import resolve_webhook_secret
+    from gpu_transcribe_api.job_service import resolve_webhook_secret
 
     given = generate_secret()
     assert resolve_webhook_secret(ServerConfig(webhook_secret=given), tmp_path) == (given, None)
