@@ -154,8 +154,8 @@ def test_bad_format_and_usage_errors(tmp_path: Path) -> None:
 def test_help_does_not_import_torch() -> None:
     probe = (
         "import runpy, sys\n"
-        "sys.argv = ['remote', 'transcribe', '--help']\n"
-        "try:\n    runpy.run_module('remote', run_name='__main__')\n"
+        "sys.argv = ['gpu_transcribe_engine', 'transcribe', '--help']\n"
+        "try:\n    runpy.run_module('gpu_transcribe_engine', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'av', 'numpy') if m in sys.modules))\n"
     )

@@ -31,7 +31,7 @@ import standardwebhooks
 from bench.fixtures import clip_path, find_test_model
 from gpu_transcribe_api.config import ServerConfig
 from gpu_transcribe_api.formats import openai_body
-from gpu_transcribe_api.jobs import RESTART_ERROR, JobStore, transcript_from_dict
+from gpu_transcribe_api.jobs import RESTART_ERROR, JobStore
 from gpu_transcribe_api.webhooks import (
     PinnedTransport,
     WebhookSender,
@@ -42,7 +42,7 @@ from gpu_transcribe_api.webhooks import (
     retry_after_s,
 )
 from gpu_transcribe_engine.options import TranscribeOptions
-from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
+from gpu_transcribe_engine.transcript import Segment, Timings, Transcript, transcript_from_dict
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 from tests.fixtures.webhooks import ScriptedResolver, TlsReceiver
 

@@ -18,7 +18,6 @@ import os
 import posixpath
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.errors import GpuTranscribeError
 from gpu_transcribe.pipeline import template
+from gpu_transcribe_engine.files import replace_atomically
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -509,18 +509,11 @@ def fetch_outputs(
         raise FetchExistsError(existing)
     written = []
     for key, path in plan:
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(handle)
-        try:
-            if not job_objects.download(ctx, config.resources.bucket, key, Path(temp)):
+        with replace_atomically(path, 0o644) as (_handle, temp):
+            if not job_objects.download(ctx, config.resources.bucket, key, temp):
                 raise GpuTranscribeError(
                     f"s3://{config.resources.bucket}/{key} is missing (deleted after the job succeeded?)"
                 )
-            os.chmod(temp, 0o644)
-            os.replace(temp, path)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
         written.append(path)
     return FetchResult(tuple(written), tuple(not_ready))
 

@@ -72,6 +72,7 @@ from gpu_transcribe.pipeline.jobs import (
     job_id_for_key,
     local_file_name,
 )
+from gpu_transcribe_engine.utc import iso_utc
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -404,7 +405,7 @@ class Worker:
     def _create_row(self, job_id: str, key: str) -> None:
         from gpu_transcribe.aws.pipeline import jobs_table
 
-        now = jobs_table.now_iso()
+        now = iso_utc(timespec="milliseconds")
         record = jobs_table.JobRecord(
             job_id=job_id,
             status=jobs_table.QUEUED,

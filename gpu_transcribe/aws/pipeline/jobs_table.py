@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, dynamodb_client, error_code
+from gpu_transcribe_engine.utc import iso_utc
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -116,12 +117,6 @@ class JobRecord:
     expires_at: int | None = None
     webhook_url: str = ""
     correction: dict[str, Any] | None = None
-
-
-def now_iso() -> str:
-    """The time now, ISO 8601 UTC to the millisecond (sortable as text: the index's range key)."""
-    moment = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
 
 
 def one_line(text: str) -> str:
@@ -342,7 +337,7 @@ def claim_job(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: flo
             ":owner": _s(owner),
             ":lease": _n(int(now + lease_s)),
             ":now": _n(int(now)),
-            ":now_iso": _s(now_iso()),
+            ":now_iso": _s(iso_utc(timespec="milliseconds")),
             ":one": _n(1),
         },
     )
@@ -370,7 +365,7 @@ def extend_lease(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: 
             ":owner": _s(owner),
             ":running": _s(RUNNING),
             ":lease": _n(int(now + lease_s)),
-            ":now_iso": _s(now_iso()),
+            ":now_iso": _s(iso_utc(timespec="milliseconds")),
         },
     )
     return updated is not None
@@ -411,7 +406,7 @@ def finish_job(
     values: dict[str, Any] = {
         ":status": _s(status),
         ":owner": _s(owner),
-        ":now_iso": _s(now_iso()),
+        ":now_iso": _s(iso_utc(timespec="milliseconds")),
         ":keys": {"L": [_s(k) for k in result_keys]},
     }
     removes = ["lease_expires_at"]  # the owner stays: the worker that ended it (``jobs`` shows it)
@@ -462,7 +457,7 @@ def release_job(
         ":status": _s(INTERRUPTED if interrupted else QUEUED),
         ":owner": _s(owner),
         ":running": _s(RUNNING),
-        ":now_iso": _s(now_iso()),
+        ":now_iso": _s(iso_utc(timespec="milliseconds")),
         ":one": _n(1),
     }
     sets = "SET #s = :status, updated_at = :now_iso"
@@ -505,7 +500,7 @@ def requeue_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
             ":failed": _s(FAILED),
             ":dead": _s(DEAD_LETTERED),
             ":zero": _n(0),
-            ":now_iso": _s(now_iso()),
+            ":now_iso": _s(iso_utc(timespec="milliseconds")),
         },
     )
 
@@ -535,7 +530,7 @@ def dead_letter_stuck_job(
         ":running": _s(RUNNING),
         ":now": _n(int(time.time())),
         ":error": _s(one_line(error)),
-        ":now_iso": _s(now_iso()),
+        ":now_iso": _s(iso_utc(timespec="milliseconds")),
     }
     sets = "#s = :dead, #e = :error, updated_at = :now_iso"
     if expires_at is not None:
@@ -576,6 +571,6 @@ def abandon_job(ctx: AwsContext, table: str, job_id: str, error: str) -> JobReco
             ":queued": _s(QUEUED),
             ":zero": _n(0),
             ":error": _s(one_line(error)),
-            ":now_iso": _s(now_iso()),
+            ":now_iso": _s(iso_utc(timespec="milliseconds")),
         },
     )
