@@ -9,5 +9,6 @@ bodies), :mod:`~gpu_transcribe_api.app` (the FastAPI application), the routers
 :mod:`~gpu_transcribe_api.state` (the shared state and metrics), :mod:`~gpu_transcribe_api.guard` (the key,
 size and counting middleware), :mod:`~gpu_transcribe_api.uploads` (decoding uploads, waiting for
 transcripts), :mod:`~gpu_transcribe_api.job_service` (async jobs' threads), :mod:`~gpu_transcribe_api.run`
-(uvicorn and the power-off). Importing this package imports nothing heavy; the contract is docs/server.md.
+(uvicorn), :mod:`~gpu_transcribe_api.power_off` (the idle and lifetime power-off). Importing this package
+imports nothing heavy; the contract is docs/server.md.
 """

@@ -50,6 +50,7 @@ from gpu_transcribe_api.api_errors import add_error_handlers
 from gpu_transcribe_api.config import ServerConfig
 from gpu_transcribe_api.guard import Guard
 from gpu_transcribe_api.job_service import JobService
+from gpu_transcribe_api.power_off import PowerOffWatch
 from gpu_transcribe_api.state import EngineLoader, ServerState, load_whisper_engine
 
 
@@ -82,8 +83,6 @@ def create_app(config: ServerConfig, load_engine: EngineLoader | None = None) ->
         loader.start()
         for hook in state.startup_hooks:
             hook()
-        from gpu_transcribe_api.run import PowerOffWatch
-
         watch = PowerOffWatch.for_state(state)
         if watch is not None:
             watch.start()

@@ -56,6 +56,7 @@ from gpu_transcribe_api.uploads import (
     TemperatureField,
     checked_format,
     checked_options,
+    ready_with_room,
 )
 from gpu_transcribe_api.webhooks import check_callback_url
 
@@ -105,15 +106,7 @@ async def create_job(
             )
         except ValueError as exc:
             raise ApiError(400, str(exc), param="callback_url") from None
-    scheduler = state.require_ready()
-    if scheduler.queue_depth >= scheduler.max_queue:
-        retry_s = scheduler.retry_after_s()
-        raise ApiError(
-            429,
-            f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(retry_s)},
-        )
+    scheduler = ready_with_room(state)
     assert service.store is not None
     options: dict[str, Any] = {
         "language": language or None,

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gpu_transcribe_api.api_errors import ApiError, queue_full
 from gpu_transcribe_api.formats import RESPONSE_FORMATS
-from gpu_transcribe_api.scheduler import QueueFullError, SchedulerStoppedError, Ticket
+from gpu_transcribe_api.scheduler import BatchScheduler, QueueFullError, SchedulerStoppedError, Ticket
 from gpu_transcribe_api.state import ServerState, server_state
 from gpu_transcribe_engine.errors import AudioDecodeError
 from gpu_transcribe_engine.options import TranscribeOptions
@@ -216,6 +216,23 @@ def checked_options(
         raise ApiError(400, reason, param=flag.removeprefix("--").replace("-", "_")) from None
 
 
+def ready_with_room(state: ServerState) -> BatchScheduler:
+    """The scheduler, when the model is loaded and its queue has room for one more request.
+
+    Raises:
+        ApiError: 503 while the model loads (or after it failed to), 429 with ``Retry-After`` when the
+            queue is full.
+    """
+    scheduler = state.require_ready()
+    if scheduler.queue_depth >= scheduler.max_queue:
+        retry_s = scheduler.retry_after_s()
+        message = (
+            f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s"
+        )
+        raise queue_full(QueueFullError(message, retry_s))
+    return scheduler
+
+
 async def ready_and_decoded(request: Request, upload: UploadFile, param: str) -> tuple[np.ndarray, float]:
     """Check that the server can take the request (model loaded, queue not full), then decode the upload.
 
@@ -227,13 +244,7 @@ async def ready_and_decoded(request: Request, upload: UploadFile, param: str) ->
             upload that is not audio.
     """
     state = server_state(request)
-    scheduler = state.require_ready()
-    if scheduler.queue_depth >= scheduler.max_queue:  # refuse before spending a thread on decoding
-        retry_s = scheduler.retry_after_s()
-        message = (
-            f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s"
-        )
-        raise queue_full(QueueFullError(message, retry_s))
+    ready_with_room(state)  # refuse before spending a thread on decoding
     return await decode_upload(state, upload, param)
 
 
