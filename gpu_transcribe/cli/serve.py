@@ -20,7 +20,10 @@ from gpu_transcribe.cli.app import (
     stderr,
     stdout,
 )
+from gpu_transcribe.errors import EngineError, SettingsError, TeardownError
+from gpu_transcribe_api.config import ServerConfigError
 from gpu_transcribe_api.serve_options import SERVE_OPTIONS, ServeOption, config_from_options
+from gpu_transcribe_engine.errors import ModelLoadError
 
 # --- serve -----------------------------------------------------------------------------------------------
 
@@ -55,10 +58,6 @@ def serve(**values: Any) -> None:
     """Serve OpenAI's audio API here, with one loaded model.
 
     /v1/audio/transcriptions and /transcribe, on this machine, until Ctrl-C. Logs go to stderr."""
-    from gpu_transcribe.errors import EngineError, SettingsError
-    from gpu_transcribe_api.config import ServerConfigError
-    from gpu_transcribe_engine.errors import ModelLoadError
-
     try:
         config = config_from_options(values)
     except ServerConfigError as error:
@@ -130,8 +129,6 @@ def server_up_command(
 @contextlib.contextmanager
 def _left_behind_exits_5() -> Iterator[None]:
     """A :class:`TeardownError` (something could not be removed from AWS) exits with ``run``'s status 5."""
-    from gpu_transcribe.errors import TeardownError
-
     try:
         yield
     except TeardownError as error:
