@@ -16,11 +16,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def iso_utc(moment: datetime) -> str:
-    """``moment`` as UTC ISO 8601 to the second with a ``Z``: ``2026-11-22T04:26:41Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_iso_utc(text: str) -> datetime | None:
     """Parse a ``gpu-transcribe:created`` tag value; ``None`` if it is not an ISO 8601 time."""
     try:

@@ -1,6 +1,6 @@
 """``python -m gpu_transcribe_api``: the server without the client package, for a machine that has only the
-engine
-installed (same options as ``gpu-transcribe serve``; the key also from ``$GPU_TRANSCRIBE_API_KEY``).
+engine installed (the options of ``gpu-transcribe serve``, both built from
+:data:`~gpu_transcribe_api.serve_options.SERVE_OPTIONS`; the key also from ``$GPU_TRANSCRIBE_API_KEY``).
 
 SIGINT or SIGTERM stop it cleanly (uvicorn then re-raises the signal, so the exit status is the signal's);
 exit status 2 for a bad option (one ``error:`` line on stderr), 1 when the model fails to load.
@@ -10,59 +10,48 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from gpu_transcribe_api.config import (
-    DEFAULT_JOB_TTL_S,
-    DEFAULT_MAX_PENDING_BYTES,
-    DEFAULT_MAX_PENDING_JOBS,
-    DEFAULT_MIN_FREE_DISK_BYTES,
-    GIB,
-    MIB,
-    ServerConfig,
-    read_api_key,
-)
+from gpu_transcribe_api.serve_options import SERVE_OPTIONS, ServeOption, config_from_options
 from gpu_transcribe_engine.errors import BadOptionError, EngineFailure
-from gpu_transcribe_engine.options import DEFAULT_MODEL, DEVICES
+
+
+def _value_type(option: ServeOption) -> Callable[[str], Any]:
+    """argparse's ``type`` for ``option``: its type, held to its range (an error names the range)."""
+
+    def parse(text: str) -> Any:
+        value = option.type(text)
+        if option.minimum is not None and value < option.minimum:
+            raise argparse.ArgumentTypeError(f"{text} is less than {option.minimum:g}")
+        if option.maximum is not None and value > option.maximum:
+            raise argparse.ArgumentTypeError(f"{text} is more than {option.maximum:g}")
+        return value
+
+    parse.__name__ = option.type.__name__  # argparse names the type in "invalid float value: 'x'"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m gpu_transcribe_api``."""
+    """The argument parser of ``python -m gpu_transcribe_api``, built from
+    :data:`~gpu_transcribe_api.serve_options.SERVE_OPTIONS`."""
     parser = argparse.ArgumentParser(
         prog="python -m gpu_transcribe_api",
         description="Serve OpenAI's audio API with one loaded Whisper model.",
     )
-    parser.add_argument("--bind", default="127.0.0.1", help="address; non-loopback needs a key")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local model directory")
-    parser.add_argument("--revision", default=None)
-    parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--api-key-file", type=Path, default=None, help="first line: the bearer key")
-    parser.add_argument("--max-upload-mb", type=float, default=200.0)
-    parser.add_argument("--max-queue", type=int, default=64)
-    parser.add_argument("--idle-stop-min", type=float, default=None, help="power off after N idle minutes")
-    parser.add_argument("--max-lifetime-h", type=float, default=None, help="power off after H hours")
-    parser.add_argument("--jobs-dir", type=Path, default=None, help="async jobs' files (default: a temp dir)")
-    parser.add_argument(
-        "--job-ttl-h", type=float, default=DEFAULT_JOB_TTL_S / 3600, help="keep job results H hours"
-    )
-    parser.add_argument("--webhook-secret-file", type=Path, default=None, help="the secret signing callbacks")
-    parser.add_argument(
-        "--allow-private-callbacks", action="store_true", help="callbacks may go to private addresses"
-    )
-    parser.add_argument(
-        "--max-pending-jobs", type=int, default=DEFAULT_MAX_PENDING_JOBS, help="unfinished jobs at most"
-    )
-    parser.add_argument(
-        "--max-pending-gb", type=float, default=DEFAULT_MAX_PENDING_BYTES / GIB, help="their uploads, GiB"
-    )
-    parser.add_argument(
-        "--min-free-disk-gb",
-        type=float,
-        default=DEFAULT_MIN_FREE_DISK_BYTES / GIB,
-        help="refuse a job that would leave less free disk (GiB)",
-    )
+    for option in SERVE_OPTIONS:
+        if option.type is bool:
+            parser.add_argument(*option.flags, dest=option.name, action="store_true", help=option.help)
+            continue
+        parser.add_argument(
+            *option.flags,
+            dest=option.name,
+            type=_value_type(option),
+            default=option.default,
+            choices=option.choices,
+            metavar=option.metavar,
+            help=option.help if option.default is None else f"{option.help} [default: {option.default}]",
+        )
     return parser
 
 
@@ -72,29 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gpu_transcribe_api.run import serve
 
     try:
-        config = (
-            ServerConfig(
-                bind=args.bind,
-                port=args.port,
-                model=args.model,
-                revision=args.revision,
-                device=args.device,
-                api_key=read_api_key(args.api_key_file) if args.api_key_file is not None else None,
-                max_upload_bytes=int(args.max_upload_mb * MIB),
-                max_queue=args.max_queue,
-                idle_stop_s=args.idle_stop_min * 60 if args.idle_stop_min is not None else None,
-                max_lifetime_s=args.max_lifetime_h * 3600 if args.max_lifetime_h is not None else None,
-                jobs_dir=args.jobs_dir,
-                job_ttl_s=args.job_ttl_h * 3600,
-                webhook_secret_file=args.webhook_secret_file,
-                allow_private_callbacks=args.allow_private_callbacks,
-                max_pending_jobs=args.max_pending_jobs,
-                max_pending_bytes=int(args.max_pending_gb * GIB),
-                min_free_disk_bytes=int(args.min_free_disk_gb * GIB),
-            )
-            .with_env()
-            .checked()
-        )
+        config = config_from_options(vars(args))
     except BadOptionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

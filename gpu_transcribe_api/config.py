@@ -90,7 +90,7 @@ class ServerConfig:
         poweroff_command: the command (argv) that powers the machine off.
         upload_dir: where uploads are spooled while they are decoded; ``None``: the system's temp directory.
         webhook_secret: the Standard Webhooks secret (``whsec_`` + base64) that signs job callbacks; never in
-            ``repr``. ``None``: read from ``webhook_secret_file`` (``gpu_transcribe_api.jobs_api``).
+            ``repr``. ``None``: read from ``webhook_secret_file`` (``gpu_transcribe_api.job_service``).
         webhook_secret_file: the file holding that secret (``--webhook-secret-file``), created (mode 0600)
             with a new secret if missing; ``None``: a new secret in ``<jobs_dir>/webhook-secret``.
         allow_private_callbacks: job callbacks may go to loopback, private, link-local and other non-public

@@ -7,8 +7,9 @@ Layout under the store's root (``ServerConfig.jobs_dir``, mode 0700)::
     <id>/result.json   the Transcript as JSON (:meth:`Transcript.to_dict`), once the job succeeded
 
 Every file is written to a temporary file in the same directory and moved into place with
-:func:`os.replace`, so a reader (or a restarted server) sees the old version or the new one, never a partial
-one. Files are created with mode 0600 (the uploads and transcripts are the caller's data).
+:func:`os.replace` (:func:`gpu_transcribe_engine.files.write_atomic`), so a reader (or a restarted server)
+sees the old version or the new one, never a partial one. Files are created with mode 0600 (the uploads and
+transcripts are the caller's data).
 
 A finished job (``succeeded`` or ``failed``) expires ``ttl_s`` seconds after ``finished_at``: from then on
 :meth:`JobStore.get` treats it as unknown, and :meth:`JobStore.sweep` (run by a background thread every
@@ -17,7 +18,8 @@ directory that already holds jobs (a ``jobs_dir`` kept across restarts) marks th
 queued or running as failed, since nothing will run them any more.
 
 The result is stored as the whole Transcript rather than as one rendered body, so ``GET /v1/jobs/{id}`` can
-render any response format later (:func:`transcript_from_dict` reads it back).
+render any response format later (:func:`gpu_transcribe_engine.transcript.transcript_from_dict` reads it
+back).
 
 This module imports nothing of the client (``gpu_transcribe``) and nothing of torch.
 """
@@ -31,18 +33,18 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from gpu_transcribe_api.config import DEFAULT_JOB_TTL_S
-from gpu_transcribe_engine.options import TranscribeOptions
-from gpu_transcribe_engine.transcript import Segment, Timings, Transcript, Word
+from gpu_transcribe_engine.files import write_atomic
+from gpu_transcribe_engine.transcript import Transcript, transcript_from_dict
+from gpu_transcribe_engine.utc import iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +71,9 @@ class JobStoreError(Exception):
     """The job store cannot write to its directory (disk full, removed, read-only); one line, naming it."""
 
 
-def _iso(unix_s: float) -> str:
-    """Unix seconds as UTC ISO 8601 with milliseconds and a ``Z``: ``2026-12-02T06:07:21.123Z``."""
-    text = datetime.fromtimestamp(unix_s, tz=UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
-
-
 def _unix_s(iso: str) -> float:
-    """The inverse of :func:`_iso`: UTC ISO 8601 (``Z`` or ``+00:00``) to Unix seconds."""
+    """The inverse of :func:`~gpu_transcribe_engine.utc.iso_utc`: UTC ISO 8601 (``Z`` or ``+00:00``) to Unix
+    seconds."""
     return datetime.fromisoformat(iso).timestamp()
 
 
@@ -138,59 +135,6 @@ class JobRecord:
         if record.status not in ("queued", "running", *FINISHED):
             raise ValueError(f"not a job status: {record.status!r}")
         return record
-
-
-def transcript_from_dict(data: Mapping[str, Any]) -> Transcript:
-    """Rebuild a :class:`Transcript` from :meth:`Transcript.to_dict` output (the job's ``result.json``).
-
-    The derived keys ``text`` and ``real_time_factor`` are ignored (the Transcript computes them).
-
-    Raises:
-        ValueError: a field is missing or has the wrong shape.
-    """
-    try:
-        return Transcript(
-            segments=tuple(
-                Segment(
-                    start_s=float(s["start_s"]),
-                    end_s=float(s["end_s"]),
-                    text=str(s["text"]),
-                    words=tuple(Word(**w) for w in s.get("words", ())),
-                )
-                for s in data["segments"]
-            ),
-            language=str(data["language"]),
-            duration_s=float(data["duration_s"]),
-            timings=Timings(**data["timings"]),
-            model=str(data["model"]),
-            revision=data.get("revision"),
-            device=str(data["device"]),
-            dtype=str(data["dtype"]),
-            options=TranscribeOptions(**data["options"]),
-            audio=str(data.get("audio", "")),
-            extra=dict(data.get("extra") or {}),
-        )
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"not a transcript: {type(exc).__name__}: {exc}") from None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync'ed, mode 0600.
-
-    Raises:
-        OSError: the file cannot be written; the temporary file is removed.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
 
 
 def _json_bytes(data: Mapping[str, Any]) -> bytes:
@@ -291,7 +235,7 @@ class JobStore:
         record = JobRecord(
             id=job_id,
             status="queued",
-            created_at=_iso(self._clock()),
+            created_at=iso_utc(self._clock(), "milliseconds"),
             options=dict(options or {}),
             callback_url=callback_url,
             filename=filename,
@@ -305,7 +249,7 @@ class JobStore:
             fd = os.open(audio, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
                 shutil.copyfileobj(upload, handle, 1024 * 1024)
-            _write_atomic(job_dir / _RECORD, payload)
+            write_atomic(job_dir / _RECORD, payload, FILE_MODE)
         except OSError as exc:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise JobStoreError(f"cannot store the job in {job_dir}: {exc.strerror or exc}") from exc
@@ -353,7 +297,7 @@ class JobStore:
                 return None
         try:
             result = _json_bytes(transcript.to_dict())
-            _write_atomic(self.root / job_id / _RESULT, result)
+            write_atomic(self.root / job_id / _RESULT, result, FILE_MODE)
         except (OSError, ValueError) as exc:
             message = f"cannot store the result: {one_line(getattr(exc, 'strerror', None) or str(exc))}"
             with contextlib.suppress(JobStoreError):
@@ -383,7 +327,7 @@ class JobStore:
             new = replace(
                 record,
                 status=status,
-                finished_at=_iso(self._clock()),
+                finished_at=iso_utc(self._clock(), "milliseconds"),
                 error=error,
                 duration_s=duration_s if duration_s is not None else record.duration_s,
             )
@@ -398,7 +342,7 @@ class JobStore:
         """Write the record to disk, then to memory (call with the lock held)."""
         path = self.root / record.id / _RECORD
         try:
-            _write_atomic(path, _json_bytes(record.to_dict()))
+            write_atomic(path, _json_bytes(record.to_dict()), FILE_MODE)
         except OSError as exc:
             raise JobStoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         self._records[record.id] = record

@@ -131,6 +131,7 @@ class ServerState:
         loaded: set once the engine and scheduler are ready, or the load failed.
         requests_served: transcriptions answered successfully.
         started_at: ``time.monotonic()`` at creation (for ``uptime_s``).
+        created_unix_s: Unix seconds at creation (the ``created`` of ``GET /v1/models``).
         startup_hooks: called (no arguments) when the application starts, while the model loads (a router's
             background threads: job expiry, webhook delivery).
         shutdown_hooks: called (no arguments) when the application stops, after the scheduler stops.
@@ -147,6 +148,7 @@ class ServerState:
         self.gpu = GpuFacts()
         self.requests_served = 0
         self.started_at = time.monotonic()
+        self.created_unix_s = int(time.time())
         self.startup_hooks: list[Callable[[], None]] = []
         self.shutdown_hooks: list[Callable[[], None]] = []
         self._activity_lock = threading.Lock()

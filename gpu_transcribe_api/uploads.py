@@ -1,10 +1,11 @@
 """From an uploaded file to a transcript, for the routes of ``gpu-transcribe serve``.
 
 :func:`decode_upload` spools the multipart file to a temporary file and decodes it in a worker thread (never
-on the event loop); :func:`checked_options` turns the form's ``language`` and the route's task into checked
-options; :func:`wait_for` awaits a queued request's transcript, polling every :data:`DISCONNECT_POLL_S`
-whether the client left (a request still queued is then dropped); :func:`transcribe_upload` does all three
-for a synchronous route. The multipart fields shared by the routes (``FileField``...) are declared here once.
+on the event loop); :func:`checked_format` checks ``response_format``; :func:`checked_options` turns the
+form's ``language`` and the route's task into checked options; :func:`wait_for` awaits a queued request's
+transcript, polling every :data:`DISCONNECT_POLL_S` whether the client left (a request still queued is then
+dropped); :func:`transcribe_upload` decodes, queues and waits for a synchronous route. The multipart fields
+shared by the routes (``FileField``...) are declared here once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from fastapi import File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from gpu_transcribe_api.api_errors import ApiError, queue_full
-from gpu_transcribe_api.scheduler import QueueFullError, SchedulerStoppedError, Ticket
+from gpu_transcribe_api.formats import RESPONSE_FORMATS
+from gpu_transcribe_api.scheduler import BatchScheduler, QueueFullError, SchedulerStoppedError, Ticket
 from gpu_transcribe_api.state import ServerState, server_state
 from gpu_transcribe_engine.errors import AudioDecodeError
 from gpu_transcribe_engine.options import TranscribeOptions
@@ -171,6 +173,21 @@ def engine_error(error: BaseException) -> ApiError:
     return ApiError(500, f"the transcription failed: {error}", code=getattr(error, "code", "engine_error"))
 
 
+def checked_format(response_format: str) -> str:
+    """``response_format`` if OpenAI knows it (:data:`~gpu_transcribe_api.formats.RESPONSE_FORMATS`).
+
+    Raises:
+        ApiError: 400 naming ``response_format`` and the formats there are.
+    """
+    if response_format not in RESPONSE_FORMATS:
+        raise ApiError(
+            400,
+            f"response_format: {response_format!r} is not one of {', '.join(RESPONSE_FORMATS)}",
+            param="response_format",
+        )
+    return response_format
+
+
 def checked_options(
     language: str | None,
     task: str,
@@ -199,6 +216,23 @@ def checked_options(
         raise ApiError(400, reason, param=flag.removeprefix("--").replace("-", "_")) from None
 
 
+def ready_with_room(state: ServerState) -> BatchScheduler:
+    """The scheduler, when the model is loaded and its queue has room for one more request.
+
+    Raises:
+        ApiError: 503 while the model loads (or after it failed to), 429 with ``Retry-After`` when the
+            queue is full.
+    """
+    scheduler = state.require_ready()
+    if scheduler.queue_depth >= scheduler.max_queue:
+        retry_s = scheduler.retry_after_s()
+        message = (
+            f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s"
+        )
+        raise queue_full(QueueFullError(message, retry_s))
+    return scheduler
+
+
 async def ready_and_decoded(request: Request, upload: UploadFile, param: str) -> tuple[np.ndarray, float]:
     """Check that the server can take the request (model loaded, queue not full), then decode the upload.
 
@@ -210,13 +244,7 @@ async def ready_and_decoded(request: Request, upload: UploadFile, param: str) ->
             upload that is not audio.
     """
     state = server_state(request)
-    scheduler = state.require_ready()
-    if scheduler.queue_depth >= scheduler.max_queue:  # refuse before spending a thread on decoding
-        retry_s = scheduler.retry_after_s()
-        message = (
-            f"the transcription queue is full ({scheduler.max_queue} requests waiting); retry in {retry_s} s"
-        )
-        raise queue_full(QueueFullError(message, retry_s))
+    ready_with_room(state)  # refuse before spending a thread on decoding
     return await decode_upload(state, upload, param)
 
 

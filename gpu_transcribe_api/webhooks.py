@@ -68,6 +68,7 @@ from gpu_transcribe_api.webhook_common import (
     url_address,
 )
 from gpu_transcribe_api.webhook_common import safe_url as _safe_url
+from gpu_transcribe_engine.utc import iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class WebhookSender:
             ValueError: ``data`` holds a value JSON cannot represent.
         """
         msg_id = "msg_" + secrets.token_urlsafe(16)
-        timestamp = datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        timestamp = iso_utc(timespec="milliseconds")
         body = json.dumps(
             {"type": event_type, "timestamp": timestamp, "data": dict(data)},
             ensure_ascii=False,

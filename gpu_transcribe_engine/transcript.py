@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,3 +136,39 @@ class Transcript:
         data["text"] = self.text
         data["real_time_factor"] = self.real_time_factor
         return data
+
+
+def transcript_from_dict(data: Mapping[str, Any]) -> Transcript:
+    """Rebuild a :class:`Transcript` from :meth:`Transcript.to_dict` output (a ``.json`` output, a job's
+    ``result.json``). Strict: every field ``to_dict`` writes must be there, except ``revision``, ``audio``,
+    ``extra`` and each segment's ``words``; segments' decode statistics are not written, so they come back
+    as ``None``. The derived keys ``text`` and ``real_time_factor`` are ignored (the Transcript computes
+    them).
+
+    Raises:
+        ValueError: a field is missing or has the wrong shape; the message starts with ``not a transcript``.
+    """
+    try:
+        return Transcript(
+            segments=tuple(
+                Segment(
+                    start_s=float(s["start_s"]),
+                    end_s=float(s["end_s"]),
+                    text=str(s["text"]),
+                    words=tuple(Word(**w) for w in s.get("words", ())),
+                )
+                for s in data["segments"]
+            ),
+            language=str(data["language"]),
+            duration_s=float(data["duration_s"]),
+            timings=Timings(**data["timings"]),
+            model=str(data["model"]),
+            revision=data.get("revision"),
+            device=str(data["device"]),
+            dtype=str(data["dtype"]),
+            options=TranscribeOptions(**data["options"]),
+            audio=str(data.get("audio", "")),
+            extra=dict(data.get("extra") or {}),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a transcript: {type(exc).__name__}: {exc}") from None

@@ -2,132 +2,31 @@
 
 :class:`WindowDecoder` runs the encoder once per batch of windows, reads each window's ``<|nospeech|>``
 probability and decodes the batch in one ``generate`` call (beam search, or sampling for the temperature
-fallback) with OpenAI's timestamp rules. On the transformers versions in :data:`TESTED_TRANSFORMERS` the beams
-of a window share its cross-attention keys and values (:class:`SharedCrossAttentionCache`,
-:func:`grouped_sdpa_attention`); on any other transformers 5 release the same decoding runs on transformers'
-own classes (:func:`fast_path_available`).
+fallback) with OpenAI's timestamp rules. On the transformers versions in
+:data:`~gpu_transcribe_engine.fast_path.TESTED_TRANSFORMERS` the beams of a window share its cross-attention
+keys and values (:mod:`gpu_transcribe_engine.fast_path`); on any other transformers 5 release the same
+decoding runs on transformers' own classes (:func:`~gpu_transcribe_engine.fast_path.fast_path_available`).
 """
 
 from __future__ import annotations
 
 import copy
-import sys
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
 from transformers.generation.utils import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput
 
-TESTED_TRANSFORMERS: tuple[str, ...] = ("5.24",)
-"""transformers minor releases the fast path was tested with (``tests/test_engine.py`` runs it against the
-stock path on real speech). It relies on how ``WhisperAttention`` reads a prefilled
-``EncoderDecoderCache``, so outside these releases the engine uses the stock path."""
-
-GROUPED_ATTENTION = "gpu_transcribe_grouped_sdpa"
-"""Name under which :func:`grouped_sdpa_attention` is registered in transformers' ``AttentionInterface``."""
+from gpu_transcribe_engine.fast_path import SharedCrossAttentionCache
 
 MAX_PREVIOUS_TOKENS = 223
 """Previous-text (prompt) tokens kept at most: OpenAI's decoder keeps ``n_text_ctx // 2 - 1`` of them, so
 with the start tokens and the generated ones the sequence stays within Whisper's 448 positions."""
-
-_said_stock: set[str] = set()
-
-
-def fast_path_available(version: str | None = None) -> bool:
-    """True when transformers ``version`` (default: the installed one) is in :data:`TESTED_TRANSFORMERS`."""
-    if version is None:
-        import transformers
-
-        version = transformers.__version__
-    parts = version.split(".")
-    return ".".join(parts[:2]) in TESTED_TRANSFORMERS
-
-
-def say_stock_path_once(version: str) -> None:
-    """Write, once per process and version, that the stock (slower) path runs, and why, to stderr."""
-    if version in _said_stock:
-        return
-    _said_stock.add(version)
-    sys.stderr.write(
-        f"gpu-transcribe: transformers {version} is not one the engine's fast decoding was tested with "
-        f"({', '.join(v + '.x' for v in TESTED_TRANSFORMERS)}); using transformers' own classes "
-        "(same transcripts, slower). Install the versions in the lock file for full speed.\n"
-    )
-
-
-def grouped_sdpa_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, also for keys/values with fewer batch rows than the queries.
-
-    When ``key.shape[0] == query.shape[0]`` this is exactly the registered ``sdpa`` function. Otherwise
-    (cross-attention during beam search or best-of sampling, with the cache of
-    :meth:`WindowDecoder.decode`) the ``rows`` query rows come in groups of ``rows // inputs`` consecutive
-    rows per key/value row, as ``generate`` lays beams out, and each group attends to its input's keys
-    and values in one call.
-
-    Args:
-        module: the attention module (passed through to ``sdpa``).
-        query: ``(rows, heads, q_len, head_dim)``.
-        key: ``(inputs, heads, k_len, head_dim)``, ``inputs`` dividing ``rows``.
-        value: like ``key``.
-        attention_mask: must be ``None`` when the rows differ (Whisper's cross-attention has none).
-        kwargs: ``scaling``, ``dropout``... as transformers passes them.
-
-    Returns:
-        ``(output, None)``, output ``(rows, q_len, heads, head_dim)`` as transformers' ``sdpa`` returns it.
-
-    Raises:
-        RuntimeError: ``inputs`` does not divide ``rows``, or a mask is given for grouped rows.
-    """
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    rows, heads, q_len, head_dim = query.shape
-    inputs = key.shape[0]
-    if inputs == rows:
-        sdpa: Any = ALL_ATTENTION_FUNCTIONS["sdpa"]
-        return sdpa(module, query, key, value, attention_mask, **kwargs)
-    if rows % inputs or attention_mask is not None:
-        raise RuntimeError(f"grouped attention: {rows} query rows for {inputs} key rows, or a mask")
-    group = rows // inputs
-    grouped = query.reshape(inputs, group, heads, q_len, head_dim).transpose(1, 2)
-    grouped = grouped.reshape(inputs, heads, group * q_len, head_dim)
-    scale = kwargs.get("scaling")
-    out = F.scaled_dot_product_attention(grouped, key, value, scale=scale)
-    out = out.reshape(inputs, heads, group, q_len, head_dim).transpose(1, 2)
-    out = out.reshape(rows, heads, q_len, head_dim).transpose(1, 2).contiguous()
-    return out, None
-
-
-def register_grouped_attention() -> None:
-    """Register :func:`grouped_sdpa_attention` as :data:`GROUPED_ATTENTION` (idempotent)."""
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
-
-
-class SharedCrossAttentionCache(EncoderDecoderCache):
-    """An ``EncoderDecoderCache`` whose cross-attention part is never reordered.
-
-    Beam search reorders the cache along the beams after every step (``reorder_cache``). Beams move only
-    within their own input, and the cross-attention keys and values depend on the input alone, so
-    reordering them copies identical data: here only the self-attention cache is reordered.
-    """
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Reorder the self-attention cache along ``beam_idx``; the cross-attention cache stays."""
-        self.self_attention_cache.reorder_cache(beam_idx)
 
 
 class SuppressTokens(LogitsProcessor):
@@ -193,9 +92,11 @@ class WindowDecoder:
 
     Args:
         model: a loaded ``WhisperForConditionalGeneration``; for the fast path, loaded with
-            ``attn_implementation=GROUPED_ATTENTION`` (see :func:`register_grouped_attention`).
+            ``attn_implementation=GROUPED_ATTENTION``
+            (:func:`~gpu_transcribe_engine.fast_path.register_grouped_attention`).
         decode_text: the tokenizer's ``decode`` (skipping special tokens), for the compression ratio.
-        fast: use the shared cross-attention cache (:func:`fast_path_available`).
+        fast: use the shared cross-attention cache
+            (:func:`~gpu_transcribe_engine.fast_path.fast_path_available`).
     """
 
     def __init__(self, model: Any, decode_text: Callable[[list[int]], str], fast: bool) -> None:

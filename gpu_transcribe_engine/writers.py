@@ -12,16 +12,14 @@ WebVTT is rendered.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpu_transcribe_engine import files
 from gpu_transcribe_engine.errors import BadOptionError, OutputWriteError
 from gpu_transcribe_engine.options import FORMATS, TranscribeOptions
 from gpu_transcribe_engine.transcript import Segment, Transcript, Word
@@ -268,38 +266,18 @@ def render(transcript: Transcript, fmt: str, layout: SubtitleLayout | None = Non
 
 
 def write_atomic(path: Path, content: str) -> None:
-    """Write ``content`` as UTF-8 to ``path`` so that ``path`` is either the old file or the whole new one.
-
-    The text goes to a temporary file in the same directory (same file system, so the rename is atomic),
-    is flushed and fsync'ed, gets mode 0644 and replaces ``path`` with :func:`os.replace`; the directory is
-    then fsync'ed (best effort) so the rename survives a crash. On any error the temporary file is removed.
+    """Write ``content`` as UTF-8 to ``path`` so that ``path`` is either the old file or the whole new one,
+    with mode 0644 (:func:`gpu_transcribe_engine.files.write_atomic`: a temporary file in the same
+    directory, fsync'ed, moved into place with :func:`os.replace`, the directory fsync'ed).
 
     Raises:
         OutputWriteError: the file cannot be written (missing or read-only directory, disk full); the one-line
             message names ``path``.
     """
-    tmp_name: str | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, OUTPUT_FILE_MODE)
-        os.replace(tmp_name, path)
-        tmp_name = None
+        files.write_atomic(path, content.encode("utf-8"), OUTPUT_FILE_MODE)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def write_outputs(

@@ -26,6 +26,7 @@ import re
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ from gpu_transcribe.correct.correct import correct_file, correct_transcript
 from gpu_transcribe.correct.prompt import AnswerError, parse_answer, split_pieces
 from gpu_transcribe.correct.rail import refused_change, word_edit_distance, words
 from gpu_transcribe_engine.options import TranscribeOptions
-from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
+from gpu_transcribe_engine.transcript import Segment, Timings, Transcript, Word
 from gpu_transcribe_engine.writers import write_outputs
 from tests.fixtures.bedrock import LoopbackBedrock
 
@@ -197,6 +198,30 @@ def test_good_answer_becomes_corrected_files_beside_the_raw(
     ]
     assert data["extra"]["correction"]["model_id"] == MODEL_ID
     assert data["extra"]["correction"]["segments_changed"] == 3
+
+
+def test_corrected_segments_keep_no_words_of_the_raw_text(
+    loopback_bedrock: LoopbackBedrock, tmp_path: Path
+) -> None:
+    """A raw transcript with word timestamps: the corrected JSON's segments carry the corrected text and
+    none of the raw words (their texts and times belong to the uncorrected text)."""
+    loopback_bedrock.corrector = fixing_answer
+    plain = transcript()
+    timed = replace(
+        plain,
+        options=replace(plain.options, word_timestamps=True),
+        segments=tuple(
+            replace(s, words=tuple(Word(" " + w, s.start_s, s.end_s, 0.9) for w in s.text.split()))
+            for s in plain.segments
+        ),
+    )
+    raw = write_outputs(timed, tmp_path / "talk", ("json",))
+    assert all(s["words"] for s in json.loads(raw["json"].read_text(encoding="utf-8"))["segments"])
+    result = correct_file(raw["json"], ("json",), config())
+    assert result.status == "corrected", result.reason
+    data = json.loads((tmp_path / "talk.corrected.json").read_text(encoding="utf-8"))
+    assert [s["text"] for s in data["segments"]] == [fix_words(t) for t in RAW]
+    assert [s.get("words", []) for s in data["segments"]] == [[] for _ in RAW]
 
 
 def test_answer_that_drops_a_sentence_is_refused(loopback_bedrock: LoopbackBedrock, tmp_path: Path) -> None:

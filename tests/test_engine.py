@@ -409,11 +409,11 @@ def test_an_untested_transformers_version_takes_the_stock_path_and_transcribes_c
     """Outside TESTED_TRANSFORMERS the engine says so once on stderr and still transcribes as well."""
     import transformers
 
-    from gpu_transcribe_engine import whisper_model
+    from gpu_transcribe_engine import fast_path
     from gpu_transcribe_engine.engine import WhisperEngine
 
     monkeypatch.setattr(transformers, "__version__", "5.99.0")
-    monkeypatch.setattr(whisper_model, "_said_stock", set())
+    monkeypatch.setattr(fast_path, "_said_stock", set())
     engine = WhisperEngine.load(str(model_dir), device="cpu")
     WhisperEngine.load(str(model_dir), device="cpu")
     err = capsys.readouterr().err
@@ -449,15 +449,15 @@ def test_a_failure_inside_generation_is_one_line_naming_the_file(
 
 def test_windows_that_fail_the_rules_are_decoded_again_hotter(engine: Any) -> None:
     """A rule no decoding can pass sends every window through every temperature; the best is kept."""
-    import gpu_transcribe_engine.engine as engine_module
+    import gpu_transcribe_engine.decoding_rules as rules_module
 
     clip = clip_path(SWEDISH_CLIPS[2])
-    original = engine_module.LOGPROB_THRESHOLD
-    engine_module.LOGPROB_THRESHOLD = 0.5  # no average log-probability reaches it
+    original = rules_module.LOGPROB_THRESHOLD
+    rules_module.LOGPROB_THRESHOLD = 0.5  # no average log-probability reaches it
     try:
         transcript = engine.transcribe_file(clip, TranscribeOptions(language="sv"))
     finally:
-        engine_module.LOGPROB_THRESHOLD = original
+        rules_module.LOGPROB_THRESHOLD = original
     assert transcript.extra["fallback_windows"] == transcript.extra["windows"] == 1
     assert word_error_rate(clip_reference(SWEDISH_CLIPS[2]), transcript.text, "sv") < 0.5
 

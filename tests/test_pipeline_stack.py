@@ -279,12 +279,20 @@ def test_status_counts_jobs_dead_letters_workers_and_cost(cli: CliRunner, aws: M
     assert len(received["Messages"]) == 2
     sqs.send_message(QueueUrl=out.dead_letter_queue_url, MessageBody="{}")  # names no job: left there
     # A job SQS dead-lettered by itself (its row still queued): the status reconciles it.
-    from gpu_transcribe.aws.pipeline.jobs_table import JobRecord, create_job, get_job, now_iso
+    from gpu_transcribe.aws.pipeline.jobs_table import JobRecord, create_job, get_job
     from gpu_transcribe.aws.pipeline.queue import event_body
+    from gpu_transcribe_engine.utc import iso_utc
 
     stuck, ctx = "20261202T000000Z-00000020", AwsContext(REGION)
     key = f"incoming/{stuck}/a.wav"
-    record = JobRecord(stuck, "queued", "a.wav", key, created_at=now_iso(), updated_at=now_iso())
+    record = JobRecord(
+        stuck,
+        "queued",
+        "a.wav",
+        key,
+        created_at=iso_utc(timespec="milliseconds"),
+        updated_at=iso_utc(timespec="milliseconds"),
+    )
     assert create_job(ctx, out.table, record)
     sqs.send_message(QueueUrl=out.dead_letter_queue_url, MessageBody=event_body(out.bucket, key))
     autoscaling = aws.client("autoscaling")

@@ -36,12 +36,12 @@ from gpu_transcribe.aws.pipeline.jobs_table import (
     finish_job,
     get_job,
     list_jobs,
-    now_iso,
     release_job,
     requeue_job,
 )
 from gpu_transcribe.aws.pipeline.queue import event_body, parse_event_body
 from gpu_transcribe.cli.main import app
+from gpu_transcribe_engine.utc import iso_utc
 from tests.fixtures.bedrock import LoopbackBedrock
 from tests.fixtures.cloud import FakeImds
 from tests.fixtures.moto_aws import MotoAws
@@ -104,7 +104,7 @@ def _ctx(aws: MotoAws) -> AwsContext:
 
 
 def _record(job_id: str, status: str = QUEUED) -> JobRecord:
-    now = now_iso()
+    now = iso_utc(timespec="milliseconds")
     return JobRecord(
         job_id=job_id,
         status=status,
@@ -838,7 +838,10 @@ def test_duplicates_of_finished_and_held_jobs_need_no_model(
     assert "incoming/a folder/: a folder marker" in text and len(pipeline.jobs()) == 2
     assert pipeline.queue_counts() == (0, 1), "the held job's duplicate waits, hidden, for the lease to end"
     assert pipeline.job(held_id).owner == "busy-worker" and pipeline.job(done_id).attempts == 1
-    assert parse_since("2h") < now_iso() and parse_since("2026-12-01T00:00:00Z") == "2026-12-01T00:00:00.000Z"
+    assert (
+        parse_since("2h") < iso_utc(timespec="milliseconds")
+        and parse_since("2026-12-01T00:00:00Z") == "2026-12-01T00:00:00.000Z"
+    )
 
 
 def test_a_failed_upload_marks_its_job_failed_not_queued_forever(pipeline: PipelineBed) -> None:

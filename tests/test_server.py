@@ -497,6 +497,39 @@ def test_serve_refuses_a_pending_limit_under_the_upload_limit(tmp_path: Path) ->
     assert len(lines) == 1 and lines[0].startswith("error: --max-pending-gb 0.1 is less than --max-upload-mb")
 
 
+def test_both_entry_points_offer_the_same_options_with_the_same_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`gpu-transcribe serve` and `python -m gpu_transcribe_api` are built from one declaration: the same
+    flags in --help, and with no arguments the same values reach the config."""
+    import re
+
+    import gpu_transcribe.cli.serve as cli_serve
+    from gpu_transcribe.cli.main import app
+    from gpu_transcribe_api.__main__ import build_parser
+    from gpu_transcribe_api.config import ServerConfigError
+    from gpu_transcribe_api.serve_options import SERVE_OPTIONS
+
+    declared = {flag for option in SERVE_OPTIONS for flag in option.flags if flag.startswith("--")}
+    typer_help = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200).output
+    argparse_help = build_parser().format_help()
+    flags = re.compile(r"--[a-z][a-z-]*")
+    assert set(flags.findall(typer_help)) - {"--help"} == declared
+    assert set(flags.findall(argparse_help)) - {"--help"} == declared
+
+    seen: list[dict[str, object]] = []
+
+    def capture(values: dict[str, object]) -> None:
+        seen.append(dict(values))
+        raise ServerConfigError("captured")
+
+    monkeypatch.setattr(cli_serve, "config_from_options", capture)
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "captured" in result.output, result.output
+    assert seen == [vars(build_parser().parse_args([]))]
+    assert seen[0] == {option.name: option.default for option in SERVE_OPTIONS}
+
+
 def test_help_imports_no_server_libraries() -> None:
     """`gpu-transcribe --help` and `serve --help` stay fast: no FastAPI, uvicorn, Prometheus or torch."""
     code = (

@@ -31,7 +31,7 @@ import standardwebhooks
 from bench.fixtures import clip_path, find_test_model
 from gpu_transcribe_api.config import ServerConfig
 from gpu_transcribe_api.formats import openai_body
-from gpu_transcribe_api.jobs import RESTART_ERROR, JobStore, transcript_from_dict
+from gpu_transcribe_api.jobs import RESTART_ERROR, JobStore
 from gpu_transcribe_api.webhooks import (
     PinnedTransport,
     WebhookSender,
@@ -42,7 +42,7 @@ from gpu_transcribe_api.webhooks import (
     retry_after_s,
 )
 from gpu_transcribe_engine.options import TranscribeOptions
-from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
+from gpu_transcribe_engine.transcript import Segment, Timings, Transcript, transcript_from_dict
 from tests.fixtures.server import GatedEngine, live_server, reuse_engine, wait_until
 from tests.fixtures.webhooks import ScriptedResolver, TlsReceiver
 
@@ -310,7 +310,7 @@ def test_secret_file_is_created_private_and_read_back(tmp_path: Path) -> None:
 
 
 def test_webhook_secret_comes_from_config_file_or_jobs_dir(tmp_path: Path) -> None:
-    from gpu_transcribe_api.jobs_api import resolve_webhook_secret
+    from gpu_transcribe_api.job_service import resolve_webhook_secret
 
     given = generate_secret()
     assert resolve_webhook_secret(ServerConfig(webhook_secret=given), tmp_path) == (given, None)

@@ -35,7 +35,8 @@ import pytest
 
 from bench.fixtures import build_long_audio, clip_path, find_test_model, write_wav
 from gpu_transcribe_api.config import ServerConfig
-from gpu_transcribe_engine.engine import MAX_SPEECH_PER_WINDOW_S, AudioRequest, BatchInfo
+from gpu_transcribe_engine.decoding_rules import MAX_SPEECH_PER_WINDOW_S
+from gpu_transcribe_engine.engine import AudioRequest, BatchInfo
 from gpu_transcribe_engine.errors import TranscriptionCancelledError
 from gpu_transcribe_engine.languages import LANGUAGES
 from gpu_transcribe_engine.options import TranscribeOptions

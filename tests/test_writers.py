@@ -22,7 +22,7 @@ import pytest
 import srt
 import webvtt
 
-from gpu_transcribe_engine import writers
+from gpu_transcribe_engine import files, writers
 from gpu_transcribe_engine.errors import BadOptionError, OutputWriteError
 from gpu_transcribe_engine.options import FORMATS, TranscribeOptions
 from gpu_transcribe_engine.transcript import Segment, Timings, Transcript, Word
@@ -224,7 +224,7 @@ def test_failed_write_keeps_the_existing_good_file(
     def disk_full(*args: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(writers.os, failing, disk_full)
+    monkeypatch.setattr(files.os, failing, disk_full)  # the atomic write writers.write_atomic uses
     replacement = make_transcript([Segment(0.0, 1.0, "ny text som inte får hamna i filen")])
     with pytest.raises(OutputWriteError, match=r"intervju\.srt: No space left on device"):
         writers.write_outputs(replacement, stem, ["srt", "txt"])

@@ -5,8 +5,9 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -19,66 +20,46 @@ from gpu_transcribe.cli.app import (
     stderr,
     stdout,
 )
-from gpu_transcribe_engine.options import DEFAULT_MODEL
-
-if TYPE_CHECKING:
-    pass
-
+from gpu_transcribe.errors import EngineError, SettingsError, TeardownError
+from gpu_transcribe_api.config import ServerConfigError
+from gpu_transcribe_api.serve_options import SERVE_OPTIONS, ServeOption, config_from_options
+from gpu_transcribe_engine.errors import ModelLoadError
 
 # --- serve -----------------------------------------------------------------------------------------------
 
 
-@app.command("serve")
-def serve(
-    bind: opt.Bind = "127.0.0.1",
-    port: opt.Port = 8000,
-    model: opt.ServeModel = DEFAULT_MODEL,
-    revision: opt.Revision = None,
-    device: opt.ServeDevice = "auto",
-    api_key_file: opt.ApiKeyFile = None,
-    max_upload_mb: opt.MaxUploadMb = 200,
-    max_queue: opt.MaxQueue = 64,
-    idle_stop_min: opt.IdleStopMin = None,
-    max_lifetime_h: opt.MaxLifetimeH = None,
-    jobs_dir: opt.JobsDir = None,
-    job_ttl_h: opt.JobTtlH = 24.0,
-    webhook_secret_file: opt.WebhookSecretFile = None,
-    allow_private_callbacks: opt.AllowPrivateCallbacks = False,
-    max_pending_jobs: opt.MaxPendingJobs = 256,
-    max_pending_gb: opt.MaxPendingGb = 10.0,
-    min_free_disk_gb: opt.MinFreeDiskGb = 2.0,
-) -> None:
+def _typer_parameters(options: tuple[ServeOption, ...]) -> list[inspect.Parameter]:
+    """One keyword parameter per option, annotated with its ``typer.Option`` (flags, help, range) and type
+    (a ``Literal`` of its choices, when it has some), for the signature Typer reads."""
+    parameters = []
+    for option in options:
+        value_type: Any = Literal[option.choices] if option.choices else option.type
+        if option.default is None:
+            value_type = value_type | None
+        info = typer.Option(
+            *option.flags,
+            help=option.help,
+            metavar=option.metavar,
+            min=option.minimum,
+            max=option.maximum,
+        )
+        parameters.append(
+            inspect.Parameter(
+                option.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=option.default,
+                annotation=Annotated[value_type, info],
+            )
+        )
+    return parameters
+
+
+def serve(**values: Any) -> None:
     """Serve OpenAI's audio API here, with one loaded model.
 
     /v1/audio/transcriptions and /transcribe, on this machine, until Ctrl-C. Logs go to stderr."""
-    from gpu_transcribe.errors import EngineError, SettingsError
-    from gpu_transcribe_api.config import GIB, MIB, ServerConfig, ServerConfigError, read_api_key
-    from gpu_transcribe_engine.errors import ModelLoadError
-
     try:
-        config = (
-            ServerConfig(
-                bind=bind,
-                port=port,
-                model=model,
-                revision=revision,
-                device=device,
-                api_key=read_api_key(api_key_file) if api_key_file is not None else None,
-                max_upload_bytes=int(max_upload_mb * MIB),
-                max_queue=max_queue,
-                idle_stop_s=idle_stop_min * 60 if idle_stop_min is not None else None,
-                max_lifetime_s=max_lifetime_h * 3600 if max_lifetime_h is not None else None,
-                jobs_dir=jobs_dir,
-                job_ttl_s=job_ttl_h * 3600,
-                webhook_secret_file=webhook_secret_file,
-                allow_private_callbacks=allow_private_callbacks,
-                max_pending_jobs=max_pending_jobs,
-                max_pending_bytes=int(max_pending_gb * GIB),
-                min_free_disk_bytes=int(min_free_disk_gb * GIB),
-            )
-            .with_env()
-            .checked()
-        )
+        config = config_from_options(values)
     except ServerConfigError as error:
         raise SettingsError("serve", "command line", str(error)) from None
     from gpu_transcribe_api.run import serve as run_server
@@ -95,6 +76,11 @@ def serve(
         run_server(config)
     except ModelLoadError as error:
         raise EngineError(error.code, str(error)) from None
+
+
+# The options come from the one declaration python -m gpu_transcribe_api builds its parser from.
+serve.__signature__ = inspect.Signature(_typer_parameters(SERVE_OPTIONS))  # type: ignore[attr-defined]
+app.command("serve")(serve)
 
 
 # --- server: up, status, tunnel, logs, down ----------------------------------------------------------------
@@ -143,8 +129,6 @@ def server_up_command(
 @contextlib.contextmanager
 def _left_behind_exits_5() -> Iterator[None]:
     """A :class:`TeardownError` (something could not be removed from AWS) exits with ``run``'s status 5."""
-    from gpu_transcribe.errors import TeardownError
-
     try:
         yield
     except TeardownError as error:

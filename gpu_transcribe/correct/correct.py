@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.correct.config import CorrectionConfig, CorrectionResult
-from gpu_transcribe.correct.files import corrected_stem, transcript_from_dict, write_corrected
+from gpu_transcribe.correct.files import corrected_stem, write_corrected
 from gpu_transcribe.correct.prompt import (
     AnswerError,
     Piece,
@@ -31,7 +31,7 @@ from gpu_transcribe.correct.prompt import (
 )
 from gpu_transcribe.correct.rail import refused_change
 from gpu_transcribe.errors import BedrockError, GpuTranscribeError
-from gpu_transcribe_engine.transcript import Transcript
+from gpu_transcribe_engine.transcript import Transcript, transcript_from_dict
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.bedrock import ConverseResult

@@ -4,55 +4,18 @@ beside the raw one as ``<stem>.corrected.<fmt>`` (rule 6 of :mod:`gpu_transcribe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gpu_transcribe_engine.options import TranscribeOptions
-from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
+from gpu_transcribe_engine.transcript import Transcript
 
 if TYPE_CHECKING:
     from gpu_transcribe.correct.config import CorrectionResult
 
 #: Infix of the corrected files: ``talk.json`` -> ``talk.corrected.json``.
 CORRECTED_INFIX = "corrected"
-
-
-def transcript_from_dict(data: Mapping[str, Any]) -> Transcript:
-    """A :class:`~gpu_transcribe_engine.transcript.Transcript` from what :meth:`Transcript.to_dict` wrote
-    (the ``.json``
-    output); fields it lacks get neutral values (no timings, default options).
-
-    Raises:
-        KeyError, TypeError, ValueError: no ``segments`` list of ``{start_s, end_s, text}``.
-    """
-    segments = tuple(
-        Segment(start_s=float(s["start_s"]), end_s=float(s["end_s"]), text=str(s["text"]))
-        for s in data["segments"]
-    )
-    options_data = data.get("options") or {}
-    known = set(TranscribeOptions.__dataclass_fields__)
-    options = TranscribeOptions(**{k: v for k, v in options_data.items() if k in known})
-    timings_data = data.get("timings") or {}
-    timings = Timings(
-        load_s=float(timings_data.get("load_s", 0.0)),
-        decode_s=float(timings_data.get("decode_s", 0.0)),
-        transcribe_s=float(timings_data.get("transcribe_s", 0.0)),
-    )
-    return Transcript(
-        segments=segments,
-        language=str(data.get("language", "")),
-        duration_s=float(data.get("duration_s", 0.0)),
-        timings=timings,
-        model=str(data.get("model", "")),
-        revision=data.get("revision"),
-        device=str(data.get("device", "")),
-        dtype=str(data.get("dtype", "")),
-        options=options,
-        audio=str(data.get("audio", "")),
-        extra=dict(data.get("extra") or {}),
-    )
 
 
 def corrected_stem(raw_path: Path) -> Path:
@@ -79,7 +42,8 @@ def write_corrected(
     if len(result.texts) != len(transcript.segments):
         raise ValueError("the correction has not one text per segment")
     segments = tuple(
-        replace(segment, text=text) for segment, text in zip(transcript.segments, result.texts, strict=True)
+        replace(segment, text=text, words=())
+        for segment, text in zip(transcript.segments, result.texts, strict=True)
     )
     summary = {k: v for k, v in result.to_dict().items() if k not in ("outputs",)}
     corrected = replace(transcript, segments=segments, extra={**transcript.extra, "correction": summary})

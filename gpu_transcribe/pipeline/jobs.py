@@ -6,9 +6,7 @@ job ids and file names: :mod:`gpu_transcribe.pipeline.job_ids`; the dead-letter 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from gpu_transcribe.aws.pipeline import job_objects, jobs_table, queue
 from gpu_transcribe.errors import GpuTranscribeError
 from gpu_transcribe.pipeline.dead_letters import reconcile_dead_letters
 from gpu_transcribe.pipeline.job_ids import local_file_name
+from gpu_transcribe_engine.files import replace_atomically
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -161,18 +160,11 @@ def fetch_outputs(
         raise FetchExistsError(existing)
     written = []
     for key, path in plan:
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(handle)
-        try:
-            if not job_objects.download(ctx, config.resources.bucket, key, Path(temp)):
+        with replace_atomically(path, 0o644) as (_handle, temp):
+            if not job_objects.download(ctx, config.resources.bucket, key, temp):
                 raise GpuTranscribeError(
                     f"s3://{config.resources.bucket}/{key} is missing (deleted after the job succeeded?)"
                 )
-            os.chmod(temp, 0o644)
-            os.replace(temp, path)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
         written.append(path)
     return FetchResult(tuple(written), tuple(not_ready))
 

@@ -33,11 +33,11 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.aws.pipeline import queue
 from gpu_transcribe.errors import GpuTranscribeError
+from gpu_transcribe_engine.utc import iso_utc
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -86,12 +86,6 @@ class ResultsChannel:
         )
 
 
-def iso_now(now: datetime | None = None) -> str:
-    """ISO 8601 UTC to the millisecond with ``Z`` (sorts as text)."""
-    moment = now or datetime.now(tz=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def build_job_event(
     event_type: str,
     *,
@@ -122,7 +116,7 @@ def build_job_event(
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"event type {event_type!r} is not one of {', '.join(EVENT_TYPES)}")
-    when = occurred_at or iso_now()
+    when = occurred_at or iso_utc(timespec="milliseconds")
     digest = hashlib.sha256(f"{job_id}|{event_type}|{when}".encode()).hexdigest()[:24]
     return {
         "version": MESSAGE_VERSION,

@@ -19,6 +19,7 @@ from gpu_transcribe.errors import GpuTranscribeError
 from gpu_transcribe.pipeline.config import PipelineConfig
 from gpu_transcribe.pipeline.job_ids import new_job_id
 from gpu_transcribe.pipeline.jobs import PipelineInputError
+from gpu_transcribe_engine.utc import iso_utc
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -91,7 +92,7 @@ def submit_files(
     for path in files:
         job_id = new_job_id()
         key = job_objects.incoming_key(job_id, path.name)
-        now = jobs_table.now_iso()
+        now = iso_utc(timespec="milliseconds")
         record = jobs_table.JobRecord(
             job_id=job_id,
             status=jobs_table.QUEUED,

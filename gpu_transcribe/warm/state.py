@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Literal
 
 from gpu_transcribe.common import parse_iso_utc
 from gpu_transcribe.errors import GpuTranscribeError, SettingsError
+from gpu_transcribe_engine.files import write_atomic
 
 #: Test seam and override: the state directory (servers are under ``servers/`` in it).
 STATE_DIR_ENV = "GPU_TRANSCRIBE_STATE_DIR"
@@ -179,17 +179,7 @@ def save_state(state: ServerState) -> Path:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, text.encode("utf-8"), 0o600)
     except OSError as exc:
         raise ServerStateError(f"{path}: cannot write the server state ({exc.strerror})") from exc
     return path

@@ -45,8 +45,9 @@ from gpu_transcribe.aws.models import (
     TAG_VERSION,
 )
 from gpu_transcribe.aws.retry import retrying
-from gpu_transcribe.common import ProgressCallback, ProgressEvent, iso_utc, no_progress, parse_iso_utc
+from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, parse_iso_utc
 from gpu_transcribe.errors import CloudError, CredentialsError, TeardownError
+from gpu_transcribe_engine.utc import iso_utc
 
 #: Retrying ``InvalidInstanceID.NotFound`` on terminate/describe: a new instance appears within seconds.
 NOT_FOUND_ATTEMPTS = 6

@@ -13,7 +13,6 @@ types for its callers).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -98,12 +97,6 @@ class JobRecord:
     expires_at: int | None = None
     webhook_url: str = ""
     correction: dict[str, Any] | None = None
-
-
-def now_iso() -> str:
-    """The time now, ISO 8601 UTC to the millisecond (sortable as text: the index's range key)."""
-    moment = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
 
 
 def one_line(text: str) -> str:

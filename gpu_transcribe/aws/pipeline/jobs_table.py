@@ -44,11 +44,11 @@ from gpu_transcribe.aws.pipeline.job_record import (
     attr_n,
     attr_s,
     item_from_record,
-    now_iso,
     one_line,
     record_from_item,
 )
 from gpu_transcribe.pipeline.contract import STATUS_ATTRIBUTE, STATUS_INDEX, TABLE_KEY
+from gpu_transcribe_engine.utc import iso_utc
 
 __all__ = [
     "DEAD_LETTERED",
@@ -71,7 +71,6 @@ __all__ = [
     "finish_job",
     "get_job",
     "list_jobs",
-    "now_iso",
     "one_line",
     "record_from_item",
     "release_job",
@@ -207,7 +206,7 @@ def claim_job(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: flo
             ":owner": attr_s(owner),
             ":lease": attr_n(int(now + lease_s)),
             ":now": attr_n(int(now)),
-            ":now_iso": attr_s(now_iso()),
+            ":now_iso": attr_s(iso_utc(timespec="milliseconds")),
             ":one": attr_n(1),
         },
     )
@@ -235,7 +234,7 @@ def extend_lease(ctx: AwsContext, table: str, job_id: str, owner: str, lease_s: 
             ":owner": attr_s(owner),
             ":running": attr_s(RUNNING),
             ":lease": attr_n(int(now + lease_s)),
-            ":now_iso": attr_s(now_iso()),
+            ":now_iso": attr_s(iso_utc(timespec="milliseconds")),
         },
     )
     return updated is not None
@@ -276,7 +275,7 @@ def finish_job(
     values: dict[str, Any] = {
         ":status": attr_s(status),
         ":owner": attr_s(owner),
-        ":now_iso": attr_s(now_iso()),
+        ":now_iso": attr_s(iso_utc(timespec="milliseconds")),
         ":keys": {"L": [attr_s(k) for k in result_keys]},
     }
     removes = ["lease_expires_at"]  # the owner stays: the worker that ended it (``jobs`` shows it)
@@ -327,7 +326,7 @@ def release_job(
         ":status": attr_s(INTERRUPTED if interrupted else QUEUED),
         ":owner": attr_s(owner),
         ":running": attr_s(RUNNING),
-        ":now_iso": attr_s(now_iso()),
+        ":now_iso": attr_s(iso_utc(timespec="milliseconds")),
         ":one": attr_n(1),
     }
     sets = "SET #s = :status, updated_at = :now_iso"
@@ -374,7 +373,7 @@ def requeue_job(ctx: AwsContext, table: str, job_id: str) -> JobRecord | None:
             ":failed": attr_s(FAILED),
             ":dead": attr_s(DEAD_LETTERED),
             ":zero": attr_n(0),
-            ":now_iso": attr_s(now_iso()),
+            ":now_iso": attr_s(iso_utc(timespec="milliseconds")),
         },
     )
 
@@ -404,7 +403,7 @@ def dead_letter_stuck_job(
         ":running": attr_s(RUNNING),
         ":now": attr_n(int(time.time())),
         ":error": attr_s(one_line(error)),
-        ":now_iso": attr_s(now_iso()),
+        ":now_iso": attr_s(iso_utc(timespec="milliseconds")),
     }
     sets = "#s = :dead, #e = :error, updated_at = :now_iso"
     if expires_at is not None:
@@ -445,6 +444,6 @@ def abandon_job(ctx: AwsContext, table: str, job_id: str, error: str) -> JobReco
             ":queued": attr_s(QUEUED),
             ":zero": attr_n(0),
             ":error": attr_s(one_line(error)),
-            ":now_iso": attr_s(now_iso()),
+            ":now_iso": attr_s(iso_utc(timespec="milliseconds")),
         },
     )

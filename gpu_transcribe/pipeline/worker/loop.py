@@ -31,6 +31,7 @@ from gpu_transcribe.pipeline.worker.options import (
 )
 from gpu_transcribe.pipeline.worker.state import Job, WorkerState, isolate_suspects
 from gpu_transcribe.pipeline.worker.watchers import heartbeat, read_instance_id, watch
+from gpu_transcribe_engine.utc import iso_utc
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -233,7 +234,7 @@ class Worker:
         return list(batch.values())
 
     def _create_row(self, job_id: str, key: str) -> None:
-        now = jobs_table.now_iso()
+        now = iso_utc(timespec="milliseconds")
         record = jobs_table.JobRecord(
             job_id=job_id,
             status=jobs_table.QUEUED,

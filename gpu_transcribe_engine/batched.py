@@ -1,0 +1,335 @@
+"""The ``batched`` long-form algorithm: the speech Silero VAD finds is grouped into windows of at most
+:data:`~gpu_transcribe_engine.decoding_rules.MAX_SPEECH_PER_WINDOW_S` cut at pauses
+(:mod:`gpu_transcribe_engine.vad`), each window decoded once with OpenAI's temperature fallback, and the
+windows of every request with the same language, task and beam size decoded in shared batches
+(:mod:`gpu_transcribe_engine.whisper_model`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gpu_transcribe_engine import decoding_rules as rules
+from gpu_transcribe_engine.audio import SAMPLE_RATE_HZ
+from gpu_transcribe_engine.device import CPU_BATCH_SIZE
+from gpu_transcribe_engine.engine_core import (
+    MODEL_FAILURES,
+    EngineCore,
+    cancelled_error,
+    is_cancelled,
+)
+from gpu_transcribe_engine.engine_types import AudioRequest, BatchCallback, BatchInfo, Results
+from gpu_transcribe_engine.options import TranscribeOptions
+from gpu_transcribe_engine.transcript import Decoding, Segment
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("gpu_transcribe_engine.engine")
+
+
+@dataclass
+class Pending:
+    """A ``batched`` request in :meth:`BatchedDecoding._pooled`: its windows, and what is decoded so far."""
+
+    slot: int
+    request: AudioRequest
+    options: TranscribeOptions
+    samples: np.ndarray
+    windows: list[Any]
+    language: str = ""
+    by_window: dict[int, list[Segment]] = field(default_factory=dict)
+    done_speech_s: float = 0.0
+    fallback_windows: int = 0
+    failed: bool = False
+    delivered: int = 0
+    """Windows handed to ``request.on_segments`` so far (a prefix, in time order)."""
+
+    @property
+    def duration_s(self) -> float:
+        """The recording's duration in seconds."""
+        return self.samples.shape[0] / SAMPLE_RATE_HZ
+
+    @property
+    def speech_s(self) -> float:
+        """Seconds of audio inside its windows."""
+        return sum(w.end_s - w.start_s for w in self.windows)
+
+
+class BatchedDecoding(EngineCore):
+    """The ``batched`` algorithm on the engine's model, over several requests at once (:meth:`_pooled`)."""
+
+    def _pooled(
+        self,
+        pending: list[Pending],
+        results: Results,
+        started: float,
+        on_batch: BatchCallback | None,
+    ) -> None:
+        """The ``batched`` algorithm over several requests: Silero VAD windows of at most
+        :data:`~gpu_transcribe_engine.decoding_rules.MAX_SPEECH_PER_WINDOW_S`, each decoded once, in batches
+        shared across requests.
+
+        Windows are batched longest first, so a batch holds windows of similar length and few rows idle
+        while the longest finishes (a batch decodes until its longest window ends); each request's
+        segments are put back in time order. Fills ``results`` at each request's slot.
+        """
+        from gpu_transcribe_engine.vad import merge_into_windows, speech_timestamps
+
+        groups: dict[tuple[str, str, int], list[Pending]] = {}
+        for item in pending:
+            request = item.request
+            if self._stopis_cancelled(item, results):
+                continue
+            try:
+                item.windows = merge_into_windows(
+                    speech_timestamps(item.samples), max_window_s=rules.MAX_SPEECH_PER_WINDOW_S
+                )
+                item.language = self._window_language(item)
+            except MODEL_FAILURES as exc:
+                results[item.slot] = self._generation_error(exc, request.audio, item.options)
+                continue
+            if not item.windows:
+                self._finish(item, results, started)
+                continue
+            key = (item.language, item.options.task, item.options.beam_size)
+            groups.setdefault(key, []).append(item)
+        for (language, _task, _beam), items in groups.items():
+            rows = [(item, index) for item in items for index in range(len(item.windows))]
+            rows.sort(
+                key=lambda row: row[0].windows[row[1]].end_s - row[0].windows[row[1]].start_s, reverse=True
+            )
+            batch_size = min(item.options.batch_size or CPU_BATCH_SIZE for item in items)
+            while rows:
+                batch, rows = rows[:batch_size], rows[batch_size:]
+                self._decode_batch(batch, language, results, started, on_batch)
+                rows = [row for row in rows if not self._stopis_cancelled(row[0], results)]
+
+    def _stopis_cancelled(self, item: Pending, results: Results) -> bool:
+        """True when ``item`` failed or was cancelled; a newly cancelled one gets its error now, once."""
+        if not item.failed and is_cancelled(item.request):
+            item.failed = True
+            results[item.slot] = cancelled_error(item.request)
+        return item.failed
+
+    def _window_language(self, item: Pending) -> str:
+        """The language to decode ``item`` with: asked for, or detected from its longest window (from its
+        first 30 s when VAD found no speech, as OpenAI's ``transcribe()`` detects it on the first window;
+        ``""`` for audio under one 10 ms frame)."""
+        if item.options.language != "auto":
+            return item.options.language
+        if item.windows:
+            longest = max(item.windows, key=lambda w: w.end_s - w.start_s)
+            piece = item.samples[longest.start_sample : longest.end_sample]
+        else:
+            piece = item.samples[: rules.FRAMES_PER_WINDOW * SAMPLE_RATE_HZ // 100]
+            if piece.shape[0] < SAMPLE_RATE_HZ // 100:
+                return ""
+        return self._language(self._features([piece], full_windows=True)["input_features"], item.options)
+
+    def _decode_batch(
+        self,
+        batch: list[tuple[Pending, int]],
+        language: str,
+        results: Results,
+        started: float,
+        on_batch: BatchCallback | None,
+    ) -> None:
+        """Decode one batch of (request, window index) rows; finish every request whose last window it held.
+
+        A model failure fails every request with a window in the batch (their other windows are dropped).
+        """
+        windows = [item.windows[index] for item, index in batch]
+        pieces = [
+            item.samples[w.start_sample : w.end_sample] for (item, _), w in zip(batch, windows, strict=True)
+        ]
+        opts = batch[0][0].options
+        frames = [piece.shape[0] // rules.HOP_LENGTH for piece in pieces]
+        try:
+            features = self._features(pieces, full_windows=True)["input_features"]
+            decoded, fell_back, no_speech, alignments = self._decode_windows(features, language, opts, frames)
+        except MODEL_FAILURES as exc:
+            for item in {id(item): item for item, _ in batch}.values():
+                item.failed = True
+                results[item.slot] = self._generation_error(exc, item.request.audio, item.options)
+            return
+        if on_batch is not None:
+            on_batch(BatchInfo(windows=len(batch), requests=len({id(item) for item, _ in batch})))
+        touched: dict[int, Pending] = {}
+        finished = zip(batch, windows, decoded, fell_back, no_speech, alignments, strict=True)
+        for (item, index), window, result, fallback, no_speech_prob, alignment in finished:
+            previous_end_s = item.windows[index - 1].end_s if index > 0 else 0.0
+            item.by_window[index] = self._window_segments(
+                result, window.start_s, window.end_s, no_speech_prob, alignment, language, previous_end_s
+            )
+            item.done_speech_s += window.end_s - window.start_s
+            item.fallback_windows += int(fallback)
+            touched[id(item)] = item
+        for item in touched.values():
+            self._deliver(item)
+            progress = item.request.progress
+            if len(item.by_window) == len(item.windows):
+                self._finish(item, results, started)
+            elif progress is not None:
+                progress(
+                    min(item.duration_s, item.duration_s * item.done_speech_s / item.speech_s),
+                    item.duration_s,
+                )
+
+    def _deliver(self, item: Pending) -> None:
+        """Hand ``item``'s decoded windows that follow the ones already handed, in time order, to its
+        ``on_segments`` callback (see :data:`SegmentsCallback`)."""
+        callback = item.request.on_segments
+        while callback is not None and item.delivered in item.by_window:
+            segments = item.by_window[item.delivered]
+            item.delivered += 1
+            if segments:
+                try:
+                    callback(list(segments))
+                except Exception:  # a listener's failure must not fail the other requests of the call
+                    logger.exception("%s: the on_segments callback failed", item.request.audio or "audio")
+
+    def _finish(self, item: Pending, results: Results, started: float) -> None:
+        """Put ``item``'s transcript (segments in time order) in its slot and report it complete."""
+        if item.request.progress is not None:
+            item.request.progress(item.duration_s, item.duration_s)
+        segments = [segment for index in range(len(item.windows)) for segment in item.by_window[index]]
+        if item.options.word_timestamps and segments:
+            from gpu_transcribe_engine.vad import WORD_VAD, speech_timestamps
+            from gpu_transcribe_engine.words import snap_starts_to_speech
+
+            speech = [
+                (start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ)
+                for start, end in speech_timestamps(item.samples, WORD_VAD)
+            ]
+            segments = snap_starts_to_speech(segments, speech)
+        extra = {"windows": len(item.windows), "fallback_windows": item.fallback_windows}
+        language = item.language or self._fixed_language(item.options)
+        results[item.slot] = self._transcript(item.request, item.options, segments, language, started, extra)
+
+    def _decode_windows(
+        self, features: torch.Tensor, language: str, opts: TranscribeOptions, frames: Sequence[int]
+    ) -> tuple[list[Any], list[bool], list[float], list[Any]]:
+        """Decode a batch of windows with OpenAI's temperature fallback, per window.
+
+        Each window is decoded with beam search at temperature 0. A window whose text is too repetitive
+        (compression ratio above ``rules.COMPRESSION_RATIO_THRESHOLD``) or too unsure (average
+        log-probability below ``rules.LOGPROB_THRESHOLD``) is decoded again by sampling at the next
+        temperature of ``rules.TEMPERATURES``, alone with the others that failed; a window that is unsure
+        and probably silent (no-speech probability above ``rules.NO_SPEECH_THRESHOLD``) is not retried and
+        gives no text (``rules``: :mod:`gpu_transcribe_engine.decoding_rules`). When every temperature fails,
+        the attempt with the highest average log-probability among those under the compression threshold is
+        kept (faster-whisper's rule; OpenAI keeps the last).
+
+        With ``opts.word_timestamps`` the kept texts are then aligned to the audio in one more batched
+        decoder pass over the same encoder output
+        (:meth:`gpu_transcribe_engine.whisper_model.WindowDecoder.align`).
+
+        Args:
+            features: ``(windows, n_mels, 3000)`` log-mel inputs.
+            language: language code to decode with.
+            opts: the resolved options.
+            frames: per window, the log-mel frames holding its audio (the rest is padding).
+
+        Returns:
+            Per window, the kept :class:`gpu_transcribe_engine.whisper_model.Decoded` (or ``None`` for
+            silence), whether
+            it needed a temperature fallback, its ``<|nospeech|>`` probability, and its alignment (``None``
+            without word timestamps).
+        """
+        decoder = self.decoder
+        encoder_output = decoder.encode(features)
+        cross = decoder.cross_cache(encoder_output)
+        no_speech = decoder.no_speech_probs(encoder_output, cross)
+        prompt = decoder.prompt(language, opts.task, self._prompt_tokens(opts))
+        attempts: list[list[Any]] = [[] for _ in range(features.shape[0])]
+        pending = list(range(features.shape[0]))
+        kept: list[Any] = [None] * features.shape[0]
+        for temperature in rules.TEMPERATURES:
+            rows = pending if len(pending) < features.shape[0] else None
+            results = decoder.decode(
+                encoder_output if rows is None else encoder_output[rows],
+                prompt,
+                num_beams=opts.beam_size,
+                temperature=temperature,
+                max_new_tokens=rules.MAX_NEW_TOKENS,
+                best_of=opts.beam_size,
+                cross=cross if rows is None else decoder.select(cross, rows),
+            )
+            still: list[int] = []
+            for window, result in zip(pending, results, strict=True):
+                attempts[window].append(result)
+                unsure = result.avg_logprob < rules.LOGPROB_THRESHOLD
+                if unsure and no_speech[window] > rules.NO_SPEECH_THRESHOLD:
+                    kept[window] = None  # silence: no text, no retry
+                elif unsure or result.compression_ratio > rules.COMPRESSION_RATIO_THRESHOLD:
+                    still.append(window)
+                else:
+                    kept[window] = result
+            pending = still
+            if not pending:
+                break
+        for window in pending:
+            threshold = rules.COMPRESSION_RATIO_THRESHOLD
+            passing = [a for a in attempts[window] if a.compression_ratio <= threshold]
+            kept[window] = max(passing or attempts[window], key=lambda a: a.avg_logprob)
+        alignments: list[Any] = [None] * features.shape[0]
+        if opts.word_timestamps:
+            texts = [[t for t in d.tokens if t < decoder.eos_id] if d is not None else [] for d in kept]
+            sot = decoder.prompt(language, opts.task)
+            alignments = decoder.align(encoder_output, cross, sot, texts, frames)
+        return kept, [len(a) > 1 for a in attempts], [float(p) for p in no_speech], alignments
+
+    def _window_segments(
+        self,
+        decoded: Any,
+        start_s: float,
+        end_s: float,
+        no_speech_prob: float,
+        alignment: Any = None,
+        language: str = "",
+        previous_end_s: float = 0.0,
+    ) -> list[Segment]:
+        """Segments of one decoded window, times offset by its start and kept inside it; each carries the
+        window's decode statistics and its own tokens (:class:`~gpu_transcribe_engine.transcript.Decoding`).
+
+        With an ``alignment`` (:meth:`gpu_transcribe_engine.whisper_model.WindowDecoder.align`) each segment
+        gets its words
+        (:func:`gpu_transcribe_engine.words.add_words_to_segments`); ``previous_end_s`` is where the previous
+        window's
+        audio ended (for OpenAI's rule on the first word after a pause).
+        """
+        from gpu_transcribe_engine.whisper_model import split_segments
+
+        if decoded is None:
+            return []
+        tokenizer = self.processor.tokenizer
+        eos_id = self.decoder.eos_id
+        out: list[Segment] = []
+        token_lists: list[list[int]] = []
+        for rel_start, rel_end, tokens in split_segments(decoded.tokens, self._timestamp_begin):
+            text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            seg_start = min(start_s + rel_start, end_s)
+            seg_end = end_s if rel_end is None else min(start_s + rel_end, end_s)
+            decoding = Decoding(
+                tokens=tuple(int(t) for t in tokens),
+                temperature=float(decoded.temperature),
+                avg_logprob=float(decoded.avg_logprob),
+                compression_ratio=float(decoded.compression_ratio),
+                no_speech_prob=float(no_speech_prob),
+            )
+            out.append(Segment(seg_start, max(seg_start, seg_end), text, decoding=decoding))
+            token_lists.append([t for t in tokens if t < eos_id])
+        if alignment is not None:
+            from gpu_transcribe_engine.words import add_words_to_segments, word_timings
+
+            matrix, probs = alignment
+            texts = [t for tokens in token_lists for t in tokens]
+            timings = word_timings(matrix, texts, probs, language, self._decode_raw, eos_id)
+            out = add_words_to_segments(out, token_lists, timings, start_s, previous_end_s)
+        return [segment for segment in out if segment.text]

@@ -1,0 +1,117 @@
+"""The fast decoding path of :class:`gpu_transcribe_engine.whisper_model.WindowDecoder`: the beams of a window
+share its cross-attention keys and values (:class:`SharedCrossAttentionCache`, read by
+:func:`grouped_sdpa_attention`). It relies on how transformers' ``WhisperAttention`` reads a prefilled
+``EncoderDecoderCache``, so it runs only on the releases in :data:`TESTED_TRANSFORMERS`
+(:func:`fast_path_available`); elsewhere the engine uses transformers' own classes and says so once
+(:func:`say_stock_path_once`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import EncoderDecoderCache
+
+TESTED_TRANSFORMERS: tuple[str, ...] = ("5.24",)
+"""transformers minor releases the fast path was tested with (``tests/test_engine.py`` runs it against the
+stock path on real speech). It relies on how ``WhisperAttention`` reads a prefilled
+``EncoderDecoderCache``, so outside these releases the engine uses the stock path."""
+
+GROUPED_ATTENTION = "gpu_transcribe_grouped_sdpa"
+"""Name under which :func:`grouped_sdpa_attention` is registered in transformers' ``AttentionInterface``."""
+
+_said_stock: set[str] = set()
+
+
+def fast_path_available(version: str | None = None) -> bool:
+    """True when transformers ``version`` (default: the installed one) is in :data:`TESTED_TRANSFORMERS`."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    parts = version.split(".")
+    return ".".join(parts[:2]) in TESTED_TRANSFORMERS
+
+
+def say_stock_path_once(version: str) -> None:
+    """Write, once per process and version, that the stock (slower) path runs, and why, to stderr."""
+    if version in _said_stock:
+        return
+    _said_stock.add(version)
+    sys.stderr.write(
+        f"gpu-transcribe: transformers {version} is not one the engine's fast decoding was tested with "
+        f"({', '.join(v + '.x' for v in TESTED_TRANSFORMERS)}); using transformers' own classes "
+        "(same transcripts, slower). Install the versions in the lock file for full speed.\n"
+    )
+
+
+def grouped_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, also for keys/values with fewer batch rows than the queries.
+
+    When ``key.shape[0] == query.shape[0]`` this is exactly the registered ``sdpa`` function. Otherwise
+    (cross-attention during beam search or best-of sampling, with the cache of
+    :meth:`gpu_transcribe_engine.whisper_model.WindowDecoder.decode`) the ``rows`` query rows come in groups
+    of ``rows // inputs`` consecutive rows per key/value row, as ``generate`` lays beams out, and each group
+    attends to its input's keys and values in one call.
+
+    Args:
+        module: the attention module (passed through to ``sdpa``).
+        query: ``(rows, heads, q_len, head_dim)``.
+        key: ``(inputs, heads, k_len, head_dim)``, ``inputs`` dividing ``rows``.
+        value: like ``key``.
+        attention_mask: must be ``None`` when the rows differ (Whisper's cross-attention has none).
+        kwargs: ``scaling``, ``dropout``... as transformers passes them.
+
+    Returns:
+        ``(output, None)``, output ``(rows, q_len, heads, head_dim)`` as transformers' ``sdpa`` returns it.
+
+    Raises:
+        RuntimeError: ``inputs`` does not divide ``rows``, or a mask is given for grouped rows.
+    """
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    rows, heads, q_len, head_dim = query.shape
+    inputs = key.shape[0]
+    if inputs == rows:
+        sdpa: Any = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+    if rows % inputs or attention_mask is not None:
+        raise RuntimeError(f"grouped attention: {rows} query rows for {inputs} key rows, or a mask")
+    group = rows // inputs
+    grouped = query.reshape(inputs, group, heads, q_len, head_dim).transpose(1, 2)
+    grouped = grouped.reshape(inputs, heads, group * q_len, head_dim)
+    scale = kwargs.get("scaling")
+    out = F.scaled_dot_product_attention(grouped, key, value, scale=scale)
+    out = out.reshape(inputs, heads, group, q_len, head_dim).transpose(1, 2)
+    out = out.reshape(rows, heads, q_len, head_dim).transpose(1, 2).contiguous()
+    return out, None
+
+
+def register_grouped_attention() -> None:
+    """Register :func:`grouped_sdpa_attention` as :data:`GROUPED_ATTENTION` (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_sdpa_attention)
+
+
+class SharedCrossAttentionCache(EncoderDecoderCache):
+    """An ``EncoderDecoderCache`` whose cross-attention part is never reordered.
+
+    Beam search reorders the cache along the beams after every step (``reorder_cache``). Beams move only
+    within their own input, and the cross-attention keys and values depend on the input alone, so
+    reordering them copies identical data: here only the self-attention cache is reordered.
+    """
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the self-attention cache along ``beam_idx``; the cross-attention cache stays."""
+        self.self_attention_cache.reorder_cache(beam_idx)
