@@ -264,10 +264,10 @@ def test_output_dir_that_is_a_file_is_a_bad_option(tmp_path: Path, where: str) -
 
 _A_BUG = (
     "import sys\n"
-    "import gpu_transcribe.cli.render as render\n"
+    "import gpu_transcribe.cli.account as account\n"
     "def broken(*args, **kwargs):\n"
     "    raise KeyError('no such row')\n"
-    "render.print_settings = broken\n"
+    "account.print_settings = broken\n"
     "from gpu_transcribe.cli.main import app\n"
     "app(sys.argv[1:], prog_name='gpu-transcribe')\n"
 )

@@ -392,13 +392,13 @@ def test_an_untested_typer_release_keeps_typers_own_metavars(monkeypatch: pytest
     it leaves every parameter as Typer made it, and the help still renders."""
     import typer
 
-    from gpu_transcribe.cli import app as cli_app
+    from gpu_transcribe.cli import base as cli_base
     from gpu_transcribe.cli.main import app
 
     command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     tested = {p.name: p.metavar for p in command.params}
     assert tested["beam_size"] == "N"
-    monkeypatch.setattr(cli_app, "_TYPER_TESTED", ("999.",))
+    monkeypatch.setattr(cli_base, "_TYPER_TESTED", ("999.",))
     untested = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     assert {p.name: p.metavar for p in untested.params}["beam_size"] is None
     result = CliRunner().invoke(app, ["run", "--help"])

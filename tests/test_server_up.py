@@ -327,7 +327,7 @@ def _launched_server(aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_status_says_interrupted_and_down_is_idempotent(
     aws: MotoAws, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from gpu_transcribe.cli.render_warm import status_lines
+    from gpu_transcribe.cli.warm import status_lines
     from gpu_transcribe.settings import load_settings
     from gpu_transcribe.warm import load_state, server_down, server_status
 

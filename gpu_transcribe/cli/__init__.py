@@ -1,2 +1,2 @@
-"""The ``gpu-transcribe`` command line: the Typer application, its commands and their rendering (parsing and
-printing only; the work is in the orchestration packages)."""
+"""The command line (``gpu-transcribe``): :mod:`gpu_transcribe.cli.main` builds the application from one
+module per command family; see its docstring for the map."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from gpu_transcribe.errors import GpuTranscribeError
 
 if TYPE_CHECKING:
-    from gpu_transcribe.correct.correct import CorrectionConfig
+    from gpu_transcribe.correct.config import CorrectionConfig
 
 #: Seconds between reads of the spot interruption notice (AWS recommends every 5 s: EC2 User Guide,
 #: "Spot Instance interruption notices").
