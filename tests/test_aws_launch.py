@@ -29,7 +29,7 @@ from gpu_transcribe.errors import (
     ImageNotFoundError,
     QuotaError,
 )
-from gpu_transcribe.instance.session import launch_spec
+from gpu_transcribe.instance.spec import launch_spec
 from gpu_transcribe.settings import load_settings
 from tests.fixtures.moto_aws import CALLER_ARN, ON_DEMAND_QUOTA, REGION, SPOT_QUOTA, TEST_CIDR, MotoAws
 

@@ -168,7 +168,7 @@ def builder_spec(
 ) -> LaunchSpec:
     """The builder's :class:`~gpu_transcribe.aws.ec2.models.LaunchSpec`: role ``builder``, on-demand (or spot
     then on-demand with ``spot``), a lifetime of at least :data:`MIN_BUILDER_LIFETIME_MINUTES`."""
-    from gpu_transcribe.instance.session import launch_spec
+    from gpu_transcribe.instance.spec import launch_spec
 
     return launch_spec(
         settings,

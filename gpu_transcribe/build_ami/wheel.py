@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from gpu_transcribe.errors import GpuTranscribeError
+from gpu_transcribe_engine.files import replace_atomically
 
 #: What the wheel is built from, relative to the source root (see pyproject.toml's packages.find).
 WHEEL_SOURCES: tuple[str, ...] = (
@@ -130,9 +131,8 @@ def build_wheel(out_dir: Path) -> Path:
         if len(wheels) != 1:
             raise GpuTranscribeError(f"building the gpu-transcribe wheel gave {len(wheels)} wheels, not one")
         target = out_dir / wheels[0].name
-        tmp_target = out_dir / f".{wheels[0].name}.tmp"
-        shutil.copy2(wheels[0], tmp_target)
-        os.replace(tmp_target, target)
+        with replace_atomically(target, 0o644) as (handle, _tmp), wheels[0].open("rb") as built:
+            shutil.copyfileobj(built, handle)
     return target
 
 

@@ -281,7 +281,8 @@ def pipeline_status(settings: Settings, name: str | None) -> PipelineStatus:
         CredentialsError, CloudError: a call failed.
     """
     from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline.deployment import queue_counts, worker_group
+    from gpu_transcribe.aws.pipeline.deployment import worker_group
+    from gpu_transcribe.aws.pipeline.queue import queue_counts
     from gpu_transcribe.aws.pipeline.stack import describe_stack
     from gpu_transcribe.pipeline.config import config_from_stack
     from gpu_transcribe.pipeline.dead_letters import DeadLetterResult, reconcile_dead_letters

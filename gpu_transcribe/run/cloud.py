@@ -88,7 +88,7 @@ def _plan_cloud(request: CloudRunRequest, settings: Settings, callbacks: RunCall
     from gpu_transcribe.aws.ec2.launch_plan import plan_launch
     from gpu_transcribe.aws.ec2.preflight import caller_identity
     from gpu_transcribe.aws.s3 import check_bucket
-    from gpu_transcribe.instance.session import launch_spec
+    from gpu_transcribe.instance.spec import launch_spec
 
     bucket = settings.require_s3_bucket() if request.upload else None
     ctx = AwsContext.from_settings(settings)

@@ -20,21 +20,19 @@ import collections
 import concurrent.futures
 import contextlib
 import hashlib
-import io
-import os
 import re
 import shlex
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import paramiko
 
 from gpu_transcribe.errors import InputError, OutputError, SSHError, TransferError
 from gpu_transcribe.ssh.channel import LineReader, drain_stderr, one_line
+from gpu_transcribe_engine.files import replace_atomically
 
 if TYPE_CHECKING:
     from gpu_transcribe.ssh.session import SSHSession, StartedCommand
@@ -338,30 +336,23 @@ def pull(
 
 
 def _pull_one(session: SSHSession, remote: str, dest: Path, channel_timeout_s: float) -> Path:
-    """Pull one file into a temporary file beside ``dest``, then move it into place."""
+    """Pull one file into a temporary file beside ``dest``, then move it into place
+    (:func:`gpu_transcribe_engine.files.replace_atomically`: ``dest`` is whole or untouched)."""
+    started = False
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise OutputError(dest, f"{dest.parent}: cannot write there ({exc.strerror})") from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(handle, "wb") as out:
+        with replace_atomically(dest, 0o600, suffix=".part") as (out, _tmp):
+            started = True
             _stream_file(session, remote, dest, out, channel_timeout_s)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if not started:
+            raise OutputError(dest, f"{dest.parent}: cannot write there ({exc.strerror})") from exc
         raise OutputError(dest, f"{dest}: cannot write it ({exc.strerror or exc})") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 
 def _stream_file(
-    session: SSHSession, remote: str, dest: Path, out: io.BufferedWriter, channel_timeout_s: float
+    session: SSHSession, remote: str, dest: Path, out: BinaryIO, channel_timeout_s: float
 ) -> None:
     """Copy a remote file's bytes into ``out``; raise TransferError unless all of them came."""
     session._check_open(f"pull {remote}")

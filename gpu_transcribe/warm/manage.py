@@ -7,10 +7,8 @@ the address is the instance's public IP as EC2 gives it now (or ``GPU_TRANSCRIBE
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,7 +29,7 @@ if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.ec2.models import InstanceInfo, RemovalOutcome
     from gpu_transcribe.settings import Settings
-    from gpu_transcribe.ssh import LocalForward, SSHSession
+    from gpu_transcribe.ssh import SSHSession
 
 #: Seconds to wait for an SSH session to a running server (it is up: no boot to wait for).
 CONNECT_DEADLINE_S = 30.0
@@ -44,7 +42,7 @@ class ServerNotFoundError(GpuTranscribeError):
     exit_code = 2
 
 
-def _require(name: str) -> ServerState:
+def require_state(name: str) -> ServerState:
     state = load_state(name)
     if state is None:
         flag = "" if name == DEFAULT_NAME else f" --name {name}"
@@ -136,7 +134,7 @@ def follow_caller(
     return moved
 
 
-def _running_info(state: ServerState, settings: Settings) -> InstanceInfo:
+def running_info(state: ServerState, settings: Settings) -> InstanceInfo:
     """EC2's view of the server's instance, which must be running.
 
     Raises:
@@ -244,7 +242,7 @@ def server_status(
     """
     from gpu_transcribe.aws.ec2.instances import describe_instance
 
-    state = _require(name)
+    state = require_state(name)
     moment = now or utc_now()
     info = describe_instance(_ctx(state, settings), state.instance_id)
     age_s = max(0.0, (moment - state.launched_at).total_seconds())
@@ -314,110 +312,11 @@ def server_logs(
         InstanceLostError: its instance is gone.
         HostKeyError, SSHError, RemoteCommandError: the log could not be read.
     """
-    state = _require(name)
-    info = _running_info(state, settings)
+    state = require_state(name)
+    info = running_info(state, settings)
     state = follow_caller(state, settings, on_progress)
     with connect_server(state, info) as ssh:
         return remote.server_log(ssh, lines=lines, directory=state.remote_dir, supervisor=state.supervisor)
-
-
-# --- tunnel ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TunnelInfo:
-    """An open tunnel to a server.
-
-    Attributes:
-        name: the server.
-        url: ``http://127.0.0.1:PORT`` here.
-        base_url: the OpenAI-compatible base URL (``url`` + ``/v1``).
-        api_key: the bearer key.
-        instance_id: the server's instance.
-    """
-
-    name: str
-    url: str
-    base_url: str
-    api_key: str
-    instance_id: str
-
-
-@contextlib.contextmanager
-def open_tunnel(
-    settings: Settings,
-    name: str = DEFAULT_NAME,
-    *,
-    local_port: int = 8000,
-    on_error: Callable[[str], None] | None = None,
-    on_progress: ProgressCallback = no_progress,
-) -> Iterator[tuple[TunnelInfo, SSHSession]]:
-    """Forward ``127.0.0.1:local_port`` here to the server's port on the instance's 127.0.0.1, for the
-    ``with`` block. The SSH rule follows a changed address first (:func:`follow_caller`).
-
-    Yields:
-        ``(tunnel info, the SSH session)``; the session's ``closed`` turns true if the connection drops.
-
-    Raises:
-        ServerNotFoundError: no such server here.
-        InstanceLostError: its instance is gone.
-        HostKeyError, SSHError: no session, or the local port is taken.
-    """
-    from gpu_transcribe.ssh import LocalForward
-
-    state = _require(name)
-    info = _running_info(state, settings)
-    state = follow_caller(state, settings, on_progress)
-    with connect_server(state, info) as ssh:
-        forward: LocalForward
-        with LocalForward(ssh, state.port, local_port=local_port, on_error=on_error) as forward:
-            yield (
-                TunnelInfo(
-                    name=state.name,
-                    url=forward.url,
-                    base_url=forward.url + "/v1",
-                    api_key=state.api_key,
-                    instance_id=state.instance_id,
-                ),
-                ssh,
-            )
-
-
-def run_tunnel(
-    settings: Settings,
-    name: str = DEFAULT_NAME,
-    *,
-    local_port: int = 8000,
-    on_ready: Callable[[TunnelInfo], None],
-    on_error: Callable[[str], None] | None = None,
-    on_progress: ProgressCallback = no_progress,
-    stop: threading.Event | None = None,
-    poll_s: float = 0.5,
-) -> None:
-    """``server tunnel``: open the tunnel, call ``on_ready``, and keep it until ``stop`` is set or
-    KeyboardInterrupt (Ctrl-C, which ends it quietly).
-
-    Raises:
-        ServerNotFoundError, InstanceLostError, HostKeyError, SSHError: as :func:`open_tunnel`.
-        SSHError: the connection dropped while the tunnel was open (the message says to check ``server
-            status``).
-    """
-    from gpu_transcribe.errors import SSHError
-
-    stop = stop or threading.Event()
-    try:
-        with open_tunnel(
-            settings, name, local_port=local_port, on_error=on_error, on_progress=on_progress
-        ) as (info, ssh):
-            on_ready(info)
-            while not stop.wait(poll_s):
-                if ssh.closed:
-                    raise SSHError(
-                        f"the tunnel to server {name} closed (the connection dropped); "
-                        "see `gpu-transcribe server status`"
-                    )
-    except KeyboardInterrupt:
-        return
 
 
 # --- down ------------------------------------------------------------------------------------------------
@@ -502,10 +401,7 @@ __all__ = [
     "InstanceLostError",
     "ServerNotFoundError",
     "ServerStatus",
-    "TunnelInfo",
     "connect_server",
-    "open_tunnel",
-    "run_tunnel",
     "server_down",
     "server_logs",
     "server_status",

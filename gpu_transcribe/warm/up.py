@@ -185,7 +185,7 @@ def server_up(
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.ec2.checkip import resolve_ssh_cidr
     from gpu_transcribe.aws.models import TAG_MAX_LIFETIME, TAG_SERVER_NAME
-    from gpu_transcribe.instance.session import launch_spec
+    from gpu_transcribe.instance.spec import launch_spec
     from gpu_transcribe.run.cloud import choose_image
 
     request = request.validated()

@@ -6,7 +6,8 @@
   notifications), the created bucket's protection (:func:`ensure_bucket_protection`), the table's TTL
   (:func:`ensure_ttl`) and point-in-time recovery (:func:`ensure_point_in_time_recovery`). Each reads
   first and writes only what is missing.
-- For ``pipeline status``: the queues' counts (:func:`queue_counts`) and the worker group
+- For ``pipeline status``: the worker group (the queues' counts are
+  :func:`gpu_transcribe.aws.pipeline.queue.queue_counts`)
   (:func:`worker_group`).
 - For ``pipeline destroy --delete-data``: :func:`empty_bucket` and :func:`delete_bucket`.
 - For ``submit``: :func:`run_scaler`, the scaler Lambda's code run in-process with the Lambda's own settings
@@ -34,7 +35,7 @@ from gpu_transcribe.aws.clients import (
     sqs_client,
 )
 from gpu_transcribe.aws.models import Market
-from gpu_transcribe.aws.pipeline.models import GroupInstance, QueueCounts, WorkerGroup
+from gpu_transcribe.aws.pipeline.models import GroupInstance, WorkerGroup
 from gpu_transcribe.errors import CloudError
 
 #: The event type that starts a job: any object created (Put, Post, Copy, CompleteMultipartUpload).
@@ -293,25 +294,6 @@ def ensure_point_in_time_recovery(ctx: AwsContext, table: str) -> bool:
             TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
         )
     return True
-
-
-def queue_counts(ctx: AwsContext, queue_url: str) -> QueueCounts:
-    """The queue's approximate visible, in-flight and delayed message counts.
-
-    Raises:
-        CloudError, CredentialsError: the call failed (a deleted queue: ``QueueDoesNotExist``).
-    """
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    with aws_errors(ctx, f"reading the counts of queue {queue_url}"):
-        attributes = sqs_client(ctx).get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)[
-            "Attributes"
-        ]
-    visible, in_flight, delayed = (int(attributes.get(n, 0)) for n in names)
-    return QueueCounts(visible=visible, in_flight=in_flight, delayed=delayed)
 
 
 def _instance_facts(ctx: AwsContext, instance_ids: Sequence[str]) -> dict[str, tuple[str, Market]]:

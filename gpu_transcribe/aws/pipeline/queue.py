@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_transcribe.aws.clients import AwsContext, aws_errors, error_code, sqs_client
+from gpu_transcribe.aws.pipeline.models import QueueCounts
 
 #: ``ReceiveMessage`` returns at most 10 messages.
 MAX_MESSAGES = 10
@@ -74,19 +75,6 @@ class QueueMessage:
     objects: tuple[S3Object, ...]
     test_event: bool = False
     attributes: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    """SQS's approximate counts of a queue (they lag by up to a minute: SQS is distributed).
-
-    Attributes:
-        visible: waiting to be received (``ApproximateNumberOfMessages``).
-        in_flight: received, not yet deleted or released (``ApproximateNumberOfMessagesNotVisible``).
-    """
-
-    visible: int
-    in_flight: int
 
 
 def parse_event_body(body: str) -> tuple[tuple[S3Object, ...], bool]:
@@ -235,17 +223,23 @@ def send(ctx: AwsContext, queue_url: str, body: str, attributes: Mapping[str, st
     return str(reply["MessageId"])
 
 
-def depth(ctx: AwsContext, queue_url: str) -> QueueDepth:
-    """The queue's approximate visible and in-flight counts.
+def queue_counts(ctx: AwsContext, queue_url: str) -> QueueCounts:
+    """The queue's approximate visible, in-flight and delayed message counts.
 
     Raises:
-        CloudError, CredentialsError: the call failed.
+        CloudError, CredentialsError: the call failed (a deleted queue: ``QueueDoesNotExist``).
     """
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
     with aws_errors(ctx, f"reading the counts of queue {queue_url}"):
-        attributes = sqs_client(ctx).get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
-    values = attributes.get("Attributes", {})
-    return QueueDepth(visible=int(values.get(names[0], 0)), in_flight=int(values.get(names[1], 0)))
+        attributes = sqs_client(ctx).get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)[
+            "Attributes"
+        ]
+    visible, in_flight, delayed = (int(attributes.get(n, 0)) for n in names)
+    return QueueCounts(visible=visible, in_flight=in_flight, delayed=delayed)
 
 
 def visibility_timeout_s(ctx: AwsContext, queue_url: str) -> int:
