@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from gpu_transcribe.aws.models import TAG_ROLE
 from gpu_transcribe.aws.pipeline.models import (
     PIPELINE_STACK_PREFIX,
     PipelineOutputs,
@@ -36,7 +35,6 @@ from gpu_transcribe.pipeline.plan import DeployRequest as DeployRequest
 from gpu_transcribe.pipeline.plan import build_spec as build_spec
 from gpu_transcribe.pipeline.template import (
     PipelineSpec,
-    assets_template_text,
     lifecycle_rules_api,
     template_json,
     template_parameters,
@@ -44,8 +42,6 @@ from gpu_transcribe.pipeline.template import (
 from gpu_transcribe.settings import Settings
 
 if TYPE_CHECKING:
-    from gpu_transcribe.aws.clients import AwsContext
-    from gpu_transcribe.aws.pipeline.models import AssetLocation
     from gpu_transcribe.pipeline.dead_letters import DeadLetterResult
 
 #: Auto Scaling states of an instance that is (or is about to be) billed.
@@ -133,69 +129,6 @@ def finish_deploy(
     return tuple(fixed)
 
 
-def ensure_assets(
-    ctx: AwsContext,
-    owner_arn: str,
-    on_progress: ProgressCallback = no_progress,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> str:
-    """Make sure the region's assets stack and bucket exist (``assets.yaml``,
-    :mod:`gpu_transcribe.aws.pipeline.assets`): create the stack if it is missing, then check the bucket's
-    protections through S3 (what CloudFormation may skip, as :func:`finish_deploy` does for a pipeline's).
-
-    Returns:
-        The assets bucket's name.
-
-    Raises:
-        StackError: the assets stack is a failed first create or rolled back (naming the resource and why).
-        CloudError, CredentialsError: a call failed.
-    """
-    from gpu_transcribe import __version__
-    from gpu_transcribe.aws.pipeline.assets import ASSETS_ROLE, ASSETS_STACK, OUTPUT_ASSETS_BUCKET
-    from gpu_transcribe.aws.pipeline.deployment import ensure_bucket_protection
-    from gpu_transcribe.aws.pipeline.stack import deploy_stack, describe_stack
-    from gpu_transcribe.common import iso_utc, utc_now
-
-    stack = describe_stack(ctx, ASSETS_STACK)
-    if stack is None or not stack.output(OUTPUT_ASSETS_BUCKET):
-        parameters = {"OwnerArn": owner_arn, "CreatedAt": iso_utc(utc_now()), "Version": __version__}
-        stack = deploy_stack(
-            ctx,
-            ASSETS_STACK,
-            assets_template_text(),
-            parameters=parameters,
-            tags=[(TAG_ROLE, ASSETS_ROLE)],
-            description="gpu-transcribe assets",
-            on_progress=on_progress,
-            clock=clock,
-            sleep=sleep,
-        ).stack
-    bucket = stack.output(OUTPUT_ASSETS_BUCKET)
-    for what in ensure_bucket_protection(ctx, bucket, ()):
-        on_progress(ProgressEvent("note", f"assets bucket {bucket}: {what} applied"))
-    return bucket
-
-
-def upload_notifier(
-    ctx: AwsContext, bucket: str, on_progress: ProgressCallback = no_progress
-) -> AssetLocation:
-    """Put the notifier's zip (:func:`.lambda_code.notifier_zip`) in the assets ``bucket`` under its
-    content-addressed key; an unchanged zip is there already and nothing is uploaded.
-
-    Raises:
-        CloudError, CredentialsError: a call failed.
-    """
-    from gpu_transcribe.aws.pipeline.assets import upload_asset
-    from gpu_transcribe.pipeline.lambda_code import asset_key, notifier_zip
-
-    body = notifier_zip()
-    location = upload_asset(ctx, bucket, asset_key("notifier", body), body)
-    if location.uploaded:
-        on_progress(ProgressEvent("note", f"notifier code uploaded to s3://{bucket}/{location.key}"))
-    return location
-
-
 def deploy_pipeline(
     settings: Settings,
     request: DeployRequest,
@@ -214,6 +147,7 @@ def deploy_pipeline(
     """
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline.stack import deploy_stack
+    from gpu_transcribe.pipeline.assets import ensure_assets, upload_notifier
 
     started = clock()
     spec = build_spec(settings, request, on_progress)
