@@ -1,8 +1,8 @@
 """Standard Webhooks helpers shared by the server's sender and the pipeline's notifier Lambda: stdlib only.
 
-Why stdlib only: the pipeline's notifier runs as an inline Lambda (CloudFormation ``Code.ZipFile``, at most
-4,096 bytes, the Python runtime's stdlib and boto3 and nothing else), and its code is this module followed by
-``gpu_transcribe/aws/pipeline/notifier_lambda.py`` (``gpu_transcribe.pipeline.lambda_code.notifier_source``).
+Why stdlib only: the pipeline's notifier Lambda brings the Python runtime's stdlib and boto3 and nothing else;
+its zip holds this file under its own path beside ``gpu_transcribe/aws/pipeline/notifier_lambda.py``
+(``gpu_transcribe.pipeline.lambda_code.notifier_zip``), which imports it as it is.
 So the signature here is computed with ``hmac`` and ``base64`` exactly as the Standard Webhooks spec says
 (standardwebhooks.com: ``v1,`` + base64 of HMAC-SHA256 over ``"{id}.{timestamp}.{body}"`` with the secret's
 base64-decoded bytes as key); the tests check it against the spec authors' ``standardwebhooks`` library's

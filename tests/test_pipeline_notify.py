@@ -1,6 +1,6 @@
 """Job events and signed webhooks (issue 13, "Notifications"), with real parts: the moto server, a loopback
 HTTP receiver that checks every request with the ``standardwebhooks`` library's ``Webhook.verify``, and the
-notifier's *inline Lambda code itself* (``notifier_source()``, the text CloudFormation gets), run in-process
+notifier's *Lambda code itself*, imported from the zip the deploy uploads (``notifier_zip()``), run in-process
 on messages drained from the moto webhooks queue (moto cannot invoke a Lambda without docker; the drain plays
 the event-source mapping: receive, call the handler, delete what it did not report as failed).
 

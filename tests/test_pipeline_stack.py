@@ -241,7 +241,7 @@ def test_deploy_again_changes_nothing_and_an_update_changes_only_what_differs(
         f"pipeline {NAME} is up to date (nothing changed) in {REGION}"
     )
     assert "applied after the stack" not in again.stdout  # the notification and TTL are still there
-    assert len(aws.calls("ExecuteChangeSet")) == 1
+    assert len([c for c in aws.calls("ExecuteChangeSet") if c["StackName"] == STACK]) == 1
     assert len(aws.calls("DeleteChangeSet")) == 1
 
     bigger = deploy(cli, aws, "--max-workers", "6")

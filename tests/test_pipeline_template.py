@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from gpu_transcribe.aws.ec2.userdata import DEADMAN_PATH, DEADMAN_UNIT
+from gpu_transcribe.aws.pipeline.models import AssetLocation
 from gpu_transcribe.aws.pipeline.scaler_lambda import desired_workers
 from gpu_transcribe.pipeline import contract, template
 from gpu_transcribe.pipeline.contract import (
@@ -33,7 +34,13 @@ from gpu_transcribe.pipeline.fleet_boot import (
     WORKER_MAX_LIFETIME_H,
     fleet_deadman_script,
 )
-from gpu_transcribe.pipeline.lambda_code import INLINE_CODE_LIMIT_BYTES, scaler_source
+from gpu_transcribe.pipeline.lambda_code import (
+    INLINE_CODE_LIMIT_BYTES,
+    NOTIFIER_HANDLER,
+    asset_key,
+    notifier_zip,
+    scaler_source,
+)
 from gpu_transcribe.pipeline.template import (
     UNSCOPABLE_ACTIONS,
     PipelineSpec,
@@ -53,6 +60,10 @@ IGNORED_RULES: dict[str, str] = {
 #: The template file as it is in the package.
 STACK_YAML = Path(template.__file__).with_name(template.TEMPLATE_FILE)
 
+#: Where a deploy would have put the notifier's zip (the region's assets bucket; the object's version).
+NOTIFIER_CODE = AssetLocation(
+    "gpu-transcribe-assets-123456789012-eu-north-1", asset_key("notifier", notifier_zip()), "v1"
+)
 #: CloudFormation's limit on a template passed inline (``TemplateBody``), bytes.
 TEMPLATE_BODY_LIMIT_BYTES = 51_200
 
@@ -60,7 +71,7 @@ TEMPLATE_BODY_LIMIT_BYTES = 51_200
 def resolved_template(spec: PipelineSpec) -> dict[str, Any]:
     """The template ``spec`` deploys, as CloudFormation creates it: its parameters filled, conditions
     decided."""
-    return resolve(template.build_template(spec), template_parameters(spec))
+    return resolve(template.build_template(spec), template_parameters(spec, NOTIFIER_CODE))
 
 
 def user_data(spec: PipelineSpec) -> str:
@@ -123,7 +134,7 @@ def test_template_fits_inline_and_is_deterministic() -> None:
     assert body == template_json(spec())
     assert len(scaler_source().encode()) <= INLINE_CODE_LIMIT_BYTES
     # Every parameter value fits CloudFormation's limit, the code and the dead-man switch included.
-    parameters = template_parameters(spec())
+    parameters = template_parameters(spec(), NOTIFIER_CODE)
     assert set(parameters) == set(template.load_template()["Parameters"])
     assert max(len(value.encode()) for value in parameters.values()) <= INLINE_CODE_LIMIT_BYTES
 
@@ -501,7 +512,6 @@ def test_a_bad_spec_is_refused(changes: dict[str, Any]) -> None:
 
 
 def test_the_notifier_consumes_its_queue_reads_its_secret_and_nothing_else() -> None:
-    from gpu_transcribe.pipeline.lambda_code import notifier_source
     from gpu_transcribe.pipeline.template import NOTIFIER_TIMEOUT_S
 
     template = resolved_template(
@@ -534,11 +544,12 @@ def test_the_notifier_consumes_its_queue_reads_its_secret_and_nothing_else() -> 
     assert res["NotifierFunction"]["Properties"]["Timeout"] == NOTIFIER_TIMEOUT_S
     env = res["NotifierFunction"]["Properties"]["Environment"]["Variables"]
     assert env["WEBHOOK_URL"] == "https://hooks.example.com/t" and env["ALLOW_PRIVATE"] == "0"
-    code = res["NotifierFunction"]["Properties"]["Code"]["ZipFile"]
-    assert code == notifier_source() and len(code.encode()) <= INLINE_CODE_LIMIT_BYTES
-    compile(code, "index.py", "exec")
-    assert "standardwebhooks" not in code and "httpx" not in code  # stdlib and boto3 only
-    assert not [line for line in code.splitlines() if line.startswith(("from gpu_transcribe", "from remote"))]
+    assert res["NotifierFunction"]["Properties"]["Handler"] == NOTIFIER_HANDLER
+    assert res["NotifierFunction"]["Properties"]["Code"] == {
+        "S3Bucket": NOTIFIER_CODE.bucket,
+        "S3Key": NOTIFIER_CODE.key,
+        "S3ObjectVersion": NOTIFIER_CODE.version_id,
+    }
     assert res["WebhookSecret"]["Properties"]["Name"] == "gpu-transcribe-team-a-webhook"
 
 

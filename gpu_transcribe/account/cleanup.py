@@ -32,7 +32,10 @@ here and so counts as orphaned: run ``cleanup --dry-run`` first where several ma
 Pipelines (``gpu-transcribe pipeline``) are CloudFormation stacks: ``cleanup`` lists them (name, status,
 owner) but never deletes one; ``gpu-transcribe pipeline destroy --pipeline NAME`` does. Their instances
 carry no run id, so ``cleanup`` never terminates a pipeline's workers (the group would replace them at once
-anyway).
+anyway). The region's assets bucket (the pipelines' Lambda code, ``gpu-transcribe-assets-<account>-<region>``,
+found by its role tag ``pipeline-assets``) is removed with its stack once no pipeline stack is left in the
+region, by the rules above for owner and age (not with ``--run-id``: it belongs to no run); while a pipeline
+exists, or when the pipelines cannot be listed, it is skipped.
 """
 
 from __future__ import annotations
@@ -41,12 +44,16 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from gpu_transcribe.aws.ec2.models import RemovalOutcome, TaggedResource
 from gpu_transcribe.aws.pipeline.models import StackInfo
 from gpu_transcribe.common import ProgressCallback, ProgressEvent, no_progress, utc_now
 from gpu_transcribe.errors import CredentialsError, GpuTranscribeError, TeardownError
 from gpu_transcribe.settings import Settings
+
+if TYPE_CHECKING:
+    from gpu_transcribe.aws.clients import AwsContext
 
 #: Minutes added to the maximum instance lifetime for the default grace period.
 GRACE_MARGIN_MINUTES = 10
@@ -293,6 +300,22 @@ def cleanup(
     pipelines, pipelines_note = _pipelines(settings)
     order = {(r.kind, r.resource_id): i for i, r in enumerate(found)}
     outcomes = sorted([*removed, *skipped], key=lambda o: order[(o.resource.kind, o.resource.resource_id)])
+    if run_id is None:
+        outcomes.extend(
+            _assets(
+                ctx,
+                pipelines_listed=not pipelines_note,
+                pipelines=len(pipelines),
+                caller_arn=identity.arn,
+                all_owners=all_owners,
+                older_than_s=older_than_s,
+                now=moment,
+                dry_run=dry_run,
+                on_progress=on_progress,
+                clock=clock,
+                sleep=sleep,
+            )
+        )
     return CleanupReport(
         caller_arn=identity.arn,
         region=ctx.region,
@@ -305,6 +328,65 @@ def cleanup(
         pipelines=pipelines,
         pipelines_note=pipelines_note,
     )
+
+
+def _assets(
+    ctx: AwsContext,
+    *,
+    pipelines_listed: bool,
+    pipelines: int,
+    caller_arn: str,
+    all_owners: bool,
+    older_than_s: float | None,
+    now: datetime,
+    dry_run: bool,
+    on_progress: ProgressCallback,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> list[RemovalOutcome]:
+    """The region's assets bucket(s), found by tag: removed (emptied, with their stack) when no pipeline
+    stack is left and :func:`select_resources` selects them; else skipped with the reason."""
+    from gpu_transcribe.aws.models import TAG_CREATED, TAG_OWNER
+    from gpu_transcribe.aws.pipeline.assets import ASSETS_ROLE, find_assets_buckets
+    from gpu_transcribe.common import parse_iso_utc
+    from gpu_transcribe.pipeline.assets import remove_assets
+
+    outcomes = []
+    for bucket, tags in find_assets_buckets(ctx):
+        res = TaggedResource(
+            kind="assets-bucket",
+            resource_id=bucket,
+            run_id="",
+            owner_arn=tags.get(TAG_OWNER, ""),
+            role=ASSETS_ROLE,
+            created_at=parse_iso_utc(tags.get(TAG_CREATED, "")),
+            name=bucket,
+        )
+        if not pipelines_listed:
+            outcomes.append(RemovalOutcome(res, "skipped", "the pipelines could not be listed"))
+            continue
+        if pipelines:
+            reason = f"the pipelines' Lambda code: {pipelines} pipeline stack(s) in the region"
+            outcomes.append(RemovalOutcome(res, "skipped", reason))
+            continue
+        selected, skipped = select_resources(
+            [res], caller_arn=caller_arn, all_owners=all_owners, older_than_s=older_than_s, now=now
+        )
+        outcomes.extend(skipped)
+        if not selected:
+            continue
+        if dry_run:
+            outcomes.append(RemovalOutcome(res, "would-remove"))
+            continue
+        try:
+            remove_assets(ctx, bucket, on_progress, clock, sleep)
+        except CredentialsError:
+            raise
+        except GpuTranscribeError as exc:
+            outcomes.append(RemovalOutcome(res, "failed", str(exc)))
+        else:
+            outcomes.append(RemovalOutcome(res, "deleted"))
+    return outcomes
 
 
 def _pipelines(settings: Settings) -> tuple[tuple[StackInfo, ...], str]:

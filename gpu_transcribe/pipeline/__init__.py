@@ -1,8 +1,9 @@
 """``gpu-transcribe pipeline``: a queue of transcription jobs on spot GPU workers, one CloudFormation stack.
 
 - :mod:`.template` fills the stack's template (``stack.yaml``) and its parameters from a frozen
-  :class:`~.template.PipelineSpec`; :mod:`.lambda_code` and :mod:`.fleet_boot` give it the Lambdas' code and
-  the fleet's dead-man switch;
+  :class:`~.template.PipelineSpec`; :mod:`.lambda_code` and :mod:`.fleet_boot` give it the Lambdas' code (the
+  scaler inline, the notifier as a zip) and the fleet's dead-man switch; :mod:`.assets` makes the region's
+  assets stack (``assets.yaml``) that holds the zip, uploads it, and removes them for ``cleanup``;
 - :mod:`.plan` makes the spec of ``pipeline deploy``; :mod:`.deploy` creates, updates, reports on and deletes
   the stack (``pipeline deploy | status | destroy``);
 - :mod:`.config` finds a pipeline (a worker's description file, else by name from its stack's outputs, read
@@ -17,6 +18,6 @@
 
 Orchestration only: no printing, progress through callbacks. The AWS calls are in :mod:`gpu_transcribe.aws`
 (``aws.pipeline``: ``stack``, ``deployment``, ``queue``, ``jobs_table``, ``job_objects``, ``fleet_member``,
-``webhook_secret``, ``scaler_lambda``).
+``webhook_secret``, ``assets``, ``scaler_lambda``, ``notifier_lambda``).
 docs/pipeline.md describes the stack, then the jobs.
 """

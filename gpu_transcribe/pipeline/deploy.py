@@ -147,15 +147,18 @@ def deploy_pipeline(
     """
     from gpu_transcribe.aws.clients import AwsContext
     from gpu_transcribe.aws.pipeline.stack import deploy_stack
+    from gpu_transcribe.pipeline.assets import ensure_assets, upload_notifier
 
     started = clock()
     spec = build_spec(settings, request, on_progress)
     ctx = AwsContext.from_settings(settings)
+    assets_bucket = ensure_assets(ctx, spec.owner_arn, on_progress, clock, sleep)
+    notifier_code = upload_notifier(ctx, assets_bucket, on_progress)
     result = deploy_stack(
         ctx,
         pipeline_stack_name(spec.name),
         template_json(spec),
-        parameters=template_parameters(spec),
+        parameters=template_parameters(spec, notifier_code),
         tags=spec.resource_tags(),
         description=f"gpu-transcribe pipeline {spec.name}",
         on_progress=on_progress,

@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe import __version__
 from gpu_transcribe.aws.models import TAG_OWNER, TAG_ROLE, TAG_VERSION
@@ -41,10 +41,15 @@ from gpu_transcribe.pipeline.fleet_boot import (
     WORKER_MAX_LIFETIME_H,
     fleet_deadman_commands,
 )
-from gpu_transcribe.pipeline.lambda_code import notifier_source, scaler_source
+from gpu_transcribe.pipeline.lambda_code import scaler_source
+
+if TYPE_CHECKING:
+    from gpu_transcribe.aws.pipeline.models import AssetLocation
 
 #: The template file (package data of :mod:`gpu_transcribe.pipeline`).
 TEMPLATE_FILE = "stack.yaml"
+#: The region's assets stack (the bucket of the Lambda code too large to be inline), package data too.
+ASSETS_TEMPLATE_FILE = "assets.yaml"
 #: SQS's maximum visibility timeout, 12 hours in seconds.
 MAX_VISIBILITY_TIMEOUT_S = 43_200
 #: The notifier's timeout, seconds (``stack.yaml``, ``NotifierFunction``): a batch of 5 deliveries at up to
@@ -297,8 +302,10 @@ def _json_text(value: str) -> str:
     return json.dumps(value)[1:-1]
 
 
-def template_parameters(spec: PipelineSpec) -> dict[str, str]:
-    """The values of ``stack.yaml``'s ``Parameters`` for ``spec`` (CloudFormation takes them as strings)."""
+def template_parameters(spec: PipelineSpec, notifier_code: AssetLocation) -> dict[str, str]:
+    """The values of ``stack.yaml``'s ``Parameters`` for ``spec`` (CloudFormation takes them as strings),
+    with the notifier's zip at ``notifier_code`` (uploaded by the deploy:
+    :mod:`gpu_transcribe.aws.pipeline.assets`)."""
     from gpu_transcribe.aws.bedrock import foundation_model_id
 
     def flag(value: bool) -> str:
@@ -334,7 +341,9 @@ def template_parameters(spec: PipelineSpec) -> dict[str, str]:
         "WorkerMaxLifetimeH": str(WORKER_MAX_LIFETIME_H),
         "DeadmanCommands": "\n".join(fleet_deadman_commands()),
         "ScalerCode": scaler_source(),
-        "NotifierCode": notifier_source(),
+        "NotifierCodeBucket": notifier_code.bucket,
+        "NotifierCodeKey": notifier_code.key,
+        "NotifierCodeVersion": notifier_code.version_id,
         "ReserveConcurrency": flag(spec.reserve_concurrency),
         "WebhookUrl": spec.webhook_url,
         "AllowPrivateWebhooks": flag(spec.allow_private_webhooks),
@@ -348,6 +357,14 @@ def template_parameters(spec: PipelineSpec) -> dict[str, str]:
 @functools.cache
 def _template_text() -> str:
     return resources.files("gpu_transcribe.pipeline").joinpath(TEMPLATE_FILE).read_text(encoding="utf-8")
+
+
+def assets_template_text() -> str:
+    """``assets.yaml`` as it is: the region's assets stack (:mod:`gpu_transcribe.aws.pipeline.assets`), sent
+    unchanged (its parameters are the owner, the creation time and the version)."""
+    return (
+        resources.files("gpu_transcribe.pipeline").joinpath(ASSETS_TEMPLATE_FILE).read_text(encoding="utf-8")
+    )
 
 
 def load_template() -> dict[str, Any]:

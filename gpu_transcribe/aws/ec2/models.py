@@ -322,7 +322,7 @@ class RunResources:
 
 # --- cleanup -----------------------------------------------------------------------------------------------
 
-ResourceKind = Literal["instance", "volume", "key-pair", "security-group"]
+ResourceKind = Literal["instance", "volume", "key-pair", "security-group", "assets-bucket"]
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,8 @@ class TaggedResource:
     """One of our resources found by its ``gpu-transcribe:run-id`` tag.
 
     Attributes:
-        kind: ``instance``, ``volume``, ``key-pair`` or ``security-group``.
+        kind: ``instance``, ``volume``, ``key-pair``, ``security-group`` or ``assets-bucket`` (the region's
+            assets bucket of the pipelines, found by its role tag; ``run_id`` ``""``).
         resource_id: ``i-...``, ``vol-...``, the key pair name, ``sg-...``.
         run_id: the run it belongs to.
         owner_arn: tag ``gpu-transcribe:owner``, or ``""`` if missing.

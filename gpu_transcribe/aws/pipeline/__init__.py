@@ -13,6 +13,7 @@ Modules:
 - :mod:`.job_objects`: the bucket's ``incoming/`` audio and ``results/`` outputs, encrypted;
 - :mod:`.fleet_member`: a worker's scale-in protection and its leaving the group;
 - :mod:`.webhook_secret`: the webhooks' signing secret in Secrets Manager: read, write, ensure, delete;
+- :mod:`.assets`: the region's assets bucket (the notifier's zip): upload once per content, find by tag;
 - the Lambdas' code, shipped alone (standard library and boto3 only): :mod:`.scaler_lambda`, the
   scaler; :mod:`.notifier_lambda`, the notifier that delivers job events as signed webhooks.
 """

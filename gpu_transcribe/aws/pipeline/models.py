@@ -220,3 +220,20 @@ class WorkerGroup:
     min_size: int
     max_size: int
     instances: tuple[GroupInstance, ...]
+
+
+@dataclass(frozen=True)
+class AssetLocation:
+    """Where a Lambda's zip lies in the region's assets bucket (the ``Code`` of its function).
+
+    Attributes:
+        bucket: the assets bucket, ``gpu-transcribe-assets-<account>-<region>``.
+        key: the object, content-addressed: ``lambda/<name>-<sha256>.zip``.
+        version_id: the object's version (the bucket is versioned).
+        uploaded: the deploy uploaded it now (``False``: it was there already, the same bytes).
+    """
+
+    bucket: str
+    key: str
+    version_id: str
+    uploaded: bool = False

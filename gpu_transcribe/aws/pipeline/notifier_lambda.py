@@ -1,11 +1,11 @@
 """The pipeline's notifier: the Lambda that delivers job events from the webhooks queue as signed POSTs.
 
-Runs as the stack's inline Lambda (stdlib and boto3 only): its code is
-:mod:`gpu_transcribe_api.webhook_common` followed by this module, stripped of docstrings and annotations by
-``gpu_transcribe.pipeline.lambda_code.notifier_source`` to fit CloudFormation's 4,096-byte inline limit
-(why not the ``standardwebhooks`` library: an inline function cannot bring packages, and a zip built at
-deploy time would need a bucket before the stack that makes it; the signature is a dozen lines of the spec,
-checked against the library's ``verify`` in the tests).
+Runs as the stack's notifier Lambda (stdlib and boto3 only), from a zip of this file (handler
+``notifier_lambda.handler``) and :mod:`gpu_transcribe_api.webhook_common` under its own path, so the import
+below is the same here and in Lambda (``gpu_transcribe.pipeline.lambda_code.notifier_zip``; the deploy
+uploads it to the region's assets bucket). Why not the ``standardwebhooks`` library: the signature is a dozen
+lines of the spec, shared with the HTTP API's callbacks, checked against the library's ``verify`` in the
+tests.
 
 One SQS message = one event (format: ``gpu_transcribe.pipeline.results``). Per message:
 
