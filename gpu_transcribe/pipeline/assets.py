@@ -45,7 +45,8 @@ def ensure_assets(
     from gpu_transcribe.aws.pipeline.assets import ASSETS_ROLE, ASSETS_STACK, OUTPUT_ASSETS_BUCKET
     from gpu_transcribe.aws.pipeline.deployment import ensure_bucket_protection
     from gpu_transcribe.aws.pipeline.stack import deploy_stack, describe_stack
-    from gpu_transcribe.common import iso_utc, utc_now
+    from gpu_transcribe.common import utc_now
+    from gpu_transcribe_engine.utc import iso_utc
 
     stack = describe_stack(ctx, ASSETS_STACK)
     if stack is None or not stack.output(OUTPUT_ASSETS_BUCKET):
