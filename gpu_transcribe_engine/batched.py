@@ -81,7 +81,9 @@ class BatchedDecoding(EngineCore):
         """
         from gpu_transcribe_engine.vad import merge_into_windows, speech_timestamps
 
-        groups: dict[tuple[str, str, int], list[Pending]] = {}
+        # Requests share a batch only when every option the batch's decode reads is the same: the prompt
+        # and word timing are read once per batch (from its first request), like language, task and beams.
+        groups: dict[tuple[str, str, int, str, bool], list[Pending]] = {}
         for item in pending:
             request = item.request
             if self._stopis_cancelled(item, results):
@@ -97,9 +99,10 @@ class BatchedDecoding(EngineCore):
             if not item.windows:
                 self._finish(item, results, started)
                 continue
-            key = (item.language, item.options.task, item.options.beam_size)
+            opts = item.options
+            key = (item.language, opts.task, opts.beam_size, opts.prompt or "", opts.word_timestamps)
             groups.setdefault(key, []).append(item)
-        for (language, _task, _beam), items in groups.items():
+        for (language, *_same), items in groups.items():
             rows = [(item, index) for item in items for index in range(len(item.windows))]
             rows.sort(
                 key=lambda row: row[0].windows[row[1]].end_s - row[0].windows[row[1]].start_s, reverse=True

@@ -501,3 +501,26 @@ def test_requests_pooled_share_batches_and_match_their_transcripts_alone(runs: R
         assert word_error_rate(reference, transcript.text, language) <= (
             word_error_rate(reference, alone.text, language) + 0.05
         ), (transcript.text, alone.text)
+
+
+def test_requests_with_other_words_or_prompt_options_are_not_decoded_with_the_first_ones(engine: Any) -> None:
+    """One ``transcribe_many`` call over the same clip asked three ways: plain, with word timestamps, and with
+    a prompt. Each gets its own options: the worded one has words in every segment, the others none (a batch
+    reads its prompt and word timing from its first request, so mixing them would give the worded request
+    no words, or every request the prompt)."""
+    from gpu_transcribe_engine.audio import decode_audio
+    from gpu_transcribe_engine.engine import AudioRequest
+
+    samples = decode_audio(clip_path(ENGLISH_CLIP))
+    language = clip_language(ENGLISH_CLIP)
+    plain = AudioRequest(samples, TranscribeOptions(language=language), audio="plain")
+    worded = AudioRequest(samples, TranscribeOptions(language=language, word_timestamps=True), audio="worded")
+    prompted = AudioRequest(
+        samples, TranscribeOptions(language=language, prompt="Ask not."), audio="prompted"
+    )
+    results = engine.transcribe_many([plain, worded, prompted])
+    assert all(isinstance(r, Transcript) for r in results), results
+    assert all(not s.words for s in results[0].segments)
+    assert results[1].segments and all(s.words for s in results[1].segments if s.text.strip())
+    assert all(not s.words for s in results[2].segments)
+    assert results[0].options.prompt is None and results[2].options.prompt == "Ask not."
