@@ -24,7 +24,7 @@ from gpu_transcribe.cli.base import Group, Typer, cli_settings
 from gpu_transcribe.cli.output import add_row, print_lines, print_output_paths, print_table, stderr, stdout
 from gpu_transcribe.errors import GpuTranscribeError
 from gpu_transcribe.settings import Settings
-from gpu_transcribe_engine.options import TranscribeOptions, parse_formats
+from gpu_transcribe_engine.options import DEFAULT_LANGUAGE, TranscribeOptions, parse_formats
 
 if TYPE_CHECKING:
     # Function-level: the pipeline and aws modules load boto3 or cryptography (kept off --help).
@@ -147,6 +147,11 @@ def submit(
     model: JobModel = None,
     webhook_url: JobWebhookUrl = None,
     correct: JobCorrect = False,
+    word_timestamps: opt.WordTimestamps = False,
+    prompt: opt.Prompt = None,
+    max_line_width: opt.MaxLineWidth = None,
+    max_line_count: opt.MaxLineCount = None,
+    max_cue_duration: opt.MaxCueDuration = None,
     pipeline: opt.PipelineOption = None,
     wait: Wait = False,
     timeout: WaitTimeout = None,
@@ -170,15 +175,31 @@ def submit(
         raise PipelineInputError("--timeout applies only with --wait; drop it or add --wait")
     try:
         format_names = parse_formats(formats) if formats else ()
-        if language is not None:
-            language = TranscribeOptions(language=language).validated().language
+        checked = TranscribeOptions(
+            language=language or DEFAULT_LANGUAGE,  # None: the pipeline's default, filled in by the worker
+            word_timestamps=word_timestamps,
+            prompt=prompt,
+            max_line_width=max_line_width,
+            max_line_count=max_line_count,
+            max_cue_s=max_cue_duration,
+        ).validated()
     except ValueError as exc:
         raise PipelineInputError(str(exc)) from None
     check_files(paths)
     ctx, config, _ = pipeline_context(pipeline, region, aws_profile)
     if correct and format_names and "json" not in format_names:  # the correction reads the raw JSON
         format_names = (*format_names, "json")
-    options = JobOptions(language=language, formats=format_names, model=model, correct=correct)
+    options = JobOptions(
+        language=None if language is None else checked.language,
+        formats=format_names,
+        model=model,
+        correct=correct,
+        word_timestamps=checked.word_timestamps,
+        prompt=checked.prompt,
+        max_line_width=checked.max_line_width,
+        max_line_count=checked.max_line_count,
+        max_cue_s=checked.max_cue_s,
+    )
     jobs = submit_files(
         ctx,
         config,

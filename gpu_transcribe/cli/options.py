@@ -3,9 +3,11 @@ alias.
 
 The command modules import this module as ``opt`` and type their parameters with these (``region: opt.Region =
 None``), so an option shared by several commands (``--region``, ``--aws-profile``, ``--dry-run``,
-``--instance-type``, ``--json``...) has one spelling and one help text. An option of one command family is
-declared in that family's module (``run``'s in :mod:`gpu_transcribe.cli.run`). Importing this module imports
-typer and nothing heavy.
+``--instance-type``, ``--json``...) has one spelling and one help text; so do the transcription options that
+``run`` and ``submit`` share (``--word-timestamps``, ``--prompt``, the subtitle limits), whose ranges are
+those of :meth:`gpu_transcribe_engine.options.TranscribeOptions.validated`. An option of one command family
+is declared in that family's module (``run``'s own in :mod:`gpu_transcribe.cli.run`). Importing this module
+imports typer and nothing heavy.
 """
 
 from __future__ import annotations
@@ -71,5 +73,38 @@ PipelineOption = Annotated[
         metavar="NAME",
         help="The pipeline's name (default: 'default'). Found from $GPU_TRANSCRIBE_PIPELINE_CONFIG or "
         "/etc/gpu-transcribe/pipeline.json (on a worker) if present, else from its stack's outputs.",
+    ),
+]
+
+# --- the transcription options of run and submit ----------------------------------------------------
+
+WordTimestamps = Annotated[
+    bool,
+    typer.Option("--word-timestamps", help="Time every word: the JSON gains words per segment (batched)."),
+]
+Prompt = Annotated[
+    str | None,
+    typer.Option(
+        "--prompt", metavar="TEXT", help="Text that conditions the decoding: names, jargon, spelling, style."
+    ),
+]
+MaxLineWidth = Annotated[
+    int | None,
+    typer.Option(
+        "--max-line-width",
+        min=1,
+        max=1000,
+        help="Subtitle characters per line (srt/vtt; default 42 when "
+        "any subtitle limit is set). Unset: one cue per segment.",
+    ),
+]
+MaxLineCount = Annotated[
+    int | None,
+    typer.Option("--max-line-count", min=1, max=20, help="Subtitle lines per cue (default 2 with a limit)."),
+]
+MaxCueDuration = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cue-duration", min=0.5, max=600, help="Subtitle seconds per cue (default 7 with a limit)."
     ),
 ]

@@ -74,36 +74,6 @@ Algorithm = Annotated[
 ]
 BeamSize = Annotated[int, typer.Option("--beam-size", min=1, max=16, help="Beam search width; 1 is greedy.")]
 Task = Annotated[str, typer.Option("--task", help="transcribe, or translate (into English).")]
-WordTimestamps = Annotated[
-    bool,
-    typer.Option("--word-timestamps", help="Time every word: the JSON gains words per segment (batched)."),
-]
-Prompt = Annotated[
-    str | None,
-    typer.Option(
-        "--prompt", metavar="TEXT", help="Text that conditions the decoding: names, jargon, spelling, style."
-    ),
-]
-MaxLineWidth = Annotated[
-    int | None,
-    typer.Option(
-        "--max-line-width",
-        min=1,
-        max=1000,
-        help="Subtitle characters per line (srt/vtt; default 42 when "
-        "any subtitle limit is set). Unset: one cue per segment.",
-    ),
-]
-MaxLineCount = Annotated[
-    int | None,
-    typer.Option("--max-line-count", min=1, max=20, help="Subtitle lines per cue (default 2 with a limit)."),
-]
-MaxCueDuration = Annotated[
-    float | None,
-    typer.Option(
-        "--max-cue-duration", min=0.5, max=600, help="Subtitle seconds per cue (default 7 with a limit)."
-    ),
-]
 Device = Annotated[
     str | None,
     typer.Option(
@@ -175,11 +145,11 @@ def run(
     algorithm: Algorithm = "auto",
     beam_size: BeamSize = TranscribeOptions.beam_size,
     task: Task = "transcribe",
-    word_timestamps: WordTimestamps = False,
-    prompt: Prompt = None,
-    max_line_width: MaxLineWidth = None,
-    max_line_count: MaxLineCount = None,
-    max_cue_duration: MaxCueDuration = None,
+    word_timestamps: opt.WordTimestamps = False,
+    prompt: opt.Prompt = None,
+    max_line_width: opt.MaxLineWidth = None,
+    max_line_count: opt.MaxLineCount = None,
+    max_cue_duration: opt.MaxCueDuration = None,
     device: Device = None,
     overwrite: opt.Overwrite = False,
     skip_existing: SkipExisting = False,

@@ -67,7 +67,7 @@ def submit_files(
     (SSE-S3). The bucket's notification turns each upload into a queue message.
 
     Args:
-        options: the jobs' options (language, formats, model).
+        options: the jobs' options (language, formats, model, word timestamps, prompt, subtitle limits).
         on_submitted: called after each file's upload (progress).
         webhook_url: the jobs' own webhook (``--webhook-url``), stored in each row's ``webhook_url``; it is
             checked here with :func:`~gpu_transcribe.pipeline.webhooks.check_webhook_url` against the

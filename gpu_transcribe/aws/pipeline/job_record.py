@@ -44,12 +44,27 @@ class JobOptions:
         model: the model asked for; ``None``: whatever the workers run.
         correct: correct the transcript with Bedrock after transcription (``submit --correct``; stored as
             ``correct`` BOOL, absent when false).
+        word_timestamps: time every word (``submit --word-timestamps``; ``word_timestamps`` BOOL, absent
+            when false): the JSON gains ``words`` per segment.
+        prompt: text that conditions the decoding (``submit --prompt``; ``prompt`` S, absent: none).
+        max_line_width: subtitle characters per line (``submit --max-line-width``; N, absent: unset).
+        max_line_count: subtitle lines per cue (``submit --max-line-count``; N, absent: unset).
+        max_cue_s: subtitle seconds per cue (``submit --max-cue-duration``; ``max_cue_s`` N, absent: unset).
+
+    The last five are :class:`gpu_transcribe_engine.options.TranscribeOptions`'s fields of the same names,
+    checked by its ``validated()`` before the row is written; a row written before they existed has none of
+    their attributes and reads as their defaults.
     """
 
     language: str | None = None
     formats: tuple[str, ...] = ()
     model: str | None = None
     correct: bool = False
+    word_timestamps: bool = False
+    prompt: str | None = None
+    max_line_width: int | None = None
+    max_line_count: int | None = None
+    max_cue_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,14 @@ def item_from_record(record: JobRecord) -> dict[str, Any]:
         options["model"] = attr_s(record.options.model)
     if record.options.correct:
         options["correct"] = {"BOOL": True}
+    if record.options.word_timestamps:
+        options["word_timestamps"] = {"BOOL": True}
+    if record.options.prompt is not None:
+        options["prompt"] = attr_s(record.options.prompt)
+    for name in ("max_line_width", "max_line_count", "max_cue_s"):
+        value = getattr(record.options, name)
+        if value is not None:
+            options[name] = attr_n(value)
     item: dict[str, Any] = {
         TABLE_KEY: attr_s(record.job_id),
         STATUS_ATTRIBUTE: attr_s(record.status),
@@ -159,6 +182,11 @@ def _num(item: Mapping[str, Any], name: str) -> float | None:
     return None if value is None else float(value["N"])
 
 
+def _int(item: Mapping[str, Any], name: str) -> int | None:
+    value = _num(item, name)
+    return None if value is None else int(value)
+
+
 def _str(item: Mapping[str, Any], name: str) -> str:
     value = item.get(name)
     return "" if value is None else str(value["S"])
@@ -179,6 +207,11 @@ def record_from_item(item: Mapping[str, Any]) -> JobRecord:
             formats=tuple(str(v["S"]) for v in options.get("formats", {}).get("L", [])),
             model=_str(options, "model") or None,
             correct=bool(options.get("correct", {}).get("BOOL", False)),
+            word_timestamps=bool(options.get("word_timestamps", {}).get("BOOL", False)),
+            prompt=_str(options, "prompt") or None,
+            max_line_width=_int(options, "max_line_width"),
+            max_line_count=_int(options, "max_line_count"),
+            max_cue_s=_num(options, "max_cue_s"),
         ),
         attempts=int(_num(item, "attempts") or 0),
         engine_failures=int(_num(item, "engine_failures") or 0),

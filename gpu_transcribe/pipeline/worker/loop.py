@@ -29,7 +29,13 @@ from gpu_transcribe.pipeline.worker.options import (
     WorkerOptions,
     WorkerReport,
 )
-from gpu_transcribe.pipeline.worker.state import Job, WorkerState, isolate_suspects
+from gpu_transcribe.pipeline.worker.state import (
+    Job,
+    WorkerState,
+    engine_calls,
+    isolate_suspects,
+    job_transcribe_options,
+)
 from gpu_transcribe.pipeline.worker.watchers import heartbeat, read_instance_id, watch
 from gpu_transcribe_engine.utc import iso_utc
 
@@ -177,8 +183,10 @@ class Worker:
                     if self._state.stop.is_set():
                         break
                     ready = self._prepare(group, Path(tmp))
-                    if ready:
-                        self._transcribe(ready, Path(tmp))
+                    for call in engine_calls(ready, self.config.default_language):
+                        if self._state.stop.is_set():
+                            break
+                        self._transcribe(call, Path(tmp))
         finally:
             if self._state.stop.is_set():  # a stop that came between the watcher's hand-back and this batch
                 for job in batch:  # a no-op for the jobs already ended or released
@@ -311,7 +319,6 @@ class Worker:
     def _transcribe(self, ready: list[Job], tmp: Path) -> None:
         from gpu_transcribe_engine.engine import AudioRequest
         from gpu_transcribe_engine.errors import BadOptionError
-        from gpu_transcribe_engine.options import TranscribeOptions
 
         if self._state.stop.is_set():
             return  # stopping: the watcher hands the jobs back; no model load for nothing
@@ -327,7 +334,7 @@ class Worker:
         requests = [
             AudioRequest(
                 job.samples,
-                TranscribeOptions(language=job.record.options.language or self.config.default_language),
+                job_transcribe_options(job.record, self.config.default_language),
                 audio=job.record.file_name,
                 progress=progress,
             )

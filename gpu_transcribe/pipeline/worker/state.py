@@ -1,7 +1,8 @@
 """What the parts of one worker share: the jobs of the batch in hand (:class:`Job`), the order a batch is
-worked in (:func:`isolate_suspects`), and :class:`WorkerState`: the AWS context per thread, the stop flag,
-the lock and what was done, read and written by the loop (:mod:`.loop`), the job endings (:mod:`.endings`)
-and the watchers (:mod:`.watchers`)."""
+worked in (:func:`isolate_suspects`), the engine's options for a job (:func:`job_transcribe_options`) and
+the engine calls its jobs are split into (:func:`engine_calls`), and :class:`WorkerState`: the AWS context
+per thread, the stop flag, the lock and what was done, read and written by the loop (:mod:`.loop`), the job
+endings (:mod:`.endings`) and the watchers (:mod:`.watchers`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_transcribe.common import ProgressEvent
+from gpu_transcribe_engine.options import TranscribeOptions
 
 if TYPE_CHECKING:
     from gpu_transcribe.aws.clients import AwsContext
@@ -67,6 +69,41 @@ def isolate_suspects(batch: list[Job]) -> list[list[Job]]:
         (job for job in batch if lost_attempts(job.record) > 0), key=lambda j: lost_attempts(j.record)
     )
     return ([fresh] if fresh else []) + [[job] for job in suspects]
+
+
+def job_transcribe_options(record: JobRecord, default_language: str) -> TranscribeOptions:
+    """The engine's options for the job: its row's options (``submit`` checked them with
+    :meth:`~gpu_transcribe_engine.options.TranscribeOptions.validated`), the pipeline's ``default_language``
+    where the row names none; the rest the engine's defaults."""
+    options = record.options
+    return TranscribeOptions(
+        language=options.language or default_language,
+        word_timestamps=options.word_timestamps,
+        prompt=options.prompt,
+        max_line_width=options.max_line_width,
+        max_line_count=options.max_line_count,
+        max_cue_s=options.max_cue_s,
+    )
+
+
+def engine_call_key(options: TranscribeOptions) -> tuple[str | None, bool]:
+    """What jobs must share to be transcribed in one engine call: the prompt, and whether words are timed.
+
+    :meth:`gpu_transcribe_engine.engine.WhisperEngine.transcribe_many` pools the windows of requests with
+    the same language, task and beam size and decodes each batch with its first window's prompt and word
+    timing, so requests that differ in those must not share a call. A subtitle layout counts as word timing:
+    the engine times words for it when the model can."""
+    return options.prompt, options.word_timestamps or options.subtitle_layout
+
+
+def engine_calls(jobs: list[Job], default_language: str) -> list[list[Job]]:
+    """``jobs`` split into engine calls by :func:`engine_call_key` of their options, each call in the order
+    of its first job, the jobs of a call in their order."""
+    calls: dict[tuple[str | None, bool], list[Job]] = {}
+    for job in jobs:
+        key = engine_call_key(job_transcribe_options(job.record, default_language))
+        calls.setdefault(key, []).append(job)
+    return list(calls.values())
 
 
 class WorkerState:
