@@ -17,8 +17,8 @@ One round of the loop (:mod:`.loop`):
    under the base name of its ``file_name`` (a name with none, such as ``..``, fails the job), decode it
    (bad audio: the job fails at once with the engine's one-line reason, and its message is deleted),
    transcribe the batch with :meth:`gpu_transcribe_engine.engine.WhisperEngine.transcribe_many`, each job
-   with its row's options (word timestamps, prompt, subtitle limits), one call per prompt and word timing
-   (:func:`~.state.engine_calls`);
+   with its row's options (word timestamps, prompt, subtitle limits; the engine batches only requests whose
+   decode options agree);
 4. for each transcript: upload the outputs to ``results/<job-id>/<stem>.<fmt>``, mark the job succeeded only
    if this worker still holds it, publish the job event, and delete the message last, so a crash at any
    step means redelivery, never a lost or half-written job.

@@ -32,7 +32,6 @@ from gpu_transcribe.pipeline.worker.options import (
 from gpu_transcribe.pipeline.worker.state import (
     Job,
     WorkerState,
-    engine_calls,
     isolate_suspects,
     job_transcribe_options,
 )
@@ -183,10 +182,8 @@ class Worker:
                     if self._state.stop.is_set():
                         break
                     ready = self._prepare(group, Path(tmp))
-                    for call in engine_calls(ready, self.config.default_language):
-                        if self._state.stop.is_set():
-                            break
-                        self._transcribe(call, Path(tmp))
+                    if ready:
+                        self._transcribe(ready, Path(tmp))
         finally:
             if self._state.stop.is_set():  # a stop that came between the watcher's hand-back and this batch
                 for job in batch:  # a no-op for the jobs already ended or released

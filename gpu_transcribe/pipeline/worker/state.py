@@ -1,8 +1,7 @@
 """What the parts of one worker share: the jobs of the batch in hand (:class:`Job`), the order a batch is
-worked in (:func:`isolate_suspects`), the engine's options for a job (:func:`job_transcribe_options`) and
-the engine calls its jobs are split into (:func:`engine_calls`), and :class:`WorkerState`: the AWS context
-per thread, the stop flag, the lock and what was done, read and written by the loop (:mod:`.loop`), the job
-endings (:mod:`.endings`) and the watchers (:mod:`.watchers`)."""
+worked in (:func:`isolate_suspects`), the engine's options for a job (:func:`job_transcribe_options`), and
+:class:`WorkerState`: the AWS context per thread, the stop flag, the lock and what was done, read and written
+by the loop (:mod:`.loop`), the job endings (:mod:`.endings`) and the watchers (:mod:`.watchers`)."""
 
 from __future__ import annotations
 
@@ -84,26 +83,6 @@ def job_transcribe_options(record: JobRecord, default_language: str) -> Transcri
         max_line_count=options.max_line_count,
         max_cue_s=options.max_cue_s,
     )
-
-
-def engine_call_key(options: TranscribeOptions) -> tuple[str | None, bool]:
-    """What jobs must share to be transcribed in one engine call: the prompt, and whether words are timed.
-
-    :meth:`gpu_transcribe_engine.engine.WhisperEngine.transcribe_many` pools the windows of requests with
-    the same language, task and beam size and decodes each batch with its first window's prompt and word
-    timing, so requests that differ in those must not share a call. A subtitle layout counts as word timing:
-    the engine times words for it when the model can."""
-    return options.prompt, options.word_timestamps or options.subtitle_layout
-
-
-def engine_calls(jobs: list[Job], default_language: str) -> list[list[Job]]:
-    """``jobs`` split into engine calls by :func:`engine_call_key` of their options, each call in the order
-    of its first job, the jobs of a call in their order."""
-    calls: dict[tuple[str | None, bool], list[Job]] = {}
-    for job in jobs:
-        key = engine_call_key(job_transcribe_options(job.record, default_language))
-        calls.setdefault(key, []).append(job)
-    return list(calls.values())
 
 
 class WorkerState:
