@@ -23,6 +23,9 @@ stock path on real speech). It relies on how ``WhisperAttention`` reads a prefil
 GROUPED_ATTENTION = "gpu_transcribe_grouped_sdpa"
 """Name under which :func:`grouped_sdpa_attention` is registered in transformers' ``AttentionInterface``."""
 
+STOCK_ATTENTION = "sdpa"
+"""The attention implementation the model is loaded with off the fast path (transformers' own SDPA)."""
+
 _said_stock: set[str] = set()
 
 

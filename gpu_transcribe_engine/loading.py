@@ -75,6 +75,7 @@ def load_model(
 
     from gpu_transcribe_engine.fast_path import (
         GROUPED_ATTENTION,
+        STOCK_ATTENTION,
         fast_path_available,
         register_grouped_attention,
         say_stock_path_once,
@@ -106,7 +107,7 @@ def load_model(
             source,
             revision=revision or "main",
             dtype=torch_dtype,
-            attn_implementation=GROUPED_ATTENTION if use_fast else "sdpa",
+            attn_implementation=GROUPED_ATTENTION if use_fast else STOCK_ATTENTION,
         )
         processor = WhisperProcessor.from_pretrained(source, revision=revision or "main")
     except (OSError, ValueError, KeyError, TypeError) as exc:

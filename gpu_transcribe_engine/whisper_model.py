@@ -5,7 +5,9 @@ probability and decodes the batch in one ``generate`` call (beam search, or samp
 fallback) with OpenAI's timestamp rules. On the transformers versions in
 :data:`~gpu_transcribe_engine.fast_path.TESTED_TRANSFORMERS` the beams of a window share its cross-attention
 keys and values (:mod:`gpu_transcribe_engine.fast_path`); on any other transformers 5 release the same
-decoding runs on transformers' own classes (:func:`~gpu_transcribe_engine.fast_path.fast_path_available`).
+decoding runs on transformers' own classes (:func:`~gpu_transcribe_engine.fast_path.fast_path_available`),
+and word alignment reads the cross-attention weights through transformers' public ``output_attentions``
+instead of its attention modules (:meth:`WindowDecoder.align`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,23 @@ from transformers.generation.logits_process import WhisperTimeStampLogitsProcess
 from transformers.generation.utils import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput
 
-from gpu_transcribe_engine.fast_path import SharedCrossAttentionCache
+from gpu_transcribe_engine.fast_path import (
+    GROUPED_ATTENTION,
+    STOCK_ATTENTION,
+    SharedCrossAttentionCache,
+    fast_path_available,
+)
 
 MAX_PREVIOUS_TOKENS = 223
 """Previous-text (prompt) tokens kept at most: OpenAI's decoder keeps ``n_text_ctx // 2 - 1`` of them, so
 with the start tokens and the generated ones the sequence stays within Whisper's 448 positions."""
+PUBLIC_ALIGN_BUDGET_BYTES = 1 << 30
+"""Attention weights and logits one forward pass of the public alignment path may return at most (bytes):
+every decoder layer's and head's cross-attention weights come back, for large-v3 about 230 MB per window
+of 120 positions in float16, so the windows are aligned in groups (:meth:`WindowDecoder._public_chunks`)."""
+WEIGHT_FLOOR = 1e-30
+"""Smallest attention weight taken as it is before its logarithm (float16 weights far from the speech can
+be 0)."""
 
 
 class SuppressTokens(LogitsProcessor):
@@ -283,11 +297,14 @@ class WindowDecoder:
         """Cross-attention alignment of each window's decoded text, for word timestamps
         (:mod:`gpu_transcribe_engine.words`).
 
-        The decoder reads ``sot + <|notimestamps|> + text + <|endoftext|>`` of every window in one batched,
-        teacher-forced forward pass over the encoder output (and, on the fast path, the cross-attention
-        cache) the decoding already computed, OpenAI's ``find_alignment``. Hooks on the alignment heads'
-        layers keep the cross-attention's input; the heads' weights are recomputed from it, so any
-        attention implementation works.
+        The decoder reads ``sot + <|notimestamps|> + text + <|endoftext|>`` of every window in a batched,
+        teacher-forced forward pass over the encoder output, OpenAI's ``find_alignment``. How the alignment
+        heads' weights are read depends on the transformers release
+        (:func:`~gpu_transcribe_engine.fast_path.fast_path_available`): on the tested ones, hooks on the
+        heads' layers keep the cross-attention's input and the weights are recomputed from it
+        (:meth:`_attention_internal`: any attention implementation, and on the fast path the cross-attention
+        cache the decoding computed); on any other, transformers' public ``output_attentions=True`` with the
+        eager attention for that pass (:meth:`_attention_public`).
 
         Args:
             encoder_output: ``(windows, 1500, d_model)``.
@@ -298,14 +315,11 @@ class WindowDecoder:
 
         Returns:
             Per window ``(matrix, token_probs)``: :func:`gpu_transcribe_engine.words.alignment_matrix` and
-            the decoder's
-            probability of each text token; ``None`` for a window without text.
+            the decoder's probability of each text token; ``None`` for a window without text.
 
         Raises:
             ValueError: the model's generation config has no ``alignment_heads``.
         """
-        from gpu_transcribe_engine.words import alignment_matrix
-
         given = getattr(self.generation_config, "alignment_heads", None) or ()
         heads = [(int(layer), int(head)) for layer, head in given]
         if not heads:
@@ -318,8 +332,51 @@ class WindowDecoder:
         longest = max(len(seq) for seq in sequences)
         device = encoder_output.device
         ids = torch.tensor([seq + [self.eos_id] * (longest - len(seq)) for seq in sequences], device=device)
-        rows_output = encoder_output if len(wanted) == encoder_output.shape[0] else encoder_output[wanted]
-        rows_cross = cross if len(wanted) == encoder_output.shape[0] else self.select(cross, wanted)
+        start = len(sot)
+        if not fast_path_available():
+            for chunk in self._public_chunks(len(wanted), longest):
+                scores, logits = self._attention_public(
+                    encoder_output[[wanted[i] for i in chunk]], ids[chunk], heads
+                )
+                for index, position in enumerate(chunk):
+                    row = wanted[position]
+                    text_logits = logits[index, start : start + len(texts[row]), : self.eos_id].float()
+                    results[row] = self._aligned(
+                        scores[index], text_logits, start, texts[row], num_frames[row]
+                    )
+            return results
+        every = len(wanted) == encoder_output.shape[0]
+        rows_output = encoder_output if every else encoder_output[wanted]
+        rows_cross = cross if every else self.select(cross, wanted)
+        hidden, scores = self._attention_internal(rows_output, rows_cross, ids, heads)
+        weight = self.model.proj_out.weight[: self.eos_id].float()
+        for index, row in enumerate(wanted):
+            text_logits = hidden[index, start : start + len(texts[row])].float() @ weight.T
+            results[row] = self._aligned(scores[index], text_logits, start, texts[row], num_frames[row])
+        return results
+
+    @staticmethod
+    def _aligned(
+        scores: torch.Tensor, text_logits: torch.Tensor, start: int, text: Sequence[int], num_frames: int
+    ) -> tuple[Any, list[float]]:
+        """One window's ``(alignment matrix, token probabilities)`` from its heads' attention ``scores``
+        ``(heads, positions, 1500)`` (before the softmax over frames) and its text positions' logits
+        ``(text tokens, text vocabulary)``."""
+        from gpu_transcribe_engine.words import alignment_matrix
+
+        frames = max(1, min(int(num_frames), 2 * scores.shape[-1]) // 2)
+        weights = scores[:, : start + len(text) + 2, :frames].softmax(dim=-1)
+        picked = torch.tensor(list(text), device=text_logits.device)
+        probs = text_logits.softmax(dim=-1).gather(-1, picked[:, None])[:, 0]
+        return alignment_matrix(weights, start), [float(p) for p in probs]
+
+    def _attention_internal(
+        self, rows_output: torch.Tensor, rows_cross: DynamicCache | None, ids: torch.Tensor, heads: list[Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's last hidden states ``(rows, positions, d_model)`` and the alignment heads' scores
+        ``(rows, heads, positions, 1500)`` (query times key, before the softmax), read from transformers'
+        ``WhisperAttention`` modules (``encoder_attn``'s projections, and the cache's keys on the fast path):
+        for the releases in :data:`~gpu_transcribe_engine.fast_path.TESTED_TRANSFORMERS` only."""
         decoder: Any = self.model.model.decoder
         captured: dict[int, torch.Tensor] = {}
 
@@ -343,30 +400,48 @@ class WindowDecoder:
         finally:
             for handle in handles:
                 handle.remove()
+        rows, positions = ids.shape
         scores = []
         for layer, head in heads:
             attn = decoder.layers[layer].encoder_attn
             query = attn.q_proj(captured[layer]) * attn.scaling
-            query = query.view(len(wanted), longest, attn.num_heads, attn.head_dim)[:, :, head]
+            query = query.view(rows, positions, attn.num_heads, attn.head_dim)[:, :, head]
             if rows_cross is not None:
                 cached: list[Any] = list(rows_cross.layers)
                 key = cached[layer].keys[:, head]
             else:
-                shape = (len(wanted), -1, attn.num_heads, attn.head_dim)
-                key = attn.k_proj(rows_output).view(shape)[:, :, head]
+                key = attn.k_proj(rows_output).view(rows, -1, attn.num_heads, attn.head_dim)[:, :, head]
             scores.append(query.float() @ key.float().transpose(-1, -2))
-        qk = torch.stack(scores, dim=1)  # (rows, heads, positions, 1500)
-        weight = self.model.proj_out.weight[: self.eos_id].float()
-        start = len(sot)
-        for index, (row, seq) in enumerate(zip(wanted, sequences, strict=True)):
-            frames = max(1, min(int(num_frames[row]), 2 * qk.shape[-1]) // 2)
-            weights = qk[index, :, : len(seq), :frames].softmax(dim=-1)
-            text = list(texts[row])
-            logits = hidden[index, start : start + len(text)].float() @ weight.T
-            picked = torch.tensor(text, device=device)
-            probs = logits.softmax(dim=-1).gather(-1, picked[:, None])[:, 0]
-            results[row] = (alignment_matrix(weights, start), [float(p) for p in probs])
-        return results
+        return hidden, torch.stack(scores, dim=1)
+
+    def _public_chunks(self, rows: int, positions: int) -> list[list[int]]:
+        """Row indices in groups whose attention weights and logits from :meth:`_attention_public` (every
+        layer and head is returned, not only the alignment heads) fit :data:`PUBLIC_ALIGN_BUDGET_BYTES`."""
+        config = self.model.config
+        per_position = config.decoder_layers * config.decoder_attention_heads * 1500 + config.vocab_size
+        per_row = per_position * positions * self.model.dtype.itemsize
+        size = max(1, PUBLIC_ALIGN_BUDGET_BYTES // per_row)
+        return [list(range(first, min(rows, first + size))) for first in range(0, rows, size)]
+
+    def _attention_public(
+        self, rows_output: torch.Tensor, ids: torch.Tensor, heads: list[Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits ``(rows, positions, vocab)`` and the alignment heads' scores ``(rows, heads, positions,
+        1500)`` (log-weights: their softmax over any span of frames is the weights renormalised there) through
+        transformers' public API: the model's forward with ``output_attentions=True`` gives each layer's
+        ``cross_attentions`` ``(rows, heads, positions, 1500)``, which only the eager attention returns, so
+        the model runs eager for this pass (``set_attn_implementation``) and is set back after it."""
+        self.model.set_attn_implementation("eager")
+        try:
+            out = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=rows_output),
+                decoder_input_ids=ids,
+                output_attentions=True,
+            )
+        finally:
+            self.model.set_attn_implementation(GROUPED_ATTENTION if self.fast else STOCK_ATTENTION)
+        weights = torch.stack([out.cross_attentions[layer][:, head] for layer, head in heads], dim=1)
+        return weights.float().clamp_min(WEIGHT_FLOOR).log(), out.logits
 
 
 TIME_PRECISION_S = 0.02

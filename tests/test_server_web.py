@@ -13,9 +13,10 @@ test transcribes for real (``slow``).
 - ``test_page_shows_server_errors_as_text``: a wrong key's 401 message; a failed job whose message holds
   ``<b>`` is shown literally.
 - ``test_page_retries_a_full_queue_then_falls_back_when_jobs_answer_404``: 429 then 404 from ``/v1/jobs``;
-  the page waits, then transcribes with ``/v1/audio/transcriptions`` and renders srt/vtt itself.
+  the page waits, then transcribes with ``/v1/audio/transcriptions`` and asks it for srt and vtt too: they
+  equal the engine's output for the page's options (the readable layout, as ``run --local`` writes it).
 
-Measured on 2 shared CPU cores: 27-80 s for the module (engine load ~8 s, two transcriptions of 11 s).
+Measured on 2 shared CPU cores: 35-80 s for the module (engine load ~8 s, six transcriptions of 11 s).
 """
 
 from __future__ import annotations
@@ -286,7 +287,8 @@ def test_page_retries_a_full_queue_then_falls_back_when_jobs_answer_404(
 ) -> None:
     """``POST /v1/jobs`` answered 429 with ``Retry-After: 1`` is sent again after a second; then a server
     without jobs (404; both made by the page's own fetch): the page asks ``POST /v1/audio/transcriptions``
-    for verbose_json and still offers every download."""
+    for verbose_json, then for srt and vtt, and still offers every download; the subtitles are the engine's,
+    in the layout the page asked for."""
     from selenium.webdriver.common.by import By
 
     base_url, key, _ = web_server
@@ -308,7 +310,18 @@ def test_page_retries_a_full_queue_then_falls_back_when_jobs_answer_404(
     assert {link.get_attribute("data-format") for link in links} == {"txt", "srt", "vtt", "json"}
     statuses = browser.execute_script("return window.__statuses")
     assert any(s.startswith("The server is busy; trying again in 1 s") for s in statuses), statuses
-    srt = download(
-        browser, download_dir, next(link for link in links if link.get_attribute("data-format") == "srt")
-    )
+    by_format = {link.get_attribute("data-format"): link for link in links}
+    srt = download(browser, download_dir, by_format["srt"])
+    vtt = download(browser, download_dir, by_format["vtt"])
     assert srt.startswith("1\n00:00:00,") and "fellow Americans" in srt, srt
+
+    from gpu_transcribe_engine.options import TranscribeOptions
+    from gpu_transcribe_engine.writers import render
+
+    # The subtitles are the engine's, laid out as the page asked (its default: readable, 42 x 2): what
+    # `run --local --max-line-width 42 --max-line-count 2` writes for the same clip.
+    options = TranscribeOptions(language="en", max_line_width=42, max_line_count=2)
+    reference = web_server.engine.transcribe_file(clip_path("en_jfk.flac"), options)
+    assert srt == render(reference, "srt"), (srt, render(reference, "srt"))
+    assert vtt == render(reference, "vtt"), (vtt, render(reference, "vtt"))
+    assert srt.count(" --> ") > len(reference.segments), srt  # cues split inside segments
