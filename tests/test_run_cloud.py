@@ -68,6 +68,13 @@ def assert_nothing_left(aws: MotoAws) -> None:
     assert ec2.describe_security_groups(Filters=ours)["SecurityGroups"] == []
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so Python raises KeyboardInterrupt on it as it
+    does under a terminal's Ctrl-C (a shell that starts the test run in the background ignores SIGINT, and an
+    ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Cli:
     """``gpu-transcribe`` as a subprocess, its stderr read line by line as it comes."""
 
@@ -79,6 +86,7 @@ class Cli:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_default_sigint,
         )
         self.lines: list[str] = []
         self._new = threading.Condition()
