@@ -82,9 +82,11 @@ class Guard:
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 error = auth_error("no API key given; send the header Authorization: Bearer KEY")
+                await _drain_small_body(scope, receive)
                 await send_error(scope, receive, send, error)
                 return
             if not hmac.compare_digest(token.strip().encode(), self.key):
+                await _drain_small_body(scope, receive)
                 await send_error(scope, receive, send, auth_error("incorrect API key provided"))
                 return
         timed = not public and path not in UNTIMED_PATHS
@@ -149,3 +151,30 @@ def _route_template(scope: Scope) -> str:
     paths = {getattr(route, "path", None) for route in getattr(app, "routes", ())}
     path: str = scope["path"]
     return path if path in paths else "other"
+
+
+#: The most request body read (and dropped) before a 401, bytes. A server that closes a connection with
+#: request bytes still unread makes the kernel send a TCP reset, and a client still writing its upload then
+#: sees "connection reset" instead of the 401; a small body is read first so the client gets the answer.
+#: A larger or undeclared body is not read (an unauthenticated client does not get to upload it).
+DRAIN_BEFORE_REFUSAL_BYTES = 4 * 1024 * 1024
+
+
+async def _drain_small_body(scope: Scope, receive: Receive) -> None:
+    """Read and drop the request body when its ``Content-Length`` is at most
+    :data:`DRAIN_BEFORE_REFUSAL_BYTES`; nothing otherwise."""
+    headers = {name.lower(): value for name, value in scope["headers"]}
+    try:
+        declared = int(headers.get(b"content-length", b""))
+    except ValueError:
+        return
+    if not 0 < declared <= DRAIN_BEFORE_REFUSAL_BYTES:
+        return
+    received = 0
+    while received < declared:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
