@@ -49,6 +49,10 @@ class Pending:
     failed: bool = False
     delivered: int = 0
     """Windows handed to ``request.on_segments`` so far (a prefix, in time order)."""
+    language_s: dict[str, float] = field(default_factory=dict)
+    """Seconds of windows with text per language they were decoded in."""
+    stages_from: dict[str, float] = field(default_factory=dict)
+    """The engine's :class:`~gpu_transcribe_engine.stages.StageClock` totals when its call began."""
 
     @property
     def duration_s(self) -> float:
@@ -84,15 +88,23 @@ class BatchedDecoding(EngineCore):
         # Requests share a batch only when every option the batch's decode reads is the same: the prompt
         # and word timing are read once per batch (from its first request), like language, task and beams.
         groups: dict[tuple[str, str, int, str, bool], list[Pending]] = {}
+        clock = self.clock
+        for item in pending:
+            item.stages_from = clock.totals()
         for item in pending:
             request = item.request
             if self._stopis_cancelled(item, results):
                 continue
             try:
-                item.windows = merge_into_windows(
-                    speech_timestamps(item.samples), max_window_s=rules.MAX_SPEECH_PER_WINDOW_S
-                )
-                item.language = self._window_language(item)
+                with clock.stage("vad"):
+                    item.windows = merge_into_windows(
+                        speech_timestamps(item.samples), max_window_s=rules.MAX_SPEECH_PER_WINDOW_S
+                    )
+                if item.options.language == "auto" and item.windows:
+                    item.language = "auto"  # detected per window (:meth:`_decode_windows`)
+                else:
+                    with clock.stage("language"):
+                        item.language = self._window_language(item)
             except MODEL_FAILURES as exc:
                 results[item.slot] = self._generation_error(exc, request.audio, item.options)
                 continue
@@ -154,8 +166,11 @@ class BatchedDecoding(EngineCore):
         opts = batch[0][0].options
         frames = [piece.shape[0] // rules.HOP_LENGTH for piece in pieces]
         try:
-            features = self._features(pieces, full_windows=True)["input_features"]
-            decoded, fell_back, no_speech, alignments = self._decode_windows(features, language, opts, frames)
+            with self.clock.stage("features"):
+                features = self._features(pieces, full_windows=True)["input_features"]
+            decoded, fell_back, no_speech, alignments, languages = self._decode_windows(
+                features, language, opts, frames
+            )
         except MODEL_FAILURES as exc:
             for item in {id(item): item for item, _ in batch}.values():
                 item.failed = True
@@ -164,12 +179,14 @@ class BatchedDecoding(EngineCore):
         if on_batch is not None:
             on_batch(BatchInfo(windows=len(batch), requests=len({id(item) for item, _ in batch})))
         touched: dict[int, Pending] = {}
-        finished = zip(batch, windows, decoded, fell_back, no_speech, alignments, strict=True)
-        for (item, index), window, result, fallback, no_speech_prob, alignment in finished:
+        finished = zip(batch, windows, decoded, fell_back, no_speech, alignments, languages, strict=True)
+        for (item, index), window, result, fallback, no_speech_prob, alignment, code in finished:
             previous_end_s = item.windows[index - 1].end_s if index > 0 else 0.0
             item.by_window[index] = self._window_segments(
-                result, window.start_s, window.end_s, no_speech_prob, alignment, language, previous_end_s
+                result, window.start_s, window.end_s, no_speech_prob, alignment, code, previous_end_s
             )
+            if result is not None:
+                item.language_s[code] = item.language_s.get(code, 0.0) + window.end_s - window.start_s
             item.done_speech_s += window.end_s - window.start_s
             item.fallback_windows += int(fallback)
             touched[id(item)] = item
@@ -206,71 +223,132 @@ class BatchedDecoding(EngineCore):
             from gpu_transcribe_engine.vad import WORD_VAD, speech_timestamps
             from gpu_transcribe_engine.words import snap_starts_to_speech
 
-            speech = [
-                (start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ)
-                for start, end in speech_timestamps(item.samples, WORD_VAD)
-            ]
-            segments = snap_starts_to_speech(segments, speech)
-        extra = {"windows": len(item.windows), "fallback_windows": item.fallback_windows}
-        language = item.language or self._fixed_language(item.options)
+            with self.clock.stage("align"):
+                speech = [
+                    (start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ)
+                    for start, end in speech_timestamps(item.samples, WORD_VAD)
+                ]
+                segments = snap_starts_to_speech(segments, speech)
+        extra = {
+            "windows": len(item.windows),
+            "fallback_windows": item.fallback_windows,
+            "stages_s": self.clock.since(item.stages_from),
+        }
+        language = item.language
+        if language == "auto":  # detected per window: the transcript's is the one of most speech
+            language = max(item.language_s, key=lambda code: item.language_s[code], default="")
+        language = language or self._fixed_language(item.options)
         results[item.slot] = self._transcript(item.request, item.options, segments, language, started, extra)
 
     def _decode_windows(
         self, features: torch.Tensor, language: str, opts: TranscribeOptions, frames: Sequence[int]
-    ) -> tuple[list[Any], list[bool], list[float], list[Any]]:
+    ) -> tuple[list[Any], list[bool], list[float], list[Any], list[str]]:
         """Decode a batch of windows with OpenAI's temperature fallback, per window.
 
-        Each window is decoded with beam search at temperature 0. A window whose text is too repetitive
-        (compression ratio above ``rules.COMPRESSION_RATIO_THRESHOLD``) or too unsure (average
-        log-probability below ``rules.LOGPROB_THRESHOLD``) is decoded again by sampling at the next
-        temperature of ``rules.TEMPERATURES``, alone with the others that failed; a window that is unsure
-        and probably silent (no-speech probability above ``rules.NO_SPEECH_THRESHOLD``) is not retried and
-        gives no text (``rules``: :mod:`gpu_transcribe_engine.decoding_rules`). When every temperature fails,
-        the attempt with the highest average log-probability among those under the compression threshold is
-        kept (faster-whisper's rule; OpenAI keeps the last).
-
-        With ``opts.word_timestamps`` the kept texts are then aligned to the audio in one more batched
-        decoder pass over the same encoder output
-        (:meth:`gpu_transcribe_engine.whisper_model.WindowDecoder.align`).
+        The encoder runs once over the batch; one decoder step after ``<|startoftranscript|>`` gives each
+        window's ``<|nospeech|>`` probability and, for ``language == "auto"``, its language (the most
+        probable language token, OpenAI's ``detect_language``), so a recording that changes language is
+        decoded window by window in each window's own language. The windows of each language are then
+        decoded together (:meth:`_decode_language`).
 
         Args:
             features: ``(windows, n_mels, 3000)`` log-mel inputs.
-            language: language code to decode with.
+            language: language code to decode with, or ``auto`` to detect it per window.
             opts: the resolved options.
             frames: per window, the log-mel frames holding its audio (the rest is padding).
 
         Returns:
             Per window, the kept :class:`gpu_transcribe_engine.whisper_model.Decoded` (or ``None`` for
-            silence), whether
-            it needed a temperature fallback, its ``<|nospeech|>`` probability, and its alignment (``None``
-            without word timestamps).
+            silence), whether it needed a temperature fallback, its ``<|nospeech|>`` probability, its
+            alignment (``None`` without word timestamps) and the language it was decoded in.
         """
         decoder = self.decoder
-        encoder_output = decoder.encode(features)
-        cross = decoder.cross_cache(encoder_output)
-        no_speech = decoder.no_speech_probs(encoder_output, cross)
-        prompt = decoder.prompt(language, opts.task, self._prompt_tokens(opts))
-        attempts: list[list[Any]] = [[] for _ in range(features.shape[0])]
-        pending = list(range(features.shape[0]))
-        kept: list[Any] = [None] * features.shape[0]
-        for temperature in rules.TEMPERATURES:
-            rows = pending if len(pending) < features.shape[0] else None
-            results = decoder.decode(
-                encoder_output if rows is None else encoder_output[rows],
-                prompt,
-                num_beams=opts.beam_size,
-                temperature=temperature,
-                max_new_tokens=rules.MAX_NEW_TOKENS,
-                best_of=opts.beam_size,
-                cross=cross if rows is None else decoder.select(cross, rows),
+        clock = self.clock
+        count = features.shape[0]
+        with clock.stage("encoder"):
+            encoder_output = decoder.encode(features)
+            cross = decoder.cross_cache(encoder_output)
+        with clock.stage("decoder"):
+            no_speech, detected = decoder.first_step(encoder_output, cross)
+        languages = detected if language == "auto" else [language] * count
+        kept: list[Any] = [None] * count
+        fell_back = [False] * count
+        alignments: list[Any] = [None] * count
+        for code in dict.fromkeys(languages):
+            rows = [row for row in range(count) if languages[row] == code]
+            every = len(rows) == count
+            decoded = self._decode_language(
+                encoder_output if every else encoder_output[rows],
+                cross if every else decoder.select(cross, rows),
+                code,
+                opts,
+                [frames[row] for row in rows],
+                [no_speech[row] for row in rows],
             )
+            for row, (result, fallback, alignment) in zip(rows, decoded, strict=True):
+                kept[row], fell_back[row], alignments[row] = result, fallback, alignment
+        return kept, fell_back, no_speech, alignments, languages
+
+    def _decode_language(
+        self,
+        encoder_output: torch.Tensor,
+        cross: Any,
+        language: str,
+        opts: TranscribeOptions,
+        frames: Sequence[int],
+        no_speech: Sequence[float],
+    ) -> list[tuple[Any, bool, Any]]:
+        """Decode windows of one language with the temperature fallback of ``rules.FALLBACK``.
+
+        Each window is decoded with beam search at temperature 0. With ``rules.FALLBACK == "all"`` (OpenAI's
+        rule) a window whose text is too repetitive (compression ratio above
+        ``rules.COMPRESSION_RATIO_THRESHOLD``) or too unsure (average log-probability below
+        ``rules.LOGPROB_THRESHOLD``) is decoded again by sampling at the next temperature of
+        ``rules.TEMPERATURES``, alone with the others that failed; with ``loops`` only a repetitive one;
+        with ``never`` none. A window that is unsure and probably silent (no-speech probability above
+        ``rules.NO_SPEECH_THRESHOLD``) is not retried and gives no text (``rules``:
+        :mod:`gpu_transcribe_engine.decoding_rules`). When every temperature fails, the attempt with the
+        highest average log-probability among those under the compression threshold is kept
+        (faster-whisper's rule; OpenAI keeps the last).
+
+        With ``opts.word_timestamps`` the kept texts are then aligned to the audio in one more batched
+        decoder pass over the same encoder output
+        (:meth:`gpu_transcribe_engine.whisper_model.WindowDecoder.align`).
+
+        Returns:
+            Per window: the kept decoding (``None`` for silence), whether it fell back, its alignment.
+        """
+        decoder = self.decoder
+        clock = self.clock
+        count = encoder_output.shape[0]
+        prompt = decoder.prompt(language, opts.task, self._prompt_tokens(opts))
+        attempts: list[list[Any]] = [[] for _ in range(count)]
+        pending = list(range(count))
+        kept: list[Any] = [None] * count
+        temperatures = rules.TEMPERATURES if rules.FALLBACK != "never" else rules.TEMPERATURES[:1]
+        loop_threshold = rules.COMPRESSION_RATIO_THRESHOLD if rules.STOP_LOOPS else None
+        for temperature in temperatures:
+            rows = pending if len(pending) < count else None
+            with clock.stage("decoder" if temperature == rules.TEMPERATURES[0] else "fallback"):
+                results = decoder.decode(
+                    encoder_output if rows is None else encoder_output[rows],
+                    prompt,
+                    num_beams=opts.beam_size,
+                    temperature=temperature,
+                    max_new_tokens=rules.MAX_NEW_TOKENS,
+                    best_of=opts.beam_size,
+                    cross=cross if rows is None else decoder.select(cross, rows),
+                    loop_threshold=loop_threshold if temperature == 0.0 else None,
+                )
             still: list[int] = []
             for window, result in zip(pending, results, strict=True):
                 attempts[window].append(result)
                 unsure = result.avg_logprob < rules.LOGPROB_THRESHOLD
                 if unsure and no_speech[window] > rules.NO_SPEECH_THRESHOLD:
                     kept[window] = None  # silence: no text, no retry
-                elif unsure or result.compression_ratio > rules.COMPRESSION_RATIO_THRESHOLD:
+                elif result.compression_ratio > rules.COMPRESSION_RATIO_THRESHOLD or (
+                    unsure and rules.FALLBACK == "all"
+                ):
                     still.append(window)
                 else:
                     kept[window] = result
@@ -281,12 +359,13 @@ class BatchedDecoding(EngineCore):
             threshold = rules.COMPRESSION_RATIO_THRESHOLD
             passing = [a for a in attempts[window] if a.compression_ratio <= threshold]
             kept[window] = max(passing or attempts[window], key=lambda a: a.avg_logprob)
-        alignments: list[Any] = [None] * features.shape[0]
+        alignments: list[Any] = [None] * count
         if opts.word_timestamps:
             texts = [[t for t in d.tokens if t < decoder.eos_id] if d is not None else [] for d in kept]
             sot = decoder.prompt(language, opts.task)
-            alignments = decoder.align(encoder_output, cross, sot, texts, frames)
-        return kept, [len(a) > 1 for a in attempts], [float(p) for p in no_speech], alignments
+            with clock.stage("align"):
+                alignments = decoder.align(encoder_output, cross, sot, texts, frames)
+        return [(kept[w], len(attempts[w]) > 1, alignments[w]) for w in range(count)]
 
     def _window_segments(
         self,

@@ -20,6 +20,7 @@ from gpu_transcribe_engine.audio import SAMPLE_RATE_HZ
 from gpu_transcribe_engine.engine_types import AudioRequest, ModelInfo
 from gpu_transcribe_engine.errors import GenerationError, TranscriptionCancelledError
 from gpu_transcribe_engine.options import TranscribeOptions
+from gpu_transcribe_engine.stages import StageClock
 from gpu_transcribe_engine.transcript import Segment, Timings, Transcript
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ class EngineCore:
         self._id_to_language: dict[int, str] = {
             int(token_id): token.strip("<|>") for token, token_id in generation_config.lang_to_id.items()
         }
+        self.clock = StageClock(_synchronize(info.device))
+        """Seconds per stage (:mod:`gpu_transcribe_engine.stages`); a transcript's share is in its
+        ``extra["stages_s"]``."""
 
     def _transcript(
         self,
@@ -149,6 +153,16 @@ class EngineCore:
             first = _pad_last(first, rules.FRAMES_PER_WINDOW - first.shape[-1])
         token_id = int(self.model.detect_language(first)[0])
         return self._id_to_language.get(token_id, "en")
+
+
+def _synchronize(device: str) -> Any:
+    """``torch.cuda.synchronize`` on ``cuda`` (stage times then include the GPU's queued work), else
+    ``None``."""
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.synchronize
 
 
 def _first_line(exc: BaseException) -> str:

@@ -85,7 +85,12 @@ def grouped_sdpa_attention(
 
     rows, heads, q_len, head_dim = query.shape
     inputs = key.shape[0]
+    scale = kwargs.get("scaling")
+    step = q_len == 1 and query.device.type == "cpu"
     if inputs == rows:
+        if step and not kwargs.get("is_causal"):
+            out = decode_step_attention(query, key, value, attention_mask, scale)
+            return out.transpose(1, 2).contiguous(), None
         sdpa: Any = ALL_ATTENTION_FUNCTIONS["sdpa"]
         return sdpa(module, query, key, value, attention_mask, **kwargs)
     if rows % inputs or attention_mask is not None:
@@ -93,11 +98,54 @@ def grouped_sdpa_attention(
     group = rows // inputs
     grouped = query.reshape(inputs, group, heads, q_len, head_dim).transpose(1, 2)
     grouped = grouped.reshape(inputs, heads, group * q_len, head_dim)
-    scale = kwargs.get("scaling")
-    out = F.scaled_dot_product_attention(grouped, key, value, scale=scale)
+    if step:
+        out = decode_step_attention(grouped, key, value, None, scale)
+    else:
+        out = F.scaled_dot_product_attention(grouped, key, value, scale=scale)
     out = out.reshape(inputs, heads, group, q_len, head_dim).transpose(1, 2)
     out = out.reshape(rows, heads, q_len, head_dim).transpose(1, 2).contiguous()
     return out, None
+
+
+def decode_step_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scale: float | None,
+) -> torch.Tensor:
+    """Attention of a few query positions (one decoding step) as two matrix products, the softmax in
+    float32: ``softmax(query @ key^T * scale + mask) @ value``, what ``scaled_dot_product_attention``
+    computes.
+
+    On CPU, for a decoding step (one query position per beam, or a window's beams grouped against its
+    cross-attention keys), PyTorch 2.13's ``scaled_dot_product_attention`` in bfloat16 was measured 4-6x
+    slower than this (2 AMD EPYC cores: 1.69 ms against 0.28 ms for 40 rows of 8 heads over 100 cached
+    positions; the cross-attention of 8 windows over 1500 frames 5.0 ms against 1.2 ms), most of it in its
+    bfloat16 softmax. On the 240 s dense English corpus recording a batch of 8 windows decoded in 8.7 s
+    instead of 10.3 s.
+
+    Args:
+        query: ``(batch, heads, q_len, head_dim)``.
+        key: ``(batch, heads, k_len, head_dim)``.
+        value: like ``key``.
+        attention_mask: ``None``, a boolean mask (True = attend) or an additive float mask, broadcastable to
+            ``(batch, heads, q_len, k_len)`` (a longer last axis is cut to ``k_len``).
+        scale: the factor on the scores; ``None`` for ``head_dim ** -0.5``.
+
+    Returns:
+        ``(batch, heads, q_len, head_dim)`` in ``query``'s dtype.
+    """
+    factor = scale if scale is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)).float() * factor
+    if attention_mask is not None:
+        mask = attention_mask[..., : key.shape[-2]]
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, -float("inf"))
+        else:
+            scores = scores + mask.float()
+    weights = scores.softmax(dim=-1).to(value.dtype)
+    return torch.matmul(weights, value)
 
 
 def register_grouped_attention() -> None:

@@ -38,6 +38,11 @@ PUBLIC_ALIGN_BUDGET_BYTES = 1 << 30
 """Attention weights and logits one forward pass of the public alignment path may return at most (bytes):
 every decoder layer's and head's cross-attention weights come back, for large-v3 about 230 MB per window
 of 120 positions in float16, so the windows are aligned in groups (:meth:`WindowDecoder._public_chunks`)."""
+LOOP_MIN_TOKENS = 40
+"""Generated tokens before :class:`LoopStop` first looks: about 150 characters, where normal speech
+compresses by a ratio near 1 and a loop well above OpenAI's 2.4."""
+LOOP_CHECK_EVERY = 8
+"""Decoding steps between two checks of :class:`LoopStop` (each decodes every row's text)."""
 WEIGHT_FLOOR = 1e-30
 """Smallest attention weight taken as it is before its logarithm (float16 weights far from the speech can
 be 0)."""
@@ -71,6 +76,49 @@ class SuppressTokens(LogitsProcessor):
         if self.only_at is not None and input_ids.shape[1] != self.only_at:
             return scores
         return scores.masked_fill(self.mask[: scores.shape[-1]], -float("inf"))  # type: ignore[return-value]
+
+
+class LoopStop(LogitsProcessor):
+    """Ends a row's decoding once its text is a repetition loop: every :data:`LOOP_CHECK_EVERY` steps, a row
+    whose generated text (at least :data:`LOOP_MIN_TOKENS` tokens) has a compression ratio above
+    ``threshold`` (OpenAI's rule, :func:`compression_ratio`) is given only the end token.
+
+    A window's decoding that loops would otherwise run to ``max_new_tokens`` (220 steps) and hold every
+    other window of its batch for those steps; its looped text fails the same compression-ratio rule at the
+    end, so ending it early changes when the window falls back, not whether (measurements at
+    :data:`gpu_transcribe_engine.decoding_rules.STOP_LOOPS`).
+
+    Args:
+        begin_index: length of the prompt (where generated tokens start).
+        eos_id: the end token, also the first special token (text tokens are below it).
+        decode_text: the tokenizer's decoding of text token ids.
+        threshold: the compression ratio above which a text is a loop.
+    """
+
+    def __init__(
+        self, begin_index: int, eos_id: int, decode_text: Callable[[list[int]], str], threshold: float
+    ) -> None:
+        """Keep the rule's parameters."""
+        self.begin_index = begin_index
+        self.eos_id = eos_id
+        self.decode_text = decode_text
+        self.threshold = threshold
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """``scores`` ``(rows, vocab)`` with the looping rows' scores at ``-inf`` but the end token's."""
+        generated = input_ids.shape[1] - self.begin_index
+        if generated < LOOP_MIN_TOKENS or generated % LOOP_CHECK_EVERY:
+            return scores
+        looping = []
+        for row, ids in enumerate(input_ids[:, self.begin_index :].tolist()):
+            if ids[-1] == self.eos_id:  # a finished sample, padded with the end token
+                continue
+            if compression_ratio(self.decode_text([t for t in ids if t < self.eos_id])) > self.threshold:
+                looping.append(row)
+        if looping:
+            scores[looping] = -float("inf")
+            scores[looping, self.eos_id] = 0.0
+        return scores
 
 
 @dataclass(frozen=True)
@@ -133,6 +181,9 @@ class WindowDecoder:
         self.no_speech_id = self.no_timestamps_id - 1  # <|nocaptions|>/<|nospeech|>, as OpenAI's decoder
         self.eos_id = int(gen.eos_token_id)
         self.sot_id = int(gen.decoder_start_token_id)
+        self._language_ids: dict[str, int] = {
+            token.strip("<|>"): int(token_id) for token, token_id in (gen.lang_to_id or {}).items()
+        }
 
     def prompt(self, language: str, task: str, previous: Sequence[int] = ()) -> list[int]:
         """``<|startoftranscript|><|lang|><|task|>`` (timestamps on), OpenAI's decoder prompt.
@@ -188,7 +239,20 @@ class WindowDecoder:
         return SharedCrossAttentionCache(DynamicCache(), cross)
 
     def no_speech_probs(self, encoder_output: torch.Tensor, cross: DynamicCache | None) -> list[float]:
-        """Per window, the probability of ``<|nospeech|>`` after ``<|startoftranscript|>`` (OpenAI's rule)."""
+        """Per window, the probability of ``<|nospeech|>`` after ``<|startoftranscript|>`` (OpenAI's rule;
+        :meth:`first_step`'s first half)."""
+        return self.first_step(encoder_output, cross)[0]
+
+    def first_step(
+        self, encoder_output: torch.Tensor, cross: DynamicCache | None
+    ) -> tuple[list[float], list[str]]:
+        """Per window, the ``<|nospeech|>`` probability and the most probable language after
+        ``<|startoftranscript|>``: one decoder step, read twice (OpenAI's ``detect_language`` takes the
+        language token with the highest logit at that position).
+
+        Returns:
+            ``(no-speech probabilities, language codes)``, one each per window (codes such as ``sv``).
+        """
         rows = encoder_output.shape[0]
         sot = torch.full((rows, 1), self.sot_id, dtype=torch.long, device=encoder_output.device)
         # The fast path (transformers 5.24) names the forward's cache argument ``cache``.
@@ -198,8 +262,12 @@ class WindowDecoder:
             decoder_input_ids=sot,
             **cache_kwargs,
         )
-        probs = out.logits[:, 0, :].float().softmax(dim=-1)[:, self.no_speech_id]
-        return [float(p) for p in probs]
+        logits = out.logits[:, 0, :].float()
+        probs = logits.softmax(dim=-1)[:, self.no_speech_id]
+        codes = list(self._language_ids)
+        ids = torch.tensor([self._language_ids[code] for code in codes], device=logits.device)
+        best = logits.index_select(-1, ids).argmax(dim=-1).tolist()
+        return [float(p) for p in probs], [codes[index] for index in best]
 
     def decode(
         self,
@@ -210,6 +278,7 @@ class WindowDecoder:
         max_new_tokens: int,
         best_of: int = 5,
         cross: DynamicCache | None = None,
+        loop_threshold: float | None = None,
     ) -> list[Decoded]:
         """Decode every window once: beam search at temperature 0, else best-of-``best_of`` sampling.
 
@@ -222,6 +291,8 @@ class WindowDecoder:
             best_of: samples drawn per window when sampling; the one with the highest average
                 log-probability is kept (OpenAI's ``best_of``, default 5).
             cross: :meth:`cross_cache` of ``encoder_output`` (fast path), or ``None``.
+            loop_threshold: end a row's decoding early once its text's compression ratio is above this
+                (:class:`LoopStop`); ``None`` to decode every row to its end token or ``max_new_tokens``.
 
         Returns:
             One :class:`Decoded` per window, in order.
@@ -236,6 +307,8 @@ class WindowDecoder:
                 WhisperTimeStampLogitsProcessor(self.generation_config, begin_index=len(prompt)),
             ]
         )
+        if loop_threshold is not None:
+            processors.append(LoopStop(len(prompt), self.eos_id, self._decode_text, loop_threshold))
         sampling = temperature > 0.0
         beam = not sampling and num_beams > 1
         per_window = max(1, best_of) if sampling else 1

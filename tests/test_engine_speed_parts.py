@@ -1,0 +1,108 @@
+"""The engine's speed parts that need no model: the stage clock, the decoding-step attention and the loop
+stop (the whole engine runs on real speech in ``tests/test_engine.py``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpu_transcribe_engine.fast_path import decode_step_attention, grouped_sdpa_attention
+from gpu_transcribe_engine.stages import STAGES, StageClock
+from gpu_transcribe_engine.whisper_model import LOOP_CHECK_EVERY, LOOP_MIN_TOKENS, LoopStop, compression_ratio
+
+
+def test_stage_clock_counts_each_stage_and_a_call_share() -> None:
+    clock = StageClock()
+    before = clock.totals()
+    with clock.stage("encoder"):
+        time.sleep(0.02)
+    with clock.stage("decoder"):
+        time.sleep(0.01)
+    share = clock.since(before)
+    assert set(share) == set(STAGES)
+    assert share["encoder"] >= 0.015 and share["decoder"] >= 0.005
+    assert share["encoder"] > share["decoder"] and share["fallback"] == 0.0
+    later = clock.totals()
+    with clock.stage("encoder"):
+        pass
+    assert clock.since(later)["encoder"] < 0.01  # only what came after ``later``
+    with pytest.raises(KeyError, match="unknown engine stage 'decode'"), clock.stage("decode"):
+        pass
+
+
+def test_stage_clock_synchronizes_at_the_end_of_each_stage() -> None:
+    calls: list[str] = []
+    clock = StageClock(lambda: calls.append("sync"))
+    with clock.stage("vad"):
+        assert calls == []
+    assert calls == ["sync"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_step_attention_is_sdpa(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(6, 4, 1, 16, generator=generator).to(dtype)
+    key = torch.randn(6, 4, 9, 16, generator=generator).to(dtype)
+    value = torch.randn(6, 4, 9, 16, generator=generator).to(dtype)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    expected = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), scale=0.3)
+    got = decode_step_attention(query, key, value, None, 0.3)
+    assert got.dtype == dtype and got.shape == (6, 4, 1, 16)
+    torch.testing.assert_close(got.float(), expected, atol=tolerance, rtol=tolerance)
+    allowed = torch.ones(6, 1, 1, 12, dtype=torch.bool)  # longer than the keys: cut to 9
+    allowed[:, :, :, 5:] = False
+    masked = F.scaled_dot_product_attention(
+        query.float(), key.float(), value.float(), attn_mask=allowed[..., :9], scale=0.3
+    )
+    torch.testing.assert_close(
+        decode_step_attention(query, key, value, allowed, 0.3).float(), masked, atol=tolerance, rtol=tolerance
+    )
+    additive = torch.zeros(6, 1, 1, 9).masked_fill(~allowed[..., :9], -float("inf"))
+    torch.testing.assert_close(
+        decode_step_attention(query, key, value, additive, 0.3).float(),
+        masked,
+        atol=tolerance,
+        rtol=tolerance,
+    )
+
+
+def test_grouped_attention_of_a_step_matches_each_windows_own_attention() -> None:
+    """The beams of a window (rows in groups of 3) against its one cross-attention row, as the fast path
+    decodes: the same as every beam attending to a copy of its window's keys."""
+    generator = torch.Generator().manual_seed(1)
+    query = torch.randn(6, 4, 1, 16, generator=generator)
+    key = torch.randn(2, 4, 30, 16, generator=generator)
+    value = torch.randn(2, 4, 30, 16, generator=generator)
+    out, _ = grouped_sdpa_attention(torch.nn.Module(), query, key, value, None, scaling=0.25)
+    expected = F.scaled_dot_product_attention(
+        query, key.repeat_interleave(3, dim=0), value.repeat_interleave(3, dim=0), scale=0.25
+    )
+    torch.testing.assert_close(out, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_loop_stop_ends_only_looping_rows_at_its_checks() -> None:
+    eos = 100
+    speech = (
+        "four score and seven years ago our fathers brought forth on this continent a new nation conceived "
+        "in liberty and dedicated to the proposition that all men are created equal now we are engaged in "
+        "a great civil war testing whether that nation or any nation so conceived can long endure"
+    )
+    words = {index + 1: word + " " for index, word in enumerate(speech.split())}
+    stop = LoopStop(
+        begin_index=2, eos_id=eos, decode_text=lambda ids: "".join(words[i] for i in ids), threshold=2.4
+    )
+    generated = LOOP_MIN_TOKENS + (-LOOP_MIN_TOKENS) % LOOP_CHECK_EVERY
+    loop = [1, 2] * (generated // 2)
+    varied = list(range(1, generated + 1))
+    finished = [*varied[:-1], eos]
+    assert compression_ratio("".join(words[i] for i in loop)) > 2.4
+    assert compression_ratio("".join(words[i] for i in varied)) < 2.4
+    ids = torch.tensor([[50, 51, *loop], [50, 51, *varied], [50, 51, *finished]])
+    scores = stop(ids, torch.zeros(3, eos + 5))
+    assert scores[0].argmax() == eos and torch.isinf(scores[0, :eos]).all()
+    assert not torch.isinf(scores[1]).any() and not torch.isinf(scores[2]).any()
+    early = ids[:, :-1]  # one step before a check: not looked at
+    assert not torch.isinf(stop(early, torch.zeros(3, eos + 5))).any()
