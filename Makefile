@@ -119,7 +119,7 @@ pytest: offline-model
 test: lint typecheck pytest
 
 bench: offline-model
-	$(BIN)/python bench/engine.py --model $(MODEL_DIR)
+	$(BIN)/python -m bench.engine --model $(MODEL_DIR)
 
 # `serve` under 1, 4 and 16 concurrent openai clients, batching across requests vs one request at a time
 # (about 4 minutes on 2 CPU cores; BENCH_SERVER_ARGS="--clients 1,8 --requests-per-client 4" for others).
