@@ -55,3 +55,21 @@ def test_merge_falls_back_to_the_longest_pause_and_splits_overlong_speech() -> N
     overlong = merge_into_windows([(0, 70 * S)])
     assert [w.duration_s for w in overlong] == [30.0, 30.0, 10.0]
     assert merge_into_windows([]) == []
+
+
+def test_finding_speech_leaves_pytorchs_thread_count_as_it_was() -> None:
+    """Importing silero-vad sets PyTorch to one thread; the engine's encoder and decoder, which run after
+    the VAD, must keep the cores they had. In a fresh process, so that silero-vad is imported there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(3)\n"
+        "from gpu_transcribe_engine.vad import speech_timestamps\n"
+        "speech_timestamps(np.zeros(16000, np.float32))\n"
+        "import silero_vad\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "3", done.stderr
