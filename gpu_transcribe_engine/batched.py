@@ -248,8 +248,8 @@ class BatchedDecoding(EngineCore):
         The encoder runs once over the batch; one decoder step after ``<|startoftranscript|>`` gives each
         window's ``<|nospeech|>`` probability and, for ``language == "auto"``, its language (the most
         probable language token, OpenAI's ``detect_language``), so a recording that changes language is
-        decoded window by window in each window's own language. The windows of each language are then
-        decoded together (:meth:`_decode_language`).
+        decoded window by window in each window's own language. The windows are then decoded together,
+        each with its own language token in its prompt (:meth:`_decode_language`).
 
         Args:
             features: ``(windows, n_mels, 3000)`` log-mel inputs.
@@ -271,34 +271,23 @@ class BatchedDecoding(EngineCore):
         with clock.stage("decoder"):
             no_speech, detected = decoder.first_step(encoder_output, cross)
         languages = detected if language == "auto" else [language] * count
-        kept: list[Any] = [None] * count
-        fell_back = [False] * count
-        alignments: list[Any] = [None] * count
-        for code in dict.fromkeys(languages):
-            rows = [row for row in range(count) if languages[row] == code]
-            every = len(rows) == count
-            decoded = self._decode_language(
-                encoder_output if every else encoder_output[rows],
-                cross if every else decoder.select(cross, rows),
-                code,
-                opts,
-                [frames[row] for row in rows],
-                [no_speech[row] for row in rows],
-            )
-            for row, (result, fallback, alignment) in zip(rows, decoded, strict=True):
-                kept[row], fell_back[row], alignments[row] = result, fallback, alignment
+        decoded = self._decode_language(encoder_output, cross, languages, opts, frames, no_speech)
+        kept = [result for result, _, _ in decoded]
+        fell_back = [fallback for _, fallback, _ in decoded]
+        alignments = [alignment for _, _, alignment in decoded]
         return kept, fell_back, no_speech, alignments, languages
 
     def _decode_language(
         self,
         encoder_output: torch.Tensor,
         cross: Any,
-        language: str,
+        languages: Sequence[str],
         opts: TranscribeOptions,
         frames: Sequence[int],
         no_speech: Sequence[float],
     ) -> list[tuple[Any, bool, Any]]:
-        """Decode windows of one language with the temperature fallback of ``rules.FALLBACK``.
+        """Decode windows, each in its language (``languages``, one per window), with the temperature
+        fallback of ``rules.FALLBACK``.
 
         Each window is decoded with beam search at temperature 0. With ``rules.FALLBACK == "all"`` (OpenAI's
         rule) a window whose text is too repetitive (compression ratio above
@@ -321,24 +310,27 @@ class BatchedDecoding(EngineCore):
         decoder = self.decoder
         clock = self.clock
         count = encoder_output.shape[0]
-        prompt = decoder.prompt(language, opts.task, self._prompt_tokens(opts))
+        previous = self._prompt_tokens(opts)
+        prompts = {code: decoder.prompt(code, opts.task, previous) for code in set(languages)}
         attempts: list[list[Any]] = [[] for _ in range(count)]
         pending = list(range(count))
         kept: list[Any] = [None] * count
         temperatures = rules.TEMPERATURES if rules.FALLBACK != "never" else rules.TEMPERATURES[:1]
         loop_threshold = rules.COMPRESSION_RATIO_THRESHOLD if rules.STOP_LOOPS else None
+        sampling_threshold = rules.SAMPLING_LOOP_THRESHOLD if rules.STOP_LOOPS else None
         for temperature in temperatures:
             rows = pending if len(pending) < count else None
             with clock.stage("decoder" if temperature == rules.TEMPERATURES[0] else "fallback"):
                 results = decoder.decode(
                     encoder_output if rows is None else encoder_output[rows],
-                    prompt,
+                    [prompts[languages[window]] for window in pending],
                     num_beams=opts.beam_size,
                     temperature=temperature,
                     max_new_tokens=rules.MAX_NEW_TOKENS,
                     best_of=opts.beam_size,
                     cross=cross if rows is None else decoder.select(cross, rows),
-                    loop_threshold=loop_threshold if temperature == 0.0 else None,
+                    loop_threshold=loop_threshold if temperature == 0.0 else sampling_threshold,
+                    loop_min_tokens=0 if temperature == 0.0 else rules.SAMPLING_LOOP_MIN_TOKENS,
                 )
             still: list[int] = []
             for window, result in zip(pending, results, strict=True):
@@ -362,9 +354,14 @@ class BatchedDecoding(EngineCore):
         alignments: list[Any] = [None] * count
         if opts.word_timestamps:
             texts = [[t for t in d.tokens if t < decoder.eos_id] if d is not None else [] for d in kept]
-            sot = decoder.prompt(language, opts.task)
-            with clock.stage("align"):
-                alignments = decoder.align(encoder_output, cross, sot, texts, frames)
+            for code in dict.fromkeys(languages):  # the alignment pass takes one start sequence
+                sot = decoder.prompt(code, opts.task)
+                only = [[] if languages[w] != code else texts[w] for w in range(count)]
+                with clock.stage("align"):
+                    aligned = decoder.align(encoder_output, cross, sot, only, frames)
+                for window in range(count):
+                    if languages[window] == code:
+                        alignments[window] = aligned[window]
         return [(kept[w], len(attempts[w]) > 1, alignments[w]) for w in range(count)]
 
     def _window_segments(

@@ -16,7 +16,7 @@ import copy
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessor, LogitsProcessorList
@@ -96,18 +96,24 @@ class LoopStop(LogitsProcessor):
     """
 
     def __init__(
-        self, begin_index: int, eos_id: int, decode_text: Callable[[list[int]], str], threshold: float
+        self,
+        begin_index: int,
+        eos_id: int,
+        decode_text: Callable[[list[int]], str],
+        threshold: float,
+        min_tokens: int = 0,
     ) -> None:
         """Keep the rule's parameters."""
         self.begin_index = begin_index
         self.eos_id = eos_id
         self.decode_text = decode_text
         self.threshold = threshold
+        self.min_tokens = max(min_tokens, LOOP_MIN_TOKENS)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """``scores`` ``(rows, vocab)`` with the looping rows' scores at ``-inf`` but the end token's."""
         generated = input_ids.shape[1] - self.begin_index
-        if generated < LOOP_MIN_TOKENS or generated % LOOP_CHECK_EVERY:
+        if generated < self.min_tokens or generated % LOOP_CHECK_EVERY:
             return scores
         looping = []
         for row, ids in enumerate(input_ids[:, self.begin_index :].tolist()):
@@ -272,19 +278,21 @@ class WindowDecoder:
     def decode(
         self,
         encoder_output: torch.Tensor,
-        prompt: list[int],
+        prompt: list[int] | list[list[int]],
         num_beams: int,
         temperature: float,
         max_new_tokens: int,
         best_of: int = 5,
         cross: DynamicCache | None = None,
         loop_threshold: float | None = None,
+        loop_min_tokens: int = 0,
     ) -> list[Decoded]:
         """Decode every window once: beam search at temperature 0, else best-of-``best_of`` sampling.
 
         Args:
             encoder_output: ``(batch, 1500, d_model)`` from :meth:`encode`.
-            prompt: decoder prompt from :meth:`prompt`.
+            prompt: decoder prompt from :meth:`prompt`, the same for every window, or one per window (all
+                of one length: windows of different languages differ in their language token only).
             num_beams: beams at temperature 0 (1: greedy search).
             temperature: 0.0 for beam search; above 0, sampling at that temperature.
             max_new_tokens: generated tokens per window at most.
@@ -293,25 +301,41 @@ class WindowDecoder:
             cross: :meth:`cross_cache` of ``encoder_output`` (fast path), or ``None``.
             loop_threshold: end a row's decoding early once its text's compression ratio is above this
                 (:class:`LoopStop`); ``None`` to decode every row to its end token or ``max_new_tokens``.
+            loop_min_tokens: tokens a row has before :class:`LoopStop` looks at it (at least
+                :data:`LOOP_MIN_TOKENS`).
 
         Returns:
             One :class:`Decoded` per window, in order.
+
+        Raises:
+            ValueError: per-window prompts of different lengths, or not one per window.
         """
         rows = encoder_output.shape[0]
-        ids = torch.tensor([prompt] * rows, dtype=torch.long, device=encoder_output.device)
+        given_per_window = bool(prompt) and isinstance(prompt[0], list)
+        if given_per_window:
+            prompts = [list(p) for p in cast(list[list[int]], prompt)]
+        else:
+            prompts = [list(cast(list[int], prompt))] * rows
+        lengths = sorted({len(p) for p in prompts})
+        if len(prompts) != rows or len(lengths) != 1:
+            raise ValueError(f"decode: {len(prompts)} prompts of lengths {lengths} for {rows} windows")
+        prompt_len = lengths[0]
+        ids = torch.tensor(prompts, dtype=torch.long, device=encoder_output.device)
         device = encoder_output.device
         processors = LogitsProcessorList(
             [
-                SuppressTokens(self._suppress_at_begin, self._vocab_size, device, only_at=len(prompt)),
+                SuppressTokens(self._suppress_at_begin, self._vocab_size, device, only_at=prompt_len),
                 SuppressTokens(self._suppress, self._vocab_size, device),
-                WhisperTimeStampLogitsProcessor(self.generation_config, begin_index=len(prompt)),
+                WhisperTimeStampLogitsProcessor(self.generation_config, begin_index=prompt_len),
             ]
         )
         if loop_threshold is not None:
-            processors.append(LoopStop(len(prompt), self.eos_id, self._decode_text, loop_threshold))
+            processors.append(
+                LoopStop(prompt_len, self.eos_id, self._decode_text, loop_threshold, loop_min_tokens)
+            )
         sampling = temperature > 0.0
         beam = not sampling and num_beams > 1
-        per_window = max(1, best_of) if sampling else 1
+        samples = max(1, best_of) if sampling else 1
         kwargs: dict[str, Any] = {
             "generation_config": self._generate_config,
             "encoder_outputs": BaseModelOutput(last_hidden_state=encoder_output),
@@ -323,7 +347,7 @@ class WindowDecoder:
             "output_scores": True,  # the beam score is returned only with them
             "pad_token_id": self.eos_id,
             "num_beams": num_beams if beam else 1,
-            "num_return_sequences": per_window,
+            "num_return_sequences": samples,
             "do_sample": sampling,
         }
         if sampling:
@@ -344,7 +368,6 @@ class WindowDecoder:
             logits = tuple(s * temperature for s in out.scores) if sampling else out.scores
             steps = self.model.compute_transition_scores(out.sequences, logits, normalize_logits=True)
             averages = []
-        prompt_len = len(prompt)
         candidates: list[Decoded] = []
         for row, sequence in enumerate(out.sequences.tolist()):
             generated = sequence[prompt_len:]
@@ -355,8 +378,7 @@ class WindowDecoder:
             text = self._decode_text([t for t in tokens if t < self.eos_id])
             candidates.append(Decoded(tokens, avg_logprob, compression_ratio(text), temperature))
         return [
-            max(candidates[w * per_window : (w + 1) * per_window], key=lambda d: d.avg_logprob)
-            for w in range(rows)
+            max(candidates[w * samples : (w + 1) * samples], key=lambda d: d.avg_logprob) for w in range(rows)
         ]
 
     def align(

