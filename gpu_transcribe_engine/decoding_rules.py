@@ -11,7 +11,7 @@ TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4
 """OpenAI's (and faster-whisper's) threshold on the zlib compression ratio of a window's decoded text;
 above it the decoding counts as a repetition loop and is redone hotter (``batched``; the ratio is computed
-on the text as OpenAI does, :func:`gpu_transcribe_engine.whisper_model.compression_ratio`)."""
+on the text as OpenAI does, :func:`gpu_transcribe_engine.logits_rules.compression_ratio`)."""
 TOKEN_COMPRESSION_RATIO_THRESHOLD = 1.35
 """The ``sequential`` algorithm's threshold: transformers' ``generate`` computes the compression ratio on
 the token ids (2 bytes each), for which its documentation gives 1.35 as the equivalent of OpenAI's 2.4."""
@@ -25,7 +25,7 @@ under music 0.340 for all three; the other three recordings had no window fall b
 is the only rule that never lost accuracy, and :data:`STOP_LOOPS` removes most of what a loop cost."""
 STOP_LOOPS = True
 """End a window's beam search (temperature 0) as soon as its text exceeds ``COMPRESSION_RATIO_THRESHOLD``
-rather than at ``MAX_NEW_TOKENS`` (:class:`gpu_transcribe_engine.whisper_model.LoopStop`); the window
+rather than at ``MAX_NEW_TOKENS`` (:class:`gpu_transcribe_engine.logits_rules.LoopStop`); the window
 then falls back as it would have at the end. Disfluent English corpus recording: decoding at temperature
 0 took 8.0 s instead of 21.1 s, word error rate 0.288 both ways. ``False`` turns off this and
 :data:`SAMPLING_LOOP_THRESHOLD`."""

@@ -13,14 +13,12 @@ instead of its attention modules (:meth:`WindowDecoder.align`).
 from __future__ import annotations
 
 import copy
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessor, LogitsProcessorList
-from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 from transformers.generation.utils import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -30,6 +28,7 @@ from gpu_transcribe_engine.fast_path import (
     SharedCrossAttentionCache,
     fast_path_available,
 )
+from gpu_transcribe_engine.logits_rules import LoopStop, SuppressTokens, TimestampRules, compression_ratio
 
 MAX_PREVIOUS_TOKENS = 223
 """Previous-text (prompt) tokens kept at most: OpenAI's decoder keeps ``n_text_ctx // 2 - 1`` of them, so
@@ -38,93 +37,9 @@ PUBLIC_ALIGN_BUDGET_BYTES = 1 << 30
 """Attention weights and logits one forward pass of the public alignment path may return at most (bytes):
 every decoder layer's and head's cross-attention weights come back, for large-v3 about 230 MB per window
 of 120 positions in float16, so the windows are aligned in groups (:meth:`WindowDecoder._public_chunks`)."""
-LOOP_MIN_TOKENS = 40
-"""Generated tokens before :class:`LoopStop` first looks: about 150 characters, where normal speech
-compresses by a ratio near 1 and a loop well above OpenAI's 2.4."""
-LOOP_CHECK_EVERY = 8
-"""Decoding steps between two checks of :class:`LoopStop` (each decodes every row's text)."""
 WEIGHT_FLOOR = 1e-30
 """Smallest attention weight taken as it is before its logarithm (float16 weights far from the speech can
 be 0)."""
-
-
-class SuppressTokens(LogitsProcessor):
-    """Sets the scores of fixed token ids to ``-inf``, at every step or only at the first generated one.
-
-    The rule of transformers' ``SuppressTokensLogitsProcessor`` and ``SuppressTokensAtBeginLogitsProcessor``
-    (OpenAI's ``SuppressTokens`` and ``SuppressBlank``), with the vocabulary mask built once instead of by
-    ``torch.isin`` over the vocabulary at every step: measured 55 ms per step for 35 rows on 2 CPU cores.
-
-    Args:
-        token_ids: ids to suppress.
-        vocab_size: size of the score rows.
-        device: where the scores live.
-        only_at: when given, suppress only when the sequences are this long (the prompt's length: the first
-            generated token).
-    """
-
-    def __init__(
-        self, token_ids: Sequence[int], vocab_size: int, device: torch.device, only_at: int | None = None
-    ) -> None:
-        """Build the mask once."""
-        self.mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-        self.mask[[t for t in token_ids if 0 <= t < vocab_size]] = True
-        self.only_at = only_at
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """``scores`` ``(rows, vocab)`` with the masked ids at ``-inf`` (a new tensor)."""
-        if self.only_at is not None and input_ids.shape[1] != self.only_at:
-            return scores
-        return scores.masked_fill(self.mask[: scores.shape[-1]], -float("inf"))  # type: ignore[return-value]
-
-
-class LoopStop(LogitsProcessor):
-    """Ends a row's decoding once its text is a repetition loop: every :data:`LOOP_CHECK_EVERY` steps, a row
-    whose generated text (at least :data:`LOOP_MIN_TOKENS` tokens) has a compression ratio above
-    ``threshold`` (OpenAI's rule, :func:`compression_ratio`) is given only the end token.
-
-    A window's decoding that loops would otherwise run to ``max_new_tokens`` (220 steps) and hold every
-    other window of its batch for those steps; its looped text fails the same compression-ratio rule at the
-    end, so ending it early changes when the window falls back, not whether (measurements at
-    :data:`gpu_transcribe_engine.decoding_rules.STOP_LOOPS`).
-
-    Args:
-        begin_index: length of the prompt (where generated tokens start).
-        eos_id: the end token, also the first special token (text tokens are below it).
-        decode_text: the tokenizer's decoding of text token ids.
-        threshold: the compression ratio above which a text is a loop.
-    """
-
-    def __init__(
-        self,
-        begin_index: int,
-        eos_id: int,
-        decode_text: Callable[[list[int]], str],
-        threshold: float,
-        min_tokens: int = 0,
-    ) -> None:
-        """Keep the rule's parameters."""
-        self.begin_index = begin_index
-        self.eos_id = eos_id
-        self.decode_text = decode_text
-        self.threshold = threshold
-        self.min_tokens = max(min_tokens, LOOP_MIN_TOKENS)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        """``scores`` ``(rows, vocab)`` with the looping rows' scores at ``-inf`` but the end token's."""
-        generated = input_ids.shape[1] - self.begin_index
-        if generated < self.min_tokens or generated % LOOP_CHECK_EVERY:
-            return scores
-        looping = []
-        for row, ids in enumerate(input_ids[:, self.begin_index :].tolist()):
-            if ids[-1] == self.eos_id:  # a finished sample, padded with the end token
-                continue
-            if compression_ratio(self.decode_text([t for t in ids if t < self.eos_id])) > self.threshold:
-                looping.append(row)
-        if looping:
-            scores[looping] = -float("inf")
-            scores[looping, self.eos_id] = 0.0
-        return scores
 
 
 @dataclass(frozen=True)
@@ -143,16 +58,6 @@ class Decoded:
     avg_logprob: float
     compression_ratio: float
     temperature: float
-
-
-def compression_ratio(text: str) -> float:
-    """OpenAI's compression ratio: UTF-8 bytes of ``text`` over their zlib-compressed size; 0 if empty.
-
-    Computed on the text, as OpenAI's ``transcribe()`` and faster-whisper do (threshold 2.4), not on the
-    token ids as transformers does (its threshold 1.35).
-    """
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 class WindowDecoder:
@@ -174,7 +79,9 @@ class WindowDecoder:
         self._decode_text = decode_text
         gen = model.generation_config
         self.generation_config = gen
-        # generate() would build its own (slower) suppression processors from these; ours replace them
+        # generate() would build its own (slower) suppression processors from these; ours replace them.
+        # A None here alone is not enough: generate() fills a field left at its default from the model's
+        # config, so decode() also passes suppress_tokens=None and begin_suppress_tokens=None explicitly.
         self._generate_config = copy.deepcopy(gen)
         self._generate_config.suppress_tokens = None
         self._generate_config.begin_suppress_tokens = None
@@ -326,7 +233,13 @@ class WindowDecoder:
             [
                 SuppressTokens(self._suppress_at_begin, self._vocab_size, device, only_at=prompt_len),
                 SuppressTokens(self._suppress, self._vocab_size, device),
-                WhisperTimeStampLogitsProcessor(self.generation_config, begin_index=prompt_len),
+                TimestampRules(
+                    prompt_len,
+                    self.timestamp_begin,
+                    self.eos_id,
+                    self.no_timestamps_id,
+                    getattr(self.generation_config, "max_initial_timestamp_index", None),
+                ),
             ]
         )
         if loop_threshold is not None:
@@ -349,6 +262,8 @@ class WindowDecoder:
             "num_beams": num_beams if beam else 1,
             "num_return_sequences": samples,
             "do_sample": sampling,
+            "suppress_tokens": None,  # SuppressTokens above applies them (see __init__)
+            "begin_suppress_tokens": None,
         }
         if sampling:
             kwargs.update(temperature=temperature, top_k=0, top_p=1.0)

@@ -549,3 +549,37 @@ def test_language_auto_is_detected_per_window(engine: Any) -> None:
     assert word_error_rate(clip_reference(english), english_text, "en") < 0.3, english_text
     swedish_reference = " ".join(clip_reference(clip) for clip in SWEDISH_CLIPS)
     assert word_error_rate(swedish_reference, swedish_text, "sv") < 0.5, swedish_text
+
+
+def test_decoding_applies_each_suppression_rule_once(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``generate`` would add transformers' own suppression processors (an ``isin`` over the vocabulary at
+    every step) from the model's generation config beside ours; the batched decoding turns them off and
+    still never emits a suppressed token."""
+    from transformers.generation import logits_process
+
+    calls: list[str] = []
+
+    def counting(name: str, original: Any) -> Any:
+        def counted(self: Any, input_ids: Any, scores: Any) -> Any:
+            calls.append(name)
+            return original(self, input_ids, scores)
+
+        return counted
+
+    for name in ("SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor"):
+        cls = getattr(logits_process, name)
+        monkeypatch.setattr(cls, "__call__", counting(name, cls.__call__))
+    seen: list[tuple[int, ...]] = []
+    decode = engine.decoder.decode
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        results = decode(*args, **kwargs)
+        seen.extend(r.tokens for r in results)
+        return results
+
+    monkeypatch.setattr(engine.decoder, "decode", keep)
+    transcript = engine.transcribe_file(clip_path(ENGLISH_CLIP), TranscribeOptions(language="en"))
+    assert "country" in transcript.text.lower()
+    assert calls == []
+    suppressed = set(engine.model.generation_config.suppress_tokens)
+    assert seen and not any(token in suppressed for tokens in seen for token in tokens)

@@ -10,8 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from gpu_transcribe_engine.fast_path import decode_step_attention, grouped_sdpa_attention
+from gpu_transcribe_engine.logits_rules import (
+    LOOP_CHECK_EVERY,
+    LOOP_MIN_TOKENS,
+    LoopStop,
+    TimestampRules,
+    compression_ratio,
+)
 from gpu_transcribe_engine.stages import STAGES, StageClock
-from gpu_transcribe_engine.whisper_model import LOOP_CHECK_EVERY, LOOP_MIN_TOKENS, LoopStop, compression_ratio
 
 
 def test_stage_clock_counts_each_stage_and_a_call_share() -> None:
@@ -106,3 +112,40 @@ def test_loop_stop_ends_only_looping_rows_at_its_checks() -> None:
     assert not torch.isinf(scores[1]).any() and not torch.isinf(scores[2]).any()
     early = ids[:, :-1]  # one step before a check: not looked at
     assert not torch.isinf(stop(early, torch.zeros(3, eos + 5))).any()
+
+
+def test_timestamp_rules_give_transformers_scores_at_every_step() -> None:
+    """Rows decoded step by step by sampling from random scores under transformers' own
+    ``WhisperTimeStampLogitsProcessor``: at every step our vectorised rule gives exactly its scores (text,
+    timestamp pairs, the end token, the first-timestamp limit and the timestamp-probability rule all
+    occur along the way)."""
+    from types import SimpleNamespace
+
+    from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+
+    eos, no_timestamps, vocab = 50, 52, 90  # text 0-49, specials 50-52, timestamps 53-89
+    begin = no_timestamps + 1
+    config = SimpleNamespace(
+        no_timestamps_token_id=no_timestamps,
+        eos_token_id=eos,
+        bos_token_id=eos,
+        max_initial_timestamp_index=5,
+        _detect_timestamp_from_logprob=True,
+    )
+    prompt = [51, 7, 8]
+    theirs = WhisperTimeStampLogitsProcessor(config, begin_index=len(prompt))  # type: ignore[arg-type]
+    ours = TimestampRules(len(prompt), begin, eos, no_timestamps, 5)
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.tensor([prompt] * 12)
+    seen_pairs = 0
+    for _ in range(40):
+        scores = torch.randn(12, vocab, generator=generator) * 3
+        scores[:, begin:] += torch.linspace(-2.0, 2.0, 12)[:, None]  # rows that favour timestamps more
+        expected = theirs(ids, scores)
+        torch.testing.assert_close(ours(ids, scores.clone()), expected, rtol=0, atol=0)
+        probs = torch.softmax(expected.float(), dim=-1)
+        picked = torch.multinomial(probs, 1, generator=generator)
+        picked[picked == eos] = 0  # keep every row going (the end token is allowed, tested above)
+        ids = torch.cat([ids, picked], dim=1)
+        seen_pairs += int(((ids[:, -1] >= begin) & (ids[:, -2] >= begin)).sum())
+    assert seen_pairs > 0 and (ids[:, len(prompt) :] < eos).any()
