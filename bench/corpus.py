@@ -47,6 +47,23 @@ NST_CLIPS = (
     "sv_nst_se10x016_u0016004.wav",
 )
 NST_SILENT = "sv_nst_se10x016_u0016001_silence.wav"
+COMMON_VOICE_SWEDISH = tuple(
+    f"sv_cv_{clip_id}.flac"
+    for clip_id in (
+        18711295,
+        18716987,
+        18717015,
+        18733516,
+        18737932,
+        18742722,
+        18746434,
+        18746511,
+        18746534,
+        18748646,
+        18877958,
+    )
+)
+"""Crowd-sourced read Swedish (Common Voice sv-SE, CC0): short prompts by other speakers than NST's."""
 DISFLUENT_CLIPS = (
     "en_mfa_acoustic_corpus.flac",
     "en_mfa_cold_corpus.flac",
@@ -119,7 +136,7 @@ CORPUS: tuple[Spec, ...] = (
         name="sv_short_utterances",
         kind="many short utterances with pauses",
         languages=("sv",),
-        clips=(*NST_CLIPS, NST_SILENT),
+        clips=(*NST_CLIPS, *COMMON_VOICE_SWEDISH, NST_SILENT),
         audio_format="wav16k",
         pause_range_s=(1.5, 4.0),
         seed=2101,
@@ -128,7 +145,7 @@ CORPUS: tuple[Spec, ...] = (
         name="sv_telephone",
         kind="telephone band (300-3400 Hz, 8 kHz mu-law) with line noise",
         languages=("sv",),
-        clips=NST_CLIPS,
+        clips=(*NST_CLIPS, *COMMON_VOICE_SWEDISH),
         audio_format="mulaw8k",
         pause_range_s=(0.3, 1.0),
         bed="noise",
@@ -183,6 +200,7 @@ CORPUS: tuple[Spec, ...] = (
         languages=("sv", "en", "es"),
         clips=(
             *NST_CLIPS,
+            *COMMON_VOICE_SWEDISH[:4],
             "es_mls_13697_11991_000000.opus",
             "en_jfk.flac",
             "en_librispeech_61-70968-0000.flac",
