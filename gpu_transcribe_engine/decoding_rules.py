@@ -19,8 +19,8 @@ FALLBACK = "all"
 """Which windows are decoded again at the next temperature: ``all`` (OpenAI's rule: a repetition loop or
 an unsure decoding), ``loops`` (only a repetition loop) or ``never`` (temperature 0 only, as faster-whisper's
 batched pipeline). Measured with ``bench/engine.py``'s corpus (whisper-base, 2 CPU cores; fallback samples
-then ended by a loop at 40 tokens, see :data:`SAMPLING_LOOP_MIN_TOKENS`), word error rate ``all`` / ``loops`` /
-``never``: disfluent English 0.317 / 0.317 / 0.381, the Swedish-English-Spanish
+then ended by a loop at 40 tokens, see :data:`SAMPLING_LOOP_MIN_TOKENS`), word error rate
+``all`` / ``loops`` / ``never``: disfluent English 0.317 / 0.317 / 0.381, the Swedish-English-Spanish
 recording decoded as Swedish 0.530 / 0.649 / 0.649 (its fallbacks were unsure windows, not loops), English
 under music 0.340 for all three; the other three recordings had no window fall back. ``all`` is kept: it
 is the only rule that never lost accuracy, and :data:`STOP_LOOPS` removes most of what a loop cost."""
