@@ -34,6 +34,7 @@ import pytest
 from bench.fixtures import clip_path
 from gpu_transcribe.correct.config import CorrectionConfig
 from gpu_transcribe.correct.correct import correct_file, correct_transcript
+from gpu_transcribe.correct.files import carry_word_times
 from gpu_transcribe.correct.prompt import AnswerError, parse_answer, split_pieces
 from gpu_transcribe.correct.rail import refused_change, word_edit_distance, words
 from gpu_transcribe_engine.options import TranscribeOptions
@@ -200,28 +201,60 @@ def test_good_answer_becomes_corrected_files_beside_the_raw(
     assert data["extra"]["correction"]["segments_changed"] == 3
 
 
-def test_corrected_segments_keep_no_words_of_the_raw_text(
+def test_corrected_segments_carry_the_raw_word_times(
     loopback_bedrock: LoopbackBedrock, tmp_path: Path
 ) -> None:
-    """A raw transcript with word timestamps: the corrected JSON's segments carry the corrected text and
-    none of the raw words (their texts and times belong to the uncorrected text)."""
+    """A raw transcript with word timestamps: the corrected JSON's segments carry the corrected words, each
+    timed from the raw word it corrects (the corrections here change spelling and case, not word counts)."""
     loopback_bedrock.corrector = fixing_answer
     plain = transcript()
     timed = replace(
         plain,
         options=replace(plain.options, word_timestamps=True),
         segments=tuple(
-            replace(s, words=tuple(Word(" " + w, s.start_s, s.end_s, 0.9) for w in s.text.split()))
+            replace(
+                s,
+                words=tuple(
+                    Word(" " + w, s.start_s + 0.1 * k, s.start_s + 0.1 * (k + 1), 0.9)
+                    for k, w in enumerate(s.text.split())
+                ),
+            )
             for s in plain.segments
         ),
     )
     raw = write_outputs(timed, tmp_path / "talk", ("json",))
-    assert all(s["words"] for s in json.loads(raw["json"].read_text(encoding="utf-8"))["segments"])
+    raw_segments = json.loads(raw["json"].read_text(encoding="utf-8"))["segments"]
     result = correct_file(raw["json"], ("json",), config())
     assert result.status == "corrected", result.reason
     data = json.loads((tmp_path / "talk.corrected.json").read_text(encoding="utf-8"))
     assert [s["text"] for s in data["segments"]] == [fix_words(t) for t in RAW]
-    assert [s.get("words", []) for s in data["segments"]] == [[] for _ in RAW]
+    for segment, raw_segment in zip(data["segments"], raw_segments, strict=True):
+        assert [w["word"].strip() for w in segment["words"]] == segment["text"].split()
+        assert [(w["start_s"], w["end_s"]) for w in segment["words"]] == [
+            (w["start_s"], w["end_s"]) for w in raw_segment["words"]
+        ]
+
+
+def test_word_times_follow_the_corrected_words() -> None:
+    raw = (
+        Word(" vi", 0.0, 0.2, 0.9),
+        Word(" eh", 0.2, 0.4, 0.3),
+        Word(" åkte", 0.4, 0.6, 0.8),
+        Word(" till", 0.6, 0.8, 0.7),
+        Word(" baka", 0.8, 1.0, 0.5),
+        Word(" hem.", 1.0, 1.4, 0.9),
+    )
+    carried = carry_word_times(raw, "Vi åkte tillbaka hem, sen.")
+    assert [w.word for w in carried] == [" Vi", " åkte", " tillbaka", " hem,", " sen."]
+    assert (carried[0].start_s, carried[0].end_s, carried[0].probability) == (0.0, 0.2, 0.9)
+    assert (carried[1].start_s, carried[1].end_s) == (0.4, 0.6)  # "eh" dropped
+    assert (carried[2].start_s, carried[2].end_s) == (0.6, 1.0)  # "till baka" merged: their span
+    assert carried[2].probability == pytest.approx(0.6)
+    assert (carried[3].start_s, carried[3].end_s) == (1.0, 1.4)  # "hem." -> "hem,"
+    assert (carried[4].start_s, carried[4].end_s, carried[4].probability) == (1.4, 1.4, 0.0)  # added
+    split = carry_word_times(raw[2:4], "å kte till")
+    assert [(w.word, w.start_s, w.end_s) for w in split[:2]] == [(" å", 0.4, 0.5), (" kte", 0.5, 0.6)]
+    assert carry_word_times((), "Vi åkte.") == () and carry_word_times(raw, "  ") == ()
 
 
 def test_answer_that_drops_a_sentence_is_refused(loopback_bedrock: LoopbackBedrock, tmp_path: Path) -> None:

@@ -10,15 +10,16 @@ from collections.abc import Sequence
 _EDGE_PUNCTUATION = re.compile(r"^\W+|\W+$")
 
 
+def word_key(token: str) -> str:
+    """A white-space-free token of a text as the rail compares it: case-folded, punctuation at its edges
+    removed (``"Hamlet,"`` -> ``"hamlet"``; ``"--"`` -> ``""``)."""
+    return _EDGE_PUNCTUATION.sub("", token.casefold())
+
+
 def words(text: str) -> list[str]:
-    """The words of ``text`` for the safety rail: split on white space, case-folded, punctuation at each
-    word's edges removed, empty ones dropped."""
-    out = []
-    for token in text.split():
-        word = _EDGE_PUNCTUATION.sub("", token.casefold())
-        if word:
-            out.append(word)
-    return out
+    """The words of ``text`` for the safety rail: split on white space, :func:`word_key` of each, empty
+    ones dropped."""
+    return [key for key in map(word_key, text.split()) if key]
 
 
 def word_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
