@@ -60,6 +60,9 @@ REPO = Path(__file__).resolve().parents[1]
 AUDIO = recordings_dir()
 EN = AUDIO / "en_jfk.flac"
 SV = AUDIO / "sv_nst_se10x016_u0016004.wav"
+LONG = AUDIO / "en_swc_william-shakespeare-part1.ogg"
+"""170 s of speech: a job that is still being transcribed several seconds after it is claimed (about 15 s
+of work on 2 cores), where the 7-s clips can finish before a spot notice is read (every 5 s)."""
 WORKER_TIMEOUT_S = 240
 
 
@@ -477,7 +480,7 @@ def test_spot_notice_releases_the_job_at_once_and_it_completes_elsewhere(
     pipeline = create_test_pipeline(aws, tmp_path, monkeypatch, visibility_timeout_s=120)
     doomed_imds = FakeImds()
     try:
-        (job_id,) = _submit(SV)
+        (job_id,) = _submit(LONG)
         first = pipeline.worker(imds_url=doomed_imds.url, model=str(model))
         wait_until(lambda: _running(pipeline, job_id), 60, "the first worker's claim")
         doomed_imds.announce()
