@@ -308,8 +308,23 @@ def run_engine_locally(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            _drain_events(proc.stdout, collector)
     reader.join(timeout=5)
     return collector.finish(returncode, "".join(stderr_tail))
+
+
+def _drain_events(stdout: Any, collector: EventCollector) -> None:
+    """After an interruption, the events the stopped engine printed but this process had not read yet
+    (a ``file_done`` for a transcript already written, say), so the run's report lists every output on
+    disk. Never raises: it runs while the interruption propagates."""
+    try:
+        for line in stdout:
+            try:
+                collector.feed_line(line)
+            except (KeyError, TypeError, ValueError):  # a line cut short by the stop
+                continue
+    except (OSError, ValueError):
+        return
 
 
 __all__ = [
