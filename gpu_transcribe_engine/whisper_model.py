@@ -316,6 +316,11 @@ class WindowDecoder:
         cache the decoding computed); on any other, transformers' public ``output_attentions=True`` with the
         eager attention for that pass (:meth:`_attention_public`).
 
+        A separate read rather than the beam search's own cross-attention, by measurement (whisper-base,
+        2-core CPU; README, "Word timestamps"): weights collected at every step of the search cost the same
+        time and were less accurate on built speech with known word starts (95th percentile start error
+        0.383 s against 0.181 s), since the search runs with timestamp tokens in the sequence.
+
         Args:
             encoder_output: ``(windows, 1500, d_model)``.
             cross: :meth:`cross_cache` of ``encoder_output``, or ``None`` (stock path).
