@@ -8,16 +8,14 @@ answer compared with what ``run --local`` writes for the same audio.
   detected language for silence.
 - ``stream=true``: ``transcript.text.delta`` per segment in time order, then ``transcript.text.done``; a
   client that disconnects stops only its own request's remaining windows.
-- The requests of peers' API tests (speaches and faster-whisper-server: ``api_model_test``, ``sse_test``,
-  ``api_timestamp_granularities_test``; openai-python: ``tests/api_resources/audio``), our own code, with
-  real audio in place of their fixtures.
+- Content checks beyond what peers' API tests assert (those tests themselves, speaches',
+  faster-whisper-server's and openai-python's, run whole in ``tests/peers/``).
 
 The engine is loaded once for the module and ``run --local`` runs once (a subprocess) on the two clips.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -459,81 +457,3 @@ def test_cancelling_one_request_of_an_engine_call_leaves_the_others(engine: Any,
     ]
     assert [s.decoding for s in short.segments] == [s.decoding for s in alone.segments]
     assert [s.text for window in short_delivered for s in window] == [s.text for s in alone.segments]
-
-
-# --- openai-python's audio resource tests ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("strict", [False, True], ids=["loose", "strict"])
-def test_openai_python_audio_resource_calls(engine: Any, strict: bool) -> None:
-    """The calls of openai-python's ``tests/api_resources/audio/test_transcriptions.py`` and
-    ``test_translations.py`` (sync client, loose and strict), with real speech in place of
-    ``b"Example data"`` and ``language="en"`` in place of ``"language"``: every overload answers and
-    parses, raw and streaming responses carry the client's headers, every parameter the client can send is
-    accepted (those this server does not use are ignored)."""
-    with live_server(ServerConfig(api_key=KEY), reuse_engine(engine)) as server:
-        api = openai.OpenAI(
-            base_url=f"{server.url}/v1",
-            api_key=KEY,
-            max_retries=0,
-            timeout=300,
-            _strict_response_validation=strict,
-        )
-        audio = clip_path(CLIP).read_bytes()
-        created = api.audio.transcriptions.create(file=audio, model="gpt-4o-transcribe")
-        all_params = api.audio.transcriptions.create(
-            file=audio,
-            model="gpt-4o-transcribe",
-            chunking_strategy="auto",
-            include=["logprobs"],
-            known_speaker_names=["string"],
-            known_speaker_references=["string"],
-            language="en",
-            prompt="prompt",
-            response_format="json",
-            stream=False,
-            temperature=0,
-            timestamp_granularities=["word"],
-        )
-        raw = api.audio.transcriptions.with_raw_response.create(file=audio, model="gpt-4o-transcribe")
-        with api.audio.transcriptions.with_streaming_response.create(
-            file=audio, model="gpt-4o-transcribe"
-        ) as streaming:
-            assert not streaming.is_closed
-            streamed_parse = streaming.parse()
-        assert streaming.is_closed
-        stream = api.audio.transcriptions.create(file=audio, model="gpt-4o-transcribe", stream=True)
-        stream.response.close()
-        stream_all = api.audio.transcriptions.create(
-            file=audio,
-            model="gpt-4o-transcribe",
-            stream=True,
-            chunking_strategy="auto",
-            include=["logprobs"],
-            language="en",
-            prompt="prompt",
-            response_format="json",
-            temperature=0,
-            timestamp_granularities=["word"],
-        )
-        stream_all_events = list(stream_all)
-        translated = api.audio.translations.create(
-            file=audio, model="whisper-1", prompt="prompt", response_format="json", temperature=0
-        )
-        translated_raw = api.audio.translations.with_raw_response.create(file=audio, model="whisper-1")
-        async_text = asyncio.run(_async_create(server.url, audio, strict))
-    for answer in (created, all_params, raw.parse(), streamed_parse, translated, translated_raw.parse()):
-        assert "confused" in answer.text.lower(), answer
-    assert raw.http_request.headers.get("X-Stainless-Lang") == "python"
-    assert stream_all_events[-1].type == "transcript.text.done"
-    assert "confused" in stream_all_events[-1].text.lower()  # type: ignore[union-attr]
-    assert "confused" in async_text.lower()
-
-
-async def _async_create(url: str, audio: bytes, strict: bool) -> str:
-    """openai-python's ``TestAsyncTranscriptions.test_method_create_overload_1`` with real speech."""
-    async with openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=300, _strict_response_validation=strict
-    ) as api:
-        answer = await api.audio.transcriptions.create(file=audio, model="gpt-4o-transcribe")
-    return answer.text
