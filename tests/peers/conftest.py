@@ -10,17 +10,12 @@ Each peer's ``conftest.py`` keeps its upstream fixtures' names and shapes and po
   its conftest marks) run on anyio's pytest plugin, the async runner this environment has, one asyncio
   event loop for the session as openai-python's ``loop_scope="session"`` asks;
 - ``requires_openai`` tests call the real OpenAI API with a real key: skipped, as their CI deselects them;
-- ``httpx_sse`` (httpx-sse, speaches' test dependency) when it is not installed: a module whose only function
-  skips the test that calls it, naming the package (the ``vtt``/``srt`` tests of the same file still run);
 - every test is marked ``slow``: each runs the model (about a second a request on two CPU cores).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,21 +75,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def anyio_backend() -> str:
     """asyncio, once for the session (openai-python's async client fixture is session-scoped)."""
     return "asyncio"
-
-
-def _skipping_httpx_sse() -> types.ModuleType:
-    """A stand-in ``httpx_sse`` whose ``aconnect_sse`` skips the calling test (httpx-sse is not installed)."""
-    module = types.ModuleType("httpx_sse")
-
-    def aconnect_sse(*_args: Any, **_kwargs: Any) -> Any:
-        pytest.skip("httpx-sse is not installed: add it to the dev requirements to run this test")
-
-    module.aconnect_sse = aconnect_sse  # type: ignore[attr-defined]
-    return module
-
-
-if importlib.util.find_spec("httpx_sse") is None:
-    sys.modules["httpx_sse"] = _skipping_httpx_sse()
 
 
 @pytest.fixture(scope="session")
