@@ -46,6 +46,8 @@ class Pending:
     by_window: dict[int, list[Segment]] = field(default_factory=dict)
     done_speech_s: float = 0.0
     fallback_windows: int = 0
+    tail_windows: int = 0
+    """Windows whose tail was decoded once more (:meth:`BatchedDecoding._decode_tails`)."""
     failed: bool = False
     delivered: int = 0
     """Windows handed to ``request.on_segments`` so far (a prefix, in time order)."""
@@ -171,6 +173,7 @@ class BatchedDecoding(EngineCore):
             decoded, fell_back, no_speech, alignments, languages = self._decode_windows(
                 features, language, opts, frames
             )
+            tails = self._decode_tails(batch, windows, decoded, languages, opts)
         except MODEL_FAILURES as exc:
             for item in {id(item): item for item, _ in batch}.values():
                 item.failed = True
@@ -180,11 +183,27 @@ class BatchedDecoding(EngineCore):
             on_batch(BatchInfo(windows=len(batch), requests=len({id(item) for item, _ in batch})))
         touched: dict[int, Pending] = {}
         finished = zip(batch, windows, decoded, fell_back, no_speech, alignments, languages, strict=True)
-        for (item, index), window, result, fallback, no_speech_prob, alignment, code in finished:
+        for row, ((item, index), window, result, fallback, no_speech_prob, alignment, code) in enumerate(
+            finished
+        ):
             previous_end_s = item.windows[index - 1].end_s if index > 0 else 0.0
-            item.by_window[index] = self._window_segments(
+            segments = self._window_segments(
                 result, window.start_s, window.end_s, no_speech_prob, alignment, code, previous_end_s
             )
+            if row in tails:
+                tail, (tail_result, tail_fallback, tail_no_speech, tail_alignment, tail_code) = tails[row]
+                segments += self._window_segments(
+                    tail_result,
+                    tail.start_s,
+                    tail.end_s,
+                    tail_no_speech,
+                    tail_alignment,
+                    tail_code,
+                    segments[-1].end_s if segments else tail.start_s,
+                )
+                item.tail_windows += 1
+                item.fallback_windows += int(tail_fallback)
+            item.by_window[index] = segments
             if result is not None:
                 item.language_s[code] = item.language_s.get(code, 0.0) + window.end_s - window.start_s
             item.done_speech_s += window.end_s - window.start_s
@@ -200,6 +219,53 @@ class BatchedDecoding(EngineCore):
                     min(item.duration_s, item.duration_s * item.done_speech_s / item.speech_s),
                     item.duration_s,
                 )
+
+    def _decode_tails(
+        self,
+        batch: list[tuple[Pending, int]],
+        windows: Sequence[Any],
+        decoded: Sequence[Any],
+        languages: Sequence[str],
+        opts: TranscribeOptions,
+    ) -> dict[int, tuple[Any, tuple[Any, bool, float, Any, str]]]:
+        """Decode once more the tail of every window of the batch whose text closed with a timestamp at
+        least :data:`~gpu_transcribe_engine.decoding_rules.TAIL_MIN_S` before its audio ended: from that
+        timestamp to the window's end, each tail in its window's language, all tails in one batch
+        (:meth:`_decode_windows`, fallback and silence rules included; a tail's own tail is not decoded).
+
+        Returns:
+            Per batch row with a tail: the tail's :class:`~gpu_transcribe_engine.vad.SpeechWindow` and its
+            ``(decoding, fell back, no-speech probability, alignment, language)``.
+        """
+        from gpu_transcribe_engine.vad import SpeechWindow
+        from gpu_transcribe_engine.whisper_model import split_segments
+
+        if rules.TAIL_MIN_S is None:
+            return {}
+        tails: dict[int, Any] = {}
+        for row, (window, result) in enumerate(zip(windows, decoded, strict=True)):
+            if result is None:
+                continue
+            segments = split_segments(result.tokens, self._timestamp_begin)
+            covered_s = segments[-1][1] if segments else None
+            if covered_s is None or window.end_s - window.start_s - covered_s < rules.TAIL_MIN_S:
+                continue
+            start = window.start_sample + round(covered_s * SAMPLE_RATE_HZ)
+            tails[row] = SpeechWindow(start, window.end_sample)
+        if not tails:
+            return {}
+        rows = list(tails)
+        pieces = [batch[row][0].samples[tails[row].start_sample : tails[row].end_sample] for row in rows]
+        frames = [piece.shape[0] // rules.HOP_LENGTH for piece in pieces]
+        with self.clock.stage("features"):
+            features = self._features(pieces, full_windows=True)["input_features"]
+        codes = [languages[row] for row in rows]
+        language = codes[0] if len(set(codes)) == 1 else "auto"
+        kept, fell_back, no_speech, alignments, found = self._decode_windows(features, language, opts, frames)
+        return {
+            row: (tails[row], (kept[i], fell_back[i], no_speech[i], alignments[i], found[i]))
+            for i, row in enumerate(rows)
+        }
 
     def _deliver(self, item: Pending) -> None:
         """Hand ``item``'s decoded windows that follow the ones already handed, in time order, to its
@@ -232,6 +298,7 @@ class BatchedDecoding(EngineCore):
         extra = {
             "windows": len(item.windows),
             "fallback_windows": item.fallback_windows,
+            "tail_windows": item.tail_windows,
             "stages_s": self.clock.since(item.stages_from),
         }
         language = item.language

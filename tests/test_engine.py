@@ -462,6 +462,35 @@ def test_windows_that_fail_the_rules_are_decoded_again_hotter(engine: Any) -> No
     assert word_error_rate(clip_reference(SWEDISH_CLIPS[2]), transcript.text, "sv") < 0.5
 
 
+def test_words_after_a_window_s_early_end_are_decoded_from_its_tail(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the Spoken Wikipedia reading whisper-base ends one window at "The Romantics, in particular," and
+    its last timestamp, 2 s before the window's audio ends; the tail from that timestamp is decoded once more
+    and gives the lost "acclaimed Shakespeare's genius" (decoded once, the batched algorithm lost them)."""
+    from gpu_transcribe_engine.batched import BatchedDecoding
+
+    tail_texts: list[str] = []
+    real = BatchedDecoding._decode_tails
+
+    def recorded(self: Any, *args: Any) -> Any:
+        tails = real(self, *args)
+        for _window, (decoded, *_rest) in tails.values():
+            if decoded is not None:
+                tail_texts.append(self._decode_raw([t for t in decoded.tokens if t < self.decoder.eos_id]))
+        return tails
+
+    monkeypatch.setattr(BatchedDecoding, "_decode_tails", recorded)
+    transcript = engine.transcribe_file(
+        clip_path("en_swc_william-shakespeare-part1.ogg"), TranscribeOptions(language="en")
+    )
+    assert transcript.extra["tail_windows"] >= 1
+    assert any("acclaimed Shakespeare" in text for text in tail_texts), tail_texts
+    text = transcript.text
+    assert text.count("acclaimed Shakespeare") == 1, text  # once: the tail adds, it does not repeat
+    assert text.index("The Romantics, in particular,") < text.index("acclaimed Shakespeare"), text
+
+
 def test_requests_pooled_share_batches_and_match_their_transcripts_alone(runs: Runs, engine: Any) -> None:
     """Two Swedish clips and one English clip in one call: the Swedish windows share a batch (the English
     one cannot: another language), each transcript is as good as the clip's own, and a bad request fails
