@@ -46,6 +46,8 @@ class Pending:
     by_window: dict[int, list[Segment]] = field(default_factory=dict)
     done_speech_s: float = 0.0
     fallback_windows: int = 0
+    vad_probabilities: np.ndarray | None = None
+    """Silero VAD's per-frame speech probabilities of :attr:`samples`, computed once per request."""
     tail_windows: int = 0
     """Windows whose tail was decoded once more (:meth:`BatchedDecoding._decode_tails`)."""
     failed: bool = False
@@ -85,7 +87,7 @@ class BatchedDecoding(EngineCore):
         while the longest finishes (a batch decodes until its longest window ends); each request's
         segments are put back in time order. Fills ``results`` at each request's slot.
         """
-        from gpu_transcribe_engine.vad import merge_into_windows, speech_timestamps
+        from gpu_transcribe_engine.vad import merge_into_windows, speech_probabilities, speech_timestamps
 
         # Requests share a batch only when every option the batch's decode reads is the same: the prompt
         # and word timing are read once per batch (from its first request), like language, task and beams.
@@ -99,9 +101,10 @@ class BatchedDecoding(EngineCore):
                 continue
             try:
                 with clock.stage("vad"):
-                    item.windows = merge_into_windows(
-                        speech_timestamps(item.samples), max_window_s=rules.MAX_SPEECH_PER_WINDOW_S
-                    )
+                    if item.samples.shape[0]:
+                        item.vad_probabilities = speech_probabilities(item.samples)
+                    speech = speech_timestamps(item.samples, probabilities=item.vad_probabilities)
+                    item.windows = merge_into_windows(speech, max_window_s=rules.MAX_SPEECH_PER_WINDOW_S)
                 if item.options.language == "auto" and item.windows:
                     item.language = "auto"  # detected per window (:meth:`_decode_windows`)
                 else:
@@ -292,7 +295,7 @@ class BatchedDecoding(EngineCore):
             with self.clock.stage("align"):
                 speech = [
                     (start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ)
-                    for start, end in speech_timestamps(item.samples, WORD_VAD)
+                    for start, end in speech_timestamps(item.samples, WORD_VAD, item.vad_probabilities)
                 ]
                 segments = snap_starts_to_speech(segments, speech)
         extra = {
@@ -316,7 +319,7 @@ class BatchedDecoding(EngineCore):
         window's ``<|nospeech|>`` probability and, for ``language == "auto"``, its language (the most
         probable language token, OpenAI's ``detect_language``), so a recording that changes language is
         decoded window by window in each window's own language. The windows are then decoded together,
-        each with its own language token in its prompt (:meth:`_decode_language`).
+        each with its own language token in its prompt (:meth:`_decode_with_fallback`).
 
         Args:
             features: ``(windows, n_mels, 3000)`` log-mel inputs.
@@ -338,13 +341,12 @@ class BatchedDecoding(EngineCore):
         with clock.stage("decoder"):
             no_speech, detected = decoder.first_step(encoder_output, cross)
         languages = detected if language == "auto" else [language] * count
-        decoded = self._decode_language(encoder_output, cross, languages, opts, frames, no_speech)
-        kept = [result for result, _, _ in decoded]
-        fell_back = [fallback for _, fallback, _ in decoded]
-        alignments = [alignment for _, _, alignment in decoded]
+        kept, fell_back, alignments = self._decode_with_fallback(
+            encoder_output, cross, languages, opts, frames, no_speech
+        )
         return kept, fell_back, no_speech, alignments, languages
 
-    def _decode_language(
+    def _decode_with_fallback(
         self,
         encoder_output: torch.Tensor,
         cross: Any,
@@ -352,7 +354,7 @@ class BatchedDecoding(EngineCore):
         opts: TranscribeOptions,
         frames: Sequence[int],
         no_speech: Sequence[float],
-    ) -> list[tuple[Any, bool, Any]]:
+    ) -> tuple[list[Any], list[bool], list[Any]]:
         """Decode windows, each in its language (``languages``, one per window), with the temperature
         fallback of ``rules.FALLBACK``.
 
@@ -372,7 +374,8 @@ class BatchedDecoding(EngineCore):
         (:meth:`gpu_transcribe_engine.whisper_model.WindowDecoder.align`).
 
         Returns:
-            Per window: the kept decoding (``None`` for silence), whether it fell back, its alignment.
+            Three lists, one entry per window: the kept decoding (``None`` for silence), whether it fell
+            back, its alignment (``None`` without word timestamps).
         """
         decoder = self.decoder
         clock = self.clock
@@ -429,7 +432,7 @@ class BatchedDecoding(EngineCore):
                 for window in range(count):
                     if languages[window] == code:
                         alignments[window] = aligned[window]
-        return [(kept[w], len(attempts[w]) > 1, alignments[w]) for w in range(count)]
+        return kept, [len(tries) > 1 for tries in attempts], alignments
 
     def _window_segments(
         self,

@@ -120,30 +120,54 @@ def load_vad_model() -> Any:
         return load_silero_vad(sequence=True)
 
 
-def speech_timestamps(audio: np.ndarray, parameters: VadParameters | None = None) -> list[tuple[int, int]]:
+def speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """Silero VAD's speech probability for every 32 ms frame (512 samples) of ``audio``.
+
+    Args:
+        audio: 1-D float32 samples at 16 kHz, shape ``(num_samples,)``.
+
+    Returns:
+        float32 ``(ceil(num_samples / 512),)``, each in 0..1: what :func:`speech_timestamps` reads, so one
+        pass of the model serves several :class:`VadParameters` (the windows, and the pauses word
+        timestamps are moved out of).
+    """
+    model = load_vad_model()
+    probabilities: np.ndarray = model.audio_forward(
+        np.ascontiguousarray(audio, dtype=np.float32), sampling_rate=SAMPLE_RATE_HZ
+    )
+    return probabilities
+
+
+def speech_timestamps(
+    audio: np.ndarray, parameters: VadParameters | None = None, probabilities: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """Find the stretches of speech in ``audio``.
 
     Args:
         audio: 1-D float32 samples at 16 kHz, shape ``(num_samples,)``.
         parameters: VAD settings; ``None`` uses :class:`VadParameters`' defaults.
+        probabilities: :func:`speech_probabilities` of ``audio`` when already computed; ``None`` runs the
+            model. silero-vad's ``get_speech_timestamps_sequence`` is this model pass followed by its
+            ``get_speech_timestamps_from_probs``, which turns them into stretches here.
 
     Returns:
         ``(start_sample, end_sample)`` pairs (end exclusive), in time order, not overlapping, each at most
         ``parameters.max_speech_duration_s`` long. Empty when the audio holds no speech.
     """
-    get_speech_timestamps_sequence = _silero().get_speech_timestamps_sequence
     params = parameters or VadParameters()
     if audio.shape[0] == 0:
         return []
-    found = get_speech_timestamps_sequence(
-        np.ascontiguousarray(audio, dtype=np.float32),
-        load_vad_model(),
-        threshold=params.threshold,
+    if probabilities is None:
+        probabilities = speech_probabilities(audio)
+    found = _silero().get_speech_timestamps_from_probs(
+        probabilities,
         sampling_rate=SAMPLE_RATE_HZ,
+        threshold=params.threshold,
         min_speech_duration_ms=params.min_speech_duration_ms,
         max_speech_duration_s=params.max_speech_duration_s,
         min_silence_duration_ms=params.min_silence_duration_ms,
         speech_pad_ms=params.speech_pad_ms,
+        audio_length_samples=audio.shape[0],
     )
     return [(int(s["start"]), int(s["end"])) for s in found if int(s["end"]) > int(s["start"])]
 

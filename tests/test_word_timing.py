@@ -163,3 +163,23 @@ def test_a_prompt_spells_a_name_right(engine: Any, algorithm: str) -> None:
     prompted = engine.transcribe_audio(samples, options).text
     assert "Hamnet and Judith" in prompted, prompted
     assert prompt not in prompted  # the prompt conditions the text, it is not part of it
+
+
+def test_word_timestamps_take_one_vad_pass(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Silero VAD runs once per recording with word timestamps: the windows and the pauses that word starts
+    are moved out of (other settings) read the same per-frame speech probabilities."""
+    from gpu_transcribe_engine.vad import load_vad_model
+
+    model = load_vad_model()
+    calls: list[int] = []
+    real = model.audio_forward
+
+    def counted(audio: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(int(audio.shape[0]))
+        return real(audio, *args, **kwargs)
+
+    monkeypatch.setattr(model, "audio_forward", counted)
+    options = TranscribeOptions(language="en", word_timestamps=True)
+    transcript = engine.transcribe_file(clip_path("en_jfk.flac"), options)
+    assert sum(len(segment.words) for segment in transcript.segments) > 10
+    assert len(calls) == 1, calls
