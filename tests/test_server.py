@@ -554,9 +554,10 @@ def test_help_imports_no_server_libraries() -> None:
 
 @pytest.fixture(autouse=True)
 def _no_stray_threads() -> Iterator[None]:
-    """Each test's server is stopped by the end of the test (the uvicorn thread is gone)."""
+    """Each test's server is stopped by the end of the test (the uvicorn thread it started is gone)."""
+    before = set(threading.enumerate())
     yield
-    names = [t.name for t in threading.enumerate() if t.name == "uvicorn"]
+    names = [t.name for t in threading.enumerate() if t.name == "uvicorn" and t not in before]
     assert not names, f"servers still running: {names}"
 
 

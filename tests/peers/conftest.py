@@ -1,14 +1,15 @@
 """What the peers' own API tests (vendored under ``tests/peers/``, see its README.md) run against: one
-``gpu-transcribe serve`` for the whole session, a real uvicorn on 127.0.0.1 with the real whisper-base engine
-(``GPU_TRANSCRIBE_TEST_MODEL``), and real speech where their tests send ``audio.wav`` or
-``b"Example data"``.
+``gpu-transcribe serve`` for all of ``tests/peers/``, a real uvicorn on 127.0.0.1 with the real whisper-base
+engine (``GPU_TRANSCRIBE_TEST_MODEL``), and real speech where their tests send ``audio.wav`` or
+``b"Example data"``. The fixtures are package-scoped, so the server stops after the package's last test
+and the rest of the suite, which checks that no server outlives its test, never sees it.
 
 Each peer's ``conftest.py`` keeps its upstream fixtures' names and shapes and points them at
 :func:`peer_server`. This file supplies what their test runners did:
 
 - async tests (``pytest.mark.asyncio`` in speaches' tests, every coroutine test in openai-python's, which
   its conftest marks) run on anyio's pytest plugin, the async runner this environment has, one asyncio
-  event loop for the session as openai-python's ``loop_scope="session"`` asks;
+  event loop for the whole package (openai-python's ``loop_scope="session"``: every test that shares it);
 - ``requires_openai`` tests call the real OpenAI API with a real key: skipped, as their CI deselects them;
 - every test is marked ``slow``: each runs the model (about a second a request on two CPU cores).
 """
@@ -28,7 +29,7 @@ from tests.fixtures.server import LiveServer, live_server, reuse_engine
 from tests.peers.audio import PEER_CLIP
 
 PEER_MODEL_ID = "Systran/faster-whisper-tiny.en"
-"""The model id speaches' and faster-whisper-server's tests send and retrieve: the session's server is
+"""The model id speaches' and faster-whisper-server's tests send and retrieve: the package's server is
 started with it as ``--model`` and serves the test checkpoint under that id (and ``whisper-1``, the alias it
 always answers to)."""
 
@@ -71,15 +72,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def anyio_backend() -> str:
-    """asyncio, once for the session (openai-python's async client fixture is session-scoped)."""
+    """asyncio, once for tests/peers/ (openai-python's async client fixture lives as long)."""
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def peer_engine() -> Any:
-    """whisper-base on the CPU, loaded once for the session."""
+    """whisper-base on the CPU, loaded once for tests/peers/."""
     model = find_test_model()
     if model is None:
         pytest.skip("no test model: set GPU_TRANSCRIBE_TEST_MODEL or run `make offline-model`")
@@ -88,7 +89,7 @@ def peer_engine() -> Any:
     return WhisperEngine.load(str(model), device="cpu")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def peer_server(peer_engine: Any) -> Iterator[LiveServer]:
     """``gpu-transcribe serve --model`` :data:`PEER_MODEL_ID` on 127.0.0.1 (no key, as on loopback by
     default), reusing :func:`peer_engine`; its base URL is ``peer_server.url``."""
@@ -96,7 +97,7 @@ def peer_server(peer_engine: Any) -> Iterator[LiveServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def peer_audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding ``audio.wav``: :data:`PEER_CLIP` as 16 kHz 16-bit WAV, where speaches' tests read the
     file they send (``Path("audio.wav")`` in the working directory)."""

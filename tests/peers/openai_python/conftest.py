@@ -1,6 +1,6 @@
 # Adapted from openai/openai-python, commit e43b422412a9e96c9cc5192c61fffbe2d7e04836, tests/conftest.py.
 # Copyright OpenAI; Apache License 2.0: see LICENSE in this folder. Modified for gpu-transcribe
-# (tests/peers/README.md): `base_url` is the session's `gpu-transcribe serve` (tests/peers/conftest.py's
+# (tests/peers/README.md): `base_url` is the package's `gpu-transcribe serve` (tests/peers/conftest.py's
 # `peer_server`: uvicorn on 127.0.0.1, the real whisper-base engine) instead of a Prism mock server at
 # TEST_API_BASE_URL; no respx2 plugin (the tests reach a real server); coroutine tests run on anyio's plugin
 # (tests/peers/conftest.py) instead of pytest-asyncio with a session loop, so this file's
@@ -34,12 +34,12 @@ api_key = "My API Key"
 admin_api_key = "My Admin API Key"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def base_url(peer_server: LiveServer) -> str:
     return f"{peer_server.url}/v1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(request: FixtureRequest, base_url: str) -> Iterator[OpenAI]:
     strict = getattr(request, "param", True)
     if not isinstance(strict, bool):
@@ -57,7 +57,7 @@ def client(request: FixtureRequest, base_url: str) -> Iterator[OpenAI]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def async_client(request: FixtureRequest, base_url: str) -> AsyncIterator[AsyncOpenAI]:
     param = getattr(request, "param", True)
 
