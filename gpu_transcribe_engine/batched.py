@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -195,6 +195,9 @@ class BatchedDecoding(EngineCore):
             )
             if row in tails:
                 tail, (tail_result, tail_fallback, tail_no_speech, tail_alignment, tail_code) = tails[row]
+                # the main text ends at the tail's start: word timing may have stretched its last words
+                # over the tail's audio, which the tail's own words now cover
+                segments = [_ended_by(segment, tail.start_s) for segment in segments]
                 segments += self._window_segments(
                     tail_result,
                     tail.start_s,
@@ -202,10 +205,10 @@ class BatchedDecoding(EngineCore):
                     tail_no_speech,
                     tail_alignment,
                     tail_code,
-                    segments[-1].end_s if segments else tail.start_s,
+                    segments[-1].end_s if segments else previous_end_s,
                 )
                 item.tail_windows += 1
-                item.fallback_windows += int(tail_fallback)
+                fallback = fallback or tail_fallback  # counted once per window
             item.by_window[index] = segments
             if result is not None:
                 item.language_s[code] = item.language_s.get(code, 0.0) + window.end_s - window.start_s
@@ -233,8 +236,9 @@ class BatchedDecoding(EngineCore):
     ) -> dict[int, tuple[Any, tuple[Any, bool, float, Any, str]]]:
         """Decode once more the tail of every window of the batch whose text closed with a timestamp at
         least :data:`~gpu_transcribe_engine.decoding_rules.TAIL_MIN_S` before its audio ended: from that
-        timestamp to the window's end, each tail in its window's language, all tails in one batch
-        (:meth:`_decode_windows`, fallback and silence rules included; a tail's own tail is not decoded).
+        timestamp to the window's end, each tail in its window's language (the tails of one language in one
+        batch; :meth:`_decode_windows`, fallback and silence rules included; a tail's own tail is not
+        decoded).
 
         Returns:
             Per batch row with a tail: the tail's :class:`~gpu_transcribe_engine.vad.SpeechWindow` and its
@@ -262,13 +266,18 @@ class BatchedDecoding(EngineCore):
         frames = [piece.shape[0] // rules.HOP_LENGTH for piece in pieces]
         with self.clock.stage("features"):
             features = self._features(pieces, full_windows=True)["input_features"]
-        codes = [languages[row] for row in rows]
-        language = codes[0] if len(set(codes)) == 1 else "auto"
-        kept, fell_back, no_speech, alignments, found = self._decode_windows(features, language, opts, frames)
-        return {
-            row: (tails[row], (kept[i], fell_back[i], no_speech[i], alignments[i], found[i]))
-            for i, row in enumerate(rows)
-        }
+        decoded_tails: dict[int, Any] = {}
+        for code in dict.fromkeys(languages[row] for row in rows):  # each tail in its window's language
+            picked = [i for i, row in enumerate(rows) if languages[row] == code]
+            kept, fell_back, no_speech, alignments, found = self._decode_windows(
+                features[picked], code, opts, [frames[i] for i in picked]
+            )
+            for j, i in enumerate(picked):
+                decoded_tails[rows[i]] = (
+                    tails[rows[i]],
+                    (kept[j], fell_back[j], no_speech[j], alignments[j], found[j]),
+                )
+        return decoded_tails
 
     def _deliver(self, item: Pending) -> None:
         """Hand ``item``'s decoded windows that follow the ones already handed, in time order, to its
@@ -482,3 +491,15 @@ class BatchedDecoding(EngineCore):
             timings = word_timings(matrix, texts, probs, language, self._decode_raw, eos_id)
             out = add_words_to_segments(out, token_lists, timings, start_s, previous_end_s)
         return [segment for segment in out if segment.text]
+
+
+def _ended_by(segment: Segment, end_s: float) -> Segment:
+    """``segment`` with its end, and its words' starts and ends, at most ``end_s`` (seconds)."""
+    if segment.end_s <= end_s and all(word.end_s <= end_s for word in segment.words):
+        return segment
+    words = tuple(
+        replace(word, start_s=min(word.start_s, end_s), end_s=min(word.end_s, end_s))
+        for word in segment.words
+    )
+    start_s = min(segment.start_s, end_s)
+    return replace(segment, start_s=start_s, end_s=max(start_s, min(segment.end_s, end_s)), words=words)

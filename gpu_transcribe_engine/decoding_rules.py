@@ -63,14 +63,15 @@ of clip by clip (0.079 vs 0.086). Measured with whisper-base, beam 5, bfloat16, 
 TAIL_MIN_S: float | None = 1.0
 """A ``batched`` window whose decoded text closes with a timestamp at least this many seconds before the
 window's audio ends is decoded once more from that timestamp to its end (its tail), in one batch with the
-other tails of its batch: Whisper sometimes ends its output early, and the words after it would be lost
-(OpenAI's sequential ``transcribe()`` goes on from the last timestamp; the batched algorithm decodes each
-window once). ``None`` turns tails off. Measured with ``bench/engine.py``'s corpus (whisper-base, 2 CPU
-cores), word error rate without / with tails: dense English 0.065 / 0.058 (the lost "acclaimed
-Shakespeare's genius", ``tests/test_engine.py``), disfluent 0.272 / 0.247, English under music 0.340 /
-0.298, Swedish-English-Spanish 0.428 / 0.329 (one window had stopped after 5 s of 23 s), Swedish unchanged;
-time +0-27 %. 1 s: the shortest tail seen that held words (1.95 s, dense English) with margin; shorter gaps
-are the padding after the last word."""
+other tails of its batch in its language: Whisper sometimes ends its output early, and the words after it
+would be lost. This departs from OpenAI's ``transcribe()``, which goes on from the last timestamp only when
+the output ends inside a segment and otherwise takes the rest of the window for silence; the batched
+algorithm decodes each window once, so without tails such words were lost. ``None`` turns tails off.
+Measured with ``bench/engine.py``'s corpus (whisper-base, 2 CPU cores), word error rate without / with
+tails: dense English 0.065 / 0.058 (the lost "acclaimed Shakespeare's genius", ``tests/test_engine.py``),
+disfluent 0.272 / 0.247, English under music 0.340 / 0.298, Swedish-English-Spanish 0.428 / 0.329 (one
+window had stopped after 5 s of 23 s), Swedish unchanged; time +0-27 %. 1 s: the shortest tail seen that
+held words (1.95 s, dense English) with margin; shorter gaps are the padding after the last word."""
 HOP_LENGTH = 160
 """Audio samples per log-mel frame (10 ms at 16 kHz)."""
 FRAMES_PER_WINDOW = 3000

@@ -17,6 +17,7 @@ The model is loaded once for the module; transcripts are computed once and share
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -481,14 +482,22 @@ def test_words_after_a_window_s_early_end_are_decoded_from_its_tail(
         return tails
 
     monkeypatch.setattr(BatchedDecoding, "_decode_tails", recorded)
-    transcript = engine.transcribe_file(
-        clip_path("en_swc_william-shakespeare-part1.ogg"), TranscribeOptions(language="en")
-    )
+    options = TranscribeOptions(language="en", word_timestamps=True)
+    transcript = engine.transcribe_file(clip_path("en_swc_william-shakespeare-part1.ogg"), options)
     assert transcript.extra["tail_windows"] >= 1
+    assert transcript.extra["fallback_windows"] <= transcript.extra["windows"]
     assert any("acclaimed Shakespeare" in text for text in tail_texts), tail_texts
     text = transcript.text
     assert text.count("acclaimed Shakespeare") == 1, text  # once: the tail adds, it does not repeat
     assert text.index("The Romantics, in particular,") < text.index("acclaimed Shakespeare"), text
+    # the main text's words end where the tail's begin: segments and words stay in time order
+    segments = transcript.segments
+    for before, after in itertools.pairwise(segments):
+        assert before.end_s <= after.start_s + 1e-6, (before, after)
+    words = [word for segment in segments for word in segment.words]
+    assert len(words) > 300
+    for before, after in itertools.pairwise(words):
+        assert before.start_s <= after.start_s and before.end_s <= after.end_s + 1e-6, (before, after)
 
 
 def test_requests_pooled_share_batches_and_match_their_transcripts_alone(runs: Runs, engine: Any) -> None:

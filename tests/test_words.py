@@ -97,3 +97,19 @@ def test_a_first_word_moves_and_its_segment_with_it() -> None:
 def test_starts_stay_when_the_pause_is_not_before_the_word(speech: list[tuple[float, float]]) -> None:
     segment = words_segment((0.0, 0.95), (0.95, 2.0))
     assert snap_starts_to_speech([segment], speech) == [segment]
+
+
+def test_a_window_s_text_followed_by_its_tail_ends_where_the_tail_starts() -> None:
+    """A window whose tail is decoded again (``batched``): its own last segment and words end at most at
+    the tail's start, where the tail's words begin, so times stay in order across the two."""
+    from gpu_transcribe_engine.batched import _ended_by
+
+    words = (Word(" in", 10.0, 12.0, 0.9), Word(" particular,", 14.1, 14.6, 0.8), Word(" x", 14.5, 14.9, 0.5))
+    segment = Segment(10.0, 14.9, "in particular, x", words=words)
+    ended = _ended_by(segment, 14.3)
+    assert (ended.start_s, ended.end_s, ended.text) == (10.0, 14.3, "in particular, x")
+    assert ended.words[0] == words[0]
+    assert [(w.start_s, w.end_s) for w in ended.words[1:]] == [(14.1, 14.3), (14.3, 14.3)]
+    assert _ended_by(segment, 15.0) is segment
+    late = _ended_by(Segment(16.0, 17.0, "late"), 14.3)
+    assert (late.start_s, late.end_s) == (14.3, 14.3)
