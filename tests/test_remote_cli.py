@@ -243,3 +243,52 @@ def test_an_unexpected_error_in_one_file_does_not_stop_the_files_after_it(
     failed = next(e for e in parsed if e and e["event"] == "file_failed")
     assert "boom.wav" in failed["message"] and "KeyError" in failed["message"]
     assert parsed[-1] is not None and (parsed[-1]["files_ok"], parsed[-1]["files_failed"]) == (2, 1)
+
+
+_PROCESS_SCRIPT = """
+import atexit, logging, sys
+from gpu_transcribe_engine.__main__ import run_as_process
+
+def clean_up():
+    open(sys.argv[1], "w").write("library clean-up ran")
+    sys.stdout.write(", then a clean-up's own")
+
+def entry():
+    atexit.register(clean_up)
+    logging.getLogger("library").warning("a last warning")
+    sys.stdout.write("buffered, no newline")
+    if sys.argv[2] == "raise":
+        raise RuntimeError("an engine bug")
+    if sys.argv[2] == "usage":
+        raise SystemExit(2)
+    return int(sys.argv[2])
+
+run_as_process(entry)
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "code"), [("0", 0), ("1", EXIT_SOME_FAILED), ("3", EXIT_FATAL), ("usage", 2), ("raise", 1)]
+)
+def test_the_process_ends_with_its_code_after_handlers_and_buffered_output(
+    tmp_path: Path, how: str, code: int
+) -> None:
+    """The engine process skips the interpreter's teardown; what a run wrote or registered is not lost."""
+    marker = tmp_path / "cleaned"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROCESS_SCRIPT, str(marker), how],
+        cwd=REPO_ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},  # buffered, as by default
+            "PYTHONPATH": str(REPO_ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == "buffered, no newline, then a clean-up's own"
+    assert "a last warning" in proc.stderr
+    assert marker.read_text(encoding="utf-8") == "library clean-up ran"
+    assert ("RuntimeError: an engine bug" in proc.stderr) == (how == "raise")
