@@ -28,7 +28,13 @@ from gpu_transcribe_engine.fast_path import (
     SharedCrossAttentionCache,
     fast_path_available,
 )
-from gpu_transcribe_engine.logits_rules import LoopStop, SuppressTokens, TimestampRules, compression_ratio
+from gpu_transcribe_engine.logits_rules import (
+    LoopStop,
+    Sampler,
+    SuppressTokens,
+    TimestampRules,
+    compression_ratio,
+)
 
 MAX_PREVIOUS_TOKENS = 223
 """Previous-text (prompt) tokens kept at most: OpenAI's decoder keeps ``n_text_ctx // 2 - 1`` of them, so
@@ -249,6 +255,13 @@ class WindowDecoder:
         sampling = temperature > 0.0
         beam = not sampling and num_beams > 1
         samples = max(1, best_of) if sampling else 1
+        sampler = Sampler(temperature) if sampling else None
+        if sampler is not None:
+            # each window's samples are consecutive rows, as generate lays out num_return_sequences; the
+            # fast path's cross-attention cache stays one row per window (its attention groups the rows)
+            processors.append(sampler)
+            ids = ids.repeat_interleave(samples, dim=0)
+            encoder_output = encoder_output.repeat_interleave(samples, dim=0)
         kwargs: dict[str, Any] = {
             "generation_config": self._generate_config,
             "encoder_outputs": BaseModelOutput(last_hidden_state=encoder_output),
@@ -257,16 +270,13 @@ class WindowDecoder:
             "logits_processor": processors,
             "max_new_tokens": max_new_tokens,
             "return_dict_in_generate": True,
-            "output_scores": True,  # the beam score is returned only with them
+            "output_scores": not sampling,  # the beam score is returned only with them
             "pad_token_id": self.eos_id,
             "num_beams": num_beams if beam else 1,
-            "num_return_sequences": samples,
-            "do_sample": sampling,
+            "do_sample": False,  # sampling is the Sampler processor's, greedy search takes its choice
             "suppress_tokens": None,  # SuppressTokens above applies them (see __init__)
             "begin_suppress_tokens": None,
         }
-        if sampling:
-            kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
         if beam:
             kwargs["length_penalty"] = 1.0
         cache = self._cache(cross)
@@ -277,11 +287,11 @@ class WindowDecoder:
             # transformers' beam score: sum of log-probabilities over the generated length (end token
             # included) to the power length_penalty = 1.0, which is OpenAI's avg_logprob
             averages = [float(s) for s in out.sequences_scores]
+        elif sampler is not None:
+            steps = torch.stack(sampler.logprobs, dim=1)
+            averages = []
         else:
-            # out.scores are the processed logits divided by the temperature; OpenAI's log-probabilities
-            # are those of the processed logits, so the temperature is taken out again
-            logits = tuple(s * temperature for s in out.scores) if sampling else out.scores
-            steps = self.model.compute_transition_scores(out.sequences, logits, normalize_logits=True)
+            steps = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
             averages = []
         candidates: list[Decoded] = []
         for row, sequence in enumerate(out.sequences.tolist()):

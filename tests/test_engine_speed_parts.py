@@ -14,6 +14,7 @@ from gpu_transcribe_engine.logits_rules import (
     LOOP_CHECK_EVERY,
     LOOP_MIN_TOKENS,
     LoopStop,
+    Sampler,
     TimestampRules,
     compression_ratio,
 )
@@ -149,3 +150,37 @@ def test_timestamp_rules_give_transformers_scores_at_every_step() -> None:
         ids = torch.cat([ids, picked], dim=1)
         seen_pairs += int(((ids[:, -1] >= begin) & (ids[:, -2] >= begin)).sum())
     assert seen_pairs > 0 and (ids[:, len(prompt) :] < eos).any()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampler_draws_from_the_tempered_distribution_and_keeps_untempered_logprobs(
+    temperature: float,
+) -> None:
+    """20,000 draws of rows whose probabilities are known: each token's frequency is its probability at
+    the temperature (within 4 standard errors), a suppressed token is never drawn, and the kept
+    log-probabilities are those of the scores without the temperature (OpenAI's)."""
+    torch.manual_seed(0)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    scores = probs.log().repeat(20_000, 1)  # the suppressed token at -inf, as the rules leave it
+    sampler = Sampler(temperature)
+    out = sampler(torch.zeros((20_000, 3), dtype=torch.long), scores.clone())
+    tokens = out.argmax(dim=-1)
+    assert bool((out.isinf().sum(dim=-1) == 4).all()), "every row keeps exactly one choice"
+    expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
+    counts = torch.bincount(tokens, minlength=5).float() / 20_000
+    error = (expected * (1 - expected) / 20_000).sqrt()
+    assert bool((counts - expected).abs().le(4 * error + 1e-9).all()), (counts, expected)
+    assert counts[4] == 0.0
+    (kept,) = sampler.logprobs
+    assert torch.allclose(kept, probs.log()[tokens])
+
+
+def test_sampler_is_reproducible_from_the_seed_and_refuses_temperature_zero() -> None:
+    scores = torch.randn(6, 51865)
+    draws = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        draws.append(Sampler(0.6)(torch.zeros((6, 1), dtype=torch.long), scores.clone()).argmax(dim=-1))
+    assert torch.equal(draws[0], draws[1])
+    with pytest.raises(ValueError, match="temperature"):
+        Sampler(0.0)
