@@ -7,83 +7,38 @@
 # server has it (GET /v1/models/{id}; it serves one model, loaded at start); `audio.wav`, which the tests
 # read from the working directory, is real speech (tests/peers/audio.py). Fixtures no test here uses (the
 # TestClient `client`, the commented-out ones) are left out.
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
-from typing import Any, Literal, Protocol
-
-import httpx
+# The fixtures shared with faster-whisper-server's conftest are in tests/peers/upstream_fixtures.py.
 import pytest
 from httpx import AsyncClient
-from openai import AsyncOpenAI
 
-from tests.fixtures.server import LiveServer
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-TIMEOUT = httpx.Timeout(300.0)
-
-
-@pytest.fixture(autouse=True)
-def _in_audio_dir(peer_audio_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The tests open `audio.wav` from the working directory (speaches' repository root upstream)."""
-    monkeypatch.chdir(peer_audio_dir)
-    yield
-
-
-class AclientFactory(Protocol):
-    def __call__(self, config: Any = None) -> AbstractAsyncContextManager[AsyncClient]: ...
-
-
-@pytest.fixture
-async def aclient_factory(peer_server: LiveServer) -> AclientFactory:
-    """Returns a context manager that provides an `AsyncClient` instance for `gpu-transcribe serve`."""
-
-    @asynccontextmanager
-    async def inner(config: Any = None) -> AsyncGenerator[AsyncClient]:
-        assert config is None, "the session's server has one configuration (tests/peers/conftest.py)"
-        async with AsyncClient(base_url=peer_server.url, timeout=TIMEOUT) as aclient:
-            yield aclient
-
-    return inner
-
-
-@pytest.fixture
-async def aclient(aclient_factory: AclientFactory) -> AsyncGenerator[AsyncClient]:
-    async with aclient_factory() as aclient:
-        yield aclient
-
-
-@pytest.fixture
-def openai_client(aclient: AsyncClient, peer_server: LiveServer) -> AsyncOpenAI:
-    return AsyncOpenAI(
-        api_key="cant-be-empty", base_url=f"{peer_server.url}/v1", http_client=aclient, max_retries=0
-    )
-
-
-@pytest.fixture
-def actual_openai_client() -> AsyncOpenAI:
-    return AsyncOpenAI(
-        # `base_url` is provided in case `OPENAI_BASE_URL` is set to a different value
-        base_url=OPENAI_BASE_URL,
-        max_retries=0,
-    )
-
-
-@pytest.fixture
-async def dynamic_openai_client(
-    target: Literal["speaches", "openai"], aclient_factory: AclientFactory, peer_server: LiveServer
-) -> AsyncGenerator[AsyncOpenAI]:
-    assert target in ["speaches", "openai"]
-    if target == "openai":
-        yield AsyncOpenAI(base_url=OPENAI_BASE_URL, max_retries=0)
-    elif target == "speaches":
-        async with aclient_factory() as aclient:
-            yield AsyncOpenAI(
-                api_key="cant-be-empty", base_url=f"{peer_server.url}/v1", http_client=aclient, max_retries=0
-            )
+from tests.peers.upstream_fixtures import (  # the shared adaptation; pytest registers imported fixtures
+    OPENAI_BASE_URL,
+    TIMEOUT,
+    AclientFactory,
+    _in_audio_dir,
+    aclient,
+    aclient_factory,
+    actual_openai_client,
+    dynamic_openai_client,
+    openai_client,
+)
 
 
 @pytest.fixture
 async def pull_model_without_cleanup(request: pytest.FixtureRequest, aclient: AsyncClient) -> None:
     res = await aclient.get(f"/v1/models/{request.param}")
     res.raise_for_status()
+
+
+__all__ = [
+    "OPENAI_BASE_URL",
+    "TIMEOUT",
+    "AclientFactory",
+    "_in_audio_dir",
+    "aclient",
+    "aclient_factory",
+    "actual_openai_client",
+    "dynamic_openai_client",
+    "openai_client",
+    "pull_model_without_cleanup",
+]
