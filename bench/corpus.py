@@ -1,6 +1,6 @@
 """The benchmark corpus: long recordings of different kinds, assembled from the clips in ``recordings/``.
 
-    python -m bench.corpus [--out DIR] [--only NAME ...]
+    python -m bench.corpus [--out DIR] [--only NAME ...] [--seed-offset N]
 
 writes into ``DIR`` (default ``.corpus/`` in the repository, git-ignored), for each recording of
 :data:`CORPUS`, the audio in its declared format, ``<name>.txt`` (the reference: the placed clips'
@@ -12,6 +12,10 @@ section): many short Swedish utterances with long pauses (16 kHz WAV), Swedish o
 band (mu-law WAV), dense English read speech without pauses (MP3), disfluent spontaneous English with
 fillers, restarts and laughter (Opus), English under a music bed at 10 dB SNR (float64 WAV), and a
 mix of Swedish, English and Spanish utterances (16 kHz WAV).
+
+``--seed-offset N`` adds N to every recording's seed: the same clips in other orders, with other pauses and
+noise, so other windows and other contexts. Built into another folder (``--out``), such a corpus gives
+figures on recordings no setting was tuned on (``python -m bench.engine --corpus DIR``).
 
 Deterministic: clip order and pause lengths come from a seeded generator, noise from the same generator,
 and every step is numpy or FFmpeg (PyAV) code without randomness; the same inputs and the same PyAV
@@ -26,7 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -378,8 +382,10 @@ def encode(samples: np.ndarray, audio_format: str, path: Path) -> None:
             out.mux(packet)
 
 
-def build(out_dir: Path, only: Sequence[str] = ()) -> list[dict[str, object]]:
+def build(out_dir: Path, only: Sequence[str] = (), seed_offset: int = 0) -> list[dict[str, object]]:
     """Build the corpus (or the recordings named in ``only``) into ``out_dir``; return the manifest entries.
+
+    ``seed_offset`` is added to every recording's :attr:`Spec.seed` (0: the benchmark's own recordings).
 
     Each file is written under a temporary name and renamed into place, so an interrupted build leaves no
     half-written recording; ``manifest.json`` is written last. With ``only``, the entries of recordings
@@ -397,6 +403,7 @@ def build(out_dir: Path, only: Sequence[str] = ()) -> list[dict[str, object]]:
     for spec in CORPUS:
         if only and spec.name not in only:
             continue
+        spec = replace(spec, seed=spec.seed + seed_offset)
         assembled = assemble(spec)
         file_name = f"{spec.name}.{EXTENSIONS[spec.audio_format]}"
         partial = out_dir / f".{file_name}.partial"
@@ -414,6 +421,7 @@ def build(out_dir: Path, only: Sequence[str] = ()) -> list[dict[str, object]]:
                 "duration_s": round(assembled.samples.shape[0] / SAMPLE_RATE_HZ, 4),
                 "bed": spec.bed,
                 "snr_db": spec.snr_db,
+                "seed": spec.seed,
                 "parts": [vars(part) for part in assembled.parts],
             }
         )
@@ -439,9 +447,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
     )
     parser.add_argument("--only", nargs="*", default=[], help="build only these recordings")
+    parser.add_argument(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="add N to every recording's seed: the same clips in other orders (default 0: the benchmark's)",
+    )
     args = parser.parse_args(argv)
     try:
-        entries = build(args.out, args.only)
+        entries = build(args.out, args.only, args.seed_offset)
     except (KeyError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2

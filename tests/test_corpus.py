@@ -121,3 +121,22 @@ def test_an_unknown_name_is_one_clear_line_and_nothing_written(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no_such_file" in err and "sv_short_utterances" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_seed_offset_places_the_same_clips_in_another_order(built: Built, tmp_path: Path) -> None:
+    """``--seed-offset`` gives recordings no setting was tuned on: the same clips and references, in
+    another order at other offsets, and the same bytes again for the same offset."""
+    out, manifest = built
+    name = "mixed_sv_en_es"
+    assert corpus.main(["--out", str(tmp_path / "a"), "--only", name, "--seed-offset", "1000"]) == 0
+    corpus.build(tmp_path / "b", only=[name], seed_offset=1000)
+    (original,) = (e for e in manifest if e["name"] == name)
+    (moved,) = json.loads((tmp_path / "a" / "manifest.json").read_text(encoding="utf-8"))
+    assert moved["seed"] == original["seed"] + 1000
+    sources = [p["source"] for p in moved["parts"]]
+    assert sorted(sources) == sorted(p["source"] for p in original["parts"])
+    assert sources != [p["source"] for p in original["parts"]]
+    assert [p["start_s"] for p in moved["parts"]] != [p["start_s"] for p in original["parts"]]
+    audio = moved["file"]
+    assert (tmp_path / "a" / audio).read_bytes() == (tmp_path / "b" / audio).read_bytes()
+    assert (tmp_path / "a" / audio).read_bytes() != (out / audio).read_bytes()
