@@ -371,7 +371,8 @@ class BatchedDecoding(EngineCore):
         rule) a window whose text is too repetitive (compression ratio above
         ``rules.COMPRESSION_RATIO_THRESHOLD``) or too unsure (average log-probability below
         ``rules.LOGPROB_THRESHOLD``) is decoded again by sampling at the next temperature of
-        ``rules.TEMPERATURES``, alone with the others that failed; with ``loops`` only a repetitive one;
+        ``rules.TEMPERATURES``, alone with the others that failed (of a round's samples, the most probable
+        that is not a loop is kept, ``rules.SAMPLES_SKIP_LOOPS``); with ``loops`` only a repetitive one;
         with ``never`` none. A window that is unsure and probably silent (no-speech probability above
         ``rules.NO_SPEECH_THRESHOLD``) is not retried and gives no text (``rules``:
         :mod:`gpu_transcribe_engine.decoding_rules`). When every temperature fails, the attempt with the
@@ -410,6 +411,9 @@ class BatchedDecoding(EngineCore):
                     cross=cross if rows is None else decoder.select(cross, rows),
                     loop_threshold=loop_threshold if temperature == 0.0 else sampling_threshold,
                     loop_min_tokens=0 if temperature == 0.0 else rules.SAMPLING_LOOP_MIN_TOKENS,
+                    loop_rank_threshold=rules.COMPRESSION_RATIO_THRESHOLD
+                    if rules.SAMPLES_SKIP_LOOPS
+                    else None,
                 )
             still: list[int] = []
             for window, result in zip(pending, results, strict=True):

@@ -33,7 +33,25 @@ corpus recording 0.270 / 9.0 s against 0.264 / 4.6 s (2 samples: 0.276 / 6.0 s);
 orders (not the benchmark's files): disfluent 0.245 / 8.2 s against 0.251 / 6.1 s, disfluent under music
 0.242 / 0.5 s against 0.239 / 1.0 s, mixed-language 0.348 / 15.9 s against 0.354 / 18.1 s. The same
 accuracy within the seeds' spread, and time saved only on the files it was first tried on, so the
-number of samples stays OpenAI's."""
+number of samples stays OpenAI's.
+
+Sampling all later temperatures of a falling-back window in one ``generate`` (25 rows for 5 temperatures,
+keeping the first that passes, OpenAI's decision) was measured too, seeds 0-2, mean fallback seconds one
+round a temperature against all at once: disfluent corpus recording 9.4 against 13.7, mixed-language 5.1
+against 5.2, the reordered disfluent one 9.3 against 3.6 and the reordered mixed-language one 16.2 against
+11.3 s. All at once pays every round's longest row (high-temperature samples rarely end before
+:data:`MAX_NEW_TOKENS`) even where 0.2 passes, so it is not used."""
+SAMPLES_SKIP_LOOPS = True
+"""In a fallback round, a sample whose text is a repetition loop (compression ratio above
+:data:`COMPRESSION_RATIO_THRESHOLD`) ranks below every sample that is not, whatever their average
+log-probabilities; OpenAI's ``best_of`` keeps the most probable sample, and a loop is often the most
+probable, so the round failed on it and the window went on to a hotter temperature although a sample of
+this one passed. Measured (whisper-base, 2 CPU cores, seeds 0-2, mean fallback seconds and word error
+rate, OpenAI's rank against this one): corpus disfluent 7.3 s / 0.282 against 4.6 s / 0.270, corpus
+mixed-language 4.1 s / 0.328 against 2.8 s / 0.333; and on the corpus rebuilt with ``--seed-offset 1000``
+(the same clips in other orders, recordings no rule was tried on before): telephone 4.4 s / 0.322 against
+2.1 s / 0.322, mixed-language 13.9 s / 0.358 against 7.9 s / 0.340, disfluent 8.0 s / 0.242 against
+4.0 s / 0.239. About half the fallback time, the same accuracy within the seeds' spread."""
 STOP_LOOPS = True
 """End a window's beam search (temperature 0) as soon as its text exceeds ``COMPRESSION_RATIO_THRESHOLD``
 rather than at ``MAX_NEW_TOKENS`` (:class:`gpu_transcribe_engine.logits_rules.LoopStop`); the window

@@ -66,6 +66,25 @@ class Decoded:
     temperature: float
 
 
+def best_sample(samples: Sequence[Decoded], loop_threshold: float | None = None) -> Decoded:
+    """The sample a best-of-N round keeps: the highest average log-probability (OpenAI's ``best_of``), among
+    the samples whose compression ratio is at most ``loop_threshold`` when any is (a repetition loop is
+    often the most probable sample, and keeping it fails the round although another sample passed; see
+    :data:`gpu_transcribe_engine.decoding_rules.SAMPLES_SKIP_LOOPS`). ``None``: OpenAI's rule alone.
+
+    Raises:
+        ValueError: no samples.
+    """
+    if not samples:
+        raise ValueError("best_sample: no samples")
+
+    def rank(decoded: Decoded) -> tuple[bool, float]:
+        looping = loop_threshold is not None and decoded.compression_ratio > loop_threshold
+        return (not looping, decoded.avg_logprob)
+
+    return max(samples, key=rank)
+
+
 class WindowDecoder:
     """Encodes and decodes batches of Whisper windows (log-mel inputs of exactly 3000 frames).
 
@@ -199,6 +218,7 @@ class WindowDecoder:
         cross: DynamicCache | None = None,
         loop_threshold: float | None = None,
         loop_min_tokens: int = 0,
+        loop_rank_threshold: float | None = None,
     ) -> list[Decoded]:
         """Decode every window once: beam search at temperature 0, else best-of-``best_of`` sampling.
 
@@ -216,6 +236,9 @@ class WindowDecoder:
                 (:class:`LoopStop`); ``None`` to decode every row to its end token or ``max_new_tokens``.
             loop_min_tokens: tokens a row has before :class:`LoopStop` looks at it (at least
                 :data:`LOOP_MIN_TOKENS`).
+            loop_rank_threshold: when sampling, a sample whose compression ratio is above this (a
+                repetition loop) ranks below every sample under it, whatever their log-probabilities;
+                ``None`` for OpenAI's rank by average log-probability alone.
 
         Returns:
             One :class:`Decoded` per window, in order.
@@ -302,8 +325,9 @@ class WindowDecoder:
             avg_logprob = averages[row] if beam else float(steps[row, :length].float().sum()) / max(1, length)
             text = self._decode_text([t for t in tokens if t < self.eos_id])
             candidates.append(Decoded(tokens, avg_logprob, compression_ratio(text), temperature))
+
         return [
-            max(candidates[w * samples : (w + 1) * samples], key=lambda d: d.avg_logprob) for w in range(rows)
+            best_sample(candidates[w * samples : (w + 1) * samples], loop_rank_threshold) for w in range(rows)
         ]
 
     def align(

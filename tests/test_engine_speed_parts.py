@@ -184,3 +184,16 @@ def test_sampler_is_reproducible_from_the_seed_and_refuses_temperature_zero() ->
     assert torch.equal(draws[0], draws[1])
     with pytest.raises(ValueError, match="temperature"):
         Sampler(0.0)
+
+
+def test_a_round_keeps_its_most_probable_sample_that_is_not_a_loop() -> None:
+    from gpu_transcribe_engine.whisper_model import Decoded, best_sample
+
+    loop = Decoded((1, 1, 1), avg_logprob=-0.1, compression_ratio=9.0, temperature=0.2)
+    plain = Decoded((1, 2, 3), avg_logprob=-0.6, compression_ratio=1.1, temperature=0.2)
+    likelier = Decoded((1, 2, 4), avg_logprob=-0.4, compression_ratio=1.2, temperature=0.2)
+    assert best_sample([loop, plain, likelier], loop_threshold=2.4) is likelier
+    assert best_sample([loop, plain], loop_threshold=None) is loop  # OpenAI's rule
+    assert best_sample([loop], loop_threshold=2.4) is loop  # only loops: the most probable
+    with pytest.raises(ValueError):
+        best_sample([])
