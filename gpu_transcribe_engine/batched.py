@@ -430,10 +430,10 @@ class BatchedDecoding(EngineCore):
             pending = still
             if not pending:
                 break
-        for window in pending:
-            threshold = rules.COMPRESSION_RATIO_THRESHOLD
-            passing = [a for a in attempts[window] if a.compression_ratio <= threshold]
-            kept[window] = max(passing or attempts[window], key=lambda a: a.avg_logprob)
+        from gpu_transcribe_engine.whisper_model import best_sample
+
+        for window in pending:  # every temperature failed: the most probable attempt that is not a loop
+            kept[window] = best_sample(attempts[window], rules.COMPRESSION_RATIO_THRESHOLD)
         alignments: list[Any] = [None] * count
         if opts.word_timestamps:
             texts = [[t for t in d.tokens if t < decoder.eos_id] if d is not None else [] for d in kept]
