@@ -91,16 +91,3 @@ async def dynamic_openai_client(
             yield AsyncOpenAI(
                 api_key="cant-be-empty", base_url=f"{peer_server.url}/v1", http_client=aclient, max_retries=0
             )
-
-
-__all__ = [
-    "OPENAI_BASE_URL",
-    "TIMEOUT",
-    "AclientFactory",
-    "_in_audio_dir",
-    "aclient",
-    "aclient_factory",
-    "actual_openai_client",
-    "dynamic_openai_client",
-    "openai_client",
-]

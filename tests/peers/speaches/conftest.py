@@ -11,7 +11,7 @@
 import pytest
 from httpx import AsyncClient
 
-from tests.peers.upstream_fixtures import (  # the shared adaptation; pytest registers imported fixtures
+from tests.peers.upstream_fixtures import (  # noqa: F401 (pytest registers imported fixtures)
     OPENAI_BASE_URL,
     TIMEOUT,
     AclientFactory,
@@ -25,20 +25,9 @@ from tests.peers.upstream_fixtures import (  # the shared adaptation; pytest reg
 
 
 @pytest.fixture
-async def pull_model_without_cleanup(request: pytest.FixtureRequest, aclient: AsyncClient) -> None:
+async def pull_model_without_cleanup(
+    request: pytest.FixtureRequest,
+    aclient: AsyncClient,  # noqa: F811 (the imported fixture, requested by name)
+) -> None:
     res = await aclient.get(f"/v1/models/{request.param}")
     res.raise_for_status()
-
-
-__all__ = [
-    "OPENAI_BASE_URL",
-    "TIMEOUT",
-    "AclientFactory",
-    "_in_audio_dir",
-    "aclient",
-    "aclient_factory",
-    "actual_openai_client",
-    "dynamic_openai_client",
-    "openai_client",
-    "pull_model_without_cleanup",
-]
