@@ -41,7 +41,8 @@ object with its ``transcribe_many`` and ``info``."""
 def load_whisper_engine(config: ServerConfig) -> Any:
     """The default :data:`EngineLoader`: :meth:`gpu_transcribe_engine.engine.WhisperEngine.load` with the
     config's model,
-    revision and device.
+    revision and device, as a long-lived engine (the compiled decoding loop on CUDA,
+    :func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`).
 
     Raises:
         ModelLoadError: the model cannot be found or loaded.
@@ -49,7 +50,7 @@ def load_whisper_engine(config: ServerConfig) -> Any:
     """
     from gpu_transcribe_engine.engine import WhisperEngine
 
-    return WhisperEngine.load(config.model, revision=config.revision, device=config.device)
+    return WhisperEngine.load(config.model, revision=config.revision, device=config.device, long_lived=True)
 
 
 class Metrics:

@@ -5,6 +5,7 @@ stdout.
     txt,json,srt,vtt]
         [--language sv] [--task transcribe] [--model ID_OR_DIR] [--revision REV] [--beam-size N]
         [--batch-size N] [--algorithm auto|sequential|batched] [--device auto|cpu|cuda]
+        [--decode-loop auto|eager|compiled]
         [--word-timestamps] [--prompt TEXT] [--max-line-width N] [--max-line-count M]
         [--max-cue-duration S]
 
@@ -43,7 +44,15 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from gpu_transcribe_engine.errors import BadOptionError, EngineFailure, OutputWriteError
-from gpu_transcribe_engine.options import ALGORITHMS, DEFAULT_LANGUAGE, DEFAULT_MODEL, DEVICES, FORMATS, TASKS
+from gpu_transcribe_engine.options import (
+    ALGORITHMS,
+    DECODE_LOOPS,
+    DEFAULT_LANGUAGE,
+    DEFAULT_MODEL,
+    DEVICES,
+    FORMATS,
+    TASKS,
+)
 from gpu_transcribe_engine.protocol import EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, emit
 
 
@@ -80,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: per device)")
     run.add_argument("--algorithm", default="auto", choices=ALGORITHMS)
     run.add_argument("--device", default="auto", choices=DEVICES)
+    run.add_argument(
+        "--decode-loop",
+        default="auto",
+        choices=DECODE_LOOPS,
+        help="compiled: static cache and a compiled decoder step (CUDA; pays a compile first); "
+        "auto: eager for this one-shot process",
+    )
     run.add_argument("--word-timestamps", action="store_true", help="time every word (JSON: words)")
     run.add_argument("--prompt", default=None, help="text that conditions the decoding (names, jargon)")
     run.add_argument("--max-line-width", type=int, default=None, help="subtitle characters per line")
@@ -142,9 +158,14 @@ def _transcribe(args: argparse.Namespace, events: IO[str]) -> int:
         emit("fatal", events, code=BadOptionError.code, message=str(exc))
         return EXIT_FATAL
     try:
-        engine = WhisperEngine.load(args.model, revision=args.revision, device=args.device)
+        engine = WhisperEngine.load(
+            args.model, revision=args.revision, device=args.device, decode_loop=args.decode_loop
+        )
     except EngineFailure as exc:
         emit("fatal", events, code=exc.code, message=str(exc))
+        return EXIT_FATAL
+    except ValueError as exc:  # --decode-loop compiled off the fast path
+        emit("fatal", events, code=BadOptionError.code, message=str(exc))
         return EXIT_FATAL
     try:
         resolved = engine.resolve_options(options)
@@ -159,6 +180,7 @@ def _transcribe(args: argparse.Namespace, events: IO[str]) -> int:
         revision=info.revision,
         device=info.device,
         dtype=info.dtype,
+        decode_loop=info.decode_loop,
         load_s=round(info.load_s, 3),
         algorithm=resolved.algorithm,
         batch_size=resolved.batch_size,

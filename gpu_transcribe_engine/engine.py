@@ -71,6 +71,8 @@ class WhisperEngine(BatchedDecoding, SequentialDecoding):
         device: str = "auto",
         fast: bool | None = None,
         dtype: str | None = None,
+        decode_loop: str = "auto",
+        long_lived: bool = False,
     ) -> WhisperEngine:
         """Load a Whisper checkpoint from the Hugging Face hub or a local directory
         (:func:`gpu_transcribe_engine.loading.load_model`: the arguments, the dtype chosen per device, the
@@ -79,9 +81,18 @@ class WhisperEngine(BatchedDecoding, SequentialDecoding):
         Raises:
             ModelLoadError: the model cannot be found or is not a Whisper checkpoint; one line naming it.
             HubUnreachableError: a hub id that is not in the local cache while the hub cannot be reached.
-            ValueError: ``device`` is unknown, or ``cuda`` is asked for without a GPU.
+            ValueError: ``device`` is unknown, or ``cuda`` is asked for without a GPU; ``decode_loop`` is
+                unknown, or ``compiled`` off the fast path.
         """
-        whisper, processor, info = load_model(model, revision=revision, device=device, fast=fast, dtype=dtype)
+        whisper, processor, info = load_model(
+            model,
+            revision=revision,
+            device=device,
+            fast=fast,
+            dtype=dtype,
+            decode_loop=decode_loop,
+            long_lived=long_lived,
+        )
         return cls(whisper, processor, info)
 
     @property

@@ -45,10 +45,16 @@ class EngineCore:
         self._timestamp_begin: int = int(generation_config.no_timestamps_token_id) + 1
         from gpu_transcribe_engine.whisper_model import WindowDecoder
 
+        compiled = None
+        if info.decode_loop == "compiled":
+            from gpu_transcribe_engine.compiled_decoding import CompiledDecoding
+
+            compiled = CompiledDecoding(model)
         self.decoder = WindowDecoder(
             model,
             lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True),
             fast=info.fast_path,
+            compiled=compiled,
         )
         self._id_to_language: dict[int, str] = {
             int(token_id): token.strip("<|>") for token, token_id in generation_config.lang_to_id.items()
@@ -86,6 +92,7 @@ class EngineCore:
             extra={
                 **extra,
                 "decoding": "fast" if self.info.fast_path else "stock",
+                "decode_loop": self.info.decode_loop,
                 "transformers": self.info.transformers_version,
             },
         )

@@ -37,6 +37,8 @@ class ModelInfo:
         fast_path: the fast decoding path runs (:mod:`gpu_transcribe_engine.whisper_model`); else
         transformers' own.
         transformers_version: the installed transformers release.
+        decode_loop: ``eager`` or ``compiled``
+            (:func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`).
     """
 
     model: str
@@ -46,6 +48,7 @@ class ModelInfo:
     load_s: float
     fast_path: bool = False
     transformers_version: str = ""
+    decode_loop: str = "eager"
 
 
 @dataclass(frozen=True)

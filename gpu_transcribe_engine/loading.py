@@ -36,6 +36,8 @@ def load_model(
     device: str = "auto",
     fast: bool | None = None,
     dtype: str | None = None,
+    decode_loop: str = "auto",
+    long_lived: bool = False,
 ) -> tuple[Any, Any, ModelInfo]:
     """Load a Whisper checkpoint from the Hugging Face hub or a local directory: ``(model, processor, info)``.
 
@@ -59,12 +61,18 @@ def load_model(
             tested with and the stock path elsewhere (said once on stderr); ``True``/``False`` to force
             one (see :mod:`gpu_transcribe_engine.whisper_model`).
         dtype: ``float16``, ``bfloat16`` or ``float32``; ``None`` for the device's default (see above).
+        decode_loop: ``auto``, ``eager`` or ``compiled``
+            (:func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`); the resolved loop is in
+            the returned info.
+        long_lived: the process transcribes many recordings (a server, a pipeline worker), so ``auto``
+            may pay a compile.
 
     Raises:
         ModelLoadError: the model cannot be found or is not a Whisper checkpoint; one line naming it.
         HubUnreachableError: a hub id that is not in the local cache while the hub cannot be reached
             (found in a few seconds, :func:`gpu_transcribe_engine.hub.check_hub_model`).
-        ValueError: ``device`` is unknown, or ``cuda`` is asked for without a GPU.
+        ValueError: ``device`` is unknown, or ``cuda`` is asked for without a GPU; ``decode_loop`` is
+            unknown, or ``compiled`` off the fast path.
     """
     started = time.perf_counter()
     is_directory = not is_hub_id(model)
@@ -75,6 +83,7 @@ def load_model(
     import transformers
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+    from gpu_transcribe_engine.compiled_decoding import resolve_decode_loop
     from gpu_transcribe_engine.fast_path import (
         GROUPED_ATTENTION,
         STOCK_ATTENTION,
@@ -84,6 +93,7 @@ def load_model(
     )
 
     use_fast = fast_path_available() if fast is None else fast
+    loop = resolve_decode_loop(decode_loop, resolved_device, use_fast, long_lived)
     if use_fast:
         register_grouped_attention()
     elif fast is None:
@@ -136,5 +146,6 @@ def load_model(
         load_s=time.perf_counter() - started,
         fast_path=use_fast,
         transformers_version=transformers.__version__,
+        decode_loop=loop,
     )
     return whisper, processor, info

@@ -16,6 +16,8 @@ TASKS: tuple[str, ...] = ("transcribe", "translate")
 ALGORITHMS: tuple[str, ...] = ("auto", "sequential", "batched")
 FORMATS: tuple[str, ...] = ("txt", "json", "srt", "vtt")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+DECODE_LOOPS: tuple[str, ...] = ("auto", "eager", "compiled")
+"""The engine's decoding loops (:mod:`gpu_transcribe_engine.compiled_decoding`)."""
 DEFAULT_FORMATS: tuple[str, ...] = ("txt", "json")
 DEFAULT_MODEL = "KBLab/kb-whisper-small"
 DEFAULT_LANGUAGE = "sv"

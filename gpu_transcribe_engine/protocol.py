@@ -5,8 +5,8 @@ else there
 (logs and warnings go to stderr). Every object has ``"event"`` and ``"time"`` (Unix seconds). Events, in
 the order they can appear:
 
-``model_loaded``  ``model``, ``revision``, ``device``, ``dtype``, ``load_s``, ``algorithm`` (resolved),
-                  ``batch_size`` (resolved)
+``model_loaded``  ``model``, ``revision``, ``device``, ``dtype``, ``decode_loop`` (resolved), ``load_s``,
+                  ``algorithm`` (resolved), ``batch_size`` (resolved)
 ``file_started``  ``index`` (0-based), ``total``, ``audio`` (path as given)
 ``progress``      ``index``, ``audio``, ``done_s``, ``duration_s`` (seconds of audio transcribed so far)
 ``file_done``     ``index``, ``audio``, ``duration_s``, ``decode_s``, ``transcribe_s``, ``language``,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
@@ -23,8 +23,6 @@ from transformers.generation.utils import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput
 
 from gpu_transcribe_engine.fast_path import (
-    GROUPED_ATTENTION,
-    STOCK_ATTENTION,
     SharedCrossAttentionCache,
     fast_path_available,
 )
@@ -35,6 +33,9 @@ from gpu_transcribe_engine.logits_rules import (
     TimestampRules,
     compression_ratio,
 )
+
+if TYPE_CHECKING:
+    from gpu_transcribe_engine.compiled_decoding import CompiledDecoding
 
 MAX_PREVIOUS_TOKENS = 223
 """Previous-text (prompt) tokens kept at most: OpenAI's decoder keeps ``n_text_ctx // 2 - 1`` of them, so
@@ -95,12 +96,22 @@ class WindowDecoder:
         decode_text: the tokenizer's ``decode`` (skipping special tokens), for the compression ratio.
         fast: use the shared cross-attention cache
             (:func:`~gpu_transcribe_engine.fast_path.fast_path_available`).
+        compiled: the compiled decoding loop for :meth:`decode`
+            (:class:`~gpu_transcribe_engine.compiled_decoding.CompiledDecoding`, fast path only), or
+            ``None`` for the eager loop.
     """
 
-    def __init__(self, model: Any, decode_text: Callable[[list[int]], str], fast: bool) -> None:
+    def __init__(
+        self,
+        model: Any,
+        decode_text: Callable[[list[int]], str],
+        fast: bool,
+        compiled: CompiledDecoding | None = None,
+    ) -> None:
         """Keep the model; read the special token ids from its generation config."""
         self.model = model
         self.fast = fast
+        self.compiled = compiled if fast else None
         self._decode_text = decode_text
         gen = model.generation_config
         self.generation_config = gen
@@ -302,10 +313,16 @@ class WindowDecoder:
         }
         if beam:
             kwargs["length_penalty"] = 1.0
-        cache = self._cache(cross)
-        if cache is not None:  # the fast path runs on transformers 5.24, which names the argument ``cache``
-            kwargs["cache"] = cache
-        out = GenerationMixin.generate(self.model, **kwargs)
+        if self.compiled is not None and cross is not None:
+            decoder_rows = ids.shape[0] * (num_beams if beam else 1)
+            kwargs["cache"] = self.compiled.cache(cross, decoder_rows)
+            with self.compiled.steps():
+                out = GenerationMixin.generate(self.model, **kwargs)
+        else:
+            cache = self._cache(cross)
+            if cache is not None:  # the fast path runs on transformers 5.24, which names it ``cache``
+                kwargs["cache"] = cache
+            out = GenerationMixin.generate(self.model, **kwargs)
         if beam:
             # transformers' beam score: sum of log-probabilities over the generated length (end token
             # included) to the power length_penalty = 1.0, which is OpenAI's avg_logprob
@@ -480,6 +497,7 @@ class WindowDecoder:
         transformers' public API: the model's forward with ``output_attentions=True`` gives each layer's
         ``cross_attentions`` ``(rows, heads, positions, 1500)``, which only the eager attention returns, so
         the model runs eager for this pass (``set_attn_implementation``) and is set back after it."""
+        restore = self.model.config._attn_implementation
         self.model.set_attn_implementation("eager")
         try:
             out = self.model(
@@ -488,7 +506,7 @@ class WindowDecoder:
                 output_attentions=True,
             )
         finally:
-            self.model.set_attn_implementation(GROUPED_ATTENTION if self.fast else STOCK_ATTENTION)
+            self.model.set_attn_implementation(restore)
         weights = torch.stack([out.cross_attentions[layer][:, head] for layer, head in heads], dim=1)
         return weights.float().clamp_min(WEIGHT_FLOOR).log(), out.logits
 

@@ -202,10 +202,12 @@ def test_beside_input_writes_next_to_each_input(tmp_path: Path) -> None:
 class _ExplodingEngine:
     """A stand-in engine whose second file fails with an error that is no :class:`EngineFailure`."""
 
-    info = SimpleNamespace(model="fake", revision="r", device="cpu", dtype="float32", load_s=0.1)
+    info = SimpleNamespace(
+        model="fake", revision="r", device="cpu", dtype="float32", load_s=0.1, decode_loop="eager"
+    )
 
     @classmethod
-    def load(cls, model: str, *, revision: str | None, device: str) -> _ExplodingEngine:
+    def load(cls, model: str, *, revision: str | None, device: str, decode_loop: str) -> _ExplodingEngine:
         return cls()
 
     def resolve_options(self, options: Any) -> Any:
