@@ -1,17 +1,18 @@
 """Benchmark: the compiled decoding loop (``--decode-loop compiled``) against the eager one, in one process.
 
-    python -m bench.decode_loop [--model models/whisper-base] [--device cpu|cuda] [--audio FILE]
+    python -m bench.decode_loop [--model models/whisper-base] [--device cpu|cuda] [--audio FILE|FILE.npy]
         [--language en] [--windows 8] [--beams 5] [--max-new-tokens 120] [--repeats 3]
 
 Two engines load the same weights on ``--device`` in the device's default dtype, one per loop
 (:mod:`gpu_transcribe_engine.compiled_decoding`). The first ``--windows`` 30 s windows of ``--audio`` are
-encoded once; each engine then decodes them as one batch with beam search at temperature 0
-(``WindowDecoder.decode``, the main pass of the ``batched`` algorithm), ``--repeats`` times after a first,
-untimed call (for the compiled loop the first call compiles). Printed: the compile seconds (the compiled
-loop's first call less the eager loop's), each loop's fastest decode, the ratio (eager seconds over
-compiled: above 1.0 the compiled loop is faster), milliseconds per decoding step, and how many windows
-decoded the same tokens in both (bfloat16 or float16 kernels from inductor round differently from the
-eager ones, so a window may differ by a token; in float32 the tokens are identical,
+encoded once (``--audio`` may also be a ``.npy`` of 16 kHz float32 samples); each engine then decodes them
+as one batch with beam search at temperature 0 (``WindowDecoder.decode``, the main pass of the ``batched``
+algorithm), ``--repeats`` times after a first, untimed call (for the compiled loop the first call
+compiles); a recording with fewer windows is repeated to make up the batch. Printed: the compile
+seconds (the compiled loop's first call less the eager loop's), each loop's fastest decode, the ratio
+(eager seconds over compiled: above 1.0 the compiled loop is faster), milliseconds per decoding step,
+and how many windows decoded the same tokens in both (bfloat16 or float16 kernels from inductor round
+differently from the eager ones, so a window may differ by a token; in float32 the tokens are identical,
 ``tests/test_compiled_decoding.py``).
 The two loops alternate within each repeat, so drifting load affects both alike.
 """
@@ -57,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.windows < 1 or args.repeats < 1 or args.beams < 1 or not 1 <= args.max_new_tokens <= 440:
         parser.error("--windows, --repeats and --beams must be at least 1, --max-new-tokens 1..440")
 
+    import numpy as np
     import torch
 
     from gpu_transcribe_engine.audio import decode_audio
     from gpu_transcribe_engine.engine import WhisperEngine
 
-    samples = decode_audio(args.audio)
-    pieces = [samples[i : i + WINDOW_SAMPLES] for i in range(0, len(samples), WINDOW_SAMPLES)][: args.windows]
+    samples = np.load(args.audio) if args.audio.suffix == ".npy" else decode_audio(args.audio)
+    windows = [samples[i : i + WINDOW_SAMPLES] for i in range(0, len(samples), WINDOW_SAMPLES)]
+    pieces = [windows[i % len(windows)] for i in range(args.windows)]
     engines = {
         loop: WhisperEngine.load(args.model, device=args.device, decode_loop=loop)
         for loop in ("eager", "compiled")
