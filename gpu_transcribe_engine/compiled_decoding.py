@@ -45,9 +45,12 @@ GROUPED_STATIC_ATTENTION = "gpu_transcribe_grouped_sdpa_static"
 SDPA mask function, for the static cache (a mask is built for it; the eager loop's name gets none, which a
 growing cache does not need)."""
 
-CACHES_KEPT = 4
+CACHES_KEPT = 2
 """Static caches (and cross-attention buffers) kept at once, one per batch shape, least recently used
-dropped first: a run sees the full batch, the last batch and the fallback's subsets."""
+dropped first: a run sees the full batch, then the last batch or the fallback's subsets. Each is about
+what :func:`gpu_transcribe_engine.device.default_batch_size` counts per batch (a 448-position
+self-attention cache per beam, the cross-attention keys and values per window), and that estimate fills
+half the free GPU memory, so two fit."""
 
 COMPILE_MODE = "reduce-overhead"
 """``torch.compile``'s mode for the step: inductor's kernels replayed as CUDA graphs (on CPU, inductor's

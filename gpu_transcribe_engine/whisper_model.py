@@ -316,6 +316,7 @@ class WindowDecoder:
         if self.compiled is not None and cross is not None:
             decoder_rows = ids.shape[0] * (num_beams if beam else 1)
             kwargs["cache"] = self.compiled.cache(cross, decoder_rows)
+            kwargs["disable_compile"] = True  # generate's own compile of greedy/sampling would nest ours
             with self.compiled.steps():
                 out = GenerationMixin.generate(self.model, **kwargs)
         else:
