@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gpu_transcribe_engine.errors import BadOptionError
-from gpu_transcribe_engine.options import DEFAULT_MODEL, DEVICES, looks_like_path
+from gpu_transcribe_engine.options import DECODE_LOOPS, DEFAULT_MODEL, DEVICES, looks_like_path
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -74,6 +74,9 @@ class ServerConfig:
         (:meth:`gpu_transcribe_engine.engine.WhisperEngine.load`).
         revision: the hub revision, or ``None``.
         device: ``auto``, ``cpu`` or ``cuda``.
+        decode_loop: ``auto``, ``eager`` or ``compiled``
+            (:func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`; the server is long-lived,
+            so ``auto`` is ``compiled`` on CUDA).
         api_key: the bearer key every route but ``/livez``, ``/health`` and ``GET /`` needs; ``None``: none.
         max_upload_bytes: a request body larger than this is refused with 413 (``--max-upload-mb`` x 2**20).
         max_queue: transcriptions waiting at most; one more is refused with 429.
@@ -107,6 +110,7 @@ class ServerConfig:
     model: str = DEFAULT_MODEL
     revision: str | None = None
     device: str = "auto"
+    decode_loop: str = "auto"
     api_key: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_queue: int = DEFAULT_MAX_QUEUE
@@ -132,7 +136,7 @@ class ServerConfig:
         Raises:
             ServerConfigError: a non-loopback ``bind`` without ``api_key``; an empty key; a port outside
                 0..65535; a non-positive size, queue, batch or time; ``max_pending_bytes`` under
-                ``max_upload_bytes``; a negative disk floor; an unknown device; an empty
+                ``max_upload_bytes``; a negative disk floor; an unknown device or decoding loop; an empty
                 power-off command; a ``--model`` path that is not a directory; a webhook secret file that
                 holds no usable secret. The message names the option and what to do.
         """
@@ -152,6 +156,10 @@ class ServerConfig:
             )
         if self.device not in DEVICES:
             raise ServerConfigError(f"--device: {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.decode_loop not in DECODE_LOOPS:
+            raise ServerConfigError(
+                f"--decode-loop: {self.decode_loop!r} is not one of {', '.join(DECODE_LOOPS)}"
+            )
         positive = {
             "--max-upload-mb": self.max_upload_bytes,
             "--max-queue": self.max_queue,

@@ -32,7 +32,7 @@ from gpu_transcribe_api.config import (
     ServerConfig,
     read_api_key,
 )
-from gpu_transcribe_engine.options import DEFAULT_MODEL, DEVICES
+from gpu_transcribe_engine.options import DECODE_LOOPS, DEFAULT_MODEL, DEVICES
 
 _DEFAULTS = ServerConfig()
 
@@ -92,6 +92,15 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
         _DEFAULTS.device,
         "auto (cuda if torch sees a GPU), cpu or cuda.",
         choices=DEVICES,
+    ),
+    ServeOption(
+        "decode_loop",
+        ("--decode-loop",),
+        str,
+        _DEFAULTS.decode_loop,
+        "auto (compiled on CUDA, eager on CPU), eager, or compiled (a static cache and a compiled "
+        "decoding step: compiling takes a while at the first requests).",
+        choices=DECODE_LOOPS,
     ),
     ServeOption(
         "api_key_file",
@@ -219,6 +228,7 @@ def config_from_options(values: Mapping[str, Any], env: dict[str, str] | None = 
         model=given["model"],
         revision=given["revision"],
         device=given["device"],
+        decode_loop=given["decode_loop"],
         api_key=read_api_key(given["api_key_file"]) if given["api_key_file"] is not None else None,
         max_upload_bytes=int(given["max_upload_mb"] * MIB),
         max_queue=given["max_queue"],

@@ -41,16 +41,22 @@ object with its ``transcribe_many`` and ``info``."""
 def load_whisper_engine(config: ServerConfig) -> Any:
     """The default :data:`EngineLoader`: :meth:`gpu_transcribe_engine.engine.WhisperEngine.load` with the
     config's model,
-    revision and device, as a long-lived engine (the compiled decoding loop on CUDA,
+    revision, device and decoding loop, as a long-lived engine (``auto``: the compiled decoding loop on CUDA,
     :func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`).
 
     Raises:
         ModelLoadError: the model cannot be found or loaded.
-        ValueError: the device is unknown, or ``cuda`` without a GPU.
+        ValueError: the device is unknown, or ``cuda`` without a GPU; ``compiled`` off the fast path.
     """
     from gpu_transcribe_engine.engine import WhisperEngine
 
-    return WhisperEngine.load(config.model, revision=config.revision, device=config.device, long_lived=True)
+    return WhisperEngine.load(
+        config.model,
+        revision=config.revision,
+        device=config.device,
+        decode_loop=config.decode_loop,
+        long_lived=True,
+    )
 
 
 class Metrics:

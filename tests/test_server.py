@@ -497,6 +497,18 @@ def test_serve_refuses_a_pending_limit_under_the_upload_limit(tmp_path: Path) ->
     assert len(lines) == 1 and lines[0].startswith("error: --max-pending-gb 0.1 is less than --max-upload-mb")
 
 
+def test_an_unknown_decoding_loop_is_refused_by_both_entry_points() -> None:
+    """`--decode-loop` takes auto, eager or compiled; anything else is one line naming the option."""
+    from gpu_transcribe.cli.main import app
+    from gpu_transcribe_api.config import ServerConfig, ServerConfigError
+
+    result = CliRunner().invoke(app, ["serve", "--decode-loop", "static"])
+    assert result.exit_code == 2 and "--decode-loop" in result.output, result.output
+    with pytest.raises(ServerConfigError, match=r"^--decode-loop: 'static' is not one of auto, eager"):
+        ServerConfig(decode_loop="static").checked()
+    assert ServerConfig().decode_loop == "auto"
+
+
 def test_both_entry_points_offer_the_same_options_with_the_same_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
