@@ -53,7 +53,7 @@ def _decode(engine: Any, clips: list[Path], num_beams: int, temperature: float) 
         encoder_output = decoder.encode(features)
         cross = decoder.cross_cache(encoder_output)
         decoded = decoder.decode(
-            encoder_output, decoder.prompt("sv", "transcribe"), num_beams, temperature, 80, cross=cross
+            encoder_output, decoder.prompt("sv", "transcribe"), num_beams, temperature, 48, cross=cross
         )
     return [d.tokens for d in decoded]
 
