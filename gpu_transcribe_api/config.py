@@ -75,8 +75,8 @@ class ServerConfig:
         revision: the hub revision, or ``None``.
         device: ``auto``, ``cpu`` or ``cuda``.
         decode_loop: ``auto``, ``eager`` or ``compiled``
-            (:func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`; the server is long-lived,
-            so ``auto`` is ``compiled`` on CUDA).
+            (:func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`: ``auto`` is ``eager``
+            until the compiled loop has run on a GPU).
         api_key: the bearer key every route but ``/livez``, ``/health`` and ``GET /`` needs; ``None``: none.
         max_upload_bytes: a request body larger than this is refused with 413 (``--max-upload-mb`` x 2**20).
         max_queue: transcriptions waiting at most; one more is refused with 429.

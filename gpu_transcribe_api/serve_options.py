@@ -98,8 +98,8 @@ SERVE_OPTIONS: tuple[ServeOption, ...] = (
         ("--decode-loop",),
         str,
         _DEFAULTS.decode_loop,
-        "auto (compiled on CUDA, eager on CPU), eager, or compiled (a static cache and a compiled "
-        "decoding step: compiling takes a while at the first requests).",
+        "auto (= eager), eager, or compiled (CUDA: a static cache and a compiled decoding step; "
+        "compiling takes a while at the first requests; not yet measured on a GPU).",
         choices=DECODE_LOOPS,
     ),
     ServeOption(

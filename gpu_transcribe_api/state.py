@@ -41,8 +41,8 @@ object with its ``transcribe_many`` and ``info``."""
 def load_whisper_engine(config: ServerConfig) -> Any:
     """The default :data:`EngineLoader`: :meth:`gpu_transcribe_engine.engine.WhisperEngine.load` with the
     config's model,
-    revision, device and decoding loop, as a long-lived engine (``auto``: the compiled decoding loop on CUDA,
-    :func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`).
+    revision, device and decoding loop
+    (:func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`).
 
     Raises:
         ModelLoadError: the model cannot be found or loaded.
@@ -55,7 +55,6 @@ def load_whisper_engine(config: ServerConfig) -> Any:
         revision=config.revision,
         device=config.device,
         decode_loop=config.decode_loop,
-        long_lived=True,
     )
 
 

@@ -93,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--decode-loop",
         default="auto",
         choices=DECODE_LOOPS,
-        help="compiled: static cache and a compiled decoder step (CUDA; pays a compile first); "
-        "auto: eager for this one-shot process",
+        help="compiled: static cache and a compiled decoding step (CUDA; pays a compile first); auto: eager",
     )
     run.add_argument("--word-timestamps", action="store_true", help="time every word (JSON: words)")
     run.add_argument("--prompt", default=None, help="text that conditions the decoding (names, jargon)")

@@ -72,7 +72,6 @@ class WhisperEngine(BatchedDecoding, SequentialDecoding):
         fast: bool | None = None,
         dtype: str | None = None,
         decode_loop: str = "auto",
-        long_lived: bool = False,
     ) -> WhisperEngine:
         """Load a Whisper checkpoint from the Hugging Face hub or a local directory
         (:func:`gpu_transcribe_engine.loading.load_model`: the arguments, the dtype chosen per device, the
@@ -91,7 +90,6 @@ class WhisperEngine(BatchedDecoding, SequentialDecoding):
             fast=fast,
             dtype=dtype,
             decode_loop=decode_loop,
-            long_lived=long_lived,
         )
         return cls(whisper, processor, info)
 

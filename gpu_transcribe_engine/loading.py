@@ -37,7 +37,6 @@ def load_model(
     fast: bool | None = None,
     dtype: str | None = None,
     decode_loop: str = "auto",
-    long_lived: bool = False,
 ) -> tuple[Any, Any, ModelInfo]:
     """Load a Whisper checkpoint from the Hugging Face hub or a local directory: ``(model, processor, info)``.
 
@@ -64,8 +63,6 @@ def load_model(
         decode_loop: ``auto``, ``eager`` or ``compiled``
             (:func:`gpu_transcribe_engine.compiled_decoding.resolve_decode_loop`); the resolved loop is in
             the returned info.
-        long_lived: the process transcribes many recordings (a server, a pipeline worker), so ``auto``
-            may pay a compile.
 
     Raises:
         ModelLoadError: the model cannot be found or is not a Whisper checkpoint; one line naming it.
@@ -93,7 +90,7 @@ def load_model(
     )
 
     use_fast = fast_path_available() if fast is None else fast
-    loop = resolve_decode_loop(decode_loop, resolved_device, use_fast, long_lived)
+    loop = resolve_decode_loop(decode_loop, use_fast)
     if use_fast:
         register_grouped_attention()
     elif fast is None:

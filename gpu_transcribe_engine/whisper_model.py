@@ -96,9 +96,10 @@ class WindowDecoder:
         decode_text: the tokenizer's ``decode`` (skipping special tokens), for the compression ratio.
         fast: use the shared cross-attention cache
             (:func:`~gpu_transcribe_engine.fast_path.fast_path_available`).
-        compiled: the compiled decoding loop for :meth:`decode`
-            (:class:`~gpu_transcribe_engine.compiled_decoding.CompiledDecoding`, fast path only), or
-            ``None`` for the eager loop.
+        compiled: the compiled decoding loop
+            (:class:`~gpu_transcribe_engine.compiled_decoding.CompiledDecoding`, fast path only): the
+            cross-attention caches are written into its buffer, and :meth:`decode` runs compiled over the
+            last one written; ``None`` for the eager loop.
     """
 
     def __init__(
@@ -168,6 +169,8 @@ class WindowDecoder:
             key = attn.k_proj(encoder_output).view(shape).transpose(1, 2).contiguous()
             value = attn.v_proj(encoder_output).view(shape).transpose(1, 2).contiguous()
             cache.update(key, value, index)
+            if self.compiled is not None:  # into the compiled loop's fixed buffer, layer by layer
+                self.compiled.adopt_cross(cache, index)
         return cache
 
     @staticmethod
@@ -313,7 +316,8 @@ class WindowDecoder:
         }
         if beam:
             kwargs["length_penalty"] = 1.0
-        if self.compiled is not None and cross is not None:
+        if self.compiled is not None and self.compiled.owns(cross):
+            assert cross is not None
             decoder_rows = ids.shape[0] * (num_beams if beam else 1)
             kwargs["cache"] = self.compiled.cache(cross, decoder_rows)
             kwargs["disable_compile"] = True  # generate's own compile of greedy/sampling would nest ours

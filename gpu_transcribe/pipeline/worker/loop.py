@@ -370,9 +370,7 @@ class Worker:
             else:
                 from gpu_transcribe_engine.engine import WhisperEngine
 
-                self._engine = WhisperEngine.load(
-                    self.options.model, device=self.options.device, long_lived=True
-                )
+                self._engine = WhisperEngine.load(self.options.model, device=self.options.device)
         except Exception as exc:
             with self._state.lock:
                 held = list(self._state.batch)  # the later groups' jobs too (isolate_suspects)
