@@ -146,8 +146,6 @@ class CompiledDecoding:
         self._cross_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._owned: DynamicCache | None = None
         self._active = False
-        self.compiled_steps = 0
-        """Forward calls handed to the compiled step so far (for tests)."""
         eager: Callable[..., Any] = model.forward
         options = {"mode": COMPILE_MODE, "dynamic": None, "fullgraph": False, **(compile_options or {})}
         compiled = torch.compile(eager, **options)
@@ -160,7 +158,6 @@ class CompiledDecoding:
             if isinstance(cache, StaticSharedCache) and ids is not None:
                 cache.filled += int(ids.shape[1])
             if self._active and ids is not None and ids.shape[1] == 1:
-                self.compiled_steps += 1
                 return compiled(*args, **kwargs)
             return eager(*args, **kwargs)
 

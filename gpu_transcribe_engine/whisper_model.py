@@ -12,6 +12,7 @@ instead of its attention modules (:meth:`WindowDecoder.align`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -316,17 +317,14 @@ class WindowDecoder:
         }
         if beam:
             kwargs["length_penalty"] = 1.0
-        if self.compiled is not None and self.compiled.owns(cross):
-            assert cross is not None
-            decoder_rows = ids.shape[0] * (num_beams if beam else 1)
-            kwargs["cache"] = self.compiled.cache(cross, decoder_rows)
+        compiled_steps: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.compiled is not None and cross is not None and self.compiled.owns(cross):
+            kwargs["cache"] = self.compiled.cache(cross, ids.shape[0] * (num_beams if beam else 1))
             kwargs["disable_compile"] = True  # generate's own compile of greedy/sampling would nest ours
-            with self.compiled.steps():
-                out = GenerationMixin.generate(self.model, **kwargs)
-        else:
-            cache = self._cache(cross)
-            if cache is not None:  # the fast path runs on transformers 5.24, which names it ``cache``
-                kwargs["cache"] = cache
+            compiled_steps = self.compiled.steps()
+        elif (cache := self._cache(cross)) is not None:
+            kwargs["cache"] = cache  # the fast path runs on transformers 5.24, which names it ``cache``
+        with compiled_steps:
             out = GenerationMixin.generate(self.model, **kwargs)
         if beam:
             # transformers' beam score: sum of log-probabilities over the generated length (end token

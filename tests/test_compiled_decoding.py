@@ -90,13 +90,11 @@ def test_the_compiled_loop_decodes_the_eager_loops_tokens(
     tokens through the static cache and the captured step, and the steps did run compiled."""
     eager, compiled = engines
     clips = [clip_path(c) for c in SWEDISH_CLIPS[:windows]]
-    steps_before = compiled.decoder.compiled.compiled_steps
     expected = _decode(eager, clips, num_beams, temperature)
     runs_before = GRAPH_RUNS[0]
     got = _decode(compiled, clips, num_beams, temperature)
     assert got == expected
     assert all(len(tokens) > 5 for tokens in got)
-    assert compiled.decoder.compiled.compiled_steps - steps_before >= max(len(t) for t in got)
     assert GRAPH_RUNS[0] - runs_before >= max(len(t) for t in got)  # the captured graph ran each step
     assert compiled.model.config._attn_implementation == GROUPED_STATIC_ATTENTION
 
@@ -129,10 +127,9 @@ def test_batches_reuse_one_buffer_and_a_subset_of_windows_decodes_eagerly(engine
         picked = decoder.select(second, [1])
         assert not loop.owns(picked)
     clip = [clip_path(SWEDISH_CLIPS[0])]
-    steps_before = loop.compiled_steps
     runs_before = GRAPH_RUNS[0]
     assert _decode(compiled, clip, 5, 0.0, pick=[0]) == _decode(eager, clip, 5, 0.0, pick=[0])
-    assert loop.compiled_steps == steps_before and GRAPH_RUNS[0] == runs_before  # picked rows: eager
+    assert GRAPH_RUNS[0] == runs_before  # picked rows: the eager loop
 
 
 def test_beam_reordering_permutes_the_filled_positions_in_place() -> None:
