@@ -3,8 +3,8 @@ decoding-loop benchmark there.
 
     python -m bench.gpu_check prepare [--model models/whisper-base] [--audio FILE] [--out .gpu]
         [--limit-mib 44]
-    python3 bench/gpu_check.py stage .gpu/carry-K        (on the GPU machine, once per piece)
-    python3 bench/gpu_check.py run [--windows 8,16]      (on the GPU machine, after every piece)
+    python3 -m bench.gpu_check stage .gpu/carry-K        (on the GPU machine, once per piece)
+    python3 -m bench.gpu_check run [--windows 8,16]      (on the GPU machine, after every piece)
 
 Why in pieces: a call to the lent machine carries at most 64 MiB with the repository (about 13 MB), and
 has no network. Its image holds PyTorch with CUDA but not the versions of the lock file
@@ -87,7 +87,11 @@ def prepare(model: str, audio: Path, out: Path, limit_mib: int) -> list[list[str
 
     from gpu_transcribe_engine.audio import decode_audio
 
-    shutil.rmtree(out, ignore_errors=True)
+    samples = decode_audio(audio)  # a missing or broken recording is said before any work
+    if out.exists() and any(out.iterdir()):
+        if not (out / "plan.txt").is_file():
+            raise ValueError(f"--out {out}: exists and is not an earlier prepare's output; give a new folder")
+        shutil.rmtree(out)  # an earlier prepare's pieces, made again
     staged = out / "staged"
     wheels = staged / "wheels"
     wheels.mkdir(parents=True)
@@ -99,7 +103,7 @@ def prepare(model: str, audio: Path, out: Path, limit_mib: int) -> list[list[str
     whisper = WhisperForConditionalGeneration.from_pretrained(model, dtype=torch.float16)
     whisper.save_pretrained(staged / "model", max_shard_size="30MB")
     WhisperProcessor.from_pretrained(model).save_pretrained(staged / "model")
-    np.save(staged / "audio.npy", decode_audio(audio))
+    np.save(staged / "audio.npy", samples)
     limit = limit_mib * 1024 * 1024
     for path in [p for p in staged.rglob("*") if p.is_file() and p.stat().st_size > limit]:
         split_file(path, limit)  # a single tensor (the token embedding) outgrows any shard size
@@ -112,9 +116,9 @@ def prepare(model: str, audio: Path, out: Path, limit_mib: int) -> list[list[str
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged / path, target)
         piece = f"{out}/carry-{number}"
-        lines.append(f"run(carry=['{piece}'], command='python3 bench/gpu_check.py stage {piece}')")
+        lines.append(f"run(carry=['{piece}'], command='python3 -m bench.gpu_check stage {piece}')")
     shutil.rmtree(staged)
-    lines.append("run(command='python3 bench/gpu_check.py run', timeout_s=480)")
+    lines.append("run(command='python3 -m bench.gpu_check run', timeout_s=480)")
     (out / "plan.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return groups
 
@@ -163,19 +167,34 @@ def join_parts(folder: Path) -> list[Path]:
 
 
 def stage(piece: Path) -> None:
-    """Copy a carried group's files into :data:`STAGE_DIR`, keeping their relative paths."""
-    for path in piece.rglob("*"):
-        if path.is_file():
-            target = STAGE_DIR / path.relative_to(piece)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+    """Copy a carried group's files into :data:`STAGE_DIR`, keeping their relative paths.
+
+    Raises:
+        ValueError: ``piece`` holds no files (not carried with the call).
+    """
+    files = [path for path in piece.rglob("*") if path.is_file()]
+    if not files:
+        raise ValueError(f"{piece}: no files here; name it in the call's carry")
+    for path in files:
+        target = STAGE_DIR / path.relative_to(piece)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
     print(f"staged {piece} -> {STAGE_DIR}")
 
 
 def run(device: str = "cuda", windows: Sequence[str] = ("8", "16")) -> int:
     """Install the staged wheels and run the decoding-loop benchmark on ``device`` for each batch of
-    ``windows`` into ``$OUT/gpu-check.txt`` (``--device cpu``: a dry run of the staging here)."""
+    ``windows`` into ``$OUT/gpu-check.txt`` (``--device cpu``: a dry run of the staging here).
+
+    Raises:
+        ValueError: a piece, the model, the audio or the wheels are not staged.
+    """
     join_parts(STAGE_DIR)
+    needed = [STAGE_DIR / "model" / "config.json", STAGE_DIR / "audio.npy"]
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing or not list((STAGE_DIR / "wheels").glob("*.whl")):
+        lacking = ", ".join(missing) or "wheels/"
+        raise ValueError(f"{STAGE_DIR}: {lacking} not staged; stage every carry group first")
     site = STAGE_DIR / "site"
     install = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
     wheels = [str(path) for path in sorted((STAGE_DIR / "wheels").glob("*.whl"))]
@@ -200,7 +219,7 @@ def run(device: str = "cuda", windows: Sequence[str] = ("8", "16")) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line (module docstring). Returns the exit code."""
-    parser = argparse.ArgumentParser(prog="bench/gpu_check.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m bench.gpu_check", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare")
     prep.add_argument("--model", default="models/whisper-base")
@@ -212,15 +231,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("run")
     check.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     check.add_argument("--windows", default="8,16", help="batch sizes, comma-separated")
+    from gpu_transcribe_engine.errors import EngineFailure
+
     args = parser.parse_args(argv)
-    if args.command == "prepare":
-        groups = prepare(args.model, args.audio, args.out, args.limit_mib)
-        print(f"{len(groups)} carry groups under {args.out}; the device calls are in {args.out / 'plan.txt'}")
-        return 0
-    if args.command == "stage":
-        stage(args.piece)
-        return 0
-    return run(args.device, [count.strip() for count in args.windows.split(",") if count.strip()])
+    if args.command == "prepare" and not 1 <= args.limit_mib <= 50:
+        parser.error(f"--limit-mib {args.limit_mib}: give 1..50 (a call carries 64 MiB with the repository)")
+    try:
+        if args.command == "prepare":
+            groups = prepare(args.model, args.audio, args.out, args.limit_mib)
+            plan = args.out / "plan.txt"
+            print(f"{len(groups)} carry groups under {args.out}; the device calls are in {plan}")
+            return 0
+        if args.command == "stage":
+            stage(args.piece)
+            return 0
+        return run(args.device, [count.strip() for count in args.windows.split(",") if count.strip()])
+    except (ValueError, OSError, EngineFailure, subprocess.CalledProcessError) as exc:
+        # the audio or model missing, a wheel not downloadable, a piece not staged
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -50,3 +50,22 @@ def test_the_carried_wheels_are_the_lock_files_versions() -> None:
     assert versions["transformers"].startswith("5.24.")  # the fast path's tested release
     with pytest.raises(KeyError, match="no-such-package is not pinned"):
         gpu_check.locked_version("no-such-package", lock)
+
+
+def test_prepare_never_empties_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    """``--out`` naming a folder of other files: refused in one line, the files kept."""
+    recording = Path(__file__).parents[1] / "recordings" / "en_jfk.flac"
+    kept = tmp_path / "notes.txt"
+    kept.write_text("mine", encoding="utf-8")
+    assert gpu_check.main(["prepare", "--out", str(tmp_path), "--audio", str(recording)]) == 2
+    assert kept.read_text(encoding="utf-8") == "mine"
+
+
+def test_staging_nothing_or_running_unstaged_says_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(gpu_check, "STAGE_DIR", tmp_path / "stage")
+    assert gpu_check.main(["stage", str(tmp_path / "not-carried")]) == 2
+    assert "not-carried: no files here; name it in the call's carry" in capsys.readouterr().err
+    assert gpu_check.main(["run", "--device", "cpu"]) == 2
+    assert "audio.npy not staged; stage every carry group first" in capsys.readouterr().err
